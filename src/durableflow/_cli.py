@@ -1,0 +1,5 @@
+"""The ``durableflow`` command."""
+
+
+def main() -> int:
+    return 0

@@ -1,0 +1,165 @@
+"""``Context``: what a step sees of its run — the state store, events, effects, sleeps, snapshots."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
+
+from pydantic import ValidationError
+
+from . import _snapshot
+from ._errors import SnapshotError, WorkflowRuntimeError
+from ._events import Event
+from ._graph import graph_of
+from ._runstate import Delivery, RunState, current_delivery
+from ._store import StateStore
+
+if TYPE_CHECKING:
+    from ._runner import Runner
+    from ._workflow import Workflow
+
+StateT = TypeVar("StateT")
+T = TypeVar("T")
+
+
+class Context(Generic[StateT]):
+    """One run's context. Steps receive it by annotating a parameter ``ctx: Context``.
+
+    ``Context(workflow)`` makes a fresh one to pass to ``wf.run(ctx=...)``; its
+    state then carries over from run to run. ``ctx.to_dict()`` /
+    ``Context.from_dict(workflow, data)`` save and restore a run by hand.
+    """
+
+    def __init__(self, workflow: Workflow) -> None:
+        self._graph = graph_of(type(workflow))
+        self._state = RunState("")
+        self.store: StateStore[StateT] = StateStore(self._graph.codec, self._graph.state_type)
+        """The run's state: ``await ctx.store.get(key, default=...)``, ``await ctx.store.set(key, value)``."""
+        self._runner: Runner | None = None
+
+    # -- about the run ---------------------------------------------------------------
+
+    @property
+    def run_id(self) -> str:
+        """The run's id ("" before the first run)."""
+        return self._state.run_id
+
+    @property
+    def is_running(self) -> bool:
+        return self._runner is not None
+
+    @property
+    def attempt(self) -> int:
+        """Which attempt of the current step this is: 1, then 2 after a retry..."""
+        return self._delivery("attempt").attempt
+
+    # -- events ------------------------------------------------------------------------
+
+    def send_event(self, event: Event, step: str | None = None) -> None:
+        """Send ``event`` to every step that accepts it, or only to ``step``.
+
+        Sent from a step, events are matched by order when the step runs again
+        after a restart: the ones accepted before the crash are not sent twice.
+        """
+        runner = self._live("send_event")
+        runner.call(runner.send, event, step, current_delivery.get())
+
+    def collect_events(self, ev: Event, expected: list[type[Event]], buffer_id: str | None = None) -> list[Event] | None:
+        """Buffer ``ev``; once events of every ``expected`` type are in, return them in that order.
+
+        Returns ``None`` until the set is complete. The buffer is part of the
+        run's checkpoints; an event delivered again after a restart is not
+        counted twice.
+        """
+        delivery = self._delivery("collect_events")
+        runner = self._live("collect_events")
+        return runner.call(runner.collect, delivery, ev, expected, buffer_id or delivery.step)
+
+    def write_event_to_stream(self, ev: Event) -> None:
+        """Show ``ev`` to whoever iterates ``handler.stream_events()`` (not durable)."""
+        runner = self._live("write_event_to_stream")
+        runner.call(runner.write_stream, ev)
+
+    # -- durability ----------------------------------------------------------------------
+
+    async def checkpoint(self) -> None:
+        """Make everything so far durable now, mid-step (a no-op without a checkpointer).
+
+        If the process dies later in this step, the step runs again from its
+        top and finds the state as of this call.
+        """
+        delivery = self._delivery("checkpoint")
+        self._live("checkpoint").checkpoint(f"ctx.checkpoint in {delivery.step}")
+
+    async def effect(self, key: str, fn: Callable[..., Any], *args: Any) -> Any:
+        """Run ``fn(*args)`` once per run and ``key``; later calls, after a restart too, get the recorded result.
+
+        If ``fn`` has an ``idempotency_key`` parameter it receives ``"<run_id>:<key>"``:
+        pass it downstream to close the one window left, a crash after ``fn``
+        returned and before its result was checkpointed.
+        """
+        self._delivery("effect")
+        return await self._live("effect").effect(key, fn, args)
+
+    async def sleep(self, seconds: float) -> None:
+        """Sleep until a deadline that is checkpointed: after a restart, only the rest is slept."""
+        delivery = self._delivery("sleep")
+        await self._live("sleep").sleep(delivery, seconds)
+
+    # -- persistence by hand -----------------------------------------------------------
+
+    def to_dict(self) -> dict[str, Any]:
+        """The run as a JSON-compatible dict, with a checksum; works inside a step too.
+
+        Restoring it delivers again every event not yet consumed, including the
+        input of a step that is running now.
+        """
+        if self._runner is not None:
+            return self._runner.call(self._to_dict)
+        return self._to_dict()
+
+    @classmethod
+    def from_dict(cls, workflow: Workflow, data: dict[str, Any]) -> Context[Any]:
+        """Rebuild a context saved by ``to_dict``; ``await workflow.run(ctx=restored)`` continues it.
+
+        Raises ``SnapshotError`` if the data is corrupt, edited, or no longer
+        fits the workflow's steps and events.
+        """
+        if not isinstance(data, dict):
+            raise SnapshotError(f"expected the dict ctx.to_dict() returns, found a {type(data).__name__}")
+        if data.get("checksum") != _snapshot.checksum(data):
+            raise SnapshotError("checksum mismatch: the snapshot is corrupt or was edited", run_id=data.get("run_id"))
+        return cls._restore(workflow, data)
+
+    # -- internals -----------------------------------------------------------------------
+
+    @classmethod
+    def _restore(cls, workflow: Workflow, doc: dict[str, Any]) -> Context[Any]:
+        ctx: Context[Any] = cls(workflow)
+        run, values = _snapshot.restore(doc, ctx._graph)
+        ctx._state = run
+        ctx.store = StateStore(ctx._graph.codec, ctx._graph.state_type, values)
+        if ctx._graph.state_type is not None:
+            try:
+                ctx.store._snapshot_state()
+            except ValidationError as exc:
+                raise SnapshotError(f"the stored state no longer fits {ctx._graph.state_type.__name__}: {exc}", run_id=run.run_id) from None
+        return ctx
+
+    def _to_dict(self) -> dict[str, Any]:
+        body = _snapshot.encode_full(self._state, self.store, self._graph, self._state.seq, "to_dict")
+        doc: dict[str, Any] = json.loads(body)
+        doc["checksum"] = _snapshot.checksum(doc)
+        return doc
+
+    def _live(self, what: str) -> Runner:
+        if self._runner is None:
+            raise WorkflowRuntimeError(f"ctx.{what}() needs a running run; this context is not running")
+        return self._runner
+
+    def _delivery(self, what: str) -> Delivery:
+        delivery = current_delivery.get()
+        if delivery is None:
+            raise WorkflowRuntimeError(f"ctx.{what} is only available inside a step")
+        return delivery

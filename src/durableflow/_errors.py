@@ -1,0 +1,93 @@
+"""Every error durableflow raises, one tree under ``DurableflowError``.
+
+    DurableflowError
+    ├── WorkflowValidationError     the steps do not form a runnable graph
+    ├── WorkflowRuntimeError        a run was asked for something it cannot do
+    │   ├── WorkflowTimeoutError        the run passed its deadline
+    │   └── WorkflowCancelledError      the run was cancelled
+    ├── SerializationError          a value cannot be stored as JSON
+    ├── SnapshotError               a stored run is corrupt, truncated, tampered or no longer fits the code
+    ├── RunNotFoundError            no stored run has this id
+    ├── RunExistsError              a run with this id is already stored
+    ├── RunLeaseError               another worker drives this run
+    └── StoreUnavailableError       the checkpointer's store cannot be reached
+"""
+
+from __future__ import annotations
+
+
+class DurableflowError(Exception):
+    """Base of every error durableflow raises."""
+
+
+class WorkflowValidationError(DurableflowError):
+    """The workflow's steps do not form a runnable graph; the message names the step."""
+
+
+class WorkflowRuntimeError(DurableflowError):
+    """A run was asked for something it cannot do (an event nobody accepts, a finished run...)."""
+
+
+class WorkflowTimeoutError(WorkflowRuntimeError, TimeoutError):
+    """The run passed its deadline (``Workflow(timeout=...)``); its last checkpoint is kept."""
+
+
+class WorkflowCancelledError(WorkflowRuntimeError):
+    """The run was cancelled; its last checkpoint is kept and ``resume`` continues it."""
+
+
+class SerializationError(DurableflowError):
+    """A value cannot be stored: the message names where it came from and its type."""
+
+
+class SnapshotError(DurableflowError):
+    """A stored run cannot be loaded: corrupt, truncated, tampered, foreign or incompatible."""
+
+    def __init__(self, message: str, *, run_id: str | None = None, seq: int | None = None) -> None:
+        where = []
+        if run_id is not None:
+            where.append(f"run {run_id!r}")
+        if seq is not None:
+            where.append(f"record {seq}")
+        super().__init__(f"{', '.join(where)}: {message}" if where else message)
+        self.run_id = run_id
+        self.seq = seq
+
+
+class RunNotFoundError(DurableflowError, LookupError):
+    """No stored run has this id."""
+
+    def __init__(self, run_id: str, where: str = "") -> None:
+        suffix = f" in {where}" if where else ""
+        super().__init__(
+            f"no run {run_id!r}{suffix}; `durableflow runs` lists the stored runs"
+        )
+        self.run_id = run_id
+
+
+class RunExistsError(DurableflowError):
+    """A run with this id is already stored; ``resume`` continues it."""
+
+    def __init__(self, run_id: str) -> None:
+        super().__init__(
+            f"run {run_id!r} is already stored; call wf.resume({run_id!r}) to continue it"
+        )
+        self.run_id = run_id
+
+
+class RunLeaseError(DurableflowError):
+    """Another worker holds the lease on this run, or this worker lost it."""
+
+    def __init__(self, run_id: str, holder: str | None, expires_at: float | None, detail: str = "") -> None:
+        message = detail or (
+            f"run {run_id!r} is driven by worker {holder!r} (lease until {expires_at}); "
+            "wait for it to finish or for the lease to expire, or resume with wait=True"
+        )
+        super().__init__(message)
+        self.run_id = run_id
+        self.holder = holder
+        self.expires_at = expires_at
+
+
+class StoreUnavailableError(DurableflowError, ConnectionError):
+    """The checkpointer's store cannot be reached; the last durable checkpoint is intact."""

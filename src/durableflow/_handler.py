@@ -1,0 +1,89 @@
+"""``WorkflowHandler``: what ``wf.run()`` and ``wf.resume()`` return — await it for the result."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Generator
+from typing import TYPE_CHECKING, Any
+
+from ._errors import WorkflowRuntimeError
+from ._events import Event, StopEvent
+
+if TYPE_CHECKING:
+    from ._context import Context
+    from ._runner import Runner
+
+
+class WorkflowHandler:
+    """A run in progress: awaitable for its result, with its id, context and event stream."""
+
+    def __init__(self, run_id: str, future: asyncio.Future[Any], ctx: Context[Any] | None = None) -> None:
+        self.run_id = run_id
+        """The run's id: pass it to ``wf.resume`` after a restart."""
+        self._future = future
+        self._ctx = ctx
+        self._runner: Runner | None = None
+        self._started: asyncio.Future[None] = future.get_loop().create_future()
+        if ctx is not None:
+            self._started.set_result(None)
+
+    def _attach(self, runner: Runner) -> None:
+        self._runner, self._ctx = runner, runner.ctx
+        if not self._started.done():
+            self._started.set_result(None)
+
+    @property
+    def ctx(self) -> Context[Any]:
+        """The run's context (``ctx.to_dict()`` snapshots it from here)."""
+        if self._ctx is None:
+            raise WorkflowRuntimeError(f"run {self.run_id!r} has not started: it is waiting for its lease")
+        return self._ctx
+
+    def __await__(self) -> Generator[Any, None, Any]:
+        return self._future.__await__()
+
+    def done(self) -> bool:
+        return self._future.done()
+
+    def result(self) -> Any:
+        """The result of a finished run (raises its error, or ``InvalidStateError`` if it is still going)."""
+        return self._future.result()
+
+    def exception(self) -> BaseException | None:
+        return self._future.exception()
+
+    async def stream_events(self) -> AsyncIterator[Event]:
+        """Events the steps write to the stream, input requests, and the ``StopEvent`` last.
+
+        Ends with the run; if the run failed, raises its error after the last event.
+        """
+        await asyncio.shield(self._started)
+        runner = self._runner
+        if runner is None:  # a run that had already completed
+            result = self.ctx._state.result
+            if result is not None:
+                yield result
+            return
+        while True:
+            while runner.stream:
+                event = runner.stream.popleft()
+                yield event
+                if isinstance(event, StopEvent):
+                    return
+            if runner.done:
+                if self._future.done() and not self._future.cancelled() and self._future.exception() is not None:
+                    raise self._future.exception()  # type: ignore[misc]
+                return
+            runner.stream_waiter = runner.loop.create_future()
+            await runner.stream_waiter
+
+    def send_event(self, event: Event, step: str | None = None) -> None:
+        """Send an event into the run from outside (a ``HumanResponseEvent``, say); durable on return."""
+        if self._runner is None:
+            raise WorkflowRuntimeError(f"run {self.run_id!r} is not running here")
+        self._runner.send(event, step, None)
+
+    def cancel(self) -> None:
+        """Cancel the run; its last checkpoint stays, and ``resume`` continues it later."""
+        if self._runner is not None:
+            self._runner.cancel()

@@ -1,0 +1,84 @@
+"""Resources: objects a step receives from a factory, never serialized, re-created on resume."""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
+from contextvars import ContextVar
+from typing import Any, Generic, TypeVar
+
+T = TypeVar("T")
+
+Factory = Callable[[], Any]
+"""A zero-argument callable, sync or async, that builds a resource."""
+
+_overrides: ContextVar[Mapping[object, Factory]] = ContextVar("durableflow_resource_overrides", default={})
+
+
+class Resource(Generic[T]):
+    """Marks a step parameter as injected: ``Annotated[Redis, Resource(get_redis)]``.
+
+    With ``cache=True`` a run builds the resource once and every step of that
+    run shares it; with ``cache=False`` every step invocation gets a new one.
+    """
+
+    __slots__ = ("factory", "cache")
+
+    def __init__(self, factory: Callable[[], T], cache: bool = True) -> None:
+        self.factory = factory
+        self.cache = cache
+
+    def __repr__(self) -> str:
+        return f"Resource({getattr(self.factory, '__qualname__', self.factory)!r}, cache={self.cache})"
+
+
+@contextmanager
+def override_resources(overrides: Mapping[object, Factory]) -> Iterator[None]:
+    """Serve resources from other factories while the block runs, without touching the workflow.
+
+    Keys are either the original factory or a type: a type replaces every
+    resource annotated with it or a subclass of it. Runs started (or resumed)
+    inside the block keep the overrides until they end. Blocks nest; inner
+    overrides win.
+    """
+    token = _overrides.set({**_overrides.get(), **overrides})
+    try:
+        yield
+    finally:
+        _overrides.reset(token)
+
+
+def current_overrides() -> Mapping[object, Factory]:
+    """The overrides in force here; a run captures them when it starts."""
+    return _overrides.get()
+
+
+class ResourceCache:
+    """Builds one run's resources, applying its overrides, caching those marked ``cache``."""
+
+    __slots__ = ("_overrides", "_built")
+
+    def __init__(self, overrides: Mapping[object, Factory]) -> None:
+        self._overrides = overrides
+        self._built: dict[Resource[Any], Any] = {}
+
+    def _factory(self, resource: Resource[Any], annotation: object) -> Factory:
+        factory = self._overrides.get(resource.factory)
+        if factory is not None:
+            return factory
+        if isinstance(annotation, type):
+            for key, candidate in self._overrides.items():
+                if isinstance(key, type) and issubclass(annotation, key):
+                    return candidate
+        return resource.factory
+
+    async def get(self, resource: Resource[Any], annotation: object) -> Any:
+        if resource in self._built:
+            return self._built[resource]
+        value = self._factory(resource, annotation)()
+        if inspect.isawaitable(value):
+            value = await value
+        if resource.cache:
+            self._built[resource] = value
+        return value

@@ -1,0 +1,613 @@
+"""The run loop: events are accepted into per-step queues, workers run steps, completions are checkpointed.
+
+Follow one event: ``accept`` gives it an id and a pending delivery for each
+step that takes it; ``_spawn``/``_take`` hand deliveries to workers within each
+step's ``num_workers``; ``_execute`` calls the step (with retries);
+``_complete`` accepts the step's output, retires the delivery and writes a
+checkpoint. A worker that finishes a step takes the next ready delivery
+itself, so a linear run needs a single task.
+
+Nothing here writes after a crash: a ``BaseException`` from a crash point (or
+a cancellation from outside) abandons the run where it stands.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import inspect
+import json
+import threading
+from collections import deque
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, TypeVar
+
+from . import _crashpoints
+from ._checkpointer import TERMINAL, Checkpointer, Record, retire_owner
+from ._clock import get_clock
+from ._errors import (
+    DurableflowError,
+    RunLeaseError,
+    WorkflowCancelledError,
+    WorkflowRuntimeError,
+    WorkflowTimeoutError,
+)
+from ._events import Event, HumanResponseEvent, InputRequiredEvent, StartEvent, StopEvent, run_result
+from ._hooks import plugin_manager
+from ._resource import ResourceCache, current_overrides
+from ._runstate import Delivery, current_delivery
+from ._snapshot import encode_delta, encode_full, frame
+from ._step import CONTEXT, EVENT, StepSpec
+
+if TYPE_CHECKING:
+    from ._context import Context
+    from ._workflow import Workflow
+
+T = TypeVar("T")
+
+_COMPACT_AFTER = 64 * 1024
+"""Deltas are folded into a full snapshot once they outgrow max(this, 2x the last full one)."""
+
+
+class Runner:
+    """Drives one run of one workflow instance on the running event loop."""
+
+    def __init__(
+        self,
+        workflow: Workflow,
+        ctx: Context[Any],
+        checkpointer: Checkpointer | None,
+        owner: str,
+        stored: bool = False,
+        future: asyncio.Future[Any] | None = None,
+    ) -> None:
+        self.workflow = workflow
+        self.ctx = ctx
+        self.graph = ctx._graph
+        self.run = ctx._state
+        self.checkpointer = checkpointer
+        self.owner = owner
+        self.stored = stored  # the checkpointer already holds this run
+        self.loop = asyncio.get_running_loop()
+        self.thread = threading.get_ident()
+        self.future: asyncio.Future[Any] = future if future is not None else self.loop.create_future()
+        self.resources = ResourceCache(current_overrides())
+        self.ready: dict[str, deque[Delivery]] = {name: deque() for name in self.graph.steps}
+        self.busy: dict[str, int] = dict.fromkeys(self.graph.steps, 0)
+        self.ready_count = 0
+        self.running = 0
+        self.workers: set[asyncio.Task[None]] = set()
+        self.effects_running: dict[str, asyncio.Future[str]] = {}
+        self.stream: deque[Event] = deque()
+        self.stream_waiter: asyncio.Future[None] | None = None
+        self.done = False
+        self.spawn_scheduled = False
+        self.cancels: list[Callable[[], None]] = []
+        self.written_status = self.run.status if stored else None
+        self.full_size = 0
+        self.since_full = 0
+
+    # -- starting ------------------------------------------------------------------------
+
+    def start(self, start_event: StartEvent | None) -> None:
+        """Begin a new run with ``start_event``, or continue the run the context holds (``None``)."""
+        run = self.run
+        try:
+            self.ctx._runner = self
+            if start_event is not None:
+                run.status = "running"
+                if self.workflow.timeout is not None:
+                    run.deadline = get_clock().now() + self.workflow.timeout
+                self.accept(start_event)
+            else:
+                for delivery in sorted(run.deliveries.values(), key=lambda d: d.eid):
+                    self._queue(delivery)
+                for eid in run.awaiting:
+                    self.stream.append(run.events[eid])
+                run.status = "running" if self.ready_count else "waiting"
+                run.error = None
+            if self.checkpointer is not None:
+                self.checkpoint("resumed" if self.stored else "start")
+                self._schedule_renewal()
+            if run.deadline is not None:
+                self.cancels.append(get_clock().call_at(run.deadline, self._guarded(self._timed_out)))
+        except BaseException:
+            self._abandon(None)
+            raise
+        if plugin_manager.active:
+            plugin_manager.hook.durableflow_run_started(
+                run_id=run.run_id, workflow=self.workflow, resumed=start_event is None
+            )
+        self._spawn()
+
+    # -- accepting events ----------------------------------------------------------------
+
+    def accept(self, event: Event, target: str | None = None) -> None:
+        """Give ``event`` an id and a pending delivery for each step that takes it."""
+        cls = type(event)
+        if target is None:
+            consumers = self.graph.consumers(cls)
+        else:
+            spec = self.graph.steps.get(target)
+            if spec is None or spec not in self.graph.consumers(cls):
+                raise WorkflowRuntimeError(f"step {target!r} does not exist or does not accept {cls.__name__}")
+            consumers = (spec,)
+        run = self.run
+        if isinstance(event, InputRequiredEvent):
+            run.await_input(run.add_event(event))
+            self.write_stream(event)
+            if not consumers:
+                return
+        elif not consumers:
+            raise WorkflowRuntimeError(f"no step of {self.graph.workflow_path} accepts {cls.__name__}")
+        if isinstance(event, HumanResponseEvent) and run.awaiting:
+            run.input_arrived()
+        eid = run.add_event(event)
+        for spec in consumers:
+            self._queue(run.add_delivery(eid, spec.name))
+
+    def send(self, event: Event, target: str | None, delivery: Delivery | None) -> None:
+        """``ctx.send_event`` / ``handler.send_event``."""
+        if self.done:
+            raise WorkflowRuntimeError(f"run {self.run.run_id!r} has ended; it takes no more events")
+        if delivery is not None:  # sent by a step
+            delivery.sends += 1
+            if delivery.sends <= delivery.replay_sends:
+                return  # accepted before a restart or a retry
+            delivery.sent += 1
+            self.run.touch(delivery)
+            if isinstance(event, StopEvent):
+                self._finish(event, delivery.step)
+                return
+            self.accept(event, target)
+        else:  # sent from outside: durable before send_event returns
+            self.accept(event, target)
+            self.run.status = "running"
+            if self.checkpointer is not None:
+                self.checkpoint(f"event {type(event).__name__}")
+        self._spawn_soon()
+
+    def _queue(self, delivery: Delivery) -> None:
+        self.ready[delivery.step].append(delivery)
+        self.ready_count += 1
+
+    # -- workers -------------------------------------------------------------------------
+
+    def _spawn_soon(self) -> None:
+        """Spawn workers on the loop's next turn: a worker that runs on without awaiting
+        takes the ready deliveries itself meanwhile, so tasks are made only for real concurrency."""
+        if self.ready_count and not self.spawn_scheduled:
+            self.spawn_scheduled = True
+            self.loop.call_soon(self._spawn)
+
+    def _spawn(self) -> None:
+        """Start a worker for each ready delivery whose step has a free worker."""
+        self.spawn_scheduled = False
+        if not self.ready_count or self.done:
+            return
+        for name, queue in self.ready.items():
+            limit = self.graph.steps[name].num_workers
+            while queue and self.busy[name] < limit:
+                task = self.loop.create_task(self._worker(self._claim(name, queue)))
+                self.workers.add(task)
+                task.add_done_callback(self.workers.discard)
+
+    def _take(self) -> Delivery | None:
+        """The next ready delivery whose step has a free worker, for a worker that just finished one."""
+        if not self.ready_count:
+            return None
+        for name, queue in self.ready.items():
+            if queue and self.busy[name] < self.graph.steps[name].num_workers:
+                return self._claim(name, queue)
+        return None
+
+    def _claim(self, name: str, queue: deque[Delivery]) -> Delivery:
+        self.ready_count -= 1
+        self.busy[name] += 1
+        self.running += 1
+        return queue.popleft()
+
+    async def _worker(self, delivery: Delivery | None) -> None:
+        try:
+            while delivery is not None:
+                await self._execute(delivery)
+                self.busy[delivery.step] -= 1
+                self.running -= 1
+                if self.done:
+                    return
+                delivery = self._take()
+                self._spawn_soon()
+        except BaseException as exc:  # a crash point fired, or the loop is shutting down
+            if not (self.done and isinstance(exc, asyncio.CancelledError)):
+                self._abandon(exc)
+
+    async def _execute(self, delivery: Delivery) -> None:
+        spec = self.graph.steps[delivery.step]
+        event = self.run.events[delivery.eid]
+        token = current_delivery.set(delivery)
+        try:
+            output = await self._attempts(spec, delivery, event)
+            if output is _FAILED or self.done:
+                return
+            listener = _crashpoints.listener
+            if listener is not None:
+                listener(f"step.{spec.name}.end")
+            try:
+                self._complete(delivery, spec, event, output)
+            except Exception as exc:  # an output nobody accepts, data that cannot be stored, a store that failed
+                self._fail(exc)
+        finally:
+            current_delivery.reset(token)
+
+    async def _attempts(self, spec: StepSpec, delivery: Delivery, event: Event) -> Any:
+        """Call the step until it returns, retrying as its policy says; ``_FAILED`` once the run failed."""
+        first_failure = 0.0
+        while True:
+            delivery.begin_attempt()
+            if plugin_manager.active:
+                plugin_manager.hook.durableflow_step_started(
+                    run_id=self.run.run_id, step=spec.name, event=event, attempt=delivery.attempt
+                )
+            listener = _crashpoints.listener
+            if listener is not None:
+                listener(f"step.{spec.name}.start")
+            try:
+                if spec.simple:
+                    args: list[Any] = [event if source is EVENT else self.ctx for source in spec.plan]
+                    kwargs: dict[str, Any] = {}
+                else:
+                    args, kwargs = await self._arguments(spec, event)
+                if spec.is_async:
+                    return await spec.fn(self.workflow, *args, **kwargs)
+                return await asyncio.to_thread(spec.fn, self.workflow, *args, **kwargs)
+            except Exception as exc:
+                self._undo_takes(delivery)
+                if plugin_manager.active:
+                    plugin_manager.hook.durableflow_step_finished(
+                        run_id=self.run.run_id, step=spec.name, event=event, output=None, error=exc
+                    )
+                clock = get_clock()
+                first_failure = first_failure or clock.now()
+                delay = spec.retry.next(clock.now() - first_failure, delivery.attempt, exc) if spec.retry else None
+                if delay is None or self.done:
+                    self._fail(exc)
+                    return _FAILED
+                delivery.attempt += 1
+                await clock.sleep_until(clock.now() + delay)
+                if self.done:
+                    return _FAILED
+
+    async def _arguments(self, spec: StepSpec, event: Event) -> tuple[list[Any], dict[str, Any]]:
+        values = []
+        for source in spec.plan:
+            if source is EVENT:
+                values.append(event)
+            elif source is CONTEXT:
+                values.append(self.ctx)
+            else:
+                values.append(await self.resources.get(*source))
+        split = len(values) - len(spec.keywords)
+        return values[:split], dict(zip(spec.keywords, values[split:], strict=True))
+
+    def _complete(self, delivery: Delivery, spec: StepSpec, event: Event, output: Any) -> None:
+        """Record a step's completion: its output accepted, its input consumed, all in one checkpoint."""
+        run = self.run
+        stop = None
+        if isinstance(output, StopEvent):
+            stop = output
+        elif isinstance(output, Event):
+            self.accept(output)
+        elif output is not None:
+            raise WorkflowRuntimeError(
+                f"step {spec.name!r} returned a {type(output).__name__}; a step returns an Event or None"
+            )
+        self._commit_takes(delivery)
+        run.finish_delivery(delivery)
+        if stop is not None:
+            self._finish(stop, spec.name)
+            return
+        if not self.ready_count and self.running == 1:
+            run.status = "waiting"  # nothing left to run until an event arrives from outside
+        if self.checkpointer is not None:
+            self.checkpoint(f"step {spec.name}")
+        if plugin_manager.active:
+            plugin_manager.hook.durableflow_step_finished(
+                run_id=run.run_id, step=spec.name, event=event, output=output, error=None
+            )
+
+    # -- collect_events ------------------------------------------------------------------
+
+    def collect(self, delivery: Delivery, ev: Event, expected: list[type[Event]], buffer_id: str) -> list[Event] | None:
+        run = self.run
+        eid = delivery.eid if run.events.get(delivery.eid) is ev else run.add_event(ev)
+        buffer = run.buffer(buffer_id)
+        if eid not in buffer:  # an event delivered again after a restart is already in
+            buffer.append(eid)
+            run.refs[eid] += 1
+        if len(buffer) < len(expected):
+            return None
+        slots: dict[type[Event], list[int]] = {}  # expected type -> its open positions, in order
+        for position, cls in enumerate(expected):
+            slots.setdefault(cls, []).append(position)
+        chosen: list[int | None] = [None] * len(expected)
+        for eid in buffer:
+            event = run.events[eid]
+            open_positions = slots.get(type(event)) or next(
+                (p for cls, p in slots.items() if p and isinstance(event, cls)), None
+            )
+            if open_positions:
+                chosen[open_positions.pop(0)] = eid
+        if None in chosen:
+            return None
+        picked = [eid for eid in chosen if eid is not None]
+        for eid in picked:
+            buffer.remove(eid)
+            delivery.taken.append((buffer_id, eid))
+        return [run.events[e] for e in picked]
+
+    def _commit_takes(self, delivery: Delivery) -> None:
+        for _, eid in delivery.taken:
+            self.run.unref(eid)
+        delivery.taken.clear()
+
+    def _undo_takes(self, delivery: Delivery) -> None:
+        for buffer_id, eid in reversed(delivery.taken):
+            self.run.buffer(buffer_id).insert(0, eid)
+        delivery.taken.clear()
+
+    # -- effects and sleeps --------------------------------------------------------------
+
+    async def effect(self, key: str, fn: Callable[..., Any], args: tuple[Any, ...]) -> Any:
+        run = self.run
+        text = run.effects.get(key)
+        if text is None:
+            running = self.effects_running.get(key)
+            if running is not None:  # the same key in a concurrent step: share its result
+                text = await asyncio.shield(running)
+            else:
+                pending: asyncio.Future[str] = self.loop.create_future()
+                self.effects_running[key] = pending
+                try:
+                    text = await self._run_effect(key, fn, args)
+                    pending.set_result(text)
+                except BaseException as exc:
+                    pending.set_exception(exc)
+                    pending.exception()  # retrieved: waiters get it, nobody else must
+                    raise
+                finally:
+                    del self.effects_running[key]
+        return self.graph.codec.load(text)
+
+    async def _run_effect(self, key: str, fn: Callable[..., Any], args: tuple[Any, ...]) -> str:
+        listener = _crashpoints.listener
+        if listener is not None:
+            listener(f"effect.{key}.before")
+        kwargs = {"idempotency_key": f"{self.run.run_id}:{key}"} if _takes_idempotency_key(fn) else {}
+        value = fn(*args, **kwargs)
+        if inspect.isawaitable(value):
+            value = await value
+        text = self.graph.codec.dump(value, f"the result of effect {key!r} (a {type(value).__name__})")
+        self.run.record_effect(key, text)
+        if self.checkpointer is not None:
+            self.checkpoint(f"effect {key}")
+        listener = _crashpoints.listener
+        if listener is not None:
+            listener(f"effect.{key}.after")
+        return text
+
+    async def sleep(self, delivery: Delivery, seconds: float) -> None:
+        clock = get_clock()
+        call = delivery.sleep_calls
+        delivery.sleep_calls += 1
+        if call < len(delivery.sleeps):
+            deadline = delivery.sleeps[call]  # begun before a restart: sleep only the rest
+        else:
+            deadline = clock.now() + seconds
+            delivery.sleeps.append(deadline)
+            self.run.touch(delivery)
+            if self.checkpointer is not None:
+                self.checkpoint(f"sleep in {delivery.step}")
+        await clock.sleep_until(deadline)
+
+    # -- checkpoints ---------------------------------------------------------------------
+
+    def checkpoint(self, at: str) -> None:
+        """Write what changed since the last checkpoint (or a full snapshot) in one atomic record."""
+        checkpointer = self.checkpointer
+        if checkpointer is None:
+            return
+        listener = _crashpoints.listener
+        if listener is not None:
+            listener("checkpoint.write.before")
+        run = self.run
+        seq = run.seq + 1
+        full = not self.stored or self.since_full >= max(_COMPACT_AFTER, 2 * self.full_size)
+        body = (encode_full if full else encode_delta)(run, self.ctx.store, self.graph, seq, at)
+        record = Record(seq, full, frame(body))
+        if not self.stored:
+            checkpointer.create(run.run_id, self.graph.workflow_path, record, self.owner)
+            self.stored, self.written_status = True, "running"
+        elif run.status != self.written_status:
+            checkpointer.append(run.run_id, record, self.owner, run.status, self._result_json(), self._error_text())
+        else:
+            checkpointer.append(run.run_id, record, self.owner)
+        self.written_status = run.status
+        run.seq = seq
+        run.reset_journal()
+        self.ctx.store.dirty.clear()
+        if full:
+            self.full_size, self.since_full = len(body), 0
+        else:
+            self.since_full += len(body)
+        if listener is not None:
+            listener("checkpoint.write.after")
+        if plugin_manager.active:
+            plugin_manager.hook.durableflow_checkpoint_written(run_id=run.run_id, seq=seq, full=full)
+
+    def _result_json(self) -> str | None:
+        result = self.run.result
+        if result is None:
+            return None
+        if type(result) is StopEvent:
+            return json.dumps(result.model_dump(mode="json")["result"])
+        return result.model_dump_json()
+
+    def _error_text(self) -> str | None:
+        error = self.run.error
+        return None if error is None else f"{error['type']}: {error['message']}"
+
+    # -- stream --------------------------------------------------------------------------
+
+    def write_stream(self, event: Event) -> None:
+        self.stream.append(event)
+        self._wake_stream()
+
+    def _wake_stream(self) -> None:
+        waiter = self.stream_waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    # -- ending --------------------------------------------------------------------------
+
+    def _finish(self, stop: StopEvent, at: str) -> None:
+        run = self.run
+        run.result, run.status = stop, "completed"
+        try:
+            self.checkpoint(f"stop after {at}")
+        except Exception:
+            run.result, run.status = None, "running"  # the run did not durably end
+            raise
+        self._end()
+        self.write_stream(stop)
+        self._report("completed", run_result(stop), None)
+        if not self.future.done():
+            self.future.set_result(run_result(stop))
+
+    def _fail(self, exc: BaseException, write: bool = True) -> None:
+        """End the run as failed; its last checkpoint stays, and ``resume`` continues from it."""
+        if self.done:
+            return
+        run = self.run
+        run.status, run.error = "failed", run.error_of(exc)
+        if write and not isinstance(exc, RunLeaseError):
+            try:
+                self.checkpoint("failed")
+            except DurableflowError:
+                pass  # the store or the data is what failed: the previous checkpoint stands
+        self._end()
+        self._report("failed", None, exc)
+        if not self.future.done():
+            self.future.set_exception(exc)
+
+    def cancel(self) -> None:
+        if self.done:
+            return
+        self.run.status = "cancelled"
+        try:
+            self.checkpoint("cancelled")
+        except DurableflowError:
+            pass
+        self._end()
+        self._report("cancelled", None, None)
+        if not self.future.done():
+            self.future.set_exception(WorkflowCancelledError(f"run {self.run.run_id!r} was cancelled"))
+
+    def _timed_out(self) -> None:
+        self._fail(WorkflowTimeoutError(f"run {self.run.run_id!r} passed its deadline ({self.workflow.timeout}s)"))
+
+    def _end(self) -> None:
+        self.done = True
+        for cancel in self.cancels:
+            cancel()
+        current = asyncio.current_task()
+        for task in self.workers:
+            if task is not current:
+                task.cancel()
+        if self.checkpointer is not None and self.stored and self.written_status not in TERMINAL:
+            try:  # a final status written with the last checkpoint already released it
+                self.checkpointer.release(self.run.run_id, self.owner)
+            except DurableflowError:
+                pass  # the lease expires on its own
+        self._detach()
+
+    def _abandon(self, exc: BaseException | None) -> None:
+        """Stop without writing anything, as if the process had died here."""
+        if self.done:
+            return
+        self.done = True
+        for cancel in self.cancels:
+            cancel()
+        self._detach()
+        if exc is not None and not self.future.done():
+            if isinstance(exc, asyncio.CancelledError):
+                self.future.cancel()
+            else:
+                self.future.set_exception(exc)
+
+    def _detach(self) -> None:
+        retire_owner(self.owner)
+        if self.ctx._runner is self:
+            self.ctx._runner = None
+        self._wake_stream()
+
+    def _report(self, status: str, result: Any, error: BaseException | None) -> None:
+        if plugin_manager.active:
+            plugin_manager.hook.durableflow_run_finished(
+                run_id=self.run.run_id, workflow=self.workflow, status=status, result=result, error=error
+            )
+
+    # -- timers and threads --------------------------------------------------------------
+
+    def _schedule_renewal(self) -> None:
+        assert self.checkpointer is not None
+        handle = self.loop.call_later(self.checkpointer.lease_ttl / 3, self._guarded(self._renew))
+        self.cancels.append(handle.cancel)
+
+    def _renew(self) -> None:
+        if self.done or self.checkpointer is None:
+            return
+        try:
+            held = self.checkpointer.renew(self.run.run_id, self.owner)
+        except DurableflowError:
+            held = True  # the store is down: the next checkpoint will say so
+        if not held:
+            self._fail(RunLeaseError(self.run.run_id, None, None, f"this worker lost its lease on run {self.run.run_id!r}"), write=False)
+            return
+        self._schedule_renewal()
+
+    def _guarded(self, callback: Callable[[], None]) -> Callable[[], None]:
+        """A timer callback whose crash abandons the run instead of vanishing into the loop's log."""
+
+        def guarded() -> None:
+            try:
+                callback()
+            except BaseException as exc:
+                self._abandon(exc)
+
+        return guarded
+
+    def call(self, fn: Callable[..., T], *args: Any) -> T:
+        """Run ``fn`` on the loop's thread: sync steps run in worker threads and call the context from there."""
+        if threading.get_ident() == self.thread:
+            return fn(*args)
+        result: concurrent.futures.Future[T] = concurrent.futures.Future()
+
+        def run_on_loop() -> None:
+            try:
+                result.set_result(fn(*args))
+            except BaseException as exc:
+                result.set_exception(exc)
+
+        self.loop.call_soon_threadsafe(run_on_loop)
+        return result.result()
+
+
+_FAILED: Any = object()
+
+
+def _takes_idempotency_key(fn: Callable[..., Any]) -> bool:
+    try:
+        parameters = inspect.signature(fn).parameters
+    except (TypeError, ValueError):
+        return False
+    return "idempotency_key" in parameters or any(p.kind is p.VAR_KEYWORD for p in parameters.values())

@@ -1,0 +1,172 @@
+"""What a run owes: accepted events, their pending deliveries, collect buffers, effect records.
+
+Every change is also noted in a journal, so that a checkpoint writes only what
+changed since the previous one. This module holds data only; the run loop in
+``_runner`` decides when things change.
+"""
+
+from __future__ import annotations
+
+from contextvars import ContextVar
+from typing import Any
+
+from ._events import Event, StopEvent
+
+DeliveryKey = tuple[int, str]  # (event id, step name)
+
+
+class Delivery:
+    """One event owed to one step; it stays pending until the step's completion is recorded."""
+
+    __slots__ = ("eid", "step", "sent", "sleeps", "persisted", "attempt", "replay_sends", "sends", "sleep_calls", "taken")
+
+    def __init__(self, eid: int, step: str, sent: int = 0, sleeps: list[float] | None = None) -> None:
+        self.eid = eid
+        self.step = step
+        self.sent = sent
+        """Events this delivery's step has sent with ``ctx.send_event`` (durable with the delivery)."""
+        self.sleeps: list[float] = sleeps if sleeps is not None else []
+        """Deadlines of the step's ``ctx.sleep`` calls, in call order."""
+        self.persisted = False
+        self.attempt = 1
+        self.replay_sends = 0
+        self.sends = 0
+        self.sleep_calls = 0
+        self.taken: list[tuple[str, int]] = []  # collect_events takes, undone if the attempt fails
+
+    @property
+    def key(self) -> DeliveryKey:
+        return (self.eid, self.step)
+
+    def begin_attempt(self) -> None:
+        """Reset per-execution counters: sends already accepted and sleeps already begun are replayed."""
+        self.replay_sends = self.sent
+        self.sends = 0
+        self.sleep_calls = 0
+
+
+current_delivery: ContextVar[Delivery | None] = ContextVar("durableflow_current_delivery", default=None)
+"""The delivery whose step is executing here (read by ``ctx.attempt``, ``ctx.sleep``...)."""
+
+
+class RunState:
+    """The run's bookkeeping besides ``ctx.store``; everything here goes into checkpoints."""
+
+    def __init__(self, run_id: str) -> None:
+        self.run_id = run_id
+        self.status = "new"
+        self.next_eid = 1
+        self.deadline: float | None = None
+        self.result: StopEvent | None = None
+        self.error: dict[str, str] | None = None
+        self.events: dict[int, Event] = {}
+        self.refs: dict[int, int] = {}
+        self.deliveries: dict[DeliveryKey, Delivery] = {}
+        self.buffers: dict[str, list[int]] = {}
+        self.effects: dict[str, str] = {}
+        self.awaiting: list[int] = []
+        self.seq = 0
+        """Sequence number of the last checkpoint written (0: none yet)."""
+        # The journal: what changed since the last checkpoint.
+        self.new_events: set[int] = set()
+        self.gone_events: set[int] = set()
+        self.touched: set[DeliveryKey] = set()
+        self.gone: set[DeliveryKey] = set()
+        self.dirty_buffers: set[str] = set()
+        self.new_effects: set[str] = set()
+        self.awaiting_dirty = False
+
+    def reset_journal(self) -> None:
+        """Forget what changed: called once a checkpoint holding those changes is durable."""
+        for key in self.touched:
+            delivery = self.deliveries.get(key)
+            if delivery is not None:
+                delivery.persisted = True
+        for journal in (self.new_events, self.gone_events, self.touched, self.gone, self.dirty_buffers, self.new_effects):
+            journal.clear()
+        self.awaiting_dirty = False
+
+    # -- events --------------------------------------------------------------------
+
+    def add_event(self, event: Event) -> int:
+        eid = self.next_eid
+        self.next_eid = eid + 1
+        self.events[eid] = event
+        self.refs[eid] = 0
+        self.new_events.add(eid)
+        return eid
+
+    def unref(self, eid: int) -> None:
+        refs = self.refs[eid] - 1
+        if refs:
+            self.refs[eid] = refs
+            return
+        del self.refs[eid], self.events[eid]
+        if eid in self.new_events:
+            self.new_events.discard(eid)
+        else:
+            self.gone_events.add(eid)
+
+    # -- deliveries ----------------------------------------------------------------
+
+    def add_delivery(self, eid: int, step: str) -> Delivery:
+        delivery = Delivery(eid, step)
+        self.deliveries[delivery.key] = delivery
+        self.refs[eid] += 1
+        self.touched.add(delivery.key)
+        return delivery
+
+    def touch(self, delivery: Delivery) -> None:
+        self.touched.add(delivery.key)
+
+    def finish_delivery(self, delivery: Delivery) -> None:
+        key = delivery.key
+        del self.deliveries[key]
+        self.touched.discard(key)
+        if delivery.persisted:
+            self.gone.add(key)
+        self.unref(delivery.eid)
+
+    # -- collect buffers, awaited input, effects -----------------------------------
+
+    def buffer(self, buffer_id: str) -> list[int]:
+        self.dirty_buffers.add(buffer_id)
+        return self.buffers.setdefault(buffer_id, [])
+
+    def await_input(self, eid: int) -> None:
+        self.awaiting.append(eid)
+        self.refs[eid] += 1
+        self.awaiting_dirty = True
+
+    def input_arrived(self) -> None:
+        for eid in self.awaiting:
+            self.unref(eid)
+        self.awaiting = []
+        self.awaiting_dirty = True
+
+    def record_effect(self, key: str, text: str) -> None:
+        self.effects[key] = text
+        self.new_effects.add(key)
+
+    def restore_refs(self) -> None:
+        """Recount references after loading a snapshot."""
+        self.refs = dict.fromkeys(self.events, 0)
+        for eid, _ in self.deliveries:
+            self.refs[eid] += 1
+        for eids in self.buffers.values():
+            for eid in eids:
+                self.refs[eid] += 1
+        for eid in self.awaiting:
+            self.refs[eid] += 1
+
+    def error_of(self, exc: BaseException) -> dict[str, str]:
+        cls = type(exc)
+        return {"type": f"{cls.__module__}.{cls.__qualname__}", "message": str(exc)}
+
+    def describe(self) -> dict[str, Any]:
+        """A short summary for messages and the CLI."""
+        return {
+            "status": self.status,
+            "pending": [f"{step}<-{eid}" for eid, step in self.deliveries],
+            "events": len(self.events),
+        }

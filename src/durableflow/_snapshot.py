@@ -1,0 +1,320 @@
+"""The snapshot format: full snapshots and deltas as JSON, framed with a magic and a checksum.
+
+A stored record is ``b"DFR1" + blake2b-128(body) + body`` where body is UTF-8
+JSON naming the format version, the run and the record's sequence number.
+A run loads as its newest full snapshot with the later deltas applied in
+order. Loading is pure data: event types resolve only against the types the
+workflow declares, and any defect raises ``SnapshotError``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from json.encoder import encode_basestring  # type: ignore[attr-defined]
+from collections.abc import Iterable, Sequence
+from typing import TYPE_CHECKING, Any
+
+from pydantic import ValidationError
+from pydantic_core import PydanticSerializationError
+
+from ._errors import SerializationError, SnapshotError
+from ._serialization import compact_json
+from ._events import Event, StopEvent, type_key
+from ._runstate import Delivery, RunState
+
+if TYPE_CHECKING:
+    from ._checkpointer import Record
+    from ._graph import StepGraph
+    from ._store import StateStore
+
+FORMAT = 1
+MAGIC = b"DFR1"
+_DIGEST = 16
+_quote = encode_basestring  # a str as a JSON string literal (C-accelerated)
+
+
+# -- writing -------------------------------------------------------------------------
+
+
+def encode_full(run: RunState, store: StateStore[Any], graph: StepGraph, seq: int, at: str) -> str:
+    """Everything needed to continue the run, as JSON text."""
+    parts = _head("full", run, seq, at)
+    parts += (
+        ',"workflow":', _quote(graph.workflow_path),
+        ',"fingerprint":"', graph.fingerprint,
+        '","graph":', graph.description_json,
+        ',"state":', _raw_object(store.values.items()),
+        ',"events":', _raw_object((str(eid), _event_json(ev, graph)) for eid, ev in run.events.items()),
+        ',"deliveries":', _deliveries(run.deliveries.values()),
+        ',"buffers":', _buffers(run.buffers.items()),
+        ',"effects":', _raw_object(run.effects.items()),
+        ',"awaiting":', _ints(run.awaiting),
+    )  # fmt: skip
+    if run.result is not None:
+        parts += (',"result":', _event_json(run.result, graph))
+    parts.append("}")
+    return "".join(parts)
+
+
+def encode_delta(run: RunState, store: StateStore[Any], graph: StepGraph, seq: int, at: str) -> str:
+    """What changed since the previous record, as JSON text; its size follows the change.
+
+    Built by concatenation: state and effect values are JSON text already, and
+    every other key is an integer or a step name, so nothing is encoded twice.
+    """
+    parts = _head("delta", run, seq, at)
+    if store.dirty:
+        values = store.values
+        parts += (',"state":', _raw_object((k, values[k]) for k in store.dirty if k in values))
+        deleted = [k for k in store.dirty if k not in values]
+        if deleted:
+            parts += (',"state_del":', compact_json(deleted))
+    if run.new_events:
+        events = run.events
+        parts += (',"events":', _raw_object((str(e), _event_json(events[e], graph)) for e in run.new_events))
+    if run.gone_events:
+        parts += (',"events_del":', _ints(run.gone_events))
+    if run.touched:
+        parts += (',"deliveries":', _deliveries(run.deliveries[key] for key in run.touched))
+    if run.gone:
+        parts += (',"deliveries_del":[', ",".join(f'"{e}:{s}"' for e, s in run.gone), "]")
+    if run.dirty_buffers:
+        parts += (',"buffers":', _buffers((b, run.buffers.get(b, [])) for b in run.dirty_buffers))
+    if run.new_effects:
+        parts += (',"effects":', _raw_object((k, run.effects[k]) for k in run.new_effects))
+    if run.awaiting_dirty:
+        parts += (',"awaiting":', _ints(run.awaiting))
+    if run.result is not None:
+        parts += (',"result":', _event_json(run.result, graph))
+    parts.append("}")
+    return "".join(parts)
+
+
+def frame(body: str) -> bytes:
+    data = body.encode()
+    return MAGIC + hashlib.blake2b(data, digest_size=_DIGEST).digest() + data
+
+
+def checksum(doc: dict[str, Any]) -> str:
+    """The checksum ``ctx.to_dict()`` adds, over the canonical JSON of the rest of the document."""
+    rest = {k: v for k, v in doc.items() if k != "checksum"}
+    canonical = json.dumps(rest, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return hashlib.blake2b(canonical.encode(), digest_size=_DIGEST).hexdigest()
+
+
+def _head(kind: str, run: RunState, seq: int, at: str) -> list[str]:
+    return [
+        f'{{"format":{FORMAT},"kind":"{kind}","run_id":', _quote(run.run_id),
+        f',"seq":{seq},"at":', _quote(at),
+        f',"status":"{run.status}","next_eid":{run.next_eid},"deadline":',
+        "null" if run.deadline is None else repr(float(run.deadline)),
+        ',"error":', "null" if run.error is None else compact_json(run.error),
+    ]  # fmt: skip
+
+
+def _raw_object(items: Iterable[tuple[str, str]]) -> str:
+    return "{" + ",".join(f"{_quote(k)}:{v}" for k, v in items) + "}"
+
+
+def _deliveries(deliveries: Iterable[Delivery]) -> str:
+    # step names are identifiers: nothing in "eid:step" needs escaping
+    return "{" + ",".join(f'"{d.eid}:{d.step}":[{d.sent},{_floats(d.sleeps)}]' for d in deliveries) + "}"
+
+
+def _buffers(buffers: Iterable[tuple[str, list[int]]]) -> str:
+    return "{" + ",".join(f"{_quote(b)}:{_ints(eids)}" for b, eids in buffers) + "}"
+
+
+def _ints(values: Iterable[int]) -> str:
+    return "[" + ",".join(map(str, values)) + "]"
+
+
+def _floats(values: Iterable[float]) -> str:
+    return "[" + ",".join(repr(float(v)) for v in values) + "]"
+
+
+def _event_json(event: Event, graph: StepGraph) -> str:
+    cls = type(event)
+    key = type_key(cls)
+    if graph.types.get(key) is not cls:
+        raise SerializationError(
+            f"cannot checkpoint a {cls.__name__}: no step of {graph.workflow_path} names it in an annotation, "
+            "so it could not be loaded again; add it to a step's input or return annotation"
+        )
+    try:
+        data = event.model_dump_json()
+    except PydanticSerializationError as exc:
+        raise SerializationError(f"cannot checkpoint a {cls.__name__}: {exc}") from None
+    return f"[{_quote(key)},{data}]"
+
+
+# -- reading -------------------------------------------------------------------------
+
+
+def unframe(raw: bytes, run_id: str, seq: int) -> dict[str, Any]:
+    """Check one stored record and parse it; ``SnapshotError`` names the run and the record."""
+    if not isinstance(raw, bytes | bytearray | memoryview):
+        raise SnapshotError(f"stored record is a {type(raw).__name__}, not bytes", run_id=run_id, seq=seq)
+    raw = bytes(raw)
+    if len(raw) < len(MAGIC) + _DIGEST:
+        raise SnapshotError("record is truncated", run_id=run_id, seq=seq)
+    if not raw.startswith(MAGIC):
+        raise SnapshotError(
+            "not a durableflow record (foreign data or a newer format)", run_id=run_id, seq=seq
+        )
+    digest, data = raw[len(MAGIC) : len(MAGIC) + _DIGEST], raw[len(MAGIC) + _DIGEST :]
+    if hashlib.blake2b(data, digest_size=_DIGEST).digest() != digest:
+        raise SnapshotError("checksum mismatch: the record is corrupt, truncated or was edited", run_id=run_id, seq=seq)
+    try:
+        doc = json.loads(data)
+    except ValueError as exc:
+        raise SnapshotError(f"record is not valid JSON ({exc})", run_id=run_id, seq=seq) from None
+    if not isinstance(doc, dict) or doc.get("run_id") != run_id or doc.get("seq") != seq:
+        raise SnapshotError("record belongs to another run or position", run_id=run_id, seq=seq)
+    if doc.get("format") != FORMAT:
+        raise SnapshotError(
+            f"record format {doc.get('format')!r} is not supported (this durableflow reads format {FORMAT})",
+            run_id=run_id,
+            seq=seq,
+        )
+    return doc
+
+
+def replay(records: Sequence[Record], run_id: str) -> dict[str, Any]:
+    """The run as of its last record: the first record (a full snapshot) with each delta applied."""
+    if not records:
+        raise SnapshotError("no records are stored for this run", run_id=run_id)
+    doc = unframe(records[0].data, run_id, records[0].seq)
+    if doc.get("kind") != "full":
+        raise SnapshotError("the oldest stored record is not a full snapshot", run_id=run_id, seq=records[0].seq)
+    for record in records[1:]:
+        expected = doc["seq"] + 1
+        if record.seq != expected:
+            raise SnapshotError(f"record {expected} is missing", run_id=run_id, seq=expected)
+        delta = unframe(record.data, run_id, record.seq)
+        try:
+            apply_delta(doc, delta)
+        except Exception as exc:
+            raise SnapshotError(f"malformed delta ({type(exc).__name__}: {exc})", run_id=run_id, seq=record.seq) from None
+    return doc
+
+
+def apply_delta(doc: dict[str, Any], delta: dict[str, Any]) -> None:
+    if delta["kind"] != "delta":
+        raise ValueError(f"expected a delta, found {delta['kind']!r}")
+    for field in ("seq", "at", "status", "next_eid", "deadline", "error"):
+        doc[field] = delta[field]
+    for section, deleted in (("state", "state_del"), ("events", "events_del"), ("deliveries", "deliveries_del")):
+        target = doc[section]
+        target.update(delta.get(section, {}))
+        for key in delta.get(deleted, ()):
+            target.pop(str(key), None)
+    for buffer_id, eids in delta.get("buffers", {}).items():
+        if eids:
+            doc["buffers"][buffer_id] = eids
+        else:
+            doc["buffers"].pop(buffer_id, None)
+    doc["effects"].update(delta.get("effects", {}))
+    if "awaiting" in delta:
+        doc["awaiting"] = delta["awaiting"]
+    if "result" in delta:
+        doc["result"] = delta["result"]
+
+
+def restore(doc: dict[str, Any], graph: StepGraph) -> tuple[RunState, dict[str, str]]:
+    """Rebuild a run from a full document; ``SnapshotError`` names what does not fit the code."""
+    run_id = doc.get("run_id") if isinstance(doc, dict) else None
+    try:
+        return _restore(doc, graph)
+    except SnapshotError:
+        raise
+    except Exception as exc:
+        raise SnapshotError(f"malformed snapshot ({type(exc).__name__}: {exc})", run_id=run_id) from None
+
+
+def _restore(doc: dict[str, Any], graph: StepGraph) -> tuple[RunState, dict[str, str]]:
+    run_id = doc["run_id"]
+
+    def unfit(message: str) -> SnapshotError:
+        return SnapshotError(message, run_id=run_id)
+
+    if doc.get("format") != FORMAT:
+        raise unfit(f"format {doc.get('format')!r} is not supported (this durableflow reads format {FORMAT})")
+    if doc["kind"] != "full":
+        raise unfit("not a full snapshot")
+    if doc["workflow"] != graph.workflow_path:
+        raise unfit(f"it was made by workflow {doc['workflow']}, not {graph.workflow_path}")
+    if doc["fingerprint"] != graph.fingerprint:
+        breaking = graph_changes(doc["graph"], graph.description)
+        if breaking:
+            raise unfit(
+                "the workflow no longer fits this run: " + "; ".join(breaking)
+                + ". Resume it with the code that started it, or start a new run"
+            )
+    run = RunState(run_id)
+    run.status = _expect(doc["status"], str)
+    run.next_eid = _expect(doc["next_eid"], int)
+    run.deadline = doc["deadline"]
+    run.error = doc["error"]
+    run.seq = _expect(doc["seq"], int)
+    for eid_text, record in doc["events"].items():
+        run.events[int(eid_text)] = _event(record, graph, f"event {eid_text}", unfit)
+    for key, (sent, sleeps) in doc["deliveries"].items():
+        eid_text, step = key.split(":", 1)
+        eid = int(eid_text)
+        spec = graph.steps.get(step)
+        if spec is None:
+            raise unfit(f"step {step!r} is pending but the workflow has no such step (renamed or removed?)")
+        event = run.events[eid]
+        if spec not in graph.consumers(type(event)):
+            raise unfit(f"step {step!r} no longer accepts {type(event).__name__}, which it still owes a run")
+        delivery = run.deliveries[eid, step] = Delivery(eid, step, _expect(sent, int), [float(s) for s in sleeps])
+        delivery.persisted = True
+    run.buffers = {str(b): [int(e) for e in eids if int(e) in run.events] for b, eids in doc["buffers"].items()}
+    if any(len(eids) != len(doc["buffers"][b]) for b, eids in run.buffers.items()):
+        raise unfit("a collect buffer refers to events the snapshot does not hold")
+    run.awaiting = [int(e) for e in doc["awaiting"]]
+    run.effects = {str(k): compact_json(v) for k, v in doc["effects"].items()}
+    if doc.get("result") is not None:
+        result = _event(doc["result"], graph, "result", unfit)
+        if not isinstance(result, StopEvent):
+            raise unfit("its result is not a StopEvent")
+        run.result = result
+    values = {str(k): compact_json(v) for k, v in doc["state"].items()}
+    for key, text in values.items():
+        graph.codec.load(text)  # fails on an event type the workflow does not declare
+    run.restore_refs()
+    return run, values
+
+
+def graph_changes(stored: dict[str, Any], current: dict[str, Any]) -> list[str]:
+    """The differences between two step graphs that a stored run cannot survive."""
+    changes = []
+    old_steps, new_steps = stored["steps"], current["steps"]
+    for name in sorted(old_steps.keys() - new_steps.keys()):
+        changes.append(f"step {name!r} was removed or renamed")
+    for name in sorted(old_steps.keys() & new_steps.keys()):
+        before, after = old_steps[name]["accepts"], new_steps[name]["accepts"]
+        if before != after:
+            changes.append(f"step {name!r} accepted {', '.join(before)} and now accepts {', '.join(after)}")
+    if stored.get("state") != current.get("state"):
+        changes.append(f"the state type changed from {stored.get('state')} to {current.get('state')}")
+    return changes
+
+
+def _event(record: Any, graph: StepGraph, what: str, unfit: Any) -> Event:
+    key, data = record
+    cls = graph.types.get(key)
+    if cls is None:
+        raise unfit(f"{what} has type {key!r}, which {graph.workflow_path} does not declare (renamed or removed?)")
+    try:
+        return cls.model_validate(data)
+    except ValidationError as exc:
+        raise unfit(f"{what} no longer fits {cls.__name__}: {exc.errors()[0]['msg']} at {exc.errors()[0]['loc']}") from None
+
+
+def _expect(value: Any, kind: type) -> Any:
+    if not isinstance(value, kind) or isinstance(value, bool):
+        raise TypeError(f"expected {kind.__name__}, found {value!r}")
+    return value

@@ -1,0 +1,224 @@
+"""``ctx.store``: a run's state, kept as JSON text per top-level key so checkpoints write only what changed.
+
+Values are copied in and out: ``get`` decodes a fresh copy, so mutating it
+changes nothing until it is ``set`` back, exactly as with a database.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator, Mapping
+from contextlib import asynccontextmanager
+from typing import Any, Generic, TypeVar
+
+from pydantic import BaseModel, TypeAdapter, ValidationError
+
+from ._errors import SerializationError, WorkflowRuntimeError, WorkflowValidationError
+from ._serialization import ValueCodec
+
+StateT = TypeVar("StateT")
+
+_MISSING: Any = object()
+
+
+class StateStore(Generic[StateT]):
+    """Key-value state shared by a run's steps, optionally typed by a pydantic model."""
+
+    __slots__ = ("_codec", "_state_type", "_adapters", "values", "dirty", "_lock", "_holder")
+
+    def __init__(
+        self,
+        codec: ValueCodec,
+        state_type: type[BaseModel] | None = None,
+        values: dict[str, str] | None = None,
+    ) -> None:
+        self._codec = codec
+        self._state_type = state_type
+        self._adapters: dict[str, TypeAdapter[Any]] = {}
+        self.values: dict[str, str] = values if values is not None else self._initial_values()
+        """Top-level key -> JSON text; read by the snapshot encoder."""
+        self.dirty: set[str] = set()
+        """Keys set or deleted since the last checkpoint."""
+        self._lock: asyncio.Lock | None = None
+        self._holder: asyncio.Task[Any] | None = None
+
+    # -- reading -------------------------------------------------------------------
+
+    async def get(self, path: str, default: Any = _MISSING) -> Any:
+        """The value at ``path`` (``"a"`` or ``"a.b.0"``); ``default`` or ``KeyError`` when absent."""
+        key, _, rest = path.partition(".")
+        text = self.values.get(key)
+        if text is None:
+            if default is _MISSING:
+                raise KeyError(path)
+            return default
+        value = self._decode(key, text)
+        if rest:
+            try:
+                value = _walk(value, rest.split("."))
+            except (KeyError, IndexError, AttributeError, ValueError):
+                if default is _MISSING:
+                    raise KeyError(path) from None
+                return default
+        return value
+
+    async def get_state(self) -> StateT:
+        """The whole state: a fresh model instance when typed, else a dict copy."""
+        return self._snapshot_state()
+
+    # -- writing -------------------------------------------------------------------
+
+    async def set(self, path: str, value: Any) -> None:
+        """Store ``value`` at ``path``; a ``SerializationError`` here names the key and type."""
+        await self._wait_for_writer()
+        key, _, rest = path.partition(".")
+        if rest:
+            top = self._decode(key, self.values[key]) if key in self.values else {}
+            parent = _walk(top, rest.split(".")[:-1], create=True)
+            _assign(parent, rest.rsplit(".", 1)[-1], value)
+            value = top
+        self._put(key, value)
+
+    async def delete(self, key: str) -> None:
+        """Remove a top-level key (typed state resets it to the model's default)."""
+        await self._wait_for_writer()
+        if self._state_type is not None:
+            self._put(key, self._field_default(key))
+        elif self.values.pop(key, None) is not None:
+            self.dirty.add(key)
+
+    async def clear(self) -> None:
+        """Remove every key (typed state returns to the model's defaults)."""
+        await self._wait_for_writer()
+        self._replace(self._initial_values())
+
+    async def set_state(self, state: StateT) -> None:
+        """Replace the whole state with ``state`` (a model instance when typed, else a mapping)."""
+        await self._wait_for_writer()
+        self._replace(self._encode_state(state))
+
+    @asynccontextmanager
+    async def edit_state(self) -> AsyncIterator[StateT]:
+        """Read-modify-write the whole state; concurrent editors and setters wait their turn."""
+        if self._lock is None:
+            self._lock = asyncio.Lock()
+        task = asyncio.current_task()
+        if self._holder is task:  # nested edit in the same step: no second lock
+            state = self._snapshot_state()
+            yield state
+            self._replace(self._encode_state(state))
+            return
+        async with self._lock:
+            self._holder = task
+            try:
+                state = self._snapshot_state()
+                yield state
+                self._replace(self._encode_state(state))
+            finally:
+                self._holder = None
+
+    # -- internals -------------------------------------------------------------------
+
+    async def _wait_for_writer(self) -> None:
+        if self._holder is not None and self._holder is not asyncio.current_task():
+            assert self._lock is not None
+            async with self._lock:
+                pass
+
+    def _put(self, key: str, value: Any) -> None:
+        if self._state_type is None:
+            text = self._codec.dump(value, f"state key {key!r} (a {type(value).__name__})")
+        else:
+            adapter = self._adapter(key)
+            try:
+                text = adapter.dump_json(adapter.validate_python(value)).decode()
+            except ValidationError as exc:
+                raise SerializationError(f"cannot store state key {key!r}: {exc}") from None
+        self.values[key] = text
+        self.dirty.add(key)
+
+    def _replace(self, values: dict[str, str]) -> None:
+        for key in self.values.keys() - values.keys():
+            self.dirty.add(key)
+            del self.values[key]
+        for key, text in values.items():
+            if self.values.get(key) != text:
+                self.values[key] = text
+                self.dirty.add(key)
+
+    def _decode(self, key: str, text: str) -> Any:
+        if self._state_type is None:
+            return self._codec.load(text)
+        return self._adapter(key).validate_json(text)
+
+    def _snapshot_state(self) -> Any:
+        if self._state_type is None:
+            return {key: self._codec.load(text) for key, text in self.values.items()}
+        body = ",".join(f"{json.dumps(key)}:{text}" for key, text in self.values.items())
+        return self._state_type.model_validate_json("{" + body + "}")
+
+    def _encode_state(self, state: Any) -> dict[str, str]:
+        if self._state_type is None:
+            if not isinstance(state, Mapping):
+                raise SerializationError(f"untyped state must be a mapping, not {type(state).__name__}")
+            return {
+                str(key): self._codec.dump(value, f"state key {key!r} (a {type(value).__name__})")
+                for key, value in state.items()
+            }
+        if not isinstance(state, self._state_type):
+            raise SerializationError(f"state must be a {self._state_type.__name__}, not {type(state).__name__}")
+        try:
+            state = self._state_type.model_validate(state.model_dump())
+        except ValidationError as exc:
+            raise SerializationError(f"cannot store the state: {exc}") from None
+        return {
+            name: self._adapter(name).dump_json(getattr(state, name)).decode()
+            for name in self._state_type.model_fields
+        }
+
+    def _initial_values(self) -> dict[str, str]:
+        if self._state_type is None:
+            return {}
+        try:
+            return self._encode_state(self._state_type())
+        except ValidationError as exc:
+            raise WorkflowValidationError(
+                f"state type {self._state_type.__name__} needs a default for every field: {exc}"
+            ) from None
+
+    def _field_default(self, key: str) -> Any:
+        assert self._state_type is not None
+        return getattr(self._state_type(), key)
+
+    def _adapter(self, key: str) -> TypeAdapter[Any]:
+        adapter = self._adapters.get(key)
+        if adapter is None:
+            assert self._state_type is not None
+            field = self._state_type.model_fields.get(key)
+            if field is None:
+                raise WorkflowRuntimeError(f"{self._state_type.__name__} has no field {key!r}")
+            adapter = self._adapters[key] = TypeAdapter(field.annotation)
+        return adapter
+
+
+def _walk(value: Any, parts: list[str], create: bool = False) -> Any:
+    for part in parts:
+        if isinstance(value, dict):
+            if create and part not in value:
+                value[part] = {}
+            value = value[part]
+        elif isinstance(value, list):
+            value = value[int(part)]
+        else:
+            value = getattr(value, part)
+    return value
+
+
+def _assign(container: Any, part: str, value: Any) -> None:
+    if isinstance(container, dict):
+        container[part] = value
+    elif isinstance(container, list):
+        container[int(part)] = value
+    else:
+        setattr(container, part, value)

@@ -1,0 +1,174 @@
+"""``Workflow``: subclass it, decorate methods with ``@step``, then ``run`` or ``resume``."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from typing import Any
+
+from . import _snapshot
+from ._checkpointer import Checkpointer, new_owner, owner_is_dead, retire_owner
+from ._context import Context
+from ._errors import DurableflowError, RunLeaseError, WorkflowRuntimeError
+from ._events import StartEvent, run_result
+from ._graph import graph_of
+from ._handler import WorkflowHandler
+from ._hooks import plugin_manager
+from ._runner import Runner
+from ._runstate import RunState
+
+_LEASE_POLL = 0.2
+
+
+class Workflow:
+    """Base of every workflow. Steps are the methods decorated with ``@step``.
+
+    ``timeout`` is the run's limit in seconds (``None``: none), stored as a
+    deadline so that time spent crashed counts. With a ``checkpointer`` every
+    run is durable: checkpointed at start, after each step and at the end.
+    """
+
+    def __init__(self, timeout: float | None = None, checkpointer: Checkpointer | None = None) -> None:
+        self.timeout = timeout
+        self.checkpointer = checkpointer
+
+    @classmethod
+    def validate(cls) -> None:
+        """Check the steps now; a ``WorkflowValidationError`` names the step and the problem."""
+        graph_of(cls)
+
+    def run(
+        self,
+        ctx: Context[Any] | None = None,
+        run_id: str | None = None,
+        start_event: StartEvent | None = None,
+        **start_fields: Any,
+    ) -> WorkflowHandler:
+        """Start a run on the running event loop: ``result = await wf.run(field=value)``.
+
+        With ``ctx`` from a finished run, a new run starts with its state; with
+        a context restored by ``Context.from_dict``, that run continues and
+        every event it had not consumed is delivered again.
+        """
+        graph = graph_of(type(self))
+        plugin_manager.load_entry_points()
+        if ctx is None:
+            ctx = Context(self)
+        elif ctx._graph is not graph:
+            raise WorkflowRuntimeError(f"this context belongs to {ctx._graph.workflow_path}, not {graph.workflow_path}")
+        elif ctx._runner is not None:
+            raise WorkflowRuntimeError(f"this context is already driving run {ctx.run_id!r}")
+        start = None
+        if ctx._state.status in ("new", "completed"):
+            if start_event is not None and start_fields:
+                raise TypeError("pass either start_event or start fields, not both")
+            start = start_event if start_event is not None else graph.start_type(**start_fields)
+            ctx._state = RunState(run_id or uuid.uuid4().hex)
+        elif start_event is not None or start_fields or run_id is not None:
+            raise WorkflowRuntimeError(
+                f"this context continues run {ctx.run_id!r}; it takes no start event, fields or run id"
+            )
+        runner = Runner(self, ctx, self.checkpointer, new_owner() if self.checkpointer else "")
+        handler = WorkflowHandler(ctx.run_id, runner.future, ctx)
+        handler._attach(runner)
+        runner.start(start)
+        return handler
+
+    def resume(self, run_id: str, *, wait: float = 0.0) -> WorkflowHandler:
+        """Continue a stored run (interrupted, failed or cancelled); a completed one just gives its result.
+
+        Raises ``RunNotFoundError``, ``SnapshotError`` if the stored run no
+        longer fits this code, or ``RunLeaseError`` if another worker drives
+        it — unless ``wait`` seconds are given, during which it waits for
+        that worker's lease to end.
+        """
+        checkpointer = self.checkpointer
+        if checkpointer is None:
+            raise WorkflowRuntimeError("resume needs a checkpointer: Workflow(checkpointer=SQLiteCheckpointer(path))")
+        graph_of(type(self))
+        plugin_manager.load_entry_points()
+        loop = asyncio.get_running_loop()
+        owner = new_owner()
+        try:
+            self._acquire(checkpointer, run_id, owner)
+        except RunLeaseError:
+            if wait <= 0:
+                retire_owner(owner)
+                raise
+            future = loop.create_future()
+            handler = WorkflowHandler(run_id, future)
+            task = loop.create_task(self._resume_when_free(handler, owner, loop.time() + wait))
+            task.add_done_callback(lambda t: t.cancelled() or t.exception())
+            return handler
+        except BaseException:
+            retire_owner(owner)
+            raise
+        return self._continue(run_id, owner, loop.create_future())
+
+    async def _resume_when_free(self, handler: WorkflowHandler, owner: str, give_up_at: float) -> None:
+        assert self.checkpointer is not None
+        loop = asyncio.get_running_loop()
+        while True:
+            await asyncio.sleep(_LEASE_POLL)
+            try:
+                self._acquire(self.checkpointer, handler.run_id, owner)
+                break
+            except RunLeaseError as exc:
+                if loop.time() >= give_up_at:
+                    retire_owner(owner)
+                    handler._future.set_exception(exc)
+                    return
+            except BaseException as exc:
+                retire_owner(owner)
+                handler._future.set_exception(exc)
+                return
+        try:
+            started = self._continue(handler.run_id, owner, handler._future)
+        except BaseException as exc:
+            if not handler._future.done():
+                handler._future.set_exception(exc)
+            return
+        handler._ctx = started._ctx
+        if started._runner is not None:
+            handler._attach(started._runner)
+        elif not handler._started.done():
+            handler._started.set_result(None)
+
+    def _acquire(self, checkpointer: Checkpointer, run_id: str, owner: str) -> None:
+        try:
+            checkpointer.acquire(run_id, owner)
+        except RunLeaseError as exc:
+            if not owner_is_dead(exc.holder):
+                raise
+            checkpointer.acquire(run_id, owner, steal_from=exc.holder)  # its engine died without releasing
+
+    def _continue(self, run_id: str, owner: str, future: asyncio.Future[Any]) -> WorkflowHandler:
+        """Load the leased run and drive it, or answer at once if it had completed."""
+        checkpointer = self.checkpointer
+        assert checkpointer is not None
+        try:
+            ctx = Context._restore(self, _snapshot.replay(checkpointer.load(run_id), run_id))
+            if ctx._state.status == "completed":
+                self._release(checkpointer, run_id, owner)
+                assert ctx._state.result is not None
+                future.set_result(run_result(ctx._state.result))
+                return WorkflowHandler(run_id, future, ctx)
+            runner = Runner(self, ctx, checkpointer, owner, stored=True, future=future)
+            handler = WorkflowHandler(run_id, future, ctx)
+            handler._attach(runner)
+            runner.start(None)
+            return handler
+        except Exception:
+            self._release(checkpointer, run_id, owner)
+            raise
+        except BaseException:  # a crash: the process is deemed dead, so nothing more is written
+            retire_owner(owner)
+            raise
+
+    @staticmethod
+    def _release(checkpointer: Checkpointer, run_id: str, owner: str) -> None:
+        retire_owner(owner)
+        try:
+            checkpointer.release(run_id, owner)
+        except DurableflowError:
+            pass
