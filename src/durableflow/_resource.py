@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import inspect
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
@@ -61,7 +62,9 @@ class ResourceCache:
 
     def __init__(self, overrides: Mapping[object, Factory]) -> None:
         self._overrides = overrides
-        self._built: dict[Resource[Any], Any] = {}
+        # (declared factory, factory in force) -> the build: steps that each write
+        # Resource(same_factory) share it, and concurrent first uses wait for one build
+        self._built: dict[tuple[Factory, Factory], asyncio.Future[Any]] = {}
 
     def _factory(self, resource: Resource[Any], annotation: object) -> Factory:
         factory = self._overrides.get(resource.factory)
@@ -74,11 +77,23 @@ class ResourceCache:
         return resource.factory
 
     async def get(self, resource: Resource[Any], annotation: object) -> Any:
-        if resource in self._built:
-            return self._built[resource]
-        value = self._factory(resource, annotation)()
-        if inspect.isawaitable(value):
-            value = await value
-        if resource.cache:
-            self._built[resource] = value
-        return value
+        factory = self._factory(resource, annotation)
+        if not resource.cache:
+            return await _build(factory)
+        key = (resource.factory, factory)
+        built = self._built.get(key)
+        if built is None:
+            built = self._built[key] = asyncio.ensure_future(_build(factory))
+        try:
+            return await asyncio.shield(built)
+        except Exception:
+            if self._built.get(key) is built and built.done():
+                del self._built[key]  # a failed build is not cached: a retry builds again
+            raise
+
+
+async def _build(factory: Factory) -> Any:
+    value = factory()
+    if inspect.isawaitable(value):
+        value = await value
+    return value

@@ -217,6 +217,8 @@ class Runner:
                     return
                 delivery = self._take()
                 self._spawn_soon()
+        except GeneratorExit:  # an abandoned engine's task is being garbage-collected
+            raise
         except BaseException as exc:  # a crash point fired, or the loop is shutting down
             if not (self.done and isinstance(exc, asyncio.CancelledError)):
                 self._abandon(exc)
@@ -304,6 +306,10 @@ class Runner:
         self._commit_takes(delivery)
         run.finish_delivery(delivery)
         if stop is not None:
+            if plugin_manager.active:  # reported before the run's end, which _finish reports
+                plugin_manager.hook.durableflow_step_finished(
+                    run_id=run.run_id, step=spec.name, event=event, output=output, error=None
+                )
             self._finish(stop, spec.name)
             return
         if not self.ready_count and self.running == 1:
@@ -346,8 +352,9 @@ class Runner:
         return [run.events[e] for e in picked]
 
     def _commit_takes(self, delivery: Delivery) -> None:
-        for _, eid in delivery.taken:
+        for buffer_id, eid in delivery.taken:
             self.run.unref(eid)
+            self.run.dirty_buffers.add(buffer_id)  # checkpoints recorded it as still buffered
         delivery.taken.clear()
 
     def _undo_takes(self, delivery: Delivery) -> None:
@@ -537,6 +544,10 @@ class Runner:
         self.done = True
         for cancel in self.cancels:
             cancel()
+        current = asyncio.current_task()
+        for task in self.workers:  # a dead process runs no more steps: stop the other workers where they wait
+            if task is not current:
+                task.cancel()
         self._detach()
         if exc is not None and not self.future.done():
             if isinstance(exc, asyncio.CancelledError):

@@ -47,7 +47,7 @@ def encode_full(run: RunState, store: StateStore[Any], graph: StepGraph, seq: in
         ',"state":', _raw_object(store.values.items()),
         ',"events":', _raw_object((str(eid), _event_json(ev, graph)) for eid, ev in run.events.items()),
         ',"deliveries":', _deliveries(run.deliveries.values()),
-        ',"buffers":', _buffers(run.buffers.items()),
+        ',"buffers":', _buffers(_durable_buffers(run, run.buffers)),
         ',"effects":', _raw_object(run.effects.items()),
         ',"awaiting":', _ints(run.awaiting),
     )  # fmt: skip
@@ -80,7 +80,7 @@ def encode_delta(run: RunState, store: StateStore[Any], graph: StepGraph, seq: i
     if run.gone:
         parts += (',"deliveries_del":[', ",".join(f'"{e}:{s}"' for e, s in run.gone), "]")
     if run.dirty_buffers:
-        parts += (',"buffers":', _buffers((b, run.buffers.get(b, [])) for b in run.dirty_buffers))
+        parts += (',"buffers":', _buffers(_durable_buffers(run, run.dirty_buffers)))
     if run.new_effects:
         parts += (',"effects":', _raw_object((k, run.effects[k]) for k in run.new_effects))
     if run.awaiting_dirty:
@@ -120,6 +120,16 @@ def _raw_object(items: Iterable[tuple[str, str]]) -> str:
 def _deliveries(deliveries: Iterable[Delivery]) -> str:
     # step names are identifiers: nothing in "eid:step" needs escaping
     return "{" + ",".join(f'"{d.eid}:{d.step}":[{d.sent},{_floats(d.sleeps)}]' for d in deliveries) + "}"
+
+
+def _durable_buffers(run: RunState, buffer_ids: Iterable[str]) -> list[tuple[str, list[int]]]:
+    """Collect buffers as a restart must find them: with the events that running steps have
+    collected but whose completion is not recorded yet, since those steps will be delivered again."""
+    taken: dict[str, list[int]] = {}
+    for delivery in run.deliveries.values():
+        for buffer_id, eid in delivery.taken:
+            taken.setdefault(buffer_id, []).append(eid)
+    return [(b, taken.get(b, []) + run.buffers.get(b, [])) for b in buffer_ids]
 
 
 def _buffers(buffers: Iterable[tuple[str, list[int]]]) -> str:
@@ -168,7 +178,7 @@ def unframe(raw: bytes, run_id: str, seq: int) -> dict[str, Any]:
         raise SnapshotError("checksum mismatch: the record is corrupt, truncated or was edited", run_id=run_id, seq=seq)
     try:
         doc = json.loads(data)
-    except ValueError as exc:
+    except (ValueError, RecursionError) as exc:  # RecursionError: nested deeper than the parser can go
         raise SnapshotError(f"record is not valid JSON ({exc})", run_id=run_id, seq=seq) from None
     if not isinstance(doc, dict) or doc.get("run_id") != run_id or doc.get("seq") != seq:
         raise SnapshotError("record belongs to another run or position", run_id=run_id, seq=seq)

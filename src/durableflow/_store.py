@@ -25,7 +25,7 @@ _MISSING: Any = object()
 class StateStore(Generic[StateT]):
     """Key-value state shared by a run's steps, optionally typed by a pydantic model."""
 
-    __slots__ = ("_codec", "_state_type", "_adapters", "values", "dirty", "_lock", "_holder")
+    __slots__ = ("_codec", "_state_type", "_adapters", "values", "dirty", "_lock", "_holder", "_editing")
 
     def __init__(
         self,
@@ -42,6 +42,7 @@ class StateStore(Generic[StateT]):
         """Keys set or deleted since the last checkpoint."""
         self._lock: asyncio.Lock | None = None
         self._holder: asyncio.Task[Any] | None = None
+        self._editing: Any = None  # the state the holder's outermost edit_state block is changing
 
     # -- reading -------------------------------------------------------------------
 
@@ -104,19 +105,17 @@ class StateStore(Generic[StateT]):
         if self._lock is None:
             self._lock = asyncio.Lock()
         task = asyncio.current_task()
-        if self._holder is task:  # nested edit in the same step: no second lock
-            state = self._snapshot_state()
-            yield state
-            self._replace(self._encode_state(state))
+        if self._holder is task:  # nested edit in the same step: no second lock, and the
+            yield self._editing  # same state, so neither block overwrites the other's changes
             return
         async with self._lock:
             self._holder = task
             try:
-                state = self._snapshot_state()
+                state = self._editing = self._snapshot_state()
                 yield state
                 self._replace(self._encode_state(state))
             finally:
-                self._holder = None
+                self._holder = self._editing = None
 
     # -- internals -------------------------------------------------------------------
 

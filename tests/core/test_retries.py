@@ -1,0 +1,194 @@
+"""Retry policies: constant and exponential delays, attempt limits, ctx.attempt, and giving up."""
+
+import asyncio
+import random
+from typing import ClassVar
+
+import pytest
+
+from durableflow import (
+    ConstantDelayRetryPolicy,
+    Context,
+    Event,
+    ExponentialBackoffRetryPolicy,
+    RetryPolicy,
+    StartEvent,
+    StopEvent,
+    Workflow,
+    step,
+)
+
+
+class Flaky(Exception):
+    pass
+
+
+class Fatal(Exception):
+    pass
+
+
+def flaky_workflow(policy: RetryPolicy | None, fail_times: int) -> Workflow:
+    """A one-step workflow failing its first `fail_times` attempts; it records each ctx.attempt."""
+
+    class Unreliable(Workflow):
+        attempts: list[int]
+
+        @step(retry=policy)
+        async def call(self, ev: StartEvent, ctx: Context) -> StopEvent:
+            self.attempts.append(ctx.attempt)
+            if len(self.attempts) <= fail_times:
+                raise Flaky(f"attempt {ctx.attempt}")
+            return StopEvent(result=f"ok after {ctx.attempt}")
+
+    wf = Unreliable()
+    wf.attempts = []
+    return wf
+
+
+async def test_constant_delay_retries_until_success_and_ctx_attempt_counts() -> None:
+    """A step failing twice under ConstantDelayRetryPolicy(3) succeeds on attempt 3; ctx.attempt reads 1, 2, 3."""
+    wf = flaky_workflow(ConstantDelayRetryPolicy(maximum_attempts=3, delay=0.02), fail_times=2)
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    assert await wf.run() == "ok after 3"
+    assert wf.attempts == [1, 2, 3]
+    assert loop.time() - started >= 0.04  # two delays were waited
+
+
+async def test_step_failing_every_attempt_fails_the_run_with_the_original_exception() -> None:
+    """After maximum_attempts failures the run fails with the step's own last exception."""
+    wf = flaky_workflow(ConstantDelayRetryPolicy(maximum_attempts=3, delay=0.001), fail_times=99)
+    with pytest.raises(Flaky, match="attempt 3"):
+        await wf.run()
+    assert wf.attempts == [1, 2, 3]
+
+
+async def test_without_a_policy_a_step_runs_once() -> None:
+    """A step with no retry policy is not retried."""
+    wf = flaky_workflow(None, fail_times=1)
+    with pytest.raises(Flaky, match="attempt 1"):
+        await wf.run()
+    assert wf.attempts == [1]
+
+
+async def test_exponential_backoff_in_a_run() -> None:
+    """ExponentialBackoffRetryPolicy retries a step up to its maximum attempts."""
+    policy = ExponentialBackoffRetryPolicy(maximum_attempts=4, initial_delay=0.001, max_delay=0.004)
+    wf = flaky_workflow(policy, fail_times=3)
+    assert await wf.run() == "ok after 4"
+    assert wf.attempts == [1, 2, 3, 4]
+    too_few = flaky_workflow(policy, fail_times=4)
+    with pytest.raises(Flaky, match="attempt 4"):
+        await too_few.run()
+
+
+def test_constant_delay_policy_gives_its_delay_then_gives_up() -> None:
+    """ConstantDelayRetryPolicy answers its delay until maximum_attempts failures, then None."""
+    policy = ConstantDelayRetryPolicy(maximum_attempts=3, delay=1.5)
+    error = Flaky()
+    assert [policy.next(0.0, n, error) for n in (1, 2, 3, 4)] == [1.5, 1.5, None, None]
+
+
+def test_exponential_backoff_without_jitter_doubles_and_is_capped() -> None:
+    """Without jitter the delays are initial * multiplier**(n-1), never above max_delay, then None."""
+    policy = ExponentialBackoffRetryPolicy(
+        maximum_attempts=6, initial_delay=1.0, multiplier=3.0, max_delay=20.0, jitter=False
+    )
+    error = Flaky()
+    assert [policy.next(0.0, n, error) for n in range(1, 7)] == [1.0, 3.0, 9.0, 20.0, 20.0, None]
+
+
+def test_exponential_backoff_jitter_stays_in_the_upper_half_and_varies() -> None:
+    """With jitter each delay lies in [d/2, d] of its un-jittered value d, max_delay included, and varies."""
+    random.seed(1234)
+    policy = ExponentialBackoffRetryPolicy(maximum_attempts=10, initial_delay=2.0, multiplier=2.0, max_delay=10.0)
+    error = Flaky()
+    for attempt, ceiling in [(1, 2.0), (2, 4.0), (3, 8.0), (4, 10.0), (7, 10.0)]:
+        samples = [policy.next(0.0, attempt, error) for _ in range(200)]
+        assert all(s is not None and ceiling / 2 <= s <= ceiling for s in samples), attempt
+        assert max(samples) - min(samples) > ceiling / 4  # really spread, not a constant
+    assert policy.next(0.0, 10, error) is None
+
+
+def test_exponential_backoff_defaults_jitter_on() -> None:
+    """Jitter is on by default, so two runs failing together do not retry in lockstep."""
+    random.seed(99)
+    policy = ExponentialBackoffRetryPolicy(initial_delay=1.0)
+    assert len({policy.next(0.0, 1, Flaky()) for _ in range(20)}) > 1
+
+
+async def test_a_custom_policy_sees_the_error_attempts_and_elapsed_time() -> None:
+    """A user policy with next(elapsed, attempts, error) decides retries; here only Flaky is retried."""
+    calls: list[tuple[float, int, str]] = []
+
+    class OnlyFlaky:
+        def next(self, elapsed_time: float, attempts: int, error: Exception) -> float | None:
+            calls.append((elapsed_time, attempts, type(error).__name__))
+            return 0.01 if isinstance(error, Flaky) else None
+
+    assert isinstance(OnlyFlaky(), RetryPolicy)
+
+    class Mixed(Workflow):
+        failures: ClassVar[list[Exception]] = [Flaky("one"), Flaky("two"), Fatal("stop")]
+
+        @step(retry=OnlyFlaky())
+        async def call(self, ev: StartEvent) -> StopEvent:
+            raise self.failures.pop(0)
+
+    with pytest.raises(Fatal, match="stop"):
+        await Mixed().run()
+    assert [(attempts, name) for _, attempts, name in calls] == [(1, "Flaky"), (2, "Flaky"), (3, "Fatal")]
+    assert calls[0][0] < 0.01  # measured from the first failure
+    assert calls[2][0] >= 0.02  # elapsed time since the first failure grows across the waits
+
+
+async def test_plain_def_step_is_retried_and_sees_ctx_attempt() -> None:
+    """Thread-run `def` steps are retried too, and read ctx.attempt."""
+    seen: list[int] = []
+
+    class Sync(Workflow):
+        @step(retry=ConstantDelayRetryPolicy(maximum_attempts=2, delay=0.001))
+        def call(self, ev: StartEvent, ctx: Context) -> StopEvent:
+            seen.append(ctx.attempt)
+            if ctx.attempt == 1:
+                raise Flaky()
+            return StopEvent(result="ok")
+
+    assert await Sync().run() == "ok"
+    assert seen == [1, 2]
+
+
+async def test_events_sent_before_a_failure_are_not_sent_again_by_the_retry() -> None:
+    """Events a step sent before failing are accepted once; the retry does not duplicate them."""
+
+    class Note(Event):
+        n: int
+
+    class Once(Workflow):
+        @step(retry=ConstantDelayRetryPolicy(maximum_attempts=2, delay=0.001))
+        async def send(self, ev: StartEvent, ctx: Context) -> Note | None:
+            ctx.send_event(Note(n=1))
+            if ctx.attempt == 1:
+                raise Flaky()
+            ctx.send_event(Note(n=2))
+            return None
+
+        @step(num_workers=1)
+        async def count(self, ev: Note, ctx: Context) -> StopEvent | None:
+            got = ctx.collect_events(ev, [Note, Note])  # a duplicate of n=1 would come before n=2
+            return None if got is None else StopEvent(result=[n.n for n in got])
+
+    assert await Once().run() == [1, 2]
+
+
+def test_ctx_attempt_outside_a_step_is_an_error() -> None:
+    """ctx.attempt only means something inside a step."""
+    from durableflow import WorkflowRuntimeError
+
+    class Any_(Workflow):
+        @step
+        async def s(self, ev: StartEvent) -> StopEvent:
+            return StopEvent()
+
+    with pytest.raises(WorkflowRuntimeError, match="only available inside a step"):
+        _ = Context(Any_()).attempt
