@@ -1,5 +1,533 @@
-"""The ``durableflow`` command."""
+"""The ``durableflow`` command: start, resume and inspect durable runs from a shell.
+
+Exit codes, for scripts:
+
+    0  success (the run completed)
+    1  the run failed, was cancelled or timed out
+    2  usage error: bad arguments or JSON, module or attribute not found, not a Workflow
+    3  run not found
+    4  run is leased by another worker
+    5  stored run cannot be loaded (corrupt, or no longer fits the code)
+    6  store unavailable
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import datetime
+import importlib
+import json
+import os
+import sys
+import traceback
+from collections.abc import Callable, Iterator, Sequence
+from typing import TYPE_CHECKING, Any
+
+from pydantic import BaseModel, ValidationError
+
+from ._checkpointer import Checkpointer, Record, RunInfo, open_checkpointer
+from ._errors import (
+    RunExistsError,
+    RunLeaseError,
+    RunNotFoundError,
+    SnapshotError,
+    StoreUnavailableError,
+    WorkflowCancelledError,
+    WorkflowTimeoutError,
+    WorkflowValidationError,
+)
+from ._graph import graph_of
+from ._handler import WorkflowHandler
+from ._snapshot import unframe
+from ._workflow import Workflow
+
+if TYPE_CHECKING:
+    from rich.console import Console
+    from rich.table import Table
+
+DEFAULT_STORE = "sqlite:///durableflow.db"
+
+_EXIT_CODES = """\
+exit codes:
+  0  success (the run completed)
+  1  the run failed, was cancelled or timed out
+  2  usage error: bad arguments or JSON, module or attribute not found, not a Workflow
+  3  run not found
+  4  run is leased by another worker
+  5  stored run cannot be loaded (corrupt, or no longer fits the code)
+  6  store unavailable
+"""
+
+# Checked in order: the first class that matches gives the exit code.
+_ERROR_CODES: tuple[tuple[type[Exception], int], ...] = (
+    (RunExistsError, 2),
+    (RunNotFoundError, 3),
+    (RunLeaseError, 4),
+    (SnapshotError, 5),
+    (StoreUnavailableError, 6),
+)
 
 
-def main() -> int:
+class UsageError(Exception):
+    """The command line asks for something that cannot be done: exit 2."""
+
+
+class RunEnded(Exception):
+    """The run ended without a result (failed, cancelled, timed out): exit 1."""
+
+    def __init__(self, run_id: str, store: str, cause: BaseException) -> None:
+        super().__init__(str(cause))
+        self.run_id, self.store, self.cause = run_id, store, cause
+
+
+# -- the command line --------------------------------------------------------------------
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the ``durableflow`` command with ``argv`` (default: ``sys.argv[1:]``); returns the exit code."""
+    parser = _parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:  # --help, or a usage error argparse has already printed
+        return exc.code if isinstance(exc.code, int) else 0 if exc.code is None else 2
+    command: Callable[[argparse.Namespace], int] = args.command
+    try:
+        return command(args)
+    except UsageError as exc:
+        return _fail(2, str(exc))
+    except RunEnded as exc:
+        return _fail(1, f"run {exc.run_id} {_ending(exc.cause)}", _resume_hint(exc))
+    except KeyboardInterrupt:
+        return _fail(130, "interrupted: the run keeps its last checkpoint; `durableflow resume RUN_ID` continues it")
+    except Exception as exc:
+        code = _exit_code(exc)
+        if code is None:
+            raise
+        return _fail(code, _describe_error(exc))
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="durableflow",
+        description="Start, resume and inspect durable workflow runs.",
+        epilog=_EXIT_CODES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    store = argparse.ArgumentParser(add_help=False)
+    store.add_argument(
+        "--store", default=DEFAULT_STORE, metavar="URL",
+        help=f"where runs are kept: sqlite:///path, redis://host:port/db or memory:// (default {DEFAULT_STORE})",
+    )  # fmt: skip
+    commands = parser.add_subparsers(title="commands", metavar="COMMAND", required=True)
+
+    def add(name: str, handler: Callable[[argparse.Namespace], int], summary: str) -> argparse.ArgumentParser:
+        sub = commands.add_parser(
+            name, parents=[store], help=summary, description=summary, epilog=_EXIT_CODES,
+            formatter_class=argparse.RawDescriptionHelpFormatter,
+        )  # fmt: skip
+        sub.set_defaults(command=handler)
+        return sub
+
+    run = add("run", _run, "start a run and wait for it; prints the run id, then the result as JSON")
+    run.add_argument("target", metavar="MODULE:Workflow", help="a Workflow subclass or a zero-argument factory")
+    run.add_argument("--input", default="{}", metavar="JSON", help="the start event's fields, a JSON object")
+    run.add_argument("--run-id", metavar="ID", help="the new run's id (default: a random one)")
+
+    resume = add("resume", _resume, "continue a stored run (a completed one just prints its result)")
+    resume.add_argument("run_id", metavar="RUN_ID")
+    resume.add_argument(
+        "--workflow",
+        metavar="MODULE:Workflow",
+        help="the workflow to resume with (default: the one stored with the run)",
+    )
+    resume.add_argument(
+        "--wait", type=_seconds, default=0.0, metavar="SECONDS",
+        help="wait this long for another worker's lease to end (default: fail at once)",
+    )  # fmt: skip
+
+    runs = add("runs", _runs, "list the stored runs, newest first")
+    runs.add_argument("--limit", type=_positive_int, default=20, metavar="N", help="show at most N runs (default 20)")
+
+    show = add("show", _show, "a run's metadata and its stored checkpoints, with what each one changed")
+    show.add_argument("run_id", metavar="RUN_ID")
+
+    crashtest = add("crashtest", _crashtest, "crash a workflow at every crash point and check each resume")
+    crashtest.add_argument("target", metavar="MODULE:Workflow", nargs="?")
+    crashtest.add_argument("--input", default="{}", metavar="JSON")
+    return parser
+
+
+def _seconds(text: str) -> float:
+    value = float(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError("must be 0 or more")
+    return value
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError("must be 1 or more")
+    return value
+
+
+# -- commands ----------------------------------------------------------------------------
+
+
+def _run(args: argparse.Namespace) -> int:
+    fields = _input_fields(args.input)
+    checkpointer = _open_store(args.store)
+    try:
+        workflow = _load_workflow(args.target, checkpointer)
+        start_type = graph_of(type(workflow)).start_type
+        try:
+            start = start_type.model_validate(fields)
+        except ValidationError as exc:
+            problems = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'input'}: {e['msg']}" for e in exc.errors())
+            raise UsageError(f"--input does not fit {start_type.__name__}: {problems}") from None
+        result = _drive(lambda: workflow.run(run_id=args.run_id, start_event=start), args.store)
+    finally:
+        checkpointer.close()
+    print(_as_json(result))
     return 0
+
+
+def _resume(args: argparse.Namespace) -> int:
+    checkpointer = _open_store(args.store, must_exist=args.run_id)
+    try:
+        target = args.workflow or checkpointer.info(args.run_id).workflow
+        try:
+            workflow = _load_workflow(target, checkpointer)
+        except UsageError as exc:
+            if args.workflow:
+                raise
+            raise UsageError(
+                f"{exc}\n(that is the workflow stored with the run; --workflow MODULE:Workflow picks another)"
+            ) from None
+        result = _drive(lambda: workflow.resume(args.run_id, wait=args.wait), args.store)
+    finally:
+        checkpointer.close()
+    print(_as_json(result))
+    return 0
+
+
+def _runs(args: argparse.Namespace) -> int:
+    console = _console()
+    runs = []
+    if not _sqlite_file_missing(args.store):
+        checkpointer = _open_store(args.store)
+        try:
+            runs = checkpointer.runs(args.limit)
+        finally:
+            checkpointer.close()
+    if not runs:
+        console.print(f"no runs in {args.store}", highlight=False)
+        return 0
+    from rich.text import Text
+
+    table = _table("run", "workflow", "status", "created", "updated", "last seq", "result or error")
+    table.columns[0].min_width = max(len(info.run_id) for info in runs)  # the one thing a reader copies
+    for column in (0, 2, 3, 4):
+        table.columns[column].no_wrap = True
+    for info in runs:
+        outcome = Text(_clip(info.error, 60), style="red") if info.error else Text(_clip(info.result or "", 60))
+        table.add_row(
+            info.run_id, Text(info.workflow), Text(info.status, style=_STATUS_STYLES.get(info.status, "")),
+            _when(info.created_at, compact=True), _when(info.updated_at, compact=True), str(info.last_seq), outcome,
+        )  # fmt: skip
+    console.print(table)
+    return 0
+
+
+def _show(args: argparse.Namespace) -> int:
+    console = _console()
+    checkpointer = _open_store(args.store, must_exist=args.run_id)
+    try:
+        info = checkpointer.info(args.run_id)
+        records = checkpointer.load(args.run_id)
+    finally:
+        checkpointer.close()
+    from rich.text import Text
+
+    console.print(_about(info))
+    if records and records[0].seq > 1:
+        console.print(f"(records before {records[0].seq} were folded into the full snapshot {records[0].seq})")
+    table = _table("seq", "kind", "at", "what changed")
+    broken = 0
+    for seq, kind, at, changes, ok in _record_rows(args.run_id, records):
+        broken += not ok
+        table.add_row(seq, kind, Text(at), Text(changes, style="" if ok else "red"))
+    console.print(table)
+    if broken:
+        return _fail(5, f"{broken} stored record(s) of run {args.run_id} cannot be decoded, so it cannot be resumed")
+    return 0
+
+
+def _crashtest(args: argparse.Namespace) -> int:
+    raise UsageError("`durableflow crashtest` is added by the crash harness (pytest_durableflow), not wired in yet")
+
+
+# -- running -----------------------------------------------------------------------------
+
+
+def _input_fields(text: str) -> dict[str, Any]:
+    try:
+        fields = json.loads(text)
+    except ValueError as exc:
+        raise UsageError(f"--input is not valid JSON: {exc}") from None
+    if not isinstance(fields, dict):
+        raise UsageError(f"--input must be a JSON object of start fields, like '{{\"ids\": [1, 2]}}', not {text!r}")
+    return fields
+
+
+def _load_workflow(target: str, checkpointer: Checkpointer) -> Workflow:
+    """A fresh workflow instance from ``MODULE:Workflow``, storing its runs in ``checkpointer``."""
+    module_name, _, qualname = target.partition(":")
+    if not module_name or not qualname:
+        raise UsageError(f"{target!r} is not MODULE:Workflow (for example pipelines:DocumentPipeline)")
+    cwd = os.getcwd()
+    if sys.path[:1] not in ([cwd], [""]):  # a console script starts with its own directory there, not the cwd
+        sys.path.insert(0, cwd)
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise UsageError(f"cannot import {module_name!r} (from {cwd}): {exc}") from None
+    except Exception as exc:
+        traceback.print_exc()  # the user's own module is broken: its traceback is what they need
+        raise UsageError(f"importing {module_name!r} raised {type(exc).__name__}: {exc}") from None
+    found: Any = module
+    for part in qualname.split("."):
+        found = getattr(found, part, None)
+        if found is None:
+            raise UsageError(f"module {module_name!r} has no attribute {qualname!r}")
+    if isinstance(found, Workflow):
+        raise UsageError(f"{target} is a Workflow instance; name its class or a zero-argument factory instead")
+    if (isinstance(found, type) and not issubclass(found, Workflow)) or not callable(found):
+        raise UsageError(f"{target} is not a Workflow subclass or a factory of one")
+    try:
+        workflow = found()
+    except TypeError as exc:
+        raise UsageError(f"{target}() needs arguments the command line cannot give: {exc}") from None
+    if not isinstance(workflow, Workflow):
+        raise UsageError(f"{target}() returned a {type(workflow).__name__}, not a Workflow")
+    try:
+        type(workflow).validate()
+    except WorkflowValidationError as exc:
+        raise UsageError(f"{target} is not a valid workflow: {exc}") from None
+    workflow.checkpointer = checkpointer
+    return workflow
+
+
+def _drive(start: Callable[[], WorkflowHandler], store: str) -> Any:
+    """Start (or resume) a run, print its id at once so a killed run can be resumed, and wait for its result."""
+
+    async def drive() -> Any:
+        handler = start()
+        print(handler.run_id, flush=True)
+        try:
+            return await handler
+        except Exception as exc:
+            if _exit_code(exc) is not None:
+                raise  # the store or the lease failed, not the run
+            raise RunEnded(handler.run_id, store, exc) from exc
+
+    return asyncio.run(drive())
+
+
+def _open_store(url: str, must_exist: str | None = None) -> Checkpointer:
+    """The store at ``url``; with ``must_exist`` (a run id), a missing SQLite file is a missing run, not a new file."""
+    if must_exist is not None and _sqlite_file_missing(url):
+        raise RunNotFoundError(must_exist, url)
+    try:
+        return open_checkpointer(url)
+    except (ValueError, ImportError) as exc:  # an unknown scheme, or redis-py is not installed
+        raise UsageError(str(exc)) from None
+
+
+def _sqlite_file_missing(url: str) -> bool:
+    return url.startswith("sqlite:///") and not os.path.exists(url[len("sqlite:///") :])
+
+
+# -- output ------------------------------------------------------------------------------
+
+_STATUS_STYLES = {"completed": "green", "failed": "red", "cancelled": "red", "running": "yellow", "waiting": "cyan"}
+
+
+def _console() -> Console:
+    """Where tables go; rich is imported only here and below, so ``--help`` needs only the core dependencies."""
+    try:
+        from rich.console import Console
+    except ImportError:
+        raise UsageError("tables need rich: install durableflow[cli] (pip install 'durableflow[cli]')") from None
+    console = Console()
+    if not console.is_terminal and "COLUMNS" not in os.environ:
+        console.width = 200  # piped into grep or a file: a table cropped to 80 columns helps nobody
+    return console
+
+
+def _table(*headers: str) -> Table:
+    from rich import box
+    from rich.table import Table
+
+    return Table(*headers, box=box.SIMPLE_HEAD, header_style="bold")
+
+
+def _about(info: RunInfo) -> Table:
+    """The run's metadata as a two-column grid."""
+    from rich.table import Table
+    from rich.text import Text
+
+    about = Table.grid(padding=(0, 2))
+    about.add_row("run", info.run_id)
+    about.add_row("workflow", Text(info.workflow))
+    about.add_row("status", Text(info.status, style=_STATUS_STYLES.get(info.status, "")))
+    about.add_row("created", _when(info.created_at))
+    about.add_row("updated", _when(info.updated_at))
+    about.add_row("last seq", str(info.last_seq))
+    if info.lease_owner:
+        about.add_row("leased by", Text(f"{info.lease_owner} until {_when(info.lease_expires_at)}"))
+    if info.result is not None:
+        about.add_row("result", Text(_clip(info.result, 400)))
+    if info.error:
+        about.add_row("error", Text(info.error, style="red"))
+    return about
+
+
+def _record_rows(run_id: str, records: Sequence[Record]) -> Iterator[tuple[str, str, str, str, bool]]:
+    """One row per stored record: seq, kind, at, what changed, and whether it decoded."""
+    status: str | None = None
+    pending: set[str] = set()
+    for record in records:
+        kind = "full" if record.full else "delta"
+        try:
+            doc = unframe(record.data, run_id, record.seq)
+            changes = _changes(doc, status, pending)
+        except SnapshotError as exc:
+            yield str(record.seq), kind, "", f"error: {exc}", False
+            continue
+        except (KeyError, TypeError, AttributeError, ValueError) as exc:  # well framed, yet not what the engine writes
+            yield str(record.seq), kind, "", f"error: malformed record ({type(exc).__name__}: {exc})", False
+            continue
+        status = doc["status"]
+        yield str(record.seq), doc["kind"], doc["at"], changes, True
+
+
+def _changes(doc: dict[str, Any], previous_status: str | None, pending: set[str]) -> str:
+    """What one record holds (a full snapshot) or changed (a delta); updates ``pending`` deliveries."""
+    full = doc["kind"] == "full"
+    parts = []
+    if doc["status"] != previous_status:
+        parts.append(f"status {doc['status']}")
+        if doc.get("error"):
+            parts.append(f"error {doc['error']['type']}: {doc['error']['message']}")
+    if doc.get("state"):
+        parts.append(("state " if full else "state set ") + _names(doc["state"]))
+    if doc.get("state_del"):
+        parts.append("state deleted " + _names(doc["state_del"]))
+    if doc.get("events"):
+        events = [f"{eid} {record[0].rpartition('.')[2]}" for eid, record in doc["events"].items()]
+        parts.append(("events " if full else "events added ") + _names(events))
+    if doc.get("events_del"):
+        parts.append("events consumed " + _names(str(eid) for eid in doc["events_del"]))
+    deliveries = list(doc.get("deliveries", {}))
+    if full:
+        pending.clear()
+    added = [key for key in deliveries if key not in pending]
+    updated = [key for key in deliveries if key in pending]
+    finished = list(doc.get("deliveries_del", ()))
+    pending.update(added)
+    pending.difference_update(finished)
+    for label, keys in (("pending" if full else "deliveries added", added), ("deliveries updated", updated)):
+        if keys:
+            parts.append(f"{label} " + _names(_delivery(key) for key in keys))
+    if finished:
+        parts.append("deliveries finished " + _names(_delivery(key) for key in finished))
+    if doc.get("buffers"):
+        parts.append("buffers " + _names(doc["buffers"]))
+    if doc.get("effects"):
+        parts.append(("effects " if full else "effects recorded ") + _names(doc["effects"]))
+    if "awaiting" in doc and (doc["awaiting"] or not full):
+        parts.append("awaiting input " + (_names(str(eid) for eid in doc["awaiting"]) or "none"))
+    if doc.get("result") is not None:
+        key, data = doc["result"]
+        parts.append("result " + _clip(json.dumps(data.get("result") if key == "StopEvent" else data), 80))
+    return "; ".join(parts) or "nothing"
+
+
+def _delivery(key: str) -> str:
+    eid, _, step = key.partition(":")
+    return f"{step}<-{eid}"
+
+
+def _names(items: Any, most: int = 8) -> str:
+    names = [str(item) for item in items]
+    more = f" (+{len(names) - most} more)" if len(names) > most else ""
+    return ", ".join(names[:most]) + more
+
+
+def _clip(text: str, width: int) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= width else text[: width - 1] + "…"
+
+
+def _when(timestamp: float | None, compact: bool = False) -> str:
+    """Local time; ``compact`` gives only the time for today, and drops the seconds otherwise."""
+    if timestamp is None:
+        return "-"
+    moment = datetime.datetime.fromtimestamp(timestamp)
+    if not compact:
+        return moment.strftime("%Y-%m-%d %H:%M:%S")
+    return moment.strftime("%H:%M:%S" if moment.date() == datetime.date.today() else "%Y-%m-%d %H:%M")
+
+
+def _as_json(value: Any) -> str:
+    if isinstance(value, BaseModel):
+        return value.model_dump_json()
+    try:
+        return json.dumps(value, ensure_ascii=False)
+    except (TypeError, ValueError):
+        return repr(value)
+
+
+# -- errors ------------------------------------------------------------------------------
+
+
+def _exit_code(exc: BaseException) -> int | None:
+    for cls, code in _ERROR_CODES:
+        if isinstance(exc, cls):
+            return code
+    return None
+
+
+def _describe_error(exc: Exception) -> str:
+    if isinstance(exc, RunLeaseError) and exc.holder:
+        return (
+            f"run {exc.run_id} is leased by worker {exc.holder} until {_when(exc.expires_at)}; "
+            "try again later, or pass --wait SECONDS"
+        )
+    if isinstance(exc, RunExistsError):
+        return f"run {exc.run_id} already exists; `durableflow resume {exc.run_id}` continues it"
+    return str(exc)
+
+
+def _ending(cause: BaseException) -> str:
+    if isinstance(cause, WorkflowTimeoutError):
+        return f"timed out: {cause}"
+    if isinstance(cause, WorkflowCancelledError):
+        return f"was cancelled: {cause}"
+    return f"failed: {type(cause).__name__}: {cause}"
+
+
+def _resume_hint(exc: RunEnded) -> str | None:
+    if isinstance(exc.cause, WorkflowTimeoutError) or exc.store.startswith("memory://"):
+        return None  # past its deadline a resume only times out again; a memory store died with this process
+    store = "" if exc.store == DEFAULT_STORE else f" --store {exc.store}"
+    return f"its last checkpoint is kept: fix the cause, then `durableflow resume {exc.run_id}{store}`"
+
+
+def _fail(code: int, message: str, hint: str | None = None) -> int:
+    print(f"error: {message}", file=sys.stderr)
+    if hint:
+        print(hint, file=sys.stderr)
+    return code
