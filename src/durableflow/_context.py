@@ -128,7 +128,11 @@ class Context(Generic[StateT]):
         """
         if not isinstance(data, dict):
             raise SnapshotError(f"expected the dict ctx.to_dict() returns, found a {type(data).__name__}")
-        if data.get("checksum") != _snapshot.checksum(data):
+        try:
+            expected = _snapshot.checksum(data)
+        except (TypeError, ValueError, RecursionError) as exc:  # not JSON data: not what to_dict() returns
+            raise SnapshotError(f"the snapshot is not JSON data ({exc})", run_id=data.get("run_id")) from None
+        if data.get("checksum") != expected:
             raise SnapshotError("checksum mismatch: the snapshot is corrupt or was edited", run_id=data.get("run_id"))
         return cls._restore(workflow, data)
 

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from ._checkpointer import Record, RunInfo, RunStatus
 from ._clock import get_clock
-from ._errors import RunExistsError, RunLeaseError, RunNotFoundError, StoreUnavailableError
+from ._errors import RunExistsError, RunLeaseError, RunNotFoundError, SnapshotError, StoreUnavailableError
 
 if TYPE_CHECKING:
     import redis
@@ -171,7 +171,9 @@ class RedisCheckpointer:
         if not exists:
             raise RunNotFoundError(run_id, self.url)
         records = []
-        for item in items:
+        for position, item in enumerate(items):
+            if len(item) < _HEAD.size:
+                raise SnapshotError(f"stored record #{position + 1} of {len(items)} is truncated", run_id=run_id)
             seq, full = _HEAD.unpack_from(item)
             records.append(Record(seq, full, bytes(item[_HEAD.size :])))
         return records

@@ -121,7 +121,10 @@ class SQLiteCheckpointer:
                     (status, result, error, run_id),
                 )
             elif status is not None:
-                db.execute("UPDATE durableflow_runs SET status = ? WHERE run_id = ?", (status, run_id))
+                db.execute(
+                    "UPDATE durableflow_runs SET status = ?, result = ?, error = ? WHERE run_id = ?",
+                    (status, result, error, run_id),
+                )
 
     def load(self, run_id: str) -> list[Record]:
         with self._read() as db:

@@ -1,0 +1,78 @@
+"""Promise 5, time: durable sleeps and the run's timeout are stored as deadlines, so downtime counts exactly once."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from durableflow import WorkflowTimeoutError
+
+from .conftest import Store
+from .crashing import Crash, ManualClock, settle
+from .workflows import Sleeper
+
+
+async def _crash_while_sleeping(store: Store, clock: ManualClock, seconds: float, timeout: float | None) -> str:
+    """Start a Sleeper napping ``seconds`` and kill it once its sleep is waiting on the clock; returns the run id."""
+    handler = Sleeper(checkpointer=store.open(), timeout=timeout).run(seconds=seconds)
+    await settle(lambda: clock.sleeping == 1)
+    clock.kill_sleepers()
+    with pytest.raises(Crash):
+        await asyncio.wait_for(handler, 5)
+    return handler.run_id
+
+
+async def test_a_resumed_sleep_sleeps_only_the_remainder(store: Store, clock: ManualClock) -> None:
+    """A 100 s sleep interrupted at 40 s and resumed after 30 s down wakes at its original deadline, 30 s later."""
+    started = clock.now()
+    handler = Sleeper(checkpointer=store.open()).run(seconds=100)
+    await settle(lambda: clock.sleeping == 1)
+    clock.advance(40)
+    clock.kill_sleepers()
+    with pytest.raises(Crash):
+        await asyncio.wait_for(handler, 5)
+    clock.advance(30)  # down for 30 s
+
+    resumed = Sleeper(checkpointer=store.open()).resume(handler.run_id)
+    await settle(lambda: clock.sleeping == 1)
+    assert clock.sleep_deadlines == [started + 100, started + 100]
+    clock.advance(29.5)
+    await asyncio.sleep(0.01)
+    assert not resumed.done()
+    clock.advance(0.5)
+    assert await asyncio.wait_for(resumed, 5) == "rested"
+    assert clock.now() == started + 100
+
+
+async def test_a_sleep_whose_deadline_passed_while_down_does_not_sleep_again(store: Store, clock: ManualClock) -> None:
+    """A run resumed after its sleep's deadline has passed finishes without waiting on the clock at all."""
+    run_id = await _crash_while_sleeping(store, clock, seconds=60, timeout=None)
+    clock.advance(3600)
+    resumed = Sleeper(checkpointer=store.open()).resume(run_id)
+    assert await asyncio.wait_for(resumed, 5) == "rested"
+    assert clock.sleeping == 0
+
+
+async def test_a_timeout_passed_while_down_fails_the_resumed_run(store: Store, clock: ManualClock) -> None:
+    """A run whose 50 s timeout expired while it was down fails on resume with WorkflowTimeoutError."""
+    run_id = await _crash_while_sleeping(store, clock, seconds=10, timeout=50)
+    clock.advance(60)
+    with pytest.raises(WorkflowTimeoutError):
+        await asyncio.wait_for(Sleeper(checkpointer=store.open(), timeout=50).resume(run_id), 5)
+
+
+async def test_a_resumed_run_keeps_its_original_timeout_deadline(store: Store, clock: ManualClock) -> None:
+    """A run started at t with a 50 s timeout and resumed at t+30 times out at t+50, not 50 s after the resume."""
+    started = clock.now()
+    run_id = await _crash_while_sleeping(store, clock, seconds=100, timeout=50)
+    clock.advance(30)
+    resumed = Sleeper(checkpointer=store.open(), timeout=50).resume(run_id)
+    await settle(lambda: clock.sleeping == 1)
+    clock.advance(19.5)
+    await asyncio.sleep(0.01)
+    assert not resumed.done()
+    clock.advance(0.5)
+    with pytest.raises(WorkflowTimeoutError):
+        await asyncio.wait_for(resumed, 5)
+    assert clock.now() == started + 50
