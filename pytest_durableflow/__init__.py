@@ -1,1 +1,37 @@
-"""pytest_durableflow: fixtures and a crash harness that prove durableflow workflows survive crashes."""
+"""pytest_durableflow: fixtures and a crash harness that prove durableflow workflows survive crashes.
+
+The names below load on first use, so that pytest loading this plugin costs
+nothing for test runs that do not use it.
+"""
+
+from __future__ import annotations
+
+from importlib import import_module
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from ._clock import FrozenClock
+    from ._harness import Crash, explore, run_scenario
+    from ._report import KINDS, Outcome, Report
+    from ._world import FakeWorld, Recorder
+
+_EXPORTS = {
+    "Crash": "._harness",
+    "explore": "._harness",
+    "run_scenario": "._harness",
+    "KINDS": "._report",
+    "Outcome": "._report",
+    "Report": "._report",
+    "FakeWorld": "._world",
+    "Recorder": "._world",
+    "FrozenClock": "._clock",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'pytest_durableflow' has no attribute {name!r}")
+    return getattr(import_module(module, __name__), name)

@@ -1,0 +1,61 @@
+"""``FrozenClock``: freezegun-backed time for durableflow, where a sleep jumps straight to its deadline.
+
+An hour-long ``ctx.sleep`` then takes milliseconds, retry delays cost
+nothing, and a timeout fires when the frozen time passes its deadline —
+whether a sleep jumped there or the test moved the clock.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime
+import math
+import time
+from collections.abc import Callable
+from typing import Any
+
+
+class FrozenClock:
+    """A ``durableflow.Clock`` over a started freezegun freezer (``freeze_time(...).start()``)."""
+
+    def __init__(self, freezer: Any) -> None:
+        self._freezer = freezer
+        self._timers: list[tuple[float, asyncio.AbstractEventLoop, Callable[[], None], list[bool]]] = []
+
+    def now(self) -> float:
+        return time.time()  # freezegun's: the frozen instant as epoch seconds
+
+    def advance(self, seconds: float) -> None:
+        """Move time forward, firing every timeout whose deadline it passes."""
+        self.move_to(self.now() + seconds)
+
+    def move_to(self, timestamp: float) -> None:
+        """Move time to ``timestamp`` (never backwards), firing due timeouts."""
+        if timestamp > self.now():
+            micros = math.ceil(timestamp * 1_000_000)  # round up, so the deadline counts as reached
+            self._freezer.move_to(datetime.datetime.fromtimestamp(micros / 1_000_000, datetime.timezone.utc))
+        self._fire_due()
+
+    async def sleep_until(self, deadline: float) -> None:
+        self.move_to(deadline)
+        await asyncio.sleep(0)
+
+    def call_at(self, deadline: float, callback: Callable[[], None]) -> Callable[[], None]:
+        cancelled = [False]
+        self._timers.append((deadline, asyncio.get_running_loop(), callback, cancelled))
+        self._fire_due()
+
+        def cancel() -> None:
+            cancelled[0] = True
+
+        return cancel
+
+    def _fire_due(self) -> None:
+        now = self.now()
+        due = [timer for timer in self._timers if timer[0] <= now]
+        if not due:
+            return
+        self._timers = [timer for timer in self._timers if timer[0] > now]
+        for _, loop, callback, cancelled in due:
+            if not cancelled[0] and not loop.is_closed():
+                loop.call_soon_threadsafe(lambda c=callback, x=cancelled: x[0] or c())

@@ -1,0 +1,499 @@
+"""Crash exploration: run once for reference, then kill the run at each crash point, resume it, compare.
+
+A *life* is one process's share of a run: it starts the run (or resumes it)
+and either finishes or dies at its target crash point. A *scenario* is the
+lives of one run until it finishes, in a fresh world and a fresh store; its
+id names the crash points (``step.convert.end#2``, or ``a>b`` at depth 2,
+where ``b`` is counted from the start of the first resume). Both modes share
+everything here but how a life is lived: in-process, by raising ``Crash``;
+in kill mode (``_kill``), in a forked child that SIGKILLs itself.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import difflib
+import json
+import random
+import shutil
+import tempfile
+import threading
+import time
+import uuid
+from collections import Counter
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from durableflow import (
+    Checkpointer,
+    Event,
+    InputRequiredEvent,
+    MemoryCheckpointer,
+    RedisCheckpointer,
+    RunNotFoundError,
+    SQLiteCheckpointer,
+    StartEvent,
+    Workflow,
+    _crashpoints,
+)
+from durableflow._graph import StepGraph, graph_of
+from durableflow._snapshot import replay
+
+from ._report import Outcome, Report
+from ._world import Fake, FakeWorld
+
+Mode = Literal["inprocess", "kill"]
+Respond = Callable[[InputRequiredEvent], Event | None]
+
+
+class Crash(BaseException):
+    """Raised at the chosen crash point in in-process mode; ``except Exception`` cannot swallow it."""
+
+
+class ResumeFailed(Exception):
+    """Starting or resuming the run raised (a ``SnapshotError``, say): the harness reports it."""
+
+
+class NeedsInput(Exception):
+    """The run asked for human input and the exploration has no ``respond``."""
+
+
+@dataclass
+class Life:
+    """One process's share of a run."""
+
+    hits: list[str] = field(default_factory=list)
+    ending: str = "finished"  # finished | crashed | hang | error | input
+    error: str | None = None
+    clock: float | None = None
+
+
+@dataclass
+class Final:
+    """How a run ended, read back from its store and its world: what scenarios are judged on."""
+
+    status: str
+    result: Any
+    error: str | None
+    state: dict[str, Any]
+    world: dict[str, Any]
+
+
+@dataclass
+class Settings:
+    mode: Mode = "inprocess"
+    depth: int = 1
+    seed: int | None = None
+    max_scenarios: int | None = None
+    store: str | Callable[[], Checkpointer] | None = None
+    """``memory``, ``sqlite``, ``fakeredis``, a ``redis://`` URL, or a factory of empty checkpointers."""
+    respond: Respond | None = None
+    fakes: Mapping[object, Fake] = field(default_factory=dict)
+    record: frozenset[object] = frozenset()
+    hang_after: float = 5.0
+    only: str | None = None
+    """Run just this scenario id (the re-run line passes it)."""
+    shard: tuple[int, int] | None = None
+    """``(index, count)``: run every count-th scenario from index (pytest-xdist splits explorations so)."""
+    rerun: str = ""
+    """A template with ``{id}`` for each failure's re-run line."""
+
+
+def explore(
+    workflow: type[Workflow] | Callable[[], Workflow],
+    start: StartEvent | Mapping[str, Any],
+    depth: int = 1,
+    mode: Mode = "inprocess",
+    seed: int | None = None,
+    max_scenarios: int | None = None,
+    **options: Any,
+) -> Report:
+    """Kill a run of ``workflow`` at every crash point, resume it, and judge each against an uninterrupted run.
+
+    ``workflow`` is a Workflow subclass or a zero-argument factory (a new
+    instance is made for every start and every restart); ``start`` is the
+    StartEvent or a dict of its fields. Options: ``store``, ``respond`` (answers
+    InputRequiredEvents), ``fakes`` ({factory or type: fake factory}),
+    ``record`` (keys of ``fakes`` whose calls are compared), ``hang_after``
+    (seconds a life may take), ``only``, ``shard``, ``rerun``.
+    """
+    settings = Settings(mode=mode, depth=depth, seed=seed, max_scenarios=max_scenarios, **options)
+    return _beside_any_loop(lambda: _explore(workflow, start, settings))
+
+
+def run_scenario(
+    workflow: type[Workflow] | Callable[[], Workflow],
+    start: StartEvent | Mapping[str, Any],
+    crash_at: str,
+    mode: Mode = "inprocess",
+    **options: Any,
+) -> Outcome:
+    """Run one scenario (``crash_at="step.convert.end#2"``, or ``"a>b"``) and return its outcome."""
+    settings = Settings(mode=mode, depth=crash_at.count(">") + 1, only=crash_at, **options)
+    report: Report = _beside_any_loop(lambda: _explore(workflow, start, settings))
+    return report.scenarios[0]
+
+
+def _explore(workflow: type[Workflow] | Callable[[], Workflow], start: StartEvent | Mapping[str, Any], settings: Settings) -> Report:
+    with Exploration(workflow, start, settings) as exploration:
+        return exploration.explore()
+
+
+class Exploration:
+    """Everything one exploration shares: the workflow, the world, the stores, the reference run."""
+
+    def __init__(self, workflow: type[Workflow] | Callable[[], Workflow], start: StartEvent | Mapping[str, Any], settings: Settings) -> None:
+        if settings.mode not in ("inprocess", "kill"):
+            raise ValueError(f"mode must be 'inprocess' or 'kill', not {settings.mode!r}")
+        if settings.depth not in (1, 2):
+            raise ValueError(f"depth must be 1 or 2, not {settings.depth!r}")
+        self.make: Callable[[], Workflow] = workflow
+        self.settings = settings
+        sample = workflow() if not isinstance(workflow, type) else None
+        self.cls = workflow if isinstance(workflow, type) else type(sample)
+        self.graph: StepGraph = graph_of(self.cls)
+        self.start = start if isinstance(start, StartEvent) else self.graph.start_type(**start)
+        self.run_id = f"crashtest-{self.cls.__name__}"
+        self.seed = settings.seed if settings.seed is not None else random.randrange(2**32)
+        self.world = FakeWorld(settings.fakes, settings.record, tcp=settings.mode == "kill")
+        self.resources = [
+            source for spec in self.graph.steps.values() for source in spec.plan if isinstance(source, tuple)
+        ]
+        self._dir: Path | None = None
+        self._store_world: FakeWorld | None = None
+        self._stores = 0
+        self.graveyard: list[asyncio.AbstractEventLoop] = []
+
+    def __enter__(self) -> Exploration:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        for loop in self.graveyard:
+            loop.close()
+        self.graveyard.clear()
+        self.world.close()
+        if self._store_world is not None:
+            self._store_world.close()
+        if self._dir is not None:
+            shutil.rmtree(self._dir, ignore_errors=True)
+
+    # -- the exploration ---------------------------------------------------------------
+
+    def explore(self) -> Report:
+        began = time.perf_counter()
+        reference_lives, reference = self.scenario_lives([])
+        if reference_lives[-1].ending != "finished":
+            life = reference_lives[-1]
+            raise AssertionError(
+                f"the uninterrupted reference run of {self.cls.__name__} did not finish ({life.ending}): {life.error or ''}"
+            )
+        report = Report(self.cls.__name__, self.settings.mode, self.settings.depth, self.seed, reference=reference.result)
+        first_level = reference_lives[0].hits
+        if self.settings.only is not None:
+            plan = [self.settings.only]
+            report.space = 1
+        else:
+            plan = self._sample(first_level)
+            report.space = len(first_level)
+        resume_hits: dict[str, list[str]] = {}
+        for scenario_id in self._shard(plan):
+            outcome, lives = self.scenario(scenario_id, reference)
+            report.scenarios.append(outcome)
+            if len(lives) > 1:
+                resume_hits[scenario_id] = lives[1].hits
+        if self.settings.depth == 2 and self.settings.only is None:
+            second_level = [f"{a}>{b}" for a in plan for b in resume_hits.get(a, [])]
+            report.space += len(second_level)
+            budget = None if self.settings.max_scenarios is None else max(0, self.settings.max_scenarios - len(plan))
+            for scenario_id in self._shard(self._sample(second_level, budget)):
+                report.scenarios.append(self.scenario(scenario_id, reference)[0])
+        report.seconds = time.perf_counter() - began
+        return report
+
+    def _sample(self, space: list[str], budget: int | None = None) -> list[str]:
+        budget = self.settings.max_scenarios if budget is None else budget
+        if budget is None or len(space) <= budget:
+            return space
+        chosen = set(random.Random(f"{self.seed}:{len(space)}").sample(range(len(space)), budget))
+        return [s for i, s in enumerate(space) if i in chosen]
+
+    def _shard(self, plan: list[str]) -> list[str]:
+        if self.settings.shard is None:
+            return plan
+        index, count = self.settings.shard
+        return plan[index::count]
+
+    def scenario(self, scenario_id: str, reference: Final) -> tuple[Outcome, list[Life]]:
+        began = time.perf_counter()
+        lives, final = self.scenario_lives(scenario_id.split(">"))
+        kind, diff = judge(reference, final, lives, scenario_id.split(">"))
+        outcome = Outcome(
+            id=scenario_id,
+            ok=kind is None,
+            kind=kind,
+            diff=diff,
+            result=final.result,
+            error=final.error,
+            seconds=time.perf_counter() - began,
+            rerun=self.settings.rerun.format(id=scenario_id) if kind and self.settings.rerun else "",
+        )
+        return outcome, lives
+
+    def scenario_lives(self, crashes: list[str]) -> tuple[list[Life], Final]:
+        """Live the run until it finishes, dying at each of ``crashes`` in turn; read back how it ended."""
+        store = self.new_store()
+        self.world.reset()
+        lives: list[Life] = []
+        try:
+            for index in range(len(crashes) + 1):
+                target = crashes[index] if index < len(crashes) else None
+                life = self.live(store, target, first=index == 0)
+                lives.append(life)
+                if life.ending != "crashed":
+                    break
+            return lives, self.final(store, lives)
+        finally:
+            store.close()
+
+    def live(self, store: Checkpointer, target: str | None, first: bool) -> Life:
+        if self.settings.mode == "kill":
+            from ._kill import live_in_child
+
+            return live_in_child(self, store, target, first)
+        return self.live_here(store, target, first)
+
+    def live_here(self, store: Checkpointer, target: str | None, first: bool) -> Life:
+        """A life in this process: the crash is a ``Crash`` raised at the target point."""
+        life = Life()
+        hits = life.hits
+        counts: dict[str, int] = {}
+
+        def listener(point: str) -> None:
+            count = counts[point] = counts.get(point, 0) + 1
+            hit = f"{point}#{count}"
+            hits.append(hit)
+            if hit == target:
+                raise Crash(hit)
+
+        loop = asyncio.new_event_loop()
+        try:
+            with _crashpoints.armed(listener), self.world.serving(iter(self.resources)):
+                loop.run_until_complete(asyncio.wait_for(self.drive(store, first), self.settings.hang_after))
+        except Crash:
+            life.ending = "crashed"
+        except TimeoutError:
+            life.ending = "hang"
+        except NeedsInput as exc:
+            life.ending, life.error = "input", str(exc)
+        except ResumeFailed as exc:
+            life.ending, life.error = "error", str(exc)
+        finally:
+            self.bury(loop)
+        return life
+
+    async def drive(self, store: Checkpointer, first: bool) -> None:
+        """Start or resume the run as its caller would, answer input requests, and wait for the end."""
+        workflow = self.make()
+        workflow.checkpointer = store
+        try:
+            if first:
+                handler = workflow.run(run_id=self.run_id, start_event=self.start)
+            else:
+                try:
+                    handler = workflow.resume(self.run_id)
+                except RunNotFoundError:  # it died before its first checkpoint: the caller starts it again
+                    handler = workflow.run(run_id=self.run_id, start_event=self.start)
+        except Exception as exc:
+            raise ResumeFailed(f"{'starting' if first else 'resuming'} the run raised {type(exc).__name__}: {exc}") from exc
+        try:
+            async for event in handler.stream_events():
+                if isinstance(event, InputRequiredEvent):
+                    if self.settings.respond is None:
+                        raise NeedsInput(f"the run asked for input ({event!r}); pass respond= to answer it")
+                    reply = self.settings.respond(event)
+                    if reply is not None:
+                        handler.send_event(reply)
+            await handler
+        except (NeedsInput, asyncio.CancelledError):
+            raise
+        except Exception:
+            pass  # the run failed: how it ended is read back from its store
+
+    def bury(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Never run this loop again; keep its tasks alive so that no ``finally`` of a dead engine runs."""
+        tasks = asyncio.all_tasks(loop)
+        for task in tasks:
+            task._log_destroy_pending = False  # type: ignore[attr-defined]
+        if tasks:
+            self.graveyard.append(loop)
+        else:
+            loop.close()
+
+    # -- stores and outcomes -------------------------------------------------------------
+
+    def new_store(self) -> Checkpointer:
+        """An empty store for one scenario, so that every scenario uses the same run id."""
+        store = self.settings.store or ("sqlite" if self.settings.mode == "kill" else "memory")
+        self._stores += 1
+        if callable(store):
+            return store()
+        if store == "memory":
+            if self.settings.mode == "kill":
+                raise ValueError("kill mode needs a store that outlives a process: 'sqlite', 'fakeredis' or a redis:// URL")
+            return MemoryCheckpointer()
+        if store == "sqlite":
+            if self._dir is None:
+                self._dir = Path(tempfile.mkdtemp(prefix="durableflow-crashtest-"))
+            return SQLiteCheckpointer(self._dir / f"scenario-{self._stores}.db")
+        if store == "fakeredis":
+            if self._store_world is None:
+                self._store_world = FakeWorld(tcp=self.settings.mode == "kill")
+            self._store_world.reset()
+            return RedisCheckpointer(self._store_world.redis_client(), prefix="durableflow-crashtest")
+        if store.startswith(("redis://", "rediss://", "unix://")):
+            return RedisCheckpointer(store, prefix=f"durableflow-crashtest:{uuid.uuid4().hex[:12]}")
+        raise ValueError(f"unknown store {store!r}: use memory, sqlite, fakeredis, a redis:// URL or a factory")
+
+    def final(self, store: Checkpointer, lives: list[Life]) -> Final:
+        try:
+            info = store.info(self.run_id)
+            doc = replay(store.load(self.run_id), self.run_id)
+        except RunNotFoundError:
+            return Final("missing", None, None, {}, self.world_snapshot(lives))
+        result = json.loads(info.result) if info.result is not None else None
+        return Final(info.status, result, info.error, doc["state"], self.world_snapshot(lives))
+
+    def world_snapshot(self, lives: list[Life]) -> dict[str, Any]:
+        snapshot = self.world.snapshot()
+        runs, _ = count_effects(lives)
+        if runs:
+            snapshot["effects"] = dict(runs)
+        return snapshot
+
+
+def count_effects(lives: list[Life]) -> tuple[Counter[str], Counter[str]]:
+    """How often each effect's function ran, and how many crashes fell in its window.
+
+    An effect is open from ``effect.K.before`` until its record is durable
+    (the next ``checkpoint.write.after``); a crash while it is open may run
+    its function once more, which its idempotency key exists to absorb.
+    """
+    runs: Counter[str] = Counter()
+    windows: Counter[str] = Counter()
+    for life in lives:
+        hits = life.hits[:-1] if life.ending == "crashed" else life.hits
+        open_effects: list[str] = []
+        for hit in hits:
+            point = hit.rpartition("#")[0]
+            if point.startswith("effect.") and point.endswith(".before"):
+                key = point[len("effect.") : -len(".before")]
+                runs[key] += 1
+                open_effects.append(key)
+            elif point == "checkpoint.write.after" and open_effects:
+                open_effects.pop()
+        if life.ending == "crashed":
+            crash_point = life.hits[-1].rpartition("#")[0] if life.hits else ""
+            if crash_point == "checkpoint.write.after" and open_effects:
+                open_effects.pop()  # that write made the record durable
+            windows.update(open_effects)
+    return runs, windows
+
+
+def judge(reference: Final, final: Final, lives: list[Life], crashes: list[str]) -> tuple[str | None, str]:
+    """The failure kind and a diff, or ``(None, "")`` when the scenario ended like the reference."""
+    last = lives[-1]
+    if last.ending == "hang":
+        return "hang", f"a life of the run did not finish within the bound (died at {' then '.join(crashes)})"
+    if last.ending in ("error", "input"):
+        return "error during resume", last.error or ""
+    reached = [life.hits[-1] for life in lives if life.ending == "crashed"]
+    if reached != crashes:
+        missing = crashes[len(reached)]
+        return "unreached", f"the run never reached {missing}: it does not hit the same crash points on every run"
+    if (final.status, final.error) != (reference.status, reference.error):
+        return "error during resume", _diff(
+            {"status": reference.status, "error": reference.error}, {"status": final.status, "error": final.error}
+        )
+    runs, windows = count_effects(lives)
+    allowed = Counter(reference.world.get("effects", {}))
+    for key, count in runs.items():
+        if count > allowed[key] + windows[key]:
+            return "duplicated effect", f"effect {key!r} ran {count} times; the reference run ran it {allowed[key]}"
+    expected_world = {k: v for k, v in reference.world.items() if k != "effects"}
+    found_world = {k: v for k, v in final.world.items() if k != "effects"}
+    if expected_world != found_world:
+        return _world_kind(expected_world, found_world), _diff(expected_world, found_world)
+    if final.result != reference.result:
+        return "divergent result", _diff(reference.result, final.result)
+    if final.state != reference.state:
+        return "divergent state", _diff(reference.state, final.state)
+    return None, ""
+
+
+def _world_kind(expected: dict[str, Any], found: dict[str, Any]) -> str:
+    """More than the reference in the world is a duplicated effect; less is lost work."""
+    more = less = False
+    for section in ("redis", "calls"):
+        old, new = expected.get(section, {}), found.get(section, {})
+        for key in old.keys() | new.keys():
+            size_old, size_new = _size(old.get(key)), _size(new.get(key))
+            more |= size_new > size_old
+            less |= size_new < size_old
+    if more and not less:
+        return "duplicated effect"
+    if less and not more:
+        return "lost work"
+    return "divergent state"
+
+
+def _size(value: Any) -> float:
+    """How much of something a world entry holds: a count, a length, or a number stored as text."""
+    if value is None:
+        return 0
+    if isinstance(value, int):
+        return value
+    content = value.get("value") if isinstance(value, dict) else value
+    if isinstance(content, str):
+        try:
+            return float(content)
+        except ValueError:
+            return 1
+    if isinstance(content, list | dict):
+        return len(content)
+    return 1
+
+
+def _diff(expected: Any, found: Any) -> str:
+    before = json.dumps(expected, indent=2, sort_keys=True, default=repr).splitlines()
+    after = json.dumps(found, indent=2, sort_keys=True, default=repr).splitlines()
+    lines = list(difflib.unified_diff(before, after, "reference run", "resumed run", lineterm="", n=2))
+    return "\n".join(lines[:60] + (["..."] if len(lines) > 60 else []))
+
+
+def _beside_any_loop(fn: Callable[[], Any]) -> Any:
+    """Call ``fn``, in a thread of its own if this one runs an event loop (an async test):
+    explorations run event loops of their own, which cannot nest."""
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return fn()
+    box: dict[str, Any] = {}
+
+    def target() -> None:
+        try:
+            box["value"] = fn()
+        except BaseException as exc:
+            box["error"] = exc
+
+    thread = threading.Thread(target=target, name="durableflow-explore")
+    thread.start()
+    thread.join()
+    if "error" in box:
+        raise box["error"]
+    return box["value"]
+

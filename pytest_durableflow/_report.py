@@ -1,0 +1,88 @@
+"""What a crash exploration found: one ``Outcome`` per scenario, gathered in a ``Report``."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+KINDS = (
+    "lost work",
+    "duplicated effect",
+    "divergent result",
+    "divergent state",
+    "hang",
+    "error during resume",
+    "unreached",
+)
+"""How a scenario can fail, from the user's point of view."""
+
+
+@dataclass
+class Outcome:
+    """One scenario: the run killed at ``id``, resumed, and judged against the reference run."""
+
+    id: str
+    """The crash points, ``step.convert.end#2`` or ``a>b`` at depth 2: pass it back to re-run this one."""
+    ok: bool
+    kind: str | None = None
+    """One of ``KINDS`` when the scenario failed."""
+    diff: str = ""
+    """What differs from the reference run, as a readable diff."""
+    result: Any = None
+    """The resumed run's result (decoded JSON), or ``None``."""
+    error: str | None = None
+    """The resumed run's error, if it ended failed."""
+    seconds: float = 0.0
+    rerun: str = ""
+    """A command or call that re-runs just this scenario."""
+
+
+@dataclass
+class Report:
+    """Every scenario of one exploration; ``assert_ok()`` fails the test on any failure."""
+
+    workflow: str
+    mode: str
+    depth: int
+    seed: int
+    scenarios: list[Outcome] = field(default_factory=list)
+    space: int = 0
+    """How many scenarios the depth allows (more than ``scenarios`` when sampled or sharded)."""
+    reference: Any = None
+    """The uninterrupted run's result."""
+    seconds: float = 0.0
+
+    @property
+    def failures(self) -> list[Outcome]:
+        return [o for o in self.scenarios if not o.ok]
+
+    @property
+    def ok(self) -> bool:
+        return not self.failures
+
+    def summary(self) -> str:
+        failed = len(self.failures)
+        verdict = f"{failed} of {len(self.scenarios)} scenarios failed" if failed else f"all {len(self.scenarios)} scenarios passed"
+        sampled = f" (sampled from {self.space})" if self.space > len(self.scenarios) else ""
+        return (
+            f"crash exploration of {self.workflow}: {verdict}{sampled} "
+            f"[mode={self.mode} depth={self.depth} seed={self.seed}, {self.seconds:.2f}s]"
+        )
+
+    def assert_ok(self) -> None:
+        """Raise ``AssertionError`` listing each failing scenario: its id, kind, diff and re-run line."""
+        if self.ok:
+            return
+        raise AssertionError(self.failure_text())
+
+    def failure_text(self) -> str:
+        failures = self.failures
+        width = max(len(o.id) for o in failures)
+        lines = [self.summary(), ""]
+        lines += [f"  {o.id:<{width}}  {o.kind}" for o in failures]
+        for outcome in failures:
+            lines += ["", f"--- {outcome.id}: {outcome.kind}"]
+            lines += ["    " + line for line in outcome.diff.splitlines()]
+            if outcome.rerun:
+                lines.append(f"    re-run: {outcome.rerun}")
+        return "\n".join(lines)
