@@ -15,6 +15,15 @@ from collections.abc import Callable
 from typing import Any
 
 
+REAL = {"monotonic": time.monotonic}
+"""The real monotonic clock, kept out of freezegun's reach: it patches module attributes, not dict values.
+The harness times scenarios and bounds hangs with it while a test freezes time."""
+
+
+def real_monotonic() -> float:
+    return REAL["monotonic"]()
+
+
 class FrozenClock:
     """A ``durableflow.Clock`` over a started freezegun freezer (``freeze_time(...).start()``)."""
 

@@ -18,7 +18,6 @@ import random
 import shutil
 import tempfile
 import threading
-import time
 import uuid
 from collections import Counter
 from collections.abc import Callable, Mapping
@@ -41,6 +40,7 @@ from durableflow import (
 from durableflow._graph import StepGraph, graph_of
 from durableflow._snapshot import replay
 
+from ._clock import real_monotonic
 from ._report import Outcome, Report
 from ._world import Fake, FakeWorld
 
@@ -99,6 +99,8 @@ class Settings:
     """``(index, count)``: run every count-th scenario from index (pytest-xdist splits explorations so)."""
     rerun: str = ""
     """A template with ``{id}`` for each failure's re-run line."""
+    on_scenario: Callable[[Outcome, int], None] | None = None
+    """Called after each scenario with its outcome and the number of scenarios planned so far."""
 
 
 def explore(
@@ -185,7 +187,7 @@ class Exploration:
     # -- the exploration ---------------------------------------------------------------
 
     def explore(self) -> Report:
-        began = time.perf_counter()
+        began = real_monotonic()
         reference_lives, reference = self.scenario_lives([])
         if reference_lives[-1].ending != "finished":
             life = reference_lives[-1]
@@ -201,19 +203,26 @@ class Exploration:
             plan = self._sample(first_level)
             report.space = len(first_level)
         resume_hits: dict[str, list[str]] = {}
-        for scenario_id in self._shard(plan):
+        planned = self._shard(plan)
+        for scenario_id in planned:
             outcome, lives = self.scenario(scenario_id, reference)
-            report.scenarios.append(outcome)
+            self._add(report, outcome, len(planned))
             if len(lives) > 1:
                 resume_hits[scenario_id] = lives[1].hits
         if self.settings.depth == 2 and self.settings.only is None:
             second_level = [f"{a}>{b}" for a in plan for b in resume_hits.get(a, [])]
             report.space += len(second_level)
             budget = None if self.settings.max_scenarios is None else max(0, self.settings.max_scenarios - len(plan))
-            for scenario_id in self._shard(self._sample(second_level, budget)):
-                report.scenarios.append(self.scenario(scenario_id, reference)[0])
-        report.seconds = time.perf_counter() - began
+            deeper = self._shard(self._sample(second_level, budget))
+            for scenario_id in deeper:
+                self._add(report, self.scenario(scenario_id, reference)[0], len(planned) + len(deeper))
+        report.seconds = real_monotonic() - began
         return report
+
+    def _add(self, report: Report, outcome: Outcome, planned: int) -> None:
+        report.scenarios.append(outcome)
+        if self.settings.on_scenario is not None:
+            self.settings.on_scenario(outcome, planned)
 
     def _sample(self, space: list[str], budget: int | None = None) -> list[str]:
         budget = self.settings.max_scenarios if budget is None else budget
@@ -229,7 +238,7 @@ class Exploration:
         return plan[index::count]
 
     def scenario(self, scenario_id: str, reference: Final) -> tuple[Outcome, list[Life]]:
-        began = time.perf_counter()
+        began = real_monotonic()
         lives, final = self.scenario_lives(scenario_id.split(">"))
         kind, diff = judge(reference, final, lives, scenario_id.split(">"))
         outcome = Outcome(
@@ -239,8 +248,8 @@ class Exploration:
             diff=diff,
             result=final.result,
             error=final.error,
-            seconds=time.perf_counter() - began,
-            rerun=self.settings.rerun.format(id=scenario_id) if kind and self.settings.rerun else "",
+            seconds=real_monotonic() - began,
+            rerun=self.settings.rerun.replace("{id}", scenario_id) if kind else "",
         )
         return outcome, lives
 

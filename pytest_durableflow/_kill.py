@@ -14,12 +14,11 @@ import json
 import os
 import select
 import signal
-import time
 from typing import TYPE_CHECKING
 
 from durableflow import _crashpoints, get_clock
 
-from ._clock import FrozenClock
+from ._clock import FrozenClock, real_monotonic
 from ._harness import Life, NeedsInput, ResumeFailed
 
 if TYPE_CHECKING:
@@ -60,9 +59,9 @@ def live_in_child(exploration: Exploration, store: Checkpointer, target: str | N
 
 def _read_until_exit(fd: int, pid: int, bound: float, life: Life) -> bytes:
     chunks = []
-    give_up = time.monotonic() + bound
+    give_up = real_monotonic() + bound
     while True:
-        remaining = give_up - time.monotonic()
+        remaining = give_up - real_monotonic()
         ready, _, _ = select.select([fd], [], [], max(0.0, remaining))
         if not ready:
             os.kill(pid, signal.SIGKILL)

@@ -152,9 +152,26 @@ def _parser() -> argparse.ArgumentParser:
     show = add("show", _show, "a run's metadata and its stored checkpoints, with what each one changed")
     show.add_argument("run_id", metavar="RUN_ID")
 
-    crashtest = add("crashtest", _crashtest, "crash a workflow at every crash point and check each resume")
-    crashtest.add_argument("target", metavar="MODULE:Workflow", nargs="?")
-    crashtest.add_argument("--input", default="{}", metavar="JSON")
+    crashtest = commands.add_parser(
+        "crashtest", help="kill a run at every crash point, resume it, and check it ends like an uninterrupted one",
+        description="Kill a run at every crash point, resume it, and check it ends like an uninterrupted one. "
+        "Redis-typed resources are served by fakeredis. Exit 1 when any scenario fails.",
+        epilog=_EXIT_CODES, formatter_class=argparse.RawDescriptionHelpFormatter,
+    )  # fmt: skip
+    crashtest.set_defaults(command=_crashtest)
+    crashtest.add_argument("target", metavar="MODULE:Workflow", help="a Workflow subclass or a zero-argument factory")
+    crashtest.add_argument("--input", default="{}", metavar="JSON", help="the start event's fields, a JSON object")
+    crashtest.add_argument("--depth", type=int, choices=(1, 2), default=1, help="2 also crashes once more during each resume")
+    crashtest.add_argument("--mode", choices=("inprocess", "kill"), default="inprocess", help="raise at the point, or SIGKILL a forked child")
+    crashtest.add_argument(
+        "--store", default="sqlite", metavar="STORE",
+        help="an empty store per scenario: sqlite (default), memory, fakeredis or a redis:// URL",
+    )  # fmt: skip
+    crashtest.add_argument("--seed", type=int, metavar="N", help="seed for sampling (printed; default random)")
+    crashtest.add_argument("--max-scenarios", type=_positive_int, metavar="N", help="sample at most N scenarios")
+    crashtest.add_argument("--scenario", metavar="ID", help="run only this scenario (a failure's re-run line gives it)")
+    crashtest.add_argument("--hang-after", type=_seconds, default=5.0, metavar="SECONDS", help="bound on one life of the run")
+    crashtest.add_argument("--report", metavar="PATH", help="also write the crash matrix as an HTML page")
     return parser
 
 
@@ -265,7 +282,75 @@ def _show(args: argparse.Namespace) -> int:
 
 
 def _crashtest(args: argparse.Namespace) -> int:
-    raise UsageError("`durableflow crashtest` is added by the crash harness (pytest_durableflow), not wired in yet")
+    """The same exploration as the ``crash_harness`` fixture, with a progress bar and the matrix printed."""
+    from pytest_durableflow._harness import explore
+
+    fields = _input_fields(args.input)
+    factory = _workflow_factory(args.target)
+    store = "sqlite" if args.store.startswith("sqlite") else args.store
+    rerun = (
+        f"durableflow crashtest {args.target} --input '{args.input}' --mode {args.mode} "
+        f"--store {args.store} --scenario '{{id}}'"
+    )
+    console = _console()
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
+    with Progress(*columns, console=console, transient=True) as progress:
+        task = progress.add_task(f"crashing {args.target}", total=None)
+
+        def advance(outcome: Any, planned: int) -> None:
+            progress.update(task, advance=1, total=planned)
+
+        try:
+            report = explore(
+                factory, fields, depth=args.depth, mode=args.mode, seed=args.seed, max_scenarios=args.max_scenarios,
+                store=store, only=args.scenario, hang_after=args.hang_after, rerun=rerun, on_scenario=advance,
+            )  # fmt: skip
+        except (ValidationError, ValueError) as exc:
+            raise UsageError(f"cannot explore {args.target}: {exc}") from None
+    _print_matrix(console, report)
+    if args.report:
+        from pytest_durableflow._fixtures import summary_of
+        from pytest_durableflow._summary import write_html
+
+        write_html([summary_of(f"durableflow crashtest {args.target}", report)], args.report)
+        console.print(f"crash matrix written to {args.report}")
+    return 0 if report.ok else 1
+
+
+def _print_matrix(console: Console, report: Any) -> None:
+    """One row per first crash point: its outcome, and at depth 2 how the crashes during its resume ended."""
+    from rich.text import Text
+
+    rows: dict[str, list[Any]] = {}
+    for outcome in report.scenarios:
+        rows.setdefault(outcome.id.partition(">")[0], []).append(outcome)
+    table = _table("crash point", "outcome", *(["crashes during the resume"] if report.depth == 2 else []))
+    for point, outcomes in rows.items():
+        alone = next((o for o in outcomes if ">" not in o.id), None)
+        cells = [Text(point), _verdict(alone)]
+        if report.depth == 2:
+            nested = [o for o in outcomes if ">" in o.id]
+            failed = [o for o in nested if not o.ok]
+            kinds = ", ".join(sorted({o.kind for o in failed if o.kind}))
+            cells.append(Text(f"{len(nested) - len(failed)} passed" + (f", {len(failed)} failed: {kinds}" if failed else ""),
+                              style="red" if failed else "green"))
+        table.add_row(*cells)
+    console.print(table)
+    for outcome in report.failures:
+        console.print(Text(f"\n{outcome.id}: {outcome.kind}", style="bold red"))
+        console.print(Text(outcome.diff))
+        console.print(Text(f"re-run: {outcome.rerun}", style="dim"))
+    console.print(Text(report.summary(), style="bold " + ("green" if report.ok else "red")))
+
+
+def _verdict(outcome: Any) -> Any:
+    from rich.text import Text
+
+    if outcome is None:
+        return Text("-")
+    return Text("passed", style="green") if outcome.ok else Text(str(outcome.kind), style="red")
 
 
 # -- running -----------------------------------------------------------------------------
@@ -283,6 +368,13 @@ def _input_fields(text: str) -> dict[str, Any]:
 
 def _load_workflow(target: str, checkpointer: Checkpointer) -> Workflow:
     """A fresh workflow instance from ``MODULE:Workflow``, storing its runs in ``checkpointer``."""
+    workflow = _workflow_factory(target)()
+    workflow.checkpointer = checkpointer
+    return workflow
+
+
+def _workflow_factory(target: str) -> Callable[[], Workflow]:
+    """What ``MODULE:Workflow`` names, checked to build a valid workflow: a class or a zero-argument factory."""
     module_name, _, qualname = target.partition(":")
     if not module_name or not qualname:
         raise UsageError(f"{target!r} is not MODULE:Workflow (for example pipelines:DocumentPipeline)")
@@ -315,8 +407,7 @@ def _load_workflow(target: str, checkpointer: Checkpointer) -> Workflow:
         type(workflow).validate()
     except WorkflowValidationError as exc:
         raise UsageError(f"{target} is not a valid workflow: {exc}") from None
-    workflow.checkpointer = checkpointer
-    return workflow
+    return found  # type: ignore[no-any-return]
 
 
 def _drive(start: Callable[[], WorkflowHandler], store: str) -> Any:

@@ -14,7 +14,10 @@ T = TypeVar("T")
 Factory = Callable[[], Any]
 """A zero-argument callable, sync or async, that builds a resource."""
 
-_overrides: ContextVar[Mapping[object, Factory]] = ContextVar("durableflow_resource_overrides", default={})
+Overrides = tuple[Mapping[object, Factory], ...]
+"""Layers of overrides, innermost first; each layer is the caller's own mapping, read live."""
+
+_overrides: ContextVar[Overrides] = ContextVar("durableflow_resource_overrides", default=())
 
 
 class Resource(Generic[T]):
@@ -40,17 +43,19 @@ def override_resources(overrides: Mapping[object, Factory]) -> Iterator[None]:
 
     Keys are either the original factory or a type: a type replaces every
     resource annotated with it or a subclass of it. Runs started (or resumed)
-    inside the block keep the overrides until they end. Blocks nest; inner
-    overrides win.
+    inside the block keep the overrides until they end. Blocks nest: the
+    innermost block that covers a resource wins, and within one block its
+    factory key beats a type key. The mapping is read live, so entries added
+    to it later apply to resources built later.
     """
-    token = _overrides.set({**_overrides.get(), **overrides})
+    token = _overrides.set((overrides, *_overrides.get()))
     try:
         yield
     finally:
         _overrides.reset(token)
 
 
-def current_overrides() -> Mapping[object, Factory]:
+def current_overrides() -> Overrides:
     """The overrides in force here; a run captures them when it starts."""
     return _overrides.get()
 
@@ -60,20 +65,21 @@ class ResourceCache:
 
     __slots__ = ("_overrides", "_built")
 
-    def __init__(self, overrides: Mapping[object, Factory]) -> None:
+    def __init__(self, overrides: Overrides) -> None:
         self._overrides = overrides
         # (declared factory, factory in force) -> the build: steps that each write
         # Resource(same_factory) share it, and concurrent first uses wait for one build
         self._built: dict[tuple[Factory, Factory], asyncio.Future[Any]] = {}
 
     def _factory(self, resource: Resource[Any], annotation: object) -> Factory:
-        factory = self._overrides.get(resource.factory)
-        if factory is not None:
-            return factory
-        if isinstance(annotation, type):
-            for key, candidate in self._overrides.items():
-                if isinstance(key, type) and issubclass(annotation, key):
-                    return candidate
+        for layer in self._overrides:
+            factory = layer.get(resource.factory)
+            if factory is not None:
+                return factory
+            if isinstance(annotation, type):
+                for key, candidate in layer.items():
+                    if isinstance(key, type) and issubclass(annotation, key):
+                        return candidate
         return resource.factory
 
     async def get(self, resource: Resource[Any], annotation: object) -> Any:

@@ -1,0 +1,201 @@
+"""What the plugin's fixtures hand out: the harness bound to a test, fake resources, stores, contexts."""
+
+from __future__ import annotations
+
+import copy
+import inspect
+import uuid
+from collections.abc import Callable, Iterable, Mapping
+from contextlib import ExitStack
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from durableflow import (
+    Checkpointer,
+    Context,
+    Event,
+    MemoryCheckpointer,
+    RedisCheckpointer,
+    SQLiteCheckpointer,
+    StartEvent,
+    Workflow,
+    WorkflowRuntimeError,
+    override_resources,
+)
+from durableflow._graph import graph_of
+
+from ._harness import explore, run_scenario
+from ._report import Outcome, Report
+from ._world import Fake, FakeWorld, Recorder, _name_of
+from .plugin import ini_value, option, seed_for
+
+_SETTINGS = ("mode", "depth", "store", "max_scenarios", "hang_after")
+
+
+class FakeResources:
+    """The ``fake_resources`` fixture: fakes served in place of resources, for this test and its explorations."""
+
+    def __init__(self) -> None:
+        self.world = FakeWorld()
+        self.fakes: dict[object, Fake] = {}
+        """Factories of fresh fakes, one per exploration scenario."""
+        self.recorded: set[object] = set()
+        self._served: dict[object, Fake] = {}
+        self._stack = ExitStack()
+
+    def __enter__(self) -> FakeResources:
+        self._stack.enter_context(self.world.serving())
+        self._stack.enter_context(override_resources(self._served))  # read live: later overrides apply too
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stack.close()
+        self.world.close()
+
+    def override(self, key: object, fake: Any, record: bool = False) -> Any:
+        """Serve ``fake`` wherever a resource's factory is ``key`` (or its annotation is the type ``key``).
+
+        ``fake`` is a factory (a class or function), or an instance that each
+        exploration scenario gets a deep copy of. With ``record=True`` its
+        method calls go to ``calls`` and are compared across crashes. Returns
+        the fake this test's own runs use.
+        """
+        factory: Fake = fake if _is_factory(fake) else (lambda: copy.deepcopy(fake))
+        self.fakes[key] = factory
+        instance = fake() if _is_factory(fake) else fake
+        served = instance
+        if record:
+            self.recorded.add(key)
+            served = Recorder(instance, _name_of(key), self.world.journal)
+        self._served[key] = lambda: served
+        return instance
+
+    @property
+    def calls(self) -> list[str]:
+        """Calls made to recorded fakes in this test, as ``"name.method(args)"``."""
+        return self.world.calls
+
+
+def _is_factory(fake: Any) -> bool:
+    return inspect.isclass(fake) or inspect.isfunction(fake) or inspect.ismethod(fake)
+
+
+class CrashHarness:
+    """The ``crash_harness`` fixture: ``explore`` and ``run_scenario`` with this test's settings.
+
+    Settings, weakest first: ini, the test's ``durableflow`` marker, the
+    command line, the call's own arguments.
+    """
+
+    def __init__(self, request: pytest.FixtureRequest, shard: tuple[int, int] | None, fakes: FakeResources | None) -> None:
+        self._request = request
+        self._shard = shard
+        self._fakes = fakes
+
+    def explore(self, workflow: type[Workflow] | Callable[[], Workflow], start: StartEvent | Mapping[str, Any], **options: Any) -> Report:
+        """Explore every crash point of a run of ``workflow``; call ``.assert_ok()`` on the result."""
+        report = explore(workflow, start, **self._settings(options))
+        self._request.node.user_properties.append(("durableflow", summary_of(self._request.node.nodeid, report)))
+        return report
+
+    def run_scenario(
+        self, workflow: type[Workflow] | Callable[[], Workflow], start: StartEvent | Mapping[str, Any], crash_at: str, **options: Any
+    ) -> Outcome:
+        """Run one scenario by id (``"step.convert.end#2"``) and return its outcome."""
+        settings = self._settings(options)
+        for name in ("depth", "seed", "max_scenarios", "only", "shard"):
+            settings.pop(name, None)
+        return run_scenario(workflow, start, crash_at, **settings)
+
+    def _settings(self, call: dict[str, Any]) -> dict[str, Any]:
+        config = self._request.config
+        settings: dict[str, Any] = {}
+        for name in _SETTINGS:
+            value = ini_value(config, name.replace("_", "-"))
+            if value is not None:
+                settings[name] = value
+        marker = self._request.node.get_closest_marker("durableflow")
+        if marker is not None:
+            settings.update({k: v for k, v in marker.kwargs.items() if k != "shards"})
+        for name in _SETTINGS:
+            value = config.getoption("durableflow_" + name)
+            if value is not None:
+                settings[name] = value
+        settings["seed"] = seed_for(config, self._request.node.nodeid)
+        if settings.get("store") == "redis":
+            settings["store"] = option(config, "redis-url")
+        replay = option(config, "scenario")
+        if replay:
+            settings["only"] = replay
+        if self._shard is not None:
+            settings["shard"] = self._shard
+        if self._fakes is not None:
+            settings["fakes"] = dict(self._fakes.fakes)
+            settings["record"] = frozenset(self._fakes.recorded)
+        settings["rerun"] = f"pytest '{self._request.node.nodeid}' --durableflow-scenario='" + "{id}'"
+        settings.update(call)
+        return settings
+
+
+def summary_of(test: str, report: Report) -> dict[str, Any]:
+    """An exploration as plain data: it crosses from xdist workers to the controller."""
+    return {
+        "test": test,
+        "workflow": report.workflow,
+        "mode": report.mode,
+        "depth": report.depth,
+        "seed": report.seed,
+        "space": report.space,
+        "seconds": report.seconds,
+        "scenarios": [[o.id, o.kind, o.diff, o.rerun, o.seconds] for o in report.scenarios],
+    }
+
+
+def open_test_store(request: pytest.FixtureRequest, tmp_path: Path) -> Checkpointer:
+    """The ``checkpointer`` fixture's store: empty, and private to this test and xdist worker."""
+    kind = option(request.config, "store") or "memory"
+    if kind == "memory":
+        return MemoryCheckpointer()
+    if kind == "sqlite":
+        return SQLiteCheckpointer(tmp_path / "runs.db")
+    if kind == "fakeredis":
+        import fakeredis
+
+        return RedisCheckpointer(fakeredis.FakeRedis())
+    if kind == "redis":
+        worker = getattr(request.config, "workerinput", {}).get("workerid", "main")
+        prefix = f"durableflow-test:{worker}:{uuid.uuid4().hex[:12]}"
+        store = RedisCheckpointer(option(request.config, "redis-url"), prefix=prefix)
+        request.addfinalizer(lambda: _delete_prefix(store, prefix))
+        return store
+    raise pytest.UsageError(f"--durableflow-store must be memory, sqlite, fakeredis or redis, not {kind!r}")
+
+
+def _delete_prefix(store: RedisCheckpointer, prefix: str) -> None:
+    keys = list(store.client.scan_iter(match=f"{prefix}:*"))
+    if keys:
+        store.client.delete(*keys)
+
+
+def build_context(
+    workflow: Workflow, state: Mapping[str, Any] | None = None, events: Iterable[Event] = (), run_id: str | None = None
+) -> Context[Any]:
+    """A Context holding ``state``; with ``events``, a run in progress that owes them to their steps."""
+    ctx: Context[Any] = Context(workflow)
+    for key, value in (state or {}).items():
+        ctx.store._put(key, value)
+    events = list(events)
+    if events:
+        graph = graph_of(type(workflow))
+        run = ctx._state
+        run.run_id, run.status = run_id or uuid.uuid4().hex, "running"
+        for event in events:
+            consumers = graph.consumers(type(event))
+            if not consumers:
+                raise WorkflowRuntimeError(f"no step of {graph.workflow_path} accepts {type(event).__name__}")
+            eid = run.add_event(event)
+            for spec in consumers:
+                run.add_delivery(eid, spec.name)
+    return ctx
