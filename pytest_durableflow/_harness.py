@@ -36,6 +36,7 @@ from durableflow import (
     StartEvent,
     Workflow,
     _crashpoints,
+    plugin_manager,
 )
 from durableflow._graph import StepGraph, graph_of
 from durableflow._snapshot import replay
@@ -167,6 +168,7 @@ class Exploration:
         self._store_world: FakeWorld | None = None
         self._stores = 0
         self.graveyard: list[asyncio.AbstractEventLoop] = []
+        plugin_manager.load_entry_points()  # once here, not in every forked life
 
     def __enter__(self) -> Exploration:
         return self

@@ -108,7 +108,16 @@ class Checkpointer(Protocol):
 
 # -- lease owners ----------------------------------------------------------------------
 
-_HOST = socket.gethostname()
+def _host() -> str:
+    # The pid namespace tells apart containers that share a host name; pids only mean something within one.
+    try:
+        namespace = os.stat("/proc/self/ns/pid").st_ino
+    except OSError:
+        return socket.gethostname()
+    return f"{socket.gethostname()}/{namespace}"
+
+
+_HOST = _host()
 _live_owners: set[str] = set()
 
 

@@ -81,7 +81,7 @@ class RunLeaseError(DurableflowError):
     def __init__(self, run_id: str, holder: str | None, expires_at: float | None, detail: str = "") -> None:
         message = detail or (
             f"run {run_id!r} is driven by worker {holder!r} (lease until {expires_at}); "
-            "wait for it to finish or for the lease to expire, or resume with wait=True"
+            "wait for it to finish or for the lease to expire, or resume with wait=SECONDS"
         )
         super().__init__(message)
         self.run_id = run_id

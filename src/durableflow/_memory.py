@@ -82,8 +82,8 @@ class MemoryCheckpointer:
 
     def renew(self, run_id: str, owner: str) -> bool:
         with self._lock:
-            run = self._run(run_id)
-            if run["lease_owner"] != owner:
+            run = self._runs.get(run_id)
+            if run is None or run["lease_owner"] != owner:
                 return False
             run["lease_expires_at"] = get_clock().now() + self.lease_ttl
             return True

@@ -231,7 +231,8 @@ class RedisCheckpointer:
             return operation()
         except self._errors as exc:
             raise StoreUnavailableError(
-                f"Redis at {self.url} is unreachable ({exc}); the last checkpoint is intact, resume the run once it is back"
+                f"Redis at {self.url} is unreachable ({exc}); nothing was written, so stored runs keep their "
+                "last checkpoint: resume once it is back"
             ) from None
 
 

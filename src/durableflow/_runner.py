@@ -157,7 +157,8 @@ class Runner:
             delivery.sent += 1
             self.run.touch(delivery)
             if isinstance(event, StopEvent):
-                self._finish(event, delivery.step)
+                self._record_end(event, delivery.step)
+                self._conclude(event)
                 return
             self.accept(event, target)
         else:  # sent from outside: durable before send_event returns
@@ -306,20 +307,18 @@ class Runner:
         self._commit_takes(delivery)
         run.finish_delivery(delivery)
         if stop is not None:
-            if plugin_manager.active:  # reported before the run's end, which _finish reports
-                plugin_manager.hook.durableflow_step_finished(
-                    run_id=run.run_id, step=spec.name, event=event, output=output, error=None
-                )
-            self._finish(stop, spec.name)
-            return
-        if not self.ready_count and self.running == 1:
-            run.status = "waiting"  # nothing left to run until an event arrives from outside
-        if self.checkpointer is not None:
-            self.checkpoint(f"step {spec.name}")
-        if plugin_manager.active:
+            self._record_end(stop, spec.name)
+        else:
+            if not self.ready_count and self.running == 1:
+                run.status = "waiting"  # nothing left to run until an event arrives from outside
+            if self.checkpointer is not None:
+                self.checkpoint(f"step {spec.name}")
+        if plugin_manager.active:  # the completion is durable now
             plugin_manager.hook.durableflow_step_finished(
                 run_id=run.run_id, step=spec.name, event=event, output=output, error=None
             )
+        if stop is not None:
+            self._conclude(stop)
 
     # -- collect_events ------------------------------------------------------------------
 
@@ -476,7 +475,8 @@ class Runner:
 
     # -- ending --------------------------------------------------------------------------
 
-    def _finish(self, stop: StopEvent, at: str) -> None:
+    def _record_end(self, stop: StopEvent, at: str) -> None:
+        """Checkpoint the run as completed with ``stop``'s result."""
         run = self.run
         run.result, run.status = stop, "completed"
         try:
@@ -484,6 +484,9 @@ class Runner:
         except Exception:
             run.result, run.status = None, "running"  # the run did not durably end
             raise
+
+    def _conclude(self, stop: StopEvent) -> None:
+        """Tell everyone waiting that the run completed."""
         self._end()
         self.write_stream(stop)
         self._report("completed", run_result(stop), None)

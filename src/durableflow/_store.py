@@ -120,10 +120,16 @@ class StateStore(Generic[StateT]):
     # -- internals -------------------------------------------------------------------
 
     async def _wait_for_writer(self) -> None:
-        if self._holder is not None and self._holder is not asyncio.current_task():
-            assert self._lock is not None
-            async with self._lock:
-                pass
+        if self._holder is None:
+            return
+        if self._holder is asyncio.current_task():
+            raise WorkflowRuntimeError(
+                "this step is inside ctx.store.edit_state(): change the state object it gave you instead, "
+                "or its write-back at the end of the block would undo this change"
+            )
+        assert self._lock is not None
+        async with self._lock:
+            pass
 
     def _put(self, key: str, value: Any) -> None:
         if self._state_type is None:
@@ -168,7 +174,7 @@ class StateStore(Generic[StateT]):
         if not isinstance(state, self._state_type):
             raise SerializationError(f"state must be a {self._state_type.__name__}, not {type(state).__name__}")
         try:
-            state = self._state_type.model_validate(state.model_dump())
+            state = self._state_type.model_validate(state.model_dump(warnings=False))
         except ValidationError as exc:
             raise SerializationError(f"cannot store the state: {exc}") from None
         return {

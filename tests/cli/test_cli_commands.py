@@ -316,13 +316,6 @@ def test_tables_without_rich_exit_2_naming_the_extra(cli: Cli, without_rich: Non
     assert "install durableflow[cli]" in outcome.err
 
 
-def test_crashtest_says_the_crash_harness_adds_it(cli: Cli) -> None:
-    """`crashtest` exists but exits 2, saying the crash harness adds it."""
-    outcome = cli("crashtest", "cliflows:Pipeline", "--input", '{"ids": [1]}')
-    assert outcome.code == 2
-    assert "crash harness" in outcome.err
-
-
 def test_missing_arguments_exit_2(cli: Cli) -> None:
     """A command line without a subcommand, or `run` without its target, is a usage error: exit 2."""
     assert cli().code == 2

@@ -1,0 +1,101 @@
+"""`durableflow crashtest`: the crash exploration from a shell, with its matrix, re-run lines and exit codes."""
+
+from __future__ import annotations
+
+import re
+import shlex
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from .conftest import Outcome
+
+Cli = Callable[..., Outcome]
+
+LEDGER = '''
+"""A ledger of documents: one workflow records progress after its Redis write, one before it."""
+
+from typing import Annotated
+
+from redis import Redis
+
+from durableflow import Context, Resource, StartEvent, StopEvent, Workflow, step
+
+
+def get_redis() -> Redis:
+    return Redis(host="localhost", port=6379, decode_responses=True)
+
+
+class Careful(Workflow):
+    @step
+    async def convert(self, ev: StartEvent, ctx: Context, redis: Annotated[Redis, Resource(get_redis)]) -> StopEvent:
+        done = await ctx.store.get("done", default=[])
+        for doc_id in ev.ids:
+            if doc_id not in done:
+                redis.sadd("converted", doc_id)  # idempotent: doing it twice changes nothing
+                done.append(doc_id)
+                await ctx.store.set("done", done)
+                await ctx.checkpoint()
+        return StopEvent(result=done)
+
+
+class Hasty(Workflow):
+    @step
+    async def convert(self, ev: StartEvent, ctx: Context, redis: Annotated[Redis, Resource(get_redis)]) -> StopEvent:
+        done = await ctx.store.get("done", default=[])
+        for doc_id in ev.ids:
+            if doc_id not in done:
+                done.append(doc_id)
+                await ctx.store.set("done", done)
+                await ctx.checkpoint()  # progress is durable before the work it stands for
+                redis.sadd("converted", doc_id)
+        return StopEvent(result=done)
+'''
+
+
+@pytest.fixture
+def ledger(project: Path) -> Path:
+    (project / "ledger.py").write_text(LEDGER)
+    return project
+
+
+def test_a_crash_safe_workflow_passes_every_scenario(cli: Cli, ledger: Path) -> None:
+    """Every crash point of a workflow that records progress after an idempotent write passes: exit 0."""
+    outcome = cli("crashtest", "ledger:Careful", "--input", '{"ids": [1, 2]}', "--depth", "2")
+    assert outcome.code == 0, outcome.out + outcome.err
+    assert "crash point" in outcome.out and "step.convert.end#1" in outcome.out
+    assert re.search(r"all \d+ scenarios passed", outcome.out)
+
+
+def test_lost_work_fails_with_a_rerun_line_that_reproduces_it(cli: Cli, ledger: Path) -> None:
+    """A workflow that records progress before its side effect exits 1, and each re-run line replays just that failure."""
+    outcome = cli("crashtest", "ledger:Hasty", "--input", '{"ids": [1, 2]}', "--mode", "kill")
+    assert outcome.code == 1
+    assert "lost work" in outcome.out
+    reruns = [line.removeprefix("re-run: ") for line in outcome.out.splitlines() if line.startswith("re-run: ")]
+    assert reruns
+    argv = shlex.split(reruns[0])
+    assert argv[:2] == ["durableflow", "crashtest"]
+    scenario = argv[argv.index("--scenario") + 1]
+    replay = cli(*argv[1:])
+    assert replay.code == 1
+    assert f"{scenario}: lost work" in replay.out
+    assert "1 of 1 scenarios failed" in replay.out
+
+
+def test_report_writes_the_crash_matrix_as_html(cli: Cli, ledger: Path) -> None:
+    """--report writes a self-contained page with one cell per scenario, failing cells linked to their diff."""
+    outcome = cli("crashtest", "ledger:Hasty", "--input", '{"ids": [1]}', "--report", "matrix.html")
+    assert outcome.code == 1
+    page = (ledger / "matrix.html").read_text()
+    assert page.startswith("<!doctype html>") and "<script" not in page and "http" not in page
+    cells = re.findall(r'<td style="background:[^"]+" title="([^"]+)"', page)
+    assert len(cells) == int(re.search(r"(\d+) scenarios of", page).group(1))  # type: ignore[union-attr]
+    assert any("lost work" in title for title in cells)
+    assert 'class="failure"' in page and "re-run:" in page
+
+
+def test_an_unknown_workflow_is_a_usage_error(cli: Cli, ledger: Path) -> None:
+    """A target that does not name a workflow exits 2 before exploring anything."""
+    assert cli("crashtest", "ledger:Nothing", "--input", "{}").code == 2
