@@ -12,7 +12,6 @@ in kill mode (``_kill``), in a forked child that SIGKILLs itself.
 from __future__ import annotations
 
 import asyncio
-import difflib
 import json
 import random
 import shutil
@@ -69,6 +68,8 @@ class Life:
     ending: str = "finished"  # finished | crashed | hang | error | input
     error: str | None = None
     clock: float | None = None
+    stored: dict[str, Any] | None = None
+    """How the run stands in its store, read by the life that finished it (see ``Exploration.stored``)."""
 
 
 @dataclass
@@ -168,6 +169,7 @@ class Exploration:
         self._store_world: FakeWorld | None = None
         self._stores = 0
         self.graveyard: list[asyncio.AbstractEventLoop] = []
+        self._spare_loop: asyncio.AbstractEventLoop | None = None
         plugin_manager.load_entry_points()  # once here, not in every forked life
 
     def __enter__(self) -> Exploration:
@@ -180,6 +182,8 @@ class Exploration:
         for loop in self.graveyard:
             loop.close()
         self.graveyard.clear()
+        if self._spare_loop is not None:
+            self._spare_loop.close()
         self.world.close()
         if self._store_world is not None:
             self._store_world.close()
@@ -291,7 +295,7 @@ class Exploration:
             if hit == target:
                 raise Crash(hit)
 
-        loop = asyncio.new_event_loop()
+        loop, self._spare_loop = self._spare_loop or asyncio.new_event_loop(), None
         try:
             with _crashpoints.armed(listener), self.world.serving(iter(self.resources)):
                 loop.run_until_complete(asyncio.wait_for(self.drive(store, first), self.settings.hang_after))
@@ -336,14 +340,15 @@ class Exploration:
             pass  # the run failed: how it ended is read back from its store
 
     def bury(self, loop: asyncio.AbstractEventLoop) -> None:
-        """Never run this loop again; keep its tasks alive so that no ``finally`` of a dead engine runs."""
+        """Never run a loop with a dead engine's tasks again, and keep them alive so that no ``finally``
+        of theirs runs; a loop the life left empty serves the next life."""
         tasks = asyncio.all_tasks(loop)
         for task in tasks:
             task._log_destroy_pending = False  # type: ignore[attr-defined]
         if tasks:
             self.graveyard.append(loop)
         else:
-            loop.close()
+            self._spare_loop = loop
 
     # -- stores and outcomes -------------------------------------------------------------
 
@@ -371,13 +376,18 @@ class Exploration:
         raise ValueError(f"unknown store {store!r}: use memory, sqlite, fakeredis, a redis:// URL or a factory")
 
     def final(self, store: Checkpointer, lives: list[Life]) -> Final:
+        stored = lives[-1].stored or self.stored(store)
+        return Final(**stored, world=self.world_snapshot(lives))
+
+    def stored(self, store: Checkpointer) -> dict[str, Any]:
+        """The run's status, result, error and state as its store holds them (plain JSON data)."""
         try:
             info = store.info(self.run_id)
             doc = replay(store.load(self.run_id), self.run_id)
         except RunNotFoundError:
-            return Final("missing", None, None, {}, self.world_snapshot(lives))
+            return {"status": "missing", "result": None, "error": None, "state": {}}
         result = json.loads(info.result) if info.result is not None else None
-        return Final(info.status, result, info.error, doc["state"], self.world_snapshot(lives))
+        return {"status": info.status, "result": result, "error": info.error, "state": doc["state"]}
 
     def world_snapshot(self, lives: list[Life]) -> dict[str, Any]:
         snapshot = self.world.snapshot()
@@ -438,11 +448,11 @@ def judge(reference: Final, final: Final, lives: list[Life], crashes: list[str])
     expected_world = {k: v for k, v in reference.world.items() if k != "effects"}
     found_world = {k: v for k, v in final.world.items() if k != "effects"}
     if expected_world != found_world:
-        return _world_kind(expected_world, found_world), _diff(expected_world, found_world)
+        return _world_kind(expected_world, found_world), _diff(_world_entries(expected_world), _world_entries(found_world))
     if final.result != reference.result:
-        return "divergent result", _diff(reference.result, final.result)
+        return "divergent result", _diff(reference.result, final.result, "result")
     if final.state != reference.state:
-        return "divergent state", _diff(reference.state, final.state)
+        return "divergent state", _diff(reference.state, final.state, "state key")
     return None, ""
 
 
@@ -479,11 +489,42 @@ def _size(value: Any) -> float:
     return 1
 
 
-def _diff(expected: Any, found: Any) -> str:
-    before = json.dumps(expected, indent=2, sort_keys=True, default=repr).splitlines()
-    after = json.dumps(found, indent=2, sort_keys=True, default=repr).splitlines()
-    lines = list(difflib.unified_diff(before, after, "reference run", "resumed run", lineterm="", n=2))
-    return "\n".join(lines[:60] + (["..."] if len(lines) > 60 else []))
+_ABSENT = object()
+
+
+def _diff(expected: Any, found: Any, name: str = "") -> str:
+    """Each place where the two differ, named, with the reference's value and the resumed run's."""
+    lines: list[str] = []
+
+    def walk(a: Any, b: Any, path: str) -> None:
+        if a == b:
+            return
+        if isinstance(a, dict) and isinstance(b, dict):
+            for key in sorted(a.keys() | b.keys(), key=str):
+                walk(a.get(key, _ABSENT), b.get(key, _ABSENT), f"{path} {key}".strip())
+            return
+        lines.extend([f"{path or 'value'}:", f"  reference run: {_show(a)}", f"  resumed run:   {_show(b)}"])
+
+    walk(expected, found, name)
+    return "\n".join(lines[:45] + (["..."] if len(lines) > 45 else []))
+
+
+def _show(value: Any) -> str:
+    if value is _ABSENT:
+        return "(absent)"
+    text = json.dumps(value, sort_keys=True, default=repr)
+    return text if len(text) <= 300 else text[:297] + "..."
+
+
+def _world_entries(world: dict[str, Any]) -> dict[str, Any]:
+    """The world flattened to readable names: redis key 'converted', call charge(...)."""
+    entries: dict[str, Any] = {}
+    for key, entry in world.get("redis", {}).items():
+        db, _, name = key.partition(":")
+        entries[f"redis key {name!r}" + ("" if db == "0" else f" (db {db})")] = entry["value"]
+    for call, count in world.get("calls", {}).items():
+        entries[f"calls of {call}"] = count
+    return entries
 
 
 def _beside_any_loop(fn: Callable[[], Any]) -> Any:

@@ -10,6 +10,7 @@ fork of a process that holds none of the run's memory.
 from __future__ import annotations
 
 import asyncio
+import gc
 import json
 import os
 import select
@@ -29,13 +30,18 @@ if TYPE_CHECKING:
 
 def live_in_child(exploration: Exploration, store: Checkpointer, target: str | None, first: bool) -> Life:
     read_end, write_end = os.pipe()
+    # A child that collects garbage touches every inherited object and copies its page: keep the
+    # parent's objects out of the collector's sight, and let the short-lived child never collect.
+    gc.freeze()
     pid = os.fork()
     if pid == 0:  # pragma: no cover - measured through the parent's report
+        gc.disable()
         os.close(read_end)
         try:
             _child(exploration, store, target, first, write_end)
         finally:
             os._exit(0)  # no atexit, no pytest teardown: the child only ever lives this one life
+    gc.unfreeze()
     os.close(write_end)
     life = Life(ending="crashed")
     data = _read_until_exit(read_end, pid, exploration.settings.hang_after, life)
@@ -51,6 +57,8 @@ def live_in_child(exploration: Exploration, store: Checkpointer, target: str | N
         elif tag == "E":
             ending, _, error = rest.partition(" ")
             life.ending, life.error = ending, error or None
+        elif tag == "S":
+            life.stored = json.loads(rest)
     clock = get_clock()
     if life.clock is not None and isinstance(clock, FrozenClock):
         clock.move_to(life.clock)  # time the dead process saw pass keeps counting in the next life
@@ -98,6 +106,7 @@ def _child(exploration: Exploration, store: Checkpointer, target: str | None, fi
     try:
         with _crashpoints.armed(listener), exploration.world.serving(iter(exploration.resources)):
             loop.run_until_complete(exploration.drive(store, first))
+        write(f"S {json.dumps(exploration.stored(store))}")  # its connection is open: spare the parent one
         write("E finished")
     except NeedsInput as exc:
         write(f"E input {exc}")

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import threading
 from typing import Any
 
@@ -26,9 +25,11 @@ class MemoryCheckpointer:
             if run_id in self._runs:
                 raise RunExistsError(run_id)
             now = get_clock().now()
-            self._runs[run_id] = dataclasses.asdict(
-                RunInfo(run_id, workflow, "running", now, now, record.seq, None, None, owner, now + self.lease_ttl)
-            )
+            self._runs[run_id] = {
+                "run_id": run_id, "workflow": workflow, "status": "running", "created_at": now, "updated_at": now,
+                "last_seq": record.seq, "result": None, "error": None,
+                "lease_owner": owner, "lease_expires_at": now + self.lease_ttl,
+            }  # fmt: skip
             self._records[run_id] = [record]
 
     def append(

@@ -1,0 +1,152 @@
+"""Crash-harness throughput: scenarios per second for a 5-step workflow, on one core.
+
+Targets: at least 1,000 scenarios/s in-process (memory checkpointer) and 100/s in kill mode (SQLite,
+every life a forked child SIGKILLed at its point). For comparison, the probe users write without a
+harness: a fresh interpreter runs the workflow and SIGKILLs itself at the point, and a second fresh
+interpreter resumes it — the same scenario, the way LangGraph users test for crashes today.
+
+    python tests/benchmarks/bench_harness.py [--rounds N] [--quick]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from durableflow import Context, Event, StartEvent, StopEvent, Workflow, step
+from pytest_durableflow import explore
+
+sys.path.insert(0, str(Path(__file__).parent))
+from _timing import print_table  # noqa: E402
+
+
+class Parsed(Event):
+    n: int
+
+
+class Enriched(Event):
+    n: int
+
+
+class Scored(Event):
+    n: int
+
+
+class Reviewed(Event):
+    n: int
+
+
+class FiveSteps(Workflow):
+    """Five steps, each writing one state key; checkpointed at start, after each step and at the end."""
+
+    @step
+    async def parse(self, ev: StartEvent, ctx: Context) -> Parsed:
+        await ctx.store.set("parsed", ev.n)
+        return Parsed(n=ev.n)
+
+    @step
+    async def enrich(self, ev: Parsed, ctx: Context) -> Enriched:
+        await ctx.store.set("enriched", ev.n + 1)
+        return Enriched(n=ev.n + 1)
+
+    @step
+    async def score(self, ev: Enriched, ctx: Context) -> Scored:
+        await ctx.store.set("scored", ev.n * 2)
+        return Scored(n=ev.n * 2)
+
+    @step
+    async def review(self, ev: Scored, ctx: Context) -> Reviewed:
+        await ctx.store.set("reviewed", True)
+        return Reviewed(n=ev.n)
+
+    @step
+    async def publish(self, ev: Reviewed, ctx: Context) -> StopEvent:
+        return StopEvent(result=ev.n)
+
+
+_PROBE = """
+import asyncio, os, signal, sys
+sys.path.insert(0, {bench_dir!r})
+from bench_harness import FiveSteps
+from durableflow import RunNotFoundError, SQLiteCheckpointer, _crashpoints
+target, store, first = sys.argv[1], SQLiteCheckpointer(sys.argv[2]), sys.argv[3] == "start"
+counts = {{}}
+def die_at(point):
+    counts[point] = counts.get(point, 0) + 1
+    if f"{{point}}#{{counts[point]}}" == target:
+        os.kill(os.getpid(), signal.SIGKILL)
+async def main():
+    wf = FiveSteps(checkpointer=store)
+    try:
+        handler = wf.run(run_id="probe", n=1) if first else wf.resume("probe")
+    except RunNotFoundError:  # killed before its first checkpoint: start it again
+        handler = wf.run(run_id="probe", n=1)
+    print(await handler)
+with _crashpoints.armed(die_at):
+    asyncio.run(main())
+"""
+
+
+def probe_rate(points: list[str], seconds: float) -> float:
+    """Scenarios per second of the hand-written probe: two fresh interpreters per scenario."""
+    script = _PROBE.format(bench_dir=str(Path(__file__).parent))
+    done, began = 0, time.perf_counter()
+    with tempfile.TemporaryDirectory() as tmp:
+        while time.perf_counter() - began < seconds:
+            db = str(Path(tmp) / f"probe-{done}.db")
+            point = points[done % len(points)]
+            subprocess.run([sys.executable, "-c", script, point, db, "start"], capture_output=True)
+            subprocess.run([sys.executable, "-c", script, "", db, "resume"], capture_output=True, check=True)
+            done += 1
+    return done / (time.perf_counter() - began)
+
+
+def harness_rate(mode: str, store: str, depth: int) -> tuple[float, int]:
+    began = time.perf_counter()
+    report = explore(FiveSteps, {"n": 1}, depth=depth, mode=mode, store=store, seed=1)  # type: ignore[arg-type]
+    elapsed = time.perf_counter() - began
+    report.assert_ok()
+    return len(report.scenarios) / elapsed, len(report.scenarios)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rounds", type=int, default=5, help="explorations per mode; the median rate is shown")
+    parser.add_argument("--quick", action="store_true", help="two rounds, a shorter probe")
+    args = parser.parse_args()
+    rounds = 2 if args.quick else args.rounds
+    if hasattr(os, "sched_setaffinity"):
+        os.sched_setaffinity(0, {min(os.sched_getaffinity(0))})  # one core; forked children inherit it
+    cases = [
+        ("in-process, memory, depth 2", "inprocess", "memory", 2, 1000),
+        ("in-process, memory, depth 1", "inprocess", "memory", 1, 1000),
+        ("kill, SQLite, depth 1", "kill", "sqlite", 1, 100),
+        ("kill, SQLite, depth 2", "kill", "sqlite", 2, 100),
+    ]
+    rates: dict[str, list[float]] = {name: [] for name, *_ in cases}
+    sizes: dict[str, int] = {}
+    for _ in range(rounds):  # interleaved, so that noise spreads over every case
+        for name, mode, store, depth, _target in cases:
+            rate, sizes[name] = harness_rate(mode, store, depth)
+            rates[name].append(rate)
+    points = explore(FiveSteps, {"n": 1}, seed=1).scenarios
+    probe = probe_rate([o.id for o in points], 3.0 if args.quick else 10.0)
+    rows = []
+    for name, _mode, _store, _depth, target in cases:
+        rate = statistics.median(rates[name])
+        rows.append([name, str(sizes[name]), f"{rate:,.0f}", f"{target:,}", "ok" if rate >= target else "BELOW TARGET"])
+    rows.append(["hand-written SIGKILL probe (2 interpreters/scenario)", "-", f"{probe:,.1f}", "-", "-"])
+    print_table("crash scenarios per second, 5-step workflow, one core", ["case", "scenarios", "per second", "target", ""], rows)
+    kill = statistics.median(rates["kill, SQLite, depth 1"])
+    print(f"\nkill mode runs {kill / probe:.0f}x as many scenarios per second as the hand-written probe")
+    print(f"in-process runs {statistics.median(rates['in-process, memory, depth 2']) / probe:.0f}x as many")
+
+
+if __name__ == "__main__":
+    main()
