@@ -34,6 +34,7 @@ from durableflow import (
     SQLiteCheckpointer,
     StartEvent,
     Workflow,
+    WorkflowHandler,
     _crashpoints,
     plugin_manager,
 )
@@ -170,6 +171,7 @@ class Exploration:
         self._stores = 0
         self.graveyard: list[asyncio.AbstractEventLoop] = []
         self._spare_loop: asyncio.AbstractEventLoop | None = None
+        self._handler: WorkflowHandler | None = None
         plugin_manager.load_entry_points()  # once here, not in every forked life
 
     def __enter__(self) -> Exploration:
@@ -299,8 +301,9 @@ class Exploration:
         try:
             with _crashpoints.armed(listener), self.world.serving(iter(self.resources)):
                 loop.run_until_complete(asyncio.wait_for(self.drive(store, first), self.settings.hang_after))
-        except Crash:
+        except Crash as crash:
             life.ending = "crashed"
+            self._kill_engine(crash)
         except TimeoutError:
             life.ending = "hang"
         except NeedsInput as exc:
@@ -311,8 +314,15 @@ class Exploration:
             self.bury(loop)
         return life
 
+    def _kill_engine(self, crash: Crash) -> None:
+        """A crash raised outside the engine's tasks (in ``respond``, say) still kills the whole process."""
+        runner = self._handler._runner if self._handler is not None else None
+        if runner is not None and not runner.done:
+            runner._abandon(crash)
+
     async def drive(self, store: Checkpointer, first: bool) -> None:
         """Start or resume the run as its caller would, answer input requests, and wait for the end."""
+        self._handler = None
         workflow = self.make()
         workflow.checkpointer = store
         try:
@@ -325,6 +335,7 @@ class Exploration:
                     handler = workflow.run(run_id=self.run_id, start_event=self.start)
         except Exception as exc:
             raise ResumeFailed(f"{'starting' if first else 'resuming'} the run raised {type(exc).__name__}: {exc}") from exc
+        self._handler = handler
         try:
             async for event in handler.stream_events():
                 if isinstance(event, InputRequiredEvent):

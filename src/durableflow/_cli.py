@@ -487,31 +487,31 @@ def _about(info: RunInfo) -> Table:
 
 def _record_rows(run_id: str, records: Sequence[Record]) -> Iterator[tuple[str, str, str, str, bool]]:
     """One row per stored record: seq, kind, at, what changed, and whether it decoded."""
-    status: str | None = None
     pending: set[str] = set()
     for record in records:
         kind = "full" if record.full else "delta"
         try:
             doc = unframe(record.data, run_id, record.seq)
-            changes = _changes(doc, status, pending)
+            changes = _changes(doc, pending)
         except SnapshotError as exc:
             yield str(record.seq), kind, "", f"error: {exc}", False
             continue
         except (KeyError, TypeError, AttributeError, ValueError) as exc:  # well framed, yet not what the engine writes
             yield str(record.seq), kind, "", f"error: malformed record ({type(exc).__name__}: {exc})", False
             continue
-        status = doc["status"]
         yield str(record.seq), doc["kind"], doc["at"], changes, True
 
 
-def _changes(doc: dict[str, Any], previous_status: str | None, pending: set[str]) -> str:
-    """What one record holds (a full snapshot) or changed (a delta); updates ``pending`` deliveries."""
+def _changes(doc: dict[str, Any], pending: set[str]) -> str:
+    """What one record holds (a full snapshot) or changed (a delta); updates ``pending`` deliveries.
+
+    A delta names the run's status and error only when they changed."""
     full = doc["kind"] == "full"
     parts = []
-    if doc["status"] != previous_status:
+    if "status" in doc:
         parts.append(f"status {doc['status']}")
-        if doc.get("error"):
-            parts.append(f"error {doc['error']['type']}: {doc['error']['message']}")
+    if doc.get("error"):
+        parts.append(f"error {doc['error']['type']}: {doc['error']['message']}")
     if doc.get("state"):
         parts.append(("state " if full else "state set ") + _names(doc["state"]))
     if doc.get("state_del"):

@@ -165,7 +165,12 @@ class Runner:
             self.accept(event, target)
             self.run.status = "running"
             if self.checkpointer is not None:
-                self.checkpoint(f"event {type(event).__name__}")
+                try:
+                    self.checkpoint(f"event {type(event).__name__}")
+                except BaseException as exc:
+                    if not isinstance(exc, Exception):  # a crash in the caller's code path: the engine dies with it
+                        self._abandon(exc)
+                    raise
         self._spawn_soon()
 
     def _queue(self, delivery: Delivery) -> None:
@@ -429,7 +434,7 @@ class Runner:
         seq = run.seq + 1
         full = not self.stored or self.since_full >= max(_COMPACT_AFTER, 2 * self.full_size)
         body = (encode_full if full else encode_delta)(run, self.ctx.store, self.graph, seq, at)
-        record = Record(seq, full, frame(body))
+        record = Record(seq, full, frame(body, run.run_id, seq))
         if not self.stored:
             checkpointer.create(run.run_id, self.graph.workflow_path, record, self.owner)
             self.stored, self.written_status = True, "running"
@@ -529,7 +534,7 @@ class Runner:
         self.done = True
         for cancel in self.cancels:
             cancel()
-        current = asyncio.current_task()
+        current = asyncio.current_task(self.loop)
         for task in self.workers:
             if task is not current:
                 task.cancel()
@@ -545,9 +550,10 @@ class Runner:
         if self.done:
             return
         self.done = True
+        self.stream.clear()  # a dead process shows its readers nothing more, not even what it had queued
         for cancel in self.cancels:
             cancel()
-        current = asyncio.current_task()
+        current = asyncio.current_task(self.loop)
         for task in self.workers:  # a dead process runs no more steps: stop the other workers where they wait
             if task is not current:
                 task.cancel()
@@ -557,6 +563,7 @@ class Runner:
                 self.future.cancel()
             else:
                 self.future.set_exception(exc)
+                self.future.exception()  # a dead process's result has no reader to owe it to: never log it
 
     def _detach(self) -> None:
         retire_owner(self.owner)

@@ -75,6 +75,11 @@ class RunState:
         self.dirty_buffers: set[str] = set()
         self.new_effects: set[str] = set()
         self.awaiting_dirty = False
+        self.written: dict[str, Any] = {}
+        """The run-level fields as last written: a delta repeats none that did not change."""
+
+    def note_written(self) -> None:
+        self.written = {"status": self.status, "next_eid": self.next_eid, "deadline": self.deadline, "error": self.error}
 
     def reset_journal(self) -> None:
         """Forget what changed: called once a checkpoint holding those changes is durable."""
@@ -85,6 +90,7 @@ class RunState:
         for journal in (self.new_events, self.gone_events, self.touched, self.gone, self.dirty_buffers, self.new_effects):
             journal.clear()
         self.awaiting_dirty = False
+        self.note_written()
 
     # -- events --------------------------------------------------------------------
 
@@ -162,11 +168,3 @@ class RunState:
     def error_of(self, exc: BaseException) -> dict[str, str]:
         cls = type(exc)
         return {"type": f"{cls.__module__}.{cls.__qualname__}", "message": str(exc)}
-
-    def describe(self) -> dict[str, Any]:
-        """A short summary for messages and the CLI."""
-        return {
-            "status": self.status,
-            "pending": [f"{step}<-{eid}" for eid, step in self.deliveries],
-            "events": len(self.events),
-        }

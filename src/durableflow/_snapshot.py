@@ -1,7 +1,9 @@
 """The snapshot format: full snapshots and deltas as JSON, framed with a magic and a checksum.
 
-A stored record is ``b"DFR1" + blake2b-128(body) + body`` where body is UTF-8
-JSON naming the format version, the run and the record's sequence number.
+A stored record is ``b"DFR1" + blake2b-128(run id, sequence number, body) + body``
+where body is UTF-8 JSON naming the format version. Binding the run and the
+position into the checksum catches a record moved to another run or place
+without spending bytes on them in every delta.
 A run loads as its newest full snapshot with the later deltas applied in
 order. Loading is pure data: event types resolve only against the types the
 workflow declares, and any defect raises ``SnapshotError``.
@@ -91,9 +93,15 @@ def encode_delta(run: RunState, store: StateStore[Any], graph: StepGraph, seq: i
     return "".join(parts)
 
 
-def frame(body: str) -> bytes:
+def frame(body: str, run_id: str, seq: int) -> bytes:
     data = body.encode()
-    return MAGIC + hashlib.blake2b(data, digest_size=_DIGEST).digest() + data
+    return MAGIC + _digest(data, run_id, seq) + data
+
+
+def _digest(data: bytes, run_id: str, seq: int) -> bytes:
+    checksum = hashlib.blake2b(f"{run_id}\0{seq}\0".encode(), digest_size=_DIGEST)
+    checksum.update(data)
+    return checksum.digest()
 
 
 def checksum(doc: dict[str, Any]) -> str:
@@ -104,13 +112,20 @@ def checksum(doc: dict[str, Any]) -> str:
 
 
 def _head(kind: str, run: RunState, seq: int, at: str) -> list[str]:
-    return [
-        f'{{"format":{FORMAT},"kind":"{kind}","run_id":', _quote(run.run_id),
-        f',"seq":{seq},"at":', _quote(at),
-        f',"status":"{run.status}","next_eid":{run.next_eid},"deadline":',
-        "null" if run.deadline is None else repr(float(run.deadline)),
-        ',"error":', "null" if run.error is None else compact_json(run.error),
-    ]  # fmt: skip
+    """The document's opening; a delta carries only the run-level fields that changed."""
+    parts = [f'{{"format":{FORMAT},"kind":"{kind}","at":', _quote(at)]
+    if kind == "full":
+        parts += (',"run_id":', _quote(run.run_id), f',"seq":{seq}')
+    written = run.written if kind == "delta" else {}
+    if run.status != written.get("status"):
+        parts.append(f',"status":"{run.status}"')
+    if run.next_eid != written.get("next_eid"):
+        parts.append(f',"next_eid":{run.next_eid}')
+    if kind == "full" or run.deadline != written.get("deadline"):
+        parts += (',"deadline":', "null" if run.deadline is None else repr(float(run.deadline)))
+    if kind == "full" or run.error != written.get("error"):
+        parts += (',"error":', "null" if run.error is None else compact_json(run.error))
+    return parts
 
 
 def _raw_object(items: Iterable[tuple[str, str]]) -> str:
@@ -174,14 +189,18 @@ def unframe(raw: bytes, run_id: str, seq: int) -> dict[str, Any]:
             "not a durableflow record (foreign data or a newer format)", run_id=run_id, seq=seq
         )
     digest, data = raw[len(MAGIC) : len(MAGIC) + _DIGEST], raw[len(MAGIC) + _DIGEST :]
-    if hashlib.blake2b(data, digest_size=_DIGEST).digest() != digest:
-        raise SnapshotError("checksum mismatch: the record is corrupt, truncated or was edited", run_id=run_id, seq=seq)
+    if _digest(data, run_id, seq) != digest:
+        raise SnapshotError(
+            "checksum mismatch: the record is corrupt, truncated, was edited, or belongs to another run or position",
+            run_id=run_id,
+            seq=seq,
+        )
     try:
         doc = json.loads(data)
     except (ValueError, RecursionError) as exc:  # RecursionError: nested deeper than the parser can go
         raise SnapshotError(f"record is not valid JSON ({exc})", run_id=run_id, seq=seq) from None
-    if not isinstance(doc, dict) or doc.get("run_id") != run_id or doc.get("seq") != seq:
-        raise SnapshotError("record belongs to another run or position", run_id=run_id, seq=seq)
+    if not isinstance(doc, dict):
+        raise SnapshotError("record is not a JSON object", run_id=run_id, seq=seq)
     if doc.get("format") != FORMAT:
         raise SnapshotError(
             f"record format {doc.get('format')!r} is not supported (this durableflow reads format {FORMAT})",
@@ -198,6 +217,7 @@ def replay(records: Sequence[Record], run_id: str) -> dict[str, Any]:
     doc = unframe(records[0].data, run_id, records[0].seq)
     if doc.get("kind") != "full":
         raise SnapshotError("the oldest stored record is not a full snapshot", run_id=run_id, seq=records[0].seq)
+    doc["seq"] = records[0].seq
     for record in records[1:]:
         expected = doc["seq"] + 1
         if record.seq != expected:
@@ -207,14 +227,17 @@ def replay(records: Sequence[Record], run_id: str) -> dict[str, Any]:
             apply_delta(doc, delta)
         except Exception as exc:
             raise SnapshotError(f"malformed delta ({type(exc).__name__}: {exc})", run_id=run_id, seq=record.seq) from None
+        doc["seq"] = record.seq
     return doc
 
 
 def apply_delta(doc: dict[str, Any], delta: dict[str, Any]) -> None:
     if delta["kind"] != "delta":
         raise ValueError(f"expected a delta, found {delta['kind']!r}")
-    for field in ("seq", "at", "status", "next_eid", "deadline", "error"):
-        doc[field] = delta[field]
+    doc["at"] = delta["at"]
+    for field in ("status", "next_eid", "deadline", "error"):
+        if field in delta:
+            doc[field] = delta[field]
     for section, deleted in (("state", "state_del"), ("events", "events_del"), ("deliveries", "deliveries_del")):
         target = doc[section]
         target.update(delta.get(section, {}))
@@ -295,6 +318,7 @@ def _restore(doc: dict[str, Any], graph: StepGraph) -> tuple[RunState, dict[str,
     for key, text in values.items():
         graph.codec.load(text)  # fails on an event type the workflow does not declare
     run.restore_refs()
+    run.note_written()
     return run, values
 
 

@@ -16,7 +16,8 @@ from ._errors import RunExistsError, RunLeaseError, RunNotFoundError, StoreUnava
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS durableflow_runs (
-    run_id TEXT PRIMARY KEY,
+    run_key INTEGER PRIMARY KEY,
+    run_id TEXT NOT NULL UNIQUE,
     workflow TEXT NOT NULL,
     status TEXT NOT NULL,
     created_at REAL NOT NULL,
@@ -27,23 +28,25 @@ CREATE TABLE IF NOT EXISTS durableflow_runs (
 );
 CREATE INDEX IF NOT EXISTS durableflow_runs_created ON durableflow_runs (created_at);
 CREATE TABLE IF NOT EXISTS durableflow_records (
-    run_id TEXT NOT NULL,
+    run_key INTEGER NOT NULL,
     seq INTEGER NOT NULL,
     full INTEGER NOT NULL,
     written_at REAL NOT NULL,
     data BLOB NOT NULL,
-    PRIMARY KEY (run_id, seq)
+    PRIMARY KEY (run_key, seq)
 ) WITHOUT ROWID;
+PRAGMA user_version = 1;
 """
+# Records are keyed by the run's integer key, not its id: a small key keeps a checkpoint to about one page.
 
 _FENCED_INSERT = """
-INSERT INTO durableflow_records (run_id, seq, full, written_at, data)
-SELECT ?, ?, 0, ?, ? WHERE EXISTS (SELECT 1 FROM durableflow_runs WHERE run_id = ? AND lease_owner = ?)
+INSERT INTO durableflow_records (run_key, seq, full, written_at, data)
+SELECT run_key, ?, 0, ?, ? FROM durableflow_runs WHERE run_id = ? AND lease_owner = ?
 """
 _INFO = """
 SELECT r.run_id, r.workflow, r.status, r.created_at,
-       (SELECT MAX(written_at) FROM durableflow_records WHERE run_id = r.run_id),
-       (SELECT MAX(seq) FROM durableflow_records WHERE run_id = r.run_id),
+       (SELECT MAX(written_at) FROM durableflow_records WHERE run_key = r.run_key),
+       (SELECT MAX(seq) FROM durableflow_records WHERE run_key = r.run_key),
        r.result, r.error, r.lease_owner, r.lease_expires_at
 FROM durableflow_runs r
 """
@@ -79,14 +82,15 @@ class SQLiteCheckpointer:
         now = get_clock().now()
         with self._transaction() as db:
             try:
-                db.execute(
+                run_key = db.execute(
                     "INSERT INTO durableflow_runs (run_id, workflow, status, created_at, lease_owner, lease_expires_at)"
                     " VALUES (?, ?, 'running', ?, ?, ?)",
                     (run_id, workflow, now, owner, now + self.lease_ttl),
-                )
+                ).lastrowid
             except sqlite3.IntegrityError:
                 raise RunExistsError(run_id) from None
-            self._insert(db, run_id, record, now)
+            assert run_key is not None
+            self._insert(db, run_key, record, now)
 
     def append(
         self,
@@ -103,37 +107,38 @@ class SQLiteCheckpointer:
             with self._lock:
                 db = self._connection()
                 try:
-                    inserted = db.execute(_FENCED_INSERT, (run_id, record.seq, now, record.data, run_id, owner)).rowcount
+                    inserted = db.execute(_FENCED_INSERT, (record.seq, now, record.data, run_id, owner)).rowcount
                 except sqlite3.Error as exc:
                     raise StoreUnavailableError(f"SQLite store {self.path} failed a write: {exc}") from None
                 if inserted != 1:
                     self._check_owner(db, run_id, owner)
             return
         with self._transaction() as db:
-            self._check_owner(db, run_id, owner)
-            self._insert(db, run_id, record, now)
+            run_key = self._check_owner(db, run_id, owner)
+            self._insert(db, run_key, record, now)
             if record.full:
-                db.execute("DELETE FROM durableflow_records WHERE run_id = ? AND seq < ?", (run_id, record.seq))
+                db.execute("DELETE FROM durableflow_records WHERE run_key = ? AND seq < ?", (run_key, record.seq))
             if status in TERMINAL:
                 db.execute(
                     "UPDATE durableflow_runs SET status = ?, result = ?, error = ?, lease_owner = NULL,"
-                    " lease_expires_at = NULL WHERE run_id = ?",
-                    (status, result, error, run_id),
+                    " lease_expires_at = NULL WHERE run_key = ?",
+                    (status, result, error, run_key),
                 )
             elif status is not None:
                 db.execute(
-                    "UPDATE durableflow_runs SET status = ?, result = ?, error = ? WHERE run_id = ?",
-                    (status, result, error, run_id),
+                    "UPDATE durableflow_runs SET status = ?, result = ?, error = ? WHERE run_key = ?",
+                    (status, result, error, run_key),
                 )
 
     def load(self, run_id: str) -> list[Record]:
         with self._read() as db:
-            if db.execute("SELECT 1 FROM durableflow_runs WHERE run_id = ?", (run_id,)).fetchone() is None:
+            row = db.execute("SELECT run_key FROM durableflow_runs WHERE run_id = ?", (run_id,)).fetchone()
+            if row is None:
                 raise RunNotFoundError(run_id, self.url)
             rows = db.execute(
-                "SELECT seq, full, data FROM durableflow_records WHERE run_id = ? AND seq >= "
-                "(SELECT COALESCE(MAX(seq), 0) FROM durableflow_records WHERE run_id = ? AND full) ORDER BY seq",
-                (run_id, run_id),
+                "SELECT seq, full, data FROM durableflow_records WHERE run_key = ?1 AND seq >= "
+                "(SELECT COALESCE(MAX(seq), 0) FROM durableflow_records WHERE run_key = ?1 AND full) ORDER BY seq",
+                (row[0],),
             ).fetchall()
         return [Record(seq, bool(full), bytes(data)) for seq, full, data in rows]
 
@@ -189,20 +194,24 @@ class SQLiteCheckpointer:
 
     # -- connection --------------------------------------------------------------------
 
-    def _check_owner(self, db: sqlite3.Connection, run_id: str, owner: str) -> None:
-        row = db.execute("SELECT lease_owner, lease_expires_at FROM durableflow_runs WHERE run_id = ?", (run_id,)).fetchone()
+    def _check_owner(self, db: sqlite3.Connection, run_id: str, owner: str) -> int:
+        """The run's key, if ``owner`` holds its lease."""
+        row = db.execute(
+            "SELECT run_key, lease_owner, lease_expires_at FROM durableflow_runs WHERE run_id = ?", (run_id,)
+        ).fetchone()
         if row is None:
             raise RunNotFoundError(run_id, self.url)
-        if row[0] != owner:
+        if row[1] != owner:
             raise RunLeaseError(
-                run_id, row[0], row[1], f"this worker lost its lease on run {run_id!r} to {row[0]!r}; it stops writing"
+                run_id, row[1], row[2], f"this worker lost its lease on run {run_id!r} to {row[1]!r}; it stops writing"
             )
+        return int(row[0])
 
     @staticmethod
-    def _insert(db: sqlite3.Connection, run_id: str, record: Record, now: float) -> None:
+    def _insert(db: sqlite3.Connection, run_key: int, record: Record, now: float) -> None:
         db.execute(
-            "INSERT INTO durableflow_records (run_id, seq, full, written_at, data) VALUES (?, ?, ?, ?, ?)",
-            (run_id, record.seq, record.full, now, record.data),
+            "INSERT INTO durableflow_records (run_key, seq, full, written_at, data) VALUES (?, ?, ?, ?, ?)",
+            (run_key, record.seq, record.full, now, record.data),
         )
 
     def _connection(self) -> sqlite3.Connection:

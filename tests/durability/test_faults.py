@@ -40,8 +40,8 @@ def _truncate(data: bytes) -> bytes:
 
 
 def _tamper(data: bytes) -> bytes:
-    """Edit the JSON (one digit of next_eid) and keep the length, as a careful forger would."""
-    at = data.index(b'"next_eid":') + len(b'"next_eid":')
+    """Edit the JSON (the last digit it holds) and keep the length, as a careful forger would."""
+    at = max(data.rfind(bytes([digit])) for digit in b"0123456789")
     digit = data[at : at + 1]
     return data[:at] + (b"7" if digit != b"7" else b"8") + data[at + 1 :]
 
@@ -72,13 +72,13 @@ def _damage(store: Store, seq: int, damage: Callable[[bytes], bytes] | None) -> 
     if isinstance(checkpointer, SQLiteCheckpointer):
         with sqlite3.connect(checkpointer.path) as db:
             if damage is None:
-                db.execute("DELETE FROM durableflow_records WHERE run_id = ? AND seq = ?", (RUN_ID, seq))
+                db.execute("DELETE FROM durableflow_records WHERE run_key = (SELECT run_key FROM durableflow_runs WHERE run_id = ?) AND seq = ?", (RUN_ID, seq))
             else:
                 (data,) = db.execute(
-                    "SELECT data FROM durableflow_records WHERE run_id = ? AND seq = ?", (RUN_ID, seq)
+                    "SELECT data FROM durableflow_records WHERE run_key = (SELECT run_key FROM durableflow_runs WHERE run_id = ?) AND seq = ?", (RUN_ID, seq)
                 ).fetchone()
                 db.execute(
-                    "UPDATE durableflow_records SET data = ? WHERE run_id = ? AND seq = ?", (damage(data), RUN_ID, seq)
+                    "UPDATE durableflow_records SET data = ? WHERE run_key = (SELECT run_key FROM durableflow_runs WHERE run_id = ?) AND seq = ?", (damage(data), RUN_ID, seq)
                 )
         return
     assert isinstance(checkpointer, RedisCheckpointer)

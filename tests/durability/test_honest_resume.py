@@ -148,7 +148,7 @@ def _forge(store: Store, run_id: str, edit: Any) -> int:
     document = stored_document(checkpointer, RUN_ID)
     document["run_id"] = run_id
     edit(document)
-    record = Record(document["seq"], True, _snapshot.frame(json.dumps(document)))
+    record = Record(document["seq"], True, _snapshot.frame(json.dumps(document), run_id, document["seq"]))
     checkpointer.create(run_id, checkpointer.info(RUN_ID).workflow, record, "forger")
     checkpointer.release(run_id, "forger")
     return record.seq

@@ -187,7 +187,7 @@ def test_mutated_records_with_valid_checksums_raise_only_snapshot_error(choice: 
     records = list(records)
     index = choice.draw(st.integers(0, len(records) - 1))
     body = choice.draw(mutated(_body(records[index])))
-    records[index] = Record(records[index].seq, records[index].full, _snapshot.frame(json.dumps(body)))
+    records[index] = Record(records[index].seq, records[index].full, _snapshot.frame(json.dumps(body), RUN_ID, records[index].seq))
     _only_snapshot_errors(lambda: _load(workflow, records))
 
 
@@ -221,7 +221,7 @@ def test_deeply_nested_json_raises_snapshot_error() -> None:
     """A record or saved context nested 100,000 levels deep raises SnapshotError, not RecursionError."""
     deep = '{"format":1,"kind":"full","run_id":"fuzzed","seq":1,"state":' + "[" * 100_000 + "]" * 100_000 + "}"
     with pytest.raises(SnapshotError):
-        _snapshot.replay([Record(1, True, _snapshot.frame(deep))], RUN_ID)
+        _snapshot.replay([Record(1, True, _snapshot.frame(deep, RUN_ID, 1))], RUN_ID)
     nested: dict[str, Any] = {}
     saved: dict[str, Any] = {"checksum": "x", "state": nested}
     for _ in range(100_000):
