@@ -37,6 +37,7 @@ from ._errors import (
     WorkflowTimeoutError,
     WorkflowValidationError,
 )
+from ._events import HumanResponseEvent
 from ._graph import graph_of
 from ._handler import WorkflowHandler
 from ._snapshot import unframe
@@ -171,6 +172,10 @@ def _parser() -> argparse.ArgumentParser:
     crashtest.add_argument("--max-scenarios", type=_positive_int, metavar="N", help="sample at most N scenarios")
     crashtest.add_argument("--scenario", metavar="ID", help="run only this scenario (a failure's re-run line gives it)")
     crashtest.add_argument("--hang-after", type=_seconds, default=5.0, metavar="SECONDS", help="bound on one life of the run")
+    crashtest.add_argument(
+        "--respond", metavar="JSON",
+        help="answer every input request with a HumanResponseEvent of these fields, like '{\"response\": \"yes\"}'",
+    )  # fmt: skip
     crashtest.add_argument("--report", metavar="PATH", help="also write the crash matrix as an HTML page")
     return parser
 
@@ -288,6 +293,10 @@ def _crashtest(args: argparse.Namespace) -> int:
     fields = _input_fields(args.input)
     factory = _workflow_factory(args.target)
     store = "sqlite" if args.store.startswith("sqlite") else args.store
+    respond = None
+    if args.respond is not None:
+        answer = _input_fields(args.respond, "--respond")
+        respond = lambda request: HumanResponseEvent(**answer)  # noqa: E731 - the same answer to every request
     rerun = (
         f"durableflow crashtest {args.target} --input '{args.input}' --mode {args.mode} "
         f"--store {args.store} --scenario '{{id}}'"
@@ -306,9 +315,12 @@ def _crashtest(args: argparse.Namespace) -> int:
             report = explore(
                 factory, fields, depth=args.depth, mode=args.mode, seed=args.seed, max_scenarios=args.max_scenarios,
                 store=store, only=args.scenario, hang_after=args.hang_after, rerun=rerun, on_scenario=advance,
+                respond=respond,
             )  # fmt: skip
         except (ValidationError, ValueError) as exc:
             raise UsageError(f"cannot explore {args.target}: {exc}") from None
+        except AssertionError as exc:  # the uninterrupted reference run did not finish
+            return _fail(1, str(exc), "a run that asks for input needs --respond" if "input" in str(exc) else None)
     _print_matrix(console, report)
     if args.report:
         from pytest_durableflow._fixtures import summary_of
@@ -356,13 +368,13 @@ def _verdict(outcome: Any) -> Any:
 # -- running -----------------------------------------------------------------------------
 
 
-def _input_fields(text: str) -> dict[str, Any]:
+def _input_fields(text: str, option: str = "--input") -> dict[str, Any]:
     try:
         fields = json.loads(text)
     except ValueError as exc:
-        raise UsageError(f"--input is not valid JSON: {exc}") from None
+        raise UsageError(f"{option} is not valid JSON: {exc}") from None
     if not isinstance(fields, dict):
-        raise UsageError(f"--input must be a JSON object of start fields, like '{{\"ids\": [1, 2]}}', not {text!r}")
+        raise UsageError(f"{option} must be a JSON object of event fields, like '{{\"ids\": [1, 2]}}', not {text!r}")
     return fields
 
 

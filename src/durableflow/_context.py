@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, Generic, TypeVar
+from typing import TYPE_CHECKING, Any, Generic
+
+from typing_extensions import TypeVar
 
 from pydantic import ValidationError
 
@@ -19,7 +21,7 @@ if TYPE_CHECKING:
     from ._runner import Runner
     from ._workflow import Workflow
 
-StateT = TypeVar("StateT")
+StateT = TypeVar("StateT", default=Any)  # a bare ``ctx: Context`` means untyped state, also for mypy --strict
 T = TypeVar("T")
 
 

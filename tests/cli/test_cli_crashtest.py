@@ -99,3 +99,28 @@ def test_report_writes_the_crash_matrix_as_html(cli: Cli, ledger: Path) -> None:
 def test_an_unknown_workflow_is_a_usage_error(cli: Cli, ledger: Path) -> None:
     """A target that does not name a workflow exits 2 before exploring anything."""
     assert cli("crashtest", "ledger:Nothing", "--input", "{}").code == 2
+
+
+APPROVAL = '''
+from durableflow import HumanResponseEvent, InputRequiredEvent, StartEvent, StopEvent, Workflow, step
+
+
+class Approval(Workflow):
+    @step
+    async def ask(self, ev: StartEvent) -> InputRequiredEvent:
+        return InputRequiredEvent(question=f"approve {ev.amount}?")
+
+    @step
+    async def decide(self, ev: HumanResponseEvent) -> StopEvent:
+        return StopEvent(result=ev.response)
+'''
+
+
+def test_a_run_that_asks_for_input_needs_respond(cli: Cli, project: Path) -> None:
+    """Without --respond the waiting run is reported (exit 1); with it every request is answered, after restarts too."""
+    (project / "approval.py").write_text(APPROVAL)
+    unanswered = cli("crashtest", "approval:Approval", "--input", '{"amount": 5}')
+    assert unanswered.code == 1 and "--respond" in unanswered.err
+    answered = cli("crashtest", "approval:Approval", "--input", '{"amount": 5}', "--respond", '{"response": "yes"}')
+    assert answered.code == 0, answered.out + answered.err
+    assert re.search(r"all \d+ scenarios passed", answered.out)
