@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import inspect
+import shlex
 import uuid
 from collections.abc import Callable, Iterable, Mapping
 from contextlib import ExitStack
@@ -123,20 +124,36 @@ class CrashHarness:
             value = config.getoption("durableflow_" + name)
             if value is not None:
                 settings[name] = value
-        settings["seed"] = seed_for(config, self._request.node.nodeid)
+        settings["seed"] = seed_for(config, _unsharded(self._request.node.nodeid, self._shard))
         if settings.get("store") == "redis":
             settings["store"] = option(config, "redis-url")
         replay = option(config, "scenario")
         if replay:
             settings["only"] = replay
-        if self._shard is not None:
+        if self._shard is not None and not replay:  # a replayed scenario runs in the item its re-run line names
             settings["shard"] = self._shard
         if self._fakes is not None:
             settings["fakes"] = dict(self._fakes.fakes)
             settings["record"] = frozenset(self._fakes.recorded)
-        settings["rerun"] = f"pytest '{self._request.node.nodeid}' --durableflow-scenario='" + "{id}'"
+        # options given on the command line would be lost on a re-run (ini, marker and call apply again by themselves)
+        given = "".join(
+            f" --durableflow-{name.replace('_', '-')}={shlex.quote(str(value))}"
+            for name in ("mode", "store", "redis_url", "hang_after")
+            if (value := config.getoption("durableflow_" + name)) is not None
+        )
+        given = given.replace("{", "{{").replace("}", "}}")
+        settings["rerun"] = f"pytest '{self._request.node.nodeid}' --durableflow-scenario='" + "{id}'" + given
         settings.update(call)
         return settings
+
+
+def _unsharded(nodeid: str, shard: tuple[int, int] | None) -> str:
+    """The node id without the shard's parameter id: the shards of one test share its seed, hence its sample."""
+    test, bracket, params = nodeid.partition("[")
+    if shard is None or not bracket:
+        return nodeid
+    kept = [part for part in params[:-1].split("-") if part != f"shard{shard[0]}"]
+    return f"{test}[{'-'.join(kept)}]" if kept else test
 
 
 def summary_of(test: str, report: Report) -> dict[str, Any]:
@@ -161,8 +178,11 @@ def open_test_store(request: pytest.FixtureRequest, tmp_path: Path) -> Checkpoin
     if kind == "sqlite":
         return SQLiteCheckpointer(tmp_path / "runs.db")
     if kind == "fakeredis":
-        import fakeredis
-
+        try:
+            import fakeredis
+        except ImportError:
+            message = "--durableflow-store=fakeredis needs fakeredis: pip install 'durableflow[pytest]'"
+            raise pytest.UsageError(message) from None
         return RedisCheckpointer(fakeredis.FakeRedis())
     if kind == "redis":
         worker = getattr(request.config, "workerinput", {}).get("workerid", "main")

@@ -200,7 +200,8 @@ def frozen_clock() -> Iterator[FrozenClock]:
 
     from ._clock import FrozenClock
 
-    freezer = freezegun.freeze_time("2030-01-01 00:00:00", real_asyncio=True)
+    # pytest times tests through _pytest.timing: frozen, it would report the frozen hours as durations
+    freezer = freezegun.freeze_time("2030-01-01 00:00:00", real_asyncio=True, ignore=["_pytest.timing"])
     factory = freezer.start()
     try:
         with use_clock(FrozenClock(factory)) as clock:

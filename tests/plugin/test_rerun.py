@@ -1,0 +1,78 @@
+"""A failing exploration fails its test, says what went wrong, and prints a line that re-runs just that scenario."""
+
+from __future__ import annotations
+
+import pytest
+
+from .downstream import failure_sections, failures, reruns
+
+WRONG_TESTS = """
+import pytest
+import flows
+
+
+@pytest.mark.parametrize("name", list(flows.WRONG))
+def test_wrong(crash_harness, fake_resources, name):
+    fake_resources.override(flows.get_payments, flows.FakePayments, record=True)
+    workflow, start, _ = flows.WRONG[name]
+    crash_harness.explore(workflow, start).assert_ok()
+"""
+
+DEPTH_2 = """
+import pytest
+import flows
+
+
+@pytest.mark.durableflow(depth=2)
+def test_instance_progress(crash_harness):
+    crash_harness.explore(flows.InstanceProgress, {"ids": [1, 2]}).assert_ok()
+"""
+
+
+def test_every_wrong_workflow_fails_its_test_naming_the_kind(project: pytest.Pytester) -> None:
+    """A downstream test exploring each wrong workflow fails, and its output names each failing scenario's kind."""
+    from .flows import WRONG
+
+    project.makepyfile(test_wrong=WRONG_TESTS)
+    result = project.runpytest()
+
+    result.assert_outcomes(failed=len(WRONG))
+    sections = failure_sections(result)
+    for name, (workflow, _, kind) in WRONG.items():
+        text = sections[f"test_wrong[{name}]"]
+        assert f"crash exploration of {workflow.__name__}: " in text
+        assert failures(text), text
+        assert {found for _, found in failures(text)} == {kind}
+
+
+@pytest.mark.parametrize("mode", ["inprocess", "kill"])
+def test_the_printed_rerun_line_replays_exactly_that_failure(project: pytest.Pytester, mode: str) -> None:
+    """The re-run line a failure printed runs that one scenario alone, in the same mode, and it fails the same way."""
+    project.makepyfile(test_wrong=WRONG_TESTS)
+    first = project.runpytest("-k", "rpush", f"--durableflow-mode={mode}")
+    first.assert_outcomes(failed=1)
+    failed = dict(failures(first))
+    printed_lines = reruns(first)
+    assert len(printed_lines) == len(failed) > 0
+
+    args, scenario = printed_lines[-1]
+    again = project.runpytest(*args)
+
+    again.assert_outcomes(failed=1)
+    assert failures(again) == [(scenario, failed[scenario])]
+    again.stdout.fnmatch_lines([f"*crash exploration of PushThenRecord: 1 of 1 scenarios failed [[]mode={mode} *"])
+
+
+def test_a_depth_2_failure_replays_from_its_two_crash_points(project: pytest.Pytester) -> None:
+    """A scenario id with two crash points (``a>b``) printed at depth 2 replays as that one pair."""
+    project.makepyfile(test_depth_2=DEPTH_2)
+    first = project.runpytest()
+    first.assert_outcomes(failed=1)
+    pairs = [(args, scenario) for args, scenario in reruns(first) if ">" in scenario]
+    assert pairs
+
+    args, scenario = pairs[0]
+    again = project.runpytest(*args)
+
+    again.assert_outcomes(failed=1)
+    assert failures(again) == [(scenario, dict(failures(first))[scenario])]
