@@ -45,6 +45,12 @@ class FrozenClock:
             self._freezer.move_to(datetime.datetime.fromtimestamp(micros / 1_000_000, datetime.timezone.utc))
         self._fire_due()
 
+    def restart_at(self, timestamp: float) -> None:
+        """Set time to ``timestamp``, backwards too, forgetting every timeout: each crash scenario
+        starts at the same instant, so timestamps a run stores compare equal across scenarios."""
+        self._timers.clear()
+        self._freezer.move_to(datetime.datetime.fromtimestamp(timestamp, datetime.timezone.utc))
+
     async def sleep_until(self, deadline: float) -> None:
         self.move_to(deadline)
         await asyncio.sleep(0)

@@ -69,7 +69,7 @@ class FakeResources:
         served = instance
         if record:
             self.recorded.add(key)
-            served = Recorder(instance, _name_of(key), self.world.journal)
+            served = Recorder(instance, _name_of(key), self.world.calls.append)
         self._served[key] = lambda: served
         return instance
 

@@ -22,7 +22,7 @@ from collections import Counter
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 from durableflow import (
     Checkpointer,
@@ -36,12 +36,13 @@ from durableflow import (
     Workflow,
     WorkflowHandler,
     _crashpoints,
+    get_clock,
     plugin_manager,
 )
 from durableflow._graph import StepGraph, graph_of
 from durableflow._snapshot import replay
 
-from ._clock import real_monotonic
+from ._clock import FrozenClock, real_monotonic
 from ._report import Outcome, Report
 from ._world import Fake, FakeWorld
 
@@ -162,16 +163,17 @@ class Exploration:
         self.start = start if isinstance(start, StartEvent) else self.graph.start_type(**start)
         self.run_id = f"crashtest-{self.cls.__name__}"
         self.seed = settings.seed if settings.seed is not None else random.randrange(2**32)
-        self.world = FakeWorld(settings.fakes, settings.record, tcp=settings.mode == "kill")
-        self.resources = [
-            source for spec in self.graph.steps.values() for source in spec.plan if isinstance(source, tuple)
-        ]
+        self.world = FakeWorld(settings.fakes, settings.record, shared=settings.mode == "kill")
+        if any(_is_redis(source[1]) for spec in self.graph.steps.values() for source in spec.plan if isinstance(source, tuple)):
+            self.world.redis_server  # noqa: B018 - without fakeredis, fail now naming the extra, not inside a step
         self._dir: Path | None = None
         self._store_world: FakeWorld | None = None
         self._stores = 0
         self.graveyard: list[asyncio.AbstractEventLoop] = []
         self._spare_loop: asyncio.AbstractEventLoop | None = None
         self._handler: WorkflowHandler | None = None
+        clock = get_clock()
+        self._frozen_at = clock.now() if isinstance(clock, FrozenClock) else None
         plugin_manager.load_entry_points()  # once here, not in every forked life
 
     def __enter__(self) -> Exploration:
@@ -202,30 +204,41 @@ class Exploration:
             raise AssertionError(
                 f"the uninterrupted reference run of {self.cls.__name__} did not finish ({life.ending}): {life.error or ''}"
             )
-        report = Report(self.cls.__name__, self.settings.mode, self.settings.depth, self.seed, reference=reference.result)
-        first_level = reference_lives[0].hits
+        report = Report(
+            self.cls.__name__, self.settings.mode, self.settings.depth, self.seed,
+            reference=reference.result, shard=self.settings.shard,
+        )  # fmt: skip
         if self.settings.only is not None:
-            plan = [self.settings.only]
+            first = [self.settings.only]
             report.space = 1
         else:
-            plan = self._sample(first_level)
-            report.space = len(first_level)
+            # A shard owns its share of the first crash points and every second crash of their resumes,
+            # so the shards of one exploration partition it.
+            first = self._shard(self._sample(reference_lives[0].hits))
+            report.space = len(self._shard(reference_lives[0].hits))
         resume_hits: dict[str, list[str]] = {}
-        planned = self._shard(plan)
-        for scenario_id in planned:
+        for scenario_id in first:
             outcome, lives = self.scenario(scenario_id, reference)
-            self._add(report, outcome, len(planned))
+            self._add(report, outcome, len(first))
             if len(lives) > 1:
                 resume_hits[scenario_id] = lives[1].hits
         if self.settings.depth == 2 and self.settings.only is None:
-            second_level = [f"{a}>{b}" for a in plan for b in resume_hits.get(a, [])]
-            report.space += len(second_level)
-            budget = None if self.settings.max_scenarios is None else max(0, self.settings.max_scenarios - len(plan))
-            deeper = self._shard(self._sample(second_level, budget))
+            second = [f"{a}>{b}" for a in first for b in resume_hits.get(a, [])]
+            report.space += len(second)
+            budget = self._budget()
+            deeper = self._sample(second, None if budget is None else max(0, budget - len(first)))
             for scenario_id in deeper:
-                self._add(report, self.scenario(scenario_id, reference)[0], len(planned) + len(deeper))
+                self._add(report, self.scenario(scenario_id, reference)[0], len(first) + len(deeper))
         report.seconds = real_monotonic() - began
         return report
+
+    def _budget(self) -> int | None:
+        """This shard's share of ``max_scenarios``."""
+        total, shard = self.settings.max_scenarios, self.settings.shard
+        if total is None or shard is None:
+            return total
+        index, count = shard
+        return total // count + (1 if index < total % count else 0)
 
     def _add(self, report: Report, outcome: Outcome, planned: int) -> None:
         report.scenarios.append(outcome)
@@ -265,6 +278,8 @@ class Exploration:
         """Live the run until it finishes, dying at each of ``crashes`` in turn; read back how it ended."""
         store = self.new_store()
         self.world.reset()
+        if self._frozen_at is not None:
+            cast(FrozenClock, get_clock()).restart_at(self._frozen_at)
         lives: list[Life] = []
         try:
             for index in range(len(crashes) + 1):
@@ -299,7 +314,7 @@ class Exploration:
 
         loop, self._spare_loop = self._spare_loop or asyncio.new_event_loop(), None
         try:
-            with _crashpoints.armed(listener), self.world.serving(iter(self.resources)):
+            with _crashpoints.armed(listener), self.world.serving():
                 loop.run_until_complete(asyncio.wait_for(self.drive(store, first), self.settings.hang_after))
         except Crash as crash:
             life.ending = "crashed"
@@ -379,7 +394,7 @@ class Exploration:
             return SQLiteCheckpointer(self._dir / f"scenario-{self._stores}.db")
         if store == "fakeredis":
             if self._store_world is None:
-                self._store_world = FakeWorld(tcp=self.settings.mode == "kill")
+                self._store_world = FakeWorld(shared=self.settings.mode == "kill")
             self._store_world.reset()
             return RedisCheckpointer(self._store_world.redis_client(), prefix="durableflow-crashtest")
         if store.startswith(("redis://", "rediss://", "unix://")):
@@ -406,6 +421,11 @@ class Exploration:
         if runs:
             snapshot["effects"] = dict(runs)
         return snapshot
+
+
+def _is_redis(annotation: object) -> bool:
+    module = getattr(annotation, "__module__", "") or ""
+    return isinstance(annotation, type) and module.split(".")[0] == "redis"
 
 
 def count_effects(lives: list[Life]) -> tuple[Counter[str], Counter[str]]:

@@ -1,9 +1,9 @@
 """Kill mode: each life of the run happens in a forked child that SIGKILLs itself at its crash point.
 
-The child reports as it goes over a pipe — every crash point it reaches,
-every recorded fake call, the frozen time — so that what it did before dying
-reaches the parent, the way a real system's side effects outlive the
-process. The parent never runs the workflow itself: each resume is a fresh
+The child reports as it goes over a pipe — every crash point it reaches and
+the frozen time — so that what it did before dying reaches the parent. The
+world it acts on (fakeredis, the user's fakes) lives in the parent, the way a
+real system outlives the process that called it. The parent never runs the workflow itself: each resume is a fresh
 fork of a process that holds none of the run's memory.
 """
 
@@ -50,8 +50,6 @@ def live_in_child(exploration: Exploration, store: Checkpointer, target: str | N
         tag, _, rest = line.partition(" ")
         if tag == "H":
             life.hits.append(rest)
-        elif tag == "C":
-            exploration.world.calls.append(json.loads(rest))
         elif tag == "T":
             life.clock = float(rest)
         elif tag == "E":
@@ -100,11 +98,10 @@ def _child(exploration: Exploration, store: Checkpointer, target: str | None, fi
         if hit == target:
             os.kill(os.getpid(), signal.SIGKILL)
 
-    exploration.world.journal = lambda text: write(f"C {json.dumps(text)}")
     asyncio.events._set_running_loop(None)  # forked from inside a running loop, perhaps
     loop = asyncio.new_event_loop()
     try:
-        with _crashpoints.armed(listener), exploration.world.serving(iter(exploration.resources)):
+        with _crashpoints.armed(listener), exploration.world.serving():
             loop.run_until_complete(exploration.drive(store, first))
         write(f"S {json.dumps(exploration.stored(store))}")  # its connection is open: spare the parent one
         write("E finished")

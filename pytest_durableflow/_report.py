@@ -51,6 +51,8 @@ class Report:
     reference: Any = None
     """The uninterrupted run's result."""
     seconds: float = 0.0
+    shard: tuple[int, int] | None = None
+    """``(index, count)`` when this report holds one shard of an exploration."""
 
     @property
     def failures(self) -> list[Outcome]:
@@ -64,6 +66,8 @@ class Report:
         failed = len(self.failures)
         verdict = f"{failed} of {len(self.scenarios)} scenarios failed" if failed else f"all {len(self.scenarios)} scenarios passed"
         sampled = f" (sampled from {self.space})" if self.space > len(self.scenarios) else ""
+        if self.shard is not None:
+            sampled += f" in shard {self.shard[0] + 1} of {self.shard[1]}"
         return (
             f"crash exploration of {self.workflow}: {verdict}{sampled} "
             f"[mode={self.mode} depth={self.depth} seed={self.seed}, {self.seconds:.2f}s]"

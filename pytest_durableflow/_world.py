@@ -1,22 +1,30 @@
-"""The fake external world a run talks to: fakeredis and recorded fakes, which outlive a crash.
+"""The fake external world a run talks to: fakeredis and the user's fakes, which outlive a crash.
 
 A crashed engine loses its memory; the world it wrote to does not. The
 harness therefore keeps one world per scenario, serves it to every life of
 the run through resource overrides, and compares its final contents with the
-reference run's.
+reference run's. With ``shared=True`` (kill mode) the world lives in the
+parent process: fakeredis behind a loopback socket, the user's fakes behind a
+``multiprocessing`` manager, so that every forked life talks to the same one.
 """
 
 from __future__ import annotations
 
+import contextlib
 import inspect
 import json
+import os
+import secrets
+import shutil
+import tempfile
 import threading
 from collections import Counter
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
+from multiprocessing.managers import BaseManager
 from typing import Any
 
-from durableflow import Resource, override_resources
+from durableflow import override_resources
 
 Fake = Callable[[], Any]
 """Builds a fake once per world: a class, or any zero-argument callable."""
@@ -44,30 +52,54 @@ class Recorder:
     def __setattr__(self, attribute: str, value: Any) -> None:
         setattr(self._target, attribute, value)
 
+    def __dir__(self) -> list[str]:  # a manager's proxy exposes the methods dir() lists
+        return dir(self._target)
+
 
 def _call_text(name: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> str:
     parts = [repr(a) for a in args] + [f"{k}={v!r}" for k, v in sorted(kwargs.items())]
     return f"{name}({', '.join(parts)})"
 
 
-class FakeWorld:
-    """One scenario's external systems: a fakeredis server and user fakes, with a call journal.
+class FakeRedisFor:
+    """The override for a Redis type: a client of the world's server, configured like the real one.
 
-    ``tcp=True`` serves Redis over a loopback socket so that forked processes
-    (kill mode) share it, and the journal is fed by them through ``record``.
+    ``durableflow`` hands it each factory it replaces (``for_resource``); the
+    factory's client is built (redis-py connects lazily, so this is free) to
+    read its options, so a workflow decoding responses gets text, as it would.
     """
 
-    def __init__(self, fakes: Mapping[object, Fake] | None = None, record: frozenset[object] = frozenset(), tcp: bool = False) -> None:
+    def __init__(self, world: FakeWorld, asyncio: bool) -> None:
+        self._world = world
+        self._asyncio = asyncio
+
+    def __call__(self) -> Any:
+        return self._world.redis_client(asyncio=self._asyncio)
+
+    def for_resource(self, factory: Callable[[], Any]) -> Callable[[], Any]:
+        return lambda: self._world.redis_client(_template(factory), self._asyncio)
+
+
+class FakeWorld:
+    """One scenario's external systems: a fakeredis server and the user's fakes, with a call journal."""
+
+    def __init__(self, fakes: Mapping[object, Fake] | None = None, record: frozenset[object] = frozenset(), shared: bool = False) -> None:
         self.fakes = dict(fakes or {})
         self.record_keys = record
         self.calls: list[str] = []
-        self.journal: Callable[[str], None] = self.calls.append
+        self._keys = list(self.fakes)
         self._built: dict[object, Any] = {}
-        self._tcp = tcp
+        self._lock = threading.Lock()
+        self._shared = shared
+        self._home = os.getpid()
         self._tcp_server: Any = None
         self._server: Any = None
-        if tcp:
-            self.redis_server  # noqa: B018 - start serving now: forked children must find it in the parent
+        self._registry: Any = None
+        self._registry_client: Any = None
+        if shared:  # start serving now: forked lives must find the world in the parent
+            self.redis_server  # noqa: B018
+            if self.fakes:
+                self._serve_fakes()
 
     # -- redis -----------------------------------------------------------------------
 
@@ -79,7 +111,7 @@ class FakeWorld:
                 import fakeredis
             except ImportError:
                 raise ImportError("the fake world needs fakeredis: pip install 'durableflow[pytest]'") from None
-            if self._tcp:
+            if self._shared:
                 self._tcp_server = fakeredis.TcpFakeServer(("127.0.0.1", 0), server_type="redis")
                 threading.Thread(target=self._tcp_server.serve_forever, daemon=True).start()
                 self._server = self._tcp_server.fake_server
@@ -93,16 +125,16 @@ class FakeWorld:
         import fakeredis
 
         kwargs = getattr(getattr(template, "connection_pool", None), "connection_kwargs", {})
-        options = {"decode_responses": bool(kwargs.get("decode_responses")), "db": int(kwargs.get("db", 0))}
+        options: dict[str, Any] = {"decode_responses": bool(kwargs.get("decode_responses")), "db": int(kwargs.get("db", 0))}
         if self._tcp_server is not None:  # a real client on the shared socket, as the other processes use
             import redis
             import redis.asyncio
 
             host, port = self._tcp_server.server_address[:2]
-            cls = redis.asyncio.Redis if asyncio else redis.Redis
-            return cls(host=host, port=port, **options)
-        cls = fakeredis.FakeAsyncRedis if asyncio else fakeredis.FakeRedis
-        return cls(server=server, **options)
+            client_cls: Any = redis.asyncio.Redis if asyncio else redis.Redis
+            return client_cls(host=host, port=port, **options)
+        fake_cls: Any = fakeredis.FakeAsyncRedis if asyncio else fakeredis.FakeRedis
+        return fake_cls(server=server, **options)
 
     def redis_snapshot(self) -> dict[str, Any]:
         """Every key of every database, as JSON-comparable data."""
@@ -117,46 +149,65 @@ class FakeWorld:
                 snapshot[f"{db}:{key.decode(errors='replace')}"] = _redis_value(client, key)
         return snapshot
 
+    # -- the user's fakes ------------------------------------------------------------------
+
+    def _fake(self, key: object) -> Any:
+        if self._registry is not None and os.getpid() != self._home:  # a forked life: the fake lives in the parent
+            if self._registry_client is None:
+                registry, address, authkey = self._registry
+                self._registry_client = registry(address=address, authkey=authkey)
+                self._registry_client.connect()
+            return self._registry_client.fake(self._keys.index(key))
+        return self._fake_here(key)
+
+    def _fake_here(self, key: object) -> Any:
+        with self._lock:
+            if key not in self._built:
+                fake = self.fakes[key]()
+                if key in self.record_keys:
+                    fake = Recorder(fake, _name_of(key), self.calls.append)
+                self._built[key] = fake
+            return self._built[key]
+
+    def _serve_fakes(self) -> None:
+        registry: Any = type("FakeRegistry", (BaseManager,), {})
+        registry.register("fake", callable=lambda index: self._fake_here(self._keys[index]))
+        authkey = secrets.token_bytes(16)
+        # A Unix socket: over TCP, multiprocessing's two-part messages meet Nagle and delayed ACKs (40 ms stalls).
+        self._socket_dir = tempfile.mkdtemp(prefix="durableflow-fakes-")
+        address = os.path.join(self._socket_dir, "fakes.sock")
+        server = registry(address=address, authkey=authkey).get_server()
+
+        def serve() -> None:
+            with contextlib.suppress(SystemExit):  # how a manager's server says it stopped
+                server.serve_forever()
+
+        threading.Thread(target=serve, daemon=True, name="durableflow-fakes").start()
+        self._registry = (registry, server.address, authkey)
+        self._registry_server = server
+
     # -- serving a run -------------------------------------------------------------------
 
-    def overrides(self, resources: Iterator[tuple[Resource[Any], object]] = iter(())) -> dict[object, Fake]:
-        """Resource overrides serving this world: Redis-typed resources, then the user's fakes.
-
-        ``resources`` are the workflow's own (resource, annotation) pairs: a
-        Redis-typed one gets a fake client that decodes like the client its
-        real factory builds (redis-py connects lazily, so building one is free).
-        """
-        overrides: dict[object, Fake] = {}
+    def overrides(self) -> dict[object, Any]:
+        """Resource overrides serving this world: Redis types, then the user's fakes."""
+        overrides: dict[object, Any] = {}
         try:
             import redis
             import redis.asyncio
         except ImportError:
             pass
         else:
-            overrides[redis.Redis] = lambda: self.redis_client()
-            overrides[redis.asyncio.Redis] = lambda: self.redis_client(asyncio=True)
-            for resource, annotation in resources:
-                if isinstance(annotation, type) and issubclass(annotation, (redis.Redis, redis.asyncio.Redis)):
-                    self.redis_server  # noqa: B018 - without fakeredis, fail here naming the extra, not inside a step
-                    is_async = issubclass(annotation, redis.asyncio.Redis)
-                    overrides[resource.factory] = lambda f=resource.factory, a=is_async: self.redis_client(_template(f), a)
+            overrides[redis.Redis] = FakeRedisFor(self, asyncio=False)
+            overrides[redis.asyncio.Redis] = FakeRedisFor(self, asyncio=True)
         for key in self.fakes:
             overrides[key] = lambda key=key: self._fake(key)
         return overrides
 
     @contextmanager
-    def serving(self, resources: Iterator[tuple[Resource[Any], object]] = iter(())) -> Iterator[None]:
+    def serving(self) -> Iterator[None]:
         """Runs started or resumed inside the block talk to this world."""
-        with override_resources(self.overrides(resources)):
+        with override_resources(self.overrides()):
             yield
-
-    def _fake(self, key: object) -> Any:
-        if key not in self._built:
-            fake = self.fakes[key]()
-            if key in self.record_keys:
-                fake = Recorder(fake, _name_of(key), lambda text: self.journal(text))
-            self._built[key] = fake
-        return self._built[key]
 
     # -- comparing worlds ----------------------------------------------------------------
 
@@ -174,13 +225,19 @@ class FakeWorld:
 
             fakeredis.FakeRedis(server=self._server).flushall()
         self.calls.clear()
-        self._built.clear()
+        with self._lock:
+            self._built.clear()
 
     def close(self) -> None:
         if self._tcp_server is not None:
             self._tcp_server.shutdown()
             self._tcp_server.server_close()
             self._tcp_server = None
+        if self._registry is not None:
+            self._registry_server.stop_event.set()
+            self._registry_server.listener.close()  # also unlinks its socket
+            self._registry = None
+            shutil.rmtree(self._socket_dir, ignore_errors=True)
 
 
 def _template(factory: Callable[[], Any]) -> Any:
@@ -205,8 +262,7 @@ def _redis_value(client: Any, key: bytes) -> Any:
     elif kind == "list":
         value = client.lrange(key, 0, -1)
     elif kind == "hash":
-        # JSON object keys must be text
-        value = {field.decode(errors="replace"): v for field, v in sorted(client.hgetall(key).items())}
+        value = {field.decode(errors="replace"): v for field, v in sorted(client.hgetall(key).items())}  # JSON keys are text
     elif kind == "set":
         value = sorted(client.smembers(key))
     elif kind == "zset":

@@ -42,7 +42,10 @@ def override_resources(overrides: Mapping[object, Factory]) -> Iterator[None]:
     """Serve resources from other factories while the block runs, without touching the workflow.
 
     Keys are either the original factory or a type: a type replaces every
-    resource annotated with it or a subclass of it. Runs started (or resumed)
+    resource annotated with it or a subclass of it. A type's override may be
+    an object with a ``for_resource(factory)`` method: it is handed each
+    factory it replaces and returns the one to use (the pytest plugin serves
+    fake Redis clients so, configured like the real client each would build). Runs started (or resumed)
     inside the block keep the overrides until they end. Blocks nest: the
     innermost block that covers a resource wins, and within one block its
     factory key beats a type key. The mapping is read live, so entries added
@@ -79,7 +82,8 @@ class ResourceCache:
             if isinstance(annotation, type):
                 for key, candidate in layer.items():
                     if isinstance(key, type) and issubclass(annotation, key):
-                        return candidate
+                        adapt = getattr(candidate, "for_resource", None)
+                        return adapt(resource.factory) if adapt is not None else candidate
         return resource.factory
 
     async def get(self, resource: Resource[Any], annotation: object) -> Any:

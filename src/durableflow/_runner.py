@@ -232,20 +232,17 @@ class Runner:
     async def _execute(self, delivery: Delivery) -> None:
         spec = self.graph.steps[delivery.step]
         event = self.run.events[delivery.eid]
-        token = current_delivery.set(delivery)
+        current_delivery.set(delivery)  # the worker task's own context: no reset needed, the next step sets it
+        output = await self._attempts(spec, delivery, event)
+        if output is _FAILED or self.done:
+            return
+        listener = _crashpoints.listener
+        if listener is not None:
+            listener(f"step.{spec.name}.end")
         try:
-            output = await self._attempts(spec, delivery, event)
-            if output is _FAILED or self.done:
-                return
-            listener = _crashpoints.listener
-            if listener is not None:
-                listener(f"step.{spec.name}.end")
-            try:
-                self._complete(delivery, spec, event, output)
-            except Exception as exc:  # an output nobody accepts, data that cannot be stored, a store that failed
-                self._fail(exc)
-        finally:
-            current_delivery.reset(token)
+            self._complete(delivery, spec, event, output)
+        except Exception as exc:  # an output nobody accepts, data that cannot be stored, a store that failed
+            self._fail(exc)
 
     async def _attempts(self, spec: StepSpec, delivery: Delivery, event: Event) -> Any:
         """Call the step until it returns, retrying as its policy says; ``_FAILED`` once the run failed."""

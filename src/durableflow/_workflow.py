@@ -20,6 +20,15 @@ from ._runstate import RunState
 _LEASE_POLL = 0.2
 
 
+def _require_loop(what: str) -> asyncio.AbstractEventLoop:
+    try:
+        return asyncio.get_running_loop()
+    except RuntimeError:
+        raise WorkflowRuntimeError(
+            f"wf.{what}() needs a running event loop: call it from async code, e.g. inside asyncio.run(main())"
+        ) from None
+
+
 class Workflow:
     """Base of every workflow. Steps are the methods decorated with ``@step``.
 
@@ -51,6 +60,7 @@ class Workflow:
         every event it had not consumed is delivered again.
         """
         graph = graph_of(type(self))
+        _require_loop("run")
         plugin_manager.load_entry_points()
         if ctx is None:
             ctx = Context(self)
@@ -86,8 +96,8 @@ class Workflow:
         if checkpointer is None:
             raise WorkflowRuntimeError("resume needs a checkpointer: Workflow(checkpointer=SQLiteCheckpointer(path))")
         graph_of(type(self))
+        loop = _require_loop("resume")
         plugin_manager.load_entry_points()
-        loop = asyncio.get_running_loop()
         owner = new_owner()
         try:
             self._acquire(checkpointer, run_id, owner)

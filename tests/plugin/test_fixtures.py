@@ -175,7 +175,6 @@ class ReadBack(Workflow):
         return StopEvent(result=redis.get("greeting"))
 
 
-@pytest.mark.xfail(strict=True, reason="fake_resources serves Redis by type, without the factory's decode_responses")
 async def test_fake_redis_decodes_like_the_production_client(fake_redis, crash_harness) -> None:
     """The test's own runs get text back from a client whose factory sets decode_responses=True, as explorations do."""
     assert crash_harness.explore(ReadBack, {}).reference == "hello"

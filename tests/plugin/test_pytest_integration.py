@@ -118,14 +118,11 @@ def test_the_ini_max_scenarios_samples(project: pytest.Pytester) -> None:
     assert len(line.split()) == 2
 
 
-# A hung engine's tasks are collected after its loop is closed, and the runner then raises in the collector
-# (its _execute resets a ContextVar token from another context): collect them here, where that is known.
-@pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
 def test_the_ini_hang_bound_cuts_a_hang_short(project: pytest.Pytester) -> None:
     """``durableflow_hang_after`` bounds each life of a run: a hang is reported after it, not after the 5 s default."""
     write_ini(project, "durableflow_hang_after = 0.3")
     project.makepyfile(test_options=SETTINGS)
-    result = project.runpytest("-s", "-k", "test_hang", "-W", "ignore::pytest.PytestUnraisableExceptionWarning")
+    result = project.runpytest("-s", "-k", "test_hang", "-W", "error::pytest.PytestUnraisableExceptionWarning")
     gc.collect()
     result.assert_outcomes(passed=1)
 
@@ -350,7 +347,6 @@ def test_sampled_shards_share_one_sample(project: pytest.Pytester) -> None:
     assert len(set(together)) == len(together) == 7
 
 
-@pytest.mark.xfail(strict=True, reason="_harness shards the second level within each shard's own first level")
 def test_depth_2_shards_cover_the_whole_depth_2_exploration(project: pytest.Pytester) -> None:
     """At depth 2, the shards' scenarios together are the unsharded exploration's, each once."""
     project.makepyfile(test_pages=SHARDED)
