@@ -72,6 +72,23 @@ class Life:
     clock: float | None = None
     stored: dict[str, Any] | None = None
     """How the run stands in its store, read by the life that finished it (see ``Exploration.stored``)."""
+    captures: dict[str, Capture] = field(default_factory=dict)
+    """Kill mode: what a crash at each of its points would have left, by crash point."""
+
+
+@dataclass
+class Capture:
+    """What a SIGKILL at one crash point leaves behind, taken while the life waits there.
+
+    The run's records are copied into a store of their own, so the life goes
+    on untouched and any number of scenarios can start from where it stood.
+    """
+
+    lives: list[Life]
+    """The lives up to this crash, the last one ending at it."""
+    store: Checkpointer
+    world: dict[str, Any]
+    clock: float | None
 
 
 @dataclass
@@ -163,8 +180,11 @@ class Exploration:
         self.start = start if isinstance(start, StartEvent) else self.graph.start_type(**start)
         self.run_id = f"crashtest-{self.cls.__name__}"
         self.seed = settings.seed if settings.seed is not None else random.randrange(2**32)
-        self.world = FakeWorld(settings.fakes, settings.record, shared=settings.mode == "kill")
-        if any(_is_redis(source[1]) for spec in self.graph.steps.values() for source in spec.plan if isinstance(source, tuple)):
+        uses_redis = any(
+            _is_redis(source[1]) for spec in self.graph.steps.values() for source in spec.plan if isinstance(source, tuple)
+        )
+        self.world = FakeWorld(settings.fakes, settings.record, shared=settings.mode == "kill", redis=uses_redis)
+        if uses_redis:
             self.world.redis_server  # noqa: B018 - without fakeredis, fail now naming the extra, not inside a step
         self._dir: Path | None = None
         self._store_world: FakeWorld | None = None
@@ -172,6 +192,7 @@ class Exploration:
         self.graveyard: list[asyncio.AbstractEventLoop] = []
         self._spare_loop: asyncio.AbstractEventLoop | None = None
         self._handler: WorkflowHandler | None = None
+        self.captures: dict[str, Capture] = {}
         clock = get_clock()
         self._frozen_at = clock.now() if isinstance(clock, FrozenClock) else None
         plugin_manager.load_entry_points()  # once here, not in every forked life
@@ -183,6 +204,8 @@ class Exploration:
         self.close()
 
     def close(self) -> None:
+        for capture in self.captures.values():  # sampled out, or unused after a failure
+            capture.store.close()
         for loop in self.graveyard:
             loop.close()
         self.graveyard.clear()
@@ -198,7 +221,7 @@ class Exploration:
 
     def explore(self) -> Report:
         began = real_monotonic()
-        reference_lives, reference = self.scenario_lives([])
+        reference_lives, reference = self.reference_run()
         if reference_lives[-1].ending != "finished":
             life = reference_lives[-1]
             raise AssertionError(
@@ -258,9 +281,26 @@ class Exploration:
         index, count = self.settings.shard
         return plan[index::count]
 
+    def reference_run(self) -> tuple[list[Life], Final]:
+        if self.settings.mode != "kill":
+            return self.scenario_lives([])
+        # The reference life waits at each crash point to be captured: the first crashes of a replay, or all.
+        wanted = {self.settings.only.split(">")[0]} if self.settings.only else None
+        store = self.new_store()
+        self.world.reset()
+        self._restart_clock(self._frozen_at)
+        life = self.live(store, None, first=True, capture=wanted)
+        self.captures = life.captures
+        final = self.final(store, [life])
+        store.close()
+        return [life], final
+
     def scenario(self, scenario_id: str, reference: Final) -> tuple[Outcome, list[Life]]:
         began = real_monotonic()
-        lives, final = self.scenario_lives(scenario_id.split(">"))
+        if self.settings.mode == "kill":
+            lives, final = self.resume_captured(scenario_id)
+        else:
+            lives, final = self.scenario_lives(scenario_id.split(">"))
         kind, diff = judge(reference, final, lives, scenario_id.split(">"))
         outcome = Outcome(
             id=scenario_id,
@@ -274,12 +314,58 @@ class Exploration:
         )
         return outcome, lives
 
+    def resume_captured(self, scenario_id: str) -> tuple[list[Life], Final]:
+        """Kill mode: a fresh process resumes from what the crash left (captured), and runs to the end.
+
+        Resuming a first crash at depth 2 captures its own crash points in turn.
+        """
+        capture = self.captures.pop(scenario_id, None)
+        first, _, second = scenario_id.partition(">")
+        if capture is None and second and first in self.captures:  # a replayed a>b: resume a to capture b
+            self.resume_captured(first)
+            capture = self.captures.pop(scenario_id, None)
+        if capture is None:  # a replayed id whose point the run no longer reaches: judged "unreached"
+            return [Life(ending="finished")], Final("missing", None, None, {}, {})
+        self.world.restore(capture.world)
+        self._restart_clock(capture.clock)
+        deeper = self.settings.depth == 2 and ">" not in scenario_id
+        wanted = {self.settings.only.split(">")[1]} if deeper and self.settings.only and ">" in self.settings.only else None
+        life = self.live(capture.store, None, first=False, capture=wanted if deeper else set())
+        lives = [*capture.lives, life]
+        for point, deeper_capture in life.captures.items():
+            deeper_capture.lives = [*capture.lives, *deeper_capture.lives]
+            self.captures[f"{scenario_id}>{point}"] = deeper_capture
+        final = self.final(capture.store, lives)
+        capture.store.close()
+        return lives, final
+
+    def capture(self, store: Checkpointer, hits: list[str], clock: float | None) -> Capture:
+        """Copy what a crash here would leave: the run's records, into a fresh store, and the world."""
+        if isinstance(store, SQLiteCheckpointer):  # its files are what a killed process leaves: copy them
+            copy: Checkpointer = self._sqlite_copy(store)
+        else:
+            copy = self.new_store()
+            copy_run(store, copy, self.run_id)
+        return Capture([Life(hits=list(hits), ending="crashed")], copy, self.world.capture(), clock)
+
+    def _sqlite_copy(self, store: SQLiteCheckpointer) -> SQLiteCheckpointer:
+        self._stores += 1
+        path = store.path.with_name(f"capture-{self._stores}.db")
+        shutil.copyfile(store.path, path)
+        wal = store.path.with_name(store.path.name + "-wal")
+        if wal.exists():
+            shutil.copyfile(wal, path.with_name(path.name + "-wal"))
+        return SQLiteCheckpointer(path, store.durability)
+
+    def _restart_clock(self, instant: float | None) -> None:
+        if instant is not None and self._frozen_at is not None:
+            cast(FrozenClock, get_clock()).restart_at(instant)
+
     def scenario_lives(self, crashes: list[str]) -> tuple[list[Life], Final]:
         """Live the run until it finishes, dying at each of ``crashes`` in turn; read back how it ended."""
         store = self.new_store()
         self.world.reset()
-        if self._frozen_at is not None:
-            cast(FrozenClock, get_clock()).restart_at(self._frozen_at)
+        self._restart_clock(self._frozen_at)
         lives: list[Life] = []
         try:
             for index in range(len(crashes) + 1):
@@ -292,11 +378,12 @@ class Exploration:
         finally:
             store.close()
 
-    def live(self, store: Checkpointer, target: str | None, first: bool) -> Life:
+    def live(self, store: Checkpointer, target: str | None, first: bool, capture: set[str] | None = set()) -> Life:  # noqa: B006 - never mutated
+        """One life: in a forked child in kill mode (which ``capture``s at those points, ``None``: all)."""
         if self.settings.mode == "kill":
             from ._kill import live_in_child
 
-            return live_in_child(self, store, target, first)
+            return live_in_child(self, store, first, capture)
         return self.live_here(store, target, first)
 
     def live_here(self, store: Checkpointer, target: str | None, first: bool) -> Life:
@@ -391,12 +478,16 @@ class Exploration:
         if store == "sqlite":
             if self._dir is None:
                 self._dir = Path(tempfile.mkdtemp(prefix="durableflow-crashtest-"))
-            return SQLiteCheckpointer(self._dir / f"scenario-{self._stores}.db")
+                template = SQLiteCheckpointer(self._dir / "empty.db")
+                template.runs()  # creates the schema once; every scenario starts from a copy of it
+                template.close()
+            path = self._dir / f"scenario-{self._stores}.db"
+            shutil.copyfile(self._dir / "empty.db", path)
+            return SQLiteCheckpointer(path)
         if store == "fakeredis":
             if self._store_world is None:
                 self._store_world = FakeWorld(shared=self.settings.mode == "kill")
-            self._store_world.reset()
-            return RedisCheckpointer(self._store_world.redis_client(), prefix="durableflow-crashtest")
+            return RedisCheckpointer(self._store_world.redis_client(), prefix=f"durableflow-crashtest:{self._stores}")
         if store.startswith(("redis://", "rediss://", "unix://")):
             return RedisCheckpointer(store, prefix=f"durableflow-crashtest:{uuid.uuid4().hex[:12]}")
         raise ValueError(f"unknown store {store!r}: use memory, sqlite, fakeredis, a redis:// URL or a factory")
@@ -406,14 +497,18 @@ class Exploration:
         return Final(**stored, world=self.world_snapshot(lives))
 
     def stored(self, store: Checkpointer) -> dict[str, Any]:
-        """The run's status, result, error and state as its store holds them (plain JSON data)."""
+        """The run's status, result, error and state as its records hold them (plain JSON data)."""
         try:
-            info = store.info(self.run_id)
             doc = replay(store.load(self.run_id), self.run_id)
         except RunNotFoundError:
             return {"status": "missing", "result": None, "error": None, "state": {}}
-        result = json.loads(info.result) if info.result is not None else None
-        return {"status": info.status, "result": result, "error": info.error, "state": doc["state"]}
+        result = None
+        if doc.get("result") is not None:
+            key, data = doc["result"]
+            result = data.get("result") if key == "StopEvent" else data
+        error = doc.get("error")
+        error_text = None if error is None else f"{error['type']}: {error['message']}"
+        return {"status": doc["status"], "result": result, "error": error_text, "state": doc["state"]}
 
     def world_snapshot(self, lives: list[Life]) -> dict[str, Any]:
         snapshot = self.world.snapshot()
@@ -421,6 +516,21 @@ class Exploration:
         if runs:
             snapshot["effects"] = dict(runs)
         return snapshot
+
+
+def copy_run(source: Checkpointer, target: Checkpointer, run_id: str) -> None:
+    """Copy a run's records, lease holder included, into an empty store through the protocol alone."""
+    try:
+        records = source.load(run_id)
+        info = source.info(run_id)
+    except RunNotFoundError:
+        return  # the crash came before its first checkpoint: nothing is stored
+    holder = info.lease_owner or "nobody"
+    target.create(run_id, info.workflow, records[0], holder)
+    for record in records[1:]:
+        target.append(run_id, record, holder)
+    if info.lease_owner is None:
+        target.release(run_id, holder)
 
 
 def _is_redis(annotation: object) -> bool:

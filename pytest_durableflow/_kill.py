@@ -1,10 +1,13 @@
-"""Kill mode: each life of the run happens in a forked child that SIGKILLs itself at its crash point.
+"""Kill mode: every life of a run is a forked child, and every resume a fresh fork of a process that never ran it.
 
-The child reports as it goes over a pipe — every crash point it reaches and
-the frozen time — so that what it did before dying reaches the parent. The
-world it acts on (fakeredis, the user's fakes) lives in the parent, the way a
-real system outlives the process that called it. The parent never runs the workflow itself: each resume is a fresh
-fork of a process that holds none of the run's memory.
+A SIGKILL leaves behind only what the process had already handed to the
+kernel and to other systems: its store's records and the world it talked
+to. So instead of running a run to each crash point and killing it there —
+a fork and a full life per crash point — the child waits at each point while
+the parent captures exactly that (``Exploration.capture``), then goes on.
+Each scenario is then one fresh fork resuming from a capture. The child
+reports as it goes over a pipe: each crash point, the frozen time, and at
+its end how the run stands in its store.
 """
 
 from __future__ import annotations
@@ -28,60 +31,78 @@ if TYPE_CHECKING:
     from ._harness import Exploration
 
 
-def live_in_child(exploration: Exploration, store: Checkpointer, target: str | None, first: bool) -> Life:
-    read_end, write_end = os.pipe()
+def live_in_child(exploration: Exploration, store: Checkpointer, first: bool, capture: set[str] | None) -> Life:
+    """Live one life in a forked child, capturing at the points in ``capture`` (``None``: every point)."""
+    report_read, report_write = os.pipe()
+    go_read, go_write = os.pipe()
     # A child that collects garbage touches every inherited object and copies its page: keep the
     # parent's objects out of the collector's sight, and let the short-lived child never collect.
     gc.freeze()
+    loop = asyncio.new_event_loop()  # built here, where its pages are not the child's to copy
     pid = os.fork()
     if pid == 0:  # pragma: no cover - measured through the parent's report
         gc.disable()
-        os.close(read_end)
+        os.close(report_read)
+        os.close(go_write)
         try:
-            _child(exploration, store, target, first, write_end)
+            _child(exploration, store, first, capture, report_write, go_read, loop)
         finally:
             os._exit(0)  # no atexit, no pytest teardown: the child only ever lives this one life
     gc.unfreeze()
-    os.close(write_end)
-    life = Life(ending="crashed")
-    data = _read_until_exit(read_end, pid, exploration.settings.hang_after, life)
-    os.close(read_end)
-    for line in data.decode(errors="replace").splitlines():
-        tag, _, rest = line.partition(" ")
-        if tag == "H":
-            life.hits.append(rest)
-        elif tag == "T":
-            life.clock = float(rest)
-        elif tag == "E":
-            ending, _, error = rest.partition(" ")
-            life.ending, life.error = ending, error or None
-        elif tag == "S":
-            life.stored = json.loads(rest)
+    loop.close()  # the parent's copy only: the child keeps its own descriptors
+    os.close(report_write)
+    os.close(go_read)
+    try:
+        life = _follow(exploration, store, pid, report_read, go_write)
+    finally:
+        os.close(report_read)
+        os.close(go_write)
     clock = get_clock()
     if life.clock is not None and isinstance(clock, FrozenClock):
-        clock.move_to(life.clock)  # time the dead process saw pass keeps counting in the next life
+        clock.move_to(life.clock)  # the time the child saw pass has passed here too
     return life
 
 
-def _read_until_exit(fd: int, pid: int, bound: float, life: Life) -> bytes:
-    chunks = []
-    give_up = real_monotonic() + bound
+def _follow(exploration: Exploration, store: Checkpointer, pid: int, reports: int, go: int) -> Life:
+    """Read the child's reports as they come, capturing where it waits, until it exits or overstays."""
+    life = Life(ending="error", error="the process died before it finished (os._exit or a signal in the workflow?)")
+    give_up = real_monotonic() + exploration.settings.hang_after
+    pending = b""
     while True:
-        remaining = give_up - real_monotonic()
-        ready, _, _ = select.select([fd], [], [], max(0.0, remaining))
-        if not ready:
-            os.kill(pid, signal.SIGKILL)
-            os.waitpid(pid, 0)
-            life.ending = "hang"
-            return b"".join(chunks)
-        chunk = os.read(fd, 65536)
+        ready, _, _ = select.select([reports], [], [], max(0.0, give_up - real_monotonic()))
+        chunk = os.read(reports, 65536) if ready else None
         if not chunk:
+            if chunk is None:  # overstayed its bound
+                os.kill(pid, signal.SIGKILL)
+                life.ending = "hang"
             os.waitpid(pid, 0)  # reaped, so that its lease counts as held by a dead process
-            return b"".join(chunks)
-        chunks.append(chunk)
+            return life
+        *lines, pending = (pending + chunk).split(b"\n")
+        for line in lines:
+            tag, _, rest = line.decode(errors="replace").partition(" ")
+            if tag == "H":
+                life.hits.append(rest)
+            elif tag == "T":
+                life.clock = float(rest)
+            elif tag == "P":  # the child waits at this point until it is captured
+                life.captures[life.hits[-1]] = exploration.capture(store, life.hits, life.clock)
+                os.write(go, b"g")
+            elif tag == "S":
+                life.stored = json.loads(rest)
+            elif tag == "E":
+                ending, _, error = rest.partition(" ")
+                life.ending, life.error = ending, error or None
 
 
-def _child(exploration: Exploration, store: Checkpointer, target: str | None, first: bool, fd: int) -> None:
+def _child(
+    exploration: Exploration,
+    store: Checkpointer,
+    first: bool,
+    capture: set[str] | None,
+    fd: int,
+    go: int,
+    loop: asyncio.AbstractEventLoop,
+) -> None:
     clock = get_clock()
     frozen = isinstance(clock, FrozenClock)
     counts: dict[str, int] = {}
@@ -95,11 +116,11 @@ def _child(exploration: Exploration, store: Checkpointer, target: str | None, fi
         write(f"H {hit}")
         if frozen:
             write(f"T {clock.now()!r}")
-        if hit == target:
-            os.kill(os.getpid(), signal.SIGKILL)
+        if capture is None or hit in capture:
+            write("P")
+            os.read(go, 1)
 
     asyncio.events._set_running_loop(None)  # forked from inside a running loop, perhaps
-    loop = asyncio.new_event_loop()
     try:
         with _crashpoints.armed(listener), exploration.world.serving():
             loop.run_until_complete(exploration.drive(store, first))

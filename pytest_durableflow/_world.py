@@ -11,6 +11,7 @@ parent process: fakeredis behind a loopback socket, the user's fakes behind a
 from __future__ import annotations
 
 import contextlib
+import copy
 import inspect
 import json
 import os
@@ -83,12 +84,19 @@ class FakeRedisFor:
 class FakeWorld:
     """One scenario's external systems: a fakeredis server and the user's fakes, with a call journal."""
 
-    def __init__(self, fakes: Mapping[object, Fake] | None = None, record: frozenset[object] = frozenset(), shared: bool = False) -> None:
+    def __init__(
+        self,
+        fakes: Mapping[object, Fake] | None = None,
+        record: frozenset[object] = frozenset(),
+        shared: bool = False,
+        redis: bool = True,
+    ) -> None:
         self.fakes = dict(fakes or {})
         self.record_keys = record
         self.calls: list[str] = []
         self._keys = list(self.fakes)
-        self._built: dict[object, Any] = {}
+        self._built: dict[object, Any] = {}  # the fakes themselves
+        self._served: dict[object, Any] = {}  # what runs get: each fake, behind a Recorder if recorded
         self._lock = threading.Lock()
         self._shared = shared
         self._home = os.getpid()
@@ -96,8 +104,12 @@ class FakeWorld:
         self._server: Any = None
         self._registry: Any = None
         self._registry_client: Any = None
+        self._clients: dict[int, Any] = {}
+        self._overrides: dict[object, Any] | None = None
         if shared:  # start serving now: forked lives must find the world in the parent
-            self.redis_server  # noqa: B018
+            self.overrides()
+            if redis:
+                self.redis_server  # noqa: B018
             if self.fakes:
                 self._serve_fakes()
 
@@ -113,7 +125,7 @@ class FakeWorld:
                 raise ImportError("the fake world needs fakeredis: pip install 'durableflow[pytest]'") from None
             if self._shared:
                 self._tcp_server = fakeredis.TcpFakeServer(("127.0.0.1", 0), server_type="redis")
-                threading.Thread(target=self._tcp_server.serve_forever, daemon=True).start()
+                threading.Thread(target=self._tcp_server.serve_forever, args=(0.05,), daemon=True).start()
                 self._server = self._tcp_server.fake_server
             else:
                 self._server = fakeredis.FakeServer()
@@ -138,16 +150,22 @@ class FakeWorld:
 
     def redis_snapshot(self) -> dict[str, Any]:
         """Every key of every database, as JSON-comparable data."""
-        if self._server is None:
-            return {}
-        import fakeredis
-
         snapshot: dict[str, Any] = {}
-        for db in sorted(self._server.dbs):
-            client = fakeredis.FakeRedis(server=self._server, db=db)
+        for db, client in self._databases():
             for key in sorted(client.keys()):
                 snapshot[f"{db}:{key.decode(errors='replace')}"] = _redis_value(client, key)
         return snapshot
+
+    def _databases(self) -> Iterator[tuple[int, Any]]:
+        """A client of each database the server holds, built once per database."""
+        if self._server is None:
+            return
+        import fakeredis
+
+        for db in sorted(self._server.dbs):
+            if db not in self._clients:
+                self._clients[db] = fakeredis.FakeRedis(server=self._server, db=db)
+            yield db, self._clients[db]
 
     # -- the user's fakes ------------------------------------------------------------------
 
@@ -162,12 +180,12 @@ class FakeWorld:
 
     def _fake_here(self, key: object) -> Any:
         with self._lock:
-            if key not in self._built:
-                fake = self.fakes[key]()
-                if key in self.record_keys:
-                    fake = Recorder(fake, _name_of(key), self.calls.append)
-                self._built[key] = fake
-            return self._built[key]
+            if key not in self._served:
+                if key not in self._built:
+                    self._built[key] = self.fakes[key]()
+                fake = self._built[key]
+                self._served[key] = Recorder(fake, _name_of(key), self.calls.append) if key in self.record_keys else fake
+            return self._served[key]
 
     def _serve_fakes(self) -> None:
         registry: Any = type("FakeRegistry", (BaseManager,), {})
@@ -189,7 +207,12 @@ class FakeWorld:
     # -- serving a run -------------------------------------------------------------------
 
     def overrides(self) -> dict[object, Any]:
-        """Resource overrides serving this world: Redis types, then the user's fakes."""
+        """Resource overrides serving this world: Redis types, then the user's fakes.
+
+        Built once, in the process that made the world: a forked life must not pay for importing redis.
+        """
+        if self._overrides is not None:
+            return self._overrides
         overrides: dict[object, Any] = {}
         try:
             import redis
@@ -201,6 +224,7 @@ class FakeWorld:
             overrides[redis.asyncio.Redis] = FakeRedisFor(self, asyncio=True)
         for key in self.fakes:
             overrides[key] = lambda key=key: self._fake(key)
+        self._overrides = overrides
         return overrides
 
     @contextmanager
@@ -220,13 +244,32 @@ class FakeWorld:
 
     def reset(self) -> None:
         """Empty the world for the next scenario (one server serves a whole exploration)."""
-        if self._server is not None:
-            import fakeredis
-
-            fakeredis.FakeRedis(server=self._server).flushall()
+        for _, client in self._databases():
+            client.flushall()
+            break  # one FLUSHALL empties every database
         self.calls.clear()
         with self._lock:
             self._built.clear()
+            self._served.clear()
+
+    def capture(self) -> dict[str, Any]:
+        """The world as it stands: every Redis key dumped byte for byte, a copy of each fake, the calls so far."""
+        redis = {
+            (db, key): (client.dump(key), client.pttl(key)) for db, client in self._databases() for key in client.keys()
+        }
+        with self._lock:
+            fakes = copy.deepcopy(self._built)
+        return {"redis": redis, "fakes": fakes, "calls": list(self.calls)}
+
+    def restore(self, state: dict[str, Any]) -> None:
+        """Make the world what ``capture`` saw (each capture is restored once, so it is used as is)."""
+        self.reset()
+        clients = dict(self._databases())
+        for (db, key), (dumped, ttl) in state["redis"].items():
+            clients[db].restore(key, max(ttl, 0), dumped)
+        with self._lock:
+            self._built.update(state["fakes"])
+        self.calls.extend(state["calls"])
 
     def close(self) -> None:
         if self._tcp_server is not None:

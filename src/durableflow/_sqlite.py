@@ -37,6 +37,7 @@ CREATE TABLE IF NOT EXISTS durableflow_records (
 ) WITHOUT ROWID;
 PRAGMA user_version = 1;
 """
+_SCHEMA_VERSION = 1
 # Records are keyed by the run's integer key, not its id: a small key keeps a checkpoint to about one page.
 
 _FENCED_INSERT = """
@@ -220,9 +221,10 @@ class SQLiteCheckpointer:
             try:
                 self.path.parent.mkdir(parents=True, exist_ok=True)
                 conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False, timeout=10.0)
-                conn.execute("PRAGMA journal_mode=WAL")
                 conn.execute(f"PRAGMA synchronous={'FULL' if self.durability == 'fsync' else 'NORMAL'}")
-                conn.executescript(_SCHEMA)
+                if conn.execute("PRAGMA user_version").fetchone()[0] != _SCHEMA_VERSION:
+                    conn.execute("PRAGMA journal_mode=WAL")  # kept in the file: set once, with the schema
+                    conn.executescript(_SCHEMA)
             except (sqlite3.Error, OSError) as exc:
                 raise StoreUnavailableError(f"cannot open SQLite store {self.path}: {exc}") from None
             self._conn, self._pid = conn, os.getpid()
