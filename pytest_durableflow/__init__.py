@@ -9,11 +9,16 @@ from __future__ import annotations
 from importlib import import_module
 from typing import TYPE_CHECKING, Any
 
-if TYPE_CHECKING:
-    from ._clock import FrozenClock
-    from ._harness import Crash, explore, run_scenario
-    from ._report import KINDS, Outcome, Report
-    from ._world import FakeWorld, Recorder
+if TYPE_CHECKING:  # the redundant aliases mark re-exports, for type checkers and linters
+    from ._clock import FrozenClock as FrozenClock
+    from ._harness import Crash as Crash
+    from ._harness import explore as explore
+    from ._harness import run_scenario as run_scenario
+    from ._report import KINDS as KINDS
+    from ._report import Outcome as Outcome
+    from ._report import Report as Report
+    from ._world import FakeWorld as FakeWorld
+    from ._world import Recorder as Recorder
 
 _EXPORTS = {
     "Crash": "._harness",

@@ -90,19 +90,27 @@ class CrashHarness:
     command line, the call's own arguments.
     """
 
-    def __init__(self, request: pytest.FixtureRequest, shard: tuple[int, int] | None, fakes: FakeResources | None) -> None:
+    def __init__(
+        self, request: pytest.FixtureRequest, shard: tuple[int, int] | None, fakes: FakeResources | None
+    ) -> None:
         self._request = request
         self._shard = shard
         self._fakes = fakes
 
-    def explore(self, workflow: type[Workflow] | Callable[[], Workflow], start: StartEvent | Mapping[str, Any], **options: Any) -> Report:
+    def explore(
+        self, workflow: type[Workflow] | Callable[[], Workflow], start: StartEvent | Mapping[str, Any], **options: Any
+    ) -> Report:
         """Explore every crash point of a run of ``workflow``; call ``.assert_ok()`` on the result."""
         report = explore(workflow, start, **self._settings(options))
         self._request.node.user_properties.append(("durableflow", summary_of(self._request.node.nodeid, report)))
         return report
 
     def run_scenario(
-        self, workflow: type[Workflow] | Callable[[], Workflow], start: StartEvent | Mapping[str, Any], crash_at: str, **options: Any
+        self,
+        workflow: type[Workflow] | Callable[[], Workflow],
+        start: StartEvent | Mapping[str, Any],
+        crash_at: str,
+        **options: Any,
     ) -> Outcome:
         """Run one scenario by id (``"step.convert.end#2"``) and return its outcome."""
         settings = self._settings(options)

@@ -22,7 +22,7 @@ from collections import Counter
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, cast
+from typing import Any, Literal, TypeVar, cast
 
 from durableflow import (
     Checkpointer,
@@ -48,6 +48,7 @@ from ._world import Fake, FakeWorld
 
 Mode = Literal["inprocess", "kill"]
 Respond = Callable[[InputRequiredEvent], Event | None]
+T = TypeVar("T")
 
 
 class Crash(BaseException):
@@ -155,11 +156,12 @@ def run_scenario(
 ) -> Outcome:
     """Run one scenario (``crash_at="step.convert.end#2"``, or ``"a>b"``) and return its outcome."""
     settings = Settings(mode=mode, depth=crash_at.count(">") + 1, only=crash_at, **options)
-    report: Report = _beside_any_loop(lambda: _explore(workflow, start, settings))
-    return report.scenarios[0]
+    return _beside_any_loop(lambda: _explore(workflow, start, settings)).scenarios[0]
 
 
-def _explore(workflow: type[Workflow] | Callable[[], Workflow], start: StartEvent | Mapping[str, Any], settings: Settings) -> Report:
+def _explore(
+    workflow: type[Workflow] | Callable[[], Workflow], start: StartEvent | Mapping[str, Any], settings: Settings
+) -> Report:
     with Exploration(workflow, start, settings) as exploration:
         return exploration.explore()
 
@@ -167,7 +169,12 @@ def _explore(workflow: type[Workflow] | Callable[[], Workflow], start: StartEven
 class Exploration:
     """Everything one exploration shares: the workflow, the world, the stores, the reference run."""
 
-    def __init__(self, workflow: type[Workflow] | Callable[[], Workflow], start: StartEvent | Mapping[str, Any], settings: Settings) -> None:
+    def __init__(
+        self,
+        workflow: type[Workflow] | Callable[[], Workflow],
+        start: StartEvent | Mapping[str, Any],
+        settings: Settings,
+    ) -> None:
         if settings.mode not in ("inprocess", "kill"):
             raise ValueError(f"mode must be 'inprocess' or 'kill', not {settings.mode!r}")
         if settings.depth not in (1, 2):
@@ -181,7 +188,10 @@ class Exploration:
         self.run_id = f"crashtest-{self.cls.__name__}"
         self.seed = settings.seed if settings.seed is not None else random.randrange(2**32)
         uses_redis = any(
-            _is_redis(source[1]) for spec in self.graph.steps.values() for source in spec.plan if isinstance(source, tuple)
+            _is_redis(source[1])
+            for spec in self.graph.steps.values()
+            for source in spec.plan
+            if isinstance(source, tuple)
         )
         self.world = FakeWorld(settings.fakes, settings.record, shared=settings.mode == "kill", redis=uses_redis)
         if uses_redis:
@@ -225,7 +235,8 @@ class Exploration:
         if reference_lives[-1].ending != "finished":
             life = reference_lives[-1]
             raise AssertionError(
-                f"the uninterrupted reference run of {self.cls.__name__} did not finish ({life.ending}): {life.error or ''}"
+                f"the uninterrupted reference run of {self.cls.__name__} did not finish "
+                f"({life.ending}): {life.error or ''}"
             )
         report = Report(
             self.cls.__name__, self.settings.mode, self.settings.depth, self.seed,
@@ -329,7 +340,9 @@ class Exploration:
         self.world.restore(capture.world)
         self._restart_clock(capture.clock)
         deeper = self.settings.depth == 2 and ">" not in scenario_id
-        wanted = {self.settings.only.split(">")[1]} if deeper and self.settings.only and ">" in self.settings.only else None
+        wanted = (
+            {self.settings.only.split(">")[1]} if deeper and self.settings.only and ">" in self.settings.only else None
+        )
         life = self.live(capture.store, None, first=False, capture=wanted if deeper else set())
         lives = [*capture.lives, life]
         for point, deeper_capture in life.captures.items():
@@ -436,7 +449,9 @@ class Exploration:
                 except RunNotFoundError:  # it died before its first checkpoint: the caller starts it again
                     handler = workflow.run(run_id=self.run_id, start_event=self.start)
         except Exception as exc:
-            raise ResumeFailed(f"{'starting' if first else 'resuming'} the run raised {type(exc).__name__}: {exc}") from exc
+            raise ResumeFailed(
+                f"{'starting' if first else 'resuming'} the run raised {type(exc).__name__}: {exc}"
+            ) from exc
         self._handler = handler
         try:
             async for event in handler.stream_events():
@@ -473,7 +488,9 @@ class Exploration:
             return store()
         if store == "memory":
             if self.settings.mode == "kill":
-                raise ValueError("kill mode needs a store that outlives a process: 'sqlite', 'fakeredis' or a redis:// URL")
+                raise ValueError(
+                    "kill mode needs a store that outlives a process: 'sqlite', 'fakeredis' or a redis:// URL"
+                )
             return MemoryCheckpointer()
         if store == "sqlite":
             if self._dir is None:
@@ -589,7 +606,9 @@ def judge(reference: Final, final: Final, lives: list[Life], crashes: list[str])
     expected_world = {k: v for k, v in reference.world.items() if k != "effects"}
     found_world = {k: v for k, v in final.world.items() if k != "effects"}
     if expected_world != found_world:
-        return _world_kind(expected_world, found_world), _diff(_world_entries(expected_world), _world_entries(found_world))
+        return _world_kind(expected_world, found_world), _diff(
+            _world_entries(expected_world), _world_entries(found_world)
+        )
     if final.result != reference.result:
         return "divergent result", _diff(reference.result, final.result, "result")
     if final.state != reference.state:
@@ -668,25 +687,25 @@ def _world_entries(world: dict[str, Any]) -> dict[str, Any]:
     return entries
 
 
-def _beside_any_loop(fn: Callable[[], Any]) -> Any:
+def _beside_any_loop(fn: Callable[[], T]) -> T:
     """Call ``fn``, in a thread of its own if this one runs an event loop (an async test):
     explorations run event loops of their own, which cannot nest."""
     try:
         asyncio.get_running_loop()
     except RuntimeError:
         return fn()
-    box: dict[str, Any] = {}
+    values: list[T] = []
+    errors: list[BaseException] = []
 
     def target() -> None:
         try:
-            box["value"] = fn()
+            values.append(fn())
         except BaseException as exc:
-            box["error"] = exc
+            errors.append(exc)
 
     thread = threading.Thread(target=target, name="durableflow-explore")
     thread.start()
     thread.join()
-    if "error" in box:
-        raise box["error"]
-    return box["value"]
-
+    if errors:
+        raise errors[0]
+    return values[0]

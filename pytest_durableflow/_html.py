@@ -63,7 +63,8 @@ def crash_matrix(explorations: list[dict[str, Any]]) -> str:
 
 def _legend() -> str:
     items = "".join(
-        f'<span><i style="background:{colour}"></i>{escape(kind or "passed")}</span>' for kind, colour in _COLOURS.items()
+        f'<span><i style="background:{colour}"></i>{escape(kind or "passed")}</span>'
+        for kind, colour in _COLOURS.items()
     )
     return f'<p class="legend">{items}</p>'
 
@@ -97,10 +98,9 @@ def _exploration(index: int, exploration: dict[str, Any]) -> str:
     for scenario in failures:
         scenario_id, kind, diff, rerun = scenario[0], scenario[1], scenario[2], scenario[3]
         lines.append(
-            f'<div class="failure" id="{_anchor(index, scenario_id)}"><b>{escape(scenario_id)}</b> &mdash; {escape(kind)}'
-            f"<pre>{escape(diff)}</pre>"
-            + (f"re-run: <code>{escape(rerun)}</code>" if rerun else "")
-            + "</div>"
+            f'<div class="failure" id="{_anchor(index, scenario_id)}">'
+            f"<b>{escape(scenario_id)}</b> &mdash; {escape(kind)}"
+            f"<pre>{escape(diff)}</pre>" + (f"re-run: <code>{escape(rerun)}</code>" if rerun else "") + "</div>"
         )
     return "\n".join(lines)
 

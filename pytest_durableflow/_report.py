@@ -64,7 +64,11 @@ class Report:
 
     def summary(self) -> str:
         failed = len(self.failures)
-        verdict = f"{failed} of {len(self.scenarios)} scenarios failed" if failed else f"all {len(self.scenarios)} scenarios passed"
+        verdict = (
+            f"{failed} of {len(self.scenarios)} scenarios failed"
+            if failed
+            else f"all {len(self.scenarios)} scenarios passed"
+        )
         sampled = f" (sampled from {self.space})" if self.space > len(self.scenarios) else ""
         if self.shard is not None:
             sampled += f" in shard {self.shard[0] + 1} of {self.shard[1]}"

@@ -137,7 +137,10 @@ class FakeWorld:
         import fakeredis
 
         kwargs = getattr(getattr(template, "connection_pool", None), "connection_kwargs", {})
-        options: dict[str, Any] = {"decode_responses": bool(kwargs.get("decode_responses")), "db": int(kwargs.get("db", 0))}
+        options: dict[str, Any] = {
+            "decode_responses": bool(kwargs.get("decode_responses")),
+            "db": int(kwargs.get("db", 0)),
+        }
         if self._tcp_server is not None:  # a real client on the shared socket, as the other processes use
             import redis
             import redis.asyncio
@@ -184,7 +187,9 @@ class FakeWorld:
                 if key not in self._built:
                     self._built[key] = self.fakes[key]()
                 fake = self._built[key]
-                self._served[key] = Recorder(fake, _name_of(key), self.calls.append) if key in self.record_keys else fake
+                self._served[key] = (
+                    Recorder(fake, _name_of(key), self.calls.append) if key in self.record_keys else fake
+                )
             return self._served[key]
 
     def _serve_fakes(self) -> None:
@@ -255,7 +260,9 @@ class FakeWorld:
     def capture(self) -> dict[str, Any]:
         """The world as it stands: every Redis key dumped byte for byte, a copy of each fake, the calls so far."""
         redis = {
-            (db, key): (client.dump(key), client.pttl(key)) for db, client in self._databases() for key in client.keys()
+            (db, key): (client.dump(key), client.pttl(key))
+            for db, client in self._databases()
+            for key in client.keys()  # noqa: SIM118 - Redis KEYS, not a dict
         }
         with self._lock:
             fakes = copy.deepcopy(self._built)
@@ -305,7 +312,8 @@ def _redis_value(client: Any, key: bytes) -> Any:
     elif kind == "list":
         value = client.lrange(key, 0, -1)
     elif kind == "hash":
-        value = {field.decode(errors="replace"): v for field, v in sorted(client.hgetall(key).items())}  # JSON keys are text
+        # JSON keys are text
+        value = {field.decode(errors="replace"): v for field, v in sorted(client.hgetall(key).items())}
     elif kind == "set":
         value = sorted(client.smembers(key))
     elif kind == "zset":

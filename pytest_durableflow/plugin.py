@@ -21,16 +21,19 @@ if TYPE_CHECKING:
 
 _OPTIONS = (
     # name, type, choices, default, help
-    ("mode", str, ("inprocess", "kill"), "inprocess", "crash in-process (an exception user code cannot swallow) or kill a forked child"),
+    ("mode", str, ("inprocess", "kill"), "inprocess",
+     "crash in-process (an exception user code cannot swallow) or kill a forked child"),
     ("depth", int, (1, 2), 1, "1, or 2 to crash once more at every point of each resume"),
     ("seed", int, None, None, "seed for sampling scenarios (default: random, printed in the header)"),
-    ("store", str, ("memory", "sqlite", "fakeredis", "redis"), None, "store behind the checkpointer fixture and explorations"),
+    ("store", str, ("memory", "sqlite", "fakeredis", "redis"), None,
+     "store behind the checkpointer fixture and explorations"),
     ("redis-url", str, None, "redis://127.0.0.1:6379/0", "Redis URL used when the store is redis"),
     ("max-scenarios", int, None, None, "sample at most this many scenarios per exploration"),
     ("hang-after", float, None, 5.0, "seconds one life of a run may take before the scenario fails as a hang"),
     ("scenario", str, None, None, "replay only this scenario id (what a failure's re-run line passes)"),
     ("report", str, None, None, "write an HTML crash matrix of every exploration to this path"),
-)
+)  # fmt: skip
+
 
 def pytest_addoption(parser: pytest.Parser) -> None:
     group = parser.getgroup("durableflow", "durableflow crash exploration")
@@ -98,7 +101,9 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     marker = metafunc.definition.get_closest_marker("durableflow")
     shards = marker.kwargs.get("shards") if marker else None
     if shards and "durableflow_shard" in metafunc.fixturenames:
-        metafunc.parametrize("durableflow_shard", [(i, shards) for i in range(shards)], ids=[f"shard{i}" for i in range(shards)])
+        metafunc.parametrize(
+            "durableflow_shard", [(i, shards) for i in range(shards)], ids=[f"shard{i}" for i in range(shards)]
+        )
 
 
 class _Explorations:
@@ -115,7 +120,9 @@ class _Explorations:
     @pytest.hookimpl
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
         if report.when == "call":
-            self.reports += [value for name, value in report.user_properties if name == "durableflow"]
+            self.reports += [
+                value for name, value in report.user_properties if name == "durableflow" and isinstance(value, dict)
+            ]
 
     @pytest.hookimpl
     def pytest_terminal_summary(self, terminalreporter: Any) -> None:
@@ -226,4 +233,3 @@ def seed_for(config: pytest.Config, nodeid: str) -> int:
     """A test's own seed: the session seed and its node id, so order and xdist worker do not matter."""
     digest = hashlib.sha256(f"{option(config, 'seed')}:{nodeid}".encode()).hexdigest()
     return int(digest[:8], 16)
-

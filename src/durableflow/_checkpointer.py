@@ -108,6 +108,7 @@ class Checkpointer(Protocol):
 
 # -- lease owners ----------------------------------------------------------------------
 
+
 def _host() -> str:
     # The pid namespace tells apart containers that share a host name; pids only mean something within one.
     try:

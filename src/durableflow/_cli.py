@@ -162,8 +162,14 @@ def _parser() -> argparse.ArgumentParser:
     crashtest.set_defaults(command=_crashtest)
     crashtest.add_argument("target", metavar="MODULE:Workflow", help="a Workflow subclass or a zero-argument factory")
     crashtest.add_argument("--input", default="{}", metavar="JSON", help="the start event's fields, a JSON object")
-    crashtest.add_argument("--depth", type=int, choices=(1, 2), default=1, help="2 also crashes once more during each resume")
-    crashtest.add_argument("--mode", choices=("inprocess", "kill"), default="inprocess", help="raise at the point, or SIGKILL a forked child")
+    crashtest.add_argument(
+        "--depth", type=int, choices=(1, 2), default=1,
+        help="2 also crashes once more during each resume",
+    )  # fmt: skip
+    crashtest.add_argument(
+        "--mode", choices=("inprocess", "kill"), default="inprocess",
+        help="raise at the point, or SIGKILL a forked child",
+    )  # fmt: skip
     crashtest.add_argument(
         "--store", default="sqlite", metavar="STORE",
         help="an empty store per scenario: sqlite (default), memory, fakeredis or a redis:// URL",
@@ -171,7 +177,10 @@ def _parser() -> argparse.ArgumentParser:
     crashtest.add_argument("--seed", type=int, metavar="N", help="seed for sampling (printed; default random)")
     crashtest.add_argument("--max-scenarios", type=_positive_int, metavar="N", help="sample at most N scenarios")
     crashtest.add_argument("--scenario", metavar="ID", help="run only this scenario (a failure's re-run line gives it)")
-    crashtest.add_argument("--hang-after", type=_seconds, default=5.0, metavar="SECONDS", help="bound on one life of the run")
+    crashtest.add_argument(
+        "--hang-after", type=_seconds, default=5.0, metavar="SECONDS",
+        help="bound on one life of the run",
+    )  # fmt: skip
     crashtest.add_argument(
         "--respond", metavar="JSON",
         help="answer every input request with a HumanResponseEvent of these fields, like '{\"response\": \"yes\"}'",
@@ -346,8 +355,12 @@ def _print_matrix(console: Console, report: Any) -> None:
             nested = [o for o in outcomes if ">" in o.id]
             failed = [o for o in nested if not o.ok]
             kinds = ", ".join(sorted({o.kind for o in failed if o.kind}))
-            cells.append(Text(f"{len(nested) - len(failed)} passed" + (f", {len(failed)} failed: {kinds}" if failed else ""),
-                              style="red" if failed else "green"))
+            cells.append(
+                Text(
+                    f"{len(nested) - len(failed)} passed" + (f", {len(failed)} failed: {kinds}" if failed else ""),
+                    style="red" if failed else "green",
+                )
+            )
         table.add_row(*cells)
     console.print(table)
     for outcome in report.failures:

@@ -6,9 +6,8 @@ import json
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Generic
 
-from typing_extensions import TypeVar
-
 from pydantic import ValidationError
+from typing_extensions import TypeVar
 
 from . import _snapshot
 from ._errors import SnapshotError, WorkflowRuntimeError
@@ -67,7 +66,9 @@ class Context(Generic[StateT]):
         runner = self._live("send_event")
         runner.call(runner.send, event, step, current_delivery.get())
 
-    def collect_events(self, ev: Event, expected: list[type[Event]], buffer_id: str | None = None) -> list[Event] | None:
+    def collect_events(
+        self, ev: Event, expected: list[type[Event]], buffer_id: str | None = None
+    ) -> list[Event] | None:
         """Buffer ``ev``; once events of every ``expected`` type are in, return them in that order.
 
         Returns ``None`` until the set is complete. The buffer is part of the
@@ -150,7 +151,9 @@ class Context(Generic[StateT]):
             try:
                 ctx.store._snapshot_state()
             except ValidationError as exc:
-                raise SnapshotError(f"the stored state no longer fits {ctx._graph.state_type.__name__}: {exc}", run_id=run.run_id) from None
+                raise SnapshotError(
+                    f"the stored state no longer fits {ctx._graph.state_type.__name__}: {exc}", run_id=run.run_id
+                ) from None
         return ctx
 
     def _to_dict(self) -> dict[str, Any]:

@@ -11,7 +11,7 @@
     ├── RunExistsError              a run with this id is already stored
     ├── RunLeaseError               another worker drives this run
     └── StoreUnavailableError       the checkpointer's store cannot be reached
-"""
+"""  # fmt: skip
 
 from __future__ import annotations
 
@@ -59,9 +59,7 @@ class RunNotFoundError(DurableflowError, LookupError):
 
     def __init__(self, run_id: str, where: str = "") -> None:
         suffix = f" in {where}" if where else ""
-        super().__init__(
-            f"no run {run_id!r}{suffix}; `durableflow runs` lists the stored runs"
-        )
+        super().__init__(f"no run {run_id!r}{suffix}; `durableflow runs` lists the stored runs")
         self.run_id = run_id
 
 
@@ -69,9 +67,7 @@ class RunExistsError(DurableflowError):
     """A run with this id is already stored; ``resume`` continues it."""
 
     def __init__(self, run_id: str) -> None:
-        super().__init__(
-            f"run {run_id!r} is already stored; call wf.resume({run_id!r}) to continue it"
-        )
+        super().__init__(f"run {run_id!r} is already stored; call wf.resume({run_id!r}) to continue it")
         self.run_id = run_id
 
 

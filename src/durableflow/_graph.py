@@ -9,8 +9,8 @@ from typing import TYPE_CHECKING, Any
 from pydantic import BaseModel
 
 from ._errors import WorkflowValidationError
-from ._serialization import ValueCodec
 from ._events import Event, HumanResponseEvent, InputRequiredEvent, StartEvent, StopEvent, type_key
+from ._serialization import ValueCodec
 from ._step import StepSpec, parse_step, step_options
 
 if TYPE_CHECKING:
@@ -32,8 +32,8 @@ class StepGraph:
         self._validate(workflow_cls.__name__)
         self.start_type = self._start_type(workflow_cls.__name__)
         self.types: dict[str, type[Event]] = {}
-        for cls in (StartEvent, StopEvent, InputRequiredEvent, HumanResponseEvent):
-            self.types[type_key(cls)] = cls
+        for builtin in (StartEvent, StopEvent, InputRequiredEvent, HumanResponseEvent):
+            self.types[type_key(builtin)] = builtin
         for spec in self.steps.values():
             for cls in spec.accepts + spec.emits:
                 self.types[type_key(cls)] = cls
@@ -47,9 +47,7 @@ class StepGraph:
         """The steps an event of this type is delivered to: those accepting it or a base of it."""
         route = self._routes.get(event_type)
         if route is None:
-            route = tuple(
-                spec for spec in self.steps.values() if any(issubclass(event_type, a) for a in spec.accepts)
-            )
+            route = tuple(spec for spec in self.steps.values() if any(issubclass(event_type, a) for a in spec.accepts))
             self._routes[event_type] = route
         return route
 
@@ -80,9 +78,7 @@ class StepGraph:
             if issubclass(cls, (StopEvent, InputRequiredEvent)):
                 continue
             if not self.consumers(cls):
-                raise WorkflowValidationError(
-                    f"step {producer!r} emits {cls.__name__} but no step accepts it"
-                )
+                raise WorkflowValidationError(f"step {producer!r} emits {cls.__name__} but no step accepts it")
         produced = {cls for _, cls in emitted}
         for spec in self.steps.values():
             for cls in spec.accepts:
@@ -95,6 +91,7 @@ class StepGraph:
                     )
 
     def _describe(self) -> dict[str, Any]:
+        state = self.state_type
         return {
             "steps": {
                 spec.name: {
@@ -103,7 +100,7 @@ class StepGraph:
                 }
                 for spec in self.steps.values()
             },
-            "state": None if self.state_type is None else f"{self.state_type.__module__}.{self.state_type.__qualname__}",
+            "state": None if state is None else f"{state.__module__}.{state.__qualname__}",
         }
 
 
@@ -112,5 +109,5 @@ def graph_of(workflow_cls: type[Workflow]) -> StepGraph:
     graph = workflow_cls.__dict__.get("_durableflow_graph")
     if graph is None:
         graph = StepGraph(workflow_cls)
-        workflow_cls._durableflow_graph = graph
+        setattr(workflow_cls, "_durableflow_graph", graph)  # noqa: B010 - a private cache Workflow does not declare
     return graph

@@ -77,9 +77,7 @@ class PluginManager(pluggy.PluginManager):
     def _refresh(self) -> None:
         self.active = bool(self.get_plugins())
         crash_hook = self.hook.durableflow_crash_point_reached
-        _crashpoints.set_hook(
-            (lambda point: crash_hook(point=point)) if crash_hook.get_hookimpls() else None
-        )
+        _crashpoints.set_hook((lambda point: crash_hook(point=point)) if crash_hook.get_hookimpls() else None)
 
 
 plugin_manager = PluginManager("durableflow")

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import struct
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 from ._checkpointer import Record, RunInfo, RunStatus
 from ._clock import get_clock
@@ -111,7 +111,9 @@ class RedisCheckpointer:
             if kwargs.get("decode_responses"):  # records are bytes: use a sibling client that keeps them so
                 pool = url_or_client.connection_pool
                 url_or_client = redis.Redis(
-                    connection_pool=type(pool)(connection_class=pool.connection_class, **{**kwargs, "decode_responses": False})
+                    connection_pool=type(pool)(
+                        connection_class=pool.connection_class, **{**kwargs, "decode_responses": False}
+                    )
                 )
             self.client = url_or_client
             host, port, db = kwargs.get("host", "localhost"), kwargs.get("port", 6379), kwargs.get("db", 0)
@@ -160,7 +162,10 @@ class RedisCheckpointer:
         if reply[0] == 0:
             holder = reply[1].decode() or None
             raise RunLeaseError(
-                run_id, holder, _float(reply[2]), f"this worker lost its lease on run {run_id!r} to {holder!r}; it stops writing"
+                run_id,
+                holder,
+                _float(reply[2]),
+                f"this worker lost its lease on run {run_id!r} to {holder!r}; it stops writing",
             )
 
     def load(self, run_id: str) -> list[Record]:
@@ -179,13 +184,15 @@ class RedisCheckpointer:
         return records
 
     def info(self, run_id: str) -> RunInfo:
-        fields = self._guard(lambda: self.client.hgetall(self._run(run_id)))
+        # replies are bytes: the client never decodes responses (see __init__), which redis-py's types cannot tell
+        fields = cast(dict[bytes, bytes], self._guard(lambda: self.client.hgetall(self._run(run_id))))
         if not fields:
             raise RunNotFoundError(run_id, self.url)
         return _run_info(run_id, fields)
 
     def runs(self, limit: int = 100) -> list[RunInfo]:
-        run_ids = self._guard(lambda: self.client.zrevrange(f"{self.prefix}:runs", 0, limit - 1))
+        index = f"{self.prefix}:runs"
+        run_ids = cast(list[bytes], self._guard(lambda: self.client.zrevrange(index, 0, limit - 1)))  # as in info
         pipe = self.client.pipeline(transaction=False)
         for run_id in run_ids:
             pipe.hgetall(self._run(run_id.decode()))

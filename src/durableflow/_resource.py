@@ -27,7 +27,7 @@ class Resource(Generic[T]):
     run shares it; with ``cache=False`` every step invocation gets a new one.
     """
 
-    __slots__ = ("factory", "cache")
+    __slots__ = ("cache", "factory")
 
     def __init__(self, factory: Callable[[], T], cache: bool = True) -> None:
         self.factory = factory
@@ -66,7 +66,7 @@ def current_overrides() -> Overrides:
 class ResourceCache:
     """Builds one run's resources, applying its overrides, caching those marked ``cache``."""
 
-    __slots__ = ("_overrides", "_built")
+    __slots__ = ("_built", "_overrides")
 
     def __init__(self, overrides: Overrides) -> None:
         self._overrides = overrides

@@ -15,15 +15,16 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextlib
 import inspect
 import json
 import threading
 from collections import deque
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 from . import _crashpoints
-from ._checkpointer import TERMINAL, Checkpointer, Record, retire_owner
+from ._checkpointer import TERMINAL, Checkpointer, Record, RunStatus, retire_owner
 from ._clock import get_clock
 from ._errors import (
     DurableflowError,
@@ -283,7 +284,7 @@ class Runner:
                     return _FAILED
 
     async def _arguments(self, spec: StepSpec, event: Event) -> tuple[list[Any], dict[str, Any]]:
-        values = []
+        values: list[Any] = []
         for source in spec.plan:
             if source is EVENT:
                 values.append(event)
@@ -436,7 +437,8 @@ class Runner:
             checkpointer.create(run.run_id, self.graph.workflow_path, record, self.owner)
             self.stored, self.written_status = True, "running"
         elif run.status != self.written_status:
-            checkpointer.append(run.run_id, record, self.owner, run.status, self._result_json(), self._error_text())
+            status = cast(RunStatus, run.status)  # a stored run has left "new": its status is a RunStatus
+            checkpointer.append(run.run_id, record, self.owner, status, self._result_json(), self._error_text())
         else:
             checkpointer.append(run.run_id, record, self.owner)
         self.written_status = run.status
@@ -502,10 +504,9 @@ class Runner:
         run = self.run
         run.status, run.error = "failed", run.error_of(exc)
         if write and not isinstance(exc, RunLeaseError):
-            try:
+            # the store or the data is what failed: the previous checkpoint stands
+            with contextlib.suppress(DurableflowError):
                 self.checkpoint("failed")
-            except DurableflowError:
-                pass  # the store or the data is what failed: the previous checkpoint stands
         self._end()
         self._report("failed", None, exc)
         if not self.future.done():
@@ -515,10 +516,8 @@ class Runner:
         if self.done:
             return
         self.run.status = "cancelled"
-        try:
+        with contextlib.suppress(DurableflowError):
             self.checkpoint("cancelled")
-        except DurableflowError:
-            pass
         self._end()
         self._report("cancelled", None, None)
         if not self.future.done():
@@ -536,10 +535,9 @@ class Runner:
             if task is not current:
                 task.cancel()
         if self.checkpointer is not None and self.stored and self.written_status not in TERMINAL:
-            try:  # a final status written with the last checkpoint already released it
+            # a final status written with the last checkpoint already released it
+            with contextlib.suppress(DurableflowError):  # the lease expires on its own
                 self.checkpointer.release(self.run.run_id, self.owner)
-            except DurableflowError:
-                pass  # the lease expires on its own
         self._detach()
 
     def _abandon(self, exc: BaseException | None) -> None:
@@ -589,7 +587,10 @@ class Runner:
         except DurableflowError:
             held = True  # the store is down: the next checkpoint will say so
         if not held:
-            self._fail(RunLeaseError(self.run.run_id, None, None, f"this worker lost its lease on run {self.run.run_id!r}"), write=False)
+            self._fail(
+                RunLeaseError(self.run.run_id, None, None, f"this worker lost its lease on run {self.run.run_id!r}"),
+                write=False,
+            )
             return
         self._schedule_renewal()
 

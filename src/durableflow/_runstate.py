@@ -18,7 +18,18 @@ DeliveryKey = tuple[int, str]  # (event id, step name)
 class Delivery:
     """One event owed to one step; it stays pending until the step's completion is recorded."""
 
-    __slots__ = ("eid", "step", "sent", "sleeps", "persisted", "attempt", "replay_sends", "sends", "sleep_calls", "taken")
+    __slots__ = (
+        "attempt",
+        "eid",
+        "persisted",
+        "replay_sends",
+        "sends",
+        "sent",
+        "sleep_calls",
+        "sleeps",
+        "step",
+        "taken",
+    )
 
     def __init__(self, eid: int, step: str, sent: int = 0, sleeps: list[float] | None = None) -> None:
         self.eid = eid
@@ -79,7 +90,12 @@ class RunState:
         """The run-level fields as last written: a delta repeats none that did not change."""
 
     def note_written(self) -> None:
-        self.written = {"status": self.status, "next_eid": self.next_eid, "deadline": self.deadline, "error": self.error}
+        self.written = {
+            "status": self.status,
+            "next_eid": self.next_eid,
+            "deadline": self.deadline,
+            "error": self.error,
+        }
 
     def reset_journal(self) -> None:
         """Forget what changed: called once a checkpoint holding those changes is durable."""
@@ -87,7 +103,14 @@ class RunState:
             delivery = self.deliveries.get(key)
             if delivery is not None:
                 delivery.persisted = True
-        for journal in (self.new_events, self.gone_events, self.touched, self.gone, self.dirty_buffers, self.new_effects):
+        for journal in (
+            self.new_events,
+            self.gone_events,
+            self.touched,
+            self.gone,
+            self.dirty_buffers,
+            self.new_effects,
+        ):
             journal.clear()
         self.awaiting_dirty = False
         self.note_written()

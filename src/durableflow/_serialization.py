@@ -57,6 +57,8 @@ class ValueCodec:
         if EVENT_TAG in obj and len(obj) == 2 and "data" in obj:
             cls = self.types.get(obj[EVENT_TAG])
             if cls is None:
-                raise SnapshotError(f"a stored value names event type {obj[EVENT_TAG]!r}, which the workflow does not declare")
+                raise SnapshotError(
+                    f"a stored value names event type {obj[EVENT_TAG]!r}, which the workflow does not declare"
+                )
             return cls.model_validate(obj["data"])
         return obj

@@ -13,17 +13,17 @@ from __future__ import annotations
 
 import hashlib
 import json
-from json.encoder import encode_basestring  # type: ignore[attr-defined]
 from collections.abc import Iterable, Sequence
+from json.encoder import encode_basestring
 from typing import TYPE_CHECKING, Any
 
 from pydantic import ValidationError
 from pydantic_core import PydanticSerializationError
 
 from ._errors import SerializationError, SnapshotError
-from ._serialization import compact_json
 from ._events import Event, StopEvent, type_key
 from ._runstate import Delivery, RunState
+from ._serialization import compact_json
 
 if TYPE_CHECKING:
     from ._checkpointer import Record
@@ -185,9 +185,7 @@ def unframe(raw: bytes, run_id: str, seq: int) -> dict[str, Any]:
     if len(raw) < len(MAGIC) + _DIGEST:
         raise SnapshotError("record is truncated", run_id=run_id, seq=seq)
     if not raw.startswith(MAGIC):
-        raise SnapshotError(
-            "not a durableflow record (foreign data or a newer format)", run_id=run_id, seq=seq
-        )
+        raise SnapshotError("not a durableflow record (foreign data or a newer format)", run_id=run_id, seq=seq)
     digest, data = raw[len(MAGIC) : len(MAGIC) + _DIGEST], raw[len(MAGIC) + _DIGEST :]
     if _digest(data, run_id, seq) != digest:
         raise SnapshotError(
@@ -226,7 +224,9 @@ def replay(records: Sequence[Record], run_id: str) -> dict[str, Any]:
         try:
             apply_delta(doc, delta)
         except Exception as exc:
-            raise SnapshotError(f"malformed delta ({type(exc).__name__}: {exc})", run_id=run_id, seq=record.seq) from None
+            raise SnapshotError(
+                f"malformed delta ({type(exc).__name__}: {exc})", run_id=run_id, seq=record.seq
+            ) from None
         doc["seq"] = record.seq
     return doc
 
@@ -282,7 +282,8 @@ def _restore(doc: dict[str, Any], graph: StepGraph) -> tuple[RunState, dict[str,
         breaking = graph_changes(doc["graph"], graph.description)
         if breaking:
             raise unfit(
-                "the workflow no longer fits this run: " + "; ".join(breaking)
+                "the workflow no longer fits this run: "
+                + "; ".join(breaking)
                 + ". Resume it with the code that started it, or start a new run"
             )
     run = RunState(run_id)
@@ -315,7 +316,7 @@ def _restore(doc: dict[str, Any], graph: StepGraph) -> tuple[RunState, dict[str,
             raise unfit("its result is not a StopEvent")
         run.result = result
     values = {str(k): compact_json(v) for k, v in doc["state"].items()}
-    for key, text in values.items():
+    for text in values.values():
         graph.codec.load(text)  # fails on an event type the workflow does not declare
     run.restore_refs()
     run.note_written()
@@ -345,7 +346,9 @@ def _event(record: Any, graph: StepGraph, what: str, unfit: Any) -> Event:
     try:
         return cls.model_validate(data)
     except ValidationError as exc:
-        raise unfit(f"{what} no longer fits {cls.__name__}: {exc.errors()[0]['msg']} at {exc.errors()[0]['loc']}") from None
+        raise unfit(
+            f"{what} no longer fits {cls.__name__}: {exc.errors()[0]['msg']} at {exc.errors()[0]['loc']}"
+        ) from None
 
 
 def _expect(value: Any, kind: type) -> Any:

@@ -34,9 +34,7 @@ def step(fn: F, /) -> F: ...
 def step(*, num_workers: int = 4, retry: RetryPolicy | None = None) -> Callable[[F], F]: ...
 
 
-def step(
-    fn: F | None = None, /, *, num_workers: int = 4, retry: RetryPolicy | None = None
-) -> F | Callable[[F], F]:
+def step(fn: F | None = None, /, *, num_workers: int = 4, retry: RetryPolicy | None = None) -> F | Callable[[F], F]:
     """Make a workflow method a step: it runs on each event its input annotation accepts.
 
     ``num_workers`` bounds how many of its invocations run at once; ``retry``

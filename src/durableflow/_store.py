@@ -10,7 +10,7 @@ import asyncio
 import json
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
-from typing import Any, Generic, TypeVar
+from typing import Any, Generic, TypeVar, cast
 
 from pydantic import BaseModel, TypeAdapter, ValidationError
 
@@ -25,7 +25,7 @@ _MISSING: Any = object()
 class StateStore(Generic[StateT]):
     """Key-value state shared by a run's steps, optionally typed by a pydantic model."""
 
-    __slots__ = ("_codec", "_state_type", "_adapters", "values", "dirty", "_lock", "_holder", "_editing")
+    __slots__ = ("_adapters", "_codec", "_editing", "_holder", "_lock", "_state_type", "dirty", "values")
 
     def __init__(
         self,
@@ -66,7 +66,7 @@ class StateStore(Generic[StateT]):
 
     async def get_state(self) -> StateT:
         """The whole state: a fresh model instance when typed, else a dict copy."""
-        return self._snapshot_state()
+        return cast(StateT, self._snapshot_state())  # the model or dict this run's Context[StateT] declares
 
     # -- writing -------------------------------------------------------------------
 
@@ -178,8 +178,7 @@ class StateStore(Generic[StateT]):
         except ValidationError as exc:
             raise SerializationError(f"cannot store the state: {exc}") from None
         return {
-            name: self._adapter(name).dump_json(getattr(state, name)).decode()
-            for name in self._state_type.model_fields
+            name: self._adapter(name).dump_json(getattr(state, name)).decode() for name in self._state_type.model_fields
         }
 
     def _initial_values(self) -> dict[str, str]:
@@ -203,7 +202,8 @@ class StateStore(Generic[StateT]):
             field = self._state_type.model_fields.get(key)
             if field is None:
                 raise WorkflowRuntimeError(f"{self._state_type.__name__} has no field {key!r}")
-            adapter = self._adapters[key] = TypeAdapter(field.annotation)
+            annotation = type(None) if field.annotation is None else field.annotation  # as TypeAdapter(None) reads it
+            adapter = self._adapters[key] = TypeAdapter(annotation)
         return adapter
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import uuid
 from typing import Any
 
@@ -178,7 +179,5 @@ class Workflow:
     @staticmethod
     def _release(checkpointer: Checkpointer, run_id: str, owner: str) -> None:
         retire_owner(owner)
-        try:
+        with contextlib.suppress(DurableflowError):
             checkpointer.release(run_id, owner)
-        except DurableflowError:
-            pass

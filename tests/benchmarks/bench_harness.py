@@ -23,7 +23,7 @@ from durableflow import Context, Event, StartEvent, StopEvent, Workflow, step
 from pytest_durableflow import explore
 
 sys.path.insert(0, str(Path(__file__).parent))
-from _timing import print_table  # noqa: E402
+from _timing import print_table
 
 
 class Parsed(Event):
@@ -142,7 +142,8 @@ def main() -> None:
         rate = statistics.median(rates[name])
         rows.append([name, str(sizes[name]), f"{rate:,.0f}", f"{target:,}", "ok" if rate >= target else "BELOW TARGET"])
     rows.append(["hand-written SIGKILL probe (2 interpreters/scenario)", "-", f"{probe:,.1f}", "-", "-"])
-    print_table("crash scenarios per second, 5-step workflow, one core", ["case", "scenarios", "per second", "target", ""], rows)
+    columns = ["case", "scenarios", "per second", "target", ""]
+    print_table("crash scenarios per second, 5-step workflow, one core", columns, rows)
     kill = statistics.median(rates["kill, SQLite, depth 1"])
     print(f"\nkill mode runs {kill / probe:.0f}x as many scenarios per second as the hand-written probe")
     print(f"in-process runs {statistics.median(rates['in-process, memory, depth 2']) / probe:.0f}x as many")

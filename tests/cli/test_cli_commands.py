@@ -225,9 +225,17 @@ def test_corrupted_record_makes_resume_exit_5_and_show_an_error_row(cli: Cli) ->
     """A record whose bytes were altered makes `resume` exit 5 and shows as an error row in `show`."""
     run_id = start(cli)
     with sqlite3.connect("durableflow.db") as db:
-        (data,) = db.execute("SELECT data FROM durableflow_records WHERE run_key = (SELECT run_key FROM durableflow_runs WHERE run_id = ?) AND seq = 2", (run_id,)).fetchone()
+        (data,) = db.execute(
+            "SELECT data FROM durableflow_records"
+            " WHERE run_key = (SELECT run_key FROM durableflow_runs WHERE run_id = ?) AND seq = 2",
+            (run_id,),
+        ).fetchone()
         tampered = data.replace(b"converted_ids", b"CONVERTED_IDS")
-        db.execute("UPDATE durableflow_records SET data = ? WHERE run_key = (SELECT run_key FROM durableflow_runs WHERE run_id = ?) AND seq = 2", (tampered, run_id))
+        db.execute(
+            "UPDATE durableflow_records SET data = ?"
+            " WHERE run_key = (SELECT run_key FROM durableflow_runs WHERE run_id = ?) AND seq = 2",
+            (tampered, run_id),
+        )
 
     resumed = cli("resume", run_id)
     assert resumed.code == 5

@@ -69,7 +69,8 @@ def test_a_crash_safe_workflow_passes_every_scenario(cli: Cli, ledger: Path) -> 
 
 
 def test_lost_work_fails_with_a_rerun_line_that_reproduces_it(cli: Cli, ledger: Path) -> None:
-    """A workflow that records progress before its side effect exits 1, and each re-run line replays just that failure."""
+    """A workflow that records progress before its side effect exits 1,
+    and each re-run line replays just that failure."""
     outcome = cli("crashtest", "ledger:Hasty", "--input", '{"ids": [1, 2]}', "--mode", "kill")
     assert outcome.code == 1
     assert "lost work" in outcome.out

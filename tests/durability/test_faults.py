@@ -71,15 +71,12 @@ def _damage(store: Store, seq: int, damage: Callable[[bytes], bytes] | None) -> 
     checkpointer = store.open()
     if isinstance(checkpointer, SQLiteCheckpointer):
         with sqlite3.connect(checkpointer.path) as db:
+            where = " WHERE run_key = (SELECT run_key FROM durableflow_runs WHERE run_id = ?) AND seq = ?"
             if damage is None:
-                db.execute("DELETE FROM durableflow_records WHERE run_key = (SELECT run_key FROM durableflow_runs WHERE run_id = ?) AND seq = ?", (RUN_ID, seq))
+                db.execute("DELETE FROM durableflow_records" + where, (RUN_ID, seq))
             else:
-                (data,) = db.execute(
-                    "SELECT data FROM durableflow_records WHERE run_key = (SELECT run_key FROM durableflow_runs WHERE run_id = ?) AND seq = ?", (RUN_ID, seq)
-                ).fetchone()
-                db.execute(
-                    "UPDATE durableflow_records SET data = ? WHERE run_key = (SELECT run_key FROM durableflow_runs WHERE run_id = ?) AND seq = ?", (damage(data), RUN_ID, seq)
-                )
+                (data,) = db.execute("SELECT data FROM durableflow_records" + where, (RUN_ID, seq)).fetchone()
+                db.execute("UPDATE durableflow_records SET data = ?" + where, (damage(data), RUN_ID, seq))
         return
     assert isinstance(checkpointer, RedisCheckpointer)
     key = f"{checkpointer.prefix}:records:{{{RUN_ID}}}"

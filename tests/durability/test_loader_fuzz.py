@@ -187,7 +187,8 @@ def test_mutated_records_with_valid_checksums_raise_only_snapshot_error(choice: 
     records = list(records)
     index = choice.draw(st.integers(0, len(records) - 1))
     body = choice.draw(mutated(_body(records[index])))
-    records[index] = Record(records[index].seq, records[index].full, _snapshot.frame(json.dumps(body), RUN_ID, records[index].seq))
+    seq, full = records[index].seq, records[index].full
+    records[index] = Record(seq, full, _snapshot.frame(json.dumps(body), RUN_ID, seq))
     _only_snapshot_errors(lambda: _load(workflow, records))
 
 

@@ -68,7 +68,8 @@ def test_every_scenario_has_one_cell_coloured_by_its_outcome(exploration: dict[s
 
 
 def test_failing_cells_link_to_their_diff_and_rerun_line(exploration: dict[str, Any], page: Path) -> None:
-    """A failing cell links to an anchor holding that scenario's diff and its re-run line; passing cells link nowhere."""
+    """A failing cell links to an anchor holding that scenario's diff and its re-run line;
+    passing cells link nowhere."""
     html = page.read_text()
     links = re.findall(r'<a href="#([^"]+)"></a>', html)
     failures = [s for s in exploration["scenarios"] if s[1]]
@@ -101,7 +102,9 @@ def test_it_renders_in_headless_chromium(exploration: dict[str, Any], page: Path
     assert dom.returncode == 0, dom.stderr[-2000:]
     assert len(re.findall(r"<td style=", dom.stdout)) == len(exploration["scenarios"])
     shot = tmp_path / "matrix.png"
-    subprocess.run([CHROMIUM, *flags, f"--screenshot={shot}", page.as_uri()], capture_output=True, timeout=60, check=True)
+    subprocess.run(
+        [CHROMIUM, *flags, f"--screenshot={shot}", page.as_uri()], capture_output=True, timeout=60, check=True
+    )
     image = Image.open(shot).convert("RGB")
     colours = {image.getpixel((x, y)) for x in range(0, image.width, 2) for y in range(0, image.height, 2)}
     assert PASSED in colours and DUPLICATED in colours
