@@ -202,8 +202,8 @@ class StateStore(Generic[StateT]):
             field = self._state_type.model_fields.get(key)
             if field is None:
                 raise WorkflowRuntimeError(f"{self._state_type.__name__} has no field {key!r}")
-            annotation = type(None) if field.annotation is None else field.annotation  # as TypeAdapter(None) reads it
-            adapter = self._adapters[key] = TypeAdapter(annotation)
+            # rebuild_annotation keeps the field's constraints (Field(ge=0)...), so set() enforces them too
+            adapter = self._adapters[key] = TypeAdapter(field.rebuild_annotation())
         return adapter
 
 

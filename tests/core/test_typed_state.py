@@ -3,7 +3,7 @@
 import asyncio
 
 import pytest
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
 from durableflow import (
     Context,
@@ -231,3 +231,21 @@ def test_state_model_without_defaults_is_refused() -> None:
 
     with pytest.raises(WorkflowValidationError, match=r"NeedsName needs a default for every field"):
         Context(Bad())
+
+
+class Bounded(BaseModel):
+    count: int = Field(0, ge=0)
+
+
+class KeepsCount(Workflow):
+    @step
+    async def count(self, ev: StartEvent, ctx: Context[Bounded]) -> StopEvent:
+        await ctx.store.set("count", ev.value)
+        return StopEvent(result=(await ctx.store.get_state()).count)
+
+
+async def test_set_enforces_the_fields_constraints() -> None:
+    """A value the state model's Field constraints reject fails at set(), as SerializationError, not later."""
+    assert await KeepsCount().run(value=3) == 3
+    with pytest.raises(SerializationError, match="count"):
+        await KeepsCount().run(value=-1)
