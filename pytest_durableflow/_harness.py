@@ -40,7 +40,7 @@ from durableflow import (
     plugin_manager,
 )
 from durableflow._graph import StepGraph, graph_of
-from durableflow._snapshot import replay
+from durableflow._snapshot import outcome, replay
 
 from ._clock import FrozenClock, real_monotonic
 from ._report import Outcome, Report
@@ -519,13 +519,8 @@ class Exploration:
             doc = replay(store.load(self.run_id), self.run_id)
         except RunNotFoundError:
             return {"status": "missing", "result": None, "error": None, "state": {}}
-        result = None
-        if doc.get("result") is not None:
-            key, data = doc["result"]
-            result = data.get("result") if key == "StopEvent" else data
-        error = doc.get("error")
-        error_text = None if error is None else f"{error['type']}: {error['message']}"
-        return {"status": doc["status"], "result": result, "error": error_text, "state": doc["state"]}
+        status, result, error = outcome(doc)
+        return {"status": status, "result": result, "error": error, "state": doc["state"]}
 
     def world_snapshot(self, lives: list[Life]) -> dict[str, Any]:
         snapshot = self.world.snapshot()

@@ -37,7 +37,7 @@ from ._events import Event, HumanResponseEvent, InputRequiredEvent, StartEvent, 
 from ._hooks import plugin_manager
 from ._resource import ResourceCache, current_overrides
 from ._runstate import Delivery, current_delivery
-from ._snapshot import encode_delta, encode_full, frame
+from ._snapshot import encode_delta, encode_full, error_text, frame
 from ._step import CONTEXT, EVENT, StepSpec
 
 if TYPE_CHECKING:
@@ -438,7 +438,7 @@ class Runner:
             self.stored, self.written_status = True, "running"
         elif run.status != self.written_status:
             status = cast(RunStatus, run.status)  # a stored run has left "new": its status is a RunStatus
-            checkpointer.append(run.run_id, record, self.owner, status, self._result_json(), self._error_text())
+            checkpointer.append(run.run_id, record, self.owner, status, self._result_json(), error_text(self.run.error))
         else:
             checkpointer.append(run.run_id, record, self.owner)
         self.written_status = run.status
@@ -462,9 +462,6 @@ class Runner:
             return json.dumps(result.model_dump(mode="json")["result"])
         return result.model_dump_json()
 
-    def _error_text(self) -> str | None:
-        error = self.run.error
-        return None if error is None else f"{error['type']}: {error['message']}"
 
     # -- stream --------------------------------------------------------------------------
 

@@ -323,6 +323,20 @@ def _restore(doc: dict[str, Any], graph: StepGraph) -> tuple[RunState, dict[str,
     return run, values
 
 
+def outcome(doc: dict[str, Any]) -> tuple[str, Any, str | None]:
+    """A loaded run's status, its result as JSON data (what awaiting it gives), and its error as text."""
+    result = None
+    if doc.get("result") is not None:
+        key, data = doc["result"]
+        result = data.get("result") if key == "StopEvent" else data
+    return doc["status"], result, error_text(doc.get("error"))
+
+
+def error_text(error: dict[str, str] | None) -> str | None:
+    """How a run's error is shown and stored: ``module.Type: message``."""
+    return None if error is None else f"{error['type']}: {error['message']}"
+
+
 def graph_changes(stored: dict[str, Any], current: dict[str, Any]) -> list[str]:
     """The differences between two step graphs that a stored run cannot survive."""
     changes = []
