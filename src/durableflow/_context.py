@@ -47,10 +47,6 @@ class Context(Generic[StateT]):
         return self._state.run_id
 
     @property
-    def is_running(self) -> bool:
-        return self._runner is not None
-
-    @property
     def attempt(self) -> int:
         """Which attempt of the current step this is: 1, then 2 after a retry..."""
         return self._delivery("attempt").attempt

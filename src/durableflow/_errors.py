@@ -84,6 +84,13 @@ class RunLeaseError(DurableflowError):
         self.holder = holder
         self.expires_at = expires_at
 
+    @classmethod
+    def lost(cls, run_id: str, holder: str | None, expires_at: float | None) -> RunLeaseError:
+        """This worker no longer holds the run: another took it over, so this one must stop writing."""
+        return cls(
+            run_id, holder, expires_at, f"this worker lost its lease on run {run_id!r} to {holder!r}; it stops writing"
+        )
+
 
 class StoreUnavailableError(DurableflowError, ConnectionError):
     """The checkpointer's store cannot be reached; the last durable checkpoint is intact."""

@@ -6,7 +6,7 @@ import asyncio
 from collections.abc import AsyncIterator, Generator
 from typing import TYPE_CHECKING, Any
 
-from ._errors import WorkflowRuntimeError
+from ._errors import WorkflowCancelledError, WorkflowRuntimeError
 from ._events import Event, StopEvent
 
 if TYPE_CHECKING:
@@ -23,6 +23,7 @@ class WorkflowHandler:
         self._future = future
         self._ctx = ctx
         self._runner: Runner | None = None
+        self._waiting: asyncio.Task[None] | None = None  # resume(wait=...) polling for the lease
         self._started: asyncio.Future[None] = future.get_loop().create_future()
         if ctx is not None:
             self._started.set_result(None)
@@ -64,6 +65,8 @@ class WorkflowHandler:
             if result is not None:
                 yield result
             return
+        if runner.stream_waiter is not None and not runner.stream_waiter.done():
+            raise WorkflowRuntimeError("handler.stream_events() has one reader at a time; another is reading it")
         while True:
             while runner.stream:
                 event = runner.stream.popleft()
@@ -87,3 +90,9 @@ class WorkflowHandler:
         """Cancel the run; its last checkpoint stays, and ``resume`` continues it later."""
         if self._runner is not None:
             self._runner.cancel()
+        elif self._waiting is not None and not self._waiting.done():  # still waiting for the lease: stop waiting
+            self._waiting.cancel()
+            if not self._future.done():
+                self._future.set_exception(
+                    WorkflowCancelledError(f"run {self.run_id!r} was cancelled before it resumed")
+                )

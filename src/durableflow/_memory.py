@@ -44,10 +44,7 @@ class MemoryCheckpointer:
         with self._lock:
             run = self._run(run_id)
             if run["lease_owner"] != owner:
-                raise RunLeaseError(
-                    run_id, run["lease_owner"], run["lease_expires_at"],
-                    f"this worker lost its lease on run {run_id!r} to {run['lease_owner']!r}; it stops writing",
-                )  # fmt: skip
+                raise RunLeaseError.lost(run_id, run["lease_owner"], run["lease_expires_at"])
             records = self._records[run_id]
             if record.full:
                 records.clear()

@@ -98,6 +98,7 @@ class RedisCheckpointer:
             import redis
         except ImportError:
             raise ImportError("RedisCheckpointer needs redis-py: pip install 'durableflow[redis]'") from None
+        self._owns_client = True  # closed with the checkpointer; a client the caller passed is theirs to close
         if isinstance(url_or_client, str):
             self.client = redis.Redis.from_url(
                 url_or_client,
@@ -115,12 +116,15 @@ class RedisCheckpointer:
                         connection_class=pool.connection_class, **{**kwargs, "decode_responses": False}
                     )
                 )
+            else:
+                self._owns_client = False
             self.client = url_or_client
             host, port, db = kwargs.get("host", "localhost"), kwargs.get("port", 6379), kwargs.get("db", 0)
             self.url = f"redis://{host}:{port}/{db}"
         self.prefix = prefix
         self.lease_ttl = lease_ttl
-        self._errors: tuple[type[Exception], ...] = (redis.ConnectionError, redis.TimeoutError)
+        self._unreachable: tuple[type[Exception], ...] = (redis.ConnectionError, redis.TimeoutError)
+        self._refused: type[Exception] = redis.RedisError
         self._create = self.client.register_script(_CREATE)
         self._append = self.client.register_script(_APPEND)
         self._acquire = self.client.register_script(_ACQUIRE)
@@ -160,13 +164,7 @@ class RedisCheckpointer:
         if reply[0] == -1:
             raise RunNotFoundError(run_id, self.url)
         if reply[0] == 0:
-            holder = reply[1].decode() or None
-            raise RunLeaseError(
-                run_id,
-                holder,
-                _float(reply[2]),
-                f"this worker lost its lease on run {run_id!r} to {holder!r}; it stops writing",
-            )
+            raise RunLeaseError.lost(run_id, reply[1].decode() or None, _float(reply[2]))
 
     def load(self, run_id: str) -> list[Record]:
         pipe = self.client.pipeline(transaction=True)
@@ -216,7 +214,9 @@ class RedisCheckpointer:
         self._call(self._release, [self._run(run_id)], [owner])
 
     def close(self) -> None:
-        self.client.close()
+        if self._owns_client:
+            self.client.close()
+            self.client.connection_pool.disconnect()
 
     # -- internals ---------------------------------------------------------------------
 
@@ -236,11 +236,13 @@ class RedisCheckpointer:
     def _guard(self, operation: Callable[[], T]) -> T:
         try:
             return operation()
-        except self._errors as exc:
+        except self._unreachable as exc:
             raise StoreUnavailableError(
                 f"Redis at {self.url} is unreachable ({exc}); nothing was written, so stored runs keep their "
                 "last checkpoint: resume once it is back"
             ) from None
+        except self._refused as exc:  # READONLY, OOM...: up, but not taking writes
+            raise StoreUnavailableError(f"Redis at {self.url} refused the operation ({exc})") from None
 
 
 def _float(value: bytes | None) -> float | None:

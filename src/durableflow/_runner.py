@@ -37,7 +37,7 @@ from ._events import Event, HumanResponseEvent, InputRequiredEvent, StartEvent, 
 from ._hooks import plugin_manager
 from ._resource import ResourceCache, current_overrides
 from ._runstate import Delivery, current_delivery
-from ._snapshot import encode_delta, encode_full, error_text, frame
+from ._snapshot import encode_delta, encode_full, encode_status, error_text, frame
 from ._step import CONTEXT, EVENT, StepSpec
 
 if TYPE_CHECKING:
@@ -84,7 +84,6 @@ class Runner:
         self.done = False
         self.spawn_scheduled = False
         self.cancels: list[Callable[[], None]] = []
-        self.written_status = self.run.status if stored else None
         self.full_size = 0
         self.since_full = 0
 
@@ -162,15 +161,17 @@ class Runner:
                 self._conclude(event)
                 return
             self.accept(event, target)
-        else:  # sent from outside: durable before send_event returns
+        else:  # sent from outside: durable before send_event returns, or the run stops without it
             self.accept(event, target)
             self.run.status = "running"
             if self.checkpointer is not None:
                 try:
                     self.checkpoint(f"event {type(event).__name__}")
-                except BaseException as exc:
-                    if not isinstance(exc, Exception):  # a crash in the caller's code path: the engine dies with it
-                        self._abandon(exc)
+                except Exception as exc:
+                    self._fail(exc, partial=True)
+                    raise
+                except BaseException as exc:  # a crash in the caller's code path: the engine dies with it
+                    self._abandon(exc)
                     raise
         self._spawn_soon()
 
@@ -243,7 +244,7 @@ class Runner:
         try:
             self._complete(delivery, spec, event, output)
         except Exception as exc:  # an output nobody accepts, data that cannot be stored, a store that failed
-            self._fail(exc)
+            self._fail(exc, partial=True)
 
     async def _attempts(self, spec: StepSpec, delivery: Delivery, event: Event) -> Any:
         """Call the step until it returns, retrying as its policy says; ``_FAILED`` once the run failed."""
@@ -420,31 +421,40 @@ class Runner:
 
     # -- checkpoints ---------------------------------------------------------------------
 
-    def checkpoint(self, at: str) -> None:
-        """Write what changed since the last checkpoint (or a full snapshot) in one atomic record."""
+    def checkpoint(self, at: str, status_only: bool = False) -> None:
+        """Write what changed since the last checkpoint (or a full snapshot) in one atomic record.
+
+        ``status_only`` writes just the run's status and error, leaving out changes
+        that must not become durable: those of a completion whose own checkpoint failed.
+        """
         checkpointer = self.checkpointer
-        if checkpointer is None:
+        if checkpointer is None or (status_only and not self.stored):
             return
         listener = _crashpoints.listener
         if listener is not None:
             listener("checkpoint.write.before")
         run = self.run
         seq = run.seq + 1
-        full = not self.stored or self.since_full >= max(_COMPACT_AFTER, 2 * self.full_size)
-        body = (encode_full if full else encode_delta)(run, self.ctx.store, self.graph, seq, at)
+        full = not status_only and (not self.stored or self.since_full >= max(_COMPACT_AFTER, 2 * self.full_size))
+        if status_only:
+            body = encode_status(run, seq, at)
+        else:
+            body = (encode_full if full else encode_delta)(run, self.ctx.store, self.graph, seq, at)
         record = Record(seq, full, frame(body, run.run_id, seq))
         if not self.stored:
             checkpointer.create(run.run_id, self.graph.workflow_path, record, self.owner)
-            self.stored, self.written_status = True, "running"
-        elif run.status != self.written_status:
+            self.stored = True
+        elif run.status != run.written.get("status"):
             status = cast(RunStatus, run.status)  # a stored run has left "new": its status is a RunStatus
             checkpointer.append(run.run_id, record, self.owner, status, self._result_json(), error_text(self.run.error))
         else:
             checkpointer.append(run.run_id, record, self.owner)
-        self.written_status = run.status
         run.seq = seq
-        run.reset_journal()
-        self.ctx.store.dirty.clear()
+        if status_only:
+            run.note_written()
+        else:
+            run.reset_journal()
+            self.ctx.store.dirty.clear()
         if full:
             self.full_size, self.since_full = len(body), 0
         else:
@@ -461,7 +471,6 @@ class Runner:
         if type(result) is StopEvent:
             return json.dumps(result.model_dump(mode="json")["result"])
         return result.model_dump_json()
-
 
     # -- stream --------------------------------------------------------------------------
 
@@ -494,16 +503,22 @@ class Runner:
         if not self.future.done():
             self.future.set_result(run_result(stop))
 
-    def _fail(self, exc: BaseException, write: bool = True) -> None:
-        """End the run as failed; its last checkpoint stays, and ``resume`` continues from it."""
+    def _fail(self, exc: BaseException, write: bool = True, partial: bool = False) -> None:
+        """End the run as failed; its last checkpoint stays, and ``resume`` continues from it.
+
+        ``partial``: the failure interrupted a completion whose changes are only in memory
+        (its input consumed, its outputs accepted), so only the status is written.
+        """
         if self.done:
             return
         run = self.run
         run.status, run.error = "failed", run.error_of(exc)
         if write and not isinstance(exc, RunLeaseError):
-            # the store or the data is what failed: the previous checkpoint stands
-            with contextlib.suppress(DurableflowError):
-                self.checkpoint("failed")
+            try:
+                self.checkpoint("failed", status_only=partial)
+            except DurableflowError:  # the store or the data is what failed: record at least the status
+                with contextlib.suppress(DurableflowError):
+                    self.checkpoint("failed", status_only=True)
         self._end()
         self._report("failed", None, exc)
         if not self.future.done():
@@ -531,7 +546,7 @@ class Runner:
         for task in self.workers:
             if task is not current:
                 task.cancel()
-        if self.checkpointer is not None and self.stored and self.written_status not in TERMINAL:
+        if self.checkpointer is not None and self.stored and self.run.written.get("status") not in TERMINAL:
             # a final status written with the last checkpoint already released it
             with contextlib.suppress(DurableflowError):  # the lease expires on its own
                 self.checkpointer.release(self.run.run_id, self.owner)
@@ -585,7 +600,7 @@ class Runner:
             held = True  # the store is down: the next checkpoint will say so
         if not held:
             self._fail(
-                RunLeaseError(self.run.run_id, None, None, f"this worker lost its lease on run {self.run.run_id!r}"),
+                RunLeaseError.lost(self.run.run_id, None, None),
                 write=False,
             )
             return
@@ -626,4 +641,4 @@ def _takes_idempotency_key(fn: Callable[..., Any]) -> bool:
         parameters = inspect.signature(fn).parameters
     except (TypeError, ValueError):
         return False
-    return "idempotency_key" in parameters or any(p.kind is p.VAR_KEYWORD for p in parameters.values())
+    return "idempotency_key" in parameters

@@ -93,6 +93,11 @@ def encode_delta(run: RunState, store: StateStore[Any], graph: StepGraph, seq: i
     return "".join(parts)
 
 
+def encode_status(run: RunState, seq: int, at: str) -> str:
+    """A delta holding only the run-level fields that changed (its status and error, as a run fails)."""
+    return "".join(_head("delta", run, seq, at)) + "}"
+
+
 def frame(body: str, run_id: str, seq: int) -> bytes:
     data = body.encode()
     return MAGIC + _digest(data, run_id, seq) + data

@@ -203,9 +203,7 @@ class SQLiteCheckpointer:
         if row is None:
             raise RunNotFoundError(run_id, self.url)
         if row[1] != owner:
-            raise RunLeaseError(
-                run_id, row[1], row[2], f"this worker lost its lease on run {run_id!r} to {row[1]!r}; it stops writing"
-            )
+            raise RunLeaseError.lost(run_id, row[1], row[2])
         return int(row[0])
 
     @staticmethod
@@ -241,16 +239,22 @@ class SQLiteCheckpointer:
             try:
                 yield db
             except sqlite3.Error as exc:
-                db.execute("ROLLBACK")
+                self._roll_back(db)
                 raise StoreUnavailableError(f"SQLite store {self.path} failed a write: {exc}") from None
             except BaseException:
-                db.execute("ROLLBACK")
+                self._roll_back(db)
                 raise
             try:
                 db.execute("COMMIT")
             except sqlite3.Error as exc:
-                db.execute("ROLLBACK")
+                self._roll_back(db)
                 raise StoreUnavailableError(f"SQLite store {self.path} could not commit: {exc}") from None
+
+    @staticmethod
+    def _roll_back(db: sqlite3.Connection) -> None:
+        # SQLite may already have rolled back (a full disk, say): a second ROLLBACK would hide the first error.
+        if db.in_transaction:
+            db.execute("ROLLBACK")
 
     @contextmanager
     def _read(self) -> Iterator[sqlite3.Connection]:

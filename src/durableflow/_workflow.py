@@ -110,6 +110,7 @@ class Workflow:
             handler = WorkflowHandler(run_id, future)
             task = loop.create_task(self._resume_when_free(handler, owner, loop.time() + wait))
             task.add_done_callback(lambda t: t.cancelled() or t.exception())
+            handler._waiting = task
             return handler
         except BaseException:
             retire_owner(owner)
@@ -120,7 +121,11 @@ class Workflow:
         assert self.checkpointer is not None
         loop = asyncio.get_running_loop()
         while True:
-            await asyncio.sleep(_LEASE_POLL)
+            try:
+                await asyncio.sleep(_LEASE_POLL)
+            except asyncio.CancelledError:  # handler.cancel() while waiting: the run is left as it is
+                retire_owner(owner)
+                raise
             try:
                 self._acquire(self.checkpointer, handler.run_id, owner)
                 break

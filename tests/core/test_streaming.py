@@ -2,6 +2,8 @@
 
 import asyncio
 
+import pytest
+
 from durableflow import (
     Context,
     Event,
@@ -140,3 +142,34 @@ async def test_input_requested_with_ctx_send_event_reaches_the_stream(finish) ->
             assert ev.prompt == "name?"
             handler.send_event(HumanResponseEvent(response="dan"))
     assert await finish(handler) == "hi dan"
+
+
+async def test_a_second_reader_of_the_stream_is_refused_rather_than_left_waiting() -> None:
+    """While one coroutine waits on handler.stream_events(), another reader gets a WorkflowRuntimeError at once."""
+    from durableflow import (
+        HumanResponseEvent,
+        InputRequiredEvent,
+        StartEvent,
+        StopEvent,
+        Workflow,
+        WorkflowRuntimeError,
+    )
+
+    class Waits(Workflow):
+        @step
+        async def ask(self, ev: StartEvent) -> InputRequiredEvent:
+            return InputRequiredEvent(question="?")
+
+        @step
+        async def answer(self, ev: HumanResponseEvent) -> StopEvent:
+            return StopEvent(result=ev.response)
+
+    handler = Waits().run()
+    first = handler.stream_events()
+    assert isinstance(await first.__anext__(), InputRequiredEvent)
+    waiting = asyncio.ensure_future(first.__anext__())  # the first reader now waits for more
+    await asyncio.sleep(0)
+    with pytest.raises(WorkflowRuntimeError, match="one reader"):
+        await handler.stream_events().__anext__()
+    handler.send_event(HumanResponseEvent(response="ok"))
+    assert (await asyncio.wait_for(waiting, timeout=2)).result == "ok"

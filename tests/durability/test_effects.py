@@ -56,11 +56,15 @@ SEEN: list[dict[str, object]] = []
 
 
 class KeyTaker(Workflow):
-    """One effect whose fn takes **kwargs, one whose fn takes nothing."""
+    """Effects whose fn names idempotency_key, takes **kwargs (as HTTP clients do), or takes nothing."""
 
     @step
     async def act(self, ev: StartEvent, ctx: Context) -> StopEvent:
-        def flexible(**kwargs: object) -> str:
+        def keyed(*, idempotency_key: str) -> str:
+            SEEN.append({"idempotency_key": idempotency_key})
+            return "keyed"
+
+        def flexible(**kwargs: object) -> str:  # like requests.post: an unknown keyword would reach the server
             SEEN.append(kwargs)
             return "flexible"
 
@@ -68,11 +72,13 @@ class KeyTaker(Workflow):
             SEEN.append({})
             return "plain"
 
-        return StopEvent(result=[await ctx.effect("flex", flexible), await ctx.effect("plain", plain)])
+        return StopEvent(
+            result=[await ctx.effect(name, fn) for name, fn in (("key", keyed), ("flex", flexible), ("plain", plain))]
+        )
 
 
-async def test_idempotency_key_goes_only_to_functions_that_accept_it() -> None:
-    """fn gets idempotency_key="<run_id>:<key>" when it accepts that keyword (or **kwargs), and nothing otherwise."""
+async def test_idempotency_key_goes_only_to_functions_that_name_it() -> None:
+    """fn gets idempotency_key="<run_id>:<key>" only when it has a parameter of that name, never through **kwargs."""
     SEEN.clear()
-    assert await KeyTaker(checkpointer=MemoryCheckpointer()).run(run_id="keys") == ["flexible", "plain"]
-    assert SEEN == [{"idempotency_key": "keys:flex"}, {}]
+    assert await KeyTaker(checkpointer=MemoryCheckpointer()).run(run_id="keys") == ["keyed", "flexible", "plain"]
+    assert SEEN == [{"idempotency_key": "keys:key"}, {}, {}]

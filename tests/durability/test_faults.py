@@ -245,3 +245,12 @@ async def test_redis_going_away_mid_run_fails_the_run_and_a_resume_finishes_it(r
     again = Gated(checkpointer=RedisCheckpointer(url, prefix=prefix))
     assert await asyncio.wait_for(again.resume("away"), 10) == 11
     assert again.at_gate == 1  # the step the outage interrupted ran again
+
+
+def test_closing_a_redis_checkpointer_leaves_the_callers_client_open() -> None:
+    """A client passed in belongs to the caller: closing the checkpointer does not close it."""
+    import fakeredis
+
+    client = fakeredis.FakeRedis()
+    RedisCheckpointer(client).close()
+    assert client.ping()
