@@ -28,6 +28,13 @@ class WorkflowHandler:
         if ctx is not None:
             self._started.set_result(None)
 
+    def _never_started(self, error: BaseException) -> None:
+        """The run could not start here (its lease never came free, say): awaiting and streaming raise ``error``."""
+        if not self._future.done():
+            self._future.set_exception(error)
+        if not self._started.done():
+            self._started.set_result(None)
+
     def _attach(self, runner: Runner) -> None:
         self._runner, self._ctx = runner, runner.ctx
         if not self._started.done():
@@ -60,7 +67,9 @@ class WorkflowHandler:
         """
         await asyncio.shield(self._started)
         runner = self._runner
-        if runner is None:  # a run that had already completed
+        if runner is None:  # a run that had completed already, or one that never started here
+            if self._future.done() and not self._future.cancelled() and self._future.exception() is not None:
+                raise self._future.exception()  # type: ignore[misc]
             result = self.ctx._state.result
             if result is not None:
                 yield result
@@ -92,7 +101,4 @@ class WorkflowHandler:
             self._runner.cancel()
         elif self._waiting is not None and not self._waiting.done():  # still waiting for the lease: stop waiting
             self._waiting.cancel()
-            if not self._future.done():
-                self._future.set_exception(
-                    WorkflowCancelledError(f"run {self.run_id!r} was cancelled before it resumed")
-                )
+            self._never_started(WorkflowCancelledError(f"run {self.run_id!r} was cancelled before it resumed"))

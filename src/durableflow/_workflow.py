@@ -132,17 +132,16 @@ class Workflow:
             except RunLeaseError as exc:
                 if loop.time() >= give_up_at:
                     retire_owner(owner)
-                    handler._future.set_exception(exc)
+                    handler._never_started(exc)
                     return
             except BaseException as exc:
                 retire_owner(owner)
-                handler._future.set_exception(exc)
+                handler._never_started(exc)
                 return
         try:
             started = self._continue(handler.run_id, owner, handler._future)
         except BaseException as exc:
-            if not handler._future.done():
-                handler._future.set_exception(exc)
+            handler._never_started(exc)
             return
         handler._ctx = started._ctx
         if started._runner is not None:

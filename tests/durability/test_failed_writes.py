@@ -131,3 +131,18 @@ async def test_cancel_stops_a_resume_that_waits_for_a_lease() -> None:
     first.send_event(HumanResponseEvent(response="no"))  # its request was read above; the first worker goes on
     assert await asyncio.wait_for(first, timeout=2) == "no"
     assert DECISIONS == ["no"]
+
+
+async def test_streaming_a_resume_that_gives_up_on_its_lease_raises_instead_of_waiting() -> None:
+    """When resume(wait=...) gives up on another worker's lease, its stream raises RunLeaseError rather than hang."""
+    from durableflow import RunLeaseError
+
+    store = MemoryCheckpointer(lease_ttl=60)
+    first = Approval(checkpointer=store).run()
+    async for event in first.stream_events():
+        if isinstance(event, InputRequiredEvent):
+            break
+    waiting = Approval(checkpointer=store).resume(first.run_id, wait=0.3)
+    with pytest.raises(RunLeaseError):
+        await asyncio.wait_for(anext(waiting.stream_events()), timeout=3)
+    first.cancel()
