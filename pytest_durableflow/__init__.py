@@ -1,7 +1,9 @@
 """pytest_durableflow: fixtures and a crash harness that prove durableflow workflows survive crashes.
 
 The names below load on first use, so that pytest loading this plugin costs
-nothing for test runs that do not use it.
+nothing for test runs that do not use it. ``CrashHarness`` and
+``FakeResources`` are the types of the ``crash_harness`` and
+``fake_resources`` fixtures, for annotating them.
 """
 
 from __future__ import annotations
@@ -11,6 +13,8 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:  # the redundant aliases mark re-exports, for type checkers and linters
     from ._clock import FrozenClock as FrozenClock
+    from ._fixtures import CrashHarness as CrashHarness
+    from ._fixtures import FakeResources as FakeResources
     from ._harness import Crash as Crash
     from ._harness import explore as explore
     from ._harness import run_scenario as run_scenario
@@ -30,6 +34,8 @@ _EXPORTS = {
     "FakeWorld": "._world",
     "Recorder": "._world",
     "FrozenClock": "._clock",
+    "CrashHarness": "._fixtures",
+    "FakeResources": "._fixtures",
 }
 
 __all__ = sorted(_EXPORTS)

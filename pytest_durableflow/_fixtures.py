@@ -28,7 +28,7 @@ from durableflow import (
 from durableflow._graph import graph_of
 
 from ._harness import explore, run_scenario
-from ._report import Outcome, Report
+from ._report import Outcome, Report, summary_of
 from ._world import Fake, FakeWorld, Recorder, _name_of
 from .plugin import ini_value, option, seed_for
 
@@ -162,20 +162,6 @@ def _unsharded(nodeid: str, shard: tuple[int, int] | None) -> str:
         return nodeid
     kept = [part for part in params[:-1].split("-") if part != f"shard{shard[0]}"]
     return f"{test}[{'-'.join(kept)}]" if kept else test
-
-
-def summary_of(test: str, report: Report) -> dict[str, Any]:
-    """An exploration as plain data: it crosses from xdist workers to the controller."""
-    return {
-        "test": test,
-        "workflow": report.workflow,
-        "mode": report.mode,
-        "depth": report.depth,
-        "seed": report.seed,
-        "space": report.space,
-        "seconds": report.seconds,
-        "scenarios": [[o.id, o.kind, o.diff, o.rerun, o.seconds] for o in report.scenarios],
-    }
 
 
 def open_test_store(request: pytest.FixtureRequest, tmp_path: Path) -> Checkpointer:

@@ -12,6 +12,7 @@ in kill mode (``_kill``), in a forked child that SIGKILLs itself.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import random
 import shutil
@@ -63,6 +64,28 @@ class NeedsInput(Exception):
     """The run asked for human input and the exploration has no ``respond``."""
 
 
+class Hits:
+    """The crash points a life passes, each named with its hit count so far: ``step.convert.end#2``."""
+
+    __slots__ = ("_counts", "list")
+
+    def __init__(self) -> None:
+        self.list: list[str] = []
+        self._counts: dict[str, int] = {}
+
+    def hit(self, point: str) -> str:
+        """Count one more hit of ``point`` and return its name."""
+        count = self._counts[point] = self._counts.get(point, 0) + 1
+        hit = f"{point}#{count}"
+        self.list.append(hit)
+        return hit
+
+
+def overstayed(seconds: float) -> str:
+    """A hung life's error: it outlived the bound."""
+    return f"did not finish within {seconds:g} s (the hang_after bound)"
+
+
 @dataclass
 class Life:
     """One process's share of a run."""
@@ -101,6 +124,10 @@ class Final:
     error: str | None
     state: dict[str, Any]
     world: dict[str, Any]
+    effects: Counter[str] = field(default_factory=Counter)
+    """How often each effect's function ran, over all the lives (see ``count_effects``)."""
+    windows: Counter[str] = field(default_factory=Counter)
+    """How many crashes fell while each effect's result was not yet durable."""
 
 
 @dataclass
@@ -155,7 +182,7 @@ def run_scenario(
     **options: Any,
 ) -> Outcome:
     """Run one scenario (``crash_at="step.convert.end#2"``, or ``"a>b"``) and return its outcome."""
-    settings = Settings(mode=mode, depth=crash_at.count(">") + 1, only=crash_at, **options)
+    settings = Settings(mode=mode, only=crash_at, **options)
     return _beside_any_loop(lambda: _explore(workflow, start, settings)).scenarios[0]
 
 
@@ -177,6 +204,8 @@ class Exploration:
     ) -> None:
         if settings.mode not in ("inprocess", "kill"):
             raise ValueError(f"mode must be 'inprocess' or 'kill', not {settings.mode!r}")
+        if settings.only is not None:  # a replayed id says how deep it goes, whatever depth its re-run line kept
+            settings = dataclasses.replace(settings, depth=settings.only.count(">") + 1)
         if settings.depth not in (1, 2):
             raise ValueError(f"depth must be 1 or 2, not {settings.depth!r}")
         self.make: Callable[[], Workflow] = workflow
@@ -193,11 +222,10 @@ class Exploration:
             for source in spec.plan
             if isinstance(source, tuple)
         )
-        self.world = FakeWorld(settings.fakes, settings.record, shared=settings.mode == "kill", redis=uses_redis)
-        if uses_redis:
-            self.world.redis_server  # noqa: B018 - without fakeredis, fail now naming the extra, not inside a step
         self._dir: Path | None = None
         self._store_world: FakeWorld | None = None
+        self._store_client: Any = None
+        """The one client of the ``fakeredis`` stores' server, shared by every store of the exploration."""
         self._stores = 0
         self.graveyard: list[asyncio.AbstractEventLoop] = []
         self._spare_loop: asyncio.AbstractEventLoop | None = None
@@ -205,7 +233,15 @@ class Exploration:
         self.captures: dict[str, Capture] = {}
         clock = get_clock()
         self._frozen_at = clock.now() if isinstance(clock, FrozenClock) else None
-        plugin_manager.load_entry_points()  # once here, not in every forked life
+        # In kill mode the world starts its servers now: from here on, a failure must close them.
+        self.world = FakeWorld(settings.fakes, settings.record, shared=settings.mode == "kill", redis=uses_redis)
+        try:
+            if uses_redis:
+                self.world.redis_server  # noqa: B018 - without fakeredis, fail now naming the extra, not inside a step
+            plugin_manager.load_entry_points()  # once here, not in every forked life
+        except BaseException:
+            self.close()
+            raise
 
     def __enter__(self) -> Exploration:
         return self
@@ -222,6 +258,8 @@ class Exploration:
         if self._spare_loop is not None:
             self._spare_loop.close()
         self.world.close()
+        if self._store_client is not None:
+            self._store_client.close()
         if self._store_world is not None:
             self._store_world.close()
         if self._dir is not None:
@@ -296,15 +334,18 @@ class Exploration:
         if self.settings.mode != "kill":
             return self.scenario_lives([])
         # The reference life waits at each crash point to be captured: the first crashes of a replay, or all.
+        from ._kill import live_in_child
+
         wanted = {self.settings.only.split(">")[0]} if self.settings.only else None
         store = self.new_store()
         self.world.reset()
         self._restart_clock(self._frozen_at)
-        life = self.live(store, None, first=True, capture=wanted)
-        self.captures = life.captures
-        final = self.final(store, [life])
-        store.close()
-        return [life], final
+        try:
+            life = live_in_child(self, store, first=True, capture=wanted)
+            self.captures = life.captures
+            return [life], self.final(store, [life])
+        finally:
+            store.close()
 
     def scenario(self, scenario_id: str, reference: Final) -> tuple[Outcome, list[Life]]:
         began = real_monotonic()
@@ -330,6 +371,8 @@ class Exploration:
 
         Resuming a first crash at depth 2 captures its own crash points in turn.
         """
+        from ._kill import live_in_child
+
         capture = self.captures.pop(scenario_id, None)
         first, _, second = scenario_id.partition(">")
         if capture is None and second and first in self.captures:  # a replayed a>b: resume a to capture b
@@ -340,26 +383,38 @@ class Exploration:
         self.world.restore(capture.world)
         self._restart_clock(capture.clock)
         deeper = self.settings.depth == 2 and ">" not in scenario_id
-        wanted = (
-            {self.settings.only.split(">")[1]} if deeper and self.settings.only and ">" in self.settings.only else None
-        )
-        life = self.live(capture.store, None, first=False, capture=wanted if deeper else set())
-        lives = [*capture.lives, life]
-        for point, deeper_capture in life.captures.items():
-            deeper_capture.lives = [*capture.lives, *deeper_capture.lives]
-            self.captures[f"{scenario_id}>{point}"] = deeper_capture
-        final = self.final(capture.store, lives)
-        capture.store.close()
-        return lives, final
+        # a replayed a>b (depth 2 comes from its id) captures b alone; an exploration, every point
+        wanted = {self.settings.only.partition(">")[2]} if self.settings.only else None
+        try:
+            life = live_in_child(self, capture.store, first=False, capture=wanted if deeper else set())
+            lives = [*capture.lives, life]
+            for point, deeper_capture in life.captures.items():
+                deeper_capture.lives = [*capture.lives, *deeper_capture.lives]
+                self.captures[f"{scenario_id}>{point}"] = deeper_capture
+            return lives, self.final(capture.store, lives)
+        finally:
+            capture.store.close()
 
     def capture(self, store: Checkpointer, hits: list[str], clock: float | None) -> Capture:
         """Copy what a crash here would leave: the run's records, into a fresh store, and the world."""
         if isinstance(store, SQLiteCheckpointer):  # its files are what a killed process leaves: copy them
             copy: Checkpointer = self._sqlite_copy(store)
+        elif isinstance(store, RedisCheckpointer):  # its keys are: copy them on the server
+            copy = self._redis_copy(store)
         else:
             copy = self.new_store()
             copy_run(store, copy, self.run_id)
         return Capture([Life(hits=list(hits), ending="crashed")], copy, self.world.capture(), clock)
+
+    def _redis_copy(self, store: RedisCheckpointer) -> RedisCheckpointer:
+        """The run's keys, copied byte for byte by the server under a new prefix, on the store's own client:
+        one round trip, and no new connection."""
+        copy = RedisCheckpointer(
+            store.client, prefix=f"durableflow-crashtest:{uuid.uuid4().hex[:12]}", lease_ttl=store.lease_ttl
+        )
+        keys = [*_redis_keys(store.prefix, self.run_id), *_redis_keys(copy.prefix, self.run_id)]
+        store.client.register_script(_COPY_RUN)(keys=keys, args=[self.run_id])
+        return copy
 
     def _sqlite_copy(self, store: SQLiteCheckpointer) -> SQLiteCheckpointer:
         self._stores += 1
@@ -383,7 +438,7 @@ class Exploration:
         try:
             for index in range(len(crashes) + 1):
                 target = crashes[index] if index < len(crashes) else None
-                life = self.live(store, target, first=index == 0)
+                life = self.live_here(store, target, first=index == 0)
                 lives.append(life)
                 if life.ending != "crashed":
                     break
@@ -391,24 +446,13 @@ class Exploration:
         finally:
             store.close()
 
-    def live(self, store: Checkpointer, target: str | None, first: bool, capture: set[str] | None = set()) -> Life:  # noqa: B006 - never mutated
-        """One life: in a forked child in kill mode (which ``capture``s at those points, ``None``: all)."""
-        if self.settings.mode == "kill":
-            from ._kill import live_in_child
-
-            return live_in_child(self, store, first, capture)
-        return self.live_here(store, target, first)
-
     def live_here(self, store: Checkpointer, target: str | None, first: bool) -> Life:
         """A life in this process: the crash is a ``Crash`` raised at the target point."""
-        life = Life()
-        hits = life.hits
-        counts: dict[str, int] = {}
+        hits = Hits()
+        life = Life(hits=hits.list)
 
         def listener(point: str) -> None:
-            count = counts[point] = counts.get(point, 0) + 1
-            hit = f"{point}#{count}"
-            hits.append(hit)
+            hit = hits.hit(point)
             if hit == target:
                 raise Crash(hit)
 
@@ -420,7 +464,7 @@ class Exploration:
             life.ending = "crashed"
             self._kill_engine(crash)
         except TimeoutError:
-            life.ending = "hang"
+            life.ending, life.error = "hang", overstayed(self.settings.hang_after)
         except NeedsInput as exc:
             life.ending, life.error = "input", str(exc)
         except ResumeFailed as exc:
@@ -502,16 +546,18 @@ class Exploration:
             shutil.copyfile(self._dir / "empty.db", path)
             return SQLiteCheckpointer(path)
         if store == "fakeredis":
-            if self._store_world is None:
+            if self._store_client is None:
                 self._store_world = FakeWorld(shared=self.settings.mode == "kill")
-            return RedisCheckpointer(self._store_world.redis_client(), prefix=f"durableflow-crashtest:{self._stores}")
+                self._store_client = self._store_world.redis_client()
+            return RedisCheckpointer(self._store_client, prefix=f"durableflow-crashtest:{self._stores}")
         if store.startswith(("redis://", "rediss://", "unix://")):
             return RedisCheckpointer(store, prefix=f"durableflow-crashtest:{uuid.uuid4().hex[:12]}")
         raise ValueError(f"unknown store {store!r}: use memory, sqlite, fakeredis, a redis:// URL or a factory")
 
     def final(self, store: Checkpointer, lives: list[Life]) -> Final:
         stored = lives[-1].stored or self.stored(store)
-        return Final(**stored, world=self.world_snapshot(lives))
+        effects, windows = count_effects(lives)
+        return Final(**stored, world=self.world.snapshot(), effects=effects, windows=windows)
 
     def stored(self, store: Checkpointer) -> dict[str, Any]:
         """The run's status, result, error and state as its records hold them (plain JSON data)."""
@@ -521,13 +567,6 @@ class Exploration:
             return {"status": "missing", "result": None, "error": None, "state": {}}
         status, result, error = outcome(doc)
         return {"status": status, "result": result, "error": error, "state": doc["state"]}
-
-    def world_snapshot(self, lives: list[Life]) -> dict[str, Any]:
-        snapshot = self.world.snapshot()
-        runs, _ = count_effects(lives)
-        if runs:
-            snapshot["effects"] = dict(runs)
-        return snapshot
 
 
 def copy_run(source: Checkpointer, target: Checkpointer, run_id: str) -> None:
@@ -545,6 +584,24 @@ def copy_run(source: Checkpointer, target: Checkpointer, run_id: str) -> None:
         target.release(run_id, holder)
 
 
+def _redis_keys(prefix: str, run_id: str) -> list[str]:
+    """A run's keys in a ``RedisCheckpointer`` (see ``durableflow._redis``): its metadata, its records, the index."""
+    return [f"{prefix}:run:{{{run_id}}}", f"{prefix}:records:{{{run_id}}}", f"{prefix}:runs"]
+
+
+_COPY_RUN = """
+local run = redis.call('DUMP', KEYS[1])
+if not run then return 0 end
+redis.call('RESTORE', KEYS[4], 0, run)
+local records = redis.call('DUMP', KEYS[2])
+if records then redis.call('RESTORE', KEYS[5], 0, records) end
+local created = redis.call('ZSCORE', KEYS[3], ARGV[1])
+if created then redis.call('ZADD', KEYS[6], created, ARGV[1]) end
+return 1
+"""
+"""Copy run ARGV[1]'s keys (KEYS 1-3) to another prefix's (KEYS 4-6), atomically; nothing if it is not stored."""
+
+
 def _is_redis(annotation: object) -> bool:
     module = getattr(annotation, "__module__", "") or ""
     return isinstance(annotation, type) and module.split(".")[0] == "redis"
@@ -553,29 +610,38 @@ def _is_redis(annotation: object) -> bool:
 def count_effects(lives: list[Life]) -> tuple[Counter[str], Counter[str]]:
     """How often each effect's function ran, and how many crashes fell in its window.
 
-    An effect is open from ``effect.K.before`` until its record is durable
-    (the next ``checkpoint.write.after``); a crash while it is open may run
+    Effect ``K`` is open from ``effect.K.before`` until ``effect.K.after``,
+    which comes once its record is durable; a crash while it is open may run
     its function once more, which its idempotency key exists to absorb.
+    Effects under other keys may open and close in between (concurrent steps).
     """
     runs: Counter[str] = Counter()
     windows: Counter[str] = Counter()
     for life in lives:
-        hits = life.hits[:-1] if life.ending == "crashed" else life.hits
-        open_effects: list[str] = []
-        for hit in hits:
-            point = hit.rpartition("#")[0]
-            if point.startswith("effect.") and point.endswith(".before"):
-                key = point[len("effect.") : -len(".before")]
+        crashed = life.ending == "crashed"
+        open_effects: set[str] = set()
+        for hit in life.hits[:-1] if crashed else life.hits:
+            key, phase = _effect_of(hit)
+            if phase == "before":
                 runs[key] += 1
-                open_effects.append(key)
-            elif point == "checkpoint.write.after" and open_effects:
-                open_effects.pop()
-        if life.ending == "crashed":
-            crash_point = life.hits[-1].rpartition("#")[0] if life.hits else ""
-            if crash_point == "checkpoint.write.after" and open_effects:
-                open_effects.pop()  # that write made the record durable
+                open_effects.add(key)
+            elif phase == "after":
+                open_effects.discard(key)
+        if crashed:
+            key, phase = _effect_of(life.hits[-1]) if life.hits else ("", "")
+            if phase == "after":
+                open_effects.discard(key)  # its record was durable: the crash came just after
             windows.update(open_effects)
     return runs, windows
+
+
+def _effect_of(hit: str) -> tuple[str, str]:
+    """``("charge", "before")`` for ``effect.charge.before#1``; ``("", "")`` for any other crash point."""
+    point = hit.rpartition("#")[0]
+    if not point.startswith("effect."):
+        return "", ""
+    key, _, phase = point.removeprefix("effect.").rpartition(".")
+    return key, phase
 
 
 def judge(reference: Final, final: Final, lives: list[Life], crashes: list[str]) -> tuple[str | None, str]:
@@ -593,16 +659,13 @@ def judge(reference: Final, final: Final, lives: list[Life], crashes: list[str])
         return "error during resume", _diff(
             {"status": reference.status, "error": reference.error}, {"status": final.status, "error": final.error}
         )
-    runs, windows = count_effects(lives)
-    allowed = Counter(reference.world.get("effects", {}))
-    for key, count in runs.items():
-        if count > allowed[key] + windows[key]:
+    allowed = reference.effects
+    for key, count in final.effects.items():
+        if count > allowed[key] + final.windows[key]:
             return "duplicated effect", f"effect {key!r} ran {count} times; the reference run ran it {allowed[key]}"
-    expected_world = {k: v for k, v in reference.world.items() if k != "effects"}
-    found_world = {k: v for k, v in final.world.items() if k != "effects"}
-    if expected_world != found_world:
-        return _world_kind(expected_world, found_world), _diff(
-            _world_entries(expected_world), _world_entries(found_world)
+    if reference.world != final.world:
+        return _world_kind(reference.world, final.world), _diff(
+            _world_entries(reference.world), _world_entries(final.world)
         )
     if final.result != reference.result:
         return "divergent result", _diff(reference.result, final.result, "result")

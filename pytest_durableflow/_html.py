@@ -9,18 +9,14 @@ cell links to its diff and the line that re-runs it.
 from __future__ import annotations
 
 from html import escape
-from typing import Any
 
-_COLOURS = {
-    None: "#2e7d32",
-    "lost work": "#c62828",
-    "duplicated effect": "#ad1457",
-    "divergent result": "#ef6c00",
-    "divergent state": "#f9a825",
-    "hang": "#4527a0",
-    "error during resume": "#37474f",
-    "unreached": "#78909c",
-}
+from ._report import KINDS, ExplorationSummary, ScenarioSummary
+
+_KIND_COLOURS = ("#c62828", "#ad1457", "#ef6c00", "#f9a825", "#4527a0", "#37474f", "#78909c")
+"""One per failure kind, in ``KINDS`` order: reds for lost and duplicated work, through to grey for unreached."""
+
+_COLOURS: dict[str | None, str] = {None: "#2e7d32", **dict(zip(KINDS, _KIND_COLOURS, strict=True))}
+"""Each outcome's colour, passed (``None``) first; the legend lists them in this order."""
 
 _STYLE = """
 body { font: 14px/1.4 system-ui, sans-serif; margin: 24px; color: #222; }
@@ -42,10 +38,16 @@ code { font: 12px ui-monospace, monospace; background: #f0f0f0; padding: 1px 4px
 """
 
 
-def crash_matrix(explorations: list[dict[str, Any]]) -> str:
-    """The page for every exploration of a session (as ``_fixtures._summary`` records them)."""
+def write_html(explorations: list[ExplorationSummary], path: str) -> None:
+    """Write the crash matrix of ``explorations`` to ``path``."""
+    with open(path, "w", encoding="utf-8") as out:
+        out.write(crash_matrix(explorations))
+
+
+def crash_matrix(explorations: list[ExplorationSummary]) -> str:
+    """The page for every exploration of a session (as ``_report.summary_of`` summarises them)."""
     total = sum(len(e["scenarios"]) for e in explorations)
-    failed = sum(1 for e in explorations for s in e["scenarios"] if s[1])
+    failed = sum(1 for e in explorations for s in e["scenarios"] if s["kind"])
     body = [
         "<h1>durableflow crash matrix</h1>",
         f'<p class="meta">{len(explorations)} explorations, {total} scenarios, {failed} failed</p>',
@@ -69,19 +71,19 @@ def _legend() -> str:
     return f'<p class="legend">{items}</p>'
 
 
-def _exploration(index: int, exploration: dict[str, Any]) -> str:
+def _exploration(index: int, exploration: ExplorationSummary) -> str:
     scenarios = exploration["scenarios"]
-    cells: dict[tuple[str, str], list[Any]] = {}
+    cells: dict[tuple[str, str], ScenarioSummary] = {}
     rows: list[str] = []
     columns: list[str] = [""]
     for scenario in scenarios:
-        first, _, second = scenario[0].partition(">")
+        first, _, second = scenario["id"].partition(">")
         if first not in rows:
             rows.append(first)
         if second not in columns:
             columns.append(second)
         cells[first, second] = scenario
-    failures = [s for s in scenarios if s[1]]
+    failures = [s for s in scenarios if s["kind"]]
     head = "".join(f'<th class="col">{escape(c or "(resume only)")}</th>' for c in columns) if len(columns) > 1 else ""
     lines = [
         f"<h2>{escape(exploration['test'])}</h2>",
@@ -96,7 +98,7 @@ def _exploration(index: int, exploration: dict[str, Any]) -> str:
         lines.append(f'<tr><th class="row">{escape(row)}</th>{tds}</tr>')
     lines.append("</table>")
     for scenario in failures:
-        scenario_id, kind, diff, rerun = scenario[0], scenario[1], scenario[2], scenario[3]
+        scenario_id, kind, diff, rerun = scenario["id"], scenario["kind"] or "", scenario["diff"], scenario["rerun"]
         lines.append(
             f'<div class="failure" id="{_anchor(index, scenario_id)}">'
             f"<b>{escape(scenario_id)}</b> &mdash; {escape(kind)}"
@@ -105,10 +107,10 @@ def _exploration(index: int, exploration: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def _cell(index: int, scenario: list[Any] | None) -> str:
+def _cell(index: int, scenario: ScenarioSummary | None) -> str:
     if scenario is None:
         return '<td class="none"></td>'
-    scenario_id, kind = scenario[0], scenario[1]
+    scenario_id, kind = scenario["id"], scenario["kind"]
     title = escape(f"{scenario_id}: {kind or 'passed'}")
     colour = _COLOURS.get(kind, "#000")
     link = f'<a href="#{_anchor(index, scenario_id)}"></a>' if kind else ""

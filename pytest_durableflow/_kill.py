@@ -13,6 +13,7 @@ its end how the run stands in its store.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gc
 import json
 import os
@@ -23,7 +24,7 @@ from typing import TYPE_CHECKING
 from durableflow import _crashpoints, get_clock
 
 from ._clock import FrozenClock, real_monotonic
-from ._harness import Life, NeedsInput, ResumeFailed
+from ._harness import Hits, Life, NeedsInput, ResumeFailed, overstayed
 
 if TYPE_CHECKING:
     from durableflow import Checkpointer
@@ -35,24 +36,12 @@ def live_in_child(exploration: Exploration, store: Checkpointer, first: bool, ca
     """Live one life in a forked child, capturing at the points in ``capture`` (``None``: every point)."""
     report_read, report_write = os.pipe()
     go_read, go_write = os.pipe()
-    # A child that collects garbage touches every inherited object and copies its page: keep the
-    # parent's objects out of the collector's sight, and let the short-lived child never collect.
-    gc.freeze()
-    loop = asyncio.new_event_loop()  # built here, where its pages are not the child's to copy
-    pid = os.fork()
-    if pid == 0:  # pragma: no cover - measured through the parent's report
-        gc.disable()
-        os.close(report_read)
-        os.close(go_write)
-        try:
-            _child(exploration, store, first, capture, report_write, go_read, loop)
-        finally:
-            os._exit(0)  # no atexit, no pytest teardown: the child only ever lives this one life
-    gc.unfreeze()
-    loop.close()  # the parent's copy only: the child keeps its own descriptors
-    os.close(report_write)
-    os.close(go_read)
     try:
+        try:
+            pid = _fork(exploration, store, first, capture, (report_read, report_write), (go_read, go_write))
+        finally:
+            os.close(report_write)  # the child's ends: it keeps its own copies
+            os.close(go_read)
         life = _follow(exploration, store, pid, report_read, go_write)
     finally:
         os.close(report_read)
@@ -63,10 +52,60 @@ def live_in_child(exploration: Exploration, store: Checkpointer, first: bool, ca
     return life
 
 
+def _fork(
+    exploration: Exploration,
+    store: Checkpointer,
+    first: bool,
+    capture: set[str] | None,
+    reports: tuple[int, int],
+    go: tuple[int, int],
+) -> int:
+    """Fork the child that lives the life, reporting on ``reports`` and waiting on ``go``; return its pid."""
+    # A child that collects garbage touches every inherited object and copies its page: keep the
+    # parent's objects out of the collector's sight, and let the short-lived child never collect.
+    gc.freeze()
+    try:
+        loop = asyncio.new_event_loop()  # built here, where its pages are not the child's to copy
+        try:
+            pid = os.fork()
+            if pid == 0:  # pragma: no cover - measured through the parent's report
+                gc.disable()
+                os.close(reports[0])
+                os.close(go[1])
+                try:
+                    _child(exploration, store, first, capture, reports[1], go[0], loop)
+                finally:
+                    os._exit(0)  # no atexit, no pytest teardown: the child only ever lives this one life
+        finally:
+            loop.close()  # the parent's copy only: the child keeps its own descriptors
+    finally:
+        gc.unfreeze()
+    return pid
+
+
 def _follow(exploration: Exploration, store: Checkpointer, pid: int, reports: int, go: int) -> Life:
-    """Read the child's reports as they come, capturing where it waits, until it exits or overstays."""
+    """Read the child's reports as they come, capturing where it waits, until it exits or overstays.
+
+    Whatever goes wrong here (a fake that cannot be copied, Ctrl-C) kills the
+    child first: it must not go on unsupervised.
+    """
     life = Life(ending="error", error="the process died before it finished (os._exit or a signal in the workflow?)")
-    give_up = real_monotonic() + exploration.settings.hang_after
+    try:
+        _supervise(life, exploration, store, pid, reports, go)
+    except BaseException:
+        with contextlib.suppress(ProcessLookupError, ChildProcessError):
+            os.kill(pid, signal.SIGKILL)
+            os.waitpid(pid, 0)
+        for capture in life.captures.values():  # nobody will resume from them
+            capture.store.close()
+        raise
+    return life
+
+
+def _supervise(life: Life, exploration: Exploration, store: Checkpointer, pid: int, reports: int, go: int) -> None:
+    """Fill in ``life`` from the child's reports; only the child's own time counts against the hang bound."""
+    bound = exploration.settings.hang_after
+    give_up = real_monotonic() + bound
     pending = b""
     while True:
         ready, _, _ = select.select([reports], [], [], max(0.0, give_up - real_monotonic()))
@@ -74,9 +113,9 @@ def _follow(exploration: Exploration, store: Checkpointer, pid: int, reports: in
         if not chunk:
             if chunk is None:  # overstayed its bound
                 os.kill(pid, signal.SIGKILL)
-                life.ending = "hang"
+                life.ending, life.error = "hang", overstayed(bound)
             os.waitpid(pid, 0)  # reaped, so that its lease counts as held by a dead process
-            return life
+            return
         *lines, pending = (pending + chunk).split(b"\n")
         for line in lines:
             tag, _, rest = line.decode(errors="replace").partition(" ")
@@ -85,8 +124,10 @@ def _follow(exploration: Exploration, store: Checkpointer, pid: int, reports: in
             elif tag == "T":
                 life.clock = float(rest)
             elif tag == "P":  # the child waits at this point until it is captured
+                began = real_monotonic()
                 life.captures[life.hits[-1]] = exploration.capture(store, life.hits, life.clock)
                 os.write(go, b"g")
+                give_up += real_monotonic() - began  # the child stood still meanwhile: not its time
             elif tag == "S":
                 life.stored = json.loads(rest)
             elif tag == "E":
@@ -105,20 +146,20 @@ def _child(
 ) -> None:
     clock = get_clock()
     frozen = isinstance(clock, FrozenClock)
-    counts: dict[str, int] = {}
+    hits = Hits()
 
     def write(line: str) -> None:
         os.write(fd, line.encode() + b"\n")
 
     def listener(point: str) -> None:
-        count = counts[point] = counts.get(point, 0) + 1
-        hit = f"{point}#{count}"
+        hit = hits.hit(point)
         write(f"H {hit}")
         if frozen:
             write(f"T {clock.now()!r}")
         if capture is None or hit in capture:
             write("P")
-            os.read(go, 1)
+            if not os.read(go, 1):  # the parent is gone: nobody would ever read or reap this life
+                os._exit(1)
 
     asyncio.events._set_running_loop(None)  # forked from inside a running loop, perhaps
     try:

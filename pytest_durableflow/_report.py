@@ -1,9 +1,10 @@
-"""What a crash exploration found: one ``Outcome`` per scenario, gathered in a ``Report``."""
+"""What a crash exploration found: one ``Outcome`` per scenario, gathered in a ``Report``, and the
+plain-data summary of a report that the terminal summary, the HTML matrix and the CLI read."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypedDict
 
 KINDS = (
     "lost work",
@@ -94,3 +95,64 @@ class Report:
             if outcome.rerun:
                 lines.append(f"    re-run: {outcome.rerun}")
         return "\n".join(lines)
+
+
+class ScenarioSummary(TypedDict):
+    """One scenario of an ``ExplorationSummary``."""
+
+    id: str
+    kind: str | None
+    """``None`` when the scenario passed."""
+    diff: str
+    rerun: str
+    seconds: float
+
+
+class ExplorationSummary(TypedDict):
+    """An exploration as plain data: it crosses from xdist workers to the controller as a user property."""
+
+    test: str
+    workflow: str
+    mode: str
+    depth: int
+    seed: int
+    space: int
+    seconds: float
+    scenarios: list[ScenarioSummary]
+
+
+def summary_of(test: str, report: Report) -> ExplorationSummary:
+    """The summary of ``report``, an exploration that ``test`` (a node id, or a command line) ran."""
+    return {
+        "test": test,
+        "workflow": report.workflow,
+        "mode": report.mode,
+        "depth": report.depth,
+        "seed": report.seed,
+        "space": report.space,
+        "seconds": report.seconds,
+        "scenarios": [
+            {"id": o.id, "kind": o.kind, "diff": o.diff, "rerun": o.rerun, "seconds": o.seconds}
+            for o in report.scenarios
+        ],
+    }
+
+
+def summary_lines(explorations: list[ExplorationSummary], seed: int) -> list[str]:
+    """The session's terminal summary: one line for the session, one per exploration, slowest first (at most ten)."""
+    scenarios = sum(len(e["scenarios"]) for e in explorations)
+    failed = sum(1 for e in explorations for s in e["scenarios"] if s["kind"])
+    lines = [
+        f"{len(explorations)} explorations, {scenarios} scenarios, {failed} failed (session seed {seed})",
+    ]
+    width = max(len(e["test"]) for e in explorations)
+    for exploration in sorted(explorations, key=lambda e: -e["seconds"])[:10]:
+        count = len(exploration["scenarios"])
+        bad = sum(1 for s in exploration["scenarios"] if s["kind"])
+        slowest = max(exploration["scenarios"], key=lambda s: s["seconds"], default=None)
+        slow = f", slowest {slowest['id']} {slowest['seconds'] * 1000:.0f}ms" if slowest else ""
+        lines.append(
+            f"  {exploration['test']:<{width}}  {exploration['mode']:<9} depth {exploration['depth']}  "
+            f"{count:>5} scenarios  {bad:>4} failed  {exploration['seconds']:6.2f}s{slow}"
+        )
+    return lines

@@ -12,11 +12,13 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import functools
 import inspect
 import json
 import os
 import secrets
 import shutil
+import socket
 import tempfile
 import threading
 from collections import Counter
@@ -44,6 +46,7 @@ class Recorder:
         if not callable(value):
             return value
 
+        @functools.wraps(value)  # keeps the method's signature: ctx.effect reads it for idempotency_key
         def recorded(*args: Any, **kwargs: Any) -> Any:
             self._journal(_call_text(f"{self._name}.{attribute}", args, kwargs))
             return value(*args, **kwargs)
@@ -55,6 +58,30 @@ class Recorder:
 
     def __dir__(self) -> list[str]:  # a manager's proxy exposes the methods dir() lists
         return dir(self._target)
+
+
+class _Signed:
+    """A forked life's proxy to a fake that lives in the parent, showing the fake's own method signatures.
+
+    A manager's proxy methods take ``*args, **kwargs``; ``ctx.effect`` reads a
+    function's signature to decide whether to hand it ``idempotency_key``.
+    """
+
+    def __init__(self, proxy: Any, template: Any) -> None:
+        self._proxy = proxy
+        self._template = template  # this process's copy of the fake: for its signatures only
+
+    def __getattr__(self, attribute: str) -> Any:
+        method = getattr(self._proxy, attribute)
+        original = getattr(self._template, attribute, None)
+        if not callable(original):
+            return method
+
+        @functools.wraps(original)
+        def call(*args: Any, **kwargs: Any) -> Any:
+            return method(*args, **kwargs)
+
+        return call
 
 
 def _call_text(name: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> str:
@@ -75,6 +102,8 @@ class FakeRedisFor:
         self._asyncio = asyncio
 
     def __call__(self) -> Any:
+        """A resource whose factory is the Redis class itself (``Resource(redis.Redis)``) matches this
+        override as its factory, not its type, so ``durableflow`` calls it instead of ``for_resource``."""
         return self._world.redis_client(asyncio=self._asyncio)
 
     def for_resource(self, factory: Callable[[], Any]) -> Callable[[], Any]:
@@ -107,11 +136,15 @@ class FakeWorld:
         self._clients: dict[int, Any] = {}
         self._overrides: dict[object, Any] | None = None
         if shared:  # start serving now: forked lives must find the world in the parent
-            self.overrides()
-            if redis:
-                self.redis_server  # noqa: B018
-            if self.fakes:
-                self._serve_fakes()
+            try:
+                self.overrides()
+                if redis:
+                    self.redis_server  # noqa: B018
+                if self.fakes:
+                    self._serve_fakes()
+            except BaseException:
+                self.close()  # a server already started would outlive a world nobody can close
+                raise
 
     # -- redis -----------------------------------------------------------------------
 
@@ -124,7 +157,7 @@ class FakeWorld:
             except ImportError:
                 raise ImportError("the fake world needs fakeredis: pip install 'durableflow[pytest]'") from None
             if self._shared:
-                self._tcp_server = fakeredis.TcpFakeServer(("127.0.0.1", 0), server_type="redis")
+                self._tcp_server = _tcp_server(fakeredis)
                 threading.Thread(target=self._tcp_server.serve_forever, args=(0.05,), daemon=True).start()
                 self._server = self._tcp_server.fake_server
             else:
@@ -178,7 +211,7 @@ class FakeWorld:
                 registry, address, authkey = self._registry
                 self._registry_client = registry(address=address, authkey=authkey)
                 self._registry_client.connect()
-            return self._registry_client.fake(self._keys.index(key))
+            return _Signed(self._registry_client.fake(self._keys.index(key)), self._built[key])
         return self._fake_here(key)
 
     def _fake_here(self, key: object) -> Any:
@@ -256,6 +289,8 @@ class FakeWorld:
         with self._lock:
             self._built.clear()
             self._served.clear()
+            if self._registry is not None:  # built now, so that every forked life holds a copy to read signatures from
+                self._built.update((key, factory()) for key, factory in self.fakes.items())
 
     def capture(self) -> dict[str, Any]:
         """The world as it stands: every Redis key dumped byte for byte, a copy of each fake, the calls so far."""
@@ -264,8 +299,17 @@ class FakeWorld:
             for db, client in self._databases()
             for key in client.keys()  # noqa: SIM118 - Redis KEYS, not a dict
         }
+        memo: dict[int, Any] = {}  # one memo for all: fakes that share an object still share its copy
+        fakes = {}
         with self._lock:
-            fakes = copy.deepcopy(self._built)
+            for key, fake in self._built.items():
+                try:
+                    fakes[key] = copy.deepcopy(fake, memo)
+                except Exception as exc:
+                    raise TypeError(
+                        f"kill mode copies your fakes at every crash point, so they must be deep-copyable: copying "
+                        f"the fake for {_name_of(key)} (a {type(fake).__name__}) raised {type(exc).__name__}: {exc}"
+                    ) from exc
         return {"redis": redis, "fakes": fakes, "calls": list(self.calls)}
 
     def restore(self, state: dict[str, Any]) -> None:
@@ -288,6 +332,23 @@ class FakeWorld:
             self._registry_server.listener.close()  # also unlinks its socket
             self._registry = None
             shutil.rmtree(self._socket_dir, ignore_errors=True)
+
+
+def _tcp_server(fakeredis: Any) -> Any:
+    """A fakeredis server on a loopback port that answers without Nagle's delay.
+
+    It writes each reply of a pipeline (or of MULTI/EXEC) as a small write of
+    its own; with Nagle, every one after the first waits for the client's
+    delayed ACK, 40 ms a round trip instead of a tenth of one.
+    """
+
+    class Server(fakeredis.TcpFakeServer):  # type: ignore[misc]
+        def get_request(self) -> tuple[socket.socket, Any]:
+            connection, address = super().get_request()
+            connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            return connection, address
+
+    return Server(("127.0.0.1", 0), server_type="redis")
 
 
 def _template(factory: Callable[[], Any]) -> Any:

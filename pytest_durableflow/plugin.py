@@ -9,7 +9,7 @@ from __future__ import annotations
 import hashlib
 import random
 from collections.abc import Iterator
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 import pytest
 
@@ -18,6 +18,7 @@ if TYPE_CHECKING:
 
     from ._clock import FrozenClock
     from ._fixtures import CrashHarness, FakeResources
+    from ._report import ExplorationSummary
 
 _OPTIONS = (
     # name, type, choices, default, help
@@ -115,20 +116,23 @@ class _Explorations:
 
     def __init__(self, config: pytest.Config) -> None:
         self.config = config
-        self.reports: list[dict[str, Any]] = []
+        self.reports: list[ExplorationSummary] = []
 
     @pytest.hookimpl
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
         if report.when == "call":
             self.reports += [
-                value for name, value in report.user_properties if name == "durableflow" and isinstance(value, dict)
+                cast("ExplorationSummary", value)  # what CrashHarness.explore adds, after xdist's round trip
+                for name, value in report.user_properties
+                if name == "durableflow" and isinstance(value, dict)
             ]
 
     @pytest.hookimpl
     def pytest_terminal_summary(self, terminalreporter: Any) -> None:
         if not self.reports or hasattr(self.config, "workerinput"):
             return
-        from ._summary import summary_lines, write_html
+        from ._html import write_html
+        from ._report import summary_lines
 
         terminalreporter.write_sep("=", "durableflow crash exploration")
         for line in summary_lines(self.reports, option(self.config, "seed")):

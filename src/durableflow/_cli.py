@@ -1,24 +1,18 @@
 """The ``durableflow`` command: start, resume and inspect durable runs from a shell.
 
-Exit codes, for scripts:
-
-    0  success (the run completed)
-    1  the run failed, was cancelled or timed out
-    2  usage error: bad arguments or JSON, module or attribute not found, not a Workflow
-    3  run not found
-    4  run is leased by another worker
-    5  stored run cannot be loaded (corrupt, or no longer fits the code)
-    6  store unavailable
+Its exit codes, for scripts, are ``EXIT_CODES`` below; ``durableflow --help`` lists them.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import datetime
 import importlib
 import json
 import os
+import shlex
 import sys
 import traceback
 from collections.abc import Callable, Iterator, Sequence
@@ -28,6 +22,7 @@ from pydantic import BaseModel, ValidationError
 
 from ._checkpointer import Checkpointer, Record, RunInfo, open_checkpointer
 from ._errors import (
+    DurableflowError,
     RunExistsError,
     RunLeaseError,
     RunNotFoundError,
@@ -37,7 +32,7 @@ from ._errors import (
     WorkflowTimeoutError,
     WorkflowValidationError,
 )
-from ._events import HumanResponseEvent
+from ._events import HumanResponseEvent, InputRequiredEvent
 from ._graph import graph_of
 from ._handler import WorkflowHandler
 from ._snapshot import unframe
@@ -48,26 +43,6 @@ if TYPE_CHECKING:
     from rich.table import Table
 
 DEFAULT_STORE = "sqlite:///durableflow.db"
-
-_EXIT_CODES = """\
-exit codes:
-  0  success (the run completed)
-  1  the run failed, was cancelled or timed out
-  2  usage error: bad arguments or JSON, module or attribute not found, not a Workflow
-  3  run not found
-  4  run is leased by another worker
-  5  stored run cannot be loaded (corrupt, or no longer fits the code)
-  6  store unavailable
-"""
-
-# Checked in order: the first class that matches gives the exit code.
-_ERROR_CODES: tuple[tuple[type[Exception], int], ...] = (
-    (RunExistsError, 2),
-    (RunNotFoundError, 3),
-    (RunLeaseError, 4),
-    (SnapshotError, 5),
-    (StoreUnavailableError, 6),
-)
 
 
 class UsageError(Exception):
@@ -80,6 +55,31 @@ class RunEnded(Exception):
     def __init__(self, run_id: str, store: str, cause: BaseException) -> None:
         super().__init__(str(cause))
         self.run_id, self.store, self.cause = run_id, store, cause
+
+
+class WaitsForInput(Exception):
+    """The run asks for human input and no ``--respond`` answers it: exit 7. Its last checkpoint holds the request."""
+
+    def __init__(self, run_id: str, store: str, request: InputRequiredEvent) -> None:
+        super().__init__(f"run {run_id} waits for input")
+        self.run_id, self.store, self.request = run_id, store, request
+
+
+# The one table of exit codes: ``--help`` prints it, and an error of a listed class ends the command with its
+# code (the first row whose class matches). A store error raised while a run is driven is the store's, not the run's.
+EXIT_CODES: tuple[tuple[int, str, type[BaseException] | None], ...] = (
+    (0, "success: the run completed (crashtest: every scenario passed)", None),
+    (1, "the run failed, was cancelled or timed out (crashtest: a scenario failed)", RunEnded),
+    (2, "usage error: bad arguments or JSON, module or attribute not found, not a Workflow, run id taken", UsageError),
+    (3, "run not found", RunNotFoundError),
+    (4, "run is leased by another worker", RunLeaseError),
+    (5, "stored run cannot be loaded (corrupt, or no longer fits the code)", SnapshotError),
+    (6, "store unavailable", StoreUnavailableError),
+    (7, "the run waits for input: `durableflow resume RUN_ID --respond JSON` answers it", WaitsForInput),
+    (130, "interrupted (Ctrl-C): the run keeps its last checkpoint", KeyboardInterrupt),
+)
+
+_EPILOG = "exit codes:\n" + "".join(f"  {code:>3}  {meaning}\n" for code, meaning, _ in EXIT_CODES)
 
 
 # -- the command line --------------------------------------------------------------------
@@ -95,24 +95,22 @@ def main(argv: Sequence[str] | None = None) -> int:
     command: Callable[[argparse.Namespace], int] = args.command
     try:
         return command(args)
-    except UsageError as exc:
-        return _fail(2, str(exc))
-    except RunEnded as exc:
-        return _fail(1, f"run {exc.run_id} {_ending(exc.cause)}", _resume_hint(exc))
-    except KeyboardInterrupt:
-        return _fail(130, "interrupted: the run keeps its last checkpoint; `durableflow resume RUN_ID` continues it")
-    except Exception as exc:
+    except (Exception, KeyboardInterrupt) as exc:
         code = _exit_code(exc)
         if code is None:
             raise
-        return _fail(code, _describe_error(exc))
+        if isinstance(exc, WaitsForInput):
+            print(_as_json(exc.request))  # after the run id, where the result would be: what the run asks
+        for line in _explain(exc, crashtest=command is _crashtest):
+            print(line, file=sys.stderr)
+        return code
 
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="durableflow",
         description="Start, resume and inspect durable workflow runs.",
-        epilog=_EXIT_CODES,
+        epilog=_EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     store = argparse.ArgumentParser(add_help=False)
@@ -124,7 +122,7 @@ def _parser() -> argparse.ArgumentParser:
 
     def add(name: str, handler: Callable[[argparse.Namespace], int], summary: str) -> argparse.ArgumentParser:
         sub = commands.add_parser(
-            name, parents=[store], help=summary, description=summary, epilog=_EXIT_CODES,
+            name, parents=[store], help=summary, description=summary, epilog=_EPILOG,
             formatter_class=argparse.RawDescriptionHelpFormatter,
         )  # fmt: skip
         sub.set_defaults(command=handler)
@@ -134,6 +132,7 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("target", metavar="MODULE:Workflow", help="a Workflow subclass or a zero-argument factory")
     run.add_argument("--input", default="{}", metavar="JSON", help="the start event's fields, a JSON object")
     run.add_argument("--run-id", metavar="ID", help="the new run's id (default: a random one)")
+    _add_respond(run)
 
     resume = add("resume", _resume, "continue a stored run (a completed one just prints its result)")
     resume.add_argument("run_id", metavar="RUN_ID")
@@ -146,6 +145,7 @@ def _parser() -> argparse.ArgumentParser:
         "--wait", type=_seconds, default=0.0, metavar="SECONDS",
         help="wait this long for another worker's lease to end (default: fail at once)",
     )  # fmt: skip
+    _add_respond(resume)
 
     runs = add("runs", _runs, "list the stored runs, newest first")
     runs.add_argument("--limit", type=_positive_int, default=20, metavar="N", help="show at most N runs (default 20)")
@@ -157,7 +157,7 @@ def _parser() -> argparse.ArgumentParser:
         "crashtest", help="kill a run at every crash point, resume it, and check it ends like an uninterrupted one",
         description="Kill a run at every crash point, resume it, and check it ends like an uninterrupted one. "
         "Redis-typed resources are served by fakeredis. Exit 1 when any scenario fails.",
-        epilog=_EXIT_CODES, formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog=_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter,
     )  # fmt: skip
     crashtest.set_defaults(command=_crashtest)
     crashtest.add_argument("target", metavar="MODULE:Workflow", help="a Workflow subclass or a zero-argument factory")
@@ -181,12 +181,17 @@ def _parser() -> argparse.ArgumentParser:
         "--hang-after", type=_seconds, default=5.0, metavar="SECONDS",
         help="bound on one life of the run",
     )  # fmt: skip
-    crashtest.add_argument(
-        "--respond", metavar="JSON",
-        help="answer every input request with a HumanResponseEvent of these fields, like '{\"response\": \"yes\"}'",
-    )  # fmt: skip
+    _add_respond(crashtest)
     crashtest.add_argument("--report", metavar="PATH", help="also write the crash matrix as an HTML page")
     return parser
+
+
+def _add_respond(command: argparse.ArgumentParser) -> None:
+    command.add_argument(
+        "--respond", metavar="JSON",
+        help="answer every input request with a HumanResponseEvent of these fields, like '{\"response\": \"yes\"}' "
+        "(without it, a run that asks for input exits 7)",
+    )  # fmt: skip
 
 
 def _seconds(text: str) -> float:
@@ -208,6 +213,7 @@ def _positive_int(text: str) -> int:
 
 def _run(args: argparse.Namespace) -> int:
     fields = _input_fields(args.input)
+    answer = _answer(args.respond)
     checkpointer = _open_store(args.store)
     try:
         workflow = _load_workflow(args.target, checkpointer)
@@ -217,7 +223,16 @@ def _run(args: argparse.Namespace) -> int:
         except ValidationError as exc:
             problems = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'input'}: {e['msg']}" for e in exc.errors())
             raise UsageError(f"--input does not fit {start_type.__name__}: {problems}") from None
-        result = _drive(lambda: workflow.run(run_id=args.run_id, start_event=start), args.store)
+
+        def start_run() -> WorkflowHandler:
+            try:
+                return workflow.run(run_id=args.run_id, start_event=start)
+            except RunExistsError as exc:
+                raise UsageError(
+                    f"run {exc.run_id} already exists; `durableflow resume {exc.run_id}` continues it"
+                ) from None
+
+        result = _drive(start_run, args.store, checkpointer, answer)
     finally:
         checkpointer.close()
     print(_as_json(result))
@@ -225,6 +240,7 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def _resume(args: argparse.Namespace) -> int:
+    answer = _answer(args.respond)
     checkpointer = _open_store(args.store, must_exist=args.run_id)
     try:
         target = args.workflow or checkpointer.info(args.run_id).workflow
@@ -236,7 +252,7 @@ def _resume(args: argparse.Namespace) -> int:
             raise UsageError(
                 f"{exc}\n(that is the workflow stored with the run; --workflow MODULE:Workflow picks another)"
             ) from None
-        result = _drive(lambda: workflow.resume(args.run_id, wait=args.wait), args.store)
+        result = _drive(lambda: workflow.resume(args.run_id, wait=args.wait), args.store, checkpointer, answer)
     finally:
         checkpointer.close()
     print(_as_json(result))
@@ -291,7 +307,9 @@ def _show(args: argparse.Namespace) -> int:
         table.add_row(seq, kind, Text(at), Text(changes, style="" if ok else "red"))
     console.print(table)
     if broken:
-        return _fail(5, f"{broken} stored record(s) of run {args.run_id} cannot be decoded, so it cannot be resumed")
+        raise SnapshotError(
+            f"{broken} stored record(s) of run {args.run_id} cannot be decoded, so it cannot be resumed"
+        )
     return 0
 
 
@@ -302,14 +320,10 @@ def _crashtest(args: argparse.Namespace) -> int:
     fields = _input_fields(args.input)
     factory = _workflow_factory(args.target)
     store = "sqlite" if args.store.startswith("sqlite") else args.store
+    answer = _answer(args.respond)
     respond = None
-    if args.respond is not None:
-        answer = _input_fields(args.respond, "--respond")
+    if answer is not None:
         respond = lambda request: HumanResponseEvent(**answer)  # noqa: E731 - the same answer to every request
-    rerun = (
-        f"durableflow crashtest {args.target} --input '{args.input}' --mode {args.mode} "
-        f"--store {args.store} --scenario '{{id}}'"
-    )
     console = _console()
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
@@ -323,21 +337,38 @@ def _crashtest(args: argparse.Namespace) -> int:
         try:
             report = explore(
                 factory, fields, depth=args.depth, mode=args.mode, seed=args.seed, max_scenarios=args.max_scenarios,
-                store=store, only=args.scenario, hang_after=args.hang_after, rerun=rerun, on_scenario=advance,
-                respond=respond,
+                store=store, only=args.scenario, hang_after=args.hang_after, on_scenario=advance, respond=respond,
             )  # fmt: skip
         except (ValidationError, ValueError) as exc:
             raise UsageError(f"cannot explore {args.target}: {exc}") from None
         except AssertionError as exc:  # the uninterrupted reference run did not finish
-            return _fail(1, str(exc), "a run that asks for input needs --respond" if "input" in str(exc) else None)
+            if "did not finish (input)" in str(exc):  # it asked for input: the harness's words for that ending
+                return _fail(
+                    _code_of(WaitsForInput), str(exc), "answer its requests with --respond JSON, like --respond "
+                    + shlex.quote('{"response": "yes"}'),
+                )  # fmt: skip
+            return _fail(1, str(exc))
+    for outcome in report.failures:
+        outcome.rerun = _rerun_line(args, outcome.id)
     _print_matrix(console, report)
     if args.report:
-        from pytest_durableflow._fixtures import summary_of
-        from pytest_durableflow._summary import write_html
+        from pytest_durableflow._html import write_html
+        from pytest_durableflow._report import summary_of
 
         write_html([summary_of(f"durableflow crashtest {args.target}", report)], args.report)
         console.print(f"crash matrix written to {args.report}")
     return 0 if report.ok else 1
+
+
+def _rerun_line(args: argparse.Namespace, scenario: str) -> str:
+    """The command that replays just ``scenario`` as this one ran it, quoted for a POSIX shell."""
+    argv = ["durableflow", "crashtest", args.target, "--input", args.input]
+    if args.respond is not None:
+        argv += ["--respond", args.respond]
+    if ">" in scenario:
+        argv += ["--depth", "2"]  # kill mode reaches a crash during the resume only when exploring depth 2
+    argv += ["--mode", args.mode, "--store", args.store, "--hang-after", str(args.hang_after), "--scenario", scenario]
+    return shlex.join(argv)
 
 
 def _print_matrix(console: Console, report: Any) -> None:
@@ -366,7 +397,7 @@ def _print_matrix(console: Console, report: Any) -> None:
     for outcome in report.failures:
         console.print(Text(f"\n{outcome.id}: {outcome.kind}", style="bold red"))
         console.print(Text(outcome.diff))
-        console.print(Text(f"re-run: {outcome.rerun}", style="dim"))
+        console.print(Text(f"re-run: {outcome.rerun}", style="dim"), soft_wrap=True)  # one line, to copy whole
     console.print(Text(report.summary(), style="bold " + ("green" if report.ok else "red")))
 
 
@@ -435,20 +466,73 @@ def _workflow_factory(target: str) -> Callable[[], Workflow]:
     return found  # type: ignore[no-any-return]
 
 
-def _drive(start: Callable[[], WorkflowHandler], store: str) -> Any:
-    """Start (or resume) a run, print its id at once so a killed run can be resumed, and wait for its result."""
+def _answer(respond: str | None) -> dict[str, Any] | None:
+    """The fields of the ``HumanResponseEvent`` that ``--respond`` gives every input request, checked now."""
+    if respond is None:
+        return None
+    fields = _input_fields(respond, "--respond")
+    try:
+        HumanResponseEvent(**fields)
+    except ValidationError as exc:
+        raise UsageError(f"--respond does not make a HumanResponseEvent: {exc}") from None
+    return fields
+
+
+def _drive(
+    start: Callable[[], WorkflowHandler], store: str, checkpointer: Checkpointer, answer: dict[str, Any] | None
+) -> Any:
+    """Start (or resume) a run, print its id at once so a killed run can be resumed, and wait for its result,
+    answering each input request with ``answer``; with none, stop at the first request (``WaitsForInput``)."""
+    owner: str | None = None
 
     async def drive() -> Any:
+        nonlocal owner
         handler = start()
         print(handler.run_id, flush=True)
+        requests = asyncio.ensure_future(_unanswered_request(handler, answer))
+        ended = asyncio.ensure_future(handler)
+        for task in (requests, ended):
+            task.add_done_callback(_retrieved)  # the one that loses the race may hold the run's error too
         try:
-            return await handler
+            # Both, because a resume that gave up waiting for a lease fails the handler but never ends its stream.
+            await asyncio.wait((requests, ended), return_when=asyncio.FIRST_COMPLETED)
+            request = requests.result() if requests.done() else None
+            if request is not None:
+                owner = checkpointer.info(handler.run_id).lease_owner  # this engine's, while it drives the run
+                raise WaitsForInput(handler.run_id, store, request)
+            return await ended
         except Exception as exc:
             if _exit_code(exc) is not None:
-                raise  # the store or the lease failed, not the run
+                raise  # the store or the lease failed, not the run; or the run waits for input
             raise RunEnded(handler.run_id, store, exc) from exc
+        finally:
+            requests.cancel()
 
-    return asyncio.run(drive())
+    try:
+        return asyncio.run(drive())
+    except WaitsForInput as waiting:
+        # The engine stopped with the loop and wrote nothing more; give its lease up so that a resume, from this
+        # process or another host, need not wait for it to expire.
+        if owner is not None:
+            with contextlib.suppress(DurableflowError):
+                checkpointer.release(waiting.run_id, owner)
+        raise
+
+
+async def _unanswered_request(handler: WorkflowHandler, answer: dict[str, Any] | None) -> InputRequiredEvent | None:
+    """Send ``answer`` to every input request the run makes, re-sent ones after a resume included;
+    without an answer, the first request. ``None`` once the run has ended."""
+    async for event in handler.stream_events():
+        if isinstance(event, InputRequiredEvent):
+            if answer is None:
+                return event
+            handler.send_event(HumanResponseEvent(**answer))
+    return None
+
+
+def _retrieved(task: asyncio.Future[Any]) -> None:
+    if not task.cancelled():
+        task.exception()
 
 
 def _open_store(url: str, must_exist: str | None = None) -> Checkpointer:
@@ -610,21 +694,38 @@ def _as_json(value: Any) -> str:
 
 
 def _exit_code(exc: BaseException) -> int | None:
-    for cls, code in _ERROR_CODES:
-        if isinstance(exc, cls):
-            return code
-    return None
+    return next((code for code, _, cls in EXIT_CODES if cls is not None and isinstance(exc, cls)), None)
 
 
-def _describe_error(exc: Exception) -> str:
+def _code_of(error: type[BaseException]) -> int:
+    return next(code for code, _, cls in EXIT_CODES if cls is error)
+
+
+def _explain(exc: BaseException, crashtest: bool = False) -> list[str]:
+    """What to tell on stderr when ``exc`` ends the command: what happened, then what to do about it."""
+    if isinstance(exc, WaitsForInput):
+        if exc.store.startswith("memory://"):
+            return [
+                f"run {exc.run_id} waits for input, and a memory:// store keeps it only in this process;",
+                "answer in the same command with --respond JSON, like --respond " + shlex.quote('{"response": ...}'),
+            ]
+        return [
+            f"run {exc.run_id} waits for input; answer it with:",
+            f"  durableflow resume {exc.run_id}{_store_option(exc.store)} --respond "
+            + shlex.quote('{"response": ...}'),
+        ]
+    if isinstance(exc, RunEnded):
+        return [f"error: run {exc.run_id} {_ending(exc.cause)}", *_resume_hint(exc)]
+    if isinstance(exc, KeyboardInterrupt):
+        if crashtest:
+            return ["error: interrupted"]
+        return ["error: interrupted: the run keeps its last checkpoint; `durableflow resume RUN_ID` continues it"]
     if isinstance(exc, RunLeaseError) and exc.holder:
-        return (
-            f"run {exc.run_id} is leased by worker {exc.holder} until {_when(exc.expires_at)}; "
+        return [
+            f"error: run {exc.run_id} is leased by worker {exc.holder} until {_when(exc.expires_at)}; "
             "try again later, or pass --wait SECONDS"
-        )
-    if isinstance(exc, RunExistsError):
-        return f"run {exc.run_id} already exists; `durableflow resume {exc.run_id}` continues it"
-    return str(exc)
+        ]
+    return [f"error: {exc}"]
 
 
 def _ending(cause: BaseException) -> str:
@@ -635,11 +736,16 @@ def _ending(cause: BaseException) -> str:
     return f"failed: {type(cause).__name__}: {cause}"
 
 
-def _resume_hint(exc: RunEnded) -> str | None:
+def _resume_hint(exc: RunEnded) -> list[str]:
     if isinstance(exc.cause, WorkflowTimeoutError) or exc.store.startswith("memory://"):
-        return None  # past its deadline a resume only times out again; a memory store died with this process
-    store = "" if exc.store == DEFAULT_STORE else f" --store {exc.store}"
-    return f"its last checkpoint is kept: fix the cause, then `durableflow resume {exc.run_id}{store}`"
+        return []  # past its deadline a resume only times out again; a memory store died with this process
+    return [
+        f"its last checkpoint is kept: fix the cause, then `durableflow resume {exc.run_id}{_store_option(exc.store)}`"
+    ]
+
+
+def _store_option(store: str) -> str:
+    return "" if store == DEFAULT_STORE else f" --store {shlex.quote(store)}"
 
 
 def _fail(code: int, message: str, hint: str | None = None) -> int:

@@ -20,7 +20,9 @@ import asyncio
 import os
 from pathlib import Path
 
-from durableflow import Context, Event, StartEvent, StopEvent, Workflow, step
+from durableflow import (
+    Context, Event, HumanResponseEvent, InputRequiredEvent, StartEvent, StopEvent, Workflow, step,
+)
 
 
 class Converted(Event):
@@ -85,6 +87,18 @@ class Orders(Workflow):
     @step
     async def place(self, ev: OrderPlaced) -> StopEvent:
         return StopEvent(result=ev.order_id)
+
+
+class Approval(Workflow):
+    """Asks a human to approve a payout, then pays it or not as they answer."""
+
+    @step
+    async def ask(self, ev: StartEvent) -> InputRequiredEvent:
+        return InputRequiredEvent(question=f"approve {ev.amount}?")
+
+    @step
+    async def decide(self, ev: HumanResponseEvent) -> StopEvent:
+        return StopEvent(result=ev.response)
 
 
 class NotAWorkflow:

@@ -286,19 +286,79 @@ def test_unknown_store_scheme_exits_2(cli: Cli) -> None:
     assert "sqlite:///path" in outcome.err
 
 
+# -- runs that ask for input ----------------------------------------------------------------
+
+ANSWER_HINT = "--respond '{\"response\": ...}'"
+
+
+def test_a_run_that_asks_for_input_exits_7_and_resume_respond_answers_it(cli: Cli) -> None:
+    """`run` stops at an input request: it prints the request, exits 7 and tells how to answer;
+    `resume RUN_ID` asks again, and `resume RUN_ID --respond JSON` answers it and prints the result."""
+    asked = cli("run", "cliflows:Approval", "--input", '{"amount": 5}')
+    assert asked.code == 7, asked.err
+    run_id, request = asked.lines
+    assert json.loads(request) == {"question": "approve 5?"}
+    assert f"durableflow resume {run_id} {ANSWER_HINT}" in asked.err and "Traceback" not in asked.err
+    listed = cli("runs")
+    assert "waiting" in next(line for line in listed.lines if run_id in line)
+
+    asked_again = cli("resume", run_id)
+    assert asked_again.code == 7, asked_again.err
+    assert asked_again.lines == [run_id, request]
+
+    answered = cli("resume", run_id, "--respond", '{"response": "yes"}')
+    assert answered.code == 0, answered.err
+    assert answered.lines == [run_id, '"yes"']
+    assert "completed" in next(line for line in cli("runs").lines if run_id in line)
+
+
+def test_run_with_respond_answers_every_request_in_one_go(cli: Cli) -> None:
+    """`run --respond JSON` answers the run's input request itself and prints the result: exit 0."""
+    outcome = cli("run", "cliflows:Approval", "--input", '{"amount": 5}', "--respond", '{"response": "no"}')
+    assert outcome.code == 0, outcome.err
+    assert json.loads(outcome.lines[1]) == "no"
+
+
+def test_a_waiting_run_in_a_memory_store_says_to_answer_in_the_same_command(cli: Cli) -> None:
+    """With a memory:// store the waiting run dies with the command, so exit 7 points to --respond, not resume."""
+    outcome = cli("run", "cliflows:Approval", "--input", '{"amount": 5}', "--store", "memory://")
+    assert outcome.code == 7
+    assert "--respond" in outcome.err and "durableflow resume" not in outcome.err
+
+
+@pytest.mark.parametrize("given", ["not json", "[1]"])
+def test_bad_respond_json_exits_2_and_starts_nothing(cli: Cli, given: str) -> None:
+    """A `--respond` that is not a JSON object exits 2 before any run starts."""
+    outcome = cli("run", "cliflows:Approval", "--input", '{"amount": 5}', "--respond", given)
+    assert outcome.code == 2 and "--respond" in outcome.err and "JSON" in outcome.err
+    assert not Path("durableflow.db").exists()
+
+
+def test_resume_that_gives_up_waiting_for_a_lease_exits_4_when_the_run_asks_for_input(cli: Cli) -> None:
+    """`resume --wait` of a waiting run another worker holds exits 4 once the wait is over, instead of hanging."""
+    run_id = cli("run", "cliflows:Approval", "--input", '{"amount": 5}').lines[0]
+    SQLiteCheckpointer("durableflow.db").acquire(run_id, "another-host:4242:worker")
+    began = time.monotonic()
+    outcome = cli("resume", run_id, "--wait", "0.3", "--respond", '{"response": "yes"}')
+    assert outcome.code == 4
+    assert time.monotonic() - began < 5
+
+
 # -- help, rich and the harness's subcommand ------------------------------------------------
 
 
 def test_help_documents_every_exit_code(cli: Cli) -> None:
-    """`--help` lists the subcommands, crashtest included, and the exit codes 0 to 6."""
+    """`--help` lists the subcommands, crashtest included, and every exit code: 0 to 7, and 130."""
     outcome = cli("--help")
     assert outcome.code == 0
     for command in ("run", "resume", "runs", "show", "crashtest"):
         assert f"    {command} " in outcome.out or f"    {command}\n" in outcome.out
-    for code, meaning in enumerate(
-        ["success", "failed", "usage error", "run not found", "leased", "cannot be loaded", "store unavailable"]
-    ):
-        assert any(line.strip().startswith(str(code)) and meaning in line for line in outcome.lines), meaning
+    meanings = {
+        0: "success", 1: "failed", 2: "usage error", 3: "run not found", 4: "leased", 5: "cannot be loaded",
+        6: "store unavailable", 7: "waits for input", 130: "interrupted",
+    }  # fmt: skip
+    for code, meaning in meanings.items():
+        assert any(line.split()[:1] == [str(code)] and meaning in line for line in outcome.lines), meaning
 
 
 @pytest.fixture

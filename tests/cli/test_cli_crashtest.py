@@ -102,26 +102,83 @@ def test_an_unknown_workflow_is_a_usage_error(cli: Cli, ledger: Path) -> None:
     assert cli("crashtest", "ledger:Nothing", "--input", "{}").code == 2
 
 
-APPROVAL = '''
-from durableflow import HumanResponseEvent, InputRequiredEvent, StartEvent, StopEvent, Workflow, step
+def reruns(out: str) -> list[list[str]]:
+    """The re-run lines a crashtest printed, split as a POSIX shell splits them."""
+    return [shlex.split(line.removeprefix("re-run: ")) for line in out.splitlines() if line.startswith("re-run: ")]
 
 
-class Approval(Workflow):
-    @step
-    async def ask(self, ev: StartEvent) -> InputRequiredEvent:
-        return InputRequiredEvent(question=f"approve {ev.amount}?")
-
-    @step
-    async def decide(self, ev: HumanResponseEvent) -> StopEvent:
-        return StopEvent(result=ev.response)
-'''
+def test_a_depth_2_failure_in_kill_mode_replays_from_its_rerun_line(cli: Cli, ledger: Path) -> None:
+    """A failure of a crash during the resume (``a>b``) prints a line that replays that very scenario in kill mode."""
+    outcome = cli("crashtest", "ledger:Hasty", "--input", '{"ids": [1, 2]}', "--depth", "2", "--mode", "kill")
+    assert outcome.code == 1
+    argv = next(argv for argv in reruns(outcome.out) if ">" in argv[argv.index("--scenario") + 1])
+    scenario = argv[argv.index("--scenario") + 1]
+    replay = cli(*argv[1:])
+    assert replay.code == 1
+    assert f"{scenario}: lost work" in replay.out and "1 of 1 scenarios failed" in replay.out
 
 
 def test_a_run_that_asks_for_input_needs_respond(cli: Cli, project: Path) -> None:
-    """Without --respond the waiting run is reported (exit 1); with it every request is answered, after restarts too."""
-    (project / "approval.py").write_text(APPROVAL)
-    unanswered = cli("crashtest", "approval:Approval", "--input", '{"amount": 5}')
-    assert unanswered.code == 1 and "--respond" in unanswered.err
-    answered = cli("crashtest", "approval:Approval", "--input", '{"amount": 5}', "--respond", '{"response": "yes"}')
+    """Without --respond the exploration stops at the input request (exit 7, naming --respond);
+    with it every request is answered, after restarts too."""
+    unanswered = cli("crashtest", "cliflows:Approval", "--input", '{"amount": 5}')
+    assert unanswered.code == 7 and "--respond" in unanswered.err
+    answered = cli("crashtest", "cliflows:Approval", "--input", '{"amount": 5}', "--respond", '{"response": "yes"}')
     assert answered.code == 0, answered.out + answered.err
     assert re.search(r"all \d+ scenarios passed", answered.out)
+
+
+PAYOUT = '''
+"""A payout approved by a human, counted with an INCR that a re-run step repeats."""
+
+from typing import Annotated
+
+from redis import Redis
+
+from durableflow import Context, HumanResponseEvent, InputRequiredEvent, Resource, StartEvent, StopEvent, Workflow, step
+
+
+def get_redis() -> Redis:
+    return Redis(host="localhost", port=6379, decode_responses=True)
+
+
+class Payout(Workflow):
+    @step
+    async def ask(self, ev: StartEvent, ctx: Context) -> InputRequiredEvent:
+        await ctx.store.set("payee", ev.payee)
+        return InputRequiredEvent(question=f"pay {ev.payee}?")
+
+    @step
+    async def pay(
+        self, ev: HumanResponseEvent, ctx: Context, redis: Annotated[Redis, Resource(get_redis)]
+    ) -> StopEvent:
+        payee = await ctx.store.get("payee")
+        redis.incr(f"paid:{payee}")  # not idempotent: a pay step that runs again pays again
+        return StopEvent(result=f"{payee}: {ev.response}")
+'''
+
+
+def test_a_rerun_line_carries_quoted_json_respond_and_hang_after(cli: Cli, project: Path) -> None:
+    """The re-run line of a human-in-the-loop failure quotes its JSON (quotes inside included) and carries
+    --respond and --hang-after, so that run as printed it replays the same scenario to the same verdict."""
+    (project / "payout.py").write_text(PAYOUT)
+    given, answer = '{"payee": "O\'Brien"}', '{"response": "yes, it\'s fine"}'
+    outcome = cli("crashtest", "payout:Payout", "--input", given, "--respond", answer, "--hang-after", "3")
+    assert outcome.code == 1, outcome.out + outcome.err
+    failure = re.search(r"^(\S+): (duplicated effect|divergent state)$", outcome.out, re.MULTILINE)
+    assert failure, outcome.out
+    scenario, kind = failure.groups()
+    argv = next(argv for argv in reruns(outcome.out) if argv[argv.index("--scenario") + 1] == scenario)
+    assert argv[argv.index("--input") + 1] == given and argv[argv.index("--respond") + 1] == answer
+    assert float(argv[argv.index("--hang-after") + 1]) == 3
+    replay = cli(*argv[1:])
+    assert replay.code == 1, replay.out + replay.err
+    assert f"{scenario}: {kind}" in replay.out and "1 of 1 scenarios failed" in replay.out
+
+
+def test_an_unreachable_store_exits_6_without_a_traceback(cli: Cli, ledger: Path) -> None:
+    """A workflow that imports fine, explored against a Redis store nothing listens at, exits 6: store unavailable."""
+    pytest.importorskip("redis")
+    outcome = cli("crashtest", "ledger:Careful", "--input", '{"ids": [1]}', "--store", "redis://127.0.0.1:1/0")
+    assert outcome.code == 6
+    assert "unreachable" in outcome.err and "Traceback" not in outcome.err

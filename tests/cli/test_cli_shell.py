@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shlex
 import signal
 import subprocess
 import sys
@@ -21,6 +22,7 @@ def test_python_m_durableflow_help(shell: Shell) -> None:
     done = shell("--help")
     assert done.returncode == 0, done.stderr
     assert "crashtest" in done.stdout and "6  store unavailable" in done.stdout
+    assert "7  the run waits for input" in done.stdout and "130  interrupted" in done.stdout
 
 
 def test_without_rich_help_works_and_tables_ask_for_the_extra(shell: Shell) -> None:
@@ -54,6 +56,23 @@ def test_killed_run_is_resumed_and_completes_with_the_right_result(shell: Shell,
     shown = shell("show", run_id)
     assert shown.returncode == 0, shown.stderr
     assert "resumed" in shown.stdout and "status completed" in shown.stdout
+
+
+def test_a_run_waiting_for_input_is_answered_by_the_command_it_prints(shell: Shell) -> None:
+    """`run` of a workflow that asks for input exits 7 printing the request; the `resume ... --respond` line it
+    tells on stderr, with an answer filled in, finishes the run in a new process."""
+    asked = shell("run", "cliflows:Approval", "--input", '{"amount": 5}')
+    assert asked.returncode == 7, asked.stderr
+    run_id, request = asked.stdout.splitlines()
+    assert json.loads(request) == {"question": "approve 5?"}
+    told = next(line for line in asked.stderr.splitlines() if "durableflow resume" in line)
+    argv = shlex.split(told)
+    assert argv[:3] == ["durableflow", "resume", run_id] and argv[-2] == "--respond"
+    argv[-1] = argv[-1].replace("...", '"yes"')
+
+    answered = shell(*argv[1:])
+    assert answered.returncode == 0, answered.stderr
+    assert answered.stdout.splitlines() == [run_id, '"yes"']
 
 
 def test_console_script_finds_modules_in_the_current_directory(shell: Shell) -> None:

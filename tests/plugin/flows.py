@@ -184,6 +184,41 @@ class ChargeAsEffect(Workflow):
         return StopEvent(result=await ctx.effect("charge", payments.charge, ev.order, ev.cents))
 
 
+class Order(Event):
+    order: str
+
+
+class Charged(Event):
+    receipt: str
+
+
+class ChargeInParallel(Workflow):
+    """Right: two workers charge one order each at the same time, each a ``ctx.effect`` under the order's own key."""
+
+    @step
+    async def split(self, ev: StartEvent, ctx: Context) -> Order | None:
+        await ctx.store.set("orders", len(ev.orders))
+        for order in ev.orders:
+            ctx.send_event(Order(order=order))
+        return None
+
+    @step(num_workers=2)
+    async def charge(self, ev: Order, ctx: Context, payments: Payments) -> Charged:
+        async def pay(order: str, cents: int, idempotency_key: str | None = None) -> str:
+            for _ in range(5):  # the provider answers later: meanwhile the other worker's charge begins
+                await asyncio.sleep(0)
+            return payments.charge(order, cents, idempotency_key=idempotency_key)
+
+        return Charged(receipt=await ctx.effect(f"charge-{ev.order}", pay, ev.order, 500))
+
+    @step
+    async def gather(self, ev: Charged, ctx: Context) -> StopEvent | None:
+        ready = ctx.collect_events(ev, [Charged] * await ctx.store.get("orders"))
+        if ready is None:
+            return None
+        return StopEvent(result=sorted(e.receipt for e in ready))
+
+
 # -- fan-out / fan-in ------------------------------------------------------------------------------
 
 
@@ -218,7 +253,7 @@ class RenderPages(Workflow):
         return StopEvent(result=sorted(e.n for e in ready))
 
 
-# -- a hang ------------------------------------------------------------------------------------------
+# -- hangs -------------------------------------------------------------------------------------------
 
 
 class Produced(Event):
@@ -243,6 +278,15 @@ class WaitsForInstanceSignal(Workflow):
         return StopEvent(result="consumed")
 
 
+class NeverFinishes(Workflow):
+    """WRONG: its step waits for an event nobody sets, so not even an uninterrupted run finishes."""
+
+    @step
+    async def wait(self, ev: StartEvent, ctx: Context) -> StopEvent:
+        await asyncio.Event().wait()
+        return StopEvent(result="never")
+
+
 WRONG = {
     "instance state": (InstanceProgress, {"ids": [1, 2]}, "duplicated effect"),
     "rpush before progress": (PushThenRecord, {"ids": [1, 2]}, "duplicated effect"),
@@ -255,6 +299,7 @@ WRONG = {
 RIGHT = {
     "idempotent writes": (AddThenRecord, {"ids": [1, 2]}),
     "charge as effect": (ChargeAsEffect, {"order": "A-1", "cents": 500}),
+    "concurrent effects": (ChargeInParallel, {"orders": ["A-1", "B-2"]}),
     "fan-out and collect": (RenderPages, {"pages": 2}),
 }
 """The correct twins: every scenario of these must pass."""

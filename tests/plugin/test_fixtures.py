@@ -6,13 +6,16 @@ import asyncio
 import re
 from collections import Counter
 from collections.abc import Callable
+from typing import Annotated
 
 import pytest
+import redis
 
 from durableflow import (
     ConstantDelayRetryPolicy,
     Context,
     Event,
+    Resource,
     StartEvent,
     StopEvent,
     Workflow,
@@ -179,6 +182,27 @@ async def test_fake_redis_decodes_like_the_production_client(fake_redis, crash_h
     """The test's own runs get text back from a client whose factory sets decode_responses=True, as explorations do."""
     assert crash_harness.explore(ReadBack, {}).reference == "hello"
     assert await ReadBack().run() == "hello"
+
+
+class RedisClassAsFactory(Workflow):
+    """Builds its client with the Redis class itself: ``Resource(redis.Redis)``."""
+
+    @step
+    async def visit(
+        self, ev: StartEvent, ctx: Context, client: Annotated[redis.Redis, Resource(redis.Redis)]
+    ) -> StopEvent:
+        client.sadd("visitors", "me")
+        return StopEvent(result=client.scard("visitors"))
+
+
+async def test_a_resource_built_by_the_redis_class_itself_gets_fake_redis(fake_redis, crash_harness) -> None:
+    """``Resource(redis.Redis)`` meets the Redis override as its factory, not its type, and still gets fakeredis."""
+    report = crash_harness.explore(RedisClassAsFactory, {})
+
+    report.assert_ok()
+    assert report.reference == 1
+    assert await RedisClassAsFactory().run() == 1
+    assert fake_redis.smembers("visitors") == {b"me"}
 
 
 # -- checkpointer ----------------------------------------------------------------------------------

@@ -18,6 +18,14 @@ def test_wrong(crash_harness, fake_resources, name):
     crash_harness.explore(workflow, start).assert_ok()
 """
 
+DEPTH_FROM_THE_COMMAND_LINE = """
+import flows
+
+
+def test_instance_progress(crash_harness):
+    crash_harness.explore(flows.InstanceProgress, {"ids": [1, 2]}).assert_ok()
+"""
+
 DEPTH_2 = """
 import pytest
 import flows
@@ -76,3 +84,23 @@ def test_a_depth_2_failure_replays_from_its_two_crash_points(project: pytest.Pyt
 
     again.assert_outcomes(failed=1)
     assert failures(again) == [(scenario, dict(failures(first))[scenario])]
+
+
+def test_a_depth_2_kill_mode_failure_replays_from_its_rerun_line(project: pytest.Pytester) -> None:
+    """A pair that a kill-mode run at ``--durableflow-depth=2`` printed replays alone, though its re-run line does
+    not carry the depth, and fails the same way."""
+    project.makepyfile(test_depth_2=DEPTH_FROM_THE_COMMAND_LINE)
+    first = project.runpytest(
+        "--durableflow-mode=kill", "--durableflow-depth=2", "--durableflow-max-scenarios=40", "--durableflow-seed=1"
+    )
+    first.assert_outcomes(failed=1)
+    pairs = [(args, scenario) for args, scenario in reruns(first) if ">" in scenario]
+    assert pairs
+    args, scenario = pairs[0]
+    assert not any(arg.startswith("--durableflow-depth") for arg in args)
+
+    again = project.runpytest(*args)
+
+    again.assert_outcomes(failed=1)
+    assert failures(again) == [(scenario, dict(failures(first))[scenario])]
+    again.stdout.fnmatch_lines(["*of InstanceProgress: 1 of 1 scenarios failed [[]mode=kill depth=2 *"])

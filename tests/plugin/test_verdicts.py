@@ -11,13 +11,22 @@ import pytest
 from durableflow import Event, Resource, StartEvent, StopEvent, Workflow, step
 from pytest_durableflow import KINDS, Report, explore, run_scenario
 
-from .flows import PAYMENT_FAKES, RIGHT, WRONG, InstanceProgress, PushThenRecord, WaitsForInstanceSignal
+from .flows import (
+    PAYMENT_FAKES,
+    RIGHT,
+    WRONG,
+    InstanceProgress,
+    NeverFinishes,
+    PushThenRecord,
+    WaitsForInstanceSignal,
+)
 
 MODES = ["inprocess", "kill"]
 SEED = 20260101
-KILL_SAMPLE = 30
-"""Depth-2 scenarios a kill-mode exploration of a correct workflow samples. Each forks two or three
-processes, and the full spaces (84 to 332 scenarios) would cost the suite most of a minute."""
+KILL_SAMPLE = 40
+"""Depth-2 scenarios a kill-mode exploration of a correct workflow samples: every first crash point (30 at most),
+then pairs. Each forks two or three processes, and the full spaces (84 to 588 scenarios) would cost the suite
+most of a minute."""
 
 Explored = Callable[[str, str], Report]
 
@@ -84,6 +93,17 @@ def test_a_correct_workflow_passes_every_scenario_at_depth_2(explored: Explored,
         assert len(report.scenarios) == report.space
 
 
+def test_concurrent_effects_are_open_at_the_same_time(explored: Explored) -> None:
+    """In the concurrent-effects flow the second charge begins before the first one's result is durable, so each
+    effect's window must be told apart by its key (a correct workflow then passes, as the test above shows)."""
+    points = [o.id for o in explored("concurrent effects", "inprocess").scenarios if ">" not in o.id]
+    befores = [i for i, point in enumerate(points) if point.startswith("effect.") and ".before#" in point]
+    afters = [i for i, point in enumerate(points) if point.startswith("effect.") and ".after#" in point]
+
+    assert len(befores) == len(afters) == 2
+    assert befores[1] < afters[0]
+
+
 @pytest.mark.parametrize("name", list(WRONG) + list(RIGHT))
 def test_both_modes_give_the_same_verdict_on_every_scenario(explored: Explored, name: str) -> None:
     """A SIGKILLed child and an in-process crash at the same point are judged alike: same ids, same ok and kind."""
@@ -108,6 +128,18 @@ def test_a_step_that_waits_forever_fails_as_a_hang_within_the_bound(mode: str) -
     assert (outcome.ok, outcome.kind) == (False, "hang")
     assert "step.consume.start#1" in outcome.diff
     assert 0.5 <= outcome.seconds < 3.0
+
+
+@pytest.mark.filterwarnings("error::pytest.PytestUnraisableExceptionWarning")
+@pytest.mark.parametrize("mode", MODES)
+def test_a_reference_run_that_never_finishes_says_it_overstayed(mode: str) -> None:
+    """When not even the uninterrupted run finishes, the error says it outlived the bound, not that its process died."""
+    with pytest.raises(AssertionError) as raised:
+        explore(NeverFinishes, {}, mode=mode, hang_after=0.3)
+    gc.collect()
+
+    assert "did not finish (hang): did not finish within 0.3 s" in str(raised.value)
+    assert "died" not in str(raised.value)
 
 
 class Ledger:

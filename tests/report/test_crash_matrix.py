@@ -6,15 +6,15 @@ import re
 import shutil
 import subprocess
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated
 
 import pytest
 from redis import Redis
 
 from durableflow import Context, Resource, StartEvent, StopEvent, Workflow, step
 from pytest_durableflow import explore
-from pytest_durableflow._fixtures import summary_of
 from pytest_durableflow._html import crash_matrix
+from pytest_durableflow._report import ExplorationSummary, summary_of
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser") or shutil.which("google-chrome")
 PASSED, DUPLICATED = (0x2E, 0x7D, 0x32), (0xAD, 0x14, 0x57)
@@ -42,37 +42,37 @@ class ProgressOnInstance(Workflow):
 
 
 @pytest.fixture(scope="module")
-def exploration() -> dict[str, Any]:
+def exploration() -> ExplorationSummary:
     report = explore(ProgressOnInstance, {"ids": [1, 2]}, depth=2, seed=7, rerun="rerun --scenario='{id}'")
     assert report.failures and len(report.failures) < len(report.scenarios)
     return summary_of("tests/report::ProgressOnInstance", report)
 
 
 @pytest.fixture(scope="module")
-def page(exploration: dict[str, Any], tmp_path_factory: pytest.TempPathFactory) -> Path:
+def page(exploration: ExplorationSummary, tmp_path_factory: pytest.TempPathFactory) -> Path:
     path = tmp_path_factory.mktemp("matrix") / "matrix.html"
     path.write_text(crash_matrix([exploration]), encoding="utf-8")
     return path
 
 
-def test_every_scenario_has_one_cell_coloured_by_its_outcome(exploration: dict[str, Any], page: Path) -> None:
+def test_every_scenario_has_one_cell_coloured_by_its_outcome(exploration: ExplorationSummary, page: Path) -> None:
     """Each scenario appears as exactly one cell whose title and colour give its outcome."""
     html = page.read_text()
     cells = re.findall(r'<td style="background:(#[0-9a-f]{6})" title="([^"]+)"', html)
     assert len(cells) == len(exploration["scenarios"])
     by_id = {title.rsplit(": ", 1)[0]: (colour, title.rsplit(": ", 1)[1]) for colour, title in cells}
-    for scenario_id, kind, *_ in exploration["scenarios"]:
-        colour, shown = by_id[scenario_id.replace(">", "&gt;")]
-        assert shown == (kind or "passed")
-        assert colour == ("#2e7d32" if kind is None else "#ad1457")
+    for scenario in exploration["scenarios"]:
+        colour, shown = by_id[scenario["id"].replace(">", "&gt;")]
+        assert shown == (scenario["kind"] or "passed")
+        assert colour == ("#2e7d32" if scenario["kind"] is None else "#ad1457")
 
 
-def test_failing_cells_link_to_their_diff_and_rerun_line(exploration: dict[str, Any], page: Path) -> None:
+def test_failing_cells_link_to_their_diff_and_rerun_line(exploration: ExplorationSummary, page: Path) -> None:
     """A failing cell links to an anchor holding that scenario's diff and its re-run line;
     passing cells link nowhere."""
     html = page.read_text()
     links = re.findall(r'<a href="#([^"]+)"></a>', html)
-    failures = [s for s in exploration["scenarios"] if s[1]]
+    failures = [s for s in exploration["scenarios"] if s["kind"]]
     assert len(links) == len(failures)
     for anchor in links:
         block = re.search(rf'<div class="failure" id="{re.escape(anchor)}">(.*?)</div>', html, re.S)
@@ -89,7 +89,7 @@ def test_the_page_is_self_contained(page: Path) -> None:
 
 
 @pytest.mark.skipif(CHROMIUM is None, reason="needs a headless Chromium (Debian: apt-get install chromium)")
-def test_it_renders_in_headless_chromium(exploration: dict[str, Any], page: Path, tmp_path: Path) -> None:
+def test_it_renders_in_headless_chromium(exploration: ExplorationSummary, page: Path, tmp_path: Path) -> None:
     """Headless Chromium parses the page into one cell per scenario and paints both outcome colours."""
     from PIL import Image
 

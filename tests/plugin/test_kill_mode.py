@@ -1,0 +1,222 @@
+"""Kill mode's machinery: captures at each crash point, the hang bound, replayed pairs, and a parent that never
+leaves a forked life running unsupervised."""
+
+from __future__ import annotations
+
+import errno
+import gc
+import os
+import threading
+import time
+from pathlib import Path
+from typing import Annotated, Any
+
+import pytest
+
+from durableflow import Context, Resource, StartEvent, StopEvent, Workflow, plugin_manager, step
+from pytest_durableflow import explore
+from pytest_durableflow._harness import Exploration
+
+from .flows import AddThenRecord, InstanceProgress, PushThenRecord
+
+SEED = 20260101
+
+pytestmark = pytest.mark.skipif(not Path("/proc/self/fd").is_dir(), reason="counts open files and children in /proc")
+
+
+def open_files() -> int:
+    """How many file descriptors this process holds."""
+    return len(os.listdir("/proc/self/fd"))
+
+
+def children() -> set[int]:
+    """This process's child processes, zombies not yet reaped included."""
+    found = set()
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rpartition(")")[2].split()  # after "pid (command)", which may hold spaces
+        except OSError:  # it ended meanwhile
+            continue
+        if int(fields[1]) == os.getpid():
+            found.add(int(stat.parent.name))
+    return found
+
+
+class Ledger:
+    """A fake service that remembers each entry once, as the service it stands for does."""
+
+    def __init__(self) -> None:
+        self.entries: list[str] = []
+
+    def add(self, entry: str) -> int:
+        if entry not in self.entries:
+            self.entries.append(entry)
+        return len(self.entries)
+
+
+class SlowToCopyLedger(Ledger):
+    """A ledger that takes 50 ms to copy, as a fake holding a lot of data might."""
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> SlowToCopyLedger:
+        time.sleep(0.05)
+        copy = SlowToCopyLedger()
+        copy.entries = list(self.entries)
+        return copy
+
+
+class LockedLedger(Ledger):
+    """A ledger that guards its entries with a lock, which cannot be deep-copied."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.lock = threading.Lock()
+
+
+def get_ledger() -> Ledger:
+    raise RuntimeError("the real ledger is not reachable from tests")
+
+
+class CountThenPost(Workflow):
+    """Checkpoints after each of ``count`` increments (two crash points each), then posts the total to a ledger."""
+
+    @step
+    async def count(self, ev: StartEvent, ctx: Context, ledger: Annotated[Ledger, Resource(get_ledger)]) -> StopEvent:
+        for n in range(ev.count):
+            await ctx.store.set("counted", n + 1)
+            await ctx.checkpoint()
+        return StopEvent(result=ledger.add(f"counted {ev.count}"))
+
+
+# -- captures ------------------------------------------------------------------------------------------
+
+
+def test_capturing_a_life_at_its_crash_points_is_not_charged_to_its_hang_bound() -> None:
+    """A life that stands still at 20-odd crash points while each is captured (50 ms to copy its fake) is no hang:
+    only its own time counts against ``hang_after``."""
+    report = explore(
+        CountThenPost, {"count": 8}, mode="kill", hang_after=0.5, seed=SEED, max_scenarios=2,
+        fakes={get_ledger: SlowToCopyLedger},
+    )  # fmt: skip
+
+    report.assert_ok()
+    assert report.space > 20
+
+
+def test_capturing_a_redis_store_opens_no_connection_per_crash_point(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each crash point of a kill-mode life on fakeredis is captured on the store's own connection: the parent's
+    open files stay flat however many points it captures."""
+    after_each: list[int] = []
+    capture = Exploration.capture
+
+    def counted(self: Exploration, *args: Any) -> Any:
+        taken = capture(self, *args)
+        after_each.append(open_files())
+        return taken
+
+    monkeypatch.setattr(Exploration, "capture", counted)
+    explore(AddThenRecord, {"ids": [1, 2, 3]}, mode="kill", store="fakeredis", seed=SEED, max_scenarios=1).assert_ok()
+
+    assert len(after_each) > 10
+    # the life's own connections to the fake servers, which live in this process, open at its first writes
+    assert after_each[-1] == after_each[len(after_each) // 2], after_each
+
+
+def test_the_fakeredis_stores_of_an_exploration_share_one_client(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every scenario's empty fakeredis store is a new prefix on one client, not a new client."""
+    clients: list[Any] = []
+    new_store = Exploration.new_store
+
+    def recorded(self: Exploration) -> Any:
+        store = new_store(self)
+        clients.append(store.client)
+        return store
+
+    monkeypatch.setattr(Exploration, "new_store", recorded)
+    explore(AddThenRecord, {"ids": [1]}, store="fakeredis", seed=SEED).assert_ok()
+
+    assert len(clients) > 1
+    assert all(client is clients[0] for client in clients)
+
+
+@pytest.mark.parametrize("store", ["fakeredis", "redis"])
+def test_kill_mode_on_a_redis_store_gives_the_in_process_verdicts(store: str, request: pytest.FixtureRequest) -> None:
+    """Crash points captured from a Redis store (its keys copied on the server) are judged as in-process crashes are."""
+    url = request.getfixturevalue("redis_url") if store == "redis" else store
+    inprocess = explore(PushThenRecord, {"ids": [1, 2]}, seed=SEED)
+    kill = explore(PushThenRecord, {"ids": [1, 2]}, mode="kill", store=url, seed=SEED)
+
+    assert inprocess.failures
+    assert {o.id: (o.ok, o.kind) for o in kill.scenarios} == {o.id: (o.ok, o.kind) for o in inprocess.scenarios}
+
+
+def test_a_replayed_pair_reaches_both_its_crash_points_whatever_depth_it_is_given() -> None:
+    """``only="a>b"`` replays that pair in kill mode at the default depth 1, as the CLI's re-run line asks for it."""
+    explored = explore(InstanceProgress, {"ids": [1, 2]}, depth=2, seed=SEED)
+    pair = next(o for o in explored.failures if ">" in o.id)
+
+    replayed = explore(InstanceProgress, {"ids": [1, 2]}, mode="kill", only=pair.id)
+
+    assert [(o.id, o.kind) for o in replayed.scenarios] == [(pair.id, pair.kind)]
+    assert replayed.depth == 2
+
+
+# -- a parent that never leaves a child behind ------------------------------------------------------------
+
+
+def test_a_fake_that_cannot_be_copied_fails_kill_mode_clearly_and_leaves_no_child() -> None:
+    """A fake holding a lock stops kill mode at its first capture with an error saying fakes must be deep-copyable,
+    and the life that waited there is killed and reaped."""
+    before = children()
+    with pytest.raises(TypeError, match="kill mode copies your fakes at every crash point, so they must be deep-copy"):
+        explore(CountThenPost, {"count": 1}, mode="kill", fakes={get_ledger: LockedLedger})
+
+    assert children() == before
+
+
+def test_an_interrupt_while_a_child_waits_to_be_captured_kills_the_child(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Ctrl-C in the parent while a life waits at a crash point ends that life too, instead of letting it run on."""
+    capture = Exploration.capture
+    captured: list[str] = []
+
+    def interrupted(self: Exploration, store: Any, hits: list[str], clock: float | None) -> Any:
+        captured.append(hits[-1])
+        if len(captured) == 3:
+            raise KeyboardInterrupt
+        return capture(self, store, hits, clock)
+
+    monkeypatch.setattr(Exploration, "capture", interrupted)
+    before = children()
+    with pytest.raises(KeyboardInterrupt):
+        explore(AddThenRecord, {"ids": [1, 2]}, mode="kill")
+
+    assert children() == before
+
+
+def test_a_fork_that_fails_leaves_no_pipe_open_and_the_collector_unfrozen(monkeypatch: pytest.MonkeyPatch) -> None:
+    """When the system refuses to fork, the error reaches the caller and kill mode's pipes and frozen objects don't
+    outlive it."""
+
+    def refuse() -> int:
+        raise OSError(errno.EAGAIN, "Resource temporarily unavailable")
+
+    files, frozen = open_files(), gc.get_freeze_count()
+    monkeypatch.setattr(os, "fork", refuse)
+    with pytest.raises(OSError, match="temporarily unavailable"):
+        explore(AddThenRecord, {"ids": [1]}, mode="kill")
+
+    assert gc.get_freeze_count() == frozen
+    assert open_files() == files
+
+
+def test_an_exploration_that_fails_to_start_closes_the_servers_it_started(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A failure after kill mode started its fake world's servers (a broken entry-point plugin) closes them."""
+
+    def broken() -> None:
+        raise RuntimeError("a broken durableflow plugin")
+
+    files = open_files()
+    monkeypatch.setattr(plugin_manager, "load_entry_points", broken)
+    with pytest.raises(RuntimeError, match="a broken durableflow plugin"):
+        explore(AddThenRecord, {"ids": [1]}, mode="kill", fakes={get_ledger: Ledger})
+
+    assert open_files() == files
