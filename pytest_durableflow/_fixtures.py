@@ -9,7 +9,7 @@ import uuid
 from collections.abc import Callable, Iterable, Mapping
 from contextlib import ExitStack
 from pathlib import Path
-from typing import Any
+from typing import Any, final
 
 import pytest
 
@@ -35,6 +35,7 @@ from .plugin import ini_value, option, seed_for
 _SETTINGS = ("mode", "depth", "store", "max_scenarios", "hang_after")
 
 
+@final
 class FakeResources:
     """The ``fake_resources`` fixture: fakes served in place of resources, for this test and its explorations."""
 
@@ -83,6 +84,7 @@ def _is_factory(fake: Any) -> bool:
     return inspect.isclass(fake) or inspect.isfunction(fake) or inspect.ismethod(fake)
 
 
+@final
 class CrashHarness:
     """The ``crash_harness`` fixture: ``explore`` and ``run_scenario`` with this test's settings.
 

@@ -23,7 +23,7 @@ from collections import Counter
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, TypeVar, cast
+from typing import Any, Literal, TypeVar, cast, final
 
 from durableflow import (
     Checkpointer,
@@ -193,6 +193,7 @@ def _explore(
         return exploration.explore()
 
 
+@final
 class Exploration:
     """Everything one exploration shares: the workflow, the world, the stores, the reference run."""
 

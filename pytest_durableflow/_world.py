@@ -25,7 +25,7 @@ from collections import Counter
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from multiprocessing.managers import BaseManager
-from typing import Any
+from typing import Any, final
 
 from durableflow import override_resources
 
@@ -33,6 +33,7 @@ Fake = Callable[[], Any]
 """Builds a fake once per world: a class, or any zero-argument callable."""
 
 
+@final
 class Recorder:
     """Wraps a fake so that every method call is written to the world's journal before it runs."""
 
@@ -110,6 +111,7 @@ class FakeRedisFor:
         return lambda: self._world.redis_client(_template(factory), self._asyncio)
 
 
+@final
 class FakeWorld:
     """One scenario's external systems: a fakeredis server and the user's fakes, with a call journal."""
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, final
 
 from pydantic import BaseModel
 
@@ -17,6 +17,7 @@ if TYPE_CHECKING:
     from ._workflow import Workflow
 
 
+@final
 class StepGraph:
     """The validated steps of one workflow class, built once on first use."""
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Generator
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, final
 
 from ._errors import WorkflowCancelledError, WorkflowRuntimeError
 from ._events import Event, StopEvent
@@ -14,6 +14,7 @@ if TYPE_CHECKING:
     from ._runner import Runner
 
 
+@final
 class WorkflowHandler:
     """A run in progress: awaitable for its result, with its id, context and event stream."""
 

@@ -21,7 +21,7 @@ import json
 import threading
 from collections import deque
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, TypeVar, cast
+from typing import TYPE_CHECKING, Any, TypeVar, cast, final
 
 from . import _crashpoints
 from ._checkpointer import TERMINAL, Checkpointer, Record, RunStatus, retire_owner
@@ -50,6 +50,7 @@ _COMPACT_AFTER = 64 * 1024
 """Deltas are folded into a full snapshot once they outgrow max(this, 2x the last full one)."""
 
 
+@final
 class Runner:
     """Drives one run of one workflow instance on the running event loop."""
 

@@ -8,13 +8,14 @@ changed since the previous one. This module holds data only; the run loop in
 from __future__ import annotations
 
 from contextvars import ContextVar
-from typing import Any
+from typing import Any, final
 
 from ._events import Event, StopEvent
 
 DeliveryKey = tuple[int, str]  # (event id, step name)
 
 
+@final
 class Delivery:
     """One event owed to one step; it stays pending until the step's completion is recorded."""
 
@@ -60,6 +61,7 @@ current_delivery: ContextVar[Delivery | None] = ContextVar("durableflow_current_
 """The delivery whose step is executing here (read by ``ctx.attempt``, ``ctx.sleep``...)."""
 
 
+@final
 class RunState:
     """The run's bookkeeping besides ``ctx.store``; everything here goes into checkpoints."""
 

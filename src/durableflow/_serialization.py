@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, final
 
 from ._errors import SerializationError, SnapshotError
 from ._events import Event, type_key
@@ -25,6 +25,7 @@ compact_json = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), allow
 """JSON text without spaces; built once, since ``json.dumps`` with options builds an encoder per call."""
 
 
+@final
 class ValueCodec:
     """Encodes and decodes stored values for one workflow, knowing the event types it declares."""
 

@@ -10,7 +10,7 @@ import asyncio
 import json
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
-from typing import Any, Generic, TypeVar, cast
+from typing import Any, Generic, TypeVar, cast, final
 
 from pydantic import BaseModel, TypeAdapter, ValidationError
 
@@ -22,6 +22,7 @@ StateT = TypeVar("StateT")
 _MISSING: Any = object()
 
 
+@final
 class StateStore(Generic[StateT]):
     """Key-value state shared by a run's steps, optionally typed by a pydantic model."""
 
