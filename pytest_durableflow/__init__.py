@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:  # the redundant aliases mark re-exports, for type checkers and linters
     from ._clock import FrozenClock as FrozenClock
+    from ._clock import ManualClock as ManualClock
     from ._fixtures import CrashHarness as CrashHarness
     from ._fixtures import FakeResources as FakeResources
     from ._harness import Crash as Crash
@@ -34,6 +35,7 @@ _EXPORTS = {
     "FakeWorld": "._world",
     "Recorder": "._world",
     "FrozenClock": "._clock",
+    "ManualClock": "._clock",
     "CrashHarness": "._fixtures",
     "FakeResources": "._fixtures",
 }

@@ -78,3 +78,57 @@ class FrozenClock:
 def _call_unless_cancelled(callback: Callable[[], None], cancelled: list[bool]) -> None:
     if not cancelled[0]:  # read when the loop runs it: a cancel in between still counts
         callback()
+
+
+class ManualClock:
+    """A ``durableflow.Clock`` that stands still until ``advance``: sleeps wake, and timeouts fire,
+    only when the test moves time past them. For tests that step through time exactly."""
+
+    def __init__(self, start: float = 1_000_000.0) -> None:
+        self.time = start
+        self._sleepers: list[tuple[float, asyncio.Future[None]]] = []
+        self._timers: list[tuple[float, asyncio.AbstractEventLoop, Callable[[], None], list[bool]]] = []
+
+    def now(self) -> float:
+        return self.time
+
+    async def sleep_until(self, deadline: float) -> None:
+        if deadline <= self.time:
+            await asyncio.sleep(0)
+            return
+        entry = (deadline, asyncio.get_running_loop().create_future())
+        self._sleepers.append(entry)
+        try:
+            await entry[1]
+        finally:
+            if entry in self._sleepers:
+                self._sleepers.remove(entry)
+
+    def call_at(self, deadline: float, callback: Callable[[], None]) -> Callable[[], None]:
+        cancelled = [False]
+        self._timers.append((deadline, asyncio.get_running_loop(), callback, cancelled))
+        self._fire()
+
+        def cancel() -> None:
+            cancelled[0] = True
+
+        return cancel
+
+    @property
+    def sleeping(self) -> int:
+        """How many sleeps wait for the clock."""
+        return len(self._sleepers)
+
+    def advance(self, seconds: float) -> None:
+        """Move time on, waking the sleeps and firing the timeouts it passes."""
+        self.time += seconds
+        self._fire()
+
+    def _fire(self) -> None:
+        for deadline, waiter in list(self._sleepers):
+            if deadline <= self.time and not waiter.done():
+                waiter.set_result(None)
+        due = [timer for timer in self._timers if timer[0] <= self.time]
+        self._timers = [timer for timer in self._timers if timer[0] > self.time]
+        for _, loop, callback, cancelled in due:
+            loop.call_soon(_call_unless_cancelled, callback, cancelled)

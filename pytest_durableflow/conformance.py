@@ -29,7 +29,6 @@ leases are checked against it. The kill test needs ``os.fork`` (POSIX).
 
 from __future__ import annotations
 
-import asyncio
 import functools
 import os
 import signal
@@ -52,6 +51,8 @@ from durableflow import (
     use_clock,
 )
 
+from ._clock import ManualClock
+
 __all__ = ["CheckpointerConformance"]
 
 Reopen = Callable[[], Checkpointer]
@@ -60,27 +61,6 @@ Observed = tuple[list[tuple[int, bool, bytes]], str, "str | None", "str | None",
 _WORKFLOW = "conformance:Workflow"
 _OWNER = "worker-a"
 _OTHER = "worker-b"
-
-
-class _ManualClock:
-    """A clock that stands still until a test moves it, so lease expiry is exact."""
-
-    def __init__(self, start: float = 1_700_000_000.0) -> None:
-        self.time = start
-
-    def now(self) -> float:
-        return self.time
-
-    def advance(self, seconds: float) -> None:
-        self.time += seconds
-
-    async def sleep_until(self, deadline: float) -> None:
-        self.time = max(self.time, deadline)
-        await asyncio.sleep(0)
-
-    def call_at(self, deadline: float, callback: Callable[[], None]) -> Callable[[], None]:
-        handle = asyncio.get_running_loop().call_later(max(0.0, deadline - self.time), callback)
-        return handle.cancel
 
 
 def _record(seq: int, full: bool = False) -> Record:
@@ -118,9 +98,9 @@ class CheckpointerConformance:
         return None
 
     @pytest.fixture(autouse=True)
-    def clock(self) -> Iterator[_ManualClock]:
+    def clock(self) -> Iterator[ManualClock]:
         """Every test runs on a clock that moves only when the test says so."""
-        manual = _ManualClock()
+        manual = ManualClock()
         with use_clock(manual):
             yield manual
 
@@ -184,7 +164,7 @@ class CheckpointerConformance:
 
     # -- metadata -----------------------------------------------------------------------------
 
-    def test_info_describes_a_new_run(self, checkpointer: Checkpointer, clock: _ManualClock) -> None:
+    def test_info_describes_a_new_run(self, checkpointer: Checkpointer, clock: ManualClock) -> None:
         """A new run is running, leased to its creator for lease_ttl seconds, with no result or error."""
         self._create(checkpointer)
         info = checkpointer.info("run-1")
@@ -195,7 +175,7 @@ class CheckpointerConformance:
         assert info.lease_owner == _OWNER
         assert info.lease_expires_at == pytest.approx(clock.time + checkpointer.lease_ttl)
 
-    def test_info_follows_appends(self, checkpointer: Checkpointer, clock: _ManualClock) -> None:
+    def test_info_follows_appends(self, checkpointer: Checkpointer, clock: ManualClock) -> None:
         """last_seq and updated_at follow the newest appended record."""
         self._create(checkpointer)
         clock.advance(5)
@@ -240,7 +220,7 @@ class CheckpointerConformance:
         info = checkpointer.info("run-1")
         assert (info.status, info.result, info.error) == ("running", None, None)
 
-    def test_runs_lists_the_newest_first_up_to_limit(self, checkpointer: Checkpointer, clock: _ManualClock) -> None:
+    def test_runs_lists_the_newest_first_up_to_limit(self, checkpointer: Checkpointer, clock: ManualClock) -> None:
         """runs() gives the most recently created runs first, at most `limit` of them."""
         assert checkpointer.runs() == []
         for n in range(1, 6):
@@ -256,7 +236,7 @@ class CheckpointerConformance:
     # -- leases -------------------------------------------------------------------------------
 
     def test_acquire_of_a_held_lease_raises_run_lease_error(
-        self, checkpointer: Checkpointer, clock: _ManualClock
+        self, checkpointer: Checkpointer, clock: ManualClock
     ) -> None:
         """Acquiring a run whose lease another owner holds, unexpired, raises RunLeaseError naming the holder."""
         self._create(checkpointer)
@@ -267,7 +247,7 @@ class CheckpointerConformance:
         assert raised.value.expires_at == pytest.approx(clock.time + checkpointer.lease_ttl / 2)
         assert checkpointer.info("run-1").lease_owner == _OWNER
 
-    def test_acquire_of_a_released_run(self, checkpointer: Checkpointer, clock: _ManualClock) -> None:
+    def test_acquire_of_a_released_run(self, checkpointer: Checkpointer, clock: ManualClock) -> None:
         """A run whose owner released it can be acquired at once, for lease_ttl seconds."""
         self._create(checkpointer)
         checkpointer.release("run-1", _OWNER)
@@ -277,14 +257,14 @@ class CheckpointerConformance:
         assert info.lease_owner == _OTHER
         assert info.lease_expires_at == pytest.approx(clock.time + checkpointer.lease_ttl)
 
-    def test_acquire_of_an_expired_lease(self, checkpointer: Checkpointer, clock: _ManualClock) -> None:
+    def test_acquire_of_an_expired_lease(self, checkpointer: Checkpointer, clock: ManualClock) -> None:
         """Once the holder's lease has expired, another owner acquires the run."""
         self._create(checkpointer)
         clock.advance(checkpointer.lease_ttl + 1)
         checkpointer.acquire("run-1", _OTHER)
         assert checkpointer.info("run-1").lease_owner == _OTHER
 
-    def test_acquire_of_an_own_lease_extends_it(self, checkpointer: Checkpointer, clock: _ManualClock) -> None:
+    def test_acquire_of_an_own_lease_extends_it(self, checkpointer: Checkpointer, clock: ManualClock) -> None:
         """The holder may acquire its run again, which restarts its lease from now."""
         self._create(checkpointer)
         clock.advance(checkpointer.lease_ttl / 2)
@@ -304,7 +284,7 @@ class CheckpointerConformance:
             checkpointer.acquire("run-1", _OTHER, steal_from="worker-c")
         assert checkpointer.info("run-1").lease_owner == _OWNER
 
-    def test_renew_extends_the_owners_lease(self, checkpointer: Checkpointer, clock: _ManualClock) -> None:
+    def test_renew_extends_the_owners_lease(self, checkpointer: Checkpointer, clock: ManualClock) -> None:
         """renew by the holder returns True and keeps the run from others until now + lease_ttl."""
         self._create(checkpointer)
         clock.advance(checkpointer.lease_ttl * 0.75)
@@ -323,7 +303,7 @@ class CheckpointerConformance:
         assert (after.lease_owner, after.lease_expires_at) == (before.lease_owner, before.lease_expires_at)
 
     def test_renew_after_the_lease_was_taken_returns_false(
-        self, checkpointer: Checkpointer, clock: _ManualClock
+        self, checkpointer: Checkpointer, clock: ManualClock
     ) -> None:
         """An owner whose expired lease another owner took gets False from renew."""
         self._create(checkpointer)
@@ -355,7 +335,7 @@ class CheckpointerConformance:
                 checkpointer.append("run-1", _record(3, full=kind == "full"), _OTHER)
         assert _observe(checkpointer, "run-1") == before
 
-    def test_append_after_losing_the_lease_raises(self, checkpointer: Checkpointer, clock: _ManualClock) -> None:
+    def test_append_after_losing_the_lease_raises(self, checkpointer: Checkpointer, clock: ManualClock) -> None:
         """A worker whose expired lease was taken over can no longer append to the run."""
         self._create(checkpointer)
         clock.advance(checkpointer.lease_ttl + 1)
@@ -392,7 +372,7 @@ class CheckpointerConformance:
         assert all(isinstance(record.data, bytes) for record in checkpointer.load("run-1"))
 
     def test_a_reopened_store_holds_the_same_runs(
-        self, checkpointer: Checkpointer, reopen: Reopen | None, clock: _ManualClock
+        self, checkpointer: Checkpointer, reopen: Reopen | None, clock: ManualClock
     ) -> None:
         """A new checkpointer object over the same store sees every run, record and lease, even after close()."""
         if reopen is None:

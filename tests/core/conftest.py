@@ -6,6 +6,8 @@ from typing import Any
 
 import pytest
 
+from pytest_durableflow import ManualClock
+
 
 @pytest.fixture
 def until() -> Callable[..., Awaitable[None]]:
@@ -30,31 +32,6 @@ def finish() -> Callable[..., Awaitable[Any]]:
         return await asyncio.wait_for(asyncio.ensure_future(awaitable), timeout)
 
     return wait
-
-
-class ManualClock:
-    """A clock that moves only when a test says so (durableflow reads every deadline through it)."""
-
-    def __init__(self, now: float = 1_000_000.0) -> None:
-        self.t = now
-
-    def now(self) -> float:
-        return self.t
-
-    def advance(self, seconds: float) -> None:
-        self.t += seconds
-
-    async def sleep_until(self, deadline: float) -> None:
-        while self.t < deadline:
-            await asyncio.sleep(0.001)
-
-    def call_at(self, deadline: float, callback: Callable[[], None]) -> Callable[[], None]:
-        async def wait() -> None:
-            await self.sleep_until(deadline)
-            callback()
-
-        task = asyncio.get_running_loop().create_task(wait())
-        return task.cancel
 
 
 @pytest.fixture

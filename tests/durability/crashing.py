@@ -14,6 +14,7 @@ from contextlib import contextmanager
 from typing import Any
 
 from durableflow import Checkpointer, _crashpoints, _snapshot
+from pytest_durableflow import ManualClock as _ManualClock
 
 
 class Crash(BaseException):
@@ -68,68 +69,28 @@ async def settle(condition: Callable[[], bool], timeout: float = 5.0) -> None:
         await asyncio.sleep(0.001)
 
 
-class ManualClock:
-    """A ``durableflow.Clock`` that stands still until ``advance``; sleepers wake only when it passes them."""
+class ManualClock(_ManualClock):
+    """The plugin's ManualClock, noting every deadline it was asked for, whose sleepers a crash can kill."""
 
     def __init__(self, start: float = 1_000_000.0) -> None:
-        self.time = start
+        super().__init__(start)
         self.sleep_deadlines: list[float] = []
         """Every deadline a sleep waited for, in call order."""
         self.timer_deadlines: list[float] = []
-        self._sleepers: list[tuple[float, asyncio.Future[None]]] = []
-        self._timers: list[tuple[float, asyncio.AbstractEventLoop, Callable[[], None], list[bool]]] = []
-
-    def now(self) -> float:
-        return self.time
 
     async def sleep_until(self, deadline: float) -> None:
         self.sleep_deadlines.append(deadline)
-        if deadline <= self.time:
-            await asyncio.sleep(0)
-            return
-        entry = (deadline, asyncio.get_running_loop().create_future())
-        self._sleepers.append(entry)
-        try:
-            await entry[1]
-        finally:
-            if entry in self._sleepers:
-                self._sleepers.remove(entry)
+        await super().sleep_until(deadline)
 
     def call_at(self, deadline: float, callback: Callable[[], None]) -> Callable[[], None]:
         self.timer_deadlines.append(deadline)
-        cancelled = [False]
-        self._timers.append((deadline, asyncio.get_running_loop(), callback, cancelled))
-        self._fire()
-
-        def cancel() -> None:
-            cancelled[0] = True
-
-        return cancel
-
-    @property
-    def sleeping(self) -> int:
-        """How many sleeps are waiting for the clock."""
-        return len(self._sleepers)
-
-    def advance(self, seconds: float) -> None:
-        """Move time on, waking the sleeps and firing the timers it passes."""
-        self.time += seconds
-        self._fire()
+        return super().call_at(deadline, callback)
 
     def kill_sleepers(self) -> None:
         """The process dies while steps sleep: each waiting sleep raises ``Crash``."""
         for _, waiter in self._sleepers:
             if not waiter.done():
                 waiter.set_exception(Crash("killed while sleeping"))
-
-    def _fire(self) -> None:
-        for deadline, waiter in list(self._sleepers):
-            if deadline <= self.time and not waiter.done():
-                waiter.set_result(None)
-        due = [timer for timer in self._timers if timer[0] <= self.time]
-        self._timers = [timer for timer in self._timers if timer[0] > self.time]
-        for _, loop, callback, cancelled in due:
-            loop.call_soon(lambda c=callback, x=cancelled: x[0] or c())
 
 
 def points_reached(run: Callable[[], Awaitable[Any]]) -> list[str]:

@@ -15,6 +15,7 @@ EXPORTS = [
     "FakeResources",
     "FakeWorld",
     "FrozenClock",
+    "ManualClock",
     "Outcome",
     "Recorder",
     "Report",
