@@ -34,11 +34,11 @@ from pathlib import Path
 from typing import Any
 
 from _timing import Batch, calibrated, interleave, print_table, require_peer, us
+from bench_run_loop import ThreeSteps  # the run the run-loop benchmark times, here made durable
 
 from durableflow import (
     Checkpointer,
     Context,
-    Event,
     MemoryCheckpointer,
     Record,
     RedisCheckpointer,
@@ -61,28 +61,6 @@ class CheckpointLoop(Workflow):
             await ctx.store.set(f"k{i}", i)
             await ctx.checkpoint()
         return StopEvent(result=time.perf_counter() - start)
-
-
-class A(Event):
-    pass
-
-
-class B(Event):
-    pass
-
-
-class ThreeSteps(Workflow):
-    @step
-    async def first(self, ev: StartEvent) -> A:
-        return A()
-
-    @step
-    async def second(self, ev: A) -> B:
-        return B()
-
-    @step
-    async def third(self, ev: B) -> StopEvent:
-        return StopEvent(result="done")
 
 
 def loop_batch(checkpointer: Checkpointer, n: int, min_checkpoints: int) -> Batch:
