@@ -17,6 +17,12 @@ def pytest_configure(config: pytest.Config) -> None:
 
 
 @pytest.fixture
-def project(pytester: pytest.Pytester) -> pytest.Pytester:
-    """A downstream project with ``flows.py`` and a ``pytest.ini``, for generated test files to run in."""
+def project(pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch) -> pytest.Pytester:
+    """A downstream project with ``flows.py`` and a ``pytest.ini``, for generated test files to run in.
+
+    Its runs see ``CI`` set, as they do in CI, where pytest prints more: each
+    failure's whole message again in the short test summary. Set everywhere,
+    what the tests read of the output cannot differ between a laptop and CI.
+    """
+    monkeypatch.setenv("CI", "true")
     return make_project(pytester)

@@ -44,9 +44,18 @@ def header_seed(result: pytest.RunResult) -> int:
     return int(match.group(1))
 
 
+def failures_part(result: pytest.RunResult) -> str:
+    """The output up to pytest's short test summary.
+
+    Where the ``CI`` variable is set, pytest repeats each failure's whole message
+    in that summary; the report is read once, from the failures section.
+    """
+    return re.split(r"^=+ short test summary info =+$", result.stdout.str(), maxsplit=1, flags=re.M)[0]
+
+
 def failure_sections(result: pytest.RunResult) -> dict[str, str]:
     """The text of each failed test's section of the output, by the test's name."""
-    parts = re.split(r"^_{3,} (.+?) _{3,}$", result.stdout.str(), flags=re.M)
+    parts = re.split(r"^_{3,} (.+?) _{3,}$", failures_part(result), flags=re.M)
     return dict(zip(parts[1::2], parts[2::2], strict=True))
 
 
@@ -62,13 +71,13 @@ def failure_seeds(result: pytest.RunResult) -> dict[str, int]:
 def failures(text: pytest.RunResult | str) -> list[tuple[str, str]]:
     """Each failing scenario a run's output (or part of it) lists, as ``(id, kind)`` from its ``--- id: kind`` line."""
     if not isinstance(text, str):
-        text = text.stdout.str()
+        text = failures_part(text)
     return re.findall(r"^E?\s*--- (\S+): (.+)$", text, re.M)
 
 
 def reruns(result: pytest.RunResult) -> list[tuple[list[str], str]]:
     """Each re-run line the run printed, as the arguments after ``pytest`` and the scenario id they replay."""
-    lines = re.findall(r"re-run: (pytest '.+)$", result.stdout.str(), re.M)
+    lines = re.findall(r"re-run: (pytest '.+)$", failures_part(result), re.M)
     assert all(re.match(r"pytest '[^']+' --durableflow-scenario='[^']+'", line) for line in lines), lines
     found = []
     for line in lines:
