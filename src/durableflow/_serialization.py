@@ -25,6 +25,26 @@ compact_json = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), allow
 """JSON text without spaces; built once, since ``json.dumps`` with options builds an encoder per call."""
 
 
+_NONE = object()
+_NESTED = (dict, list, tuple)
+
+
+def _non_string_key(value: Any) -> Any:
+    """The first dict key in ``value`` that is not a string, or ``_NONE``."""
+    pending = [value]
+    while pending:
+        item = pending.pop()
+        if isinstance(item, dict):
+            for key, inner in item.items():
+                if not isinstance(key, str):
+                    return key
+                if isinstance(inner, _NESTED):
+                    pending.append(inner)
+        elif isinstance(item, list | tuple):
+            pending.extend(inner for inner in item if isinstance(inner, _NESTED))
+    return _NONE
+
+
 @final
 class ValueCodec:
     """Encodes and decodes stored values for one workflow, knowing the event types it declares."""
@@ -38,9 +58,16 @@ class ValueCodec:
     def dump(self, value: Any, where: str) -> str:
         """``value`` as compact JSON text; ``SerializationError`` names ``where`` and the offending type."""
         try:
-            return self._encode(value)
+            text = self._encode(value)
         except (TypeError, ValueError, RecursionError) as exc:
             raise SerializationError(f"cannot store {where}: {exc}; {_HINT}") from None
+        if "{" in text and (key := _non_string_key(value)) is not _NONE:
+            # JSON would turn it into a string silently, and 1 and "1" into one key
+            raise SerializationError(
+                f"cannot store {where}: a dict key {key!r} of type {type(key).__name__} is not a string; "
+                "JSON keys are strings, so convert the keys (str(key)) or store a list of pairs"
+            )
+        return text
 
     def load(self, text: str) -> Any:
         """The value ``dump`` wrote; events come back as instances of the declared type."""

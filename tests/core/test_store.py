@@ -265,7 +265,14 @@ async def test_set_state_replaces_the_whole_untyped_state() -> None:
 
 @pytest.mark.parametrize(
     ("value", "type_name"),
-    [(object(), "object"), ({1, 2}, "set"), (datetime.date(2024, 1, 1), "date"), (b"raw", "bytes")],
+    [
+        (object(), "object"),
+        ({1, 2}, "set"),
+        (datetime.date(2024, 1, 1), "date"),
+        (b"raw", "bytes"),
+        ({1: "a", "1": "b"}, "key 1 of type int"),
+        ({"rows": [{"ok": 1}, {2.5: "half"}]}, "key 2.5 of type float"),
+    ],
 )
 async def test_unserialisable_value_fails_at_set_naming_key_and_type(value: object, type_name: str) -> None:
     """set() of a value that is not JSON raises SerializationError then and there, naming the key and the type."""
@@ -278,6 +285,16 @@ async def test_unserialisable_value_fails_at_set_naming_key_and_type(value: obje
         return await ctx.store.get("payload", default="nothing stored")
 
     assert await in_step(body) == "nothing stored"
+
+
+async def test_tuples_come_back_as_lists_and_string_keyed_dicts_as_they_were() -> None:
+    """JSON has arrays, not tuples: what comes back is the JSON reading, in a run and after a restore alike."""
+
+    async def body(ctx: Context) -> Any:
+        await ctx.store.set("pair", {"span": (1, 2), "by_name": {"a": [(3, 4)]}})
+        return await ctx.store.get("pair")
+
+    assert await in_step(body) == {"span": [1, 2], "by_name": {"a": [[3, 4]]}}
 
 
 async def test_unserialisable_value_nested_in_a_container_fails_at_set() -> None:
