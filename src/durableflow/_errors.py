@@ -87,10 +87,15 @@ class RunLeaseError(DurableflowError):
     @classmethod
     def lost(cls, run_id: str, holder: str | None, expires_at: float | None) -> RunLeaseError:
         """This worker no longer holds the run: another took it over, so this one must stop writing."""
+        lost_to = f"to worker {holder!r}" if holder else "(it expired, or another worker took it)"
         return cls(
-            run_id, holder, expires_at, f"this worker lost its lease on run {run_id!r} to {holder!r}; it stops writing"
+            run_id, holder, expires_at, f"this worker lost its lease on run {run_id!r} {lost_to}; it stops writing"
         )
 
 
 class StoreUnavailableError(DurableflowError, ConnectionError):
-    """The checkpointer's store cannot be reached; the last durable checkpoint is intact."""
+    """The checkpointer's store cannot be reached.
+
+    Writes are atomic, so every stored run is whole. A write that failed while
+    the store went away may still have landed; a resume reads whichever it holds.
+    """

@@ -8,6 +8,7 @@ from the newest full one), ``p:runs`` (sorted set of run ids by creation time).
 
 from __future__ import annotations
 
+import inspect
 import struct
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, TypeVar, cast
@@ -108,6 +109,12 @@ class RedisCheckpointer:
             )
             self.url = url_or_client
         else:
+            if inspect.iscoroutinefunction(getattr(url_or_client, "execute_command", None)):
+                raise TypeError(
+                    f"RedisCheckpointer needs a URL or a synchronous client (redis.Redis), not "
+                    f"{type(url_or_client).__module__}.{type(url_or_client).__qualname__}: checkpoints are written "
+                    "synchronously, between steps"
+                )
             kwargs = url_or_client.connection_pool.connection_kwargs
             if kwargs.get("decode_responses"):  # records are bytes: use a sibling client that keeps them so
                 pool = url_or_client.connection_pool
@@ -238,8 +245,8 @@ class RedisCheckpointer:
             return operation()
         except self._unreachable as exc:
             raise StoreUnavailableError(
-                f"Redis at {self.url} is unreachable ({exc}); nothing was written, so stored runs keep their "
-                "last checkpoint: resume once it is back"
+                f"Redis at {self.url} is unreachable ({exc}); each write is atomic, so a stored run holds its "
+                "last checkpoint or, if Redis went away during this write, this one too: resume once it is back"
             ) from None
         except self._refused as exc:  # READONLY, OOM...: up, but not taking writes
             raise StoreUnavailableError(f"Redis at {self.url} refused the operation ({exc})") from None

@@ -82,6 +82,14 @@ def test_errors_with_context_name_it_in_their_message() -> None:
     assert exists.run_id == "r3" and "resume" in str(exists)
 
 
+def test_a_lost_lease_names_the_new_holder_or_says_it_expired() -> None:
+    taken = durableflow.RunLeaseError.lost("r4", "host/1:2:ab", 12.5)
+    assert "lost its lease on run 'r4' to worker 'host/1:2:ab'" in str(taken)
+    expired = durableflow.RunLeaseError.lost("r4", None, None)
+    assert "lost its lease on run 'r4' (it expired, or another worker took it)" in str(expired)
+    assert "None" not in str(expired)
+
+
 def test_all_equals_the_public_names() -> None:
     """durableflow.__all__ lists exactly the package's public names, once each, and each resolves."""
     public = {name for name in vars(durableflow) if not name.startswith("_")}

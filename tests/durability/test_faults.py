@@ -254,3 +254,12 @@ def test_closing_a_redis_checkpointer_leaves_the_callers_client_open() -> None:
     client = fakeredis.FakeRedis()
     RedisCheckpointer(client).close()
     assert client.ping()
+
+
+def test_an_asyncio_redis_client_is_refused_when_the_checkpointer_is_built() -> None:
+    """An asyncio client would only fail at the first checkpoint, with a bare TypeError: it is refused up front."""
+    import redis.asyncio
+
+    client = redis.asyncio.Redis()
+    with pytest.raises(TypeError, match=r"synchronous client \(redis\.Redis\), not redis\.asyncio\.client\.Redis"):
+        RedisCheckpointer(client)
