@@ -131,7 +131,7 @@ def _parser() -> argparse.ArgumentParser:
     run = add("run", _run, "start a run and wait for it; prints the run id, then the result as JSON")
     run.add_argument("target", metavar="MODULE:Workflow", help="a Workflow subclass or a zero-argument factory")
     run.add_argument("--input", default="{}", metavar="JSON", help="the start event's fields, a JSON object")
-    run.add_argument("--run-id", metavar="ID", help="the new run's id (default: a random one)")
+    run.add_argument("--run-id", type=_run_id, metavar="ID", help="the new run's id (default: a random one)")
     _add_respond(run)
 
     resume = add("resume", _resume, "continue a stored run (a completed one just prints its result)")
@@ -201,6 +201,12 @@ def _seconds(text: str) -> float:
     return value
 
 
+def _run_id(text: str) -> str:
+    if not text:
+        raise argparse.ArgumentTypeError("must not be empty")
+    return text
+
+
 def _positive_int(text: str) -> int:
     value = int(text)
     if value < 1:
@@ -261,13 +267,14 @@ def _resume(args: argparse.Namespace) -> int:
 
 def _runs(args: argparse.Namespace) -> int:
     console = _console()
-    runs = []
-    if not _sqlite_file_missing(args.store):
-        checkpointer = _open_store(args.store)
-        try:
-            runs = checkpointer.runs(args.limit)
-        finally:
-            checkpointer.close()
+    if _sqlite_file_missing(args.store):
+        console.print(f"no runs in {args.store}: the file does not exist yet", highlight=False)
+        return 0
+    checkpointer = _open_store(args.store)
+    try:
+        runs = checkpointer.runs(args.limit)
+    finally:
+        checkpointer.close()
     if not runs:
         console.print(f"no runs in {args.store}", highlight=False)
         return 0

@@ -204,6 +204,13 @@ def test_reusing_a_run_id_exits_2(cli: Cli) -> None:
     assert "durableflow resume taken" in outcome.err
 
 
+def test_an_empty_run_id_exits_2(cli: Cli) -> None:
+    outcome = cli("run", "cliflows:Pipeline", "--input", '{"ids": [1]}', "--run-id", "")
+    assert outcome.code == 2
+    assert "argument --run-id: must not be empty" in outcome.err
+    assert not Path("durableflow.db").exists()
+
+
 def test_run_leased_by_another_worker_exits_4_even_after_waiting(cli: Cli) -> None:
     """`resume` of a run another live worker holds exits 4; with `--wait` it first waits that long."""
     Path("payments-down").touch()
@@ -269,6 +276,13 @@ def test_unreachable_redis_exits_6_within_seconds(cli: Cli) -> None:
     assert (ran.code, listed.code) == (6, 6)
     assert "unreachable" in ran.err and "Traceback" not in ran.err + listed.err
     assert time.monotonic() - began < 5
+
+
+def test_runs_of_a_sqlite_file_not_yet_made_says_so_and_makes_none(cli: Cli) -> None:
+    outcome = cli("runs", "--store", "sqlite:///typo/runs.db")
+    assert outcome.code == 0
+    assert "no runs in sqlite:///typo/runs.db: the file does not exist yet" in outcome.out
+    assert not Path("typo").exists()
 
 
 def test_sqlite_file_that_is_not_a_database_exits_6(cli: Cli) -> None:

@@ -1,6 +1,7 @@
 """Running a workflow: timeouts, subclasses with their own __init__, and the handler wf.run returns."""
 
 import asyncio
+from typing import Any
 
 import pytest
 
@@ -119,6 +120,12 @@ async def test_run_id_can_be_chosen() -> None:
     assert handler.run_id == "nightly-42"
     assert await handler == "rested"
     assert handler.ctx.run_id == "nightly-42"
+
+
+@pytest.mark.parametrize("run_id", ["", 42])
+async def test_a_run_id_that_is_not_a_non_empty_string_is_refused(run_id: Any) -> None:
+    with pytest.raises(ValueError, match="run_id must be a non-empty string"):
+        Sleepy().run(run_id=run_id, seconds=0)
 
 
 async def test_concurrent_runs_of_one_instance_do_not_share_state() -> None:
