@@ -62,6 +62,7 @@ class Runner:
         owner: str,
         stored: bool = False,
         future: asyncio.Future[Any] | None = None,
+        rebase: bool = False,
     ) -> None:
         self.workflow = workflow
         self.ctx = ctx
@@ -70,6 +71,7 @@ class Runner:
         self.checkpointer = checkpointer
         self.owner = owner
         self.stored = stored  # the checkpointer already holds this run
+        self.rebase = rebase  # the next record must be full: the store's last one is not this state's base
         self.loop = asyncio.get_running_loop()
         self.thread = threading.get_ident()
         self.future: asyncio.Future[Any] = future if future is not None else self.loop.create_future()
@@ -87,6 +89,7 @@ class Runner:
         self.cancels: list[Callable[[], None]] = []
         self.full_size = 0
         self.since_full = 0
+        self.timeout: float | None = None  # the limit that set the deadline, if this runner set it
 
     # -- starting ------------------------------------------------------------------------
 
@@ -97,10 +100,13 @@ class Runner:
             self.ctx._runner = self
             if start_event is not None:
                 run.status = "running"
-                if self.workflow.timeout is not None:
-                    run.deadline = get_clock().now() + self.workflow.timeout
+                self._set_deadline()
                 self.accept(start_event)
             else:
+                if run.status in ("failed", "cancelled"):
+                    # continuing after an ending is a new attempt; a crash is not an ending,
+                    # so an interrupted run keeps its deadline and its time down counts
+                    self._set_deadline()
                 for delivery in sorted(run.deliveries.values(), key=lambda d: d.eid):
                     self._queue(delivery)
                 for eid in run.awaiting:
@@ -436,7 +442,9 @@ class Runner:
             listener("checkpoint.write.before")
         run = self.run
         seq = run.seq + 1
-        full = not status_only and (not self.stored or self.since_full >= max(_COMPACT_AFTER, 2 * self.full_size))
+        full = not status_only and (
+            not self.stored or self.rebase or self.since_full >= max(_COMPACT_AFTER, 2 * self.full_size)
+        )
         if status_only:
             body = encode_status(run, seq, at)
         else:
@@ -457,7 +465,7 @@ class Runner:
             run.reset_journal()
             self.ctx.store.dirty.clear()
         if full:
-            self.full_size, self.since_full = len(body), 0
+            self.full_size, self.since_full, self.rebase = len(body), 0, False
         else:
             self.since_full += len(body)
         if listener is not None:
@@ -536,8 +544,18 @@ class Runner:
         if not self.future.done():
             self.future.set_exception(WorkflowCancelledError(f"run {self.run.run_id!r} was cancelled"))
 
+    def _set_deadline(self) -> None:
+        timeout = self.timeout = self.workflow.timeout
+        self.run.deadline = None if timeout is None else get_clock().now() + timeout
+
     def _timed_out(self) -> None:
-        self._fail(WorkflowTimeoutError(f"run {self.run.run_id!r} passed its deadline ({self.workflow.timeout}s)"))
+        limit = "" if self.timeout is None else f" of {self.timeout}s"
+        self._fail(
+            WorkflowTimeoutError(
+                f"run {self.run.run_id!r} passed its deadline{limit}; "
+                "wf.resume(run_id) continues it with a new deadline from the workflow's timeout"
+            )
+        )
 
     def _end(self) -> None:
         self.done = True

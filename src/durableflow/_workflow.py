@@ -10,7 +10,7 @@ from typing import Any
 from . import _snapshot
 from ._checkpointer import Checkpointer, new_owner, owner_is_dead, retire_owner
 from ._context import Context
-from ._errors import DurableflowError, RunLeaseError, WorkflowRuntimeError
+from ._errors import DurableflowError, RunExistsError, RunLeaseError, RunNotFoundError, WorkflowRuntimeError
 from ._events import StartEvent, run_result
 from ._graph import graph_of
 from ._handler import WorkflowHandler
@@ -60,6 +60,8 @@ class Workflow:
         a context restored by ``Context.from_dict``, that run continues and
         every event it had not consumed is delivered again.
         """
+        if run_id is not None and (not isinstance(run_id, str) or not run_id):
+            raise ValueError(f"run_id must be a non-empty string, not {run_id!r}")
         graph = graph_of(type(self))
         _require_loop("run")
         plugin_manager.load_entry_points()
@@ -74,16 +76,48 @@ class Workflow:
             if start_event is not None and start_fields:
                 raise TypeError("pass either start_event or start fields, not both")
             start = start_event if start_event is not None else graph.start_type(**start_fields)
-            ctx._state = RunState(run_id or uuid.uuid4().hex)
+            ctx._state = RunState(uuid.uuid4().hex if run_id is None else run_id)
         elif start_event is not None or start_fields or run_id is not None:
             raise WorkflowRuntimeError(
                 f"this context continues run {ctx.run_id!r}; it takes no start event, fields or run id"
             )
-        runner = Runner(self, ctx, self.checkpointer, new_owner() if self.checkpointer else "")
+        checkpointer = self.checkpointer
+        owner = new_owner() if checkpointer else ""
+        stored = start is None and checkpointer is not None and self._adopt(checkpointer, ctx, owner)
+        runner = Runner(self, ctx, checkpointer, owner, stored=stored, rebase=stored)
         handler = WorkflowHandler(ctx.run_id, runner.future, ctx)
         handler._attach(runner)
-        runner.start(start)
+        try:
+            runner.start(start)
+        except Exception:
+            if stored:
+                assert checkpointer is not None
+                self._release(checkpointer, ctx.run_id, owner)
+            raise
         return handler
+
+    def _adopt(self, checkpointer: Checkpointer, ctx: Context[Any], owner: str) -> bool:
+        """Lease the stored run a restored context continues; ``False`` if the store does not hold it.
+
+        The context's state becomes the run's newest checkpoint, superseding any
+        the store took after ``to_dict``. A completed run is left as it is.
+        """
+        run_id = ctx.run_id
+        try:
+            checkpointer.info(run_id)
+        except RunNotFoundError:
+            return False
+        self._acquire(checkpointer, run_id, owner)
+        try:
+            info = checkpointer.info(run_id)  # read under the lease: no other worker appends now
+            if info.status == "completed" or info.workflow != ctx._graph.workflow_path:
+                raise RunExistsError(run_id)
+        except BaseException:
+            self._release(checkpointer, run_id, owner)
+            raise
+        ctx._state.seq = info.last_seq
+        ctx._state.written = {}  # the first record writes every run-level field, the status among them
+        return True
 
     def resume(self, run_id: str, *, wait: float = 0.0) -> WorkflowHandler:
         """Continue a stored run (interrupted, failed or cancelled); a completed one just gives its result.

@@ -76,3 +76,25 @@ async def test_a_resumed_run_keeps_its_original_timeout_deadline(store: Store, c
     with pytest.raises(WorkflowTimeoutError):
         await asyncio.wait_for(resumed, 5)
     assert clock.now() == started + 50
+
+
+async def test_a_run_that_timed_out_resumes_with_a_new_deadline(store: Store, clock: ManualClock) -> None:
+    """Resuming a timed-out run is a new attempt: its deadline comes from the resuming workflow's timeout."""
+    run_id = await _crash_while_sleeping(store, clock, seconds=100, timeout=50)
+    clock.advance(60)
+    with pytest.raises(WorkflowTimeoutError, match=r"passed its deadline; wf\.resume"):
+        await asyncio.wait_for(Sleeper(checkpointer=store.open(), timeout=50).resume(run_id), 5)
+
+    retried = Sleeper(checkpointer=store.open(), timeout=200).resume(run_id)
+    await settle(lambda: clock.sleeping == 1)
+    assert store.open().info(run_id).status == "running"
+    clock.advance(100)  # past the sleep's deadline (100 s after the start), short of the new one (260 s)
+    assert await asyncio.wait_for(retried, 5) == "rested"
+
+
+async def test_the_timeout_error_names_the_limit_that_set_the_deadline(store: Store, clock: ManualClock) -> None:
+    handler = Sleeper(checkpointer=store.open(), timeout=50).run(seconds=100)
+    await settle(lambda: clock.sleeping == 1)
+    clock.advance(50)
+    with pytest.raises(WorkflowTimeoutError, match=r"passed its deadline of 50s; wf\.resume\(run_id\) continues it"):
+        await asyncio.wait_for(handler, 5)
