@@ -113,6 +113,8 @@ class Capture:
     store: Checkpointer
     world: dict[str, Any]
     clock: float | None
+    at_first_crash: dict[str, Any] | None = None
+    """The world as the first crash of the scenario left it (see ``Final.at_first_crash``)."""
 
 
 @dataclass
@@ -128,6 +130,9 @@ class Final:
     """How often each effect's function ran, over all the lives (see ``count_effects``)."""
     windows: Counter[str] = field(default_factory=Counter)
     """How many crashes fell while each effect's result was not yet durable."""
+    at_first_crash: dict[str, Any] = field(default_factory=dict)
+    """The world when the run first died: up to there it went as the reference did, so what the
+    reference did from there on says whether a different end is work lost or done twice."""
 
 
 @dataclass
@@ -277,6 +282,12 @@ class Exploration:
                 f"the uninterrupted reference run of {self.cls.__name__} did not finish "
                 f"({life.ending}): {life.error or ''}"
             )
+        if reference.status != "completed":  # a scenario that failed the same way would match it and pass
+            raise AssertionError(
+                f"the uninterrupted reference run of {self.cls.__name__} ended {reference.status}, "
+                f"not completed: {reference.error or ''}; crash exploration needs a run that completes "
+                "to judge the others by (check the start input)"
+            )
         report = Report(
             self.cls.__name__, self.settings.mode, self.settings.depth, self.seed,
             reference=reference.result, shard=self.settings.shard,
@@ -382,6 +393,8 @@ class Exploration:
         if capture is None:  # a replayed id whose point the run no longer reaches: judged "unreached"
             return [Life(ending="finished")], Final("missing", None, None, {}, {})
         self.world.restore(capture.world)
+        if capture.at_first_crash is None:
+            capture.at_first_crash = self.world.snapshot()
         self._restart_clock(capture.clock)
         deeper = self.settings.depth == 2 and ">" not in scenario_id
         # a replayed a>b (depth 2 comes from its id) captures b alone; an exploration, every point
@@ -391,8 +404,9 @@ class Exploration:
             lives = [*capture.lives, life]
             for point, deeper_capture in life.captures.items():
                 deeper_capture.lives = [*capture.lives, *deeper_capture.lives]
+                deeper_capture.at_first_crash = capture.at_first_crash
                 self.captures[f"{scenario_id}>{point}"] = deeper_capture
-            return lives, self.final(capture.store, lives)
+            return lives, self.final(capture.store, lives, capture.at_first_crash)
         finally:
             capture.store.close()
 
@@ -436,6 +450,7 @@ class Exploration:
         self.world.reset()
         self._restart_clock(self._frozen_at)
         lives: list[Life] = []
+        at_first_crash: dict[str, Any] = {}
         try:
             for index in range(len(crashes) + 1):
                 target = crashes[index] if index < len(crashes) else None
@@ -443,7 +458,9 @@ class Exploration:
                 lives.append(life)
                 if life.ending != "crashed":
                     break
-            return lives, self.final(store, lives)
+                if index == 0:
+                    at_first_crash = self.world.snapshot()
+            return lives, self.final(store, lives, at_first_crash)
         finally:
             store.close()
 
@@ -555,10 +572,11 @@ class Exploration:
             return RedisCheckpointer(store, prefix=f"durableflow-crashtest:{uuid.uuid4().hex[:12]}")
         raise ValueError(f"unknown store {store!r}: use memory, sqlite, fakeredis, a redis:// URL or a factory")
 
-    def final(self, store: Checkpointer, lives: list[Life]) -> Final:
+    def final(self, store: Checkpointer, lives: list[Life], at_first_crash: dict[str, Any] | None = None) -> Final:
         stored = lives[-1].stored or self.stored(store)
         effects, windows = count_effects(lives)
-        return Final(**stored, world=self.world.snapshot(), effects=effects, windows=windows)
+        world = self.world.snapshot()
+        return Final(**stored, world=world, effects=effects, windows=windows, at_first_crash=at_first_crash or {})
 
     def stored(self, store: Checkpointer) -> dict[str, Any]:
         """The run's status, result, error and state as its records hold them (plain JSON data)."""
@@ -665,7 +683,7 @@ def judge(reference: Final, final: Final, lives: list[Life], crashes: list[str])
         if count > allowed[key] + final.windows[key]:
             return "duplicated effect", f"effect {key!r} ran {count} times; the reference run ran it {allowed[key]}"
     if reference.world != final.world:
-        return _world_kind(reference.world, final.world), _diff(
+        return _world_kind(reference.world, final.world, final.at_first_crash), _diff(
             _world_entries(reference.world), _world_entries(final.world)
         )
     if final.result != reference.result:
@@ -675,15 +693,22 @@ def judge(reference: Final, final: Final, lives: list[Life], crashes: list[str])
     return None, ""
 
 
-def _world_kind(expected: dict[str, Any], found: dict[str, Any]) -> str:
-    """More than the reference in the world is a duplicated effect; less is lost work."""
+def _world_kind(expected: dict[str, Any], found: dict[str, Any], at_crash: dict[str, Any]) -> str:
+    """Past the reference's end, in the direction the reference moved from where the run crashed, is a
+    duplicated effect (a counter decremented twice goes down); short of it is lost work. A change the
+    reference did not need after the crash is work done again."""
     more = less = False
     for section in ("redis", "calls"):
-        old, new = expected.get(section, {}), found.get(section, {})
+        old, new, then = expected.get(section, {}), found.get(section, {}), at_crash.get(section, {})
         for key in old.keys() | new.keys():
-            size_old, size_new = _size(old.get(key)), _size(new.get(key))
-            more |= size_new > size_old
-            less |= size_new < size_old
+            end, got = _size(old.get(key)), _size(new.get(key))
+            if got == end:
+                continue
+            remaining = end - _size(then.get(key))
+            if remaining == 0 or (got - end) * remaining > 0:
+                more = True
+            else:
+                less = True
     if more and not less:
         return "duplicated effect"
     if less and not more:

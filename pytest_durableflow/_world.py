@@ -16,6 +16,7 @@ import functools
 import inspect
 import json
 import os
+import re
 import secrets
 import shutil
 import socket
@@ -83,6 +84,10 @@ class _Signed:
             return method(*args, **kwargs)
 
         return call
+
+
+_KEYED = re.compile(r"[(, ]idempotency_key=(?!None[,)])")
+"""A call text that passes an idempotency key (``None`` is none)."""
 
 
 def _call_text(name: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> str:
@@ -278,7 +283,7 @@ class FakeWorld:
     def snapshot(self) -> dict[str, Any]:
         calls = Counter(self.calls)
         for call in calls:
-            if "idempotency_key=" in call:  # the receiver dedupes by the key: the same request again is one request
+            if _KEYED.search(call):  # the receiver dedupes by the key: the same request again is one request
                 calls[call] = 1
         return {"redis": self.redis_snapshot(), "calls": dict(calls)}
 

@@ -326,7 +326,12 @@ def _crashtest(args: argparse.Namespace) -> int:
 
     fields = _input_fields(args.input)
     factory = _workflow_factory(args.target)
-    store = "sqlite" if args.store.startswith("sqlite") else args.store
+    store = args.store
+    if store.startswith(("sqlite:", "memory:")):
+        raise UsageError(
+            f"--store {store}: crashtest gives every scenario an empty store of its own, so it takes a kind "
+            "(sqlite, memory, fakeredis) or a redis:// URL, not a path"
+        )
     answer = _answer(args.respond)
     respond = None
     if answer is not None:

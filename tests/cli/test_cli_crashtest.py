@@ -182,3 +182,18 @@ def test_an_unreachable_store_exits_6_without_a_traceback(cli: Cli, ledger: Path
     outcome = cli("crashtest", "ledger:Careful", "--input", '{"ids": [1]}', "--store", "redis://127.0.0.1:1/0")
     assert outcome.code == 6
     assert "unreachable" in outcome.err and "Traceback" not in outcome.err
+
+
+def test_an_input_the_uninterrupted_run_fails_on_exits_1_saying_so(cli: Cli, ledger: Path) -> None:
+    """Without ids the run fails every time, crashed or not; that is reported, not passed as all green."""
+    outcome = cli("crashtest", "ledger:Careful", "--input", "{}", "--depth", "2")
+    assert outcome.code == 1
+    assert "reference run of Careful ended failed, not completed" in outcome.err
+    assert "scenarios passed" not in outcome.out
+
+
+def test_a_store_path_is_refused_since_every_scenario_gets_its_own_store(cli: Cli, ledger: Path) -> None:
+    outcome = cli("crashtest", "ledger:Careful", "--input", '{"ids": [1]}', "--store", "sqlite:///runs.db")
+    assert outcome.code == 2
+    assert "takes a kind (sqlite, memory, fakeredis) or a redis:// URL, not a path" in outcome.err
+    assert not (ledger / "runs.db").exists()

@@ -63,6 +63,23 @@ class PushThenRecord(Workflow):
         return StopEvent(result=len(done))
 
 
+class TakeThenRecord(Workflow):
+    """WRONG: DECR the stock, then record progress; a crash between the two takes a second item."""
+
+    @step
+    async def reserve(self, ev: StartEvent, ctx: Context, redis: Redis) -> StopEvent:
+        redis.setnx("stock", 10)
+        done = await ctx.store.get("done", default=[])
+        for order in ev.orders:
+            if order in done:
+                continue
+            redis.decr("stock")
+            done.append(order)
+            await ctx.store.set("done", done)
+            await ctx.checkpoint()
+        return StopEvent(result=len(done))
+
+
 class CountThenRecord(Workflow):
     """WRONG: INCR a counter, then record progress; a crash between the two counts the document twice."""
 
@@ -176,6 +193,14 @@ class ChargeDirectly(Workflow):
         return StopEvent(result=payments.charge(ev.order, ev.cents))
 
 
+class ChargeWithNoKey(Workflow):
+    """WRONG: charges straight from the step, passing ``idempotency_key=None``: no key, so nothing dedupes it."""
+
+    @step
+    async def pay(self, ev: StartEvent, ctx: Context, payments: Payments) -> StopEvent:
+        return StopEvent(result=payments.charge(ev.order, ev.cents, idempotency_key=None))
+
+
 class ChargeAsEffect(Workflow):
     """Right: the charge is a ``ctx.effect``, and its idempotency key reaches the provider."""
 
@@ -285,6 +310,14 @@ class NeverFinishes(Workflow):
     async def wait(self, ev: StartEvent, ctx: Context) -> StopEvent:
         await asyncio.Event().wait()
         return StopEvent(result="never")
+
+
+class AlwaysFails(Workflow):
+    """WRONG: its step raises, so every run fails the same way, crashed or not."""
+
+    @step
+    async def boom(self, ev: StartEvent, ctx: Context) -> StopEvent:
+        raise RuntimeError("broken")
 
 
 WRONG = {

@@ -15,9 +15,12 @@ from .flows import (
     PAYMENT_FAKES,
     RIGHT,
     WRONG,
+    AlwaysFails,
+    ChargeWithNoKey,
     InstanceProgress,
     NeverFinishes,
     PushThenRecord,
+    TakeThenRecord,
     WaitsForInstanceSignal,
 )
 
@@ -140,6 +143,35 @@ def test_a_reference_run_that_never_finishes_says_it_overstayed(mode: str) -> No
 
     assert "did not finish (hang): did not finish within 0.3 s" in str(raised.value)
     assert "died" not in str(raised.value)
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_a_counter_taken_down_twice_is_a_duplicated_effect_not_lost_work(mode: str) -> None:
+    """Below the reference's stock is past its end in the direction the run was moving: work done twice."""
+    report = explore(TakeThenRecord, {"orders": ["A", "B"]}, mode=mode)
+
+    assert report.failures, report.summary()
+    assert {o.kind for o in report.failures} == {"duplicated effect"}
+    assert 'redis key \'stock\':\n  reference run: "8"\n  resumed run:   "7"' in report.failures[0].diff
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_a_call_passing_idempotency_key_none_counts_every_time(mode: str) -> None:
+    """Only a real key lets the receiver dedupe a call: ``None`` is no key, so a repeated charge is caught."""
+    report = explore(ChargeWithNoKey, {"order": "A-1", "cents": 500}, mode=mode, **PAYMENT_FAKES)
+
+    assert report.failures, report.summary()
+    assert {o.kind for o in report.failures} == {"duplicated effect"}
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_a_reference_run_that_fails_is_an_error_not_a_pass(mode: str) -> None:
+    """Every scenario would fail just like it and so match it: the exploration refuses to judge by it."""
+    with pytest.raises(AssertionError) as raised:
+        explore(AlwaysFails, {}, mode=mode, depth=2)
+
+    message = str(raised.value)
+    assert "reference run of AlwaysFails ended failed, not completed: builtins.RuntimeError: broken" in message
 
 
 class Ledger:
