@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import inspect
+import os
 import shlex
 import uuid
 from collections.abc import Callable, Iterable, Mapping
@@ -98,12 +99,21 @@ class CrashHarness:
         self._request = request
         self._shard = shard
         self._fakes = fakes
+        self._explored = 0
+        """Explorations this test has run: a re-run line names which one it replays."""
 
     def explore(
         self, workflow: type[Workflow] | Callable[[], Workflow], start: StartEvent | Mapping[str, Any], **options: Any
     ) -> Report:
         """Explore every crash point of a run of ``workflow``; call ``.assert_ok()`` on the result."""
-        report = explore(workflow, start, **self._settings(options))
+        self._explored += 1
+        settings = self._settings(options)
+        replay = _replayed(option(self._request.config, "scenario"))
+        if replay is not None and replay[0] != self._explored:  # the re-run line replays another exploration
+            name = (workflow if isinstance(workflow, type) else type(workflow())).__name__
+            report = Report(name, settings.get("mode", "inprocess"), settings.get("depth", 1), settings["seed"])
+        else:
+            report = explore(workflow, start, **settings)
         self._request.node.user_properties.append(("durableflow", summary_of(self._request.node.nodeid, report)))
         return report
 
@@ -137,9 +147,9 @@ class CrashHarness:
         settings["seed"] = seed_for(config, _unsharded(self._request.node.nodeid, self._shard))
         if settings.get("store") == "redis":
             settings["store"] = option(config, "redis-url")
-        replay = option(config, "scenario")
+        replay = _replayed(option(config, "scenario"))
         if replay:
-            settings["only"] = replay
+            settings["only"] = replay[1]
         if self._shard is not None and not replay:  # a replayed scenario runs in the item its re-run line names
             settings["shard"] = self._shard
         if self._fakes is not None:
@@ -152,9 +162,25 @@ class CrashHarness:
             if (value := config.getoption("durableflow_" + name)) is not None
         )
         given = given.replace("{", "{{").replace("}", "}}")
-        settings["rerun"] = f"pytest '{self._request.node.nodeid}' --durableflow-scenario='" + "{id}'" + given
+        nth = "" if self._explored <= 1 else f"{self._explored}:"
+        settings["rerun"] = f"pytest '{_from_here(self._request)}' --durableflow-scenario='{nth}" + "{id}'" + given
         settings.update(call)
         return settings
+
+
+def _replayed(scenario: str | None) -> tuple[int, str] | None:
+    """Which of the test's explorations a ``--durableflow-scenario`` replays, and the scenario id:
+    ``"2:step.a.end#1"`` is the second exploration's; a bare id, the first's."""
+    if not scenario:
+        return None
+    nth, colon, scenario_id = scenario.partition(":")
+    return (int(nth), scenario_id) if colon and nth.isdigit() else (1, scenario)
+
+
+def _from_here(request: pytest.FixtureRequest) -> str:
+    """The test's node id with its file relative to where pytest was started, so the re-run line works there."""
+    where = os.path.relpath(request.node.path, request.config.invocation_params.dir)
+    return "::".join([where.replace(os.sep, "/"), *request.node.nodeid.split("::")[1:]])
 
 
 def _unsharded(nodeid: str, shard: tuple[int, int] | None) -> str:

@@ -104,3 +104,46 @@ def test_a_depth_2_kill_mode_failure_replays_from_its_rerun_line(project: pytest
     again.assert_outcomes(failed=1)
     assert failures(again) == [(scenario, dict(failures(first))[scenario])]
     again.stdout.fnmatch_lines(["*of InstanceProgress: 1 of 1 scenarios failed [[]mode=kill depth=2 *"])
+
+
+TWO_EXPLORATIONS = """
+import flows
+
+
+def test_two_workflows(crash_harness):
+    crash_harness.explore(flows.AddThenRecord, {"ids": [1, 2]}).assert_ok()
+    crash_harness.explore(flows.PushThenRecord, {"ids": [1, 2]}).assert_ok()
+"""
+
+
+def test_a_failure_in_a_tests_second_exploration_replays_that_exploration_alone(project: pytest.Pytester) -> None:
+    """The re-run line says which exploration of the test it replays; the others run nothing."""
+    project.makepyfile(test_two=TWO_EXPLORATIONS)
+    first = project.runpytest()
+    first.assert_outcomes(failed=1)
+    failed = dict(failures(first))
+    args, replayed = reruns(first)[0]
+    nth, _, scenario = replayed.partition(":")
+    assert nth == "2" and scenario in failed
+
+    again = project.runpytest(*args)
+    again.assert_outcomes(failed=1)
+    assert failures(again) == [(scenario, failed[scenario])]
+    again.stdout.fnmatch_lines(["*crash exploration of PushThenRecord: 1 of 1 scenarios failed*"])
+
+
+def test_a_rerun_line_works_from_the_directory_pytest_was_started_in(
+    project: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Started from a subdirectory of the rootdir, the re-run line names the test file relative to it."""
+    tests = project.mkpydir("tests")
+    (tests / "test_wrong.py").write_text(DEPTH_FROM_THE_COMMAND_LINE)
+    monkeypatch.chdir(tests)
+    first = project.runpytest_subprocess("-p", "no:cacheprovider")
+    first.assert_outcomes(failed=1)
+    args, scenario = reruns(first)[0]
+    assert args[0] == "test_wrong.py::test_instance_progress"
+
+    again = project.runpytest_subprocess("-p", "no:cacheprovider", *args)
+    again.assert_outcomes(failed=1)
+    assert [found for found, _ in failures(again)] == [scenario]
