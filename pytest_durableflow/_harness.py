@@ -15,6 +15,7 @@ import asyncio
 import dataclasses
 import json
 import random
+import re
 import shutil
 import tempfile
 import threading
@@ -126,6 +127,8 @@ class Final:
     error: str | None
     state: dict[str, Any]
     world: dict[str, Any]
+    answers: dict[str, Any] = field(default_factory=dict)
+    """What each effect returned, by key: the outside world's answers to the run."""
     effects: Counter[str] = field(default_factory=Counter)
     """How often each effect's function ran, over all the lives (see ``count_effects``)."""
     windows: Counter[str] = field(default_factory=Counter)
@@ -288,6 +291,7 @@ class Exploration:
                 f"not completed: {reference.error or ''}; crash exploration needs a run that completes "
                 "to judge the others by (check the start input)"
             )
+        self.run_again(reference)
         report = Report(
             self.cls.__name__, self.settings.mode, self.settings.depth, self.seed,
             reference=reference.result, shard=self.settings.shard,
@@ -358,6 +362,31 @@ class Exploration:
             return [life], self.final(store, [life])
         finally:
             store.close()
+
+    def run_again(self, reference: Final) -> None:
+        """Run it uninterrupted once more: a run that ends differently every time cannot be judged by one."""
+        if self.settings.mode == "kill":
+            from ._kill import live_in_child
+
+            store = self.new_store()
+            self.world.reset()
+            self._restart_clock(self._frozen_at)
+            try:
+                again = self.final(store, [live_in_child(self, store, first=True, capture=set())])
+            finally:
+                store.close()
+        else:
+            again = self.scenario_lives([])[1]
+        if (again.status, again.error) != (reference.status, reference.error) or not _ends_alike(reference, again):
+            first, second = (
+                {"status": r.status, "result": r.result, "state": r.state, "world": _world_entries(r.world)}
+                for r in (reference, again)
+            )
+            raise AssertionError(
+                f"two uninterrupted runs of {self.cls.__name__} ended differently, so a crashed run cannot be "
+                "judged against one: make what varies (a random id, the time) the answer of a ctx.effect, "
+                f"which a resumed run replays\n{_diff(first, second, labels=('first run', 'second run'))}"
+            )
 
     def scenario(self, scenario_id: str, reference: Final) -> tuple[Outcome, list[Life]]:
         began = real_monotonic()
@@ -585,7 +614,7 @@ class Exploration:
         except RunNotFoundError:
             return {"status": "missing", "result": None, "error": None, "state": {}}
         status, result, error = outcome(doc)
-        return {"status": status, "result": result, "error": error, "state": doc["state"]}
+        return {"status": status, "result": result, "error": error, "state": doc["state"], "answers": doc["effects"]}
 
 
 def copy_run(source: Checkpointer, target: Checkpointer, run_id: str) -> None:
@@ -682,15 +711,75 @@ def judge(reference: Final, final: Final, lives: list[Life], crashes: list[str])
     for key, count in final.effects.items():
         if count > allowed[key] + final.windows[key]:
             return "duplicated effect", f"effect {key!r} ran {count} times; the reference run ran it {allowed[key]}"
+    if _ends_alike(reference, final):
+        return None, ""
     if reference.world != final.world:
         return _world_kind(reference.world, final.world, final.at_first_crash), _diff(
             _world_entries(reference.world), _world_entries(final.world)
         )
     if final.result != reference.result:
         return "divergent result", _diff(reference.result, final.result, "result")
-    if final.state != reference.state:
-        return "divergent state", _diff(reference.state, final.state, "state key")
-    return None, ""
+    return "divergent state", _diff(reference.state, final.state, "state key")
+
+
+def _ends_alike(reference: Final, final: Final) -> bool:
+    """The same result, state and world — as they are, or once ``final``'s effects are answered as the
+    reference's were (a relabelling can also unsort what was sorted, so both are tried)."""
+    if (final.world, final.result, final.state) == (reference.world, reference.result, reference.state):
+        return True
+    aligned = _with_the_references_answers(final, reference)
+    return aligned is not final and (aligned.world, aligned.result, aligned.state) == (
+        reference.world,
+        reference.result,
+        reference.state,
+    )
+
+
+def _with_the_references_answers(final: Final, reference: Final) -> Final:
+    """``final`` as if its effects had been answered as the reference's were.
+
+    An effect whose answer varies (a fresh id, a provider's receipt) may be
+    answered differently in a run that crashed before recording it: both runs
+    are right. Each text the two answers differ by is swapped for the
+    reference's wherever it appears, so the rest of the comparison is fair.
+    """
+    swaps: dict[str, str] = {}
+    for key, answer in final.answers.items():
+        if key in reference.answers and answer != reference.answers[key]:
+            _pair_texts(answer, reference.answers[key], swaps)
+    if not swaps:
+        return final
+    # all at once: answers that traded places (two receipts) must not be swapped back
+    texts = re.compile("|".join(map(re.escape, sorted(swaps, key=len, reverse=True))))
+
+    def swapped(value: Any) -> Any:
+        if isinstance(value, str):
+            return texts.sub(lambda match: swaps[match.group()], value)
+        if isinstance(value, dict):
+            return {swapped(k): swapped(v) for k, v in value.items()}
+        if isinstance(value, list):
+            return [swapped(item) for item in value]
+        return value
+
+    return dataclasses.replace(
+        final, result=swapped(final.result), state=swapped(final.state), world=swapped(final.world)
+    )
+
+
+def _pair_texts(found: Any, expected: Any, swaps: dict[str, str]) -> None:
+    """Pair the differing texts at the same places in two answers; short ones are too common to swap."""
+    if isinstance(found, str) and isinstance(expected, str):
+        if found != expected and len(found) >= _MIN_SWAP:
+            swaps[found] = expected
+    elif isinstance(found, dict) and isinstance(expected, dict):
+        for key in found.keys() & expected.keys():
+            _pair_texts(found[key], expected[key], swaps)
+    elif isinstance(found, list) and isinstance(expected, list):
+        for pair in zip(found, expected, strict=False):
+            _pair_texts(*pair, swaps)
+
+
+_MIN_SWAP = 6
 
 
 def _world_kind(expected: dict[str, Any], found: dict[str, Any], at_crash: dict[str, Any]) -> str:
@@ -736,9 +825,11 @@ def _size(value: Any) -> float:
 _ABSENT = object()
 
 
-def _diff(expected: Any, found: Any, name: str = "") -> str:
+def _diff(expected: Any, found: Any, name: str = "", labels: tuple[str, str] = ("reference run", "resumed run")) -> str:
     """Each place where the two differ, named, with the reference's value and the resumed run's."""
     lines: list[str] = []
+    width = max(map(len, labels)) + 2
+    first, second = (f"{label}:".ljust(width) for label in labels)
 
     def walk(a: Any, b: Any, path: str) -> None:
         if a == b:
@@ -747,7 +838,7 @@ def _diff(expected: Any, found: Any, name: str = "") -> str:
             for key in sorted(a.keys() | b.keys(), key=str):
                 walk(a.get(key, _ABSENT), b.get(key, _ABSENT), f"{path} {key}".strip())
             return
-        lines.extend([f"{path or 'value'}:", f"  reference run: {_show(a)}", f"  resumed run:   {_show(b)}"])
+        lines.extend([f"{path or 'value'}:", f"  {first}{_show(a)}", f"  {second}{_show(b)}"])
 
     walk(expected, found, name)
     return "\n".join(lines[:45] + (["..."] if len(lines) > 45 else []))

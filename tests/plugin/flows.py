@@ -8,6 +8,7 @@ small, so that a kill-mode exploration (one fork per life) stays quick.
 from __future__ import annotations
 
 import asyncio
+import uuid
 from typing import Annotated, Any
 
 import redis
@@ -310,6 +311,28 @@ class NeverFinishes(Workflow):
     async def wait(self, ev: StartEvent, ctx: Context) -> StopEvent:
         await asyncio.Event().wait()
         return StopEvent(result="never")
+
+
+class OrderIdAsEffect(Workflow):
+    """Right: the order id is random, minted in a ``ctx.effect``, so a resumed run keeps the one it recorded."""
+
+    @step
+    async def place(self, ev: StartEvent, ctx: Context, redis: Redis) -> StopEvent:
+        order_id = await ctx.effect("order-id", lambda: uuid.uuid4().hex)
+        redis.set(f"order:{order_id}", ev.item)
+        await ctx.store.set("order", order_id)
+        return StopEvent(result=order_id)
+
+
+class OrderIdInTheStep(Workflow):
+    """WRONG: the random order id is minted in the step itself, so a rerun of the step places a second order."""
+
+    @step
+    async def place(self, ev: StartEvent, ctx: Context, redis: Redis) -> StopEvent:
+        order_id = uuid.uuid4().hex
+        redis.set(f"order:{order_id}", ev.item)
+        await ctx.store.set("order", order_id)
+        return StopEvent(result=order_id)
 
 
 class AlwaysFails(Workflow):

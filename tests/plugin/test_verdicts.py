@@ -19,6 +19,8 @@ from .flows import (
     ChargeWithNoKey,
     InstanceProgress,
     NeverFinishes,
+    OrderIdAsEffect,
+    OrderIdInTheStep,
     PushThenRecord,
     TakeThenRecord,
     WaitsForInstanceSignal,
@@ -162,6 +164,26 @@ def test_a_call_passing_idempotency_key_none_counts_every_time(mode: str) -> Non
 
     assert report.failures, report.summary()
     assert {o.kind for o in report.failures} == {"duplicated effect"}
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_a_random_answer_recorded_by_an_effect_passes_every_scenario(mode: str) -> None:
+    """A run that crashed before recording the effect gets another id: as right as the reference, so it passes."""
+    report = explore(OrderIdAsEffect, {"item": "book"}, mode=mode, depth=2)
+
+    assert report.scenarios and report.ok, report.failure_text()
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_a_random_id_minted_outside_an_effect_is_named_as_what_varies(mode: str) -> None:
+    """Two uninterrupted runs already differ: the error shows where, and says to mint it in a ctx.effect."""
+    with pytest.raises(AssertionError) as raised:
+        explore(OrderIdInTheStep, {"item": "book"}, mode=mode)
+
+    message = str(raised.value)
+    assert "two uninterrupted runs of OrderIdInTheStep ended differently" in message
+    assert "the answer of a ctx.effect" in message
+    assert "result:\n  first run:  " in message and "\n  second run: " in message
 
 
 @pytest.mark.parametrize("mode", MODES)
