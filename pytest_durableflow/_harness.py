@@ -291,7 +291,6 @@ class Exploration:
                 f"not completed: {reference.error or ''}; crash exploration needs a run that completes "
                 "to judge the others by (check the start input)"
             )
-        self.run_again(reference)
         report = Report(
             self.cls.__name__, self.settings.mode, self.settings.depth, self.seed,
             reference=reference.result, shard=self.settings.shard,
@@ -317,6 +316,8 @@ class Exploration:
             deeper = self._sample(second, None if budget is None else max(0, budget - len(first)))
             for scenario_id in deeper:
                 self._add(report, self.scenario(scenario_id, reference)[0], len(first) + len(deeper))
+        if not report.ok:  # before blaming the crashes, make sure an uninterrupted run ends the same every time
+            self.run_again(reference)
         report.seconds = real_monotonic() - began
         return report
 
@@ -364,7 +365,10 @@ class Exploration:
             store.close()
 
     def run_again(self, reference: Final) -> None:
-        """Run it uninterrupted once more: a run that ends differently every time cannot be judged by one."""
+        """Run it uninterrupted once more: a run that ends differently every time cannot be judged by one.
+
+        Only after a failure: where every scenario matched the reference, nothing needs explaining.
+        """
         if self.settings.mode == "kill":
             from ._kill import live_in_child
 
