@@ -101,6 +101,8 @@ class CrashHarness:
         self._fakes = fakes
         self._explored = 0
         """Explorations this test has run: a re-run line names which one it replays."""
+        self._replay = _replayed(option(request.config, "scenario"))
+        """``(nth exploration, scenario id)`` that ``--durableflow-scenario`` replays, if given."""
 
     def explore(
         self, workflow: type[Workflow] | Callable[[], Workflow], start: StartEvent | Mapping[str, Any], **options: Any
@@ -108,8 +110,7 @@ class CrashHarness:
         """Explore every crash point of a run of ``workflow``; call ``.assert_ok()`` on the result."""
         self._explored += 1
         settings = self._settings(options)
-        replay = _replayed(option(self._request.config, "scenario"))
-        if replay is not None and replay[0] != self._explored:  # the re-run line replays another exploration
+        if self._replay is not None and self._replay[0] != self._explored:  # it replays another exploration
             name = (workflow if isinstance(workflow, type) else type(workflow())).__name__
             report = Report(name, settings.get("mode", "inprocess"), settings.get("depth", 1), settings["seed"])
         else:
@@ -147,10 +148,9 @@ class CrashHarness:
         settings["seed"] = seed_for(config, _unsharded(self._request.node.nodeid, self._shard))
         if settings.get("store") == "redis":
             settings["store"] = option(config, "redis-url")
-        replay = _replayed(option(config, "scenario"))
-        if replay:
-            settings["only"] = replay[1]
-        if self._shard is not None and not replay:  # a replayed scenario runs in the item its re-run line names
+        if self._replay is not None:
+            settings["only"] = self._replay[1]
+        elif self._shard is not None:  # a replayed scenario runs in the item its re-run line names, unsharded
             settings["shard"] = self._shard
         if self._fakes is not None:
             settings["fakes"] = dict(self._fakes.fakes)

@@ -348,18 +348,24 @@ class Exploration:
         return plan[index::count]
 
     def reference_run(self) -> tuple[list[Life], Final]:
+        # In kill mode the reference life waits at each crash point to be captured: the first crashes of a
+        # replay, or all.
+        wanted = {self.settings.only.split(">")[0]} if self.settings.only else None
+        lives, final = self.uninterrupted(capture=wanted)
+        self.captures = lives[0].captures
+        return lives, final
+
+    def uninterrupted(self, capture: set[str] | None) -> tuple[list[Life], Final]:
+        """A run from its start to its end; in kill mode, a forked child captured at ``capture`` (``None``: all)."""
         if self.settings.mode != "kill":
             return self.scenario_lives([])
-        # The reference life waits at each crash point to be captured: the first crashes of a replay, or all.
         from ._kill import live_in_child
 
-        wanted = {self.settings.only.split(">")[0]} if self.settings.only else None
         store = self.new_store()
         self.world.reset()
         self._restart_clock(self._frozen_at)
         try:
-            life = live_in_child(self, store, first=True, capture=wanted)
-            self.captures = life.captures
+            life = live_in_child(self, store, first=True, capture=capture)
             return [life], self.final(store, [life])
         finally:
             store.close()
@@ -369,18 +375,7 @@ class Exploration:
 
         Only after a failure: where every scenario matched the reference, nothing needs explaining.
         """
-        if self.settings.mode == "kill":
-            from ._kill import live_in_child
-
-            store = self.new_store()
-            self.world.reset()
-            self._restart_clock(self._frozen_at)
-            try:
-                again = self.final(store, [live_in_child(self, store, first=True, capture=set())])
-            finally:
-                store.close()
-        else:
-            again = self.scenario_lives([])[1]
+        again = self.uninterrupted(capture=set())[1]
         if (again.status, again.error) != (reference.status, reference.error) or not _ends_alike(reference, again):
             first, second = (
                 {"status": r.status, "result": r.result, "state": r.state, "world": _world_entries(r.world)}
@@ -608,8 +603,9 @@ class Exploration:
     def final(self, store: Checkpointer, lives: list[Life], at_first_crash: dict[str, Any] | None = None) -> Final:
         stored = lives[-1].stored or self.stored(store)
         effects, windows = count_effects(lives)
-        world = self.world.snapshot()
-        return Final(**stored, world=world, effects=effects, windows=windows, at_first_crash=at_first_crash or {})
+        return Final(
+            **stored, world=self.world.snapshot(), effects=effects, windows=windows, at_first_crash=at_first_crash or {}
+        )
 
     def stored(self, store: Checkpointer) -> dict[str, Any]:
         """The run's status, result, error and state as its records hold them (plain JSON data)."""
@@ -729,14 +725,11 @@ def judge(reference: Final, final: Final, lives: list[Life], crashes: list[str])
 def _ends_alike(reference: Final, final: Final) -> bool:
     """The same result, state and world — as they are, or once ``final``'s effects are answered as the
     reference's were (a relabelling can also unsort what was sorted, so both are tried)."""
-    if (final.world, final.result, final.state) == (reference.world, reference.result, reference.state):
-        return True
-    aligned = _with_the_references_answers(final, reference)
-    return aligned is not final and (aligned.world, aligned.result, aligned.state) == (
-        reference.world,
-        reference.result,
-        reference.state,
-    )
+
+    def end(run: Final) -> tuple[Any, ...]:
+        return run.world, run.result, run.state
+
+    return end(final) == end(reference) or end(_with_the_references_answers(final, reference)) == end(reference)
 
 
 def _with_the_references_answers(final: Final, reference: Final) -> Final:
