@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from durableflow._cli import main
+from durableflow.cli import main
 
 FLOWS = '''
 """Workflows of a user's project, driven by the CLI tests."""

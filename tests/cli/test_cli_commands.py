@@ -1,4 +1,4 @@
-"""The ``durableflow`` command driven in-process through ``durableflow._cli.main(argv)``."""
+"""The ``durableflow`` command driven in-process through ``durableflow.cli.main(argv)``."""
 
 from __future__ import annotations
 

@@ -1,0 +1,153 @@
+"""``durableflow crashtest``: the crash exploration the ``crash_harness`` fixture runs, with a progress bar,
+the crash matrix printed and a re-run line for every failing scenario."""
+
+from __future__ import annotations
+
+import argparse
+import shlex
+from typing import TYPE_CHECKING, Any
+
+from pydantic import ValidationError
+
+from .._events import HumanResponseEvent
+from ._exits import UsageError, WaitsForInput, code_of, fail
+from ._options import add_command, add_respond, answer, input_fields, positive_int, seconds
+from ._output import console, table
+from ._workflows import workflow_factory
+
+if TYPE_CHECKING:
+    from rich.console import Console
+
+
+def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    crashtest = add_command(
+        commands, "crashtest", crashtest_command,
+        "kill a run at every crash point, resume it, and check it ends like an uninterrupted one",
+        store=False,
+        description="Kill a run at every crash point, resume it, and check it ends like an uninterrupted one. "
+        "Redis-typed resources are served by fakeredis. Exit 1 when any scenario fails.",
+    )  # fmt: skip
+    crashtest.add_argument("target", metavar="MODULE:Workflow", help="a Workflow subclass or a zero-argument factory")
+    crashtest.add_argument("--input", default="{}", metavar="JSON", help="the start event's fields, a JSON object")
+    crashtest.add_argument(
+        "--depth", type=int, choices=(1, 2), default=1,
+        help="2 also crashes once more during each resume",
+    )  # fmt: skip
+    crashtest.add_argument(
+        "--mode", choices=("inprocess", "kill"), default="inprocess",
+        help="raise at the point, or SIGKILL a forked child",
+    )  # fmt: skip
+    crashtest.add_argument(
+        "--store", default="sqlite", metavar="STORE",
+        help="an empty store per scenario: sqlite (default), memory, fakeredis or a redis:// URL",
+    )  # fmt: skip
+    crashtest.add_argument("--seed", type=int, metavar="N", help="seed for sampling (printed; default random)")
+    crashtest.add_argument("--max-scenarios", type=positive_int, metavar="N", help="sample at most N scenarios")
+    crashtest.add_argument("--scenario", metavar="ID", help="run only this scenario (a failure's re-run line gives it)")
+    crashtest.add_argument(
+        "--hang-after", type=seconds, default=5.0, metavar="SECONDS",
+        help="bound on one life of the run",
+    )  # fmt: skip
+    add_respond(crashtest)
+    crashtest.add_argument("--report", metavar="PATH", help="also write the crash matrix as an HTML page")
+
+
+def crashtest_command(args: argparse.Namespace) -> int:
+    """The same exploration as the ``crash_harness`` fixture, with a progress bar and the matrix printed."""
+    from pytest_durableflow._harness import explore
+
+    fields = input_fields(args.input)
+    factory = workflow_factory(args.target)
+    store = args.store
+    if store.startswith(("sqlite:", "memory:")):
+        raise UsageError(
+            f"--store {store}: crashtest gives every scenario an empty store of its own, so it takes a kind "
+            "(sqlite, memory, fakeredis) or a redis:// URL, not a path"
+        )
+    response = answer(args.respond)
+    respond = None
+    if response is not None:
+        respond = lambda request: HumanResponseEvent(**response)  # noqa: E731 - the same answer to every request
+    out = console()
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
+    with Progress(*columns, console=out, transient=True) as progress:
+        task = progress.add_task(f"crashing {args.target}", total=None)
+
+        def advance(outcome: Any, planned: int) -> None:
+            progress.update(task, advance=1, total=planned)
+
+        try:
+            report = explore(
+                factory, fields, depth=args.depth, mode=args.mode, seed=args.seed, max_scenarios=args.max_scenarios,
+                store=store, only=args.scenario, hang_after=args.hang_after, on_scenario=advance, respond=respond,
+            )  # fmt: skip
+        except (ValidationError, ValueError) as exc:
+            raise UsageError(f"cannot explore {args.target}: {exc}") from None
+        except AssertionError as exc:  # the uninterrupted reference run did not finish
+            if "did not finish (input)" in str(exc):  # it asked for input: the harness's words for that ending
+                return fail(
+                    code_of(WaitsForInput), str(exc), "answer its requests with --respond JSON, like --respond "
+                    + shlex.quote('{"response": "yes"}'),
+                )  # fmt: skip
+            return fail(1, str(exc))
+    for outcome in report.failures:
+        outcome.rerun = _rerun_line(args, outcome.id)
+    _print_matrix(out, report)
+    if args.report:
+        from pytest_durableflow._html import write_html
+        from pytest_durableflow._report import summary_of
+
+        write_html([summary_of(f"durableflow crashtest {args.target}", report)], args.report)
+        out.print(f"crash matrix written to {args.report}")
+    return 0 if report.ok else 1
+
+
+def _rerun_line(args: argparse.Namespace, scenario: str) -> str:
+    """The command that replays just ``scenario`` as this one ran it, quoted for a POSIX shell."""
+    argv = ["durableflow", "crashtest", args.target, "--input", args.input]
+    if args.respond is not None:
+        argv += ["--respond", args.respond]
+    if ">" in scenario:
+        argv += ["--depth", "2"]  # kill mode reaches a crash during the resume only when exploring depth 2
+    argv += ["--mode", args.mode, "--store", args.store, "--hang-after", str(args.hang_after), "--scenario", scenario]
+    return shlex.join(argv)
+
+
+def _print_matrix(out: Console, report: Any) -> None:
+    """One row per first crash point: its outcome, and at depth 2 how the crashes during its resume ended."""
+    from rich.text import Text
+
+    rows: dict[str, list[Any]] = {}
+    for outcome in report.scenarios:
+        rows.setdefault(outcome.id.partition(">")[0], []).append(outcome)
+    matrix = table("crash point", "outcome", *(["crashes during the resume"] if report.depth == 2 else []))
+    for point, outcomes in rows.items():
+        alone = next((o for o in outcomes if ">" not in o.id), None)
+        cells = [Text(point), _verdict(alone)]
+        if report.depth == 2:
+            nested = [o for o in outcomes if ">" in o.id]
+            failed = [o for o in nested if not o.ok]
+            kinds = ", ".join(sorted({o.kind for o in failed if o.kind}))
+            cells.append(
+                Text(
+                    f"{len(nested) - len(failed)} passed" + (f", {len(failed)} failed: {kinds}" if failed else ""),
+                    style="red" if failed else "green",
+                )
+            )
+        matrix.add_row(*cells)
+    out.print(matrix)
+    for outcome in report.failures:
+        out.print(Text(f"\n{outcome.id}: {outcome.kind}", style="bold red"))
+        out.print(Text(outcome.diff))
+        out.print(Text(f"re-run: {outcome.rerun}", style="dim"), soft_wrap=True)  # one line, to copy whole
+    out.print(Text(report.summary(), style="bold " + ("green" if report.ok else "red")))
+
+
+def _verdict(outcome: Any) -> Any:
+    from rich.text import Text
+
+    if outcome is None:
+        return Text("-")
+    return Text("passed", style="green") if outcome.ok else Text(str(outcome.kind), style="red")

@@ -1,0 +1,123 @@
+"""How the ``durableflow`` command ends: its exit codes, the errors that pick them, and what it tells on stderr.
+
+``EXIT_CODES`` is the one table: ``--help`` prints it and ``main`` maps an error to its code through it.
+"""
+
+from __future__ import annotations
+
+import shlex
+import sys
+
+from .._errors import (
+    RunLeaseError,
+    RunNotFoundError,
+    SnapshotError,
+    StoreUnavailableError,
+    WorkflowCancelledError,
+    WorkflowTimeoutError,
+)
+from .._events import InputRequiredEvent
+from ._output import when
+
+DEFAULT_STORE = "sqlite:///durableflow.db"
+
+
+class UsageError(Exception):
+    """The command line asks for something that cannot be done: exit 2."""
+
+
+class RunEnded(Exception):
+    """The run ended without a result (failed, cancelled, timed out): exit 1."""
+
+    def __init__(self, run_id: str, store: str, cause: BaseException) -> None:
+        super().__init__(str(cause))
+        self.run_id, self.store, self.cause = run_id, store, cause
+
+
+class WaitsForInput(Exception):
+    """The run asks for human input and no ``--respond`` answers it: exit 7. Its last checkpoint holds the request."""
+
+    def __init__(self, run_id: str, store: str, request: InputRequiredEvent) -> None:
+        super().__init__(f"run {run_id} waits for input")
+        self.run_id, self.store, self.request = run_id, store, request
+
+
+# The one table of exit codes: ``--help`` prints it, and an error of a listed class ends the command with its
+# code (the first row whose class matches). A store error raised while a run is driven is the store's, not the run's.
+EXIT_CODES: tuple[tuple[int, str, type[BaseException] | None], ...] = (
+    (0, "success: the run completed (crashtest: every scenario passed)", None),
+    (1, "the run failed, was cancelled or timed out (crashtest: a scenario failed)", RunEnded),
+    (2, "usage error: bad arguments or JSON, module or attribute not found, not a Workflow, run id taken", UsageError),
+    (3, "run not found", RunNotFoundError),
+    (4, "run is leased by another worker", RunLeaseError),
+    (5, "stored run cannot be loaded (corrupt, or no longer fits the code)", SnapshotError),
+    (6, "store unavailable", StoreUnavailableError),
+    (7, "the run waits for input: `durableflow resume RUN_ID --respond JSON` answers it", WaitsForInput),
+    (130, "interrupted (Ctrl-C): the run keeps its last checkpoint", KeyboardInterrupt),
+)
+
+EPILOG = "exit codes:\n" + "".join(f"  {code:>3}  {meaning}\n" for code, meaning, _ in EXIT_CODES)
+
+
+def exit_code(exc: BaseException) -> int | None:
+    """The code an error ends the command with, or ``None`` for one the table does not list (a bug: re-raised)."""
+    return next((code for code, _, cls in EXIT_CODES if cls is not None and isinstance(exc, cls)), None)
+
+
+def code_of(error: type[BaseException]) -> int:
+    return next(code for code, _, cls in EXIT_CODES if cls is error)
+
+
+def explain(exc: BaseException, crashtest: bool = False) -> list[str]:
+    """What to tell on stderr when ``exc`` ends the command: what happened, then what to do about it."""
+    if isinstance(exc, WaitsForInput):
+        if exc.store.startswith("memory://"):
+            return [
+                f"run {exc.run_id} waits for input, and a memory:// store keeps it only in this process;",
+                "answer in the same command with --respond JSON, like --respond " + shlex.quote('{"response": ...}'),
+            ]
+        return [
+            f"run {exc.run_id} waits for input; answer it with:",
+            f"  durableflow resume {exc.run_id}{store_option(exc.store)} --respond " + shlex.quote('{"response": ...}'),
+        ]
+    if isinstance(exc, RunEnded):
+        return [f"error: run {exc.run_id} {_ending(exc.cause)}", *_resume_hint(exc)]
+    if isinstance(exc, KeyboardInterrupt):
+        if crashtest:
+            return ["error: interrupted"]
+        return ["error: interrupted: the run keeps its last checkpoint; `durableflow resume RUN_ID` continues it"]
+    if isinstance(exc, RunLeaseError) and exc.holder:
+        return [
+            f"error: run {exc.run_id} is leased by worker {exc.holder} until {when(exc.expires_at)}; "
+            "try again later, or pass --wait SECONDS"
+        ]
+    return [f"error: {exc}"]
+
+
+def _ending(cause: BaseException) -> str:
+    if isinstance(cause, WorkflowTimeoutError):
+        return f"timed out: {cause}"
+    if isinstance(cause, WorkflowCancelledError):
+        return f"was cancelled: {cause}"
+    return f"failed: {type(cause).__name__}: {cause}"
+
+
+def _resume_hint(exc: RunEnded) -> list[str]:
+    if isinstance(exc.cause, WorkflowTimeoutError) or exc.store.startswith("memory://"):
+        return []  # past its deadline a resume only times out again; a memory store died with this process
+    return [
+        f"its last checkpoint is kept: fix the cause, then `durableflow resume {exc.run_id}{store_option(exc.store)}`"
+    ]
+
+
+def store_option(store: str) -> str:
+    """The ``--store`` option that names ``store`` again in a suggested command; none for the default."""
+    return "" if store == DEFAULT_STORE else f" --store {shlex.quote(store)}"
+
+
+def fail(code: int, message: str, hint: str | None = None) -> int:
+    """Say what went wrong (and what to do) on stderr, and give ``code`` back to return from a command."""
+    print(f"error: {message}", file=sys.stderr)
+    if hint:
+        print(hint, file=sys.stderr)
+    return code

@@ -1,0 +1,145 @@
+"""``durableflow runs`` and ``durableflow show``: the stored runs, and one run's checkpoints with what each changed."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+from .._checkpointer import Record
+from .._errors import SnapshotError
+from .._snapshot import unframe
+from ._options import add_command, open_store, positive_int, sqlite_file_missing
+from ._output import STATUS_STYLES, about, clip, console, names, table, when
+
+
+def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    runs = add_command(commands, "runs", runs_command, "list the stored runs, newest first")
+    runs.add_argument("--limit", type=positive_int, default=20, metavar="N", help="show at most N runs (default 20)")
+
+    show = add_command(
+        commands, "show", show_command, "a run's metadata and its stored checkpoints, with what each one changed"
+    )
+    show.add_argument("run_id", metavar="RUN_ID")
+
+
+def runs_command(args: argparse.Namespace) -> int:
+    out = console()
+    if sqlite_file_missing(args.store):
+        out.print(f"no runs in {args.store}: the file does not exist yet", highlight=False)
+        return 0
+    checkpointer = open_store(args.store)
+    try:
+        runs = checkpointer.runs(args.limit)
+    finally:
+        checkpointer.close()
+    if not runs:
+        out.print(f"no runs in {args.store}", highlight=False)
+        return 0
+    from rich.text import Text
+
+    listing = table("run", "workflow", "status", "created", "updated", "last seq", "result or error")
+    listing.columns[0].min_width = max(len(info.run_id) for info in runs)  # the one thing a reader copies
+    for column in (0, 2, 3, 4):
+        listing.columns[column].no_wrap = True
+    for info in runs:
+        outcome = Text(clip(info.error, 60), style="red") if info.error else Text(clip(info.result or "", 60))
+        listing.add_row(
+            info.run_id, Text(info.workflow), Text(info.status, style=STATUS_STYLES.get(info.status, "")),
+            when(info.created_at, compact=True), when(info.updated_at, compact=True), str(info.last_seq), outcome,
+        )  # fmt: skip
+    out.print(listing)
+    return 0
+
+
+def show_command(args: argparse.Namespace) -> int:
+    out = console()
+    checkpointer = open_store(args.store, must_exist=args.run_id)
+    try:
+        info = checkpointer.info(args.run_id)
+        records = checkpointer.load(args.run_id)
+    finally:
+        checkpointer.close()
+    from rich.text import Text
+
+    out.print(about(info))
+    if records and records[0].seq > 1:
+        out.print(f"(records before {records[0].seq} were folded into the full snapshot {records[0].seq})")
+    checkpoints = table("seq", "kind", "at", "what changed")
+    broken = 0
+    for seq, kind, at, changes, ok in _record_rows(args.run_id, records):
+        broken += not ok
+        checkpoints.add_row(seq, kind, Text(at), Text(changes, style="" if ok else "red"))
+    out.print(checkpoints)
+    if broken:
+        raise SnapshotError(
+            f"{broken} stored record(s) of run {args.run_id} cannot be decoded, so it cannot be resumed"
+        )
+    return 0
+
+
+def _record_rows(run_id: str, records: Sequence[Record]) -> Iterator[tuple[str, str, str, str, bool]]:
+    """One row per stored record: seq, kind, at, what changed, and whether it decoded."""
+    pending: set[str] = set()
+    for record in records:
+        kind = "full" if record.full else "delta"
+        try:
+            doc = unframe(record.data, run_id, record.seq)
+            changes = _changes(doc, pending)
+        except SnapshotError as exc:
+            yield str(record.seq), kind, "", f"error: {exc}", False
+            continue
+        except (KeyError, TypeError, AttributeError, ValueError) as exc:  # well framed, yet not what the engine writes
+            yield str(record.seq), kind, "", f"error: malformed record ({type(exc).__name__}: {exc})", False
+            continue
+        yield str(record.seq), doc["kind"], doc["at"], changes, True
+
+
+def _changes(doc: dict[str, Any], pending: set[str]) -> str:
+    """What one record holds (a full snapshot) or changed (a delta); updates ``pending`` deliveries.
+
+    A delta names the run's status and error only when they changed."""
+    full = doc["kind"] == "full"
+    parts = []
+    if "status" in doc:
+        parts.append(f"status {doc['status']}")
+    if doc.get("error"):
+        parts.append(f"error {doc['error']['type']}: {doc['error']['message']}")
+    if doc.get("state"):
+        parts.append(("state " if full else "state set ") + names(doc["state"]))
+    if doc.get("state_del"):
+        parts.append("state deleted " + names(doc["state_del"]))
+    if doc.get("events"):
+        events = [f"{eid} {record[0].rpartition('.')[2]}" for eid, record in doc["events"].items()]
+        parts.append(("events " if full else "events added ") + names(events))
+    if doc.get("events_del"):
+        parts.append("events consumed " + names(str(eid) for eid in doc["events_del"]))
+    deliveries = list(doc.get("deliveries", {}))
+    if full:
+        pending.clear()
+    added = [key for key in deliveries if key not in pending]
+    updated = [key for key in deliveries if key in pending]
+    finished = list(doc.get("deliveries_del", ()))
+    pending.update(added)
+    pending.difference_update(finished)
+    for label, keys in (("pending" if full else "deliveries added", added), ("deliveries updated", updated)):
+        if keys:
+            parts.append(f"{label} " + names(_delivery(key) for key in keys))
+    if finished:
+        parts.append("deliveries finished " + names(_delivery(key) for key in finished))
+    if doc.get("buffers"):
+        parts.append("buffers " + names(doc["buffers"]))
+    if doc.get("effects"):
+        parts.append(("effects " if full else "effects recorded ") + names(doc["effects"]))
+    if "awaiting" in doc and (doc["awaiting"] or not full):
+        parts.append("awaiting input " + (names(str(eid) for eid in doc["awaiting"]) or "none"))
+    if doc.get("result") is not None:
+        key, data = doc["result"]
+        parts.append("result " + clip(json.dumps(data.get("result") if key == "StopEvent" else data), 80))
+    return "; ".join(parts) or "nothing"
+
+
+def _delivery(key: str) -> str:
+    eid, _, step = key.partition(":")
+    return f"{step}<-{eid}"

@@ -1,0 +1,151 @@
+"""``durableflow run`` and ``durableflow resume``: drive one run to its end, answering its input requests."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+from collections.abc import Callable
+from typing import Any
+
+from pydantic import ValidationError
+
+from .._checkpointer import Checkpointer
+from .._errors import DurableflowError, RunExistsError
+from .._events import HumanResponseEvent, InputRequiredEvent
+from .._graph import graph_of
+from .._handler import WorkflowHandler
+from ._exits import RunEnded, UsageError, WaitsForInput, exit_code
+from ._options import add_command, add_respond, answer, input_fields, open_store, run_id, seconds
+from ._output import as_json
+from ._workflows import load_workflow
+
+
+def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    run = add_command(
+        commands, "run", run_command, "start a run and wait for it; prints the run id, then the result as JSON"
+    )
+    run.add_argument("target", metavar="MODULE:Workflow", help="a Workflow subclass or a zero-argument factory")
+    run.add_argument("--input", default="{}", metavar="JSON", help="the start event's fields, a JSON object")
+    run.add_argument("--run-id", type=run_id, metavar="ID", help="the new run's id (default: a random one)")
+    add_respond(run)
+
+    resume = add_command(
+        commands, "resume", resume_command, "continue a stored run (a completed one just prints its result)"
+    )
+    resume.add_argument("run_id", metavar="RUN_ID")
+    resume.add_argument(
+        "--workflow",
+        metavar="MODULE:Workflow",
+        help="the workflow to resume with (default: the one stored with the run)",
+    )
+    resume.add_argument(
+        "--wait", type=seconds, default=0.0, metavar="SECONDS",
+        help="wait this long for another worker's lease to end (default: fail at once)",
+    )  # fmt: skip
+    add_respond(resume)
+
+
+def run_command(args: argparse.Namespace) -> int:
+    fields = input_fields(args.input)
+    response = answer(args.respond)
+    checkpointer = open_store(args.store)
+    try:
+        workflow = load_workflow(args.target, checkpointer)
+        start_type = graph_of(type(workflow)).start_type
+        try:
+            start = start_type.model_validate(fields)
+        except ValidationError as exc:
+            problems = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'input'}: {e['msg']}" for e in exc.errors())
+            raise UsageError(f"--input does not fit {start_type.__name__}: {problems}") from None
+
+        def start_run() -> WorkflowHandler:
+            try:
+                return workflow.run(run_id=args.run_id, start_event=start)
+            except RunExistsError as exc:
+                raise UsageError(
+                    f"run {exc.run_id} already exists; `durableflow resume {exc.run_id}` continues it"
+                ) from None
+
+        result = drive(start_run, args.store, checkpointer, response)
+    finally:
+        checkpointer.close()
+    print(as_json(result))
+    return 0
+
+
+def resume_command(args: argparse.Namespace) -> int:
+    response = answer(args.respond)
+    checkpointer = open_store(args.store, must_exist=args.run_id)
+    try:
+        target = args.workflow or checkpointer.info(args.run_id).workflow
+        try:
+            workflow = load_workflow(target, checkpointer)
+        except UsageError as exc:
+            if args.workflow:
+                raise
+            raise UsageError(
+                f"{exc}\n(that is the workflow stored with the run; --workflow MODULE:Workflow picks another)"
+            ) from None
+        result = drive(lambda: workflow.resume(args.run_id, wait=args.wait), args.store, checkpointer, response)
+    finally:
+        checkpointer.close()
+    print(as_json(result))
+    return 0
+
+
+def drive(
+    start: Callable[[], WorkflowHandler], store: str, checkpointer: Checkpointer, answer: dict[str, Any] | None
+) -> Any:
+    """Start (or resume) a run, print its id at once so a killed run can be resumed, and wait for its result,
+    answering each input request with ``answer``; with none, stop at the first request (``WaitsForInput``)."""
+    owner: str | None = None
+
+    async def drive() -> Any:
+        nonlocal owner
+        handler = start()
+        print(handler.run_id, flush=True)
+        requests = asyncio.ensure_future(_unanswered_request(handler, answer))
+        ended = asyncio.ensure_future(handler)
+        for task in (requests, ended):
+            task.add_done_callback(_retrieved)  # the one that loses the race may hold the run's error too
+        try:
+            # Both, because a resume that gave up waiting for a lease fails the handler but never ends its stream.
+            await asyncio.wait((requests, ended), return_when=asyncio.FIRST_COMPLETED)
+            request = requests.result() if requests.done() else None
+            if request is not None:
+                owner = checkpointer.info(handler.run_id).lease_owner  # this engine's, while it drives the run
+                raise WaitsForInput(handler.run_id, store, request)
+            return await ended
+        except Exception as exc:
+            if exit_code(exc) is not None:
+                raise  # the store or the lease failed, not the run; or the run waits for input
+            raise RunEnded(handler.run_id, store, exc) from exc
+        finally:
+            requests.cancel()
+
+    try:
+        return asyncio.run(drive())
+    except WaitsForInput as waiting:
+        # The engine stopped with the loop and wrote nothing more; give its lease up so that a resume, from this
+        # process or another host, need not wait for it to expire.
+        if owner is not None:
+            with contextlib.suppress(DurableflowError):
+                checkpointer.release(waiting.run_id, owner)
+        raise
+
+
+async def _unanswered_request(handler: WorkflowHandler, answer: dict[str, Any] | None) -> InputRequiredEvent | None:
+    """Send ``answer`` to every input request the run makes, re-sent ones after a resume included;
+    without an answer, the first request. ``None`` once the run has ended."""
+    async for event in handler.stream_events():
+        if isinstance(event, InputRequiredEvent):
+            if answer is None:
+                return event
+            handler.send_event(HumanResponseEvent(**answer))
+    return None
+
+
+def _retrieved(task: asyncio.Future[Any]) -> None:
+    if not task.cancelled():
+        task.exception()
