@@ -17,14 +17,14 @@ import asyncio
 import concurrent.futures
 import contextlib
 import inspect
-import json
 import threading
 from collections import deque
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, TypeVar, cast, final
+from typing import TYPE_CHECKING, Any, TypeVar, final
 
 from . import _crashpoints
-from ._checkpointer import TERMINAL, Checkpointer, Record, RunStatus, retire_owner
+from ._checkpointer import Checkpointer, retire_owner
+from ._checkpointing import RunCheckpoints
 from ._clock import get_clock
 from ._errors import (
     DurableflowError,
@@ -37,7 +37,6 @@ from ._events import Event, HumanResponseEvent, InputRequiredEvent, StartEvent, 
 from ._hooks import plugin_manager
 from ._resource import ResourceCache, current_overrides
 from ._runstate import Delivery, current_delivery
-from ._snapshot import encode_delta, encode_full, encode_status, error_text, frame
 from ._step import CONTEXT, EVENT, StepSpec
 
 if TYPE_CHECKING:
@@ -45,9 +44,6 @@ if TYPE_CHECKING:
     from ._workflow import Workflow
 
 T = TypeVar("T")
-
-_COMPACT_AFTER = 64 * 1024
-"""Deltas are folded into a full snapshot once they outgrow max(this, 2x the last full one)."""
 
 
 @final
@@ -70,8 +66,7 @@ class Runner:
         self.run = ctx._state
         self.checkpointer = checkpointer
         self.owner = owner
-        self.stored = stored  # the checkpointer already holds this run
-        self.rebase = rebase  # the next record must be full: the store's last one is not this state's base
+        self.durable = None if checkpointer is None else RunCheckpoints(ctx, checkpointer, owner, stored, rebase)
         self.loop = asyncio.get_running_loop()
         self.thread = threading.get_ident()
         self.future: asyncio.Future[Any] = future if future is not None else self.loop.create_future()
@@ -87,8 +82,6 @@ class Runner:
         self.done = False
         self.spawn_scheduled = False
         self.cancels: list[Callable[[], None]] = []
-        self.full_size = 0
-        self.since_full = 0
         self.timeout: float | None = None  # the limit that set the deadline, if this runner set it
 
     # -- starting ------------------------------------------------------------------------
@@ -113,9 +106,9 @@ class Runner:
                     self.stream.append(run.events[eid])
                 run.status = "running" if self.ready_count else "waiting"
                 run.error = None
-            if self.checkpointer is not None:
-                self.checkpoint("resumed" if self.stored else "start")
-                self._schedule_renewal()
+            if self.durable is not None:
+                self.checkpoint("resumed" if self.durable.stored else "start")
+                self.cancels.append(self.durable.keep_lease(self.loop, self._guarded, self._lease_lost))
             if run.deadline is not None:
                 self.cancels.append(get_clock().call_at(run.deadline, self._guarded(self._timed_out)))
         except BaseException:
@@ -429,57 +422,9 @@ class Runner:
     # -- checkpoints ---------------------------------------------------------------------
 
     def checkpoint(self, at: str, status_only: bool = False) -> None:
-        """Write what changed since the last checkpoint (or a full snapshot) in one atomic record.
-
-        ``status_only`` writes just the run's status and error, leaving out changes
-        that must not become durable: those of a completion whose own checkpoint failed.
-        """
-        checkpointer = self.checkpointer
-        if checkpointer is None or (status_only and not self.stored):
-            return
-        listener = _crashpoints.listener
-        if listener is not None:
-            listener("checkpoint.write.before")
-        run = self.run
-        seq = run.seq + 1
-        full = not status_only and (
-            not self.stored or self.rebase or self.since_full >= max(_COMPACT_AFTER, 2 * self.full_size)
-        )
-        if status_only:
-            body = encode_status(run, seq, at)
-        else:
-            body = (encode_full if full else encode_delta)(run, self.ctx.store, self.graph, seq, at)
-        record = Record(seq, full, frame(body, run.run_id, seq))
-        if not self.stored:
-            checkpointer.create(run.run_id, self.graph.workflow_path, record, self.owner)
-            self.stored = True
-        elif run.status != run.written.get("status"):
-            status = cast(RunStatus, run.status)  # a stored run has left "new": its status is a RunStatus
-            checkpointer.append(run.run_id, record, self.owner, status, self._result_json(), error_text(self.run.error))
-        else:
-            checkpointer.append(run.run_id, record, self.owner)
-        run.seq = seq
-        if status_only:
-            run.note_written()
-        else:
-            run.reset_journal()
-            self.ctx.store.dirty.clear()
-        if full:
-            self.full_size, self.since_full, self.rebase = len(body), 0, False
-        else:
-            self.since_full += len(body)
-        if listener is not None:
-            listener("checkpoint.write.after")
-        if plugin_manager.active:
-            plugin_manager.hook.durableflow_checkpoint_written(run_id=run.run_id, seq=seq, full=full)
-
-    def _result_json(self) -> str | None:
-        result = self.run.result
-        if result is None:
-            return None
-        if type(result) is StopEvent:
-            return json.dumps(result.model_dump(mode="json")["result"])
-        return result.model_dump_json()
+        """Write what changed since the last checkpoint (see ``RunCheckpoints.write``)."""
+        if self.durable is not None:
+            self.durable.write(at, status_only)
 
     # -- stream --------------------------------------------------------------------------
 
@@ -565,10 +510,8 @@ class Runner:
         for task in self.workers:
             if task is not current:
                 task.cancel()
-        if self.checkpointer is not None and self.stored and self.run.written.get("status") not in TERMINAL:
-            # a final status written with the last checkpoint already released it
-            with contextlib.suppress(DurableflowError):  # the lease expires on its own
-                self.checkpointer.release(self.run.run_id, self.owner)
+        if self.durable is not None:
+            self.durable.release()
         self._detach()
 
     def _abandon(self, exc: BaseException | None) -> None:
@@ -605,25 +548,8 @@ class Runner:
 
     # -- timers and threads --------------------------------------------------------------
 
-    def _schedule_renewal(self) -> None:
-        assert self.checkpointer is not None
-        handle = self.loop.call_later(self.checkpointer.lease_ttl / 3, self._guarded(self._renew))
-        self.cancels.append(handle.cancel)
-
-    def _renew(self) -> None:
-        if self.done or self.checkpointer is None:
-            return
-        try:
-            held = self.checkpointer.renew(self.run.run_id, self.owner)
-        except DurableflowError:
-            held = True  # the store is down: the next checkpoint will say so
-        if not held:
-            self._fail(
-                RunLeaseError.lost(self.run.run_id, None, None),
-                write=False,
-            )
-            return
-        self._schedule_renewal()
+    def _lease_lost(self) -> None:
+        self._fail(RunLeaseError.lost(self.run.run_id, None, None), write=False)
 
     def _guarded(self, callback: Callable[[], None]) -> Callable[[], None]:
         """A timer callback whose crash abandons the run instead of vanishing into the loop's log."""
