@@ -6,6 +6,7 @@ from ._context import Context
 from ._crashpoints import crashpoint
 from ._errors import (
     DurableflowError,
+    RecoveryLimitError,
     RunExistsError,
     RunLeaseError,
     RunNotFoundError,
@@ -41,6 +42,7 @@ __all__ = [
     "InputRequiredEvent",
     "MemoryCheckpointer",
     "Record",
+    "RecoveryLimitError",
     "RedisCheckpointer",
     "Resource",
     "RetryPolicy",

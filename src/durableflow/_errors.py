@@ -4,7 +4,8 @@
     ├── WorkflowValidationError     the steps do not form a runnable graph
     ├── WorkflowRuntimeError        a run was asked for something it cannot do
     │   ├── WorkflowTimeoutError        the run passed its deadline
-    │   └── WorkflowCancelledError      the run was cancelled
+    │   ├── WorkflowCancelledError      the run was cancelled
+    │   └── RecoveryLimitError          the run was interrupted too often in a row: a step keeps killing its process
     ├── SerializationError          a value cannot be stored as JSON
     ├── SnapshotError               a stored run is corrupt, truncated, tampered or no longer fits the code
     ├── RunNotFoundError            no stored run has this id
@@ -34,6 +35,25 @@ class WorkflowTimeoutError(WorkflowRuntimeError, TimeoutError):
 
 class WorkflowCancelledError(WorkflowRuntimeError):
     """The run was cancelled; its last checkpoint is kept and ``resume`` continues it."""
+
+
+class RecoveryLimitError(WorkflowRuntimeError):
+    """A run was recovered after its owner died more often in a row than allowed, without completing a step.
+
+    Such a run is marked failed, so workers leave it alone: a step probably kills
+    its process on every try. ``resume`` it by hand once the cause is fixed.
+    """
+
+    def __init__(self, run_id: str, recoveries: int, limit: int) -> None:
+        super().__init__(
+            f"run {run_id!r} was interrupted {recoveries} times in a row without completing a step (the limit is "
+            f"{limit}): a step probably kills its process (out of memory, a native crash), so workers leave it "
+            f"alone now. Fix the cause, then resume it deliberately (`durableflow resume {run_id}` or "
+            f"`await wf.resume({run_id!r})`), which starts the count again"
+        )
+        self.run_id = run_id
+        self.recoveries = recoveries
+        self.limit = limit
 
 
 class SerializationError(DurableflowError):

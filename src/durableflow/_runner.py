@@ -28,6 +28,7 @@ from ._checkpointing import RunCheckpoints
 from ._clock import get_clock
 from ._errors import (
     DurableflowError,
+    RecoveryLimitError,
     RunLeaseError,
     WorkflowCancelledError,
     WorkflowRuntimeError,
@@ -100,12 +101,19 @@ class Runner:
                     # continuing after an ending is a new attempt; a crash is not an ending,
                     # so an interrupted run keeps its deadline and its time down counts
                     self._set_deadline()
+                    run.recoveries = 0  # a deliberate resume, not a recovery: the count starts again
+                elif run.status == "running":  # its owner died while steps ran: a recovery, counted durably
+                    run.recoveries += 1
                 for delivery in sorted(run.deliveries.values(), key=lambda d: d.eid):
                     self._queue(delivery)
                 for eid in run.awaiting:
                     self.stream.append(run.events[eid])
                 run.status = "running" if self.ready_count else "waiting"
                 run.error = None
+            limit = self.workflow.max_recoveries
+            if start_event is None and limit is not None and run.recoveries > limit:
+                self._fail(RecoveryLimitError(run.run_id, run.recoveries, limit))  # written as failed: lease released
+                return
             if self.durable is not None:
                 self.checkpoint("resumed" if self.durable.stored else "start")
                 self.cancels.append(self.durable.keep_lease(self.loop, self._guarded, self._lease_lost))
@@ -310,6 +318,7 @@ class Runner:
             )
         self._commit_takes(delivery)
         run.finish_delivery(delivery)
+        run.recoveries = 0  # progress: a step that completes is not the one that keeps killing its process
         if stop is not None:
             self._record_end(stop, spec.name)
         else:

@@ -78,6 +78,8 @@ class RunState:
         self.buffers: dict[str, list[int]] = {}
         self.effects: dict[str, str] = {}
         self.awaiting: list[int] = []
+        self.recoveries = 0
+        """Times the run was resumed after its owner died, since a step last completed (poison-run backstop)."""
         self.seq = 0
         """Sequence number of the last checkpoint written (0: none yet)."""
         # The journal: what changed since the last checkpoint.
@@ -97,6 +99,7 @@ class RunState:
             "next_eid": self.next_eid,
             "deadline": self.deadline,
             "error": self.error,
+            "recoveries": self.recoveries,
         }
 
     def reset_journal(self) -> None:

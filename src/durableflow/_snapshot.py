@@ -130,6 +130,8 @@ def _head(kind: str, run: RunState, seq: int, at: str) -> list[str]:
         parts += (',"deadline":', "null" if run.deadline is None else repr(float(run.deadline)))
     if kind == "full" or run.error != written.get("error"):
         parts += (',"error":', "null" if run.error is None else compact_json(run.error))
+    if run.recoveries != written.get("recoveries", 0):  # absent means 0: most runs never need it
+        parts.append(f',"recoveries":{run.recoveries}')
     return parts
 
 
@@ -240,7 +242,7 @@ def apply_delta(doc: dict[str, Any], delta: dict[str, Any]) -> None:
     if delta["kind"] != "delta":
         raise ValueError(f"expected a delta, found {delta['kind']!r}")
     doc["at"] = delta["at"]
-    for field in ("status", "next_eid", "deadline", "error"):
+    for field in ("status", "next_eid", "deadline", "error", "recoveries"):
         if field in delta:
             doc[field] = delta[field]
     for section, deleted in (("state", "state_del"), ("events", "events_del"), ("deliveries", "deliveries_del")):
@@ -296,6 +298,7 @@ def _restore(doc: dict[str, Any], graph: StepGraph) -> tuple[RunState, dict[str,
     run.next_eid = _expect(doc["next_eid"], int)
     run.deadline = doc["deadline"]
     run.error = doc["error"]
+    run.recoveries = _expect(doc.get("recoveries", 0), int)
     run.seq = _expect(doc["seq"], int)
     for eid_text, record in doc["events"].items():
         run.events[int(eid_text)] = _event(record, graph, f"event {eid_text}", unfit)

@@ -38,6 +38,10 @@ class Workflow:
     run is durable: checkpointed at start, after each step and at the end.
     """
 
+    max_recoveries: int | None = None
+    """How often in a row a run may be resumed after its owner died without completing a step; one more and
+    it is marked failed with ``RecoveryLimitError`` instead of driven (``None``: no limit). ``Worker`` sets it."""
+
     def __init__(self, timeout: float | None = None, checkpointer: Checkpointer | None = None) -> None:
         self.timeout = timeout
         self.checkpointer = checkpointer
