@@ -130,7 +130,7 @@ def project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
     (tmp_path / "cliflows.py").write_text(FLOWS)
     monkeypatch.chdir(tmp_path)
     monkeypatch.delenv("COLUMNS", raising=False)  # xdist sets 80; tables piped elsewhere are not cropped
-    monkeypatch.setattr(sys, "path", list(sys.path))  # the CLI puts the cwd first, as `python -m` does
+    monkeypatch.setattr(sys, "path", list(sys.path))  # the CLI adds the cwd to sys.path (last)
     importlib.invalidate_caches()
     yield tmp_path
     sys.modules.pop("cliflows", None)  # the next test's project has its own cliflows

@@ -83,7 +83,7 @@ def test_show_names_what_caused_each_checkpoint_and_what_it_changed(cli: Cli) ->
 def test_resume_of_a_completed_run_prints_its_result(cli: Cli) -> None:
     """`resume` of a completed run prints the same id and result as the run did, and runs nothing again."""
     run_id = start(cli)
-    outcome = cli("resume", run_id)
+    outcome = cli("resume", run_id, "--workflow", "cliflows:Pipeline")
     assert outcome.code == 0, outcome.err
     assert outcome.lines[0] == run_id
     assert json.loads(outcome.lines[1]) == RESULT
@@ -116,12 +116,12 @@ def test_failed_run_exits_1_and_resume_after_the_fix_completes_it(cli: Cli) -> N
     assert failed.code == 1
     run_id = failed.lines[0]
     assert f"run {run_id} failed: RuntimeError: payment service is down" in failed.err
-    assert f"durableflow resume {run_id}" in failed.err
+    assert f"durableflow resume {run_id} --workflow cliflows:Pipeline" in failed.err
     assert "Traceback" not in failed.err
     assert SQLiteCheckpointer("durableflow.db").info(run_id).status == "failed"
 
     Path("payments-down").unlink()
-    resumed = cli("resume", run_id)
+    resumed = cli("resume", run_id, "--workflow", "cliflows:Pipeline")
     assert resumed.code == 0, resumed.err
     assert json.loads(resumed.lines[1]) == RESULT
     assert Path("side_effects.log").read_text().split() == ["1", "2", "3"]  # no document converted twice
@@ -218,12 +218,12 @@ def test_run_leased_by_another_worker_exits_4_even_after_waiting(cli: Cli) -> No
     Path("payments-down").unlink()
     SQLiteCheckpointer("durableflow.db").acquire(run_id, "another-host:4242:worker")
 
-    outcome = cli("resume", run_id)
+    outcome = cli("resume", run_id, "--workflow", "cliflows:Pipeline")
     assert outcome.code == 4
     assert "leased by worker another-host:4242:worker" in outcome.err and "--wait" in outcome.err
 
     began = time.monotonic()
-    waited = cli("resume", run_id, "--wait", "0.5")
+    waited = cli("resume", run_id, "--workflow", "cliflows:Pipeline", "--wait", "0.5")
     assert waited.code == 4
     assert time.monotonic() - began >= 0.4
 
@@ -244,7 +244,7 @@ def test_corrupted_record_makes_resume_exit_5_and_show_an_error_row(cli: Cli) ->
             (tampered, run_id),
         )
 
-    resumed = cli("resume", run_id)
+    resumed = cli("resume", run_id, "--workflow", "cliflows:Pipeline")
     assert resumed.code == 5
     assert f"run '{run_id}', record 2: checksum mismatch" in resumed.err and "Traceback" not in resumed.err
 
@@ -263,7 +263,7 @@ def test_redis_store_keeps_runs_for_runs_show_and_resume(cli: Cli, redis_url: st
     assert run_id in listed.out and "completed" in listed.out
     shown = cli("show", run_id, "--store", redis_url)
     assert shown.code == 0 and "effect charge" in shown.out
-    resumed = cli("resume", run_id, "--store", redis_url)
+    resumed = cli("resume", run_id, "--workflow", "cliflows:Pipeline", "--store", redis_url)
     assert resumed.code == 0 and json.loads(resumed.lines[1]) == RESULT
     assert not Path("durableflow.db").exists()
 
@@ -312,15 +312,18 @@ def test_a_run_that_asks_for_input_exits_7_and_resume_respond_answers_it(cli: Cl
     assert asked.code == 7, asked.err
     run_id, request = asked.lines
     assert json.loads(request) == {"question": "approve 5?"}
-    assert f"durableflow resume {run_id} {ANSWER_HINT}" in asked.err and "Traceback" not in asked.err
+    assert (
+        f"durableflow resume {run_id} --workflow cliflows:Approval {ANSWER_HINT}" in asked.err
+        and "Traceback" not in asked.err
+    )
     listed = cli("runs")
     assert "waiting" in next(line for line in listed.lines if run_id in line)
 
-    asked_again = cli("resume", run_id)
+    asked_again = cli("resume", run_id, "--workflow", "cliflows:Approval")
     assert asked_again.code == 7, asked_again.err
     assert asked_again.lines == [run_id, request]
 
-    answered = cli("resume", run_id, "--respond", '{"response": "yes"}')
+    answered = cli("resume", run_id, "--workflow", "cliflows:Approval", "--respond", '{"response": "yes"}')
     assert answered.code == 0, answered.err
     assert answered.lines == [run_id, '"yes"']
     assert "completed" in next(line for line in cli("runs").lines if run_id in line)
@@ -353,7 +356,9 @@ def test_resume_that_gives_up_waiting_for_a_lease_exits_4_when_the_run_asks_for_
     run_id = cli("run", "cliflows:Approval", "--input", '{"amount": 5}').lines[0]
     SQLiteCheckpointer("durableflow.db").acquire(run_id, "another-host:4242:worker")
     began = time.monotonic()
-    outcome = cli("resume", run_id, "--wait", "0.3", "--respond", '{"response": "yes"}')
+    outcome = cli(
+        "resume", run_id, "--workflow", "cliflows:Approval", "--wait", "0.3", "--respond", '{"response": "yes"}'
+    )
     assert outcome.code == 4
     assert time.monotonic() - began < 5
 

@@ -48,7 +48,7 @@ def test_killed_run_is_resumed_and_completes_with_the_right_result(shell: Shell,
     run_id = killed.stdout.split()[0]
     assert (project / "side_effects.log").read_text().split() == ["1", "2"]
 
-    resumed = shell("resume", run_id)
+    resumed = shell("resume", run_id, "--workflow", "cliflows:Pipeline")
     assert resumed.returncode == 0, resumed.stderr
     assert resumed.stdout.splitlines() == [run_id, '{"converted": [1, 2, 3], "receipt": "paid for 3"}']
     assert (project / "side_effects.log").read_text().split() == ["1", "2", "3"]

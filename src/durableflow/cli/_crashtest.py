@@ -13,7 +13,7 @@ from .._events import HumanResponseEvent
 from ._exits import UsageError, WaitsForInput, code_of, fail
 from ._options import add_command, add_respond, answer, input_fields, positive_int, seconds
 from ._output import console, table
-from ._workflows import workflow_factory
+from ._workflows import add_workflow_options, resolve_target
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -48,6 +48,7 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
         "--hang-after", type=seconds, default=5.0, metavar="SECONDS",
         help="bound on one life of the run",
     )  # fmt: skip
+    add_workflow_options(crashtest, repeatable_workflow=False)
     add_respond(crashtest)
     crashtest.add_argument("--report", metavar="PATH", help="also write the crash matrix as an HTML page")
 
@@ -57,7 +58,7 @@ def crashtest_command(args: argparse.Namespace) -> int:
     from pytest_durableflow._harness import explore
 
     fields = input_fields(args.input)
-    factory = workflow_factory(args.target)
+    factory = resolve_target(args.target, args.paths).factory
     store = args.store
     if store.startswith(("sqlite:", "memory:")):
         raise UsageError(
@@ -111,6 +112,8 @@ def _rerun_line(args: argparse.Namespace, scenario: str) -> str:
         argv += ["--respond", args.respond]
     if ">" in scenario:
         argv += ["--depth", "2"]  # kill mode reaches a crash during the resume only when exploring depth 2
+    for path in args.paths:
+        argv += ["--path", path]
     argv += ["--mode", args.mode, "--store", args.store, "--hang-after", str(args.hang_after), "--scenario", scenario]
     return shlex.join(argv)
 

@@ -27,19 +27,22 @@ class UsageError(Exception):
 
 
 class RunEnded(Exception):
-    """The run ended without a result (failed, cancelled, timed out): exit 1."""
+    """The run ended without a result (failed, cancelled, timed out): exit 1.
 
-    def __init__(self, run_id: str, store: str, cause: BaseException) -> None:
+    ``again`` holds the options a ``durableflow resume`` of the run needs besides ``--store``
+    (the workflow it runs with), so that the command suggested works as printed."""
+
+    def __init__(self, run_id: str, store: str, cause: BaseException, again: str = "") -> None:
         super().__init__(str(cause))
-        self.run_id, self.store, self.cause = run_id, store, cause
+        self.run_id, self.store, self.cause, self.again = run_id, store, cause, again
 
 
 class WaitsForInput(Exception):
     """The run asks for human input and no ``--respond`` answers it: exit 7. Its last checkpoint holds the request."""
 
-    def __init__(self, run_id: str, store: str, request: InputRequiredEvent) -> None:
+    def __init__(self, run_id: str, store: str, request: InputRequiredEvent, again: str = "") -> None:
         super().__init__(f"run {run_id} waits for input")
-        self.run_id, self.store, self.request = run_id, store, request
+        self.run_id, self.store, self.request, self.again = run_id, store, request, again
 
 
 # The one table of exit codes: ``--help`` prints it, and an error of a listed class ends the command with its
@@ -78,14 +81,18 @@ def explain(exc: BaseException, crashtest: bool = False) -> list[str]:
             ]
         return [
             f"run {exc.run_id} waits for input; answer it with:",
-            f"  durableflow resume {exc.run_id}{store_option(exc.store)} --respond " + shlex.quote('{"response": ...}'),
+            f"  durableflow resume {shlex.quote(exc.run_id)}{exc.again}{store_option(exc.store)} --respond "
+            + shlex.quote('{"response": ...}'),
         ]
     if isinstance(exc, RunEnded):
         return [f"error: run {exc.run_id} {_ending(exc.cause)}", *_resume_hint(exc)]
     if isinstance(exc, KeyboardInterrupt):
         if crashtest:
             return ["error: interrupted"]
-        return ["error: interrupted: the run keeps its last checkpoint; `durableflow resume RUN_ID` continues it"]
+        return [
+            "error: interrupted: the run keeps its last checkpoint; "
+            "`durableflow resume RUN_ID --workflow MODULE:Class` continues it"
+        ]
     if isinstance(exc, RunLeaseError) and exc.holder:
         return [
             f"error: run {exc.run_id} is leased by worker {exc.holder} until {when(exc.expires_at)}; "
@@ -106,7 +113,8 @@ def _resume_hint(exc: RunEnded) -> list[str]:
     if isinstance(exc.cause, WorkflowTimeoutError) or exc.store.startswith("memory://"):
         return []  # past its deadline a resume only times out again; a memory store died with this process
     return [
-        f"its last checkpoint is kept: fix the cause, then `durableflow resume {exc.run_id}{store_option(exc.store)}`"
+        "its last checkpoint is kept: fix the cause, then "
+        f"`durableflow resume {shlex.quote(exc.run_id)}{exc.again}{store_option(exc.store)}`"
     ]
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import shlex
 from collections.abc import Callable
 from typing import Any
 
@@ -18,27 +19,27 @@ from .._handler import WorkflowHandler
 from ._exits import RunEnded, UsageError, WaitsForInput, exit_code
 from ._options import add_command, add_respond, answer, input_fields, open_store, run_id, seconds
 from ._output import as_json
-from ._workflows import load_workflow
+from ._workflows import WorkflowRegistry, add_workflow_options, resolve_target
 
 
 def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     run = add_command(
         commands, "run", run_command, "start a run and wait for it; prints the run id, then the result as JSON"
     )
-    run.add_argument("target", metavar="MODULE:Workflow", help="a Workflow subclass or a zero-argument factory")
+    run.add_argument(
+        "target", metavar="MODULE:Workflow",
+        help="a Workflow subclass or a zero-argument factory, or the name of one the config lists",
+    )  # fmt: skip
     run.add_argument("--input", default="{}", metavar="JSON", help="the start event's fields, a JSON object")
     run.add_argument("--run-id", type=run_id, metavar="ID", help="the new run's id (default: a random one)")
+    add_workflow_options(run, repeatable_workflow=False)
     add_respond(run)
 
     resume = add_command(
         commands, "resume", resume_command, "continue a stored run (a completed one just prints its result)"
     )
     resume.add_argument("run_id", metavar="RUN_ID")
-    resume.add_argument(
-        "--workflow",
-        metavar="MODULE:Workflow",
-        help="the workflow to resume with (default: the one stored with the run)",
-    )
+    add_workflow_options(resume)
     resume.add_argument(
         "--wait", type=seconds, default=0.0, metavar="SECONDS",
         help="wait this long for another worker's lease to end (default: fail at once)",
@@ -49,9 +50,12 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
 def run_command(args: argparse.Namespace) -> int:
     fields = input_fields(args.input)
     response = answer(args.respond)
+    target = resolve_target(args.target, args.paths)
+    again = _workflow_options([target.spec] if ":" in args.target else [], args.paths)
     checkpointer = open_store(args.store)
     try:
-        workflow = load_workflow(args.target, checkpointer)
+        workflow = target.factory()
+        workflow.checkpointer = checkpointer
         start_type = graph_of(type(workflow)).start_type
         try:
             start = start_type.model_validate(fields)
@@ -64,10 +68,11 @@ def run_command(args: argparse.Namespace) -> int:
                 return workflow.run(run_id=args.run_id, start_event=start)
             except RunExistsError as exc:
                 raise UsageError(
-                    f"run {exc.run_id} already exists; `durableflow resume {exc.run_id}` continues it"
+                    f"run {exc.run_id} already exists; "
+                    f"`durableflow resume {shlex.quote(exc.run_id)}{again}` continues it"
                 ) from None
 
-        result = drive(start_run, args.store, checkpointer, response)
+        result = drive(start_run, args.store, checkpointer, response, again)
     finally:
         checkpointer.close()
     print(as_json(result))
@@ -78,24 +83,31 @@ def resume_command(args: argparse.Namespace) -> int:
     response = answer(args.respond)
     checkpointer = open_store(args.store, must_exist=args.run_id)
     try:
-        target = args.workflow or checkpointer.info(args.run_id).workflow
-        try:
-            workflow = load_workflow(target, checkpointer)
-        except UsageError as exc:
-            if args.workflow:
-                raise
-            raise UsageError(
-                f"{exc}\n(that is the workflow stored with the run; --workflow MODULE:Workflow picks another)"
-            ) from None
-        result = drive(lambda: workflow.resume(args.run_id, wait=args.wait), args.store, checkpointer, response)
+        stored = checkpointer.info(args.run_id).workflow
+        target = WorkflowRegistry.from_args(args).for_run(args.run_id, stored)
+        workflow = target.factory()
+        workflow.checkpointer = checkpointer
+        again = _workflow_options(args.workflows, args.paths)
+        result = drive(lambda: workflow.resume(args.run_id, wait=args.wait), args.store, checkpointer, response, again)
     finally:
         checkpointer.close()
     print(as_json(result))
     return 0
 
 
+def _workflow_options(workflows: list[str], paths: list[str]) -> str:
+    """The options that name the same workflows again, for a suggested ``durableflow resume``."""
+    options = [f" --workflow {shlex.quote(spec)}" for spec in workflows]
+    options += [f" --path {shlex.quote(path)}" for path in paths]
+    return "".join(options)
+
+
 def drive(
-    start: Callable[[], WorkflowHandler], store: str, checkpointer: Checkpointer, answer: dict[str, Any] | None
+    start: Callable[[], WorkflowHandler],
+    store: str,
+    checkpointer: Checkpointer,
+    answer: dict[str, Any] | None,
+    again: str = "",
 ) -> Any:
     """Start (or resume) a run, print its id at once so a killed run can be resumed, and wait for its result,
     answering each input request with ``answer``; with none, stop at the first request (``WaitsForInput``)."""
@@ -115,12 +127,12 @@ def drive(
             request = requests.result() if requests.done() else None
             if request is not None:
                 owner = checkpointer.info(handler.run_id).lease_owner  # this engine's, while it drives the run
-                raise WaitsForInput(handler.run_id, store, request)
+                raise WaitsForInput(handler.run_id, store, request, again)
             return await ended
         except Exception as exc:
             if exit_code(exc) is not None:
                 raise  # the store or the lease failed, not the run; or the run waits for input
-            raise RunEnded(handler.run_id, store, exc) from exc
+            raise RunEnded(handler.run_id, store, exc, again) from exc
         finally:
             requests.cancel()
 
