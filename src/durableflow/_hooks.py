@@ -48,6 +48,11 @@ class HookSpecs:
         """Checkpoint ``seq`` is durable; ``full`` when it is a compaction snapshot."""
 
     @hookspec
+    def durableflow_lease_ended(self, run_id: str, reason: str) -> None:
+        """This process stopped driving a run that had not ended: ``reason`` is ``"lost"`` (another worker
+        took the lease over, or it expired) or ``"handed_back"`` (released as a worker shut down)."""
+
+    @hookspec
     def durableflow_crash_point_reached(self, point: str) -> None:
         """A crash point was reached (``step.convert.end`` ...); raising here crashes the run."""
 

@@ -483,6 +483,8 @@ class Runner:
                 with contextlib.suppress(DurableflowError):
                     self.checkpoint("failed", status_only=True)
         self._end()
+        if isinstance(exc, RunLeaseError) and plugin_manager.active:
+            plugin_manager.hook.durableflow_lease_ended(run_id=run.run_id, reason="lost")
         self._report("failed", None, exc)
         if not self.future.done():
             self.future.set_exception(exc)
@@ -497,6 +499,23 @@ class Runner:
         self._report("cancelled", None, None)
         if not self.future.done():
             self.future.set_exception(WorkflowCancelledError(f"run {self.run.run_id!r} was cancelled"))
+
+    def hand_back(self) -> None:
+        """Stop driving the run here without writing, and release its lease at once, so that another worker
+        continues it from its last checkpoint without waiting for the lease to expire (a worker shutting down)."""
+        if self.done:
+            return
+        self._abandon(
+            RunLeaseError(
+                self.run.run_id, None, None,
+                f"this worker handed run {self.run.run_id!r} back as it shut down; another worker continues it "
+                "from its last checkpoint",
+            )
+        )  # fmt: skip
+        if self.durable is not None:
+            self.durable.release()
+        if plugin_manager.active:
+            plugin_manager.hook.durableflow_lease_ended(run_id=self.run.run_id, reason="handed_back")
 
     def _set_deadline(self) -> None:
         timeout = self.timeout = self.workflow.timeout

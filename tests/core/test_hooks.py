@@ -260,5 +260,42 @@ def test_package_exports_the_hook_machinery() -> None:
         "durableflow_step_started",
         "durableflow_step_finished",
         "durableflow_checkpoint_written",
+        "durableflow_lease_ended",
         "durableflow_crash_point_reached",
     }
+
+
+class Gate(Workflow):
+    def __init__(self, gate: asyncio.Event, **options: Any) -> None:
+        super().__init__(**options)
+        self.gate = gate
+
+    @step
+    async def wait(self, ev: StartEvent) -> StopEvent:
+        await self.gate.wait()
+        return StopEvent(result="done")
+
+
+async def test_lease_ended_reports_a_run_whose_lease_another_worker_took() -> None:
+    """A run that finds at its next checkpoint that another worker holds its lease calls lease_ended(reason="lost")."""
+    leases: list[tuple[str, str]] = []
+
+    class Leases:
+        @hookimpl
+        def durableflow_lease_ended(self, run_id: str, reason: str) -> None:
+            leases.append((run_id, reason))
+
+    plugin = Leases()
+    plugin_manager.register(plugin)
+    try:
+        store, gate = MemoryCheckpointer(), asyncio.Event()
+        handler = Gate(gate, checkpointer=store).run(run_id="taken")
+        await asyncio.sleep(0.01)
+        holder = store.info("taken").lease_owner
+        store.acquire("taken", "another-worker", steal_from=holder)
+        gate.set()
+        with pytest.raises(durableflow.RunLeaseError):
+            await asyncio.wait_for(handler, 5)
+    finally:
+        plugin_manager.unregister(plugin)
+    assert leases == [("taken", "lost")]
