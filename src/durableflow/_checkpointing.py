@@ -92,7 +92,7 @@ class RunCheckpoints:
         if result is None:
             return None
         if type(result) is StopEvent:
-            return json.dumps(result.model_dump(mode="json")["result"])
+            return json.dumps(result.model_dump(mode="json").get("result"))
         return result.model_dump_json()
 
     # -- the lease -------------------------------------------------------------------------

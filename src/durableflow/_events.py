@@ -1,56 +1,289 @@
-"""The events steps exchange: pydantic models, plus the four the engine knows by name."""
+"""The events steps exchange: pydantic models that keep undeclared fields, plus the ones the engine knows by name."""
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import ItemsView, Iterator, KeysView, ValuesView
+from datetime import datetime
+from enum import Enum
+from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    PlainSerializer,
+    PlainValidator,
+    PrivateAttr,
+    SerializerFunctionWrapHandler,
+    model_serializer,
+)
 
 
 class Event(BaseModel):
-    """Base of every event; subclass it with typed fields."""
+    """Base of every event: typed fields as in any pydantic model, and undeclared ones kept too.
+
+    ``Event(msg="x")`` keeps ``msg``: read it as ``ev.msg``, ``ev["msg"]`` or
+    ``ev.get("msg")``. Undeclared fields live in ``ev._data`` and travel with the
+    event through the stream, checkpoints and resume (``model_dump()`` holds them
+    under ``"_data"``).
+    """
 
     model_config = ConfigDict(arbitrary_types_allowed=True)
+    _data: dict[str, Any] = PrivateAttr(default_factory=dict)
 
-    def get(self, name: str, default: Any = None) -> Any:
-        """The field ``name``, or ``default`` when the event has none (handy for extra fields)."""
-        return getattr(self, name, default)
+    def __init__(self, **params: Any) -> None:
+        fields = type(self).__pydantic_fields__
+        if params.keys() <= fields.keys():  # the common case: declared fields only
+            super().__init__(**params)
+            return
+        declared, private, extra = {}, {}, {}
+        for key, value in params.items():
+            if key in fields:
+                declared[key] = value
+            elif key in self.__private_attributes__:
+                private[key] = value
+            else:
+                extra[key] = value
+        super().__init__(**declared)
+        for key, value in private.items():
+            super().__setattr__(key, value)
+        if extra:
+            self._data.update(extra)
+
+    def __getattr__(self, name: str) -> Any:
+        if name in self.__private_attributes__ or name in type(self).__pydantic_fields__ or name[:2] == "__":
+            return super().__getattr__(name)  # type: ignore[misc]
+        try:
+            return self.__pydantic_private__["_data"][name]  # type: ignore[index]
+        except (KeyError, TypeError):
+            raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}") from None
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        if name in self.__private_attributes__ or name in type(self).__pydantic_fields__:
+            super().__setattr__(name, value)
+        else:
+            self._data[name] = value
+
+    def __getitem__(self, key: str) -> Any:
+        return self._data[key]
+
+    def __setitem__(self, key: str, value: Any) -> None:
+        self._data[key] = value
+
+    def __contains__(self, key: str) -> bool:
+        return key in self._data
+
+    def __len__(self) -> int:
+        return len(self._data)
+
+    def __iter__(self) -> Iterator[str]:  # type: ignore[override]  # the undeclared fields' names, as a dict would
+        return iter(self._data)
+
+    def __bool__(self) -> bool:
+        return True
+
+    def get(self, key: str, default: Any = None) -> Any:
+        """The undeclared field ``key`` (or a declared one of that name), else ``default``."""
+        data = self._data
+        if key in data:
+            return data[key]
+        return getattr(self, key, default) if key in type(self).__pydantic_fields__ else default
+
+    def keys(self) -> KeysView[str]:
+        return self._data.keys()
+
+    def values(self) -> ValuesView[Any]:
+        return self._data.values()
+
+    def items(self) -> ItemsView[str, Any]:
+        return self._data.items()
+
+    def to_dict(self) -> dict[str, Any]:
+        """The undeclared fields."""
+        return self._data
+
+    @model_serializer(mode="wrap")
+    def _dump_with_extras(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        data: dict[str, Any] = handler(self)
+        if self._data:
+            data["_data"] = self._data
+        return data
 
 
 class StartEvent(Event):
     """Starts a run; ``wf.run(**fields)`` builds one from its keyword arguments."""
 
-    model_config = ConfigDict(extra="allow")
-
 
 class StopEvent(Event):
     """Ends a run; awaiting the handler gives ``result`` (or the event itself for a subclass)."""
 
-    model_config = ConfigDict(extra="allow")
+    _result: Any = PrivateAttr(default=None)
 
-    result: Any = None
+    def __init__(self, result: Any = None, **params: Any) -> None:
+        super().__init__(**params)
+        if result is not None:
+            self.__pydantic_private__["_result"] = result  # type: ignore[index]
+
+    @property
+    def result(self) -> Any:
+        return self._result
+
+    @model_serializer(mode="wrap")
+    def _dump_with_result(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        data: dict[str, Any] = handler(self)
+        if self._data:
+            data["_data"] = self._data
+        if self._result is not None:
+            data["result"] = self._result
+        return data
+
+    def __repr__(self) -> str:
+        dumped = self.model_dump()
+        dumped.pop("_data", None)
+        parts = ", ".join(f"{k}={v!r}" for k, v in {**self._data, **dumped}.items())
+        return f"{type(self).__name__}({parts})"
+
+    def __str__(self) -> str:
+        return str(self._result)
 
 
 class InputRequiredEvent(Event):
     """Asks a human for input: written to the stream, and re-sent there after a restore."""
 
-    model_config = ConfigDict(extra="allow")
-
 
 class HumanResponseEvent(Event):
     """A human's answer, sent from outside with ``handler.send_event``."""
 
-    model_config = ConfigDict(extra="allow")
+
+class RestoredError(Exception):
+    """A step's exception as a checkpoint keeps it: its type's name and message. Nothing is imported to
+    rebuild the original type, since a store is data; ``type_name`` says what it was."""
+
+    def __init__(self, message: str, type_name: str = "") -> None:
+        super().__init__(message)
+        self.type_name = type_name
 
 
-_BUILTIN = {cls: cls.__name__ for cls in (Event, StartEvent, StopEvent, InputRequiredEvent, HumanResponseEvent)}
+def _dump_error(exc: BaseException) -> dict[str, str]:
+    if isinstance(exc, RestoredError):
+        return {"type": exc.type_name, "message": str(exc)}
+    cls = type(exc)
+    return {"type": f"{cls.__module__}.{cls.__qualname__}", "message": str(exc)}
+
+
+def _load_error(value: Any) -> BaseException:
+    if isinstance(value, BaseException):
+        return value
+    return RestoredError(str(value["message"]), str(value["type"]))
+
+
+def _load_inner_event(value: Any) -> Event:
+    if isinstance(value, Event):
+        return value
+    return Event(**value)  # restored as a plain Event carrying the original's fields
+
+
+StoredError = Annotated[BaseException, PlainSerializer(_dump_error), PlainValidator(_load_error)]
+"""An exception field of an event: stored as its type's name and message, restored as ``RestoredError``."""
+
+AnyEvent = Annotated[Event, PlainSerializer(lambda ev: ev.model_dump(mode="json")), PlainValidator(_load_inner_event)]
+
+
+class WorkflowTimedOutEvent(StopEvent):
+    """Written to the stream when a run passes its deadline, before awaiting it raises ``WorkflowTimeoutError``."""
+
+    timeout: float
+    active_steps: list[str]
+
+
+class WorkflowCancelledEvent(StopEvent):
+    """Written to the stream when a run is cancelled, before awaiting it raises ``WorkflowCancelledError``."""
+
+
+class WorkflowFailedEvent(StopEvent):
+    """Written to the stream when a step fails for good, before awaiting the run raises the step's error."""
+
+    step_name: str
+    exception: StoredError
+    attempts: int | None = None
+    elapsed_seconds: float | None = None
+
+
+class StepFailedEvent(Event):
+    """What a ``@catch_error`` step receives when a step has failed for good."""
+
+    step_name: str
+    input_event: AnyEvent
+    exception: StoredError
+    attempts: int
+    elapsed_seconds: float
+    failed_at: datetime
+
+
+class InternalDispatchEvent(Event):
+    """Events about the engine itself, streamed only with ``stream_events(expose_internal=True)``."""
+
+
+class StepState(Enum):
+    PREPARING = "preparing"
+    RUNNING = "running"
+    NOT_RUNNING = "not_running"
+
+
+class StepStateChanged(InternalDispatchEvent):
+    """A step started or finished working on an event."""
+
+    name: str
+    step_state: StepState
+    worker_id: str
+    input_event_name: str
+    output_event_name: str | None = None
+
+
+_BUILTIN = {
+    cls: cls.__name__
+    for cls in (
+        Event,
+        StartEvent,
+        StopEvent,
+        InputRequiredEvent,
+        HumanResponseEvent,
+        WorkflowTimedOutEvent,
+        WorkflowCancelledEvent,
+        WorkflowFailedEvent,
+    )
+}
+_RESERVED = set(_BUILTIN.values())
 
 
 def type_key(cls: type[Event]) -> str:
-    """The name a snapshot records for an event type: short for built-ins, dotted for user types."""
-    return _BUILTIN.get(cls) or f"{cls.__module__}.{cls.__qualname__}"
+    """The name a snapshot records for an event type: never its module, so a script's
+    ``__main__`` types load in a process that imports the script under its own name."""
+    name = _BUILTIN.get(cls)
+    if name is not None:
+        return name
+    qualname = cls.__qualname__
+    return f"{cls.__module__}.{qualname}" if qualname in _RESERVED else qualname
+
+
+def load_event(cls: type[Event], data: dict[str, Any]) -> Event:
+    """An event of type ``cls`` from its ``model_dump()``, undeclared fields and result included."""
+    data = dict(data)
+    extra = data.pop("_data", None)
+    result = data.pop("result", None) if issubclass(cls, StopEvent) and "result" not in cls.model_fields else None
+    event = cls.model_validate(data)
+    if extra:
+        event._data.update(extra)
+    if isinstance(event, StopEvent) and result is not None:
+        event._result = result
+    return event
 
 
 def run_result(stop: StopEvent) -> Any:
     """What awaiting a finished run gives: the result of a plain ``StopEvent``, else the event."""
     return stop.result if type(stop) is StopEvent else stop
+
+
+def event_fields(event: Event) -> dict[str, Any]:
+    """An event's fields as JSON data for people to read: declared and undeclared side by side."""
+    data: dict[str, Any] = event.model_dump(mode="json")
+    return {**data.pop("_data", {}), **data}

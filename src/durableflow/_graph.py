@@ -101,7 +101,7 @@ class StepGraph:
                 }
                 for spec in self.steps.values()
             },
-            "state": None if state is None else f"{state.__module__}.{state.__qualname__}",
+            "state": None if state is None else state.__qualname__,  # never the module: see type_key
         }
 
 

@@ -12,7 +12,7 @@ from collections.abc import Mapping
 from typing import Any, final
 
 from ._errors import SerializationError, SnapshotError
-from ._events import Event, type_key
+from ._events import Event, load_event, type_key
 
 EVENT_TAG = "__event__"
 
@@ -88,5 +88,5 @@ class ValueCodec:
                 raise SnapshotError(
                     f"a stored value names event type {obj[EVENT_TAG]!r}, which the workflow does not declare"
                 )
-            return cls.model_validate(obj["data"])
+            return load_event(cls, obj["data"])
         return obj

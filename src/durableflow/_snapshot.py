@@ -21,7 +21,7 @@ from pydantic import ValidationError
 from pydantic_core import PydanticSerializationError
 
 from ._errors import SerializationError, SnapshotError
-from ._events import Event, StopEvent, type_key
+from ._events import Event, StopEvent, load_event, type_key
 from ._runstate import Delivery, RunState
 from ._serialization import compact_json
 
@@ -366,7 +366,7 @@ def _event(record: Any, graph: StepGraph, what: str, unfit: Any) -> Event:
     if cls is None:
         raise unfit(f"{what} has type {key!r}, which {graph.workflow_path} does not declare (renamed or removed?)")
     try:
-        return cls.model_validate(data)
+        return load_event(cls, data)
     except ValidationError as exc:
         raise unfit(
             f"{what} no longer fits {cls.__name__}: {exc.errors()[0]['msg']} at {exc.errors()[0]['loc']}"

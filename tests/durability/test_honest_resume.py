@@ -178,7 +178,7 @@ async def test_loading_never_imports_an_undeclared_event_type(store: Store, tmp_
 
         def point_at_trap(document: dict[str, Any]) -> None:
             for event in document["events"].values():
-                if event[0].endswith(".Draft"):
+                if event[0] == "Draft":
                     event[0] = "durableflow_trap_module.Draft"
 
         _forge(store, "trapped", point_at_trap)

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 from pydantic import BaseModel
 
 from .._checkpointer import RunInfo
+from .._events import Event, event_fields
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -86,6 +87,8 @@ def when(timestamp: float | None, compact: bool = False) -> str:
 
 
 def as_json(value: Any) -> str:
+    if isinstance(value, Event):  # undeclared fields beside the declared ones, as the user wrote them
+        return json.dumps(event_fields(value), ensure_ascii=False)
     if isinstance(value, BaseModel):
         return value.model_dump_json()
     try:

@@ -58,7 +58,7 @@ def run_command(args: argparse.Namespace) -> int:
         workflow.checkpointer = checkpointer
         start_type = graph_of(type(workflow)).start_type
         try:
-            start = start_type.model_validate(fields)
+            start = start_type(**fields)
         except ValidationError as exc:
             problems = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'input'}: {e['msg']}" for e in exc.errors())
             raise UsageError(f"--input does not fit {start_type.__name__}: {problems}") from None
