@@ -1,7 +1,8 @@
 """pytest_durableflow: fixtures and a crash harness that prove durableflow workflows survive crashes.
 
-The names below load on first use, so that pytest loading this plugin costs
-nothing for test runs that do not use it. ``CrashHarness`` and
+The crash explorer itself is ``durableflow.testing``; this package is its
+pytest face. The names below load on first use, so that pytest loading this
+plugin costs nothing for test runs that do not use it. ``CrashHarness`` and
 ``FakeResources`` are the types of the ``crash_harness`` and
 ``fake_resources`` fixtures, for annotating them.
 """
@@ -12,32 +13,25 @@ from importlib import import_module
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:  # the redundant aliases mark re-exports, for type checkers and linters
-    from ._clock import FrozenClock as FrozenClock
-    from ._clock import ManualClock as ManualClock
+    from durableflow.testing import KINDS as KINDS
+    from durableflow.testing import Crash as Crash
+    from durableflow.testing import FakeWorld as FakeWorld
+    from durableflow.testing import FrozenClock as FrozenClock
+    from durableflow.testing import ManualClock as ManualClock
+    from durableflow.testing import Outcome as Outcome
+    from durableflow.testing import Recorder as Recorder
+    from durableflow.testing import Report as Report
+    from durableflow.testing import explore as explore
+    from durableflow.testing import run_scenario as run_scenario
+
     from ._fixtures import CrashHarness as CrashHarness
     from ._fixtures import FakeResources as FakeResources
-    from ._harness import Crash as Crash
-    from ._harness import explore as explore
-    from ._harness import run_scenario as run_scenario
-    from ._report import KINDS as KINDS
-    from ._report import Outcome as Outcome
-    from ._report import Report as Report
-    from ._world import FakeWorld as FakeWorld
-    from ._world import Recorder as Recorder
 
+_TESTING = ("Crash", "explore", "run_scenario", "KINDS", "Outcome", "Report", "FakeWorld", "Recorder")
 _EXPORTS = {
-    "Crash": "._harness",
-    "explore": "._harness",
-    "run_scenario": "._harness",
-    "KINDS": "._report",
-    "Outcome": "._report",
-    "Report": "._report",
-    "FakeWorld": "._world",
-    "Recorder": "._world",
-    "FrozenClock": "._clock",
-    "ManualClock": "._clock",
-    "CrashHarness": "._fixtures",
-    "FakeResources": "._fixtures",
+    **dict.fromkeys((*_TESTING, "FrozenClock", "ManualClock"), "durableflow.testing"),
+    "CrashHarness": "pytest_durableflow._fixtures",
+    "FakeResources": "pytest_durableflow._fixtures",
 }
 
 __all__ = sorted(_EXPORTS)
@@ -47,4 +41,4 @@ def __getattr__(name: str) -> Any:
     module = _EXPORTS.get(name)
     if module is None:
         raise AttributeError(f"module 'pytest_durableflow' has no attribute {name!r}")
-    return getattr(import_module(module, __name__), name)
+    return getattr(import_module(module), name)

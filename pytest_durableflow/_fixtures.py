@@ -27,10 +27,9 @@ from durableflow import (
     override_resources,
 )
 from durableflow._graph import graph_of
+from durableflow.testing import Outcome, Report, explore, run_scenario, summary_of
+from durableflow.testing._world import Fake, FakeWorld, Recorder, _name_of
 
-from ._harness import explore, run_scenario
-from ._report import Outcome, Report, summary_of
-from ._world import Fake, FakeWorld, Recorder, _name_of
 from .plugin import ini_value, option, seed_for
 
 _SETTINGS = ("mode", "depth", "store", "max_scenarios", "hang_after")

@@ -50,8 +50,7 @@ from durableflow import (
     RunStatus,
     use_clock,
 )
-
-from ._clock import ManualClock
+from durableflow.testing import ManualClock
 
 __all__ = ["CheckpointerConformance"]
 

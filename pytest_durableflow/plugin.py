@@ -15,10 +15,9 @@ import pytest
 
 if TYPE_CHECKING:
     from durableflow import Checkpointer
+    from durableflow.testing import ExplorationSummary, FrozenClock
 
-    from ._clock import FrozenClock
     from ._fixtures import CrashHarness, FakeResources
-    from ._report import ExplorationSummary
 
 _OPTIONS = (
     # name, type, choices, default, help
@@ -131,8 +130,8 @@ class _Explorations:
     def pytest_terminal_summary(self, terminalreporter: Any) -> None:
         if not self.reports or hasattr(self.config, "workerinput"):
             return
-        from ._html import write_html
-        from ._report import summary_lines
+        from durableflow.testing import write_html
+        from durableflow.testing._report import summary_lines
 
         terminalreporter.write_sep("=", "durableflow crash exploration")
         for line in summary_lines(self.reports, option(self.config, "seed")):
@@ -208,8 +207,7 @@ def frozen_clock() -> Iterator[FrozenClock]:
     except ImportError:
         raise pytest.UsageError("frozen_clock needs freezegun: pip install 'durableflow[pytest]'") from None
     from durableflow import use_clock
-
-    from ._clock import FrozenClock
+    from durableflow.testing import FrozenClock
 
     # pytest times tests through _pytest.timing: frozen, it would report the frozen hours as durations
     freezer = freezegun.freeze_time("2030-01-01 00:00:00", real_asyncio=True, ignore=["_pytest.timing"])

@@ -20,7 +20,7 @@ import time
 from pathlib import Path
 
 from durableflow import Context, Event, StartEvent, StopEvent, Workflow, step
-from pytest_durableflow import explore
+from durableflow.testing import explore
 
 sys.path.insert(0, str(Path(__file__).parent))
 from _timing import print_table

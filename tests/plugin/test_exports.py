@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
+from pathlib import Path
 
+import durableflow
 import pytest_durableflow
 from pytest_durableflow import CrashHarness, FakeResources
 
@@ -46,3 +49,26 @@ def test_importing_the_package_and_its_plugin_imports_neither_durableflow_nor_py
     found = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
 
     assert found.stdout.strip() == "[]", found.stdout + found.stderr
+
+
+def test_the_library_never_imports_the_plugin_and_its_explorer_needs_no_pytest() -> None:
+    """Arrows point one way: ``durableflow`` (the crash explorer included) imports nothing of
+    ``pytest_durableflow``, and ``durableflow.testing`` explores a workflow with pytest unimportable."""
+    source = Path(durableflow.__file__).parent
+    imports = re.compile(r"^\s*(from|import)\s+pytest_durableflow", re.M)
+    importers = [str(p.relative_to(source)) for p in source.rglob("*.py") if imports.search(p.read_text())]
+    assert importers == []
+    code = (
+        "import sys; sys.modules['pytest'] = None\n"
+        "from durableflow import StartEvent, StopEvent, Workflow, step\n"
+        "from durableflow.testing import explore\n"
+        "class Once(Workflow):\n"
+        "    @step\n"
+        "    async def only(self, ev: StartEvent) -> StopEvent:\n"
+        "        return StopEvent(result=1)\n"
+        "report = explore(Once, {})\n"
+        "print(len(report.scenarios), report.ok, 'pytest_durableflow' in sys.modules)\n"
+    )
+    found = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+
+    assert found.stdout.split() == ["6", "True", "False"], found.stdout + found.stderr

@@ -14,8 +14,9 @@ from typing import Annotated, Any
 import pytest
 
 from durableflow import Context, Resource, StartEvent, StopEvent, Workflow, plugin_manager, step
+from durableflow.testing._exploration import Exploration
+from durableflow.testing._stores import Stores
 from pytest_durableflow import explore
-from pytest_durableflow._harness import Exploration
 
 from .flows import AddThenRecord, InstanceProgress, PushThenRecord
 
@@ -124,14 +125,14 @@ def test_capturing_a_redis_store_opens_no_connection_per_crash_point(monkeypatch
 def test_the_fakeredis_stores_of_an_exploration_share_one_client(monkeypatch: pytest.MonkeyPatch) -> None:
     """Every scenario's empty fakeredis store is a new prefix on one client, not a new client."""
     clients: list[Any] = []
-    new_store = Exploration.new_store
+    new_store = Stores.new
 
-    def recorded(self: Exploration) -> Any:
+    def recorded(self: Stores) -> Any:
         store = new_store(self)
         clients.append(store.client)
         return store
 
-    monkeypatch.setattr(Exploration, "new_store", recorded)
+    monkeypatch.setattr(Stores, "new", recorded)
     explore(AddThenRecord, {"ids": [1]}, store="fakeredis", seed=SEED).assert_ok()
 
     assert len(clients) > 1

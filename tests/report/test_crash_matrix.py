@@ -12,9 +12,8 @@ import pytest
 from redis import Redis
 
 from durableflow import Context, Resource, StartEvent, StopEvent, Workflow, step
+from durableflow.testing import ExplorationSummary, crash_matrix, summary_of
 from pytest_durableflow import explore
-from pytest_durableflow._html import crash_matrix
-from pytest_durableflow._report import ExplorationSummary, summary_of
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser") or shutil.which("google-chrome")
 PASSED, DUPLICATED = (0x2E, 0x7D, 0x32), (0xAD, 0x14, 0x57)

@@ -55,7 +55,7 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
 
 def crashtest_command(args: argparse.Namespace) -> int:
     """The same exploration as the ``crash_harness`` fixture, with a progress bar and the matrix printed."""
-    from pytest_durableflow._harness import explore
+    from ..testing import explore
 
     fields = input_fields(args.input)
     factory = resolve_target(args.target, args.paths).factory
@@ -97,8 +97,7 @@ def crashtest_command(args: argparse.Namespace) -> int:
         outcome.rerun = _rerun_line(args, outcome.id)
     _print_matrix(out, report)
     if args.report:
-        from pytest_durableflow._html import write_html
-        from pytest_durableflow._report import summary_of
+        from ..testing import summary_of, write_html
 
         write_html([summary_of(f"durableflow crashtest {args.target}", report)], args.report)
         out.print(f"crash matrix written to {args.report}")

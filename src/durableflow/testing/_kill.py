@@ -24,12 +24,13 @@ from typing import TYPE_CHECKING
 from durableflow import _crashpoints, get_clock
 
 from ._clock import FrozenClock, real_monotonic
-from ._harness import Hits, Life, NeedsInput, ResumeFailed, overstayed
+from ._lives import Hits, Life, NeedsInput, ResumeFailed, overstayed
+from ._stores import stored
 
 if TYPE_CHECKING:
     from durableflow import Checkpointer
 
-    from ._harness import Exploration
+    from ._exploration import Exploration
 
 
 def live_in_child(exploration: Exploration, store: Checkpointer, first: bool, capture: set[str] | None) -> Life:
@@ -164,8 +165,8 @@ def _child(
     asyncio.events._set_running_loop(None)  # forked from inside a running loop, perhaps
     try:
         with _crashpoints.armed(listener), exploration.world.serving():
-            loop.run_until_complete(exploration.drive(store, first))
-        write(f"S {json.dumps(exploration.stored(store))}")  # its connection is open: spare the parent one
+            loop.run_until_complete(exploration.lives.drive(store, first))
+        write(f"S {json.dumps(stored(store, exploration.run_id))}")  # its connection is open: spare the parent one
         write("E finished")
     except NeedsInput as exc:
         write(f"E input {exc}")

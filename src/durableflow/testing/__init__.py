@@ -1,0 +1,32 @@
+"""durableflow.testing: the crash explorer, shared by the pytest plugin and ``durableflow crashtest``.
+
+``explore`` kills a run at every crash point, resumes it and judges each
+scenario against an uninterrupted run; ``run_scenario`` replays one. Nothing
+here imports pytest; fakeredis and freezegun load only when a run needs them.
+"""
+
+from __future__ import annotations
+
+from ._clock import FrozenClock, ManualClock
+from ._exploration import explore, run_scenario
+from ._html import crash_matrix, write_html
+from ._lives import Crash
+from ._report import KINDS, ExplorationSummary, Outcome, Report, summary_of
+from ._world import FakeWorld, Recorder
+
+__all__ = [
+    "KINDS",
+    "Crash",
+    "ExplorationSummary",
+    "FakeWorld",
+    "FrozenClock",
+    "ManualClock",
+    "Outcome",
+    "Recorder",
+    "Report",
+    "crash_matrix",
+    "explore",
+    "run_scenario",
+    "summary_of",
+    "write_html",
+]

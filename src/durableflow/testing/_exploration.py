@@ -1,0 +1,385 @@
+"""Crash exploration: run once for reference, then kill the run at each crash point, resume it, compare.
+
+A *life* is one process's share of a run: it starts the run (or resumes it)
+and either finishes or dies at its target crash point. A *scenario* is the
+lives of one run until it finishes, in a fresh world and a fresh store; its
+id names the crash points (``step.convert.end#2``, or ``a>b`` at depth 2,
+where ``b`` is counted from the start of the first resume). Both modes share
+everything here but how a life is lived: in-process, by raising ``Crash``;
+in kill mode (``_kill``), in a forked child that SIGKILLs itself.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import random
+import threading
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Literal, TypeVar, cast, final
+
+from durableflow import Checkpointer, Event, InputRequiredEvent, StartEvent, Workflow, get_clock, plugin_manager
+from durableflow._graph import StepGraph, graph_of
+
+from ._clock import FrozenClock, real_monotonic
+from ._judge import Final, _diff, _ends_alike, _world_entries, count_effects, judge
+from ._lives import Capture, Life, Lives
+from ._report import Outcome, Report
+from ._stores import StoreKind, Stores, stored
+from ._world import Fake, FakeWorld
+
+Mode = Literal["inprocess", "kill"]
+Respond = Callable[[InputRequiredEvent], Event | None]
+T = TypeVar("T")
+
+
+@dataclass
+class Settings:
+    mode: Mode = "inprocess"
+    depth: int = 1
+    seed: int | None = None
+    max_scenarios: int | None = None
+    store: StoreKind | None = None
+    """``memory``, ``sqlite``, ``fakeredis``, a ``redis://`` URL, or a factory of empty checkpointers."""
+    respond: Respond | None = None
+    fakes: Mapping[object, Fake] = field(default_factory=dict)
+    record: frozenset[object] = frozenset()
+    hang_after: float = 5.0
+    only: str | None = None
+    """Run just this scenario id (the re-run line passes it)."""
+    shard: tuple[int, int] | None = None
+    """``(index, count)``: run every count-th scenario from index (pytest-xdist splits explorations so)."""
+    rerun: str = ""
+    """A template with ``{id}`` for each failure's re-run line."""
+    on_scenario: Callable[[Outcome, int], None] | None = None
+    """Called after each scenario with its outcome and the number of scenarios planned so far."""
+
+
+def explore(
+    workflow: type[Workflow] | Callable[[], Workflow],
+    start: StartEvent | Mapping[str, Any],
+    depth: int = 1,
+    mode: Mode = "inprocess",
+    seed: int | None = None,
+    max_scenarios: int | None = None,
+    **options: Any,
+) -> Report:
+    """Kill a run of ``workflow`` at every crash point, resume it, and judge each against an uninterrupted run.
+
+    ``workflow`` is a Workflow subclass or a zero-argument factory (a new
+    instance is made for every start and every restart); ``start`` is the
+    StartEvent or a dict of its fields. Options: ``store``, ``respond`` (answers
+    InputRequiredEvents), ``fakes`` ({factory or type: fake factory}),
+    ``record`` (keys of ``fakes`` whose calls are compared), ``hang_after``
+    (seconds a life may take), ``only``, ``shard``, ``rerun``.
+    """
+    settings = Settings(mode=mode, depth=depth, seed=seed, max_scenarios=max_scenarios, **options)
+    return _beside_any_loop(lambda: _explore(workflow, start, settings))
+
+
+def run_scenario(
+    workflow: type[Workflow] | Callable[[], Workflow],
+    start: StartEvent | Mapping[str, Any],
+    crash_at: str,
+    mode: Mode = "inprocess",
+    **options: Any,
+) -> Outcome:
+    """Run one scenario (``crash_at="step.convert.end#2"``, or ``"a>b"``) and return its outcome."""
+    settings = Settings(mode=mode, only=crash_at, **options)
+    return _beside_any_loop(lambda: _explore(workflow, start, settings)).scenarios[0]
+
+
+def _explore(
+    workflow: type[Workflow] | Callable[[], Workflow], start: StartEvent | Mapping[str, Any], settings: Settings
+) -> Report:
+    with Exploration(workflow, start, settings) as exploration:
+        return exploration.explore()
+
+
+@final
+class Exploration:
+    """Everything one exploration shares: the workflow, the world, the stores, the reference run."""
+
+    def __init__(
+        self,
+        workflow: type[Workflow] | Callable[[], Workflow],
+        start: StartEvent | Mapping[str, Any],
+        settings: Settings,
+    ) -> None:
+        if settings.mode not in ("inprocess", "kill"):
+            raise ValueError(f"mode must be 'inprocess' or 'kill', not {settings.mode!r}")
+        if settings.only is not None:  # a replayed id says how deep it goes, whatever depth its re-run line kept
+            settings = dataclasses.replace(settings, depth=settings.only.count(">") + 1)
+        if settings.depth not in (1, 2):
+            raise ValueError(f"depth must be 1 or 2, not {settings.depth!r}")
+        self.make: Callable[[], Workflow] = workflow
+        self.settings = settings
+        sample = workflow() if not isinstance(workflow, type) else None
+        self.cls = workflow if isinstance(workflow, type) else type(sample)
+        self.graph: StepGraph = graph_of(self.cls)
+        self.start = start if isinstance(start, StartEvent) else self.graph.start_type(**start)
+        self.run_id = f"crashtest-{self.cls.__name__}"
+        self.seed = settings.seed if settings.seed is not None else random.randrange(2**32)
+        uses_redis = any(
+            _is_redis(source[1])
+            for spec in self.graph.steps.values()
+            for source in spec.plan
+            if isinstance(source, tuple)
+        )
+        self.stores = Stores(settings.store, kill=settings.mode == "kill")
+        self.lives = Lives(self)
+        self.captures: dict[str, Capture] = {}
+        clock = get_clock()
+        self._frozen_at = clock.now() if isinstance(clock, FrozenClock) else None
+        # In kill mode the world starts its servers now: from here on, a failure must close them.
+        self.world = FakeWorld(settings.fakes, settings.record, shared=settings.mode == "kill", redis=uses_redis)
+        try:
+            if uses_redis:
+                self.world.redis_server  # noqa: B018 - without fakeredis, fail now naming the extra, not inside a step
+            plugin_manager.load_entry_points()  # once here, not in every forked life
+        except BaseException:
+            self.close()
+            raise
+
+    def __enter__(self) -> Exploration:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        for capture in self.captures.values():  # sampled out, or unused after a failure
+            capture.store.close()
+        self.lives.close()
+        self.world.close()
+        self.stores.close()
+
+    # -- the exploration ---------------------------------------------------------------
+
+    def explore(self) -> Report:
+        began = real_monotonic()
+        reference_lives, reference = self.reference_run()
+        if reference_lives[-1].ending != "finished":
+            life = reference_lives[-1]
+            raise AssertionError(
+                f"the uninterrupted reference run of {self.cls.__name__} did not finish "
+                f"({life.ending}): {life.error or ''}"
+            )
+        if reference.status != "completed":  # a scenario that failed the same way would match it and pass
+            raise AssertionError(
+                f"the uninterrupted reference run of {self.cls.__name__} ended {reference.status}, "
+                f"not completed: {reference.error or ''}; crash exploration needs a run that completes "
+                "to judge the others by (check the start input)"
+            )
+        report = Report(
+            self.cls.__name__, self.settings.mode, self.settings.depth, self.seed,
+            reference=reference.result, shard=self.settings.shard,
+        )  # fmt: skip
+        if self.settings.only is not None:
+            first = [self.settings.only]
+            report.space = 1
+        else:
+            # A shard owns its share of the first crash points and every second crash of their resumes,
+            # so the shards of one exploration partition it.
+            first = self._shard(self._sample(reference_lives[0].hits))
+            report.space = len(self._shard(reference_lives[0].hits))
+        resume_hits: dict[str, list[str]] = {}
+        for scenario_id in first:
+            outcome, lives = self.scenario(scenario_id, reference)
+            self._add(report, outcome, len(first))
+            if len(lives) > 1:
+                resume_hits[scenario_id] = lives[1].hits
+        if self.settings.depth == 2 and self.settings.only is None:
+            second = [f"{a}>{b}" for a in first for b in resume_hits.get(a, [])]
+            report.space += len(second)
+            budget = self._budget()
+            deeper = self._sample(second, None if budget is None else max(0, budget - len(first)))
+            for scenario_id in deeper:
+                self._add(report, self.scenario(scenario_id, reference)[0], len(first) + len(deeper))
+        if not report.ok:  # before blaming the crashes, make sure an uninterrupted run ends the same every time
+            self.run_again(reference)
+        report.seconds = real_monotonic() - began
+        return report
+
+    def _budget(self) -> int | None:
+        """This shard's share of ``max_scenarios``."""
+        total, shard = self.settings.max_scenarios, self.settings.shard
+        if total is None or shard is None:
+            return total
+        index, count = shard
+        return total // count + (1 if index < total % count else 0)
+
+    def _add(self, report: Report, outcome: Outcome, planned: int) -> None:
+        report.scenarios.append(outcome)
+        if self.settings.on_scenario is not None:
+            self.settings.on_scenario(outcome, planned)
+
+    def _sample(self, space: list[str], budget: int | None = None) -> list[str]:
+        budget = self.settings.max_scenarios if budget is None else budget
+        if budget is None or len(space) <= budget:
+            return space
+        chosen = set(random.Random(f"{self.seed}:{len(space)}").sample(range(len(space)), budget))
+        return [s for i, s in enumerate(space) if i in chosen]
+
+    def _shard(self, plan: list[str]) -> list[str]:
+        if self.settings.shard is None:
+            return plan
+        index, count = self.settings.shard
+        return plan[index::count]
+
+    def reference_run(self) -> tuple[list[Life], Final]:
+        # In kill mode the reference life waits at each crash point to be captured: the first crashes of a
+        # replay, or all.
+        wanted = {self.settings.only.split(">")[0]} if self.settings.only else None
+        lives, final = self.uninterrupted(capture=wanted)
+        self.captures = lives[0].captures
+        return lives, final
+
+    def uninterrupted(self, capture: set[str] | None) -> tuple[list[Life], Final]:
+        """A run from its start to its end; in kill mode, a forked child captured at ``capture`` (``None``: all)."""
+        if self.settings.mode != "kill":
+            return self.scenario_lives([])
+        from ._kill import live_in_child
+
+        store = self.stores.new()
+        self.world.reset()
+        self._restart_clock(self._frozen_at)
+        try:
+            life = live_in_child(self, store, first=True, capture=capture)
+            return [life], self.final(store, [life])
+        finally:
+            store.close()
+
+    def run_again(self, reference: Final) -> None:
+        """Run it uninterrupted once more: a run that ends differently every time cannot be judged by one.
+
+        Only after a failure: where every scenario matched the reference, nothing needs explaining.
+        """
+        again = self.uninterrupted(capture=set())[1]
+        if (again.status, again.error) != (reference.status, reference.error) or not _ends_alike(reference, again):
+            first, second = (
+                {"status": r.status, "result": r.result, "state": r.state, "world": _world_entries(r.world)}
+                for r in (reference, again)
+            )
+            raise AssertionError(
+                f"two uninterrupted runs of {self.cls.__name__} ended differently, so a crashed run cannot be "
+                "judged against one: make what varies (a random id, the time) the answer of a ctx.effect, "
+                f"which a resumed run replays\n{_diff(first, second, labels=('first run', 'second run'))}"
+            )
+
+    def scenario(self, scenario_id: str, reference: Final) -> tuple[Outcome, list[Life]]:
+        began = real_monotonic()
+        if self.settings.mode == "kill":
+            lives, final = self.resume_captured(scenario_id)
+        else:
+            lives, final = self.scenario_lives(scenario_id.split(">"))
+        kind, diff = judge(reference, final, lives, scenario_id.split(">"))
+        outcome = Outcome(
+            id=scenario_id,
+            ok=kind is None,
+            kind=kind,
+            diff=diff,
+            result=final.result,
+            error=final.error,
+            seconds=real_monotonic() - began,
+            rerun=self.settings.rerun.replace("{id}", scenario_id) if kind else "",
+        )
+        return outcome, lives
+
+    def resume_captured(self, scenario_id: str) -> tuple[list[Life], Final]:
+        """Kill mode: a fresh process resumes from what the crash left (captured), and runs to the end.
+
+        Resuming a first crash at depth 2 captures its own crash points in turn.
+        """
+        from ._kill import live_in_child
+
+        capture = self.captures.pop(scenario_id, None)
+        first, _, second = scenario_id.partition(">")
+        if capture is None and second and first in self.captures:  # a replayed a>b: resume a to capture b
+            self.resume_captured(first)
+            capture = self.captures.pop(scenario_id, None)
+        if capture is None:  # a replayed id whose point the run no longer reaches: judged "unreached"
+            return [Life(ending="finished")], Final("missing", None, None, {}, {})
+        self.world.restore(capture.world)
+        if capture.at_first_crash is None:
+            capture.at_first_crash = self.world.snapshot()
+        self._restart_clock(capture.clock)
+        deeper = self.settings.depth == 2 and ">" not in scenario_id
+        # a replayed a>b (depth 2 comes from its id) captures b alone; an exploration, every point
+        wanted = {self.settings.only.partition(">")[2]} if self.settings.only else None
+        try:
+            life = live_in_child(self, capture.store, first=False, capture=wanted if deeper else set())
+            lives = [*capture.lives, life]
+            for point, deeper_capture in life.captures.items():
+                deeper_capture.lives = [*capture.lives, *deeper_capture.lives]
+                deeper_capture.at_first_crash = capture.at_first_crash
+                self.captures[f"{scenario_id}>{point}"] = deeper_capture
+            return lives, self.final(capture.store, lives, capture.at_first_crash)
+        finally:
+            capture.store.close()
+
+    def capture(self, store: Checkpointer, hits: list[str], clock: float | None) -> Capture:
+        """Copy what a crash here would leave: the run's records, into a fresh store, and the world."""
+        copy = self.stores.copy(store, self.run_id)
+        return Capture([Life(hits=list(hits), ending="crashed")], copy, self.world.capture(), clock)
+
+    def _restart_clock(self, instant: float | None) -> None:
+        if instant is not None and self._frozen_at is not None:
+            cast(FrozenClock, get_clock()).restart_at(instant)
+
+    def scenario_lives(self, crashes: list[str]) -> tuple[list[Life], Final]:
+        """Live the run until it finishes, dying at each of ``crashes`` in turn; read back how it ended."""
+        store = self.stores.new()
+        self.world.reset()
+        self._restart_clock(self._frozen_at)
+        lives: list[Life] = []
+        at_first_crash: dict[str, Any] = {}
+        try:
+            for index in range(len(crashes) + 1):
+                target = crashes[index] if index < len(crashes) else None
+                life = self.lives.live_here(store, target, first=index == 0)
+                lives.append(life)
+                if life.ending != "crashed":
+                    break
+                if index == 0:
+                    at_first_crash = self.world.snapshot()
+            return lives, self.final(store, lives, at_first_crash)
+        finally:
+            store.close()
+
+    def final(self, store: Checkpointer, lives: list[Life], at_first_crash: dict[str, Any] | None = None) -> Final:
+        ended = lives[-1].stored or stored(store, self.run_id)
+        effects, windows = count_effects(lives)
+        return Final(
+            **ended, world=self.world.snapshot(), effects=effects, windows=windows, at_first_crash=at_first_crash or {}
+        )
+
+
+def _is_redis(annotation: object) -> bool:
+    module = getattr(annotation, "__module__", "") or ""
+    return isinstance(annotation, type) and module.split(".")[0] == "redis"
+
+
+def _beside_any_loop(fn: Callable[[], T]) -> T:
+    """Call ``fn``, in a thread of its own if this one runs an event loop (an async test):
+    explorations run event loops of their own, which cannot nest."""
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return fn()
+    values: list[T] = []
+    errors: list[BaseException] = []
+
+    def target() -> None:
+        try:
+            values.append(fn())
+        except BaseException as exc:
+            errors.append(exc)
+
+    thread = threading.Thread(target=target, name="durableflow-explore")
+    thread.start()
+    thread.join()
+    if errors:
+        raise errors[0]
+    return values[0]

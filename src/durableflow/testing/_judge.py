@@ -1,0 +1,237 @@
+"""Judging a crashed run: how it ended (``Final``) against the uninterrupted reference, as a kind and a diff."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import re
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from ._lives import Life
+
+
+@dataclass
+class Final:
+    """How a run ended, read back from its store and its world: what scenarios are judged on."""
+
+    status: str
+    result: Any
+    error: str | None
+    state: dict[str, Any]
+    world: dict[str, Any]
+    answers: dict[str, Any] = field(default_factory=dict)
+    """What each effect returned, by key: the outside world's answers to the run."""
+    effects: Counter[str] = field(default_factory=Counter)
+    """How often each effect's function ran, over all the lives (see ``count_effects``)."""
+    windows: Counter[str] = field(default_factory=Counter)
+    """How many crashes fell while each effect's result was not yet durable."""
+    at_first_crash: dict[str, Any] = field(default_factory=dict)
+    """The world when the run first died: up to there it went as the reference did, so what the
+    reference did from there on says whether a different end is work lost or done twice."""
+
+
+def count_effects(lives: list[Life]) -> tuple[Counter[str], Counter[str]]:
+    """How often each effect's function ran, and how many crashes fell in its window.
+
+    Effect ``K`` is open from ``effect.K.before`` until ``effect.K.after``,
+    which comes once its record is durable; a crash while it is open may run
+    its function once more, which its idempotency key exists to absorb.
+    Effects under other keys may open and close in between (concurrent steps).
+    """
+    runs: Counter[str] = Counter()
+    windows: Counter[str] = Counter()
+    for life in lives:
+        crashed = life.ending == "crashed"
+        open_effects: set[str] = set()
+        for hit in life.hits[:-1] if crashed else life.hits:
+            key, phase = _effect_of(hit)
+            if phase == "before":
+                runs[key] += 1
+                open_effects.add(key)
+            elif phase == "after":
+                open_effects.discard(key)
+        if crashed:
+            key, phase = _effect_of(life.hits[-1]) if life.hits else ("", "")
+            if phase == "after":
+                open_effects.discard(key)  # its record was durable: the crash came just after
+            windows.update(open_effects)
+    return runs, windows
+
+
+def _effect_of(hit: str) -> tuple[str, str]:
+    """``("charge", "before")`` for ``effect.charge.before#1``; ``("", "")`` for any other crash point."""
+    point = hit.rpartition("#")[0]
+    if not point.startswith("effect."):
+        return "", ""
+    key, _, phase = point.removeprefix("effect.").rpartition(".")
+    return key, phase
+
+
+def judge(reference: Final, final: Final, lives: list[Life], crashes: list[str]) -> tuple[str | None, str]:
+    """The failure kind and a diff, or ``(None, "")`` when the scenario ended like the reference."""
+    last = lives[-1]
+    if last.ending == "hang":
+        return "hang", f"a life of the run did not finish within the bound (died at {' then '.join(crashes)})"
+    if last.ending in ("error", "input"):
+        return "error during resume", last.error or ""
+    reached = [life.hits[-1] for life in lives if life.ending == "crashed"]
+    if reached != crashes:
+        missing = crashes[len(reached)]
+        return "unreached", f"the run never reached {missing}: it does not hit the same crash points on every run"
+    if (final.status, final.error) != (reference.status, reference.error):
+        return "error during resume", _diff(
+            {"status": reference.status, "error": reference.error}, {"status": final.status, "error": final.error}
+        )
+    allowed = reference.effects
+    for key, count in final.effects.items():
+        if count > allowed[key] + final.windows[key]:
+            return "duplicated effect", f"effect {key!r} ran {count} times; the reference run ran it {allowed[key]}"
+    if _ends_alike(reference, final):
+        return None, ""
+    if reference.world != final.world:
+        return _world_kind(reference.world, final.world, final.at_first_crash), _diff(
+            _world_entries(reference.world), _world_entries(final.world)
+        )
+    if final.result != reference.result:
+        return "divergent result", _diff(reference.result, final.result, "result")
+    return "divergent state", _diff(reference.state, final.state, "state key")
+
+
+def _ends_alike(reference: Final, final: Final) -> bool:
+    """The same result, state and world — as they are, or once ``final``'s effects are answered as the
+    reference's were (a relabelling can also unsort what was sorted, so both are tried)."""
+
+    def end(run: Final) -> tuple[Any, ...]:
+        return run.world, run.result, run.state
+
+    return end(final) == end(reference) or end(_with_the_references_answers(final, reference)) == end(reference)
+
+
+def _with_the_references_answers(final: Final, reference: Final) -> Final:
+    """``final`` as if its effects had been answered as the reference's were.
+
+    An effect whose answer varies (a fresh id, a provider's receipt) may be
+    answered differently in a run that crashed before recording it: both runs
+    are right. Each text the two answers differ by is swapped for the
+    reference's wherever it appears, so the rest of the comparison is fair.
+    """
+    swaps: dict[str, str] = {}
+    for key, answer in final.answers.items():
+        if key in reference.answers and answer != reference.answers[key]:
+            _pair_texts(answer, reference.answers[key], swaps)
+    if not swaps:
+        return final
+    # all at once: answers that traded places (two receipts) must not be swapped back
+    texts = re.compile("|".join(map(re.escape, sorted(swaps, key=len, reverse=True))))
+
+    def swapped(value: Any) -> Any:
+        if isinstance(value, str):
+            return texts.sub(lambda match: swaps[match.group()], value)
+        if isinstance(value, dict):
+            return {swapped(k): swapped(v) for k, v in value.items()}
+        if isinstance(value, list):
+            return [swapped(item) for item in value]
+        return value
+
+    return dataclasses.replace(
+        final, result=swapped(final.result), state=swapped(final.state), world=swapped(final.world)
+    )
+
+
+def _pair_texts(found: Any, expected: Any, swaps: dict[str, str]) -> None:
+    """Pair the differing texts at the same places in two answers; short ones are too common to swap."""
+    if isinstance(found, str) and isinstance(expected, str):
+        if found != expected and len(found) >= _MIN_SWAP:
+            swaps[found] = expected
+    elif isinstance(found, dict) and isinstance(expected, dict):
+        for key in found.keys() & expected.keys():
+            _pair_texts(found[key], expected[key], swaps)
+    elif isinstance(found, list) and isinstance(expected, list):
+        for pair in zip(found, expected, strict=False):
+            _pair_texts(*pair, swaps)
+
+
+_MIN_SWAP = 6
+
+
+def _world_kind(expected: dict[str, Any], found: dict[str, Any], at_crash: dict[str, Any]) -> str:
+    """Past the reference's end, in the direction the reference moved from where the run crashed, is a
+    duplicated effect (a counter decremented twice goes down); short of it is lost work. A change the
+    reference did not need after the crash is work done again."""
+    more = less = False
+    for section in ("redis", "calls"):
+        old, new, then = expected.get(section, {}), found.get(section, {}), at_crash.get(section, {})
+        for key in old.keys() | new.keys():
+            end, got = _size(old.get(key)), _size(new.get(key))
+            if got == end:
+                continue
+            remaining = end - _size(then.get(key))
+            if remaining == 0 or (got - end) * remaining > 0:
+                more = True
+            else:
+                less = True
+    if more and not less:
+        return "duplicated effect"
+    if less and not more:
+        return "lost work"
+    return "divergent state"
+
+
+def _size(value: Any) -> float:
+    """How much of something a world entry holds: a count, a length, or a number stored as text."""
+    if value is None:
+        return 0
+    if isinstance(value, int):
+        return value
+    content = value.get("value") if isinstance(value, dict) else value
+    if isinstance(content, str):
+        try:
+            return float(content)
+        except ValueError:
+            return 1
+    if isinstance(content, list | dict):
+        return len(content)
+    return 1
+
+
+_ABSENT = object()
+
+
+def _diff(expected: Any, found: Any, name: str = "", labels: tuple[str, str] = ("reference run", "resumed run")) -> str:
+    """Each place where the two differ, named, with the reference's value and the resumed run's."""
+    lines: list[str] = []
+    width = max(map(len, labels)) + 2
+    first, second = (f"{label}:".ljust(width) for label in labels)
+
+    def walk(a: Any, b: Any, path: str) -> None:
+        if a == b:
+            return
+        if isinstance(a, dict) and isinstance(b, dict):
+            for key in sorted(a.keys() | b.keys(), key=str):
+                walk(a.get(key, _ABSENT), b.get(key, _ABSENT), f"{path} {key}".strip())
+            return
+        lines.extend([f"{path or 'value'}:", f"  {first}{_show(a)}", f"  {second}{_show(b)}"])
+
+    walk(expected, found, name)
+    return "\n".join(lines[:45] + (["..."] if len(lines) > 45 else []))
+
+
+def _show(value: Any) -> str:
+    if value is _ABSENT:
+        return "(absent)"
+    text = json.dumps(value, sort_keys=True, default=repr)
+    return text if len(text) <= 300 else text[:297] + "..."
+
+
+def _world_entries(world: dict[str, Any]) -> dict[str, Any]:
+    """The world flattened to readable names: redis key 'converted', call charge(...)."""
+    entries: dict[str, Any] = {}
+    for key, entry in world.get("redis", {}).items():
+        db, _, name = key.partition(":")
+        entries[f"redis key {name!r}" + ("" if db == "0" else f" (db {db})")] = entry["value"]
+    for call, count in world.get("calls", {}).items():
+        entries[f"calls of {call}"] = count
+    return entries

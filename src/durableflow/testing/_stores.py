@@ -1,0 +1,174 @@
+"""Stores for crash exploration: an empty one per scenario, copies of what a crash leaves, and reading a run back.
+
+Every scenario uses the same run id, each in a store of its own, so that
+whatever a run stores (its id among it) compares equal across scenarios.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import shutil
+import tempfile
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, final
+
+from durableflow import (
+    Checkpointer,
+    MemoryCheckpointer,
+    RedisCheckpointer,
+    RunNotFoundError,
+    SQLiteCheckpointer,
+)
+from durableflow._snapshot import outcome, replay
+
+from ._world import FakeWorld
+
+StoreKind = str | Callable[[], Checkpointer]
+"""``memory``, ``sqlite``, ``fakeredis``, a ``redis://`` URL, or a factory of empty checkpointers."""
+
+
+@final
+class Stores:
+    """Makes the stores of one exploration and cleans up after them."""
+
+    def __init__(self, kind: StoreKind | None, kill: bool) -> None:
+        self.kind: StoreKind = kind or ("sqlite" if kill else "memory")
+        self.kill = kill
+        self._dir: Path | None = None
+        self._world: FakeWorld | None = None
+        self._client: Any = None
+        """The one client of the ``fakeredis`` stores' server, shared by every store of the exploration."""
+        self._count = 0
+        self._prefixes: list[tuple[Any, str]] = []
+        """Real Redis stores made here, to delete their keys at the end."""
+
+    def close(self) -> None:
+        for client, prefix in self._prefixes:
+            with contextlib.suppress(Exception):  # a server that went away keeps nothing to clean up reachably
+                delete_prefix(client, prefix)
+        self._prefixes.clear()
+        if self._client is not None:
+            self._client.close()
+            self._client = None
+        if self._world is not None:
+            self._world.close()
+            self._world = None
+        if self._dir is not None:
+            shutil.rmtree(self._dir, ignore_errors=True)
+            self._dir = None
+
+    def new(self) -> Checkpointer:
+        """An empty store for one scenario."""
+        store = self.kind
+        self._count += 1
+        if callable(store):
+            return store()
+        if store == "memory":
+            if self.kill:
+                raise ValueError(
+                    "kill mode needs a store that outlives a process: 'sqlite', 'fakeredis' or a redis:// URL"
+                )
+            return MemoryCheckpointer()
+        if store == "sqlite":
+            path = self.directory / f"scenario-{self._count}.db"
+            shutil.copyfile(self.directory / "empty.db", path)
+            return SQLiteCheckpointer(path)
+        if store == "fakeredis":
+            if self._client is None:
+                self._world = FakeWorld(shared=self.kill)
+                self._client = self._world.redis_client()
+            return RedisCheckpointer(self._client, prefix=f"durableflow-crashtest:{self._count}")
+        if store.startswith(("redis://", "rediss://", "unix://")):
+            return self._redis(RedisCheckpointer(store, prefix=self._new_prefix()))
+        raise ValueError(f"unknown store {store!r}: use memory, sqlite, fakeredis, a redis:// URL or a factory")
+
+    @property
+    def directory(self) -> Path:
+        """Where SQLite stores live; ``empty.db`` holds the schema that every scenario's store copies."""
+        if self._dir is None:
+            self._dir = Path(tempfile.mkdtemp(prefix="durableflow-crashtest-"))
+            template = SQLiteCheckpointer(self._dir / "empty.db")
+            template.runs()  # creates the schema once
+            template.close()
+        return self._dir
+
+    def _new_prefix(self) -> str:
+        return f"durableflow-crashtest:{uuid.uuid4().hex[:12]}"
+
+    def _redis(self, store: RedisCheckpointer) -> RedisCheckpointer:
+        if self.kind != "fakeredis":
+            self._prefixes.append((store.client, store.prefix))
+        return store
+
+    def copy(self, store: Checkpointer, run_id: str) -> Checkpointer:
+        """A new store holding what ``store`` holds of the run: what a crash now would leave behind."""
+        if isinstance(store, SQLiteCheckpointer):  # its files are what a killed process leaves: copy them
+            self._count += 1
+            path = store.path.with_name(f"capture-{self._count}.db")
+            shutil.copyfile(store.path, path)
+            wal = store.path.with_name(store.path.name + "-wal")
+            if wal.exists():
+                shutil.copyfile(wal, path.with_name(path.name + "-wal"))
+            return SQLiteCheckpointer(path, store.durability)
+        if isinstance(store, RedisCheckpointer):
+            # its keys are: copied byte for byte by the server under a new prefix, on the store's own
+            # client (one round trip, no new connection)
+            copy = self._redis(RedisCheckpointer(store.client, prefix=self._new_prefix(), lease_ttl=store.lease_ttl))
+            keys = [*_redis_keys(store.prefix, run_id), *_redis_keys(copy.prefix, run_id)]
+            store.client.register_script(_COPY_RUN)(keys=keys, args=[run_id])
+            return copy
+        target = self.new()
+        copy_run(store, target, run_id)
+        return target
+
+
+def stored(store: Checkpointer, run_id: str) -> dict[str, Any]:
+    """The run's status, result, error and state as its records hold them (plain JSON data)."""
+    try:
+        doc = replay(store.load(run_id), run_id)
+    except RunNotFoundError:
+        return {"status": "missing", "result": None, "error": None, "state": {}}
+    status, result, error = outcome(doc)
+    return {"status": status, "result": result, "error": error, "state": doc["state"], "answers": doc["effects"]}
+
+
+def delete_prefix(client: Any, prefix: str) -> None:
+    """Delete every key under ``prefix`` (a real Redis is left as it was found)."""
+    keys = list(client.scan_iter(match=f"{prefix}:*"))
+    if keys:
+        client.delete(*keys)
+
+
+def copy_run(source: Checkpointer, target: Checkpointer, run_id: str) -> None:
+    """Copy a run's records, lease holder included, into an empty store through the protocol alone."""
+    try:
+        records = source.load(run_id)
+        info = source.info(run_id)
+    except RunNotFoundError:
+        return  # the crash came before its first checkpoint: nothing is stored
+    holder = info.lease_owner or "nobody"
+    target.create(run_id, info.workflow, records[0], holder)
+    for record in records[1:]:
+        target.append(run_id, record, holder)
+    if info.lease_owner is None:
+        target.release(run_id, holder)
+
+
+def _redis_keys(prefix: str, run_id: str) -> list[str]:
+    """A run's keys in a ``RedisCheckpointer`` (see ``durableflow._redis``): its metadata, its records, the index."""
+    return [f"{prefix}:run:{{{run_id}}}", f"{prefix}:records:{{{run_id}}}", f"{prefix}:runs"]
+
+
+_COPY_RUN = """
+local run = redis.call('DUMP', KEYS[1])
+if not run then return 0 end
+redis.call('RESTORE', KEYS[4], 0, run)
+local records = redis.call('DUMP', KEYS[2])
+if records then redis.call('RESTORE', KEYS[5], 0, records) end
+local created = redis.call('ZSCORE', KEYS[3], ARGV[1])
+if created then redis.call('ZADD', KEYS[6], created, ARGV[1]) end
+return 1
+"""
+"""Copy run ARGV[1]'s keys (KEYS 1-3) to another prefix's (KEYS 4-6), atomically; nothing if it is not stored."""
