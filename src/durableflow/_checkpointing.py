@@ -1,8 +1,11 @@
 """A run's checkpoints and lease: deciding between a delta and a full snapshot, writing it, renewing the lease.
 
 The run loop (``_runner``) says when a checkpoint is due; this module decides
-what goes into it and hands it to the checkpointer, and keeps the run's lease
-alive between checkpoints.
+what goes into it and hands it to the store-I/O layer (``_storeio``), which
+writes it at once or returns something to await. The record is encoded, and
+the run's change journal reset, when the checkpoint is asked for: changes made
+while it is being written go into the next one. A write that fails makes the
+next record a full snapshot, so nothing that was only in the failed one is lost.
 """
 
 from __future__ import annotations
@@ -10,21 +13,22 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any, cast, final
 
 from . import _crashpoints
 from ._checkpointer import TERMINAL, Checkpointer, Record, RunStatus
-from ._errors import DurableflowError
+from ._errors import DurableflowError, StoreUnavailableError
 from ._events import StopEvent
 from ._hooks import plugin_manager
 from ._snapshot import encode_delta, encode_full, encode_status, error_text, frame
+from ._storeio import store_io
 
 if TYPE_CHECKING:
     from ._context import Context
 
-_COMPACT_AFTER = 64 * 1024
-"""Deltas are folded into a full snapshot once they outgrow max(this, 2x the last full one)."""
+COMPACT_AFTER = 64 * 1024
+"""Deltas are folded into a full snapshot once they hold this many bytes and more than the state itself."""
 
 
 @final
@@ -36,42 +40,67 @@ class RunCheckpoints:
         self.run = ctx._state
         self.graph = ctx._graph
         self.checkpointer = checkpointer
+        self.io = store_io(checkpointer)
+        self.loop = asyncio.get_running_loop()
         self.owner = owner
-        self.stored = stored  # the checkpointer already holds this run
+        self.stored = stored  # the checkpointer holds this run (or its create is on its way)
         self.rebase = rebase  # the next record must be full: the store's last one is not this state's base
-        self.full_size = 0
         self.since_full = 0
+        """Bytes of deltas written since the last full snapshot: what a resume replays."""
+        self.state_size = 0
+        """Bytes of the state's values, as last written: what a full snapshot would rewrite."""
+        self._sizes: dict[str, int] = {}
+        self.durable_status: str | None = None  # the status the store holds, as far as this run knows
+        self.uncertain: Record | None = None  # a record whose write failed unreachable: it may land later
+        self.attached = False
 
-    def write(self, at: str, status_only: bool = False) -> None:
-        """Write what changed since the last checkpoint (or a full snapshot) in one atomic record.
+    def attach(self) -> None:
+        """The run starts writing through the store's I/O: with other runs, its checkpoints are grouped."""
+        if not self.attached:
+            self.attached = True
+            self.io.active += 1
 
-        ``status_only`` writes just the run's status and error, leaving out changes
-        that must not become durable: those of a completion whose own checkpoint failed.
+    def detach(self) -> None:
+        if self.attached:
+            self.attached = False
+            self.io.active -= 1
+
+    # -- writing ---------------------------------------------------------------------------
+
+    def write(
+        self, at: str, status_only: bool = False, batch: bool = True, wait: bool = False
+    ) -> Awaitable[None] | None:
+        """Write what changed since the last checkpoint (or a full snapshot) as one atomic record.
+
+        Returns ``None`` once the record is durable, or an awaitable that is done
+        when it is (and raises what the store raised). ``status_only`` writes just
+        the run's status and error, leaving out changes that must not become durable:
+        those of a completion whose own checkpoint failed. ``batch=False`` writes an
+        inline store's record at once, even among other runs; ``wait=True`` returns only
+        once the record is durable, on any store (blocking the loop on a threaded one).
         """
         if status_only and not self.stored:
-            return
-        checkpointer = self.checkpointer
+            return None
         listener = _crashpoints.listener
         if listener is not None:
             listener("checkpoint.write.before")
         run = self.run
         seq = run.seq + 1
-        full = not status_only and (
-            not self.stored or self.rebase or self.since_full >= max(_COMPACT_AFTER, 2 * self.full_size)
-        )
+        full = not status_only and (not self.stored or self.rebase or self._compaction_due())
         if status_only:
             body = encode_status(run, seq, at)
         else:
-            body = (encode_full if full else encode_delta)(run, self.ctx.store, self.graph, seq, at)
+            store = self.ctx.store
+            body = (encode_full if full else encode_delta)(run, store, self.graph, seq, at)
+            self._note_sizes(store.values, store.dirty, full)
         record = Record(seq, full, frame(body, run.run_id, seq))
-        if not self.stored:
-            checkpointer.create(run.run_id, self.graph.workflow_path, record, self.owner)
-            self.stored = True
-        elif run.status != run.written.get("status"):
+        written_before = run.written
+        status: RunStatus | None = None
+        result = error = None
+        if run.status != written_before.get("status"):
             status = cast(RunStatus, run.status)  # a stored run has left "new": its status is a RunStatus
-            checkpointer.append(run.run_id, record, self.owner, status, self._result_json(), error_text(run.error))
-        else:
-            checkpointer.append(run.run_id, record, self.owner)
+            result, error = self._result_json(), error_text(run.error)
+        # the record holds the journal now: what changes from here on goes into the next one
         run.seq = seq
         if status_only:
             run.note_written()
@@ -79,13 +108,86 @@ class RunCheckpoints:
             run.reset_journal()
             self.ctx.store.dirty.clear()
         if full:
-            self.full_size, self.since_full, self.rebase = len(body), 0, False
+            self.since_full, self.rebase = 0, False
         else:
             self.since_full += len(body)
+        creating = not self.stored
+        io = self.io
+        try:
+            if creating:
+                self.stored = True
+                workflow, owner, checkpointer = self.graph.workflow_path, self.owner, self.checkpointer
+                call = lambda: checkpointer.create(run.run_id, workflow, record, owner)  # noqa: E731
+                pending = io.now(call) if wait else io.call(self.loop, call, batch=False)
+            elif wait:
+                args = (run.run_id, record, self.owner, status, result, error)
+                pending = io.now(lambda: self.checkpointer.append(*args))
+            else:
+                pending = io.append(self.loop, (run.run_id, record, self.owner, status, result, error), batch)
+        except Exception as exc:
+            self._failed(exc, record, written_before, creating)
+            raise
+        if pending is None:
+            self._written(record, status)
+            return None
+        return self._landing(pending, record, status, written_before, creating)
+
+    async def _landing(
+        self,
+        pending: asyncio.Future[Any],
+        record: Record,
+        status: RunStatus | None,
+        written_before: dict[str, Any],
+        creating: bool,
+    ) -> None:
+        try:
+            await pending
+        except Exception as exc:
+            self._failed(exc, record, written_before, creating)
+            raise
+        self._written(record, status)
+
+    def _written(self, record: Record, status: RunStatus | None) -> None:
+        self.uncertain = None
+        if status is not None:
+            self.durable_status = status
+        listener = _crashpoints.listener
         if listener is not None:
             listener("checkpoint.write.after")
         if plugin_manager.active:
-            plugin_manager.hook.durableflow_checkpoint_written(run_id=run.run_id, seq=seq, full=full)
+            plugin_manager.hook.durableflow_checkpoint_written(run_id=self.run.run_id, seq=record.seq, full=record.full)
+
+    def _failed(self, exc: Exception, record: Record, written_before: dict[str, Any], creating: bool) -> None:
+        """The record is not durable (or not known to be): the next one starts over from a full snapshot."""
+        run = self.run
+        if run.seq >= record.seq:
+            run.seq = record.seq - 1
+        run.written = written_before
+        self.rebase = True
+        if creating:
+            self.stored = False
+        if isinstance(exc, StoreUnavailableError):
+            self.uncertain = record
+
+    def _compaction_due(self) -> bool:
+        """Fold the deltas into a full snapshot once replaying them would cost more than reading the state."""
+        return self.since_full >= COMPACT_AFTER and self.since_full >= self.state_size
+
+    def _note_sizes(self, values: dict[str, str], keys: Any, full: bool) -> None:
+        """Keep the state's size as written, from the keys each record carries (so the cost follows the change)."""
+        sizes = self._sizes
+        if full:
+            self._sizes = sizes = {key: len(text) for key, text in values.items()}
+            self.state_size = sum(sizes.values())
+            return
+        size = self.state_size
+        for key in keys:
+            size -= sizes.pop(key, 0)
+            text = values.get(key)
+            if text is not None:
+                sizes[key] = length = len(text)
+                size += length
+        self.state_size = size
 
     def _result_json(self) -> str | None:
         result = self.run.result
@@ -99,26 +201,41 @@ class RunCheckpoints:
 
     def keep_lease(
         self,
-        loop: asyncio.AbstractEventLoop,
         guarded: Callable[[Callable[[], None]], Callable[[], None]],
         lost: Callable[[], None],
     ) -> Callable[[], None]:
         """Renew the lease every third of its time to live until the returned callable is called;
         ``lost()`` when another worker has it. ``guarded`` wraps each timer callback."""
+        loop, io = self.loop, self.io
         handle: asyncio.TimerHandle | None = None
+        stopped = False
 
-        def renew() -> None:
+        def renewed(held: bool) -> None:
             nonlocal handle
-            try:
-                held = self.checkpointer.renew(self.run.run_id, self.owner)
-            except DurableflowError:
-                held = True  # the store is down: the next checkpoint will say so
+            if stopped:
+                return
             if not held:
                 lost()
                 return
             handle = loop.call_later(self.checkpointer.lease_ttl / 3, guarded(renew))
 
+        def renew_in_store() -> bool:
+            try:
+                return self.checkpointer.renew(self.run.run_id, self.owner)
+            except DurableflowError:
+                return True  # the store is down: the next checkpoint will say so
+
+        def renew() -> None:
+            if io.inline:
+                renewed(renew_in_store())
+                return
+            pending = io.call(loop, renew_in_store)
+            assert pending is not None
+            pending.add_done_callback(lambda done: guarded(lambda: renewed(done.result()))())
+
         def stop() -> None:
+            nonlocal stopped
+            stopped = True
             if handle is not None:
                 handle.cancel()
 
@@ -127,6 +244,20 @@ class RunCheckpoints:
 
     def release(self) -> None:
         """Give the lease up as the run stops here (a final status written with the last checkpoint already did)."""
-        if self.stored and self.run.written.get("status") not in TERMINAL:
+        self.detach()
+        if not self.stored or self.durable_status in TERMINAL:
+            return
+        run_id, owner, checkpointer = self.run.run_id, self.owner, self.checkpointer
+
+        def release() -> None:
             with contextlib.suppress(DurableflowError):  # the lease expires on its own
-                self.checkpointer.release(self.run.run_id, self.owner)
+                checkpointer.release(run_id, owner)
+
+        pending = self.io.call(self.loop, release)
+        if pending is not None:
+            pending.add_done_callback(_ignore)
+
+
+def _ignore(future: asyncio.Future[Any]) -> None:
+    if not future.cancelled():
+        future.exception()

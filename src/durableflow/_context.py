@@ -89,7 +89,7 @@ class Context(Generic[StateT]):
         top and finds the state as of this call.
         """
         delivery = self._delivery("checkpoint")
-        self._live("checkpoint").checkpoint(f"ctx.checkpoint in {delivery.step}")
+        await self._live("checkpoint").checkpoint(f"ctx.checkpoint in {delivery.step}")
 
     async def effect(self, key: str, fn: Callable[..., Any], *args: Any) -> Any:
         """Run ``fn(*args)`` once per run and ``key``; later calls, after a restart too, get the recorded result.

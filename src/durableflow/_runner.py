@@ -19,7 +19,7 @@ import contextlib
 import inspect
 import threading
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any, TypeVar, final
 
 from . import _crashpoints
@@ -82,14 +82,20 @@ class Runner:
         self.stream_waiter: asyncio.Future[None] | None = None
         self.done = False
         self.spawn_scheduled = False
+        self.ending = False  # the record that ends the run is on its way: no step completes after it
         self.cancels: list[Callable[[], None]] = []
         self.timeout: float | None = None  # the limit that set the deadline, if this runner set it
 
     # -- starting ------------------------------------------------------------------------
 
     def start(self, start_event: StartEvent | None) -> None:
-        """Begin a new run with ``start_event``, or continue the run the context holds (``None``)."""
+        """Begin a new run with ``start_event``, or continue the run the context holds (``None``).
+
+        Steps start once the first checkpoint is durable: at once on a store written
+        inline, when the store's thread has written it otherwise.
+        """
         run = self.run
+        pending = None
         try:
             self.ctx._runner = self
             if start_event is not None:
@@ -115,8 +121,9 @@ class Runner:
                 self._fail(RecoveryLimitError(run.run_id, run.recoveries, limit))  # written as failed: lease released
                 return
             if self.durable is not None:
-                self.checkpoint("resumed" if self.durable.stored else "start")
-                self.cancels.append(self.durable.keep_lease(self.loop, self._guarded, self._lease_lost))
+                self.durable.attach()
+                pending = self.durable.write("resumed" if self.durable.stored else "start", batch=False)
+                self.cancels.append(self.durable.keep_lease(self._guarded, self._lease_lost))
             if run.deadline is not None:
                 self.cancels.append(get_clock().call_at(run.deadline, self._guarded(self._timed_out)))
         except BaseException:
@@ -126,7 +133,7 @@ class Runner:
             plugin_manager.hook.durableflow_run_started(
                 run_id=run.run_id, workflow=self.workflow, resumed=start_event is None
             )
-        self._spawn()
+        self._after(pending, self._spawn, lambda exc: self._fail(exc, partial=True))
 
     # -- accepting events ----------------------------------------------------------------
 
@@ -156,7 +163,7 @@ class Runner:
 
     def send(self, event: Event, target: str | None, delivery: Delivery | None) -> None:
         """``ctx.send_event`` / ``handler.send_event``."""
-        if self.done:
+        if self.done or self.ending:
             raise WorkflowRuntimeError(f"run {self.run.run_id!r} has ended; it takes no more events")
         if delivery is not None:  # sent by a step
             delivery.sends += 1
@@ -165,16 +172,16 @@ class Runner:
             delivery.sent += 1
             self.run.touch(delivery)
             if isinstance(event, StopEvent):
-                self._record_end(event, delivery.step)
-                self._conclude(event)
+                pending = self._record_end(event, delivery.step)
+                self._after(pending, lambda: self._conclude(event), self._end_failed)
                 return
             self.accept(event, target)
         else:  # sent from outside: durable before send_event returns, or the run stops without it
             self.accept(event, target)
             self.run.status = "running"
-            if self.checkpointer is not None:
+            if self.durable is not None:
                 try:
-                    self.checkpoint(f"event {type(event).__name__}")
+                    self.durable.write(f"event {type(event).__name__}", wait=True)
                 except Exception as exc:
                     self._fail(exc, partial=True)
                     raise
@@ -244,13 +251,13 @@ class Runner:
         event = self.run.events[delivery.eid]
         current_delivery.set(delivery)  # the worker task's own context: no reset needed, the next step sets it
         output = await self._attempts(spec, delivery, event)
-        if output is _FAILED or self.done:
+        if output is _FAILED or self.done or self.ending:
             return
         listener = _crashpoints.listener
         if listener is not None:
             listener(f"step.{spec.name}.end")
         try:
-            self._complete(delivery, spec, event, output)
+            await self._complete(delivery, spec, event, output)
         except Exception as exc:  # an output nobody accepts, data that cannot be stored, a store that failed
             self._fail(exc, partial=True)
 
@@ -304,8 +311,9 @@ class Runner:
         split = len(values) - len(spec.keywords)
         return values[:split], dict(zip(spec.keywords, values[split:], strict=True))
 
-    def _complete(self, delivery: Delivery, spec: StepSpec, event: Event, output: Any) -> None:
-        """Record a step's completion: its output accepted, its input consumed, all in one checkpoint."""
+    async def _complete(self, delivery: Delivery, spec: StepSpec, event: Event, output: Any) -> None:
+        """Record a step's completion: its output accepted, its input consumed, all in one checkpoint;
+        the step counts as finished once that checkpoint is durable."""
         run = self.run
         stop = None
         if isinstance(output, StopEvent):
@@ -320,12 +328,20 @@ class Runner:
         run.finish_delivery(delivery)
         run.recoveries = 0  # progress: a step that completes is not the one that keeps killing its process
         if stop is not None:
-            self._record_end(stop, spec.name)
+            pending = self._record_end(stop, spec.name)
+            if pending is not None:
+                try:
+                    await pending
+                except Exception:
+                    self._unend()
+                    raise
         else:
             if not self.ready_count and self.running == 1:
                 run.status = "waiting"  # nothing left to run until an event arrives from outside
-            if self.checkpointer is not None:
-                self.checkpoint(f"step {spec.name}")
+            if self.durable is not None:
+                pending = self.durable.write(f"step {spec.name}")
+                if pending is not None:
+                    await pending
         if plugin_manager.active:  # the completion is durable now
             plugin_manager.hook.durableflow_step_finished(
                 run_id=run.run_id, step=spec.name, event=event, output=output, error=None
@@ -407,8 +423,7 @@ class Runner:
             value = await value
         text = self.graph.codec.dump(value, f"the result of effect {key!r} (a {type(value).__name__})")
         self.run.record_effect(key, text)
-        if self.checkpointer is not None:
-            self.checkpoint(f"effect {key}")
+        await self.checkpoint(f"effect {key}")
         listener = _crashpoints.listener
         if listener is not None:
             listener(f"effect.{key}.after")
@@ -424,16 +439,44 @@ class Runner:
             deadline = clock.now() + seconds
             delivery.sleeps.append(deadline)
             self.run.touch(delivery)
-            if self.checkpointer is not None:
-                self.checkpoint(f"sleep in {delivery.step}")
+            await self.checkpoint(f"sleep in {delivery.step}")
         await clock.sleep_until(deadline)
 
     # -- checkpoints ---------------------------------------------------------------------
 
-    def checkpoint(self, at: str, status_only: bool = False) -> None:
-        """Write what changed since the last checkpoint (see ``RunCheckpoints.write``)."""
+    async def checkpoint(self, at: str) -> None:
+        """Write what changed since the last checkpoint, and wait until it is durable (``RunCheckpoints.write``)."""
         if self.durable is not None:
-            self.durable.write(at, status_only)
+            pending = self.durable.write(at)
+            if pending is not None:
+                await pending
+
+    def _after(
+        self,
+        pending: Awaitable[None] | None,
+        then: Callable[[], None],
+        failed: Callable[[Exception], None] | None = None,
+    ) -> None:
+        """Call ``then()`` once ``pending`` (a write on its way) is done, or at once without one;
+        ``failed(exc)`` instead if the write failed (``then()`` if there is no ``failed``)."""
+        if pending is None:
+            then()
+            return
+        task = asyncio.ensure_future(pending)
+
+        def done(task: asyncio.Future[None]) -> None:
+            exc = asyncio.CancelledError() if task.cancelled() else task.exception()
+            if exc is None or (failed is None and isinstance(exc, Exception)):
+                self._guarded(then)()
+            elif isinstance(exc, Exception):
+                assert failed is not None
+                self._guarded(lambda: failed(exc))()
+            else:  # a crash point fired as the write landed: the engine dies there
+                self._abandon(exc)
+                if not self.future.done():
+                    self.future.set_exception(exc)
+
+        task.add_done_callback(done)
 
     # -- stream --------------------------------------------------------------------------
 
@@ -448,15 +491,26 @@ class Runner:
 
     # -- ending --------------------------------------------------------------------------
 
-    def _record_end(self, stop: StopEvent, at: str) -> None:
-        """Checkpoint the run as completed with ``stop``'s result."""
+    def _record_end(self, stop: StopEvent, at: str) -> Awaitable[None] | None:
+        """Checkpoint the run as completed with ``stop``'s result; what to await if the write is on its way."""
         run = self.run
         run.result, run.status = stop, "completed"
+        if self.durable is None:
+            return None
+        self.ending = True
         try:
-            self.checkpoint(f"stop after {at}")
+            return self.durable.write(f"stop after {at}")
         except Exception:
-            run.result, run.status = None, "running"  # the run did not durably end
+            self._unend()
             raise
+
+    def _unend(self) -> None:
+        """The record that ended the run failed: the run did not durably end."""
+        self.run.result, self.run.status, self.ending = None, "running", False
+
+    def _end_failed(self, exc: Exception) -> None:
+        self._unend()
+        self._fail(exc, partial=True)
 
     def _conclude(self, stop: StopEvent) -> None:
         """Tell everyone waiting that the run completed."""
@@ -476,29 +530,60 @@ class Runner:
             return
         run = self.run
         run.status, run.error = "failed", run.error_of(exc)
-        if write and not isinstance(exc, RunLeaseError):
-            try:
-                self.checkpoint("failed", status_only=partial)
-            except DurableflowError:  # the store or the data is what failed: record at least the status
-                with contextlib.suppress(DurableflowError):
-                    self.checkpoint("failed", status_only=True)
+        pending = None
+        if write and self.durable is not None and not isinstance(exc, RunLeaseError):
+            pending = self._write_failed(partial)
         self._end()
         if isinstance(exc, RunLeaseError) and plugin_manager.active:
             plugin_manager.hook.durableflow_lease_ended(run_id=run.run_id, reason="lost")
-        self._report("failed", None, exc)
-        if not self.future.done():
-            self.future.set_exception(exc)
+
+        def report() -> None:
+            self._report("failed", None, exc)
+            if not self.future.done():
+                self.future.set_exception(exc)
+
+        self._after(pending, report)
+
+    def _write_failed(self, partial: bool) -> Awaitable[None] | None:
+        """Record the failure; if the store or the data is what failed, record at least the status."""
+        assert self.durable is not None
+        durable = self.durable
+        try:
+            pending = durable.write("failed", status_only=partial)
+        except DurableflowError:
+            with contextlib.suppress(DurableflowError):
+                return durable.write("failed", status_only=True)
+            return None
+        if pending is None:
+            return None
+
+        async def or_status_only() -> None:
+            try:
+                await pending
+            except DurableflowError:
+                with contextlib.suppress(DurableflowError):
+                    again = durable.write("failed", status_only=True)
+                    if again is not None:
+                        await again
+
+        return or_status_only()
 
     def cancel(self) -> None:
         if self.done:
             return
         self.run.status = "cancelled"
-        with contextlib.suppress(DurableflowError):
-            self.checkpoint("cancelled")
+        pending = None
+        if self.durable is not None:
+            with contextlib.suppress(DurableflowError):
+                pending = self.durable.write("cancelled")
         self._end()
-        self._report("cancelled", None, None)
-        if not self.future.done():
-            self.future.set_exception(WorkflowCancelledError(f"run {self.run.run_id!r} was cancelled"))
+
+        def report() -> None:
+            self._report("cancelled", None, None)
+            if not self.future.done():
+                self.future.set_exception(WorkflowCancelledError(f"run {self.run.run_id!r} was cancelled"))
+
+        self._after(pending, report)
 
     def hand_back(self) -> None:
         """Stop driving the run here without writing, and release its lease at once, so that another worker
@@ -547,6 +632,8 @@ class Runner:
         if self.done:
             return
         self.done = True
+        if self.durable is not None:
+            self.durable.detach()
         self.stream.clear()  # a dead process shows its readers nothing more, not even what it had queued
         for cancel in self.cancels:
             cancel()

@@ -66,19 +66,19 @@ def _fork(
     # parent's objects out of the collector's sight, and let the short-lived child never collect.
     gc.freeze()
     try:
-        loop = asyncio.new_event_loop()  # built here, where its pages are not the child's to copy
-        try:
-            pid = os.fork()
-            if pid == 0:  # pragma: no cover - measured through the parent's report
-                gc.disable()
-                os.close(reports[0])
-                os.close(go[1])
-                try:
-                    _child(exploration, store, first, capture, reports[1], go[0], loop)
-                finally:
-                    os._exit(0)  # no atexit, no pytest teardown: the child only ever lives this one life
-        finally:
-            loop.close()  # the parent's copy only: the child keeps its own descriptors
+        pid = os.fork()
+        if pid == 0:  # pragma: no cover - measured through the parent's report
+            gc.disable()
+            os.close(reports[0])
+            os.close(go[1])
+            try:
+                # The child's own loop: one built before the fork would share its epoll instance with the
+                # parent, whose closing it would unregister the loop's wake-up pipe there too, and the child
+                # would never wake for a thread's result (call_soon_threadsafe, asyncio.to_thread).
+                loop = asyncio.new_event_loop()
+                _child(exploration, store, first, capture, reports[1], go[0], loop)
+            finally:
+                os._exit(0)  # no atexit, no pytest teardown: the child only ever lives this one life
     finally:
         gc.unfreeze()
     return pid

@@ -1,0 +1,260 @@
+"""Where store calls run: on the event loop for cheap local stores, in a thread of their own for the rest.
+
+The ``Checkpointer`` protocol is synchronous. A store that sets ``inline = True``
+(memory, SQLite: a commit costs tens of µs, less than handing it to a thread) is
+called on the loop. While several runs share such a store, the checkpoints they
+ask for in one turn of the loop are written together in one transaction at the
+start of the next turn (group commit), and each step waits for its own. A lone
+run writes at once, without the extra turn.
+
+Any other store (Redis, PostgreSQL, a user's) is called from one thread per
+checkpointer, which writes whatever queued while its previous write was in
+flight in one ``append_many``: a slow or frozen server delays the runs waiting
+on it, never the loop, so other runs and lease renewals go on.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import threading
+import weakref
+from collections.abc import Callable, Sequence
+from typing import Any, TypeVar, cast, final
+
+from . import _checkpointer
+from ._checkpointer import Checkpointer, Record, RunStatus
+from ._errors import StoreUnavailableError
+
+T = TypeVar("T")
+
+AppendArgs = tuple[str, Record, str, "RunStatus | None", "str | None", "str | None"]
+"""What ``append`` takes: run id, record, owner, status, result, error."""
+
+
+def is_inline(checkpointer: Checkpointer) -> bool:
+    """Whether the store is cheap enough to call on the loop."""
+    inline = getattr(checkpointer, "inline", None)
+    if inline is not None:
+        return bool(inline)
+    from ._memory import MemoryCheckpointer
+    from ._sqlite import SQLiteCheckpointer
+
+    return isinstance(checkpointer, MemoryCheckpointer | SQLiteCheckpointer)
+
+
+@final
+class _Op:
+    """One queued store call and the future of whoever waits for it."""
+
+    __slots__ = ("append", "call", "future")
+
+    def __init__(self, future: asyncio.Future[Any], call: Callable[[], Any] | None, append: AppendArgs | None) -> None:
+        self.future = future
+        self.call = call
+        self.append = append
+
+
+@final
+class StoreIO:
+    """The store calls of every run that uses one checkpointer, in the order they were asked for."""
+
+    def __init__(self, checkpointer: Checkpointer) -> None:
+        self.checkpointer = checkpointer
+        self.inline = is_inline(checkpointer)
+        self.active = 0
+        """Runs writing through here now: group commit starts at two."""
+        self._queue: list[_Op] = []
+        self._lock = threading.Lock()
+        self._flush_loop: asyncio.AbstractEventLoop | None = None  # inline: the loop a flush is scheduled on
+        self._thread: threading.Thread | None = None  # threaded: the writer, while it has work
+        self._wake = threading.Condition(self._lock)
+
+    # -- asking ----------------------------------------------------------------------------
+
+    def append(self, loop: asyncio.AbstractEventLoop, args: AppendArgs, batch: bool) -> asyncio.Future[Any] | None:
+        """Append a record: ``None`` once written (inline), or a future that is done once it is."""
+        if self.inline and not (batch and self.active > 1):
+            self._write_now(lambda: self.checkpointer.append(*args))
+            return None
+        return self._enqueue(loop, None, args)
+
+    def call(
+        self, loop: asyncio.AbstractEventLoop, fn: Callable[[], T], batch: bool = True
+    ) -> asyncio.Future[T] | None:
+        """Any other store call, in order with the appends: ``None`` once done (inline), or a future."""
+        if self.inline and not (batch and self.active > 1):
+            self._write_now(fn)
+            return None
+        return cast("asyncio.Future[T]", self._enqueue(loop, fn, None))
+
+    def now(self, fn: Callable[[], T]) -> T:
+        """A call whose caller cannot wait (it must raise at once): made here, after what queued before it.
+
+        On a threaded store this blocks the loop until the writer thread has done it; only
+        calls that must be synchronous by contract (an event sent from outside the run) come here.
+        """
+        if self.inline:
+            return self._write_now(fn)
+        done = threading.Event()
+        box: list[Any] = []
+
+        def call() -> None:
+            try:
+                box.append((True, fn()))
+            except BaseException as exc:
+                box.append((False, exc))
+            finally:
+                done.set()
+
+        with self._lock:
+            self._queue.append(_Op(_NO_FUTURE, call, None))
+            self._start_writer()
+        done.wait()
+        ok, value = box[0]
+        if not ok:
+            raise value
+        return cast(T, value)
+
+    # -- inline ----------------------------------------------------------------------------
+
+    def _write_now(self, fn: Callable[[], T]) -> T:
+        if self._queue:  # what was asked for earlier goes first
+            self._flush_inline()
+        return fn()
+
+    def _enqueue(
+        self, loop: asyncio.AbstractEventLoop, call: Callable[[], Any] | None, append: AppendArgs | None
+    ) -> asyncio.Future[Any]:
+        future = loop.create_future()
+        op = _Op(future, call, append)
+        if self.inline:
+            if self._flush_loop is not None and self._flush_loop is not loop:
+                self._flush_inline()  # another loop's batch: write it now rather than mix loops
+            self._queue.append(op)
+            if self._flush_loop is None:
+                self._flush_loop = loop
+                loop.call_soon(self._flush_inline)
+            return future
+        with self._lock:
+            self._queue.append(op)
+            self._start_writer()
+        return future
+
+    def _flush_inline(self) -> None:
+        self._flush_loop = None
+        ops, self._queue = self._queue, []
+        if ops:
+            for op, outcome in zip(ops, self._apply(ops), strict=True):
+                _settle(op.future, outcome)
+
+    # -- threaded --------------------------------------------------------------------------
+
+    def _start_writer(self) -> None:
+        """With the lock held: make sure a writer thread is working through the queue."""
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._drain, name="durableflow-store-io", daemon=True)
+            self._thread.start()
+        else:
+            self._wake.notify()
+
+    def _drain(self) -> None:
+        while True:
+            with self._wake:
+                while not self._queue:
+                    if not self._wake.wait(_IDLE) and not self._queue:
+                        self._thread = None  # idle: the next request starts another
+                        return
+                ops, self._queue = self._queue, []
+            for op, outcome in zip(ops, self._apply(ops), strict=True):
+                if op.future is _NO_FUTURE:
+                    continue
+                with contextlib.suppress(RuntimeError):  # that loop is closed: nobody waits any more
+                    op.future.get_loop().call_soon_threadsafe(_settle, op.future, outcome)
+
+    # -- writing ---------------------------------------------------------------------------
+
+    def _apply(self, ops: Sequence[_Op]) -> list[tuple[bool, Any]]:
+        """Make every call, in order; appends next to each other go in one ``append_many``."""
+        outcomes: list[tuple[bool, Any]] = []
+        start = 0
+        while start < len(ops):
+            op = ops[start]
+            if op.append is None:
+                assert op.call is not None
+                outcomes.append(_attempt(op.call))
+                start += 1
+                continue
+            end = start + 1
+            while end < len(ops) and ops[end].append is not None:
+                end += 1
+            outcomes += self._append_many([cast(AppendArgs, each.append) for each in ops[start:end]])
+            start = end
+        return outcomes
+
+    def _append_many(self, appends: list[AppendArgs]) -> list[tuple[bool, Any]]:
+        checkpointer = self.checkpointer
+        many = getattr(checkpointer, "append_many", None)
+        if many is None or len(appends) == 1:
+            return [_attempt(lambda a=a: checkpointer.append(*a)) for a in appends]  # type: ignore[misc]
+        append_type = getattr(_checkpointer, "Append", None)
+        if append_type is None:
+            return [_attempt(lambda a=a: checkpointer.append(*a)) for a in appends]  # type: ignore[misc]
+        try:
+            refusals = many([append_type(*a) for a in appends])
+        except StoreUnavailableError as exc:
+            return [(False, exc)] * len(appends)
+        except Exception as exc:  # a store that broke its contract: each waiter learns of it
+            return [(False, exc)] * len(appends)
+        return [(True, None) if refusal is None else (False, refusal) for refusal in refusals]
+
+
+def _attempt(fn: Callable[[], Any]) -> tuple[bool, Any]:
+    try:
+        return True, fn()
+    except Exception as exc:
+        return False, exc
+
+
+def _settle(future: asyncio.Future[Any], outcome: tuple[bool, Any]) -> None:
+    if future.done():  # its waiter was cancelled
+        return
+    ok, value = outcome
+    if ok:
+        future.set_result(value)
+    else:
+        future.set_exception(value)
+
+
+_NO_FUTURE: Any = object()
+_IDLE = 5.0  # seconds a writer thread waits for work before it ends
+
+
+def _after_fork_in_child() -> None:
+    """A forked child has none of its parent's threads, and its locks may be held by them: start afresh."""
+    for io in [*_ios.values(), *_ios_by_id.values()]:
+        io._lock = threading.Lock()
+        io._wake = threading.Condition(io._lock)
+        io._queue, io._thread, io._flush_loop = [], None, None
+
+
+_ios: weakref.WeakKeyDictionary[Any, StoreIO] = weakref.WeakKeyDictionary()
+_ios_by_id: dict[int, StoreIO] = {}  # checkpointers that cannot be weakly referenced
+
+
+def store_io(checkpointer: Checkpointer) -> StoreIO:
+    """The one ``StoreIO`` of this checkpointer object."""
+    try:
+        io = _ios.get(checkpointer)
+    except TypeError:
+        io = _ios_by_id.get(id(checkpointer))
+        if io is None:
+            io = _ios_by_id[id(checkpointer)] = StoreIO(checkpointer)
+        return io
+    if io is None:
+        io = _ios[checkpointer] = StoreIO(checkpointer)
+    return io
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
