@@ -2,12 +2,16 @@
 
 ``redis_url`` points at a flushed database of a ``redis-server`` that pytest-redis
 starts on a free local port; tests skip when no ``redis-server`` is installed.
+``stalled_redis(seconds)`` makes that server hold every client for a while.
 """
 
 from __future__ import annotations
 
 import shutil
-from collections.abc import Iterator
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, contextmanager
 
 import pytest
 from pytest_redis import factories
@@ -32,3 +36,47 @@ def redis_url(request: pytest.FixtureRequest) -> Iterator[str]:
         yield url
     finally:
         client.close()
+
+
+_STALL = """
+local began = redis.call('TIME')
+local now = began
+repeat now = redis.call('TIME') until (now[1] - began[1]) * 1000000 + (now[2] - began[2]) >= tonumber(ARGV[1])
+return 1
+"""
+
+
+@pytest.fixture
+def stalled_redis(redis_url: str) -> Callable[[float], AbstractContextManager[None]]:
+    """``with stalled_redis(seconds):`` holds the ``redis_url`` server busy for that long (see ``_stall``)."""
+    return lambda seconds: _stall(redis_url, seconds)
+
+
+@contextmanager
+def _stall(url: str, seconds: float) -> Iterator[None]:
+    """Hold a real Redis busy for ``seconds`` (a script that spins), starting before the block runs.
+
+    A command sent meanwhile waits in its socket: a client whose timeout is shorter gives up, and Redis
+    runs the command once the spin ends, so a write that failed on the client lands later. (``CLIENT
+    PAUSE`` is no substitute: Redis drops a paused command whose client hung up.) Leaving the block
+    waits for the spin to end.
+    """
+    import redis
+
+    spinner = threading.Thread(target=lambda: redis.Redis.from_url(url).eval(_STALL, 0, int(seconds * 1e6)))
+    spinner.start()
+    probe = redis.Redis.from_url(url, socket_timeout=0.05)  # from_url: no retries, so a timeout says "busy"
+    try:
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline:  # until Redis stops answering: the spin has begun
+            try:
+                probe.ping()
+            except redis.TimeoutError:
+                break
+            time.sleep(0.005)
+        else:
+            raise AssertionError("the stalling script never held Redis")
+        yield
+    finally:
+        probe.close()
+        spinner.join()

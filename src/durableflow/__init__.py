@@ -1,12 +1,13 @@
 """durableflow: event-driven Python workflows that checkpoint themselves and resume after a crash."""
 
-from ._checkpointer import Checkpointer, Record, RunInfo, RunStatus, open_checkpointer
+from ._checkpointer import Append, Checkpointer, GroupCommit, Record, RunInfo, RunStatus, open_checkpointer
 from ._clock import Clock, SystemClock, get_clock, use_clock
 from ._context import Context
 from ._crashpoints import crashpoint
 from ._errors import (
     DurableflowError,
     RecoveryLimitError,
+    RunConflictError,
     RunExistsError,
     RunLeaseError,
     RunNotFoundError,
@@ -30,6 +31,7 @@ from ._step import step
 from ._workflow import Workflow
 
 __all__ = [
+    "Append",
     "Checkpointer",
     "Clock",
     "ConstantDelayRetryPolicy",
@@ -37,6 +39,7 @@ __all__ = [
     "DurableflowError",
     "Event",
     "ExponentialBackoffRetryPolicy",
+    "GroupCommit",
     "HookSpecs",
     "HumanResponseEvent",
     "InputRequiredEvent",
@@ -46,6 +49,7 @@ __all__ = [
     "RedisCheckpointer",
     "Resource",
     "RetryPolicy",
+    "RunConflictError",
     "RunExistsError",
     "RunInfo",
     "RunLeaseError",

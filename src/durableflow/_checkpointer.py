@@ -10,11 +10,21 @@ from __future__ import annotations
 import os
 import socket
 import uuid
-from dataclasses import dataclass
+from collections.abc import Callable, Collection, Sequence
+from dataclasses import dataclass, replace
 from typing import Literal, Protocol, runtime_checkable
 
-RunStatus = Literal["running", "waiting", "completed", "failed", "cancelled"]
-TERMINAL = ("completed", "failed", "cancelled")
+from ._clock import get_clock
+
+RunStatus = Literal["running", "waiting", "completed", "failed", "cancelled", "interrupted"]
+"""What ``info`` and ``runs`` report. ``interrupted`` is never stored: it is a ``running`` run that nobody
+drives any more (its lease lapsed, or its owner died on this machine), the runs a worker picks up."""
+
+STORED: tuple[RunStatus, ...] = ("running", "waiting", "completed", "failed", "cancelled")
+"""The statuses a store keeps; ``append`` takes one of them."""
+TERMINAL: tuple[RunStatus, ...] = ("completed", "failed", "cancelled")
+"""The statuses a run ends with: writing one frees the lease, and ``purge`` deletes only these."""
+STATUSES: tuple[RunStatus, ...] = ("running", "waiting", "completed", "failed", "cancelled", "interrupted")
 
 
 @dataclass(frozen=True)
@@ -42,14 +52,41 @@ class RunInfo:
     lease_owner: str | None = None
     lease_expires_at: float | None = None
 
+    @property
+    def cursor(self) -> str:
+        """Where a listing that ended with this run goes on: ``runs(after=info.cursor)``."""
+        return f"{self.created_at!r}/{self.run_id}"
+
+
+@dataclass(frozen=True)
+class Append:
+    """One ``append`` call as data, for ``append_many``."""
+
+    run_id: str
+    record: Record
+    owner: str
+    status: RunStatus | None = None
+    result: str | None = None
+    error: str | None = None
+
 
 @runtime_checkable
 class Checkpointer(Protocol):
-    """A store of runs. Every method is atomic; the engine calls them from the run's event loop.
+    """A store of runs. Every method is atomic; store calls are synchronous.
 
     Leases: ``create`` and ``acquire`` give ``owner`` the run until ``now + ttl``;
     ``append`` and ``renew`` succeed only for the owner (``RunLeaseError`` otherwise),
     so a worker that lost its run can never write to it again.
+
+    Sequence fence: ``append`` stores ``record`` only if ``record.seq`` is the run's
+    last stored sequence number plus one, checked in the same atomic step as the
+    lease; otherwise it raises ``RunConflictError`` and stores nothing. So a write
+    that timed out on the client and landed later cannot be followed by a second
+    record of the same number, and no run is left with a gap.
+
+    Time is read from ``durableflow.get_clock()``. A store whose calls are cheap
+    enough to make on the event loop (memory, a local file) sets ``inline = True``;
+    others are called from a thread.
     """
 
     url: str
@@ -59,7 +96,10 @@ class Checkpointer(Protocol):
     """Seconds a lease lasts without renewal."""
 
     def create(self, run_id: str, workflow: str, record: Record, owner: str) -> None:
-        """Store a new run with its first (full) record, leased to ``owner``; ``RunExistsError`` if known."""
+        """Store a new run with its first (full) record, leased to ``owner``; ``RunExistsError`` if known.
+
+        ``record.seq`` becomes the run's last sequence number (1 for a new run, more for a copied one).
+        """
         ...
 
     def append(
@@ -71,9 +111,12 @@ class Checkpointer(Protocol):
         result: str | None = None,
         error: str | None = None,
     ) -> None:
-        """Add ``record`` (dropping older records when it is full) and set the status if given.
+        """Add ``record`` (dropping older records when it is full) and set the status if given, atomically.
 
-        A final status (completed, failed, cancelled) also releases the lease.
+        Refused, storing nothing: ``RunNotFoundError`` for an unknown run, ``RunLeaseError``
+        unless ``owner`` holds the lease, then ``RunConflictError`` unless
+        ``record.seq == last_seq + 1``. A final status (completed, failed, cancelled)
+        also releases the lease. ``status`` is never ``"interrupted"`` (``ValueError``).
         """
         ...
 
@@ -82,11 +125,29 @@ class Checkpointer(Protocol):
         ...
 
     def info(self, run_id: str) -> RunInfo:
-        """The run's metadata; ``RunNotFoundError`` if unknown."""
+        """The run's metadata, its status as ``reported_status`` derives it; ``RunNotFoundError`` if unknown."""
         ...
 
-    def runs(self, limit: int = 100) -> list[RunInfo]:
-        """The most recently created runs first."""
+    def runs(
+        self, status: RunStatus | Collection[RunStatus] | None = None, limit: int = 100, after: str | None = None
+    ) -> list[RunInfo]:
+        """Up to ``limit`` runs, newest first by ``(created_at, run_id)``, from an index (not a scan).
+
+        ``status`` keeps the runs whose reported status is that one (or one of those);
+        ``after`` is the ``cursor`` of the last run of the previous page.
+        """
+        ...
+
+    def delete(self, run_id: str) -> bool:
+        """Forget the run and its records, whatever its status; ``False`` if it was not stored.
+
+        A worker still driving it gets ``RunNotFoundError`` at its next write.
+        """
+        ...
+
+    def purge(self, status: RunStatus | Collection[RunStatus] = TERMINAL, older_than: float = 0.0) -> int:
+        """Delete the runs with one of these final statuses that ended ``older_than`` seconds ago or
+        earlier; how many. Only final statuses may be named (``ValueError`` otherwise)."""
         ...
 
     def acquire(self, run_id: str, owner: str, steal_from: str | None = None) -> None:
@@ -104,6 +165,131 @@ class Checkpointer(Protocol):
     def close(self) -> None:
         """Free connections; the stored runs stay."""
         ...
+
+
+@runtime_checkable
+class GroupCommit(Protocol):
+    """A checkpointer that can write many appends at once (optional)."""
+
+    def append_many(self, appends: Sequence[Append]) -> list[BaseException | None]:
+        """Each append as ``append`` would do it, fenced on its own, in one transaction or round trip.
+
+        The result holds, in order, ``None`` for each append that was stored and the
+        error for each that was refused (``RunNotFoundError``, ``RunLeaseError``,
+        ``RunConflictError``, ``ValueError``); a refused append does not stop the others.
+        A store that fails as a whole raises ``StoreUnavailableError`` instead, and then
+        none of the appends, or (if it failed while committing) possibly all, are stored.
+        """
+        ...
+
+
+def append_many(checkpointer: Checkpointer, appends: Sequence[Append]) -> list[BaseException | None]:
+    """``checkpointer.append_many(appends)``, or each ``append`` in turn for a store without it."""
+    if isinstance(checkpointer, GroupCommit):
+        return checkpointer.append_many(appends)
+    return [each_append(checkpointer, a) for a in appends]
+
+
+def each_append(checkpointer: Checkpointer, a: Append) -> BaseException | None:
+    """One append, its refusal returned rather than raised (``StoreUnavailableError`` still raises)."""
+    from ._errors import RunConflictError, RunLeaseError, RunNotFoundError
+
+    try:
+        checkpointer.append(a.run_id, a.record, a.owner, a.status, a.result, a.error)
+    except (RunNotFoundError, RunLeaseError, RunConflictError, ValueError) as exc:
+        return exc
+    return None
+
+
+# -- statuses and listing --------------------------------------------------------------
+
+
+def check_status(status: str | None) -> None:
+    """``ValueError`` unless ``status`` is one a store keeps (or None)."""
+    if status is not None and status not in STORED:
+        raise ValueError(f"a run is stored as one of {', '.join(STORED)}, not {status!r}")
+
+
+def wanted_statuses(status: RunStatus | Collection[RunStatus] | None) -> frozenset[str] | None:
+    """The reported statuses ``runs(status=...)`` asks for; None for all of them."""
+    if status is None:
+        return None
+    wanted = frozenset([status] if isinstance(status, str) else status)
+    unknown = wanted - set(STATUSES)
+    if unknown:
+        raise ValueError(f"unknown run status {sorted(unknown)[0]!r}: use one of {', '.join(STATUSES)}")
+    return wanted
+
+
+def terminal_statuses(status: RunStatus | Collection[RunStatus]) -> tuple[str, ...]:
+    """The statuses ``purge`` deletes; ``ValueError`` for any that is not final."""
+    statuses = tuple(sorted({status} if isinstance(status, str) else set(status)))
+    bad = [s for s in statuses if s not in TERMINAL]
+    if bad:
+        raise ValueError(f"purge deletes only ended runs ({', '.join(TERMINAL)}), not {bad[0]!r} ones")
+    return statuses
+
+
+def reported_status(status: str, lease_owner: str | None, lease_expires_at: float | None, now: float) -> RunStatus:
+    """A stored status as ``info`` and ``runs`` report it: a ``running`` run nobody drives is ``interrupted``."""
+    if status == "running" and (
+        lease_owner is None or lease_expires_at is None or lease_expires_at <= now or owner_is_dead(lease_owner)
+    ):
+        return "interrupted"
+    return status  # type: ignore[return-value]  # the stores write only stored statuses
+
+
+def reported(info: RunInfo, now: float | None = None) -> RunInfo:
+    """``info`` (as stored) with the status ``info`` and ``runs`` report."""
+    shown = reported_status(
+        info.status, info.lease_owner, info.lease_expires_at, get_clock().now() if now is None else now
+    )
+    return info if shown == info.status else replace(info, status=shown)
+
+
+def parse_cursor(cursor: str) -> tuple[float, str]:
+    """``(created_at, run_id)`` from a ``RunInfo.cursor``; ``ValueError`` for anything else."""
+    created, sep, run_id = cursor.partition("/")
+    try:
+        if not sep:
+            raise ValueError
+        return float(created), run_id
+    except ValueError:
+        raise ValueError(f"not a run cursor: {cursor!r} (pass the cursor of a RunInfo from runs())") from None
+
+
+Page = Callable[[tuple[str, ...] | None, int, tuple[float, str] | None], list[RunInfo]]
+"""A store's indexed listing: runs with one of these stored statuses (None: any), at most ``limit`` of
+them, newest first, strictly after a ``(created_at, run_id)`` key; their status as stored."""
+
+
+def list_runs(
+    page: Page, status: RunStatus | Collection[RunStatus] | None, limit: int, after: str | None
+) -> list[RunInfo]:
+    """``runs()`` for a store that can page through its index: stored statuses are asked for, derived
+    ones (``interrupted``, and ``running`` that excludes them) are filtered page by page."""
+    wanted = wanted_statuses(status)
+    if limit <= 0 or wanted == frozenset():
+        return []
+    key = parse_cursor(after) if after is not None else None
+    stored: tuple[str, ...] | None = None
+    if wanted is not None:
+        stored = tuple(s for s in STORED if s in wanted or (s == "running" and "interrupted" in wanted))
+    filtered = wanted is not None and ("running" in wanted or "interrupted" in wanted)
+    now = get_clock().now()
+    found: list[RunInfo] = []
+    while True:
+        # pages of derived statuses may be thinned by the filter: read ahead rather than row by row
+        size = max(limit - len(found), 50) if filtered else limit - len(found)
+        rows = page(stored, size, key)
+        for info in map(reported, rows, [now] * len(rows)):
+            if wanted is None or info.status in wanted:
+                found.append(info)
+                if len(found) == limit:
+                    return found
+        if len(rows) < size:
+            return found
+        key = (rows[-1].created_at, rows[-1].run_id)
 
 
 # -- lease owners ----------------------------------------------------------------------

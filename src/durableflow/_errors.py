@@ -11,6 +11,7 @@
     ├── RunNotFoundError            no stored run has this id
     ├── RunExistsError              a run with this id is already stored
     ├── RunLeaseError               another worker drives this run
+    ├── RunConflictError            the stored run moved on without this worker (a sequence-fenced append)
     └── StoreUnavailableError       the checkpointer's store cannot be reached
 """  # fmt: skip
 
@@ -111,6 +112,24 @@ class RunLeaseError(DurableflowError):
         return cls(
             run_id, holder, expires_at, f"this worker lost its lease on run {run_id!r} {lost_to}; it stops writing"
         )
+
+
+class RunConflictError(DurableflowError):
+    """An append was refused because its record is not the next one the store holds for the run.
+
+    ``expected_seq`` is the sequence number the store would accept next. The
+    stored run moved on without this worker (or a write of its own that seemed
+    to fail did land): it must not write again before it has loaded the run.
+    """
+
+    def __init__(self, run_id: str, seq: int, expected_seq: int) -> None:
+        super().__init__(
+            f"run {run_id!r} refused record {seq}: the store holds records up to {expected_seq - 1} and accepts "
+            f"{expected_seq} next, so the stored run moved on without this worker; load the run before writing again"
+        )
+        self.run_id = run_id
+        self.seq = seq
+        self.expected_seq = expected_seq
 
 
 class StoreUnavailableError(DurableflowError, ConnectionError):

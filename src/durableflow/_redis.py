@@ -1,21 +1,41 @@
 """``RedisCheckpointer``: runs in Redis, so workers on many machines share them.
 
-Each write is one Lua script, so it is atomic and fenced by the lease: a worker
-that lost its lease cannot append. Keys, for a prefix ``p`` and run ``r``:
-``p:run:{r}`` (hash of metadata and lease), ``p:records:{r}`` (list of records
-from the newest full one), ``p:runs`` (sorted set of run ids by creation time).
+Each write is one Lua script, so it is atomic and fenced by the lease and the
+sequence number. Keys, for a prefix ``p`` and run ``r``: ``p:run:{r}`` (hash of
+metadata and lease), ``p:records:{r}`` (list of records from the newest full
+one), and the indexes the scripts keep: ``p:runs`` (every run id by creation
+time), ``p:status:S`` (the ids of the runs stored with status S, by creation
+time) and ``p:ended:S`` (those of the runs that ended with S, by end time).
+Purging names run keys inside its script, so the store is one Redis, not a cluster.
 """
 
 from __future__ import annotations
 
 import inspect
 import struct
-from collections.abc import Callable
+from collections.abc import Callable, Collection, Sequence
 from typing import TYPE_CHECKING, Any, TypeVar, cast
 
-from ._checkpointer import Record, RunInfo, RunStatus
+from ._checkpointer import (
+    TERMINAL,
+    Append,
+    Record,
+    RunInfo,
+    RunStatus,
+    check_status,
+    list_runs,
+    reported,
+    terminal_statuses,
+)
 from ._clock import get_clock
-from ._errors import RunExistsError, RunLeaseError, RunNotFoundError, SnapshotError, StoreUnavailableError
+from ._errors import (
+    RunConflictError,
+    RunExistsError,
+    RunLeaseError,
+    RunNotFoundError,
+    SnapshotError,
+    StoreUnavailableError,
+)
 
 if TYPE_CHECKING:
     import redis
@@ -23,6 +43,7 @@ if TYPE_CHECKING:
 T = TypeVar("T")
 
 _HEAD = struct.Struct(">Q?")  # seq, full: stored before each record's bytes
+_PURGE_BATCH = 500  # runs per purge script, so other clients wait for one batch at most
 
 _CREATE = """
 if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
@@ -30,28 +51,113 @@ redis.call('HSET', KEYS[1], 'workflow', ARGV[2], 'status', 'running', 'created_a
            'updated_at', ARGV[3], 'last_seq', ARGV[4], 'lease_owner', ARGV[6], 'lease_expires_at', ARGV[7])
 redis.call('RPUSH', KEYS[2], ARGV[5])
 redis.call('ZADD', KEYS[3], ARGV[3], ARGV[1])
+redis.call('ZADD', KEYS[4], ARGV[3], ARGV[1])
 return 1
 """
 
-_APPEND = """
-if redis.call('EXISTS', KEYS[1]) == 0 then return {-1} end
-local holder = redis.call('HGET', KEYS[1], 'lease_owner')
-if holder ~= ARGV[1] then
-  return {0, holder or '', redis.call('HGET', KEYS[1], 'lease_expires_at') or ''}
+# append(run key, records key, prefix, run id, 8 arguments): {1} stored, {-1} unknown run,
+# {0, holder, expires} not the lease holder, {2, last seq} not the next record. Nothing is written unless 1.
+_APPEND_FUNCTION = """
+local function append(run, records, prefix, run_id, owner, now, seq, packed, full, status, result, err)
+  if redis.call('EXISTS', run) == 0 then return {-1} end
+  local holder = redis.call('HGET', run, 'lease_owner')
+  if holder ~= owner then
+    return {0, holder or '', redis.call('HGET', run, 'lease_expires_at') or ''}
+  end
+  local last = redis.call('HGET', run, 'last_seq')
+  if tonumber(seq) ~= tonumber(last) + 1 then return {2, last} end
+  if full == '1' then redis.call('DEL', records) end
+  redis.call('RPUSH', records, packed)
+  redis.call('HSET', run, 'updated_at', now, 'last_seq', seq)
+  if status ~= '' then
+    local old = redis.call('HGET', run, 'status')
+    local created = redis.call('HGET', run, 'created_at')
+    redis.call('ZREM', prefix .. ':status:' .. old, run_id)
+    redis.call('ZREM', prefix .. ':ended:' .. old, run_id)
+    redis.call('ZADD', prefix .. ':status:' .. status, created, run_id)
+    redis.call('HSET', run, 'status', status)
+    redis.call('HDEL', run, 'result', 'error')
+    if result ~= '' then redis.call('HSET', run, 'result', string.sub(result, 2)) end
+    if err ~= '' then redis.call('HSET', run, 'error', string.sub(err, 2)) end
+    if status == 'completed' or status == 'failed' or status == 'cancelled' then
+      redis.call('HDEL', run, 'lease_owner', 'lease_expires_at')
+      redis.call('ZADD', prefix .. ':ended:' .. status, now, run_id)
+    end
+  end
+  return {1}
 end
-if ARGV[5] == '1' then redis.call('DEL', KEYS[2]) end
-redis.call('RPUSH', KEYS[2], ARGV[4])
-redis.call('HSET', KEYS[1], 'updated_at', ARGV[2], 'last_seq', ARGV[3])
-if ARGV[6] ~= '' then
-  redis.call('HSET', KEYS[1], 'status', ARGV[6])
-  redis.call('HDEL', KEYS[1], 'result', 'error')
-  if ARGV[7] ~= '' then redis.call('HSET', KEYS[1], 'result', string.sub(ARGV[7], 2)) end
-  if ARGV[8] ~= '' then redis.call('HSET', KEYS[1], 'error', string.sub(ARGV[8], 2)) end
-  if ARGV[6] == 'completed' or ARGV[6] == 'failed' or ARGV[6] == 'cancelled' then
-    redis.call('HDEL', KEYS[1], 'lease_owner', 'lease_expires_at')
+"""
+_APPEND = _APPEND_FUNCTION + "return append(KEYS[1], KEYS[2], unpack(ARGV))"
+# Many appends in one script call (one round trip); each is fenced on its own.
+_APPEND_MANY = (
+    _APPEND_FUNCTION
+    + """
+local replies = {}
+for i = 1, #KEYS / 2 do
+  local a = (i - 1) * 10
+  replies[i] = append(KEYS[2 * i - 1], KEYS[2 * i], ARGV[a + 1], ARGV[a + 2], ARGV[a + 3], ARGV[a + 4],
+                      ARGV[a + 5], ARGV[a + 6], ARGV[a + 7], ARGV[a + 8], ARGV[a + 9], ARGV[a + 10])
+end
+return replies
+"""
+)
+
+_FORGET_FUNCTION = """
+local function forget(prefix, run_id)
+  local run = prefix .. ':run:{' .. run_id .. '}'
+  local status = redis.call('HGET', run, 'status')
+  if not status then return 0 end
+  redis.call('DEL', run, prefix .. ':records:{' .. run_id .. '}')
+  redis.call('ZREM', prefix .. ':runs', run_id)
+  redis.call('ZREM', prefix .. ':status:' .. status, run_id)
+  redis.call('ZREM', prefix .. ':ended:' .. status, run_id)
+  return 1
+end
+"""
+_DELETE = _FORGET_FUNCTION + "return forget(ARGV[1], ARGV[2])"
+# Up to ARGV[3] runs that ended with status ARGV[2] at or before ARGV[4]; how many it deleted.
+_PURGE = (
+    _FORGET_FUNCTION
+    + """
+local ids = redis.call('ZRANGEBYSCORE', ARGV[1] .. ':ended:' .. ARGV[2], '-inf', ARGV[4], 'LIMIT', 0, ARGV[3])
+for _, run_id in ipairs(ids) do forget(ARGV[1], run_id) end
+return #ids
+"""
+)
+
+# Up to ARGV[2] runs of the index sets KEYS, newest first, strictly after (ARGV[3], ARGV[4]) if ARGV[3] is
+# not empty: {run id, fields of its hash, run id, fields...}. Equal creation times order by run id, descending,
+# compared byte by byte as Redis orders members (Lua's own "<" follows the server's locale).
+_PAGE = """
+local function before(a, b)
+  for i = 1, math.min(#a, #b) do
+    local x, y = string.byte(a, i), string.byte(b, i)
+    if x ~= y then return x < y end
+  end
+  return #a < #b
+end
+local limit = tonumber(ARGV[2])
+local found = {}
+for _, index in ipairs(KEYS) do
+  if ARGV[3] == '' then
+    local ids = redis.call('ZREVRANGEBYSCORE', index, '+inf', '-inf', 'WITHSCORES', 'LIMIT', 0, limit)
+    for i = 1, #ids, 2 do found[#found + 1] = {ids[i], tonumber(ids[i + 1])} end
+  else
+    local ties = redis.call('ZREVRANGEBYSCORE', index, ARGV[3], ARGV[3], 'WITHSCORES')
+    for i = 1, #ties, 2 do
+      if before(ties[i], ARGV[4]) then found[#found + 1] = {ties[i], tonumber(ties[i + 1])} end
+    end
+    local ids = redis.call('ZREVRANGEBYSCORE', index, '(' .. ARGV[3], '-inf', 'WITHSCORES', 'LIMIT', 0, limit)
+    for i = 1, #ids, 2 do found[#found + 1] = {ids[i], tonumber(ids[i + 1])} end
   end
 end
-return {1}
+table.sort(found, function(a, b) if a[2] ~= b[2] then return a[2] > b[2] end return before(b[1], a[1]) end)
+local rows = {}
+for i = 1, math.min(limit, #found) do
+  rows[#rows + 1] = found[i][1]
+  rows[#rows + 1] = redis.call('HGETALL', ARGV[1] .. ':run:{' .. found[i][1] .. '}')
+end
+return rows
 """
 
 _ACQUIRE = """
@@ -105,8 +211,7 @@ class RedisCheckpointer:
                 url_or_client,
                 socket_timeout=socket_timeout,
                 socket_connect_timeout=socket_timeout,
-                retry_on_timeout=False,
-            )
+            )  # and no retries (from_url's default): a write that timed out is not sent again behind our back
             self.url = url_or_client
         else:
             if inspect.iscoroutinefunction(getattr(url_or_client, "execute_command", None)):
@@ -134,6 +239,10 @@ class RedisCheckpointer:
         self._refused: type[Exception] = redis.RedisError
         self._create = self.client.register_script(_CREATE)
         self._append = self.client.register_script(_APPEND)
+        self._append_many = self.client.register_script(_APPEND_MANY)
+        self._delete = self.client.register_script(_DELETE)
+        self._purge = self.client.register_script(_PURGE)
+        self._page_script = self.client.register_script(_PAGE)
         self._acquire = self.client.register_script(_ACQUIRE)
         self._renew = self.client.register_script(_RENEW)
         self._release = self.client.register_script(_RELEASE)
@@ -144,7 +253,7 @@ class RedisCheckpointer:
         now = get_clock().now()
         created = self._call(
             self._create,
-            [self._run(run_id), self._records(run_id), f"{self.prefix}:runs"],
+            [self._run(run_id), self._records(run_id), f"{self.prefix}:runs", f"{self.prefix}:status:running"],
             [run_id, workflow, repr(now), record.seq, self._pack(record), owner, repr(now + self.lease_ttl)],
         )
         if not created:
@@ -159,19 +268,21 @@ class RedisCheckpointer:
         result: str | None = None,
         error: str | None = None,
     ) -> None:
-        # A leading "=" marks a present value, so that an empty string and None differ.
-        reply = self._call(
-            self._append,
-            [self._run(run_id), self._records(run_id)],
-            [
-                owner, repr(get_clock().now()), record.seq, self._pack(record), "1" if record.full else "0",
-                status or "", "" if result is None else "=" + result, "" if error is None else "=" + error,
-            ],
-        )  # fmt: skip
-        if reply[0] == -1:
-            raise RunNotFoundError(run_id, self.url)
-        if reply[0] == 0:
-            raise RunLeaseError.lost(run_id, reply[1].decode() or None, _float(reply[2]))
+        check_status(status)
+        a = Append(run_id, record, owner, status, result, error)
+        refused = self._refusal(a, self._call(self._append, self._append_keys(a), self._append_args(a)))
+        if refused is not None:
+            raise refused
+
+    def append_many(self, appends: Sequence[Append]) -> list[BaseException | None]:
+        for a in appends:
+            check_status(a.status)
+        if not appends:
+            return []
+        keys = [key for a in appends for key in self._append_keys(a)]
+        args = [arg for a in appends for arg in self._append_args(a)]
+        replies = self._call(self._append_many, keys, args)
+        return [self._refusal(a, reply) for a, reply in zip(appends, replies, strict=True)]
 
     def load(self, run_id: str) -> list[Record]:
         pipe = self.client.pipeline(transaction=True)
@@ -193,16 +304,26 @@ class RedisCheckpointer:
         fields = cast(dict[bytes, bytes], self._guard(lambda: self.client.hgetall(self._run(run_id))))
         if not fields:
             raise RunNotFoundError(run_id, self.url)
-        return _run_info(run_id, fields)
+        return reported(_run_info(run_id, fields))
 
-    def runs(self, limit: int = 100) -> list[RunInfo]:
-        index = f"{self.prefix}:runs"
-        run_ids = cast(list[bytes], self._guard(lambda: self.client.zrevrange(index, 0, limit - 1)))  # as in info
-        pipe = self.client.pipeline(transaction=False)
-        for run_id in run_ids:
-            pipe.hgetall(self._run(run_id.decode()))
-        rows = self._guard(pipe.execute)
-        return [_run_info(run_id.decode(), fields) for run_id, fields in zip(run_ids, rows, strict=True) if fields]
+    def runs(
+        self, status: RunStatus | Collection[RunStatus] | None = None, limit: int = 100, after: str | None = None
+    ) -> list[RunInfo]:
+        return list_runs(self._page, status, limit, after)
+
+    def delete(self, run_id: str) -> bool:
+        return bool(self._call(self._delete, [], [self.prefix, run_id]))
+
+    def purge(self, status: RunStatus | Collection[RunStatus] = TERMINAL, older_than: float = 0.0) -> int:
+        cutoff = repr(get_clock().now() - older_than)
+        purged = 0
+        for each in terminal_statuses(status):
+            while True:
+                deleted = int(self._call(self._purge, [], [self.prefix, each, _PURGE_BATCH, cutoff]))
+                purged += deleted
+                if deleted < _PURGE_BATCH:
+                    break
+        return purged
 
     def acquire(self, run_id: str, owner: str, steal_from: str | None = None) -> None:
         now = get_clock().now()
@@ -236,6 +357,40 @@ class RedisCheckpointer:
     @staticmethod
     def _pack(record: Record) -> bytes:
         return _HEAD.pack(record.seq, record.full) + record.data
+
+    def _append_keys(self, a: Append) -> list[str]:
+        return [self._run(a.run_id), self._records(a.run_id)]
+
+    def _append_args(self, a: Append) -> list[Any]:
+        # A leading "=" marks a present value, so that an empty string and None differ.
+        return [
+            self.prefix, a.run_id, a.owner, repr(get_clock().now()), a.record.seq, self._pack(a.record),
+            "1" if a.record.full else "0", a.status or "",
+            "" if a.result is None else "=" + a.result, "" if a.error is None else "=" + a.error,
+        ]  # fmt: skip
+
+    def _refusal(self, a: Append, reply: list[Any]) -> Exception | None:
+        """The error an append script's reply stands for, or None when the record was stored."""
+        if reply[0] == 1:
+            return None
+        if reply[0] == -1:
+            return RunNotFoundError(a.run_id, self.url)
+        if reply[0] == 0:
+            return RunLeaseError.lost(a.run_id, reply[1].decode() or None, _float(reply[2]))
+        return RunConflictError(a.run_id, a.record.seq, int(reply[1]) + 1)
+
+    def _page(self, statuses: tuple[str, ...] | None, limit: int, after: tuple[float, str] | None) -> list[RunInfo]:
+        indexes = [f"{self.prefix}:status:{each}" for each in statuses or ()] or [f"{self.prefix}:runs"]
+        reply = self._call(
+            self._page_script,
+            indexes,
+            [self.prefix, limit, "" if after is None else repr(after[0]), "" if after is None else after[1]],
+        )
+        rows = []
+        for run_id, flat in zip(reply[::2], reply[1::2], strict=True):
+            if flat:
+                rows.append(_run_info(run_id.decode(), dict(zip(flat[::2], flat[1::2], strict=True))))
+        return rows
 
     def _call(self, script: Any, keys: list[str], args: list[Any]) -> Any:
         return self._guard(lambda: script(keys=keys, args=args))

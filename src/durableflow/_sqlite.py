@@ -5,14 +5,38 @@ from __future__ import annotations
 import os
 import sqlite3
 import threading
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
-from ._checkpointer import TERMINAL, Record, RunInfo, RunStatus
+from ._checkpointer import (
+    TERMINAL,
+    Append,
+    Record,
+    RunInfo,
+    RunStatus,
+    check_status,
+    list_runs,
+    reported,
+    terminal_statuses,
+)
 from ._clock import get_clock
-from ._errors import RunExistsError, RunLeaseError, RunNotFoundError, StoreUnavailableError
+from ._errors import (
+    RunConflictError,
+    RunExistsError,
+    RunLeaseError,
+    RunNotFoundError,
+    SnapshotError,
+    StoreUnavailableError,
+)
+
+# -- the layout (chosen by tests/benchmarks/bench_sqlite_layout.py) ------------------------
+#
+# A record's key is ``run_key << 32 | seq``, the rowid of an ordinary table: one B-tree and no index
+# to maintain, a run's records are one key range (its last sequence number is one seek), and a large
+# record goes to overflow pages as cheaply as a raw insert (a WITHOUT ROWID table made a 1 MB record
+# 1.5x slower, and small appends too). The runs table carries the indexes that listing and purging use.
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS durableflow_runs (
@@ -21,48 +45,66 @@ CREATE TABLE IF NOT EXISTS durableflow_runs (
     workflow TEXT NOT NULL,
     status TEXT NOT NULL,
     created_at REAL NOT NULL,
+    ended_at REAL,
     result TEXT,
     error TEXT,
     lease_owner TEXT,
     lease_expires_at REAL
 );
-CREATE INDEX IF NOT EXISTS durableflow_runs_created ON durableflow_runs (created_at);
+CREATE INDEX IF NOT EXISTS durableflow_runs_created ON durableflow_runs (created_at, run_id);
+CREATE INDEX IF NOT EXISTS durableflow_runs_status ON durableflow_runs (status, created_at, run_id);
+CREATE INDEX IF NOT EXISTS durableflow_runs_ended ON durableflow_runs (status, ended_at) WHERE ended_at IS NOT NULL;
 CREATE TABLE IF NOT EXISTS durableflow_records (
-    run_key INTEGER NOT NULL,
-    seq INTEGER NOT NULL,
+    key INTEGER PRIMARY KEY,
     full INTEGER NOT NULL,
     written_at REAL NOT NULL,
-    data BLOB NOT NULL,
-    PRIMARY KEY (run_key, seq)
-) WITHOUT ROWID;
-PRAGMA user_version = 1;
+    data BLOB NOT NULL
+);
+PRAGMA user_version = 2;
 """
-_SCHEMA_VERSION = 1
-# Records are keyed by the run's integer key, not its id: a small key keeps a checkpoint to about one page.
+_SCHEMA_VERSION = 2
+_SEQ_BITS = 32
+_LAST = (1 << _SEQ_BITS) - 1  # the largest sequence number, and the mask that takes it out of a key
 
-_FENCED_INSERT = """
-INSERT INTO durableflow_records (run_key, seq, full, written_at, data)
-SELECT run_key, ?, 0, ?, ? FROM durableflow_runs WHERE run_id = ? AND lease_owner = ?
+# A run's records: keys from run_key << 32 to that + _LAST.
+_RANGE = f"BETWEEN r.run_key << {_SEQ_BITS} AND (r.run_key << {_SEQ_BITS}) + {_LAST}"
+_LAST_KEY = f"(SELECT MAX(key) FROM durableflow_records WHERE key {_RANGE})"
+
+# The one statement of a checkpoint: inserts nothing unless the owner holds the lease and seq is the next.
+_FENCED_INSERT = f"""
+INSERT INTO durableflow_records (key, full, written_at, data)
+SELECT (r.run_key << {_SEQ_BITS}) + ?1, ?2, ?3, ?4 FROM durableflow_runs r
+WHERE r.run_id = ?5 AND r.lease_owner = ?6 AND (r.run_key << {_SEQ_BITS}) + ?1 = {_LAST_KEY} + 1
 """
-_INFO = """
+_INFO = f"""
 SELECT r.run_id, r.workflow, r.status, r.created_at,
-       (SELECT MAX(written_at) FROM durableflow_records WHERE run_key = r.run_key),
-       (SELECT MAX(seq) FROM durableflow_records WHERE run_key = r.run_key),
-       r.result, r.error, r.lease_owner, r.lease_expires_at
+       (SELECT written_at FROM durableflow_records WHERE key = {_LAST_KEY}),
+       {_LAST_KEY} & {_LAST}, r.result, r.error, r.lease_owner, r.lease_expires_at
 FROM durableflow_runs r
 """
+_LOAD = f"""
+SELECT key & {_LAST}, full, data FROM durableflow_records
+WHERE key BETWEEN (SELECT MAX(key) FROM durableflow_records WHERE key BETWEEN ?1 << {_SEQ_BITS}
+    AND (?1 << {_SEQ_BITS}) + {_LAST} AND full) AND (?1 << {_SEQ_BITS}) + {_LAST}
+ORDER BY key
+"""
+_NEWEST = "ORDER BY r.created_at DESC, r.run_id DESC LIMIT :limit"
+_DELETE_RECORDS = f"DELETE FROM durableflow_records WHERE key BETWEEN ?1 << {_SEQ_BITS} AND (?1 << {_SEQ_BITS}) + ?2"
+_PURGE_BATCH = 500  # runs per purge transaction, so writers wait for one batch at most
 
 
 class SQLiteCheckpointer:
     """Runs in a SQLite file, in WAL mode: each checkpoint is one transaction.
 
-    A checkpoint inserts one row (after checking the lease in the same
-    transaction); the run's row changes only with its status and lease, which
-    keeps a checkpoint close to the cost of a bare single-row commit.
+    A checkpoint is one fenced insert (the lease and the sequence number are
+    checked by the statement that writes); the run's row changes only with its
+    status and lease, which keeps a checkpoint close to the cost of a bare commit.
 
     ``durability="normal"`` (``synchronous=NORMAL``) survives a killed process;
     ``"fsync"`` (``synchronous=FULL``) also survives power loss, for a costlier commit.
     """
+
+    inline = True  # a local file: cheap enough to write from the event loop
 
     def __init__(
         self, path: str | os.PathLike[str], durability: Literal["normal", "fsync"] = "normal", lease_ttl: float = 30.0
@@ -91,7 +133,10 @@ class SQLiteCheckpointer:
             except sqlite3.IntegrityError:
                 raise RunExistsError(run_id) from None
             assert run_key is not None
-            self._insert(db, run_key, record, now)
+            db.execute(
+                "INSERT INTO durableflow_records (key, full, written_at, data) VALUES (?, ?, ?, ?)",
+                ((run_key << _SEQ_BITS) + record.seq, record.full, now, record.data),
+            )
 
     def append(
         self,
@@ -102,45 +147,35 @@ class SQLiteCheckpointer:
         result: str | None = None,
         error: str | None = None,
     ) -> None:
-        now = get_clock().now()
+        check_status(status)
         if not record.full and status is None:
-            # The common checkpoint: one statement, so one implicit transaction, fenced by the lease.
+            # The common checkpoint: one statement, so one implicit transaction.
             with self._lock:
                 db = self._connection()
                 try:
-                    inserted = db.execute(_FENCED_INSERT, (record.seq, now, record.data, run_id, owner)).rowcount
+                    params = (record.seq, 0, get_clock().now(), record.data, run_id, owner)
+                    if db.execute(_FENCED_INSERT, params).rowcount:
+                        return
+                    raise self._refusal(db, run_id, owner, record.seq)
                 except sqlite3.Error as exc:
                     raise StoreUnavailableError(f"SQLite store {self.path} failed a write: {exc}") from None
-                if inserted != 1:
-                    self._check_owner(db, run_id, owner)
-            return
         with self._transaction() as db:
-            run_key = self._check_owner(db, run_id, owner)
-            self._insert(db, run_key, record, now)
-            if record.full:
-                db.execute("DELETE FROM durableflow_records WHERE run_key = ? AND seq < ?", (run_key, record.seq))
-            if status in TERMINAL:
-                db.execute(
-                    "UPDATE durableflow_runs SET status = ?, result = ?, error = ?, lease_owner = NULL,"
-                    " lease_expires_at = NULL WHERE run_key = ?",
-                    (status, result, error, run_key),
-                )
-            elif status is not None:
-                db.execute(
-                    "UPDATE durableflow_runs SET status = ?, result = ?, error = ? WHERE run_key = ?",
-                    (status, result, error, run_key),
-                )
+            refused = self._append(db, Append(run_id, record, owner, status, result, error))
+            if refused is not None:
+                raise refused
+
+    def append_many(self, appends: Sequence[Append]) -> list[BaseException | None]:
+        for each in appends:
+            check_status(each.status)
+        with self._transaction() as db:
+            return [self._append(db, each) for each in appends]
 
     def load(self, run_id: str) -> list[Record]:
         with self._read() as db:
             row = db.execute("SELECT run_key FROM durableflow_runs WHERE run_id = ?", (run_id,)).fetchone()
             if row is None:
                 raise RunNotFoundError(run_id, self.url)
-            rows = db.execute(
-                "SELECT seq, full, data FROM durableflow_records WHERE run_key = ?1 AND seq >= "
-                "(SELECT COALESCE(MAX(seq), 0) FROM durableflow_records WHERE run_key = ?1 AND full) ORDER BY seq",
-                (row[0],),
-            ).fetchall()
+            rows = db.execute(_LOAD, (row[0],)).fetchall()
         return [Record(seq, bool(full), bytes(data)) for seq, full, data in rows]
 
     def info(self, run_id: str) -> RunInfo:
@@ -148,12 +183,39 @@ class SQLiteCheckpointer:
             row = db.execute(_INFO + "WHERE r.run_id = ?", (run_id,)).fetchone()
         if row is None:
             raise RunNotFoundError(run_id, self.url)
-        return RunInfo(*row)
+        return reported(_run_info(row))
 
-    def runs(self, limit: int = 100) -> list[RunInfo]:
-        with self._read() as db:
-            rows = db.execute(_INFO + "ORDER BY r.created_at DESC, r.run_id LIMIT ?", (limit,)).fetchall()
-        return [RunInfo(*row) for row in rows]
+    def runs(
+        self, status: RunStatus | Collection[RunStatus] | None = None, limit: int = 100, after: str | None = None
+    ) -> list[RunInfo]:
+        return list_runs(self._page, status, limit, after)
+
+    def delete(self, run_id: str) -> bool:
+        with self._transaction() as db:
+            row = db.execute("SELECT run_key FROM durableflow_runs WHERE run_id = ?", (run_id,)).fetchone()
+            if row is None:
+                return False
+            db.execute(_DELETE_RECORDS, (row[0], _LAST))
+            db.execute("DELETE FROM durableflow_runs WHERE run_key = ?", (row[0],))
+            return True
+
+    def purge(self, status: RunStatus | Collection[RunStatus] = TERMINAL, older_than: float = 0.0) -> int:
+        statuses = terminal_statuses(status)
+        cutoff = get_clock().now() - older_than
+        marks = ", ".join("?" * len(statuses))
+        purged = 0
+        while True:
+            with self._transaction() as db:
+                keys = db.execute(
+                    f"SELECT run_key FROM durableflow_runs WHERE status IN ({marks}) AND ended_at <= ? LIMIT ?",
+                    (*statuses, cutoff, _PURGE_BATCH),
+                ).fetchall()
+                for (run_key,) in keys:
+                    db.execute(_DELETE_RECORDS, (run_key, _LAST))
+                db.executemany("DELETE FROM durableflow_runs WHERE run_key = ?", keys)
+            purged += len(keys)
+            if len(keys) < _PURGE_BATCH:
+                return purged
 
     def acquire(self, run_id: str, owner: str, steal_from: str | None = None) -> None:
         now = get_clock().now()
@@ -193,25 +255,64 @@ class SQLiteCheckpointer:
                 self._conn.close()
             self._conn = None
 
-    # -- connection --------------------------------------------------------------------
+    # -- writing -----------------------------------------------------------------------
 
-    def _check_owner(self, db: sqlite3.Connection, run_id: str, owner: str) -> int:
-        """The run's key, if ``owner`` holds its lease."""
+    def _append(self, db: sqlite3.Connection, a: Append) -> BaseException | None:
+        """One append inside the caller's transaction; the refusal, if any, is returned and nothing written."""
+        now = get_clock().now()
+        record = a.record
+        if not db.execute(_FENCED_INSERT, (record.seq, record.full, now, record.data, a.run_id, a.owner)).rowcount:
+            return self._refusal(db, a.run_id, a.owner, record.seq)
+        if not record.full and a.status is None:
+            return None
+        run_key = db.execute("SELECT run_key FROM durableflow_runs WHERE run_id = ?", (a.run_id,)).fetchone()[0]
+        if record.full:
+            db.execute(_DELETE_RECORDS, (run_key, record.seq - 1))
+        if a.status in TERMINAL:
+            db.execute(
+                "UPDATE durableflow_runs SET status = ?, result = ?, error = ?, ended_at = ?, lease_owner = NULL,"
+                " lease_expires_at = NULL WHERE run_key = ?",
+                (a.status, a.result, a.error, now, run_key),
+            )
+        elif a.status is not None:
+            db.execute(
+                "UPDATE durableflow_runs SET status = ?, result = ?, error = ?, ended_at = NULL WHERE run_key = ?",
+                (a.status, a.result, a.error, run_key),
+            )
+        return None
+
+    def _refusal(self, db: sqlite3.Connection, run_id: str, owner: str, seq: int) -> Exception:
+        """Why the fenced insert wrote nothing: the run is unknown, leased to another, or past this record."""
         row = db.execute(
-            "SELECT run_key, lease_owner, lease_expires_at FROM durableflow_runs WHERE run_id = ?", (run_id,)
+            f"SELECT r.lease_owner, r.lease_expires_at, {_LAST_KEY} & {_LAST} FROM durableflow_runs r"
+            " WHERE r.run_id = ?",
+            (run_id,),
         ).fetchone()
         if row is None:
-            raise RunNotFoundError(run_id, self.url)
-        if row[1] != owner:
-            raise RunLeaseError.lost(run_id, row[1], row[2])
-        return int(row[0])
+            return RunNotFoundError(run_id, self.url)
+        holder, expires, last_seq = row
+        if holder != owner:
+            return RunLeaseError.lost(run_id, holder, expires)
+        return RunConflictError(run_id, seq, int(last_seq or 0) + 1)
 
-    @staticmethod
-    def _insert(db: sqlite3.Connection, run_key: int, record: Record, now: float) -> None:
-        db.execute(
-            "INSERT INTO durableflow_records (run_key, seq, full, written_at, data) VALUES (?, ?, ?, ?, ?)",
-            (run_key, record.seq, record.full, now, record.data),
-        )
+    # -- reading -----------------------------------------------------------------------
+
+    def _page(self, statuses: tuple[str, ...] | None, limit: int, after: tuple[float, str] | None) -> list[RunInfo]:
+        # One indexed range per status, merged here: an IN list would sort every matching run.
+        params: dict[str, Any] = {"limit": limit, "at": after[0] if after else 0.0, "id": after[1] if after else ""}
+        conditions = ["(r.created_at, r.run_id) < (:at, :id)"] if after is not None else []
+        with self._read() as db:
+            if statuses is None:
+                rows = db.execute(_INFO + _where(conditions) + _NEWEST, params).fetchall()
+            else:
+                rows = []
+                for each in statuses:
+                    query = _INFO + _where(["r.status = :status", *conditions]) + _NEWEST
+                    rows += db.execute(query, {**params, "status": each}).fetchall()
+                rows.sort(key=lambda row: (row[3], row[0]), reverse=True)
+        return [_run_info(row) for row in rows[:limit]]
+
+    # -- connection --------------------------------------------------------------------
 
     def _connection(self) -> sqlite3.Connection:
         # A connection must not cross a fork: a child (the crash harness's kill mode) opens its own.
@@ -220,7 +321,14 @@ class SQLiteCheckpointer:
                 self.path.parent.mkdir(parents=True, exist_ok=True)
                 conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False, timeout=10.0)
                 conn.execute(f"PRAGMA synchronous={'FULL' if self.durability == 'fsync' else 'NORMAL'}")
-                if conn.execute("PRAGMA user_version").fetchone()[0] != _SCHEMA_VERSION:
+                version = conn.execute("PRAGMA user_version").fetchone()[0]
+                if version not in (0, _SCHEMA_VERSION):
+                    conn.close()
+                    raise SnapshotError(
+                        f"SQLite store {self.path} has schema version {version}; this durableflow reads version "
+                        f"{_SCHEMA_VERSION}. Open it with the durableflow that wrote it"
+                    )
+                if version != _SCHEMA_VERSION:
                     conn.execute("PRAGMA journal_mode=WAL")  # kept in the file: set once, with the schema
                     conn.executescript(_SCHEMA)
             except (sqlite3.Error, OSError) as exc:
@@ -264,3 +372,12 @@ class SQLiteCheckpointer:
                 yield db
             except sqlite3.DatabaseError as exc:
                 raise StoreUnavailableError(f"SQLite store {self.path} cannot be read: {exc}") from None
+
+
+def _run_info(row: Any) -> RunInfo:
+    """A row of ``_INFO`` as stored (its status not yet derived)."""
+    return RunInfo(*row)
+
+
+def _where(conditions: list[str]) -> str:
+    return f"WHERE {' AND '.join(conditions)} " if conditions else ""

@@ -234,13 +234,13 @@ def test_corrupted_record_makes_resume_exit_5_and_show_an_error_row(cli: Cli) ->
     with sqlite3.connect("durableflow.db") as db:
         (data,) = db.execute(
             "SELECT data FROM durableflow_records"
-            " WHERE run_key = (SELECT run_key FROM durableflow_runs WHERE run_id = ?) AND seq = 2",
+            " WHERE key = (SELECT (run_key << 32) + 2 FROM durableflow_runs WHERE run_id = ?)",
             (run_id,),
         ).fetchone()
         tampered = data.replace(b"converted_ids", b"CONVERTED_IDS")
         db.execute(
             "UPDATE durableflow_records SET data = ?"
-            " WHERE run_key = (SELECT run_key FROM durableflow_runs WHERE run_id = ?) AND seq = 2",
+            " WHERE key = (SELECT (run_key << 32) + 2 FROM durableflow_runs WHERE run_id = ?)",
             (tampered, run_id),
         )
 

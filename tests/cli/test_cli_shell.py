@@ -99,4 +99,4 @@ def test_ctrl_c_exits_130_and_keeps_the_run_resumable(project: Path) -> None:
     assert "interrupted" in err and "durableflow resume" in err and "Traceback" not in err
     assert out == ""
     info = SQLiteCheckpointer(project / "durableflow.db").info(run_id)
-    assert info.status == "running" and info.result is None
+    assert info.status == "interrupted" and info.result is None  # stored as running; its process is gone

@@ -71,12 +71,13 @@ def _damage(store: Store, seq: int, damage: Callable[[bytes], bytes] | None) -> 
     checkpointer = store.open()
     if isinstance(checkpointer, SQLiteCheckpointer):
         with sqlite3.connect(checkpointer.path) as db:
-            where = " WHERE run_key = (SELECT run_key FROM durableflow_runs WHERE run_id = ?) AND seq = ?"
+            # a record's key is its run's key << 32 | its sequence number
+            where = " WHERE key = (SELECT (run_key << 32) + ? FROM durableflow_runs WHERE run_id = ?)"
             if damage is None:
-                db.execute("DELETE FROM durableflow_records" + where, (RUN_ID, seq))
+                db.execute("DELETE FROM durableflow_records" + where, (seq, RUN_ID))
             else:
-                (data,) = db.execute("SELECT data FROM durableflow_records" + where, (RUN_ID, seq)).fetchone()
-                db.execute("UPDATE durableflow_records SET data = ?" + where, (damage(data), RUN_ID, seq))
+                (data,) = db.execute("SELECT data FROM durableflow_records" + where, (seq, RUN_ID)).fetchone()
+                db.execute("UPDATE durableflow_records SET data = ?" + where, (damage(data), seq, RUN_ID))
         return
     assert isinstance(checkpointer, RedisCheckpointer)
     key = f"{checkpointer.prefix}:records:{{{RUN_ID}}}"

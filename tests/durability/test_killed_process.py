@@ -27,7 +27,7 @@ async def test_a_run_killed_mid_step_resumes_to_the_right_result_without_repeati
     journal = tmp_path / "journal"
     worker = start_worker("start", store=url, run_id="killed", journal=journal, total=5, kill_at=2)
     assert finish(worker) == -signal.SIGKILL
-    assert checkpointer.info("killed").status == "running"
+    assert checkpointer.info("killed").status == "interrupted"  # stored as running, its owner is dead
     try:
         result = await Tally(str(journal), checkpointer=checkpointer).resume("killed")
         assert result == [0, 1, 2, 3, 4]  # count 2 appears once: the killed attempt's write was never durable

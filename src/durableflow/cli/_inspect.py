@@ -31,7 +31,7 @@ def runs_command(args: argparse.Namespace) -> int:
         return 0
     checkpointer = open_store(args.store)
     try:
-        runs = checkpointer.runs(args.limit)
+        runs = checkpointer.runs(limit=args.limit)
     finally:
         checkpointer.close()
     if not runs:
