@@ -91,7 +91,11 @@ class RunCheckpoints:
             body = encode_status(run, seq, at)
         else:
             store = self.ctx.store
-            body = (encode_full if full else encode_delta)(run, store, self.graph, seq, at)
+            body = (
+                encode_full(run, store, self.graph, seq, at, self.ctx._workflow_name)
+                if full
+                else encode_delta(run, store, self.graph, seq, at)
+            )
             self._note_sizes(store.values, store.dirty, full)
         record = Record(seq, full, frame(body, run.run_id, seq))
         written_before = run.written
@@ -116,7 +120,7 @@ class RunCheckpoints:
         try:
             if creating:
                 self.stored = True
-                workflow, owner, checkpointer = self.graph.workflow_path, self.owner, self.checkpointer
+                workflow, owner, checkpointer = self.ctx._workflow_name, self.owner, self.checkpointer
                 call = lambda: checkpointer.create(run.run_id, workflow, record, owner)  # noqa: E731
                 pending = io.now(call) if wait else io.call(self.loop, call, batch=False)
             elif wait:

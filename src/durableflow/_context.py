@@ -34,6 +34,7 @@ class Context(Generic[StateT]):
 
     def __init__(self, workflow: Workflow) -> None:
         self._graph = graph_of(type(workflow))
+        self._workflow_name: str = workflow.workflow_name
         self._state = RunState("")
         self.store: StateStore[StateT] = StateStore(self._graph.codec, self._graph.state_type)
         """The run's state: ``await ctx.store.get(key, default=...)``, ``await ctx.store.set(key, value)``."""
@@ -140,7 +141,7 @@ class Context(Generic[StateT]):
     @classmethod
     def _restore(cls, workflow: Workflow, doc: dict[str, Any]) -> Context[Any]:
         ctx: Context[Any] = cls(workflow)
-        run, values = _snapshot.restore(doc, ctx._graph)
+        run, values = _snapshot.restore(doc, ctx._graph, ctx._workflow_name)
         ctx._state = run
         ctx.store = StateStore(ctx._graph.codec, ctx._graph.state_type, values)
         if ctx._graph.state_type is not None:
@@ -153,7 +154,9 @@ class Context(Generic[StateT]):
         return ctx
 
     def _to_dict(self) -> dict[str, Any]:
-        body = _snapshot.encode_full(self._state, self.store, self._graph, self._state.seq, "to_dict")
+        body = _snapshot.encode_full(
+            self._state, self.store, self._graph, self._state.seq, "to_dict", self._workflow_name
+        )
         doc: dict[str, Any] = json.loads(body)
         doc["checksum"] = _snapshot.checksum(doc)
         return doc

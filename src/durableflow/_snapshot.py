@@ -39,11 +39,11 @@ _quote = encode_basestring  # a str as a JSON string literal (C-accelerated)
 # -- writing -------------------------------------------------------------------------
 
 
-def encode_full(run: RunState, store: StateStore[Any], graph: StepGraph, seq: int, at: str) -> str:
-    """Everything needed to continue the run, as JSON text."""
+def encode_full(run: RunState, store: StateStore[Any], graph: StepGraph, seq: int, at: str, name: str) -> str:
+    """Everything needed to continue the run of workflow ``name``, as JSON text."""
     parts = _head("full", run, seq, at)
     parts += (
-        ',"workflow":', _quote(graph.workflow_path),
+        ',"workflow":', _quote(name),
         ',"fingerprint":"', graph.fingerprint,
         '","graph":', graph.description_json,
         ',"state":', _raw_object(store.values.items()),
@@ -262,18 +262,18 @@ def apply_delta(doc: dict[str, Any], delta: dict[str, Any]) -> None:
         doc["result"] = delta["result"]
 
 
-def restore(doc: dict[str, Any], graph: StepGraph) -> tuple[RunState, dict[str, str]]:
-    """Rebuild a run from a full document; ``SnapshotError`` names what does not fit the code."""
+def restore(doc: dict[str, Any], graph: StepGraph, name: str) -> tuple[RunState, dict[str, str]]:
+    """Rebuild a run of workflow ``name`` from a full document; ``SnapshotError`` names what does not fit the code."""
     run_id = doc.get("run_id") if isinstance(doc, dict) else None
     try:
-        return _restore(doc, graph)
+        return _restore(doc, graph, name)
     except SnapshotError:
         raise
     except Exception as exc:
         raise SnapshotError(f"malformed snapshot ({type(exc).__name__}: {exc})", run_id=run_id) from None
 
 
-def _restore(doc: dict[str, Any], graph: StepGraph) -> tuple[RunState, dict[str, str]]:
+def _restore(doc: dict[str, Any], graph: StepGraph, name: str) -> tuple[RunState, dict[str, str]]:
     run_id = doc["run_id"]
 
     def unfit(message: str) -> SnapshotError:
@@ -283,8 +283,11 @@ def _restore(doc: dict[str, Any], graph: StepGraph) -> tuple[RunState, dict[str,
         raise unfit(f"format {doc.get('format')!r} is not supported (this durableflow reads format {FORMAT})")
     if doc["kind"] != "full":
         raise unfit("not a full snapshot")
-    if doc["workflow"] != graph.workflow_path:
-        raise unfit(f"it was made by workflow {doc['workflow']}, not {graph.workflow_path}")
+    if doc["workflow"] != name:
+        raise unfit(
+            f"it was made by workflow {doc['workflow']!r}, not {name!r}; a run resumes with the workflow_name "
+            "that started it"
+        )
     if doc["fingerprint"] != graph.fingerprint:
         breaking = graph_changes(doc["graph"], graph.description)
         if breaking:

@@ -42,9 +42,32 @@ class Workflow:
     """How often in a row a run may be resumed after its owner died without completing a step; one more and
     it is marked failed with ``RecoveryLimitError`` instead of driven (``None``: no limit). ``Worker`` sets it."""
 
-    def __init__(self, timeout: float | None = None, checkpointer: Checkpointer | None = None) -> None:
+    _workflow_name: str | None = None
+
+    @property
+    def workflow_name(self) -> str:
+        """The name a stored run is bound to (with the step graph's fingerprint).
+
+        By default the class's qualified name, never its module, so a run started
+        by a script (``__main__``) resumes in a process that imports the script as
+        a module. Set it with ``Workflow(workflow_name=...)`` or as a class attribute.
+        """
+        return self._workflow_name or type(self).__qualname__
+
+    def __init__(
+        self,
+        timeout: float | None = None,
+        checkpointer: Checkpointer | None = None,
+        *,
+        workflow_name: str | None = None,
+    ) -> None:
         self.timeout = timeout
         self.checkpointer = checkpointer
+        if workflow_name is not None:
+            if not isinstance(workflow_name, str) or not workflow_name:
+                raise ValueError(f"workflow_name must be a non-empty string, not {workflow_name!r}")
+            self._workflow_name = workflow_name
+            self.__dict__["workflow_name"] = workflow_name  # beats a class attribute of a subclass
 
     @classmethod
     def validate(cls) -> None:
@@ -71,8 +94,10 @@ class Workflow:
         plugin_manager.load_entry_points()
         if ctx is None:
             ctx = Context(self)
-        elif ctx._graph is not graph:
-            raise WorkflowRuntimeError(f"this context belongs to {ctx._graph.workflow_path}, not {graph.workflow_path}")
+        elif ctx._graph is not graph or ctx._workflow_name != self.workflow_name:
+            raise WorkflowRuntimeError(
+                f"this context belongs to workflow {ctx._workflow_name!r}, not {self.workflow_name!r}"
+            )
         elif ctx._runner is not None:
             raise WorkflowRuntimeError(f"this context is already driving run {ctx.run_id!r}")
         start = None
@@ -114,7 +139,7 @@ class Workflow:
         self._acquire(checkpointer, run_id, owner)
         try:
             info = checkpointer.info(run_id)  # read under the lease: no other worker appends now
-            if info.status == "completed" or info.workflow != ctx._graph.workflow_path:
+            if info.status == "completed" or info.workflow != ctx._workflow_name:
                 raise RunExistsError(run_id)
         except BaseException:
             self._release(checkpointer, run_id, owner)

@@ -80,7 +80,7 @@ def saved_contexts() -> list[tuple[Workflow, dict[str, Any]]]:
 def _load(workflow: Workflow, records: list[Record]) -> Context[Any]:
     """What resume does with stored records: replay them, then rebuild the run for this workflow."""
     document = _snapshot.replay(records, RUN_ID)
-    _snapshot.restore(document, graph_of(type(workflow)))
+    _snapshot.restore(document, graph_of(type(workflow)), workflow.workflow_name)
     return Context.from_dict(workflow, {**document, "checksum": _snapshot.checksum(document)})
 
 
