@@ -13,21 +13,39 @@ from ._errors import (
     RunNotFoundError,
     SerializationError,
     SnapshotError,
+    StepCrashLoopError,
     StoreUnavailableError,
     WorkflowCancelledError,
+    WorkflowConfigurationError,
     WorkflowRuntimeError,
     WorkflowTimeoutError,
     WorkflowValidationError,
 )
-from ._events import Event, HumanResponseEvent, InputRequiredEvent, StartEvent, StopEvent
+from ._events import (
+    Event,
+    HumanResponseEvent,
+    InputRequiredEvent,
+    InternalDispatchEvent,
+    RestoredError,
+    StartEvent,
+    StepFailedEvent,
+    StepState,
+    StepStateChanged,
+    StopEvent,
+    WorkflowCancelledEvent,
+    WorkflowFailedEvent,
+    WorkflowTimedOutEvent,
+)
 from ._handler import WorkflowHandler
 from ._hooks import HookSpecs, hookimpl, plugin_manager
 from ._memory import MemoryCheckpointer
 from ._redis import RedisCheckpointer
-from ._resource import Resource, override_resources
+from ._resource import Resource, ResourceConfig, ResourceManager, override_resources
 from ._retry import ConstantDelayRetryPolicy, ExponentialBackoffRetryPolicy, RetryPolicy
+from ._serializers import JsonSerializer, PickleSerializer
 from ._sqlite import SQLiteCheckpointer
-from ._step import step
+from ._step import StepConfig, catch_error, step
+from ._validation import GraphValidationError, build_step_graph, validate_graph
 from ._workflow import Workflow
 
 __all__ = [
@@ -39,15 +57,22 @@ __all__ = [
     "DurableflowError",
     "Event",
     "ExponentialBackoffRetryPolicy",
+    "GraphValidationError",
     "GroupCommit",
     "HookSpecs",
     "HumanResponseEvent",
     "InputRequiredEvent",
+    "InternalDispatchEvent",
+    "JsonSerializer",
     "MemoryCheckpointer",
+    "PickleSerializer",
     "Record",
     "RecoveryLimitError",
     "RedisCheckpointer",
     "Resource",
+    "ResourceConfig",
+    "ResourceManager",
+    "RestoredError",
     "RetryPolicy",
     "RunConflictError",
     "RunExistsError",
@@ -59,15 +84,26 @@ __all__ = [
     "SerializationError",
     "SnapshotError",
     "StartEvent",
+    "StepConfig",
+    "StepCrashLoopError",
+    "StepFailedEvent",
+    "StepState",
+    "StepStateChanged",
     "StopEvent",
     "StoreUnavailableError",
     "SystemClock",
     "Workflow",
     "WorkflowCancelledError",
+    "WorkflowCancelledEvent",
+    "WorkflowConfigurationError",
+    "WorkflowFailedEvent",
     "WorkflowHandler",
     "WorkflowRuntimeError",
+    "WorkflowTimedOutEvent",
     "WorkflowTimeoutError",
     "WorkflowValidationError",
+    "build_step_graph",
+    "catch_error",
     "crashpoint",
     "get_clock",
     "hookimpl",
@@ -76,4 +112,5 @@ __all__ = [
     "plugin_manager",
     "step",
     "use_clock",
+    "validate_graph",
 ]

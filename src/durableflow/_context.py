@@ -33,7 +33,7 @@ class Context(Generic[StateT]):
     """
 
     def __init__(self, workflow: Workflow) -> None:
-        self._graph = graph_of(type(workflow))
+        self._graph = graph_of(type(workflow), check=False)
         self._workflow_name: str = workflow.workflow_name
         self._state = RunState("")
         self.store: StateStore[StateT] = StateStore(self._graph.codec, self._graph.state_type)

@@ -2,9 +2,11 @@
 
     DurableflowError
     ├── WorkflowValidationError     the steps do not form a runnable graph
+    │   └── WorkflowConfigurationError  no steps, or no single start or stop event type
     ├── WorkflowRuntimeError        a run was asked for something it cannot do
     │   ├── WorkflowTimeoutError        the run passed its deadline
     │   ├── WorkflowCancelledError      the run was cancelled
+    │   ├── StepCrashLoopError          a step's process died during every try it was allowed
     │   └── RecoveryLimitError          the run was interrupted too often in a row: a step keeps killing its process
     ├── SerializationError          a value cannot be stored as JSON
     ├── SnapshotError               a stored run is corrupt, truncated, tampered or no longer fits the code
@@ -24,6 +26,10 @@ class DurableflowError(Exception):
 
 class WorkflowValidationError(DurableflowError):
     """The workflow's steps do not form a runnable graph; the message names the step."""
+
+
+class WorkflowConfigurationError(WorkflowValidationError):
+    """The workflow has no steps, or not exactly one start event type and one stop event type."""
 
 
 class WorkflowRuntimeError(DurableflowError):
@@ -55,6 +61,14 @@ class RecoveryLimitError(WorkflowRuntimeError):
         self.run_id = run_id
         self.recoveries = recoveries
         self.limit = limit
+
+
+class StepCrashLoopError(WorkflowRuntimeError):
+    """A step's process died during every one of its allowed tries, so the run failed instead of trying again.
+
+    Each try that was under way when a process died counts as an attempt, durably;
+    fix the cause, then ``resume`` the run to try the step again.
+    """
 
 
 class SerializationError(DurableflowError):

@@ -4,14 +4,16 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, final
 
 from pydantic import BaseModel
 
+from . import _validation
 from ._errors import WorkflowValidationError
-from ._events import Event, HumanResponseEvent, InputRequiredEvent, StartEvent, StopEvent, type_key
+from ._events import Event, HumanResponseEvent, InputRequiredEvent, StartEvent, StepFailedEvent, StopEvent, type_key
 from ._serialization import ValueCodec
-from ._step import StepSpec, parse_step, step_options
+from ._step import StepConfig, StepSpec, make_spec, step_config
 
 if TYPE_CHECKING:
     from ._workflow import Workflow
@@ -19,77 +21,81 @@ if TYPE_CHECKING:
 
 @final
 class StepGraph:
-    """The validated steps of one workflow class, built once on first use."""
+    """The steps of one workflow class, built and checked once on first use."""
 
     def __init__(self, workflow_cls: type[Workflow]) -> None:
         self.workflow_path = f"{workflow_cls.__module__}:{workflow_cls.__qualname__}"
         self._routes: dict[type[Event], tuple[StepSpec, ...]] = {}
-        self.steps: dict[str, StepSpec] = {}
+        self._checked: set[frozenset[str]] = set()
+        self.configs: dict[str, StepConfig] = {}
+        functions: dict[str, Callable[..., Any]] = {}
         for name in sorted(dir(workflow_cls)):
-            options = step_options(getattr(workflow_cls, name, None))
-            if options is not None:
-                self.steps[name] = parse_step(name, getattr(workflow_cls, name), options)
+            fn = getattr(workflow_cls, name, None)
+            if callable(fn) and (hasattr(fn, "_step_config") or hasattr(fn, "_step_parse")):
+                functions[name] = fn
+        functions.update(workflow_cls._step_functions)
+        for name, fn in functions.items():
+            config = step_config(fn)
+            assert config is not None
+            self.configs[name] = config
+        self.steps = {name: make_spec(name, functions[name], config) for name, config in self.configs.items()}
+        self.catchers = {name: spec for name, spec in self.steps.items() if spec.config.role == "catch_error"}
         self.state_type = self._state_type()
-        self._validate(workflow_cls.__name__)
-        self.start_type = self._start_type(workflow_cls.__name__)
+        if not self.steps:
+            _validation.validate_workflow({}, workflow_cls.__name__)
+        self.start_type = _validation.start_event_class(self.configs, workflow_cls.__name__)
+        self.stop_type = _validation.stop_event_class(self.configs, workflow_cls.__name__)
         self.types: dict[str, type[Event]] = {}
-        for builtin in (StartEvent, StopEvent, InputRequiredEvent, HumanResponseEvent):
+        for builtin in (StartEvent, StopEvent, InputRequiredEvent, HumanResponseEvent, StepFailedEvent):
             self.types[type_key(builtin)] = builtin
         for spec in self.steps.values():
             for cls in spec.accepts + spec.emits:
-                self.types[type_key(cls)] = cls
+                known = self.types.setdefault(type_key(cls), cls)
+                if known is not cls:
+                    raise WorkflowValidationError(
+                        f"two event types of {workflow_cls.__name__} are named {type_key(cls)} "
+                        f"({known.__module__} and {cls.__module__}); a snapshot names events by name, so rename one"
+                    )
         self.codec = ValueCodec(self.types)
         self.description = self._describe()
         canonical = json.dumps(self.description, sort_keys=True, separators=(",", ":"))
         self.description_json = canonical
         self.fingerprint = hashlib.sha256(canonical.encode()).hexdigest()[:16]
+        self._name = workflow_cls.__name__
+
+    def check(self, skip: frozenset[str] = frozenset()) -> None:
+        """The checks a run needs besides the structure: every event consumed and produced, no step
+        unreachable or stuck, skipping the graph checks named in ``skip``."""
+        if skip not in self._checked:
+            _validation.validate_workflow(self.configs, self._name, set(skip))  # type: ignore[arg-type]
+            self._checked.add(skip)
 
     def consumers(self, event_type: type[Event]) -> tuple[StepSpec, ...]:
         """The steps an event of this type is delivered to: those accepting it or a base of it."""
         route = self._routes.get(event_type)
         if route is None:
-            route = tuple(spec for spec in self.steps.values() if any(issubclass(event_type, a) for a in spec.accepts))
+            route = tuple(
+                spec
+                for spec in self.steps.values()
+                if spec.config.role == "step"
+                and (
+                    event_type in spec.accepts
+                    or (spec.config.accept_event_subclasses and any(issubclass(event_type, a) for a in spec.accepts))
+                )
+            )
             self._routes[event_type] = route
         return route
 
     def _state_type(self) -> type[BaseModel] | None:
         declared = {spec.state_type for spec in self.steps.values() if spec.state_type is not None}
         if len(declared) > 1:
+            # Context[Base] and Context[Child] in one workflow: the most derived type holds every field
+            for candidate in declared:
+                if all(issubclass(candidate, other) for other in declared):
+                    return candidate
             names = ", ".join(sorted(cls.__name__ for cls in declared))
             raise WorkflowValidationError(f"steps declare different state types: {names}; use one Context[State]")
         return declared.pop() if declared else None
-
-    def _start_type(self, name: str) -> type[StartEvent]:
-        starts = {cls for spec in self.steps.values() for cls in spec.accepts if issubclass(cls, StartEvent)}
-        if len(starts) > 1:
-            names = ", ".join(sorted(cls.__name__ for cls in starts))
-            raise WorkflowValidationError(f"workflow {name}: steps accept different start events ({names}); use one")
-        return starts.pop()
-
-    def _validate(self, name: str) -> None:
-        if not self.steps:
-            raise WorkflowValidationError(f"workflow {name} has no @step methods")
-        accepted = [cls for spec in self.steps.values() for cls in spec.accepts]
-        emitted = [(spec.name, cls) for spec in self.steps.values() for cls in spec.emits]
-        if not any(issubclass(cls, StartEvent) for cls in accepted):
-            raise WorkflowValidationError(f"workflow {name}: no step accepts StartEvent, so no run can begin")
-        if not any(issubclass(cls, StopEvent) for _, cls in emitted):
-            raise WorkflowValidationError(f"workflow {name}: no step returns StopEvent, so no run can end")
-        for producer, cls in emitted:
-            if issubclass(cls, (StopEvent, InputRequiredEvent)):
-                continue
-            if not self.consumers(cls):
-                raise WorkflowValidationError(f"step {producer!r} emits {cls.__name__} but no step accepts it")
-        produced = {cls for _, cls in emitted}
-        for spec in self.steps.values():
-            for cls in spec.accepts:
-                if issubclass(cls, (StartEvent, HumanResponseEvent)) or cls is Event:
-                    continue
-                if not any(issubclass(p, cls) for p in produced):
-                    raise WorkflowValidationError(
-                        f"step {spec.name!r} accepts {cls.__name__} but no step emits it "
-                        "(events sent from outside the run should subclass HumanResponseEvent)"
-                    )
 
     def _describe(self) -> dict[str, Any]:
         state = self.state_type
@@ -105,10 +111,13 @@ class StepGraph:
         }
 
 
-def graph_of(workflow_cls: type[Workflow]) -> StepGraph:
-    """The class's graph, built and validated on first use (so forward references can resolve)."""
+def graph_of(workflow_cls: type[Workflow], check: bool = True) -> StepGraph:
+    """The class's graph, built on first use (so forward references can resolve), and checked unless ``check`` is
+    false (the workflow's own ``skip_graph_checks`` and ``disable_validation`` decide then)."""
     graph = workflow_cls.__dict__.get("_durableflow_graph")
     if graph is None:
         graph = StepGraph(workflow_cls)
         setattr(workflow_cls, "_durableflow_graph", graph)  # noqa: B010 - a private cache Workflow does not declare
+    if check:
+        graph.check()
     return graph

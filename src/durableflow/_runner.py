@@ -71,7 +71,7 @@ class Runner:
         self.loop = asyncio.get_running_loop()
         self.thread = threading.get_ident()
         self.future: asyncio.Future[Any] = future if future is not None else self.loop.create_future()
-        self.resources = ResourceCache(current_overrides())
+        self.resources = ResourceCache(current_overrides(), workflow._resource_manager)
         self.ready: dict[str, deque[Delivery]] = {name: deque() for name in self.graph.steps}
         self.busy: dict[str, int] = dict.fromkeys(self.graph.steps, 0)
         self.ready_count = 0

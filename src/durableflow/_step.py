@@ -1,55 +1,55 @@
-"""The ``@step`` decorator and what it learns from a step's signature."""
+"""The ``@step`` and ``@catch_error`` decorators and what they learn from a step's signature."""
 
 from __future__ import annotations
 
+import dataclasses
 import inspect
+import sys
 import types
 import typing
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Annotated, Any, TypeVar, Union, get_args, get_origin, overload
+from typing import TYPE_CHECKING, Annotated, Any, Literal, TypeVar, Union, get_args, get_origin, overload
 
 from pydantic import BaseModel
 
 from ._errors import WorkflowValidationError
-from ._events import Event
+from ._events import Event, StepFailedEvent
 from ._resource import Resource
 from ._retry import RetryPolicy
+
+if TYPE_CHECKING:
+    from ._workflow import Workflow
 
 F = TypeVar("F", bound=Callable[..., Any])
 
 EVENT = "event"
 CONTEXT = "ctx"
 
+WorkflowGraphCheck = Literal["reachability", "terminal_event", "dead_end"]
+StepGraphCheck = Literal["reachability", "dead_end"]
 
-@dataclass(frozen=True)
-class StepOptions:
+
+@dataclass
+class StepConfig:
+    """What ``@step`` learned from a step's signature (``fn._step_config``)."""
+
+    accepted_events: list[Any]
+    event_name: str
+    return_types: list[Any]
+    context_parameter: str | None
     num_workers: int
-    retry: RetryPolicy | None
-
-
-@overload
-def step(fn: F, /) -> F: ...
-@overload
-def step(*, num_workers: int = 4, retry: RetryPolicy | None = None) -> Callable[[F], F]: ...
-
-
-def step(fn: F | None = None, /, *, num_workers: int = 4, retry: RetryPolicy | None = None) -> F | Callable[[F], F]:
-    """Make a workflow method a step: it runs on each event its input annotation accepts.
-
-    ``num_workers`` bounds how many of its invocations run at once; ``retry``
-    decides whether a step that raised runs again (``ctx.attempt`` tells which try it is).
-    """
-    if not isinstance(num_workers, int) or num_workers < 1:
-        raise WorkflowValidationError(f"@step(num_workers={num_workers!r}): num_workers must be an int >= 1")
-    if retry is not None and not isinstance(retry, RetryPolicy):
-        raise WorkflowValidationError(f"@step(retry={retry!r}): a retry policy needs a next() method")
-
-    def mark(f: F) -> F:
-        f.__durableflow_step__ = StepOptions(num_workers, retry)  # type: ignore[attr-defined]
-        return f
-
-    return mark(fn) if fn is not None else mark
+    retry_policy: RetryPolicy | None
+    resources: list[tuple[str, Resource[Any], Any]]  # (parameter, resource, annotated type)
+    context_state_type: type[BaseModel] | None = None
+    skip_graph_checks: list[StepGraphCheck] = dataclasses.field(default_factory=list)
+    role: Literal["step", "catch_error"] = "step"
+    catch_error_for_steps: list[str] | None = None
+    catch_error_max_recoveries: int = 1
+    accept_event_subclasses: bool = True  # events route to steps accepting a base of theirs
+    plan: tuple[Any, ...] = ()  # per positional argument: EVENT, CONTEXT or (Resource, annotation)
+    keywords: tuple[str, ...] = ()  # names of the trailing arguments passed by keyword
+    free: bool = False  # a free function (no self), added with @step(workflow=...) or Workflow.add_step
 
 
 @dataclass(frozen=True, eq=False)
@@ -57,93 +57,293 @@ class StepSpec:
     """One step as the run loop sees it."""
 
     name: str
-    fn: Callable[..., Any]
+    fn: Callable[..., Any]  # always called as fn(workflow, *args)
     is_async: bool
     accepts: tuple[type[Event], ...]
     emits: tuple[type[Event], ...]
-    plan: tuple[Any, ...]  # per positional argument: EVENT, CONTEXT or (Resource, annotation)
-    keywords: tuple[str, ...]  # names of the trailing arguments passed by keyword
+    plan: tuple[Any, ...]
+    keywords: tuple[str, ...]
     state_type: type[BaseModel] | None
     num_workers: int
     retry: RetryPolicy | None
     simple: bool  # only the event and ctx, positionally: the run loop's fast path
+    config: StepConfig
 
 
-def step_options(fn: object) -> StepOptions | None:
-    return getattr(fn, "__durableflow_step__", None)
+@overload
+def step(fn: F, /) -> F: ...
+@overload
+def step(
+    *,
+    workflow: type[Workflow] | None = None,
+    num_workers: int = 4,
+    retry_policy: RetryPolicy | None = None,
+    retry: RetryPolicy | None = None,
+    skip_graph_checks: list[StepGraphCheck] | None = None,
+    accept_event_subclasses: bool = True,
+) -> Callable[[F], F]: ...
 
 
-def parse_step(name: str, fn: Callable[..., Any], options: StepOptions) -> StepSpec:
-    """Read a step's signature; a ``WorkflowValidationError`` names the step and the problem."""
+def step(
+    fn: F | None = None,
+    /,
+    *,
+    workflow: type[Workflow] | None = None,
+    num_workers: int = 4,
+    retry_policy: RetryPolicy | None = None,
+    retry: RetryPolicy | None = None,
+    skip_graph_checks: list[StepGraphCheck] | None = None,
+    accept_event_subclasses: bool = True,
+) -> F | Callable[[F], F]:
+    """Make a workflow method a step: it runs on each event its input annotation accepts.
 
-    def invalid(problem: str) -> WorkflowValidationError:
-        return WorkflowValidationError(f"step {name!r}: {problem}")
+    ``num_workers`` bounds how many of its invocations run at once;
+    ``retry_policy`` (or ``retry``) decides whether a step that raised runs
+    again (``ctx.attempt`` tells which try it is). A free function becomes a
+    step of ``workflow``.
+    """
+    if isinstance(num_workers, bool) or not isinstance(num_workers, int) or num_workers < 1:
+        raise WorkflowValidationError("num_workers must be an integer greater than 0")
+    policy = retry_policy if retry_policy is not None else retry
+    if policy is not None and not callable(getattr(policy, "next", None)):
+        raise WorkflowValidationError(f"@step(retry_policy={policy!r}): a retry policy needs a next() method")
+    localns = _caller_locals()
 
+    def mark(f: F) -> F:
+        def parse() -> StepConfig:
+            config = parse_signature(f, localns, num_workers, policy, list(skip_graph_checks or ()))
+            config.accept_event_subclasses = accept_event_subclasses
+            return config
+
+        _configure(f, parse)
+        if is_free_function(f.__qualname__):
+            if workflow is None:
+                raise WorkflowValidationError(
+                    f"To decorate {f.__name__} please pass a workflow class to the @step decorator."
+                )
+            workflow.add_step(f)
+        return f
+
+    return mark(fn) if fn is not None else mark
+
+
+@overload
+def catch_error(fn: F, /) -> F: ...
+@overload
+def catch_error(*, for_steps: list[str] | None = None, max_recoveries: int = 1) -> Callable[[F], F]: ...
+
+
+def catch_error(
+    fn: F | None = None, /, *, for_steps: list[str] | None = None, max_recoveries: int = 1
+) -> F | Callable[[F], F]:
+    """Make a method the handler of steps that failed for good: it receives a ``StepFailedEvent``.
+
+    ``for_steps`` limits it to those steps (default: every step no scoped
+    handler claims); ``max_recoveries`` is how often it may handle failures
+    in one run before the run fails after all.
+    """
+    if isinstance(max_recoveries, bool) or not isinstance(max_recoveries, int) or max_recoveries < 1:
+        raise WorkflowValidationError("@catch_error max_recoveries must be an integer >= 1")
+    if for_steps is not None and (not isinstance(for_steps, list) or not all(isinstance(s, str) for s in for_steps)):
+        raise WorkflowValidationError("@catch_error for_steps must be None or a list of step name strings")
+    localns = _caller_locals()
+
+    def mark(f: F) -> F:
+        def parse() -> StepConfig:
+            config = parse_signature(f, localns, 1, None, [])
+            if config.accepted_events != [StepFailedEvent]:
+                raise WorkflowValidationError(
+                    f"@catch_error handler '{f.__name__}' must accept StepFailedEvent as its event parameter."
+                )
+            config.role = "catch_error"
+            config.catch_error_for_steps = list(for_steps) if for_steps is not None else None
+            config.catch_error_max_recoveries = max_recoveries
+            return config
+
+        _configure(f, parse)
+        return f
+
+    return mark(fn) if fn is not None else mark
+
+
+def _configure(fn: Callable[..., Any], parse: Callable[[], StepConfig]) -> None:
+    """Parse the signature now, as the decorator runs; if an annotation names something not
+    defined yet (a class further down the module), parse it when the workflow is first used."""
+    try:
+        fn._step_config = parse()  # type: ignore[attr-defined]
+    except WorkflowValidationError as exc:
+        if not isinstance(exc.__cause__, NameError):
+            raise
+        fn._step_parse = parse  # type: ignore[attr-defined]
+
+
+def _caller_locals() -> dict[str, Any]:
+    """The local names where the decorator was applied, and around it: annotations may name
+    classes defined inside a function, which ``from __future__ import annotations`` leaves as strings."""
+    frame = sys._getframe(2)  # past this function and the decorator
+    chain = []
+    for _ in range(4):
+        if frame is None:
+            break
+        chain.append(frame.f_locals)
+        frame = frame.f_back  # type: ignore[assignment]
+    localns: dict[str, Any] = {}
+    for names in reversed(chain):
+        localns.update(names)
+    return localns
+
+
+def is_free_function(qualname: str) -> bool:
+    """A module-level or nested function rather than a method (PEP 3155 qualified names)."""
+    parts = qualname.split(".")
+    return len(parts) == 1 or parts[-2] == "<locals>"
+
+
+def parse_signature(
+    fn: Callable[..., Any],
+    localns: dict[str, Any] | None,
+    num_workers: int,
+    retry: RetryPolicy | None,
+    skip_graph_checks: list[StepGraphCheck],
+) -> StepConfig:
+    """Read a step's signature; a ``WorkflowValidationError`` says what does not fit."""
     from ._context import Context  # the annotation users write; imported late to avoid a cycle
 
+    name = getattr(fn, "__qualname__", repr(fn))
+    short = f"step {getattr(fn, '__name__', name)!r}"
     try:
-        hints = typing.get_type_hints(fn, include_extras=True)
-    except Exception as exc:  # a forward reference that does not resolve
-        raise invalid(f"cannot resolve its annotations ({exc})") from exc
+        hints = typing.get_type_hints(fn, include_extras=True, localns=localns)
+    except Exception as exc:  # a name that does not resolve
+        missing = getattr(exc, "name", None)
+        missing_text = f" Missing name: {missing}." if missing else ""
+        raise WorkflowValidationError(
+            f"{short} cannot resolve its annotations. Failed to resolve type annotations for {name}.{missing_text} "
+            "If you are using 'from __future__ import annotations' or string annotations, ensure referenced "
+            f"names are available in module scope or in the scope where the @step decorator is applied. ({exc})"
+        ) from exc
 
+    free = is_free_function(name)
+    parameters = list(inspect.signature(fn).parameters.values())
+    if not free and parameters:
+        parameters = parameters[1:]  # self
     plan: list[Any] = []
     keywords: list[str] = []
-    accepts: tuple[type[Event], ...] = ()
+    resources: list[tuple[str, Resource[Any], Any]] = []
+    accepts: list[Any] = []
+    event_name = ""
+    context_parameter = None
     state_type: type[BaseModel] | None = None
-    parameters = list(inspect.signature(fn).parameters.values())[1:]  # after self
     for param in parameters:
         if param.kind in (param.VAR_POSITIONAL, param.VAR_KEYWORD):
-            raise invalid(f"parameter {param.name!r}: *args and **kwargs cannot be injected")
-        if param.name not in hints:
-            raise invalid(f"parameter {param.name!r} has no annotation; annotate the event, ctx and resources")
-        hint = hints[param.name]
+            raise WorkflowValidationError(f"{short}: parameter {param.name!r}: *args and **kwargs cannot be injected")
+        hint = hints.get(param.name)
+        if hint is None:
+            raise WorkflowValidationError(
+                f"{short}: parameter {param.name!r} has no annotation; annotate the event, ctx and resources"
+            )
         if get_origin(hint) is Annotated:
-            resources = [m for m in hint.__metadata__ if isinstance(m, Resource)]
-            if not resources:
-                raise invalid(f"parameter {param.name!r}: Annotated[...] without a Resource(...)")
-            source: Any = (resources[0], get_args(hint)[0])
+            found = [m for m in hint.__metadata__ if isinstance(m, Resource)]
+            if not found:
+                raise WorkflowValidationError(f"{short}: parameter {param.name!r}: Annotated[...] without a Resource")
+            source: Any = (found[0], get_args(hint)[0])
+            resources.append((param.name, found[0], get_args(hint)[0]))
         elif hint is Context or get_origin(hint) is Context:
-            source = CONTEXT
+            source, context_parameter = CONTEXT, param.name
             args = get_args(hint)
             if args and isinstance(args[0], type) and issubclass(args[0], BaseModel):
                 state_type = args[0]
         else:
-            events = _event_types(hint)
+            events = event_types(hint)
             if not events:
-                raise invalid(
-                    f"parameter {param.name!r}: {hint!r} is neither an Event, a Context nor Annotated[T, Resource(...)]"
+                raise WorkflowValidationError(
+                    f"{short}: parameter {param.name!r}: {hint!r} is neither an Event, a Context "
+                    "nor Annotated[T, Resource(...)]"
                 )
             if accepts:
-                raise invalid(f"parameter {param.name!r}: a step takes exactly one event parameter")
-            accepts, source = events, EVENT
+                raise WorkflowValidationError(
+                    f"{short}: parameter {param.name!r}: a step takes exactly one event parameter"
+                )
+            accepts, source, event_name = list(events), EVENT, param.name
         if param.kind is param.KEYWORD_ONLY:
             keywords.append(param.name)
         elif keywords:
-            raise invalid(f"parameter {param.name!r}: positional after keyword-only")
+            raise WorkflowValidationError(f"{short}: parameter {param.name!r}: positional after keyword-only")
         plan.append(source)
     if not accepts:
-        raise invalid("no parameter is annotated with an Event type, so nothing can start it")
+        raise WorkflowValidationError(
+            f"Step signature must have at least one parameter annotated as type Event ({short}: no parameter "
+            "is annotated with an Event type, so nothing can start it)"
+        )
     if "return" not in hints:
-        raise invalid("no return annotation; name the events it emits (or None)")
-    emits = _event_types(hints["return"], allow_none=True)
-    if not emits and hints["return"] not in (None, type(None)):
-        raise invalid(f"return annotation {hints['return']!r} must be Event types and/or None")
-    return StepSpec(
-        name=name,
-        fn=fn,
-        is_async=inspect.iscoroutinefunction(fn),
-        accepts=accepts,
-        emits=emits,
+        raise WorkflowValidationError(
+            "Return types of workflows step functions must be annotated with their type. "
+            f"({short} has no return annotation; name the events it emits, or None)"
+        )
+    returns = hints["return"]
+    emits: list[Any] = list(event_types(returns, allow_none=True))
+    if not emits and returns not in (None, type(None)):
+        raise WorkflowValidationError(f"{short}: return annotation {returns!r} must be Event types and/or None")
+    if returns in (None, type(None)) or (
+        get_origin(returns) in (Union, types.UnionType) and type(None) in get_args(returns)
+    ):
+        emits.append(type(None))
+    return StepConfig(
+        accepted_events=accepts,
+        event_name=event_name,
+        return_types=emits,
+        context_parameter=context_parameter,
+        num_workers=num_workers,
+        retry_policy=retry,
+        resources=resources,
+        context_state_type=state_type,
+        skip_graph_checks=skip_graph_checks,
         plan=tuple(plan),
         keywords=tuple(keywords),
-        state_type=state_type,
-        num_workers=options.num_workers,
-        retry=options.retry,
-        simple=not keywords and all(source in (EVENT, CONTEXT) for source in plan),
+        free=free,
     )
 
 
-def _event_types(hint: Any, allow_none: bool = False) -> tuple[type[Event], ...]:
+def step_config(fn: object) -> StepConfig | None:
+    """The step's config, parsing now a signature whose names were not defined when it was decorated."""
+    config = getattr(fn, "_step_config", None)
+    if config is None:
+        parse = getattr(fn, "_step_parse", None)
+        if parse is not None:
+            config = fn._step_config = parse()  # type: ignore[attr-defined]
+    return config
+
+
+def make_spec(name: str, fn: Callable[..., Any], config: StepConfig) -> StepSpec:
+    """The run loop's view of a step: a free function is wrapped to take the workflow like a method."""
+    is_async = inspect.iscoroutinefunction(fn)
+    call = fn
+    if config.free:
+        if is_async:
+
+            async def call(_workflow: Any, *args: Any, **kwargs: Any) -> Any:
+                return await fn(*args, **kwargs)
+        else:
+
+            def call(_workflow: Any, *args: Any, **kwargs: Any) -> Any:
+                return fn(*args, **kwargs)
+
+    return StepSpec(
+        name=name,
+        fn=call,
+        is_async=is_async,
+        accepts=tuple(config.accepted_events),
+        emits=tuple(t for t in config.return_types if t is not type(None)),
+        plan=config.plan,
+        keywords=config.keywords,
+        state_type=config.context_state_type,
+        num_workers=config.num_workers,
+        retry=config.retry_policy,
+        simple=not config.keywords and all(source in (EVENT, CONTEXT) for source in config.plan),
+        config=config,
+    )
+
+
+def event_types(hint: Any, allow_none: bool = False) -> tuple[type[Event], ...]:
     """The Event classes of ``A``, ``A | B`` or ``Optional[A]``; empty when it is not made of them."""
     if hint is None or hint is type(None):
         return ()

@@ -4,21 +4,47 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import uuid
+from collections.abc import Callable
 from typing import Any
+
+from pydantic import ValidationError
 
 from . import _snapshot
 from ._checkpointer import Checkpointer, new_owner, owner_is_dead, retire_owner
 from ._context import Context
-from ._errors import DurableflowError, RunExistsError, RunLeaseError, RunNotFoundError, WorkflowRuntimeError
-from ._events import StartEvent, run_result
+from ._errors import (
+    DurableflowError,
+    RunExistsError,
+    RunLeaseError,
+    RunNotFoundError,
+    WorkflowRuntimeError,
+    WorkflowValidationError,
+)
+from ._events import Event, HumanResponseEvent, InputRequiredEvent, StartEvent, StopEvent, run_result
 from ._graph import graph_of
 from ._handler import WorkflowHandler
 from ._hooks import plugin_manager
+from ._resource import ResourceManager, check_resources
 from ._runner import Runner
 from ._runstate import RunState
+from ._serializers import JsonSerializer, Serializer
+from ._step import WorkflowGraphCheck, step_config
+from ._validation import GRAPH_CHECKS
 
 _LEASE_POLL = 0.2
+
+
+class _class_or_instance:
+    """A method callable on the class (``MyWorkflow.validate()``) and on an instance (``wf.validate()``)."""
+
+    def __init__(self, fn: Callable[..., Any]) -> None:
+        self.fn = fn
+        self.__doc__ = fn.__doc__
+
+    def __get__(self, instance: Any, owner: type) -> Callable[..., Any]:
+        return functools.partial(self.fn, owner, instance)
 
 
 def _require_loop(what: str) -> asyncio.AbstractEventLoop:
@@ -43,6 +69,9 @@ class Workflow:
     it is marked failed with ``RecoveryLimitError`` instead of driven (``None``: no limit). ``Worker`` sets it."""
 
     _workflow_name: str | None = None
+    _disable_validation = False
+    _skip_graph_checks: frozenset[str] = frozenset()
+    _resource_manager: ResourceManager | None = None
 
     @property
     def workflow_name(self) -> str:
@@ -60,25 +89,107 @@ class Workflow:
         checkpointer: Checkpointer | None = None,
         *,
         workflow_name: str | None = None,
+        disable_validation: bool = False,
+        verbose: bool = False,
+        resource_manager: ResourceManager | None = None,
+        skip_graph_checks: set[WorkflowGraphCheck] | None = None,
+        serializer: Serializer | None = None,
     ) -> None:
         self.timeout = timeout
         self.checkpointer = checkpointer
+        self._disable_validation = disable_validation
+        self._verbose = verbose
+        self._resource_manager = resource_manager or ResourceManager()
+        self._serializer = serializer if serializer is not None else JsonSerializer()
+        checks = frozenset(skip_graph_checks or ())
+        if unknown := checks - GRAPH_CHECKS:
+            raise WorkflowValidationError(
+                f"Unknown graph check names: {', '.join(sorted(unknown))}. "
+                f"Valid names are: {', '.join(sorted(GRAPH_CHECKS))}"
+            )
+        self._skip_graph_checks = checks
+        graph_of(type(self), check=False)  # no steps, or not one start and one stop event type: fail now
         if workflow_name is not None:
             if not isinstance(workflow_name, str) or not workflow_name:
                 raise ValueError(f"workflow_name must be a non-empty string, not {workflow_name!r}")
             self._workflow_name = workflow_name
             self.__dict__["workflow_name"] = workflow_name  # beats a class attribute of a subclass
 
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        cls._step_functions = {}
+
+    _step_functions: dict[str, Callable[..., Any]] = {}  # noqa: RUF012 - each subclass gets its own
+
     @classmethod
-    def validate(cls) -> None:
-        """Check the steps now; a ``WorkflowValidationError`` names the step and the problem."""
-        graph_of(cls)
+    def add_step(cls, func: Callable[..., Any]) -> None:
+        """Add a free function decorated with ``@step`` as a step of this workflow class."""
+        if not (hasattr(func, "_step_config") or hasattr(func, "_step_parse")):
+            raise WorkflowValidationError(f"Step function {func.__name__} is missing the `@step` decorator.")
+        if func.__name__ in cls._step_functions or step_config(getattr(cls, func.__name__, None)) is not None:
+            raise WorkflowValidationError(
+                f"A step {func.__name__} is already part of this workflow, please choose another name."
+            )
+        cls._step_functions[func.__name__] = func
+        if "_durableflow_graph" in cls.__dict__:
+            delattr(cls, "_durableflow_graph")  # built without this step: build it again
+
+    @_class_or_instance
+    def validate(
+        cls: type[Workflow],
+        self: Workflow | None,
+        *,
+        validate_resource_configs: bool = True,
+        validate_resources: bool = False,
+    ) -> bool:
+        """Check the steps now; a ``WorkflowValidationError`` names the step and the problem.
+
+        ``validate_resources=True`` also builds every resource (so their factories run)
+        and finds cycles between resources that depend on each other. Returns whether
+        the workflow asks a human for input.
+        """
+        graph = graph_of(cls, check=False)
+        graph.check(self._skip_graph_checks if self is not None else frozenset())
+        manager = (self._resource_manager if self is not None else None) or ResourceManager()
+        check_resources(graph, manager, configs=validate_resource_configs, build=validate_resources)
+        return any(issubclass(t, InputRequiredEvent) for s in graph.steps.values() for t in s.emits) or any(
+            issubclass(t, HumanResponseEvent) for s in graph.steps.values() for t in s.accepts
+        )
+
+    def _get_steps(self) -> dict[str, Callable[..., Any]]:
+        """Every step by name: methods bound to this workflow, and free functions."""
+        steps: dict[str, Callable[..., Any]] = {
+            name: getattr(self, name)
+            for name, spec in graph_of(type(self), check=False).steps.items()
+            if not spec.config.free
+        }
+        steps.update(type(self)._step_functions)
+        return steps
+
+    @property
+    def start_event_class(self) -> type[StartEvent]:
+        """The ``StartEvent`` (sub)class the workflow's first step accepts."""
+        return graph_of(type(self), check=False).start_type
+
+    @property
+    def stop_event_class(self) -> type[StopEvent]:
+        """The ``StopEvent`` (sub)class the workflow's steps return."""
+        return graph_of(type(self), check=False).stop_type
+
+    _start_event_class = start_event_class
+    _stop_event_class = stop_event_class
+
+    @property
+    def events(self) -> list[type[Event]]:
+        """Every event type the workflow's steps accept or return."""
+        graph = graph_of(type(self), check=False)
+        return list(dict.fromkeys(t for s in graph.steps.values() for t in (*s.accepts, *s.emits)))
 
     def run(
         self,
         ctx: Context[Any] | None = None,
-        run_id: str | None = None,
         start_event: StartEvent | None = None,
+        run_id: str | None = None,
         **start_fields: Any,
     ) -> WorkflowHandler:
         """Start a run on the running event loop: ``result = await wf.run(field=value)``.
@@ -89,7 +200,9 @@ class Workflow:
         """
         if run_id is not None and (not isinstance(run_id, str) or not run_id):
             raise ValueError(f"run_id must be a non-empty string, not {run_id!r}")
-        graph = graph_of(type(self))
+        graph = graph_of(type(self), check=False)
+        if not self._disable_validation:
+            graph.check(self._skip_graph_checks)
         _require_loop("run")
         plugin_manager.load_entry_points()
         if ctx is None:
@@ -104,7 +217,7 @@ class Workflow:
         if ctx._state.status in ("new", "completed"):
             if start_event is not None and start_fields:
                 raise TypeError("pass either start_event or start fields, not both")
-            start = start_event if start_event is not None else graph.start_type(**start_fields)
+            start = start_event if start_event is not None else self._start_event(graph.start_type, start_fields)
             ctx._state = RunState(uuid.uuid4().hex if run_id is None else run_id)
         elif start_event is not None or start_fields or run_id is not None:
             raise WorkflowRuntimeError(
@@ -124,6 +237,15 @@ class Workflow:
                 self._release(checkpointer, ctx.run_id, owner)
             raise
         return handler
+
+    @staticmethod
+    def _start_event(cls: type[StartEvent], fields: dict[str, Any]) -> StartEvent:
+        try:
+            return cls(**fields)
+        except ValidationError as exc:
+            raise WorkflowRuntimeError(
+                f"Failed creating a start event of type '{cls.__name__}' with the keyword arguments: {fields} ({exc})"
+            ) from None
 
     def _adopt(self, checkpointer: Checkpointer, ctx: Context[Any], owner: str) -> bool:
         """Lease the stored run a restored context continues; ``False`` if the store does not hold it.
@@ -159,7 +281,9 @@ class Workflow:
         checkpointer = self.checkpointer
         if checkpointer is None:
             raise WorkflowRuntimeError("resume needs a checkpointer: Workflow(checkpointer=SQLiteCheckpointer(path))")
-        graph_of(type(self))
+        graph = graph_of(type(self), check=False)
+        if not self._disable_validation:
+            graph.check(self._skip_graph_checks)
         loop = _require_loop("resume")
         plugin_manager.load_entry_points()
         owner = new_owner()

@@ -55,7 +55,7 @@ def test_runs_lists_the_run_with_workflow_status_and_result(cli: Cli) -> None:
     outcome = cli("runs")
     assert outcome.code == 0, outcome.err
     line = next(line for line in outcome.lines if run_id in line)
-    assert "cliflows:Pipeline" in line and "completed" in line
+    assert "Pipeline" in line and "completed" in line
     assert '{"converted": [1, 2, 3], "receipt": "paid for 3"}' in line
     last_seq = len(SQLiteCheckpointer("durableflow.db").load(run_id))
     assert f" {last_seq} " in line
@@ -66,7 +66,7 @@ def test_show_names_what_caused_each_checkpoint_and_what_it_changed(cli: Cli) ->
     run_id = start(cli)
     outcome = cli("show", run_id)
     assert outcome.code == 0, outcome.err
-    assert run_id in outcome.out and "cliflows:Pipeline" in outcome.out and "completed" in outcome.out
+    assert run_id in outcome.out and "Pipeline" in outcome.out and "completed" in outcome.out
     table = rows(outcome.out)
     assert "full" in table["1"] and "start" in table["1"] and "pending convert<-1" in table["1"]
     checkpoints = [line for line in table.values() if "ctx.checkpoint in convert" in line]

@@ -73,7 +73,7 @@ def test_resume_without_a_named_workflow_exits_2_and_says_how_to_name_it(cli: Cl
     run_id = start(cli)
     outcome = cli("resume", run_id)
     assert outcome.code == 2
-    assert "belongs to workflow 'cliflows:Pipeline'" in outcome.err and "no workflow is named" in outcome.err
+    assert "belongs to workflow 'Pipeline'" in outcome.err and "no workflow is named" in outcome.err
     assert "--workflow MODULE:Class" in outcome.err and "[tool.durableflow]" in outcome.err
 
 
@@ -82,7 +82,7 @@ def test_resume_with_other_workflows_lists_the_ones_named(cli: Cli) -> None:
     run_id = start(cli)
     outcome = cli("resume", run_id, "--workflow", "cliflows:Orders", "--workflow", "cliflows:Approval")
     assert outcome.code == 2
-    assert "'cliflows:Approval', 'cliflows:Orders'" in outcome.err
+    assert "'Approval', 'Orders'" in outcome.err
 
 
 @pytest.mark.parametrize(
@@ -108,9 +108,11 @@ def test_run_takes_a_name_the_config_lists(cli: Cli) -> None:
     Path("durableflow.toml").write_text('workflows = ["cliflows:Orders"]\n')
     outcome = cli("run", "cliflows:Orders", "--input", '{"order_id": 3}')
     assert outcome.code == 0 and outcome.lines[1] == "3"
-    unknown = cli("run", "Orders", "--input", '{"order_id": 3}')
+    by_name = cli("run", "Orders", "--input", '{"order_id": 4}')
+    assert by_name.code == 0 and by_name.lines[1] == "4"
+    unknown = cli("run", "Invoices", "--input", '{"order_id": 3}')
     assert unknown.code == 2
-    assert "durableflow.toml lists 'cliflows:Orders'" in unknown.err
+    assert "durableflow.toml lists 'Orders'" in unknown.err
 
 
 @pytest.mark.parametrize(
@@ -139,7 +141,7 @@ def test_two_workflows_under_one_name_exit_2(cli: Cli) -> None:
     run_id = start(cli)
     outcome = cli("resume", run_id, "--workflow", "cliflows:Pipeline", "--workflow", "other:Pipeline")
     assert outcome.code == 2
-    assert "are both workflow 'cliflows:Pipeline'" in outcome.err
+    assert "are both workflow 'Pipeline'" in outcome.err
     sys.modules.pop("other", None)
 
 

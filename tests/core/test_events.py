@@ -11,6 +11,7 @@ from durableflow import (
     StartEvent,
     StopEvent,
     Workflow,
+    WorkflowRuntimeError,
     step,
 )
 
@@ -114,7 +115,7 @@ async def test_typed_start_event_subclass_is_built_and_validated_from_run_keywor
             return StopEvent(result=(type(ev).__name__, ev.order_id, ev.express))
 
     assert await Shop().run(order_id="12") == ("Order", 12, False)
-    with pytest.raises(pydantic.ValidationError):
+    with pytest.raises(WorkflowRuntimeError, match="Failed creating a start event of type 'Order'"):
         Shop().run(express=True)  # order_id is required
 
 

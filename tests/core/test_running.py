@@ -54,7 +54,7 @@ async def test_timeout_fails_the_run_with_workflow_timeout_error() -> None:
 
 async def test_timeout_none_means_no_limit() -> None:
     """The same slow run that a short timeout kills finishes when timeout is None (the default)."""
-    assert Workflow().timeout is None
+    assert Sleepy().timeout is None
     assert await Sleepy(timeout=None).run(seconds=0.1) == "rested"
     assert await Sleepy().run(seconds=0.1) == "rested"
 

@@ -240,168 +240,181 @@ async def test_plain_def_steps_respect_num_workers() -> None:
 def test_validation_names_a_parameter_without_annotation() -> None:
     """A step parameter with no annotation is rejected, naming the step and the parameter."""
 
-    class Bad(Workflow):
-        @step
-        async def begin(self, ev: StartEvent, extra) -> StopEvent:
-            return StopEvent()
-
     with pytest.raises(WorkflowValidationError, match=r"step 'begin'.*'extra'.*no annotation"):
+
+        class Bad(Workflow):
+            @step
+            async def begin(self, ev: StartEvent, extra) -> StopEvent:
+                return StopEvent()
+
         Bad.validate()
 
 
 def test_validation_names_a_step_without_return_annotation() -> None:
     """A step without a return annotation is rejected, naming the step."""
 
-    class Bad(Workflow):
-        @step
-        async def begin(self, ev: StartEvent):
-            return StopEvent()
-
     with pytest.raises(WorkflowValidationError, match=r"step 'begin'.*no return annotation"):
+
+        class Bad(Workflow):
+            @step
+            async def begin(self, ev: StartEvent):
+                return StopEvent()
+
         Bad.validate()
 
 
 def test_validation_rejects_a_non_event_return_annotation() -> None:
     """Returning `int` (not an Event or None) is rejected, naming the step and the annotation."""
 
-    class Bad(Workflow):
-        @step
-        async def begin(self, ev: StartEvent) -> int:
-            return 1
-
     with pytest.raises(WorkflowValidationError, match=r"step 'begin'.*return annotation.*int"):
+
+        class Bad(Workflow):
+            @step
+            async def begin(self, ev: StartEvent) -> int:
+                return 1
+
         Bad.validate()
 
 
 def test_validation_rejects_a_return_union_with_a_non_event() -> None:
     """A return union mixing an Event with a non-event type is rejected."""
 
-    class Bad(Workflow):
-        @step
-        async def begin(self, ev: StartEvent) -> StopEvent | str:
-            return StopEvent()
-
     with pytest.raises(WorkflowValidationError, match=r"step 'begin'.*return annotation"):
+
+        class Bad(Workflow):
+            @step
+            async def begin(self, ev: StartEvent) -> StopEvent | str:
+                return StopEvent()
+
         Bad.validate()
 
 
 def test_validation_rejects_two_event_parameters() -> None:
     """A step takes exactly one event parameter."""
 
-    class Bad(Workflow):
-        @step
-        async def begin(self, ev: StartEvent, other: Text) -> StopEvent:
-            return StopEvent()
-
     with pytest.raises(WorkflowValidationError, match=r"step 'begin'.*'other'.*exactly one event"):
+
+        class Bad(Workflow):
+            @step
+            async def begin(self, ev: StartEvent, other: Text) -> StopEvent:
+                return StopEvent()
+
         Bad.validate()
 
 
 def test_validation_rejects_a_step_with_no_event_parameter() -> None:
     """A step with nothing annotated as an Event could never run."""
 
-    class Bad(Workflow):
-        @step
-        async def begin(self, ev: StartEvent) -> StopEvent:
-            return StopEvent()
-
-        @step
-        async def idle(self, ctx: Context) -> None:
-            return None
-
     with pytest.raises(WorkflowValidationError, match=r"step 'idle'.*no parameter is annotated with an Event"):
+
+        class Bad(Workflow):
+            @step
+            async def begin(self, ev: StartEvent) -> StopEvent:
+                return StopEvent()
+
+            @step
+            async def idle(self, ctx: Context) -> None:
+                return None
+
         Bad.validate()
 
 
 def test_validation_rejects_a_parameter_that_is_not_injectable() -> None:
     """A parameter annotated with a plain type is neither event, ctx nor resource."""
 
-    class Bad(Workflow):
-        @step
-        async def begin(self, ev: StartEvent, retries: int) -> StopEvent:
-            return StopEvent()
-
     with pytest.raises(WorkflowValidationError, match=r"step 'begin'.*'retries'.*neither an Event"):
+
+        class Bad(Workflow):
+            @step
+            async def begin(self, ev: StartEvent, retries: int) -> StopEvent:
+                return StopEvent()
+
         Bad.validate()
 
 
 def test_validation_rejects_annotated_without_resource() -> None:
     """`Annotated[T, ...]` is only injectable with a Resource(...) in it."""
 
-    class Bad(Workflow):
-        @step
-        async def begin(self, ev: StartEvent, client: Annotated[dict, "not a resource"]) -> StopEvent:
-            return StopEvent()
-
     with pytest.raises(WorkflowValidationError, match=r"step 'begin'.*'client'.*Resource"):
+
+        class Bad(Workflow):
+            @step
+            async def begin(self, ev: StartEvent, client: Annotated[dict, "not a resource"]) -> StopEvent:
+                return StopEvent()
+
         Bad.validate()
 
 
 def test_validation_rejects_var_args() -> None:
     """*args cannot be injected."""
 
-    class Bad(Workflow):
-        @step
-        async def begin(self, ev: StartEvent, *rest: Text) -> StopEvent:
-            return StopEvent()
-
     with pytest.raises(WorkflowValidationError, match=r"step 'begin'.*'rest'"):
+
+        class Bad(Workflow):
+            @step
+            async def begin(self, ev: StartEvent, *rest: Text) -> StopEvent:
+                return StopEvent()
+
         Bad.validate()
 
 
 def test_validation_names_an_event_produced_but_never_consumed() -> None:
     """An emitted event no step accepts is rejected, naming the producer and the event."""
 
-    class Bad(Workflow):
-        @step
-        async def begin(self, ev: StartEvent) -> Orphan | StopEvent:
-            return StopEvent()
-
     with pytest.raises(WorkflowValidationError, match=r"step 'begin' emits Orphan but no step accepts it"):
+
+        class Bad(Workflow):
+            @step
+            async def begin(self, ev: StartEvent) -> Orphan | StopEvent:
+                return StopEvent()
+
         Bad.validate()
 
 
 def test_validation_requires_a_step_taking_start_event() -> None:
     """A workflow no step of which accepts StartEvent cannot begin."""
 
-    class Bad(Workflow):
-        @step
-        async def middle(self, ev: Text) -> StopEvent | Text:
-            return StopEvent()
+    with pytest.raises(WorkflowValidationError, match=r"Workflow .Bad. has no @step that accepts StartEvent"):
 
-    with pytest.raises(WorkflowValidationError, match=r"Bad.*no step accepts StartEvent"):
+        class Bad(Workflow):
+            @step
+            async def middle(self, ev: Text) -> StopEvent | Text:
+                return StopEvent()
+
         Bad.validate()
 
 
 def test_validation_requires_a_step_producing_stop_event() -> None:
     """A workflow that never returns StopEvent cannot end."""
 
-    class Bad(Workflow):
-        @step
-        async def begin(self, ev: StartEvent) -> Text:
-            return Text(body="x")
+    with pytest.raises(WorkflowValidationError, match=r"Workflow .Bad. has no @step that returns StopEvent"):
 
-        @step
-        async def sink(self, ev: Text) -> None:
-            return None
+        class Bad(Workflow):
+            @step
+            async def begin(self, ev: StartEvent) -> Text:
+                return Text(body="x")
 
-    with pytest.raises(WorkflowValidationError, match=r"Bad.*no step returns StopEvent"):
+            @step
+            async def sink(self, ev: Text) -> None:
+                return None
+
         Bad.validate()
 
 
 def test_validation_names_a_step_accepting_an_event_nobody_emits() -> None:
     """A step waiting for an event no step emits is rejected, naming the step and the event."""
 
-    class Bad(Workflow):
-        @step
-        async def begin(self, ev: StartEvent) -> StopEvent:
-            return StopEvent()
-
-        @step
-        async def never(self, ev: Number) -> StopEvent:
-            return StopEvent()
-
     with pytest.raises(WorkflowValidationError, match=r"step 'never' accepts Number but no step emits it"):
+
+        class Bad(Workflow):
+            @step
+            async def begin(self, ev: StartEvent) -> StopEvent:
+                return StopEvent()
+
+            @step
+            async def never(self, ev: Number) -> StopEvent:
+                return StopEvent()
+
         Bad.validate()
 
 
@@ -430,16 +443,17 @@ def test_validation_rejects_conflicting_typed_states() -> None:
     class StateB(BaseModel):
         b: int = 0
 
-    class Bad(Workflow):
-        @step
-        async def begin(self, ev: StartEvent, ctx: Context[StateA]) -> Text:
-            return Text(body="")
-
-        @step
-        async def end(self, ev: Text, ctx: Context[StateB]) -> StopEvent:
-            return StopEvent()
-
     with pytest.raises(WorkflowValidationError, match=r"different state types: StateA, StateB"):
+
+        class Bad(Workflow):
+            @step
+            async def begin(self, ev: StartEvent, ctx: Context[StateA]) -> Text:
+                return Text(body="")
+
+            @step
+            async def end(self, ev: Text, ctx: Context[StateB]) -> StopEvent:
+                return StopEvent()
+
         Bad.validate()
 
 
@@ -450,7 +464,7 @@ def test_validation_rejects_a_workflow_without_steps() -> None:
         async def not_a_step(self, ev: StartEvent) -> StopEvent:
             return StopEvent()
 
-    with pytest.raises(WorkflowValidationError, match="Empty has no @step methods"):
+    with pytest.raises(WorkflowValidationError, match=r"Workflow .Empty. has no configured steps"):
         Empty.validate()
 
 
@@ -463,16 +477,19 @@ def test_validation_rejects_two_different_start_event_types() -> None:
     class StartB(StartEvent):
         pass
 
-    class Bad(Workflow):
-        @step
-        async def a(self, ev: StartA) -> StopEvent:
-            return StopEvent()
+    with pytest.raises(
+        WorkflowValidationError, match="Only one type of StartEvent is allowed per workflow, found 2: StartA, StartB"
+    ):
 
-        @step
-        async def b(self, ev: StartB) -> StopEvent:
-            return StopEvent()
+        class Bad(Workflow):
+            @step
+            async def a(self, ev: StartA) -> StopEvent:
+                return StopEvent()
 
-    with pytest.raises(WorkflowValidationError, match=r"different start events \(StartA, StartB\)"):
+            @step
+            async def b(self, ev: StartB) -> StopEvent:
+                return StopEvent()
+
         Bad.validate()
 
 
@@ -513,12 +530,13 @@ class LateEvent(Event):
 def test_validation_reports_an_unresolvable_annotation() -> None:
     """A forward reference that does not resolve is a validation error naming the step."""
 
-    class Bad(Workflow):
-        @step
-        async def begin(self, ev: "NoSuchEvent") -> StopEvent:  # type: ignore[name-defined] # noqa: F821
-            return StopEvent()
-
     with pytest.raises(WorkflowValidationError, match=r"step 'begin'.*cannot resolve"):
+
+        class Bad(Workflow):
+            @step
+            async def begin(self, ev: "NoSuchEvent") -> StopEvent:  # type: ignore[name-defined] # noqa: F821
+                return StopEvent()
+
         Bad.validate()
 
 

@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from durableflow import MemoryCheckpointer, Workflow
+from durableflow import MemoryCheckpointer
 
 from .conftest import HookRecorder
 from .crashing import stored_document
@@ -69,6 +69,6 @@ async def test_ctx_checkpoint_adds_one_checkpoint_mid_step(hooks: HookRecorder, 
 
 async def test_a_run_without_a_checkpointer_writes_nothing(hooks: HookRecorder) -> None:
     """Checkpoints need a checkpointer: a plain Workflow() run still finishes, and no checkpoint hook fires."""
-    assert Workflow().checkpointer is None
+    assert Pipeline().checkpointer is None
     assert await Pipeline().run(ids=[1]) == {"published": 1, "converted": [1]}
     assert hooks.checkpoints == []
