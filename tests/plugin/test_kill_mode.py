@@ -123,16 +123,17 @@ def test_capturing_a_redis_store_opens_no_connection_per_crash_point(monkeypatch
 
 
 def test_the_fakeredis_stores_of_an_exploration_share_one_client(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Every scenario's empty fakeredis store is a new prefix on one client, not a new client."""
+    """Every fakeredis store of an exploration, empty or a crash's copy, is a new prefix on one client."""
     clients: list[Any] = []
-    new_store = Stores.new
+    new_store, copy_store = Stores.new, Stores.copy
 
-    def recorded(self: Stores) -> Any:
-        store = new_store(self)
+    def recorded(self: Stores, *args: Any) -> Any:
+        store = (copy_store if args else new_store)(self, *args)
         clients.append(store.client)
         return store
 
     monkeypatch.setattr(Stores, "new", recorded)
+    monkeypatch.setattr(Stores, "copy", recorded)
     explore(AddThenRecord, {"ids": [1]}, store="fakeredis", seed=SEED).assert_ok()
 
     assert len(clients) > 1
@@ -168,7 +169,7 @@ def test_a_fake_that_cannot_be_copied_fails_kill_mode_clearly_and_leaves_no_chil
     """A fake holding a lock stops kill mode at its first capture with an error saying fakes must be deep-copyable,
     and the life that waited there is killed and reaped."""
     before = children()
-    with pytest.raises(TypeError, match="kill mode copies your fakes at every crash point, so they must be deep-copy"):
+    with pytest.raises(TypeError, match="copies your fakes at every crash point, so they must be deep-copy"):
         explore(CountThenPost, {"count": 1}, mode="kill", fakes={get_ledger: LockedLedger})
 
     assert children() == before

@@ -11,8 +11,11 @@ import asyncio
 import datetime
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any
+
+from durableflow import get_clock, use_clock
 
 REAL = {"monotonic": time.monotonic}
 """The real monotonic clock, kept out of freezegun's reach: it patches module attributes, not dict values.
@@ -132,3 +135,36 @@ class ManualClock:
         self._timers = [timer for timer in self._timers if timer[0] > self.time]
         for _, loop, callback, cancelled in due:
             loop.call_soon(_call_unless_cancelled, callback, cancelled)
+
+
+@contextmanager
+def exploration_clock() -> Iterator[tuple[FrozenClock | None, str | None]]:
+    """The clock an exploration moves across crashes: the test's frozen clock, or one frozen here.
+
+    Frozen time makes sleeps free and lets a crash cost downtime: each resume
+    starts later than the crash by ``downtime`` seconds. A clock of the test's
+    own (a ``ManualClock``, say) is left alone; the second value then says why
+    downtime is not simulated.
+    """
+    from durableflow._clock import SystemClock
+
+    clock = get_clock()
+    if isinstance(clock, FrozenClock):
+        yield clock, None
+        return
+    if not isinstance(clock, SystemClock):
+        yield None, f"the clock in force is a {type(clock).__name__}: crashes cost no downtime"
+        return
+    try:
+        import freezegun
+    except ImportError:
+        yield None, "freezegun is not installed (pip install 'durableflow[pytest]'): crashes cost no downtime"
+        return
+    start = datetime.datetime.fromtimestamp(math.floor(time.time()), datetime.UTC)
+    freezer = freezegun.freeze_time(start, real_asyncio=True, ignore=["_pytest.timing"])
+    frozen = FrozenClock(freezer.start())
+    try:
+        with use_clock(frozen):
+            yield frozen, None
+    finally:
+        freezer.stop()

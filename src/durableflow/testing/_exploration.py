@@ -17,21 +17,26 @@ import random
 import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Literal, TypeVar, cast, final
+from typing import Any, Literal, TypeVar, final
 
-from durableflow import Checkpointer, Event, InputRequiredEvent, StartEvent, Workflow, get_clock, plugin_manager
+from durableflow import Checkpointer, Event, InputRequiredEvent, StartEvent, Workflow, plugin_manager
 from durableflow._graph import StepGraph, graph_of
 
-from ._clock import FrozenClock, real_monotonic
+from ._clock import FrozenClock, exploration_clock, real_monotonic
 from ._judge import Final, _diff, _ends_alike, _world_entries, count_effects, judge
 from ._lives import Capture, Life, Lives
 from ._report import Outcome, Report
 from ._stores import StoreKind, Stores, stored
-from ._world import Fake, FakeWorld
+from ._world import Fake, FakeWorld, UncopyableWorld
 
 Mode = Literal["inprocess", "kill"]
 Respond = Callable[[InputRequiredEvent], Event | None]
 T = TypeVar("T")
+
+_VARYING = "crash points vary between two uninterrupted runs"
+
+DOWNTIME = 300.0
+"""A restart five minutes after the crash: a minute-keyed decision always sees another minute."""
 
 
 @dataclass
@@ -54,6 +59,8 @@ class Settings:
     """A template with ``{id}`` for each failure's re-run line."""
     on_scenario: Callable[[Outcome, int], None] | None = None
     """Called after each scenario with its outcome and the number of scenarios planned so far."""
+    downtime: float = DOWNTIME
+    """Seconds the clock jumps across each crash: a resumed run starts that much later than its crash."""
 
 
 def explore(
@@ -93,7 +100,11 @@ def run_scenario(
 def _explore(
     workflow: type[Workflow] | Callable[[], Workflow], start: StartEvent | Mapping[str, Any], settings: Settings
 ) -> Report:
-    with Exploration(workflow, start, settings) as exploration:
+    if settings.downtime < 0:
+        raise ValueError(f"downtime must be 0 or more seconds, not {settings.downtime!r}")
+    with exploration_clock() as (clock, why), Exploration(workflow, start, settings, clock) as exploration:
+        if why is not None:
+            exploration.notes.append(why)
         return exploration.explore()
 
 
@@ -106,6 +117,7 @@ class Exploration:
         workflow: type[Workflow] | Callable[[], Workflow],
         start: StartEvent | Mapping[str, Any],
         settings: Settings,
+        clock: FrozenClock | None = None,
     ) -> None:
         if settings.mode not in ("inprocess", "kill"):
             raise ValueError(f"mode must be 'inprocess' or 'kill', not {settings.mode!r}")
@@ -130,8 +142,15 @@ class Exploration:
         self.stores = Stores(settings.store, kill=settings.mode == "kill")
         self.lives = Lives(self)
         self.captures: dict[str, Capture] = {}
-        clock = get_clock()
-        self._frozen_at = clock.now() if isinstance(clock, FrozenClock) else None
+        self.clock = clock
+        self._frozen_at = clock.now() if clock is not None else None
+        self.rerun = False
+        """In-process, when the world cannot be copied (a fake deepcopy refuses): every scenario lives
+        the run again from its start and raises ``Crash`` at its points, instead of resuming a copy."""
+        self.positions: dict[str, int] = {}
+        """Where each planned crash point came in the life it was planned from (see ``live_here``)."""
+        self.notes: list[str] = []
+        """What this exploration could not vary as a restart would: said in the report."""
         # In kill mode the world starts its servers now: from here on, a failure must close them.
         self.world = FakeWorld(settings.fakes, settings.record, shared=settings.mode == "kill", redis=uses_redis)
         try:
@@ -174,7 +193,7 @@ class Exploration:
             )
         report = Report(
             self.cls.__name__, self.settings.mode, self.settings.depth, self.seed,
-            reference=reference.result, shard=self.settings.shard,
+            reference=reference.result, shard=self.settings.shard, notes=self.notes,
         )  # fmt: skip
         if self.settings.only is not None:
             first = [self.settings.only]
@@ -185,11 +204,13 @@ class Exploration:
             first = self._shard(self._sample(reference_lives[0].hits))
             report.space = len(self._shard(reference_lives[0].hits))
         resume_hits: dict[str, list[str]] = {}
+        self.positions.update((hit, index) for index, hit in enumerate(reference_lives[0].hits))
         for scenario_id in first:
             outcome, lives = self.scenario(scenario_id, reference)
             self._add(report, outcome, len(first))
             if len(lives) > 1:
                 resume_hits[scenario_id] = lives[1].hits
+                self.positions.update((f"{scenario_id}>{hit}", i) for i, hit in enumerate(lives[1].hits))
         if self.settings.depth == 2 and self.settings.only is None:
             second = [f"{a}>{b}" for a in first for b in resume_hits.get(a, [])]
             report.space += len(second)
@@ -229,27 +250,40 @@ class Exploration:
         return plan[index::count]
 
     def reference_run(self) -> tuple[list[Life], Final]:
-        # In kill mode the reference life waits at each crash point to be captured: the first crashes of a
-        # replay, or all.
+        # The reference life waits at each crash point to be captured: the first crashes of a replay, or all.
         wanted = {self.settings.only.split(">")[0]} if self.settings.only else None
-        lives, final = self.uninterrupted(capture=wanted)
+        try:
+            lives, final = self.uninterrupted(capture=wanted)
+        except UncopyableWorld as exc:
+            if self.settings.mode == "kill":
+                raise TypeError(str(exc)) from None
+            self.rerun = True
+            self.notes.append(f"{exc}; so every scenario runs again from the start")
+            lives, final = self.uninterrupted(capture=wanted)
         self.captures = lives[0].captures
         return lives, final
 
     def uninterrupted(self, capture: set[str] | None) -> tuple[list[Life], Final]:
-        """A run from its start to its end; in kill mode, a forked child captured at ``capture`` (``None``: all)."""
-        if self.settings.mode != "kill":
+        """A run from its start to its end, captured at ``capture`` (``None``: every crash point)."""
+        if self.rerun:
             return self.scenario_lives([])
-        from ._kill import live_in_child
-
         store = self.stores.new()
         self.world.reset()
         self._restart_clock(self._frozen_at)
         try:
-            life = live_in_child(self, store, first=True, capture=capture)
+            life = self.live(store, first=True, capture=capture)
             return [life], self.final(store, [life])
         finally:
             store.close()
+
+    def live(self, store: Checkpointer, first: bool, capture: set[str] | None) -> Life:
+        """One life of the run, waiting at each crash point in ``capture`` while what a crash there
+        would leave is copied (``None``: every point): in a forked child in kill mode, else here."""
+        if self.settings.mode == "kill":
+            from ._kill import live_in_child
+
+            return live_in_child(self, store, first=first, capture=capture)
+        return self.lives.live_here(store, None, first=first, capture=capture)
 
     def run_again(self, reference: Final) -> None:
         """Run it uninterrupted once more: a run that ends differently every time cannot be judged by one.
@@ -270,11 +304,19 @@ class Exploration:
 
     def scenario(self, scenario_id: str, reference: Final) -> tuple[Outcome, list[Life]]:
         began = real_monotonic()
-        if self.settings.mode == "kill":
-            lives, final = self.resume_captured(scenario_id)
-        else:
+        if self.rerun:
             lives, final = self.scenario_lives(scenario_id.split(">"))
-        kind, diff = judge(reference, final, lives, scenario_id.split(">"))
+        else:
+            lives, final = self.resume_captured(scenario_id)
+        crashes = scenario_id.split(">")
+        kind, diff = judge(reference, final, lives, crashes)
+        reached = [life.hits[-1] for life in lives if life.ending == "crashed" and life.hits]
+        for planned, found in zip(crashes, reached, strict=False):
+            if planned != found and not any(note.startswith(_VARYING) for note in self.notes):
+                self.notes.append(
+                    f"{_VARYING} (planned {planned}, reached {found}): each scenario crashes at the same place "
+                    "under its own name; a key that varies is usually a bug (see the effects' keys)"
+                )
         outcome = Outcome(
             id=scenario_id,
             ok=kind is None,
@@ -288,12 +330,10 @@ class Exploration:
         return outcome, lives
 
     def resume_captured(self, scenario_id: str) -> tuple[list[Life], Final]:
-        """Kill mode: a fresh process resumes from what the crash left (captured), and runs to the end.
+        """A fresh process resumes from what the crash left (captured), and runs to the end.
 
         Resuming a first crash at depth 2 captures its own crash points in turn.
         """
-        from ._kill import live_in_child
-
         capture = self.captures.pop(scenario_id, None)
         first, _, second = scenario_id.partition(">")
         if capture is None and second and first in self.captures:  # a replayed a>b: resume a to capture b
@@ -304,12 +344,12 @@ class Exploration:
         self.world.restore(capture.world)
         if capture.at_first_crash is None:
             capture.at_first_crash = self.world.snapshot()
-        self._restart_clock(capture.clock)
+        self._restart_clock(None if capture.clock is None else capture.clock + self.settings.downtime)
         deeper = self.settings.depth == 2 and ">" not in scenario_id
         # a replayed a>b (depth 2 comes from its id) captures b alone; an exploration, every point
         wanted = {self.settings.only.partition(">")[2]} if self.settings.only else None
         try:
-            life = live_in_child(self, capture.store, first=False, capture=wanted if deeper else set())
+            life = self.live(capture.store, first=False, capture=wanted if deeper else set())
             lives = [*capture.lives, life]
             for point, deeper_capture in life.captures.items():
                 deeper_capture.lives = [*capture.lives, *deeper_capture.lives]
@@ -321,12 +361,17 @@ class Exploration:
 
     def capture(self, store: Checkpointer, hits: list[str], clock: float | None) -> Capture:
         """Copy what a crash here would leave: the run's records, into a fresh store, and the world."""
-        copy = self.stores.copy(store, self.run_id)
-        return Capture([Life(hits=list(hits), ending="crashed")], copy, self.world.capture(), clock)
+        world = self.world.capture()
+        return Capture([Life(hits=list(hits), ending="crashed")], self.stores.copy(store, self.run_id), world, clock)
 
     def _restart_clock(self, instant: float | None) -> None:
-        if instant is not None and self._frozen_at is not None:
-            cast(FrozenClock, get_clock()).restart_at(instant)
+        if instant is not None and self.clock is not None:
+            self.clock.restart_at(instant)
+
+    def _down(self) -> None:
+        """The time a crashed process stays down passes (the dead life's timers with it)."""
+        if self.clock is not None:
+            self.clock.restart_at(self.clock.now() + self.settings.downtime)
 
     def scenario_lives(self, crashes: list[str]) -> tuple[list[Life], Final]:
         """Live the run until it finishes, dying at each of ``crashes`` in turn; read back how it ended."""
@@ -338,10 +383,12 @@ class Exploration:
         try:
             for index in range(len(crashes) + 1):
                 target = crashes[index] if index < len(crashes) else None
-                life = self.lives.live_here(store, target, first=index == 0)
+                position = self.positions.get(">".join(crashes[: index + 1]))
+                life = self.lives.live_here(store, target, first=index == 0, position=position)
                 lives.append(life)
                 if life.ending != "crashed":
                     break
+                self._down()
                 if index == 0:
                     at_first_crash = self.world.snapshot()
             return lives, self.final(store, lives, at_first_crash)

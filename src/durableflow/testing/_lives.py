@@ -7,10 +7,14 @@ target crash point. Kill mode lives its lives in forked children (``_kill``).
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from durableflow import Checkpointer, InputRequiredEvent, RunNotFoundError, WorkflowHandler, _crashpoints
+
+from ._judge import shape
+from ._world import UncopyableWorld
 
 if TYPE_CHECKING:
     from ._exploration import Exploration
@@ -102,15 +106,38 @@ class Lives:
             self.spare_loop.close()
             self.spare_loop = None
 
-    def live_here(self, store: Checkpointer, target: str | None, first: bool) -> Life:
-        """A life in this process: the crash is a ``Crash`` raised at the target point."""
+    def live_here(
+        self,
+        store: Checkpointer,
+        target: str | None,
+        first: bool,
+        position: int | None = None,
+        capture: AbstractSet[str] | None = frozenset(),
+    ) -> Life:
+        """A life in this process: the crash is a ``Crash`` raised at the target point.
+
+        At each point in ``capture`` (``None``: every point) what a crash there would leave is copied
+        before the life goes on, as kill mode does: scenarios then resume from those copies.
+
+        ``position`` is where the target came in the life it was planned from: a point whose name varies
+        between runs (an effect keyed by the time) is crashed at there, as kill mode, which crashes the
+        very life it planned from, would.
+        """
         hits = Hits()
         life = Life(hits=hits.list)
+        exploration = self.exploration
+        clock = exploration.clock
+        refused: list[UncopyableWorld] = []
 
         def listener(point: str) -> None:
             hit = hits.hit(point)
-            if hit == target:
+            if hit == target or (target is not None and len(hits.list) - 1 == position and shape(hit) == shape(target)):
                 raise Crash(hit)
+            if (capture is None or hit in capture) and not refused:
+                try:
+                    life.captures[hit] = exploration.capture(store, hits.list, None if clock is None else clock.now())
+                except UncopyableWorld as exc:  # raised here it would only fail the run: said after the life
+                    refused.append(exc)
 
         settings = self.exploration.settings
         loop, self.spare_loop = self.spare_loop or asyncio.new_event_loop(), None
@@ -126,8 +153,16 @@ class Lives:
             life.ending, life.error = "input", str(exc)
         except ResumeFailed as exc:
             life.ending, life.error = "error", str(exc)
+        except BaseException:
+            for taken in life.captures.values():  # nobody will resume from them
+                taken.store.close()
+            raise
         finally:
             self.bury(loop)
+        if refused:
+            for taken in life.captures.values():
+                taken.store.close()
+            raise refused[0]
         return life
 
     def _kill_engine(self, crash: Crash) -> None:

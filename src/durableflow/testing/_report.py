@@ -54,6 +54,8 @@ class Report:
     seconds: float = 0.0
     shard: tuple[int, int] | None = None
     """``(index, count)`` when this report holds one shard of an exploration."""
+    notes: list[str] = field(default_factory=list)
+    """What this exploration could not vary as a real restart would, and why."""
 
     @property
     def failures(self) -> list[Outcome]:
@@ -87,7 +89,7 @@ class Report:
     def failure_text(self) -> str:
         failures = self.failures
         width = max(len(o.id) for o in failures)
-        lines = [self.summary(), ""]
+        lines = [self.summary(), *(f"note: {note}" for note in self.notes), ""]
         lines += [f"  {o.id:<{width}}  {o.kind}" for o in failures]
         for outcome in failures:
             lines += ["", f"--- {outcome.id}: {outcome.kind}"]

@@ -313,8 +313,8 @@ class FakeWorld:
                 try:
                     fakes[key] = copy.deepcopy(fake, memo)
                 except Exception as exc:
-                    raise TypeError(
-                        f"kill mode copies your fakes at every crash point, so they must be deep-copyable: copying "
+                    raise UncopyableWorld(
+                        f"the harness copies your fakes at every crash point, so they must be deep-copyable: copying "
                         f"the fake for {_name_of(key)} (a {type(fake).__name__}) raised {type(exc).__name__}: {exc}"
                     ) from exc
         return {"redis": redis, "fakes": fakes, "calls": list(self.calls)}
@@ -339,6 +339,10 @@ class FakeWorld:
             self._registry_server.listener.close()  # also unlinks its socket
             self._registry = None
             shutil.rmtree(self._socket_dir, ignore_errors=True)
+
+
+class UncopyableWorld(TypeError):
+    """A fake that ``copy.deepcopy`` refuses: the world cannot be captured at a crash point."""
 
 
 def _tcp_server(fakeredis: Any) -> Any:

@@ -1,0 +1,122 @@
+"""Workflows that a crash which is not a real restart would let pass: each wrong one next to its correct twin.
+
+A real restart changes more than "the engine's memory is gone": the process
+comes back later (downtime), under another hash seed, without the threads the
+dead one had, and a paused process may wake after another worker took its run.
+Each wrong workflow here passes a harness that forgets one of those.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from typing import Annotated
+
+import redis
+
+from durableflow import Context, Event, Resource, StartEvent, StopEvent, Workflow, step
+
+from .flows import Payments
+
+
+def get_redis() -> redis.Redis:
+    return redis.Redis(host="redis.invalid", decode_responses=True)
+
+
+Redis = Annotated[redis.Redis, Resource(get_redis)]
+
+
+# -- downtime ---------------------------------------------------------------------------------------
+
+
+class MinuteKeyedBilling(Workflow):
+    """WRONG: the charge's effect key is the current minute, so a resume minutes later charges again."""
+
+    @step
+    async def bill(self, ev: StartEvent, ctx: Context, payments: Payments) -> StopEvent:
+        minute = int(time.time() // 60)
+        receipt = await ctx.effect(f"bill-{minute}", payments.charge, ev.order, ev.cents)
+        await ctx.store.set("receipt", receipt)
+        return StopEvent(result="billed")
+
+
+class RunKeyedBilling(Workflow):
+    """Right: the charge's key is fixed, so every resume finds its record, whenever it comes."""
+
+    @step
+    async def bill(self, ev: StartEvent, ctx: Context, payments: Payments) -> StopEvent:
+        receipt = await ctx.effect("bill", payments.charge, ev.order, ev.cents)
+        await ctx.store.set("receipt", receipt)
+        return StopEvent(result="billed")
+
+
+class RandomEffectKey(Workflow):
+    """WRONG: the effect's key is random, so a re-run step never finds the record of the one before."""
+
+    @step
+    async def go(self, ev: StartEvent, ctx: Context) -> StopEvent:
+        value = await ctx.effect(f"answer-{uuid.uuid4().hex}", lambda: 42)
+        await ctx.store.set("answer", value)
+        return StopEvent(result=value)
+
+
+class FixedEffectKey(Workflow):
+    """Right: the same effect with a fixed key."""
+
+    @step
+    async def go(self, ev: StartEvent, ctx: Context) -> StopEvent:
+        value = await ctx.effect("answer", lambda: 42)
+        await ctx.store.set("answer", value)
+        return StopEvent(result=value)
+
+
+# -- threads ------------------------------------------------------------------------------------------
+
+
+class Part(Event):
+    n: int
+
+
+class PartDone(Event):
+    n: int
+
+
+class ThreadedParts(Workflow):
+    """Right: a plain ``def`` step fans out, two workers write from threads (``asyncio.to_thread``), one gathers."""
+
+    @step
+    def split(self, ev: StartEvent, ctx: Context) -> Part | None:
+        for n in range(ev.parts):
+            ctx.send_event(Part(n=n))
+        return None
+
+    @step(num_workers=2)
+    async def work(self, ev: Part, ctx: Context, redis: Redis) -> PartDone:
+        await asyncio.to_thread(redis.sadd, "done", ev.n)
+        return PartDone(n=ev.n)
+
+    @step
+    async def gather(self, ev: PartDone, ctx: Context) -> StopEvent | None:
+        ready = ctx.collect_events(ev, [PartDone] * ev_count(ctx))
+        if ready is None:
+            return None
+        return StopEvent(result=sorted(e.n for e in ready))
+
+
+def ev_count(ctx: Context) -> int:
+    return 2
+
+
+WRONG = {
+    "minute-keyed billing": (MinuteKeyedBilling, {"order": "A-1", "cents": 500}, "duplicated effect"),
+    "random effect key": (RandomEffectKey, {}, "duplicated effect"),
+}
+"""Wrong on purpose: each fails in both modes, with this kind."""
+
+RIGHT = {
+    "run-keyed billing": (RunKeyedBilling, {"order": "A-1", "cents": 500}),
+    "fixed effect key": (FixedEffectKey, {}),
+    "threaded parts": (ThreadedParts, {"parts": 2}),
+}
+"""The correct twins: every scenario passes, in both modes."""
