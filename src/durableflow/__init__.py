@@ -46,6 +46,7 @@ from ._serializers import JsonSerializer, PickleSerializer
 from ._sqlite import SQLiteCheckpointer
 from ._step import StepConfig, catch_error, step
 from ._validation import GraphValidationError, build_step_graph, validate_graph
+from ._worker import Worker, WorkerStats
 from ._workflow import Workflow
 
 __all__ = [
@@ -92,6 +93,8 @@ __all__ = [
     "StopEvent",
     "StoreUnavailableError",
     "SystemClock",
+    "Worker",
+    "WorkerStats",
     "Workflow",
     "WorkflowCancelledError",
     "WorkflowCancelledEvent",

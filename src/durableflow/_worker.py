@@ -1,0 +1,286 @@
+"""``Worker``: recovers the interrupted runs of a store — those whose owner died — and drives them to their end.
+
+Many workers on many machines may share one store: the store's lease gives each
+run to exactly one of them. A worker polls ``runs(status="interrupted")``,
+backing off while there is nothing to do, with jitter so a fleet does not poll
+in lockstep, and shuts down gracefully: it stops taking runs, lets those it
+drives finish within a grace period, then hands the rest back.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+import signal
+import threading
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import Any, final
+
+from ._checkpointer import Checkpointer, RunInfo
+from ._errors import (
+    RunLeaseError,
+    RunNotFoundError,
+    SnapshotError,
+    StoreUnavailableError,
+    WorkflowValidationError,
+)
+from ._graph import graph_of
+from ._handler import WorkflowHandler
+from ._workflow import Workflow
+
+log = logging.getLogger("durableflow.worker")
+
+WorkflowSource = type[Workflow] | Callable[[], Workflow]
+
+
+@dataclass
+class WorkerStats:
+    """What a worker has done since it started (``Worker.stats``)."""
+
+    polls: int = 0
+    recovered: int = 0
+    """Runs this worker took over and started driving."""
+    completed: int = 0
+    failed: int = 0
+    """Runs that ended failed or cancelled here (``RecoveryLimitError`` included)."""
+    handed_back: int = 0
+    """Runs released unfinished at shutdown, for another worker to continue."""
+    lost_races: int = 0
+    """Interrupted runs another worker took first."""
+
+
+@final
+class Worker:
+    """Drives the interrupted runs of ``workflows`` stored in ``checkpointer`` until stopped.
+
+    ``workflows``: the ``Workflow`` classes (or zero-argument factories) this
+    worker may run; a stored run is matched by its workflow's name, and runs of
+    other workflows are left to workers that know them. ``concurrency`` bounds
+    the runs driven at once. Polls come ``poll_interval`` seconds apart while
+    there is work, doubling up to ``max_poll_interval`` while there is none.
+    ``max_recoveries`` marks a run failed (``RecoveryLimitError``) once it was
+    interrupted that many times in a row without completing a step. On
+    ``stop()`` (or SIGTERM/SIGINT, under ``run()``) runs still going after
+    ``grace_period`` seconds are handed back: their leases released at once.
+    """
+
+    def __init__(
+        self,
+        workflows: Iterable[WorkflowSource],
+        checkpointer: Checkpointer,
+        *,
+        concurrency: int = 8,
+        poll_interval: float = 1.0,
+        max_poll_interval: float = 10.0,
+        max_recoveries: int | None = 5,
+        grace_period: float = 10.0,
+        page_size: int = 100,
+    ) -> None:
+        if concurrency < 1:
+            raise ValueError(f"concurrency must be 1 or more, not {concurrency}")
+        if not 0 < poll_interval <= max_poll_interval:
+            raise ValueError("poll intervals must satisfy 0 < poll_interval <= max_poll_interval")
+        if max_recoveries is not None and max_recoveries < 0:
+            raise ValueError(f"max_recoveries must be 0 or more (or None: no limit), not {max_recoveries}")
+        self.checkpointer = checkpointer
+        self.factories = _registry(workflows)
+        self.concurrency = concurrency
+        self.poll_interval = poll_interval
+        self.max_poll_interval = max_poll_interval
+        self.max_recoveries = max_recoveries
+        self.grace_period = grace_period
+        self.page_size = page_size
+        self.stats = WorkerStats()
+        self.active: dict[str, WorkflowHandler] = {}
+        """The runs this worker drives now, by id."""
+        self._stopping: asyncio.Event | None = None
+        self._wake: asyncio.Event | None = None
+        self._skipped: set[str] = set()  # runs this worker cannot load: logged once, left to a fix
+        self._random = random.Random()
+        self._watchers: set[asyncio.Future[None]] = set()
+
+    # -- serving -----------------------------------------------------------------------
+
+    async def run(self, *, handle_signals: bool = True) -> None:
+        """Recover runs until ``stop()`` (or, with ``handle_signals``, SIGTERM or SIGINT; a second one
+        skips the grace period), then finish or hand back the runs still going."""
+        loop = asyncio.get_running_loop()
+        self._stopping, self._wake = asyncio.Event(), asyncio.Event()
+        installed = self._install_signals(loop) if handle_signals else []
+        interval = self.poll_interval
+        try:
+            while not self._stopping.is_set():
+                try:
+                    found = await self.recover_once()
+                except StoreUnavailableError as exc:
+                    log.warning("store unavailable, polling again later: %s", exc)
+                    found = 0
+                interval = next_poll_interval(interval, found, self.poll_interval, self.max_poll_interval)
+                await self._pause(interval)
+        finally:
+            for signum in installed:
+                loop.remove_signal_handler(signum)
+            await self._shut_down()
+
+    def stop(self) -> None:
+        """Stop taking runs; ``run()`` returns once the runs going have finished or been handed back.
+        Called a second time, hands them back at once."""
+        if self._stopping is None:
+            return
+        if self._stopping.is_set():
+            self._hand_back_all()
+        self._stopping.set()
+
+    async def recover_once(self) -> int:
+        """One poll: take over interrupted runs while slots are free; the number of runs it found to take
+        (including those another worker won), so that an idle store can be told from a busy one."""
+        self.stats.polls += 1
+        found = 0
+        after: str | None = None
+        while len(self.active) < self.concurrency:
+            page = await self._call(self.checkpointer.runs, "interrupted", self.page_size, after)
+            if not page:
+                break
+            candidates = [info for info in page if self._wanted(info)]
+            self._random.shuffle(candidates)  # workers polling one page at once mostly try different runs
+            for info in candidates:
+                if len(self.active) >= self.concurrency or self._stopping_now():
+                    return found
+                found += 1
+                self._take(info)
+            if len(page) < self.page_size:
+                break
+            after = page[-1].cursor
+        return found
+
+    # -- taking a run ----------------------------------------------------------------------
+
+    def _wanted(self, info: RunInfo) -> bool:
+        return info.run_id not in self.active and info.run_id not in self._skipped and info.workflow in self.factories
+
+    def _take(self, info: RunInfo) -> None:
+        workflow = self.factories[info.workflow]()
+        workflow.checkpointer = self.checkpointer
+        workflow.max_recoveries = self.max_recoveries
+        try:
+            handler = workflow.resume(info.run_id)
+        except (RunLeaseError, RunNotFoundError):  # another worker won it, or it was purged meanwhile
+            self.stats.lost_races += 1
+            return
+        except (SnapshotError, WorkflowValidationError) as exc:
+            self._skipped.add(info.run_id)
+            log.error("run %s cannot be resumed with this code, leaving it alone: %s", info.run_id, exc)
+            return
+        self.stats.recovered += 1
+        self.active[info.run_id] = handler
+        log.info("recovering run %s of %s", info.run_id, info.workflow)
+        watcher = asyncio.ensure_future(self._watch(info.run_id, handler))
+        self._watchers.add(watcher)
+        watcher.add_done_callback(self._watchers.discard)
+
+    async def _watch(self, run_id: str, handler: WorkflowHandler) -> None:
+        try:
+            await handler
+            self.stats.completed += 1
+        except RunLeaseError:
+            pass  # handed back, or the lease was lost: another worker has the run
+        except Exception as exc:
+            self.stats.failed += 1
+            log.warning("run %s ended: %s: %s", run_id, type(exc).__name__, exc)
+        except asyncio.CancelledError:
+            pass
+        except BaseException as exc:  # a step's crash (SystemExit, say) abandoned the run, as if its process died
+            log.error("run %s was abandoned: %s: %s", run_id, type(exc).__name__, exc)
+        finally:
+            del self.active[run_id]
+            if self._wake is not None:
+                self._wake.set()  # a slot is free: poll now rather than at the next interval
+
+    # -- pacing and shutdown ---------------------------------------------------------------
+
+    async def _pause(self, interval: float) -> None:
+        """Sleep ``interval`` with jitter (between half and all of it), less if a slot frees up or on stop()."""
+        assert self._stopping is not None and self._wake is not None
+        self._wake.clear()
+        wake = asyncio.ensure_future(self._wake.wait())
+        stop = asyncio.ensure_future(self._stopping.wait())
+        try:
+            await asyncio.wait((wake, stop), timeout=self.jittered(interval))
+        finally:
+            wake.cancel()
+            stop.cancel()
+
+    def jittered(self, interval: float) -> float:
+        """A pause of between half and all of ``interval``, drawn anew each time: workers started together
+        (a deploy, a restart after an outage) drift apart instead of polling the store in lockstep."""
+        return interval * self._random.uniform(0.5, 1.0)
+
+    def _stopping_now(self) -> bool:
+        return self._stopping is not None and self._stopping.is_set()
+
+    async def _shut_down(self) -> None:
+        if self.active:
+            log.info("stopping: waiting up to %ss for %d run(s)", self.grace_period, len(self.active))
+            await asyncio.wait(
+                [asyncio.ensure_future(_settled(h)) for h in self.active.values()], timeout=self.grace_period
+            )
+        self._hand_back_all()
+        while self.active:  # their watchers run once more to note the end
+            await asyncio.sleep(0)
+
+    def _hand_back_all(self) -> None:
+        for run_id, handler in list(self.active.items()):
+            runner = handler._runner
+            if runner is not None and not handler.done():
+                runner.hand_back()
+                self.stats.handed_back += 1
+                log.info("handed run %s back", run_id)
+
+    def _install_signals(self, loop: asyncio.AbstractEventLoop) -> list[int]:
+        if threading.current_thread() is not threading.main_thread():
+            return []
+        installed: list[int] = []
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            with contextlib.suppress(NotImplementedError, RuntimeError):  # a loop or platform without them
+                loop.add_signal_handler(signum, self.stop)
+                installed.append(signum)
+        return installed
+
+    async def _call(self, fn: Callable[..., Any], *args: Any) -> Any:
+        """A store call off the event loop, so that a slow store delays this poll and no run."""
+        if getattr(self.checkpointer, "inline", False):
+            return fn(*args)
+        return await asyncio.to_thread(fn, *args)
+
+
+def next_poll_interval(previous: float, found: int, shortest: float, longest: float) -> float:
+    """The pause before the next poll: the shortest after a poll that found runs, else twice the last, capped."""
+    return shortest if found else min(previous * 2, longest)
+
+
+async def _settled(handler: WorkflowHandler) -> None:
+    with contextlib.suppress(BaseException):
+        await handler
+
+
+def _registry(workflows: Iterable[WorkflowSource]) -> dict[str, Callable[[], Workflow]]:
+    """Workflow name -> factory; a name given twice by different classes is refused."""
+    factories: dict[str, Callable[[], Workflow]] = {}
+    for source in workflows:
+        workflow = source()
+        if not isinstance(workflow, Workflow):
+            raise TypeError(f"{source!r} is not a Workflow subclass or a factory of one")
+        name = graph_of(type(workflow)).workflow_path  # what its runs are stored under
+        known = factories.get(name)
+        if known is not None and known is not source:
+            raise ValueError(f"two workflows are named {name!r}; give one another name")
+        factories[name] = source
+    if not factories:
+        raise ValueError("a Worker needs at least one workflow to run")
+    return factories
+
+
+__all__ = ["Worker", "WorkerStats"]
