@@ -10,7 +10,7 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from . import _crashtest, _inspect, _run
+from . import _crashtest, _fleet, _inspect, _run
 from ._exits import EPILOG, EXIT_CODES, UsageError, WaitsForInput, exit_code, explain
 from ._options import Command
 from ._output import as_json
@@ -48,6 +48,6 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     commands = parser.add_subparsers(title="commands", metavar="COMMAND", required=True)
-    for module in (_run, _inspect, _crashtest):
+    for module in (_run, _inspect, _fleet, _crashtest):
         module.register(commands)
     return parser

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import argparse
 import json
+import shlex
 from collections.abc import Iterator, Sequence
 from typing import Any
 
-from .._checkpointer import Record
+from .._checkpointer import STATUSES, Record
 from .._errors import SnapshotError
 from .._snapshot import unframe
+from ._exits import DEFAULT_STORE
 from ._options import add_command, open_store, positive_int, sqlite_file_missing
 from ._output import STATUS_STYLES, about, clip, console, names, table, when
 
@@ -17,6 +19,12 @@ from ._output import STATUS_STYLES, about, clip, console, names, table, when
 def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     runs = add_command(commands, "runs", runs_command, "list the stored runs, newest first")
     runs.add_argument("--limit", type=positive_int, default=20, metavar="N", help="show at most N runs (default 20)")
+    runs.add_argument(
+        "--status", action="append", choices=STATUSES, metavar="STATUS", dest="statuses",
+        help=f"only runs with this status (repeatable): {', '.join(STATUSES)}; interrupted: running, but nobody "
+        "drives it any more",
+    )  # fmt: skip
+    runs.add_argument("--after", metavar="CURSOR", help="the page after this cursor (printed below a full page)")
 
     show = add_command(
         commands, "show", show_command, "a run's metadata and its stored checkpoints, with what each one changed"
@@ -31,11 +39,12 @@ def runs_command(args: argparse.Namespace) -> int:
         return 0
     checkpointer = open_store(args.store)
     try:
-        runs = checkpointer.runs(limit=args.limit)
+        runs = checkpointer.runs(args.statuses, args.limit, args.after)
     finally:
         checkpointer.close()
     if not runs:
-        out.print(f"no runs in {args.store}", highlight=False)
+        which = f" with status {' or '.join(args.statuses)}" if args.statuses else ""
+        out.print(f"no runs{which} in {args.store}" + (" after that cursor" if args.after else ""), highlight=False)
         return 0
     from rich.text import Text
 
@@ -50,7 +59,18 @@ def runs_command(args: argparse.Namespace) -> int:
             when(info.created_at, compact=True), when(info.updated_at, compact=True), str(info.last_seq), outcome,
         )  # fmt: skip
     out.print(listing)
+    if len(runs) == args.limit:  # maybe more: the line that lists the next page
+        out.print(f"next page: {shlex.join(_next_page_argv(args, runs[-1].cursor))}", highlight=False, soft_wrap=True)
     return 0
+
+
+def _next_page_argv(args: argparse.Namespace, cursor: str) -> list[str]:
+    argv = ["durableflow", "runs", "--limit", str(args.limit), "--after", cursor]
+    for status in args.statuses or ():
+        argv += ["--status", status]
+    if args.store != DEFAULT_STORE:
+        argv += ["--store", args.store]
+    return argv
 
 
 def show_command(args: argparse.Namespace) -> int:

@@ -19,7 +19,14 @@ if TYPE_CHECKING:
     from rich.console import Console
     from rich.table import Table
 
-STATUS_STYLES = {"completed": "green", "failed": "red", "cancelled": "red", "running": "yellow", "waiting": "cyan"}
+STATUS_STYLES = {
+    "completed": "green",
+    "failed": "red",
+    "cancelled": "red",
+    "running": "yellow",
+    "waiting": "cyan",
+    "interrupted": "magenta",
+}
 
 
 def console() -> Console:

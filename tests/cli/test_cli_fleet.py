@@ -1,0 +1,96 @@
+"""``durableflow worker``, ``purge`` and ``runs --status/--after``: recovering a dead process's run from a shell,
+deleting old runs, and paging through a filtered listing."""
+
+from __future__ import annotations
+
+import shlex
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from .conftest import Outcome
+
+
+def _interrupted_run(project: Path, shell: Callable[..., subprocess.CompletedProcess[str]]) -> str:
+    """A Pipeline run whose process died (exit 17) after converting document 1: its id."""
+    (project / "crash-after-1").touch()
+    died = shell("run", "cliflows:Pipeline", "--input", '{"ids": [1, 2]}')
+    assert died.returncode == 17, died.stderr
+    return died.stdout.split()[0]
+
+
+def test_runs_and_show_call_a_run_whose_process_died_interrupted(
+    project: Path, shell: Callable[..., subprocess.CompletedProcess[str]], cli: Callable[..., Outcome]
+) -> None:
+    """The dead process's run is listed by --status interrupted, not by --status running, and show says so."""
+    run_id = _interrupted_run(project, shell)
+    assert run_id in cli("runs", "--status", "interrupted").out
+    assert "no runs with status running" in cli("runs", "--status", "running").out
+    shown = cli("show", run_id)
+    assert shown.code == 0 and "interrupted" in shown.out
+
+
+def test_the_worker_command_recovers_the_run_and_stops_cleanly_on_sigterm(
+    project: Path, shell: Callable[..., subprocess.CompletedProcess[str]], cli: Callable[..., Outcome]
+) -> None:
+    """`durableflow worker --workflow ...` completes the interrupted run, then exits 0 on SIGTERM with a summary."""
+    run_id = _interrupted_run(project, shell)
+    worker = subprocess.Popen(
+        [sys.executable, "-m", "durableflow", "worker", "--workflow", "cliflows:Pipeline", "--poll", "0.05"],
+        cwd=project, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        give_up = time.monotonic() + 30
+        while run_id not in cli("runs", "--status", "completed").out:
+            assert time.monotonic() < give_up, "the worker did not complete the run"
+            assert worker.poll() is None, worker.communicate()
+            time.sleep(0.05)
+    finally:
+        worker.send_signal(signal.SIGTERM)
+        out, err = worker.communicate(timeout=30)
+    assert worker.returncode == 0, err
+    assert "recovered 1 run(s): 1 completed, 0 failed, 0 handed back" in out
+    assert "recovering run " + run_id in err
+    assert (project / "side_effects.log").read_text().split() == ["1", "2"]
+
+
+def test_the_worker_command_needs_a_workflow(cli: Callable[..., Outcome]) -> None:
+    """Without --workflow or a config listing workflows, `worker` is a usage error that says how to name them."""
+    outcome = cli("worker")
+    assert outcome.code == 2 and "--workflow MODULE:Class" in outcome.err
+
+
+def test_purge_deletes_ended_runs_and_refuses_running_ones(
+    cli: Callable[..., Outcome], project: Path, shell: Callable[..., subprocess.CompletedProcess[str]]
+) -> None:
+    """purge --older-than 0s deletes completed runs but keeps an interrupted one; --status running is refused."""
+    done = [cli("run", "cliflows:Orders", "--input", f'{{"order_id": {n}}}').lines[0] for n in range(2)]
+    interrupted = _interrupted_run(project, shell)
+    refused = cli("purge", "--older-than", "0s", "--status", "running")
+    assert refused.code == 2 and "only ended runs are purged" in refused.err
+    assert "purged 0 run(s)" in cli("purge", "--older-than", "1d").out
+    assert (
+        "purged 2 run(s) (completed) that ended over 0s ago"
+        in cli("purge", "--older-than", "0", "--status", "completed").out
+    )
+    listed = cli("runs").out
+    assert interrupted in listed and not any(run_id in listed for run_id in done)
+
+
+def test_runs_pages_through_a_filtered_listing_with_the_printed_cursor(cli: Callable[..., Any]) -> None:
+    """A full page ends with the command for the next one; running it lists the following runs, never the same."""
+    ids = [cli("run", "cliflows:Orders", "--input", f'{{"order_id": {n}}}').lines[0] for n in range(3)]
+    seen: list[str] = []
+    argv = ["runs", "--status", "completed", "--limit", "2"]
+    for _ in range(3):
+        out = cli(*argv).out
+        seen += [run_id for run_id in ids if run_id in out]
+        next_lines = [line for line in out.splitlines() if line.startswith("next page: ")]
+        if not next_lines:
+            break
+        argv = shlex.split(next_lines[0].removeprefix("next page: "))[1:]
+    assert sorted(seen) == sorted(ids) and len(seen) == 3
