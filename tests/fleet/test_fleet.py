@@ -1,0 +1,68 @@
+"""A fleet of workers sharing one store, SIGKILLed every 0.2-1 s and restarted while the store is frozen and killed:
+every run completes with the reference result, none is lost, none is driven by two workers at once, and an effect
+repeats only under its own idempotency key. (``tests/benchmarks/bench_fleet.py`` runs it bigger.)"""
+
+from __future__ import annotations
+
+import random
+import shutil
+import sqlite3
+import time
+from pathlib import Path
+
+import pytest
+
+from .chaos import run_fleet
+from .servers import RedisServer
+
+pytestmark = pytest.mark.skipif(not hasattr(__import__("os"), "fork"), reason="the fleet forks its workers")
+
+
+def test_a_fleet_on_sqlite_loses_nothing_and_drives_each_run_once(tmp_path: Path) -> None:
+    """SQLite, with workers killed at random and the file locked by another writer for up to a second at a time."""
+    url = f"sqlite:///{tmp_path / 'fleet.db'}"
+
+    def lock_the_file(rng: random.Random) -> None:
+        db = sqlite3.connect(tmp_path / "fleet.db", isolation_level=None)
+        try:
+            db.execute("BEGIN EXCLUSIVE")
+            time.sleep(rng.uniform(0.3, 1.0))
+            db.execute("ROLLBACK")
+        finally:
+            db.close()
+
+    verdict = run_fleet(url, tmp_path / "journal", runs=48, store_fault=lock_the_file, seed=1)
+    assert verdict.ok, str(verdict)
+    assert verdict.kills >= 5 and verdict.store_faults >= 2
+
+
+@pytest.mark.skipif(not shutil.which("redis-server"), reason="needs redis-server")
+def test_a_fleet_on_redis_survives_the_server_frozen_and_killed(tmp_path: Path) -> None:
+    """A real redis-server (append-only, fsync always), frozen for up to a second, or SIGKILLed and restarted."""
+    server = RedisServer(tmp_path / "redis")
+    server.start()
+    faults = 0
+
+    def freeze_or_kill(rng: random.Random) -> None:
+        nonlocal faults
+        faults += 1
+        if faults % 2:
+            server.freeze(rng.uniform(0.3, 1.0))
+        else:
+            server.kill_and_restart(downtime=rng.uniform(0.1, 0.5))
+
+    try:
+        verdict = run_fleet(server.url, tmp_path / "journal", runs=48, store_fault=freeze_or_kill, seed=2)
+    finally:
+        server.stop()
+    assert verdict.ok, str(verdict)
+    assert verdict.kills >= 5 and verdict.store_faults >= 2
+
+
+def test_the_verdict_counts_steps_of_two_processes_at_once_as_driven_by_two() -> None:
+    """The overlap check flags two processes' steps that overlap in time, and not one process's nor ones in turn."""
+    from .chaos import _overlap
+
+    assert _overlap([(0.0, 10.0, 1), (1.0, 2.0, 1), (5.0, 6.0, 2)])  # 2 ran while 1 was still in its step
+    assert not _overlap([(0.0, 1.0, 1), (1.0, 2.0, 1), (2.5, 3.0, 2)])  # 2 took over after 1 died
+    assert not _overlap([(0.0, 3.0, 1), (1.0, 2.0, 1)])  # one process, steps nested: not two drivers
