@@ -25,6 +25,8 @@ from typing import Any
 from durableflow import Context, Event, MemoryCheckpointer, StartEvent, StopEvent, Worker, Workflow, open_checkpointer
 from durableflow import step as workflow_step
 
+from .submitting import hand_over
+
 _JOURNAL_DIR: Path | None = None
 STEP_SECONDS = (0.05, 0.2)
 """How long each piece of a step's work takes: a run takes about a second, so kills land mid-run."""
@@ -125,10 +127,8 @@ def submit(url: str, runs: int, lease_ttl: float) -> list[str]:
         ids = []
         try:
             for n in range(runs):
-                handler = Transfer(checkpointer=checkpointer).run(run_id=f"run-{n}", n=n)
-                assert handler._runner is not None
-                handler._runner.hand_back()
-                ids.append(handler.run_id)
+                await hand_over(Transfer(), checkpointer, f"run-{n}", n=n)
+                ids.append(f"run-{n}")
         finally:
             checkpointer.close()
         return ids

@@ -17,6 +17,8 @@ from pathlib import Path
 
 from durableflow import Context, RunLeaseError, StartEvent, StopEvent, Workflow, open_checkpointer, step
 
+from .submitting import hand_over
+
 
 class Contested(Workflow):
     """One step that notes which process ran it, and lingers so that the others arrive while it runs."""
@@ -38,9 +40,7 @@ def _interrupted(url: str, run_id: str) -> None:
     async def start() -> None:
         checkpointer = open_checkpointer(url)
         try:
-            handler = Contested(checkpointer=checkpointer).run(run_id=run_id, n=1)
-            assert handler._runner is not None
-            handler._runner.hand_back()
+            await hand_over(Contested(), checkpointer, run_id, n=1)
         finally:
             checkpointer.close()
 
