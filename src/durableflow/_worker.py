@@ -27,7 +27,6 @@ from ._errors import (
     StoreUnavailableError,
     WorkflowValidationError,
 )
-from ._graph import graph_of
 from ._handler import WorkflowHandler
 from ._workflow import Workflow
 
@@ -273,7 +272,7 @@ def _registry(workflows: Iterable[WorkflowSource]) -> dict[str, Callable[[], Wor
         workflow = source()
         if not isinstance(workflow, Workflow):
             raise TypeError(f"{source!r} is not a Workflow subclass or a factory of one")
-        name = graph_of(type(workflow)).workflow_path  # what its runs are stored under
+        name = workflow.workflow_name  # what its runs are stored under
         known = factories.get(name)
         if known is not None and known is not source:
             raise ValueError(f"two workflows are named {name!r}; give one another name")
