@@ -12,9 +12,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any, cast, final
+
+from pydantic_core import to_json
 
 from . import _crashpoints
 from ._checkpointer import TERMINAL, Checkpointer, Record, RunStatus
@@ -198,7 +199,7 @@ class RunCheckpoints:
         if result is None:
             return None
         if type(result) is StopEvent:
-            return json.dumps(result.model_dump(mode="json").get("result"))
+            return to_json(result.result).decode()
         return result.model_dump_json()
 
     # -- the lease -------------------------------------------------------------------------

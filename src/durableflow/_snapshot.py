@@ -13,15 +13,16 @@ from __future__ import annotations
 
 import hashlib
 import json
+import weakref
 from collections.abc import Iterable, Sequence
 from json.encoder import encode_basestring
 from typing import TYPE_CHECKING, Any
 
 from pydantic import ValidationError
-from pydantic_core import PydanticSerializationError
+from pydantic_core import PydanticSerializationError, to_json
 
 from ._errors import SerializationError, SnapshotError
-from ._events import Event, StopEvent, load_event, type_key
+from ._events import Event, StopEvent, load_event
 from ._runstate import Delivery, RunState
 from ._serialization import compact_json
 
@@ -168,17 +169,42 @@ def _floats(values: Iterable[float]) -> str:
 
 def _event_json(event: Event, graph: StepGraph) -> str:
     cls = type(event)
-    key = type_key(cls)
-    if graph.types.get(key) is not cls:
+    key = _keys_of(graph).get(cls)
+    if key is None:
         raise SerializationError(
             f"cannot checkpoint a {cls.__name__}: no step of {graph.workflow_path} names it in an annotation, "
             "so it could not be loaded again; add it to a step's input or return annotation"
         )
     try:
-        data = event.model_dump_json()
+        data = event_body(event)
     except PydanticSerializationError as exc:
         raise SerializationError(f"cannot checkpoint a {cls.__name__}: {exc}") from None
     return f"[{_quote(key)},{data}]"
+
+
+def event_body(event: Event) -> str:
+    """``event.model_dump_json()``, without the serializer's round trip through Python where the answer is
+    known: an event with no fields and no undeclared data is ``{}``, a plain StopEvent ``{"result": ...}``."""
+    private = event.__pydantic_private__
+    if private is not None and not private.get("_data"):
+        cls = type(event)
+        if cls is StopEvent:
+            result = private.get("_result")
+            return "{}" if result is None else '{"result":' + to_json(result).decode() + "}"
+        if not cls.__pydantic_fields__:
+            return "{}"
+    return event.model_dump_json()
+
+
+_keys: weakref.WeakKeyDictionary[StepGraph, dict[type[Event], str]] = weakref.WeakKeyDictionary()
+
+
+def _keys_of(graph: StepGraph) -> dict[type[Event], str]:
+    """The name each event type the workflow declares is stored under (the reverse of ``graph.types``)."""
+    keys = _keys.get(graph)
+    if keys is None:
+        keys = _keys[graph] = {cls: key for key, cls in graph.types.items()}
+    return keys
 
 
 # -- reading -------------------------------------------------------------------------
