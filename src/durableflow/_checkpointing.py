@@ -12,14 +12,15 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any, cast, final
 
-from pydantic_core import to_json
+from pydantic_core import to_jsonable_python
 
 from . import _crashpoints
-from ._checkpointer import TERMINAL, Checkpointer, Record, RunStatus
-from ._errors import DurableflowError, StoreUnavailableError
+from ._checkpointer import TERMINAL, Append, Checkpointer, Record, RunStatus
+from ._errors import DurableflowError, RunConflictError, StoreUnavailableError
 from ._events import StopEvent
 from ._hooks import plugin_manager
 from ._snapshot import encode_delta, encode_full, encode_status, error_text, frame
@@ -54,6 +55,8 @@ class RunCheckpoints:
         self.durable_status: str | None = None  # the status the store holds, as far as this run knows
         self.uncertain: Record | None = None  # a record whose write failed unreachable: it may land later
         self.attached = False
+        self.in_flight = 0  # writes handed to the store's I/O and not done yet
+        self.releasing = False  # the run stopped: release the lease once they are
 
     def attach(self) -> None:
         """The run starts writing through the store's I/O: with other runs, its checkpoints are grouped."""
@@ -117,25 +120,30 @@ class RunCheckpoints:
         else:
             self.since_full += len(body)
         creating = not self.stored
-        io = self.io
+        io, checkpointer, uncertain = self.io, self.checkpointer, self.uncertain
         try:
             if creating:
                 self.stored = True
-                workflow, owner, checkpointer = self.ctx._workflow_name, self.owner, self.checkpointer
-                call = lambda: checkpointer.create(run.run_id, workflow, record, owner)  # noqa: E731
+                workflow, owner = self.ctx._workflow_name, self.owner
+                call: Callable[[], None] = lambda: checkpointer.create(run.run_id, workflow, record, owner)  # noqa: E731
                 pending = io.now(call) if wait else io.call(self.loop, call, batch=False)
-            elif wait:
-                args = (run.run_id, record, self.owner, status, result, error)
-                pending = io.now(lambda: self.checkpointer.append(*args))
+            elif uncertain is not None or wait:
+                append = Append(run.run_id, record, self.owner, status, result, error)
+                call = lambda: self._append_after(append, uncertain)  # noqa: E731
+                pending = io.now(call) if wait else io.call(self.loop, call, batch=False)
             else:
-                pending = io.append(self.loop, (run.run_id, record, self.owner, status, result, error), batch)
+                pending = io.append(self.loop, Append(run.run_id, record, self.owner, status, result, error), batch)
+        except _EarlierRecordLanded:
+            self._failed(None, record, written_before, creating)
+            return self._after_landed(at, status_only, batch, wait)
         except Exception as exc:
             self._failed(exc, record, written_before, creating)
             raise
         if pending is None:
             self._written(record, status)
             return None
-        return self._landing(pending, record, status, written_before, creating)
+        self.in_flight += 1
+        return self._landing(pending, record, status, written_before, (at, status_only, batch))
 
     async def _landing(
         self,
@@ -143,14 +151,50 @@ class RunCheckpoints:
         record: Record,
         status: RunStatus | None,
         written_before: dict[str, Any],
-        creating: bool,
+        again: tuple[str, bool, bool],
     ) -> None:
         try:
-            await pending
-        except Exception as exc:
-            self._failed(exc, record, written_before, creating)
-            raise
-        self._written(record, status)
+            try:
+                await pending
+            except _EarlierRecordLanded:
+                self._failed(None, record, written_before, False)
+                later = self._after_landed(*again, wait=False)
+                if later is not None:
+                    await later
+                return
+            except Exception as exc:
+                self._failed(exc, record, written_before, False)
+                raise
+            self._written(record, status)
+        finally:
+            self.in_flight -= 1
+            if not self.in_flight and self.releasing:
+                self._release()
+
+    # -- a write that timed out and landed later -------------------------------------------
+
+    def _append_after(self, append: Append, uncertain: Record | None) -> None:
+        """``append``, made after a write whose outcome is unknown (it failed unreachable, and may have
+        landed since). If the store refuses this record's number because that write did land,
+        ``_EarlierRecordLanded``; if something else holds that number, the conflict stands."""
+        a, checkpointer = append, self.checkpointer
+        try:
+            checkpointer.append(a.run_id, a.record, a.owner, a.status, a.result, a.error)
+        except RunConflictError as exc:
+            if uncertain is None or uncertain.seq != a.record.seq or exc.expected_seq != uncertain.seq + 1:
+                raise
+            stored = [r for r in checkpointer.load(a.run_id) if r.seq == uncertain.seq]
+            if stored and stored[0].data == uncertain.data:
+                raise _EarlierRecordLanded from None
+            raise  # another record took its place: this worker no longer knows the run, it stops
+
+    def _after_landed(self, at: str, status_only: bool, batch: bool, wait: bool) -> Awaitable[None] | None:
+        """The record an earlier write sent is durable after all: count it, and write this one after it."""
+        landed = self.uncertain
+        assert landed is not None
+        self.uncertain = None
+        self.run.seq = landed.seq
+        return self.write(at, status_only, batch, wait)
 
     def _written(self, record: Record, status: RunStatus | None) -> None:
         self.uncertain = None
@@ -162,7 +206,7 @@ class RunCheckpoints:
         if plugin_manager.active:
             plugin_manager.hook.durableflow_checkpoint_written(run_id=self.run.run_id, seq=record.seq, full=record.full)
 
-    def _failed(self, exc: Exception, record: Record, written_before: dict[str, Any], creating: bool) -> None:
+    def _failed(self, exc: Exception | None, record: Record, written_before: dict[str, Any], creating: bool) -> None:
         """The record is not durable (or not known to be): the next one starts over from a full snapshot."""
         run = self.run
         if run.seq >= record.seq:
@@ -171,7 +215,7 @@ class RunCheckpoints:
         self.rebase = True
         if creating:
             self.stored = False
-        if isinstance(exc, StoreUnavailableError):
+        if isinstance(exc, StoreUnavailableError) and not creating:
             self.uncertain = record
 
     def _compaction_due(self) -> bool:
@@ -199,7 +243,7 @@ class RunCheckpoints:
         if result is None:
             return None
         if type(result) is StopEvent:
-            return to_json(result.result).decode()
+            return json.dumps(to_jsonable_python(result.result))
         return result.model_dump_json()
 
     # -- the lease -------------------------------------------------------------------------
@@ -248,8 +292,16 @@ class RunCheckpoints:
         return stop
 
     def release(self) -> None:
-        """Give the lease up as the run stops here (a final status written with the last checkpoint already did)."""
+        """Give the lease up as the run stops here, once the writes on their way are done (a final status
+        written with the last checkpoint already did)."""
         self.detach()
+        if self.in_flight:
+            self.releasing = True
+            return
+        self._release()
+
+    def _release(self) -> None:
+        self.releasing = False
         if not self.stored or self.durable_status in TERMINAL:
             return
         run_id, owner, checkpointer = self.run.run_id, self.owner, self.checkpointer
@@ -261,6 +313,10 @@ class RunCheckpoints:
         pending = self.io.call(self.loop, release)
         if pending is not None:
             pending.add_done_callback(_ignore)
+
+
+class _EarlierRecordLanded(Exception):
+    """The write before this one, which failed unreachable, landed after all (see ``_append_after``)."""
 
 
 def _ignore(future: asyncio.Future[Any]) -> None:

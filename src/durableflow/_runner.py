@@ -29,6 +29,7 @@ from ._clock import get_clock
 from ._errors import (
     DurableflowError,
     RecoveryLimitError,
+    RunConflictError,
     RunLeaseError,
     WorkflowCancelledError,
     WorkflowRuntimeError,
@@ -531,7 +532,8 @@ class Runner:
         run = self.run
         run.status, run.error = "failed", run.error_of(exc)
         pending = None
-        if write and self.durable is not None and not isinstance(exc, RunLeaseError):
+        # a lost lease, or a store that moved on without this worker: it stops without writing
+        if write and self.durable is not None and not isinstance(exc, RunLeaseError | RunConflictError):
             pending = self._write_failed(partial)
         self._end()
         if isinstance(exc, RunLeaseError) and plugin_manager.active:

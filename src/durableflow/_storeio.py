@@ -23,25 +23,14 @@ import weakref
 from collections.abc import Callable, Sequence
 from typing import Any, TypeVar, cast, final
 
-from . import _checkpointer
-from ._checkpointer import Checkpointer, Record, RunStatus
-from ._errors import StoreUnavailableError
+from ._checkpointer import Append, Checkpointer, append_many
 
 T = TypeVar("T")
 
-AppendArgs = tuple[str, Record, str, "RunStatus | None", "str | None", "str | None"]
-"""What ``append`` takes: run id, record, owner, status, result, error."""
-
 
 def is_inline(checkpointer: Checkpointer) -> bool:
-    """Whether the store is cheap enough to call on the loop."""
-    inline = getattr(checkpointer, "inline", None)
-    if inline is not None:
-        return bool(inline)
-    from ._memory import MemoryCheckpointer
-    from ._sqlite import SQLiteCheckpointer
-
-    return isinstance(checkpointer, MemoryCheckpointer | SQLiteCheckpointer)
+    """Whether the store is cheap enough to call on the loop (it says so with ``inline = True``)."""
+    return bool(getattr(checkpointer, "inline", False))
 
 
 @final
@@ -50,7 +39,7 @@ class _Op:
 
     __slots__ = ("append", "call", "future")
 
-    def __init__(self, future: asyncio.Future[Any], call: Callable[[], Any] | None, append: AppendArgs | None) -> None:
+    def __init__(self, future: asyncio.Future[Any], call: Callable[[], Any] | None, append: Append | None) -> None:
         self.future = future
         self.call = call
         self.append = append
@@ -73,12 +62,15 @@ class StoreIO:
 
     # -- asking ----------------------------------------------------------------------------
 
-    def append(self, loop: asyncio.AbstractEventLoop, args: AppendArgs, batch: bool) -> asyncio.Future[Any] | None:
+    def append(self, loop: asyncio.AbstractEventLoop, append: Append, batch: bool) -> asyncio.Future[Any] | None:
         """Append a record: ``None`` once written (inline), or a future that is done once it is."""
         if self.inline and not (batch and self.active > 1):
-            self._write_now(lambda: self.checkpointer.append(*args))
+            if self._queue:  # what was asked for earlier goes first
+                self._flush_inline()
+            a = append
+            self.checkpointer.append(a.run_id, a.record, a.owner, a.status, a.result, a.error)
             return None
-        return self._enqueue(loop, None, args)
+        return self._enqueue(loop, None, append)
 
     def call(
         self, loop: asyncio.AbstractEventLoop, fn: Callable[[], T], batch: bool = True
@@ -125,7 +117,7 @@ class StoreIO:
         return fn()
 
     def _enqueue(
-        self, loop: asyncio.AbstractEventLoop, call: Callable[[], Any] | None, append: AppendArgs | None
+        self, loop: asyncio.AbstractEventLoop, call: Callable[[], Any] | None, append: Append | None
     ) -> asyncio.Future[Any]:
         future = loop.create_future()
         op = _Op(future, call, append)
@@ -189,23 +181,19 @@ class StoreIO:
             end = start + 1
             while end < len(ops) and ops[end].append is not None:
                 end += 1
-            outcomes += self._append_many([cast(AppendArgs, each.append) for each in ops[start:end]])
+            outcomes += self._append_many([cast(Append, each.append) for each in ops[start:end]])
             start = end
         return outcomes
 
-    def _append_many(self, appends: list[AppendArgs]) -> list[tuple[bool, Any]]:
+    def _append_many(self, appends: list[Append]) -> list[tuple[bool, Any]]:
+        """One transaction (or round trip) for them all; each append is refused or stored on its own."""
         checkpointer = self.checkpointer
-        many = getattr(checkpointer, "append_many", None)
-        if many is None or len(appends) == 1:
-            return [_attempt(lambda a=a: checkpointer.append(*a)) for a in appends]  # type: ignore[misc]
-        append_type = getattr(_checkpointer, "Append", None)
-        if append_type is None:
-            return [_attempt(lambda a=a: checkpointer.append(*a)) for a in appends]  # type: ignore[misc]
+        if len(appends) == 1:
+            a = appends[0]
+            return [_attempt(lambda: checkpointer.append(a.run_id, a.record, a.owner, a.status, a.result, a.error))]
         try:
-            refusals = many([append_type(*a) for a in appends])
-        except StoreUnavailableError as exc:
-            return [(False, exc)] * len(appends)
-        except Exception as exc:  # a store that broke its contract: each waiter learns of it
+            refusals = append_many(checkpointer, appends)
+        except Exception as exc:  # the store failed as a whole (StoreUnavailableError): each waiter learns of it
             return [(False, exc)] * len(appends)
         return [(True, None) if refusal is None else (False, refusal) for refusal in refusals]
 

@@ -1,0 +1,118 @@
+"""Store I/O: a frozen store delays only the runs that wait on it; runs sharing a store share its commits."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+import signal
+import uuid
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import pytest
+from pytest_redis import factories
+
+from durableflow import Append, MemoryCheckpointer, Record, RedisCheckpointer, SQLiteCheckpointer
+
+from .crashing import settle
+from .test_late_writes import GatedMiddle
+
+redis_frozen_proc = factories.redis_proc(executable=shutil.which("redis-server") or "/usr/bin/redis-server")
+"""A redis-server of its own, for the test that freezes it with SIGSTOP."""
+
+
+class Watched(RedisCheckpointer):
+    """Counts the appends that reached the client, and the lease renewals."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.appends_begun = 0
+
+    def append(self, run_id: str, record: Record, owner: str, *args: Any, **kwargs: Any) -> None:
+        self.appends_begun += 1
+        super().append(run_id, record, owner, *args, **kwargs)
+
+
+async def test_a_frozen_redis_delays_only_its_own_runs(redis_frozen_proc: Any, tmp_path: Path) -> None:
+    """redis-server is stopped with SIGSTOP while a run's checkpoint waits on it: a run on SQLite goes on to
+    its end meanwhile, and another SQLite run's lease keeps being renewed. Once Redis thaws, its run finishes."""
+    server = redis_frozen_proc
+    frozen = Watched(f"redis://{server.host}:{server.port}/0", prefix=f"frozen-{uuid.uuid4().hex[:8]}")
+    gate = asyncio.Event()
+    on_redis = GatedMiddle(gate=gate, checkpointer=frozen)
+    waiting = on_redis.run(value=5)
+    await settle(lambda: on_redis.ran == ["double", "add"])
+
+    local = SQLiteCheckpointer(tmp_path / "runs.db", lease_ttl=0.3)  # renewed every 0.1 s
+    held_gate = asyncio.Event()
+    held = GatedMiddle(gate=held_gate, checkpointer=local)
+    holding = held.run(value=1)
+    await settle(lambda: held.ran == ["double", "add"])
+    renewed_until = local.info(holding.run_id).lease_expires_at
+    assert renewed_until is not None
+
+    os.kill(server.process.pid, signal.SIGSTOP)
+    try:
+        begun = frozen.appends_begun
+        gate.set()
+        await settle(lambda: frozen.appends_begun > begun)  # add's completion is inside a write to frozen Redis
+        on_sqlite = GatedMiddle(checkpointer=local)
+        assert await asyncio.wait_for(on_sqlite.run(value=2), 10) == 25
+        await settle(lambda: (local.info(holding.run_id).lease_expires_at or 0) > renewed_until, timeout=10)
+        assert not waiting.done()  # still waiting for Redis, and nothing else waited with it
+    finally:
+        os.kill(server.process.pid, signal.SIGCONT)
+    assert await asyncio.wait_for(waiting, 10) == 121
+    held_gate.set()
+    assert await asyncio.wait_for(holding, 10) == 9
+
+
+class Counting(MemoryCheckpointer):
+    """Counts the calls that write: each one is a transaction on a real store."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.writes: list[int] = []  # appends per call
+        self.grouped = False
+
+    def append(self, run_id: str, record: Record, owner: str, *args: Any, **kwargs: Any) -> None:
+        if not self.grouped:
+            self.writes.append(1)
+        super().append(run_id, record, owner, *args, **kwargs)
+
+    def append_many(self, appends: Sequence[Append]) -> list[BaseException | None]:
+        self.writes.append(len(appends))
+        self.grouped = True
+        try:
+            return super().append_many(appends)
+        finally:
+            self.grouped = False
+
+
+async def test_concurrent_runs_on_one_store_share_their_commits() -> None:
+    """Fifty runs started together write their step completions in shared append_many calls, and every run
+    finishes with its own result: each step waited for its own checkpoint."""
+    store = Counting()
+    workflow = GatedMiddle(checkpointer=store)
+    results = await asyncio.wait_for(asyncio.gather(*(workflow.run(value=n) for n in range(50))), 10)
+    assert results == [(2 * n + 1) ** 2 for n in range(50)]
+    assert sum(store.writes) == 50 * 3  # the start is a create; two completions and the end are appends
+    assert max(store.writes) >= 25  # at least half the runs' completions went in one call
+    assert len(store.writes) < 50
+
+
+async def test_a_lone_run_writes_at_once_without_waiting_for_a_turn_of_the_loop() -> None:
+    """With the store to itself, a run's checkpoint is durable when the step's await returns: no batching."""
+    store = Counting()
+    assert await GatedMiddle(checkpointer=store).run(value=1) == 9
+    assert store.writes == [1, 1, 1]
+
+
+@pytest.fixture(autouse=True)
+def _no_leftover_runs() -> None:
+    """The store I/O layer keeps no run attached between tests (a leak would batch every later run)."""
+    from durableflow._storeio import _ios
+
+    assert all(io.active == 0 for io in _ios.values())
