@@ -176,11 +176,15 @@ class Worker:
         self.stats.recovered += 1
         self.active[info.run_id] = handler
         log.info("recovering run %s of %s", info.run_id, info.workflow)
-        watcher = asyncio.ensure_future(self._watch(info.run_id, handler))
-        self._watchers.add(watcher)
-        watcher.add_done_callback(self._watchers.discard)
+        self._track(self._watch(info.run_id, handler))
+
+    def _track(self, work: Any) -> None:
+        task = asyncio.ensure_future(work)
+        self._watchers.add(task)
+        task.add_done_callback(self._watchers.discard)
 
     async def _watch(self, run_id: str, handler: WorkflowHandler) -> None:
+        owner = handler._runner.owner if handler._runner is not None else None
         try:
             await handler
             self.stats.completed += 1
@@ -189,6 +193,8 @@ class Worker:
         except Exception as exc:
             self.stats.failed += 1
             log.warning("run %s ended: %s: %s", run_id, type(exc).__name__, exc)
+            if owner is not None:
+                self._track(self._let_go(run_id, owner))
         except asyncio.CancelledError:
             pass
         except BaseException as exc:  # a step's crash (SystemExit, say) abandoned the run, as if its process died
@@ -197,6 +203,27 @@ class Worker:
             del self.active[run_id]
             if self._wake is not None:
                 self._wake.set()  # a slot is free: poll now rather than at the next interval
+
+    async def _let_go(self, run_id: str, owner: str) -> None:
+        """Release the lease of a run that failed here if it still holds it: its failure could not be written
+        (the store was down), and other workers would otherwise wait out the lease to take the run over. Tried
+        until the lease would have lapsed anyway."""
+        loop = asyncio.get_running_loop()
+        give_up = loop.time() + self.checkpointer.lease_ttl
+        delay = 0.05
+        while True:
+            try:
+                if (await self._call(self.checkpointer.info, run_id)).lease_owner == owner:
+                    await self._call(self.checkpointer.release, run_id, owner)
+                    log.info("released run %s, whose failure could not be stored", run_id)
+                return
+            except RunNotFoundError:
+                return
+            except StoreUnavailableError:
+                if loop.time() + delay > give_up:
+                    return
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 2.0)
 
     # -- pacing and shutdown ---------------------------------------------------------------
 

@@ -18,11 +18,14 @@ from durableflow import (
     SQLiteCheckpointer,
     StartEvent,
     StopEvent,
+    StoreUnavailableError,
     Worker,
     Workflow,
     step,
 )
 from durableflow._worker import next_poll_interval
+
+from .submitting import hand_over
 
 
 class Crash(BaseException):
@@ -85,6 +88,15 @@ async def interrupt(workflow: type[Workflow], store: Checkpointer, run_id: str, 
             await asyncio.wait_for(workflow(checkpointer=store).run(run_id=run_id, **fields), 5)
     finally:
         workflow.deadly = deadly  # type: ignore[attr-defined]
+
+
+async def until(condition: Any, timeout: float = 10.0) -> None:
+    """Let the loop run until ``condition()`` holds; fail instead of hanging."""
+    loop = asyncio.get_running_loop()
+    give_up = loop.time() + timeout
+    while not condition():
+        assert loop.time() < give_up, "not reached in time"
+        await asyncio.sleep(0.005)
 
 
 async def serve_until(worker: Worker, done: Any, timeout: float = 10.0) -> None:
@@ -236,3 +248,52 @@ def test_a_worker_needs_workflows_and_refuses_two_of_one_name() -> None:
 
     with pytest.raises(ValueError, match="two workflows are named"):
         Worker([Adder, factory], MemoryCheckpointer())
+
+
+class Outage(MemoryCheckpointer):
+    """A memory store that refuses the calls named in ``refusing``, like a store that went away."""
+
+    ALL = frozenset({"create", "append", "append_many", "info", "runs", "acquire", "renew", "release", "load"})
+    refusing: frozenset[str] = frozenset()
+
+    def __getattribute__(self, name: str) -> Any:
+        if name in object.__getattribute__(self, "refusing"):
+            raise StoreUnavailableError("the store is down")
+        return object.__getattribute__(self, name)
+
+
+class Failing(Workflow):
+    """Its step takes the store down (the first time only), then raises: a failure that cannot be written."""
+
+    store: Outage | None = None
+
+    @step
+    async def only(self, ev: StartEvent, ctx: Context) -> StopEvent:
+        if type(self).store is not None:
+            type(self).store.refusing = Outage.ALL
+            type(self).store = None
+        raise ValueError("bad input")
+
+
+async def test_a_run_whose_failure_could_not_be_written_is_released_once_the_store_is_back() -> None:
+    """The worker lets go of the lease itself rather than leave the run held until its 1000 s lease lapses."""
+    store = Outage(lease_ttl=1000)
+    await hand_over(Failing(), store, "r")
+    Failing.store = store
+    worker = Worker([Failing], store, poll_interval=0.01, max_poll_interval=0.05)
+    serving = asyncio.ensure_future(worker.run(handle_signals=False))
+    try:
+        await until(lambda: worker.stats.failed == 1)
+        held = object.__getattribute__(store, "_runs")["r"]
+        assert held["status"] == "running" and held["lease_owner"] is not None  # the failure was not stored
+        store.refusing = frozenset({"runs"})  # back, but this worker cannot poll: only letting go frees the run
+        await until(lambda: held["lease_owner"] is None)
+        store.refusing = frozenset()
+        await until(lambda: store.info("r").status == "failed")  # taken again and failed again: stored this time
+    finally:
+        store.refusing = frozenset()
+        worker.stop()
+        await asyncio.wait_for(serving, 10)
+    info = store.info("r")
+    assert info.lease_owner is None and info.error is not None and "bad input" in info.error
+    assert worker.stats.failed == 2
