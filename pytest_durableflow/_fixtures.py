@@ -145,6 +145,7 @@ class CrashHarness:
             if value is not None:
                 settings[name] = value
         settings["seed"] = seed_for(config, _unsharded(self._request.node.nodeid, self._shard))
+        settings["hash_seed"] = option(config, "seed")  # the session's: its zygotes serve every test
         if settings.get("store") == "redis":
             settings["store"] = option(config, "redis-url")
         if self._replay is not None:
@@ -160,6 +161,8 @@ class CrashHarness:
             for name in ("mode", "store", "redis_url", "hang_after")
             if (value := config.getoption("durableflow_" + name)) is not None
         )
+        if call.get("mode", settings.get("mode")) == "kill":  # the hash seeds its lives ran under
+            given += f" --durableflow-seed={option(config, 'seed')}"
         given = given.replace("{", "{{").replace("}", "}}")
         nth = "" if self._explored <= 1 else f"{self._explored}:"
         settings["rerun"] = f"pytest '{_from_here(self._request)}' --durableflow-scenario='{nth}" + "{id}'" + given

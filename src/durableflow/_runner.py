@@ -276,7 +276,7 @@ class Runner:
                 listener(f"step.{spec.name}.start")
             try:
                 if spec.simple:
-                    args: list[Any] = [event if source is EVENT else self.ctx for source in spec.plan]
+                    args: list[Any] = [event if source == EVENT else self.ctx for source in spec.plan]
                     kwargs: dict[str, Any] = {}
                 else:
                     args, kwargs = await self._arguments(spec, event)
@@ -303,9 +303,9 @@ class Runner:
     async def _arguments(self, spec: StepSpec, event: Event) -> tuple[list[Any], dict[str, Any]]:
         values: list[Any] = []
         for source in spec.plan:
-            if source is EVENT:
+            if source == EVENT:
                 values.append(event)
-            elif source is CONTEXT:
+            elif source == CONTEXT:
                 values.append(self.ctx)
             else:
                 values.append(await self.resources.get(*source))

@@ -120,3 +120,59 @@ RIGHT = {
     "threaded parts": (ThreadedParts, {"parts": 2}),
 }
 """The correct twins: every scenario passes, in both modes."""
+
+
+# -- hash seed ------------------------------------------------------------------------------------------
+
+
+class Region(Event):
+    name: str
+
+
+class Notified(Event):
+    name: str
+
+
+class _Regions(Workflow):
+    """Sends one event per region, checkpointing after each send, and gathers the notifications."""
+
+    def regions(self, names: list[str]) -> list[str]:
+        raise NotImplementedError
+
+    @step
+    async def split(self, ev: StartEvent, ctx: Context) -> Region | None:
+        regions = self.regions(ev.regions)
+        await ctx.store.set("regions", len(regions))
+        for name in regions:
+            ctx.send_event(Region(name=name))  # a restart skips as many sends as were durable, by count
+            await ctx.checkpoint()
+        return None
+
+    @step
+    async def notify(self, ev: Region, ctx: Context, redis: Redis) -> Notified:
+        redis.sadd("notified", ev.name)
+        return Notified(name=ev.name)
+
+    @step
+    async def gather(self, ev: Notified, ctx: Context) -> StopEvent | None:
+        ready = ctx.collect_events(ev, [Notified] * await ctx.store.get("regions"))
+        if ready is None:
+            return None
+        return StopEvent(result=sorted(e.name for e in ready))
+
+
+class SetOrderSends(_Regions):
+    """WRONG: sends in ``set`` order, which a restart's new hash seed changes: one region twice, another never."""
+
+    def regions(self, names: list[str]) -> list[str]:
+        return list(set(names))
+
+
+class SortedSends(_Regions):
+    """Right: the same sends in sorted order, the same in every process."""
+
+    def regions(self, names: list[str]) -> list[str]:
+        return sorted(set(names))
+
+
+REGIONS = {"regions": ["eu-west", "us-east", "ap-south", "af-north", "sa-east"]}

@@ -14,8 +14,10 @@ from typing import Annotated, Any
 import pytest
 
 from durableflow import Context, Resource, StartEvent, StopEvent, Workflow, plugin_manager, step
+from durableflow.testing import _zygote
 from durableflow.testing._exploration import Exploration
 from durableflow.testing._stores import Stores
+from durableflow.testing._zygote import ZygoteUnavailable
 from pytest_durableflow import explore
 
 from .flows import AddThenRecord, InstanceProgress, PushThenRecord
@@ -201,7 +203,11 @@ def test_a_fork_that_fails_leaves_no_pipe_open_and_the_collector_unfrozen(monkey
     def refuse() -> int:
         raise OSError(errno.EAGAIN, "Resource temporarily unavailable")
 
+    def no_zygote(*args: Any) -> Any:
+        raise ZygoteUnavailable("this test forks every life here")
+
     files, frozen = open_files(), gc.get_freeze_count()
+    monkeypatch.setattr(_zygote, "hand_over", no_zygote)
     monkeypatch.setattr(os, "fork", refuse)
     with pytest.raises(OSError, match="temporarily unavailable"):
         explore(AddThenRecord, {"ids": [1]}, mode="kill")

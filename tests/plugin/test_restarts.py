@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from durableflow import Context, StartEvent, StopEvent, Workflow, step
 from durableflow.testing import explore
 
 from .flows import FakePayments, get_payments
@@ -57,3 +58,42 @@ def test_in_process_a_world_that_cannot_be_copied_is_lived_again_from_the_start(
 
     assert report.scenarios
     assert any("copies your fakes" in note for note in report.notes)
+
+
+def test_kill_mode_resumes_under_another_hash_seed_and_a_rerun_iterates_alike() -> None:
+    """Sends in set order lose a region when the resumed life iterates the set otherwise; the same hash seed
+    gives the same verdicts again, and the sorted twin passes."""
+    from .restarts import REGIONS, SetOrderSends, SortedSends
+
+    first = explore(SetOrderSends, REGIONS, mode="kill", seed=SEED, hash_seed=7)
+    again = explore(SetOrderSends, REGIONS, mode="kill", seed=SEED, hash_seed=7)
+
+    assert first.failures, first.notes
+    assert not first.notes
+    assert [(o.id, o.kind) for o in again.scenarios] == [(o.id, o.kind) for o in first.scenarios]
+    replayed = explore(SetOrderSends, REGIONS, mode="kill", hash_seed=7, only=first.failures[0].id)
+    assert replayed.failures[0].kind == first.failures[0].kind
+    explore(SortedSends, REGIONS, mode="kill", seed=SEED, hash_seed=7).assert_ok()
+
+
+def test_in_process_mode_cannot_vary_the_hash_seed() -> None:
+    """One interpreter has one hash seed: in-process, the set-order workflow passes (the README says so)."""
+    from .restarts import REGIONS, SetOrderSends
+
+    assert explore(SetOrderSends, REGIONS, seed=SEED).ok
+
+
+def test_a_workflow_defined_in_a_test_travels_to_the_zygote_by_value() -> None:
+    """A workflow class local to the test cannot be imported by name: it is pickled by value, and its
+    resumed lives still run under the other hash seed (no note says otherwise)."""
+
+    class Local(Workflow):
+        @step
+        async def only(self, ev: StartEvent, ctx: Context) -> StopEvent:
+            await ctx.store.set("seen", sorted(set(ev.names)))
+            return StopEvent(result=len(ev.names))
+
+    report = explore(Local, {"names": ["a", "b"]}, mode="kill", seed=SEED)
+
+    report.assert_ok()
+    assert report.notes == []

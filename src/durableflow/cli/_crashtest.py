@@ -4,12 +4,18 @@ the crash matrix printed and a re-run line for every failing scenario."""
 from __future__ import annotations
 
 import argparse
+import random
 import shlex
+import sys
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
 from pydantic import ValidationError
 
 from .._events import HumanResponseEvent
+from ..testing._exploration import DOWNTIME
 from ._exits import UsageError, WaitsForInput, code_of, fail
 from ._options import add_command, add_respond, answer, input_fields, positive_int, seconds
 from ._output import console, table
@@ -41,7 +47,14 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
         "--store", default="sqlite", metavar="STORE",
         help="an empty store per scenario: sqlite (default), memory, fakeredis or a redis:// URL",
     )  # fmt: skip
-    crashtest.add_argument("--seed", type=int, metavar="N", help="seed for sampling (printed; default random)")
+    crashtest.add_argument(
+        "--seed", type=int, metavar="N",
+        help="seed for sampling and, in kill mode, the lives' hash seeds (printed; default random)",
+    )  # fmt: skip
+    crashtest.add_argument(
+        "--downtime", type=seconds, default=DOWNTIME, metavar="SECONDS",
+        help=f"how much later than its crash each resume starts, on the frozen clock (default {DOWNTIME:g})",
+    )  # fmt: skip
     crashtest.add_argument("--max-scenarios", type=positive_int, metavar="N", help="sample at most N scenarios")
     crashtest.add_argument("--scenario", metavar="ID", help="run only this scenario (a failure's re-run line gives it)")
     crashtest.add_argument(
@@ -70,20 +83,15 @@ def crashtest_command(args: argparse.Namespace) -> int:
     if response is not None:
         respond = lambda request: HumanResponseEvent(**response)  # noqa: E731 - the same answer to every request
     out = console()
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
-    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
-    with Progress(*columns, console=out, transient=True) as progress:
-        task = progress.add_task(f"crashing {args.target}", total=None)
-
-        def advance(outcome: Any, planned: int) -> None:
-            progress.update(task, advance=1, total=planned)
-
+    seed = args.seed if args.seed is not None else random.randrange(2**32)
+    options: dict[str, Any] = {
+        "depth": args.depth, "mode": args.mode, "seed": seed, "hash_seed": seed, "max_scenarios": args.max_scenarios,
+        "store": store, "only": args.scenario, "hang_after": args.hang_after, "respond": respond,
+        "downtime": args.downtime, "keep_partial": True,
+    }  # fmt: skip
+    with _progress(out, args.target) as advance:
         try:
-            report = explore(
-                factory, fields, depth=args.depth, mode=args.mode, seed=args.seed, max_scenarios=args.max_scenarios,
-                store=store, only=args.scenario, hang_after=args.hang_after, on_scenario=advance, respond=respond,
-            )  # fmt: skip
+            report = explore(factory, fields, on_scenario=advance, **options)
         except (ValidationError, ValueError) as exc:
             raise UsageError(f"cannot explore {args.target}: {exc}") from None
         except AssertionError as exc:  # the uninterrupted reference run did not finish
@@ -93,6 +101,7 @@ def crashtest_command(args: argparse.Namespace) -> int:
                     + shlex.quote('{"response": "yes"}'),
                 )  # fmt: skip
             return fail(1, str(exc))
+    args.seed = seed
     for outcome in report.failures:
         outcome.rerun = _rerun_line(args, outcome.id)
     _print_matrix(out, report)
@@ -101,7 +110,34 @@ def crashtest_command(args: argparse.Namespace) -> int:
 
         write_html([summary_of(f"durableflow crashtest {args.target}", report)], args.report)
         out.print(f"crash matrix written to {args.report}")
+    if report.interrupted:
+        return 130
     return 0 if report.ok else 1
+
+
+@contextmanager
+def _progress(out: Console, target: str) -> Iterator[Callable[[Any, int], None]]:
+    """A progress bar on a terminal; elsewhere (CI logs, a pipe) a plain line every two seconds."""
+    if out.is_terminal:
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+        columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
+        with Progress(*columns, console=out, transient=True) as progress:
+            task = progress.add_task(f"crashing {target}", total=None)
+            yield lambda outcome, planned: progress.update(task, advance=1, total=planned)
+        return
+    done = failed = 0
+    last = time.monotonic()
+
+    def line(outcome: Any, planned: int) -> None:
+        nonlocal done, failed, last
+        done += 1
+        failed += not outcome.ok
+        if time.monotonic() - last >= 2.0:
+            last = time.monotonic()
+            print(f"crashing {target}: {done} of {planned} scenarios, {failed} failed", file=sys.stderr, flush=True)
+
+    yield line
 
 
 def _rerun_line(args: argparse.Namespace, scenario: str) -> str:
@@ -113,7 +149,12 @@ def _rerun_line(args: argparse.Namespace, scenario: str) -> str:
         argv += ["--depth", "2"]  # kill mode reaches a crash during the resume only when exploring depth 2
     for path in args.paths:
         argv += ["--path", path]
-    argv += ["--mode", args.mode, "--store", args.store, "--hang-after", str(args.hang_after), "--scenario", scenario]
+    argv += ["--mode", args.mode, "--store", args.store, "--hang-after", str(args.hang_after)]
+    if args.downtime != DOWNTIME:
+        argv += ["--downtime", str(args.downtime)]
+    if args.mode == "kill":
+        argv += ["--seed", str(args.seed)]  # the hash seeds its lives ran under
+    argv += ["--scenario", scenario]
     return shlex.join(argv)
 
 

@@ -13,11 +13,12 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import itertools
 import random
 import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Literal, TypeVar, final
+from typing import TYPE_CHECKING, Any, Literal, TypeVar, final
 
 from durableflow import Checkpointer, Event, InputRequiredEvent, StartEvent, Workflow, plugin_manager
 from durableflow._graph import StepGraph, graph_of
@@ -29,9 +30,15 @@ from ._report import Outcome, Report
 from ._stores import StoreKind, Stores, stored
 from ._world import Fake, FakeWorld, UncopyableWorld
 
+if TYPE_CHECKING:
+    from ._zygote import Zygote
+
 Mode = Literal["inprocess", "kill"]
 Respond = Callable[[InputRequiredEvent], Event | None]
 T = TypeVar("T")
+
+_keys = itertools.count(1)
+"""Names each exploration in the zygote, which serves every exploration of this process."""
 
 _VARYING = "crash points vary between two uninterrupted runs"
 
@@ -59,6 +66,11 @@ class Settings:
     """A template with ``{id}`` for each failure's re-run line."""
     on_scenario: Callable[[Outcome, int], None] | None = None
     """Called after each scenario with its outcome and the number of scenarios planned so far."""
+    keep_partial: bool = False
+    """On Ctrl-C, return the scenarios judged so far (``Report.interrupted``) instead of raising."""
+    hash_seed: int = 1
+    """Kill mode: the lives that die run under a hash seed derived from it, the lives that resume them
+    under another (see ``_zygote``); a re-run with the same value iterates every set alike."""
     downtime: float = DOWNTIME
     """Seconds the clock jumps across each crash: a resumed run starts that much later than its crash."""
 
@@ -144,6 +156,9 @@ class Exploration:
         self.captures: dict[str, Capture] = {}
         self.clock = clock
         self._frozen_at = clock.now() if clock is not None else None
+        self.zygotes: tuple[Zygote, ...] | Literal[False] | None = None
+        """Kill mode: the interpreters that fork lives, by parity (``False``: they cannot, see ``notes``)."""
+        self.zygote_key = next(_keys)
         self.rerun = False
         """In-process, when the world cannot be copied (a fake deepcopy refuses): every scenario lives
         the run again from its start and raises ``Crash`` at its points, instead of resuming a copy."""
@@ -171,6 +186,8 @@ class Exploration:
         for capture in self.captures.values():  # sampled out, or unused after a failure
             capture.store.close()
         self.lives.close()
+        for zygote in self.zygotes or ():
+            zygote.forget(self.zygote_key)
         self.world.close()
         self.stores.close()
 
@@ -203,21 +220,28 @@ class Exploration:
             # so the shards of one exploration partition it.
             first = self._shard(self._sample(reference_lives[0].hits))
             report.space = len(self._shard(reference_lives[0].hits))
-        resume_hits: dict[str, list[str]] = {}
-        self.positions.update((hit, index) for index, hit in enumerate(reference_lives[0].hits))
-        for scenario_id in first:
-            outcome, lives = self.scenario(scenario_id, reference)
-            self._add(report, outcome, len(first))
-            if len(lives) > 1:
-                resume_hits[scenario_id] = lives[1].hits
-                self.positions.update((f"{scenario_id}>{hit}", i) for i, hit in enumerate(lives[1].hits))
-        if self.settings.depth == 2 and self.settings.only is None:
-            second = [f"{a}>{b}" for a in first for b in resume_hits.get(a, [])]
-            report.space += len(second)
-            budget = self._budget()
-            deeper = self._sample(second, None if budget is None else max(0, budget - len(first)))
-            for scenario_id in deeper:
-                self._add(report, self.scenario(scenario_id, reference)[0], len(first) + len(deeper))
+        try:
+            resume_hits: dict[str, list[str]] = {}
+            self.positions.update((hit, index) for index, hit in enumerate(reference_lives[0].hits))
+            for scenario_id in first:
+                outcome, lives = self.scenario(scenario_id, reference)
+                self._add(report, outcome, len(first))
+                if len(lives) > 1:
+                    resume_hits[scenario_id] = lives[1].hits
+                    self.positions.update((f"{scenario_id}>{hit}", i) for i, hit in enumerate(lives[1].hits))
+            if self.settings.depth == 2 and self.settings.only is None:
+                second = [f"{a}>{b}" for a in first for b in resume_hits.get(a, [])]
+                report.space += len(second)
+                budget = self._budget()
+                deeper = self._sample(second, None if budget is None else max(0, budget - len(first)))
+                for scenario_id in deeper:
+                    self._add(report, self.scenario(scenario_id, reference)[0], len(first) + len(deeper))
+        except KeyboardInterrupt:
+            if not self.settings.keep_partial:
+                raise
+            report.interrupted = True
+            report.seconds = real_monotonic() - began
+            return report
         if not report.ok:  # before blaming the crashes, make sure an uninterrupted run ends the same every time
             self.run_again(reference)
         report.seconds = real_monotonic() - began
@@ -276,14 +300,39 @@ class Exploration:
         finally:
             store.close()
 
-    def live(self, store: Checkpointer, first: bool, capture: set[str] | None) -> Life:
-        """One life of the run, waiting at each crash point in ``capture`` while what a crash there
-        would leave is copied (``None``: every point): in a forked child in kill mode, else here."""
+    def live(self, store: Checkpointer, first: bool, capture: set[str] | None, nth: int = 0) -> Life:
+        """Life ``nth`` of the run (0 starts it), waiting at each crash point in ``capture`` while what a
+        crash there would leave is copied (``None``: every point): in a forked child in kill mode, else here.
+
+        Kill mode forks every other life from the zygote, so that a resumed life never has the hash
+        seed of the life that died.
+        """
         if self.settings.mode == "kill":
             from ._kill import live_in_child
 
-            return live_in_child(self, store, first=first, capture=capture)
+            return live_in_child(self, store, first=first, capture=capture, zygote=self._zygote(store, nth % 2))
         return self.lives.live_here(store, None, first=first, capture=capture)
+
+    def _zygote(self, store: Checkpointer, parity: int) -> Zygote | None:
+        """The zygote that forks lives of this parity, once it holds the exploration; ``None`` (and a note)
+        when the exploration cannot go there, and every life is then forked from this process."""
+        from ._zygote import ZygoteUnavailable, hand_over, hash_seeds, store_address
+
+        if self.zygotes is False:
+            return None
+        if self.zygotes is None:
+            try:
+                if store_address(store) is None:
+                    raise ZygoteUnavailable("its store is not one another interpreter can open (SQLite or Redis)")
+                seeds = hash_seeds(self.settings.hash_seed)
+                self.zygotes = tuple(hand_over(self, self.zygote_key, seed) for seed in seeds)
+                if self.zygotes[0].probe == self.zygotes[1].probe:
+                    raise ZygoteUnavailable(f"hash seeds {seeds} hash alike")
+            except ZygoteUnavailable as exc:
+                self.zygotes = False
+                self.notes.append(f"every life ran under this process's hash seed, not a restart's new one: {exc}")
+                return None
+        return self.zygotes[parity]
 
     def run_again(self, reference: Final) -> None:
         """Run it uninterrupted once more: a run that ends differently every time cannot be judged by one.
@@ -349,7 +398,8 @@ class Exploration:
         # a replayed a>b (depth 2 comes from its id) captures b alone; an exploration, every point
         wanted = {self.settings.only.partition(">")[2]} if self.settings.only else None
         try:
-            life = self.live(capture.store, first=False, capture=wanted if deeper else set())
+            nth = len(capture.lives)
+            life = self.live(capture.store, first=False, capture=wanted if deeper else set(), nth=nth)
             lives = [*capture.lives, life]
             for point, deeper_capture in life.captures.items():
                 deeper_capture.lives = [*capture.lives, *deeper_capture.lives]

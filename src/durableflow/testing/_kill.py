@@ -19,6 +19,7 @@ import json
 import os
 import select
 import signal
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from durableflow import _crashpoints, get_clock
@@ -26,24 +27,40 @@ from durableflow import _crashpoints, get_clock
 from ._clock import FrozenClock, real_monotonic
 from ._lives import Hits, Life, NeedsInput, ResumeFailed, overstayed
 from ._stores import stored
+from ._zygote import store_address
 
 if TYPE_CHECKING:
     from durableflow import Checkpointer
 
     from ._exploration import Exploration
+    from ._zygote import Zygote
 
 
-def live_in_child(exploration: Exploration, store: Checkpointer, first: bool, capture: set[str] | None) -> Life:
-    """Live one life in a forked child, capturing at the points in ``capture`` (``None``: every point)."""
+def live_in_child(
+    exploration: Exploration, store: Checkpointer, first: bool, capture: set[str] | None, zygote: Zygote | None = None
+) -> Life:
+    """Live one life in a forked child, capturing at the points in ``capture`` (``None``: every point).
+
+    With ``zygote``, the child is forked from that second interpreter (another hash seed), not from here.
+    """
     report_read, report_write = os.pipe()
     go_read, go_write = os.pipe()
+    reap = _reaper(zygote)
     try:
         try:
-            pid = _fork(exploration, store, first, capture, (report_read, report_write), (go_read, go_write))
+            if zygote is None:
+                pid = _fork(exploration, store, first, capture, (report_read, report_write), (go_read, go_write))
+            else:
+                address = store_address(store)
+                assert address is not None  # the exploration checked before choosing the zygote
+                now = exploration.clock.now() if exploration.clock is not None else None
+                pid = zygote.fork(
+                    exploration.zygote_key, address, first, capture, clock=now, reports=report_write, go=go_read
+                )
         finally:
             os.close(report_write)  # the child's ends: it keeps its own copies
             os.close(go_read)
-        life = _follow(exploration, store, pid, report_read, go_write)
+        life = _follow(exploration, store, pid, report_read, go_write, reap)
     finally:
         os.close(report_read)
         os.close(go_write)
@@ -51,6 +68,18 @@ def live_in_child(exploration: Exploration, store: Checkpointer, first: bool, ca
     if life.clock is not None and isinstance(clock, FrozenClock):
         clock.move_to(life.clock)  # the time the child saw pass has passed here too
     return life
+
+
+def _reaper(zygote: Zygote | None) -> Callable[[int], None]:
+    """How a dead life is reaped: by its parent, this process or the zygote."""
+    if zygote is not None:
+        return zygote.reap
+
+    def reap(pid: int) -> None:
+        with contextlib.suppress(ChildProcessError):
+            os.waitpid(pid, 0)
+
+    return reap
 
 
 def _fork(
@@ -84,7 +113,9 @@ def _fork(
     return pid
 
 
-def _follow(exploration: Exploration, store: Checkpointer, pid: int, reports: int, go: int) -> Life:
+def _follow(
+    exploration: Exploration, store: Checkpointer, pid: int, reports: int, go: int, reap: Callable[[int], None]
+) -> Life:
     """Read the child's reports as they come, capturing where it waits, until it exits or overstays.
 
     Whatever goes wrong here (a fake that cannot be copied, Ctrl-C) kills the
@@ -92,18 +123,26 @@ def _follow(exploration: Exploration, store: Checkpointer, pid: int, reports: in
     """
     life = Life(ending="error", error="the process died before it finished (os._exit or a signal in the workflow?)")
     try:
-        _supervise(life, exploration, store, pid, reports, go)
+        _supervise(life, exploration, store, pid, reports, go, reap)
     except BaseException:
-        with contextlib.suppress(ProcessLookupError, ChildProcessError):
+        with contextlib.suppress(ProcessLookupError, ChildProcessError, OSError, EOFError):
             os.kill(pid, signal.SIGKILL)
-            os.waitpid(pid, 0)
+            reap(pid)
         for capture in life.captures.values():  # nobody will resume from them
             capture.store.close()
         raise
     return life
 
 
-def _supervise(life: Life, exploration: Exploration, store: Checkpointer, pid: int, reports: int, go: int) -> None:
+def _supervise(
+    life: Life,
+    exploration: Exploration,
+    store: Checkpointer,
+    pid: int,
+    reports: int,
+    go: int,
+    reap: Callable[[int], None],
+) -> None:
     """Fill in ``life`` from the child's reports; only the child's own time counts against the hang bound."""
     bound = exploration.settings.hang_after
     give_up = real_monotonic() + bound
@@ -115,7 +154,7 @@ def _supervise(life: Life, exploration: Exploration, store: Checkpointer, pid: i
             if chunk is None:  # overstayed its bound
                 os.kill(pid, signal.SIGKILL)
                 life.ending, life.error = "hang", overstayed(bound)
-            os.waitpid(pid, 0)  # reaped, so that its lease counts as held by a dead process
+            reap(pid)  # reaped, so that its lease counts as held by a dead process
             return
         *lines, pending = (pending + chunk).split(b"\n")
         for line in lines:

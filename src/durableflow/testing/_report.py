@@ -54,6 +54,8 @@ class Report:
     seconds: float = 0.0
     shard: tuple[int, int] | None = None
     """``(index, count)`` when this report holds one shard of an exploration."""
+    interrupted: bool = False
+    """Stopped by Ctrl-C before every planned scenario ran (``keep_partial=True``)."""
     notes: list[str] = field(default_factory=list)
     """What this exploration could not vary as a real restart would, and why."""
 
@@ -73,6 +75,8 @@ class Report:
             else f"all {len(self.scenarios)} scenarios passed"
         )
         sampled = f" (sampled from {self.space})" if self.space > len(self.scenarios) else ""
+        if self.interrupted:
+            sampled = f" (interrupted: {len(self.scenarios)} of {self.space} ran)"
         if self.shard is not None:
             sampled += f" in shard {self.shard[0] + 1} of {self.shard[1]}"
         return (

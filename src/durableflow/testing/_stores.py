@@ -20,6 +20,7 @@ from durableflow import (
     RedisCheckpointer,
     RunNotFoundError,
     SQLiteCheckpointer,
+    StoreUnavailableError,
 )
 from durableflow._snapshot import outcome, replay
 
@@ -81,7 +82,10 @@ class Stores:
                 self._client = self._world.redis_client()
             return RedisCheckpointer(self._client, prefix=f"durableflow-crashtest:{self._count}")
         if store.startswith(("redis://", "rediss://", "unix://")):
-            return self._redis(RedisCheckpointer(store, prefix=self._new_prefix()))
+            made = self._redis(RedisCheckpointer(store, prefix=self._new_prefix()))
+            if self._count == 1:  # in kill mode a Redis that is down would only show in each child's life
+                _reachable(made, store)
+            return made
         raise ValueError(f"unknown store {store!r}: use memory, sqlite, fakeredis, a redis:// URL or a factory")
 
     @property
@@ -122,6 +126,17 @@ class Stores:
         target = self.new()
         copy_run(store, target, run_id)
         return target
+
+
+def _reachable(store: RedisCheckpointer, url: str) -> None:
+    try:
+        store.client.ping()
+    except Exception as exc:  # redis-py's ConnectionError, TimeoutError, an authentication error...
+        store.close()
+        raise StoreUnavailableError(
+            f"the Redis store at {url} is unreachable ({type(exc).__name__}: {exc}); start it, or explore "
+            "with store='sqlite'"
+        ) from None
 
 
 def stored(store: Checkpointer, run_id: str) -> dict[str, Any]:

@@ -99,13 +99,14 @@ class FakeRedisFor:
     """The override for a Redis type: a client of the world's server, configured like the real one.
 
     ``durableflow`` hands it each factory it replaces (``for_resource``); the
-    factory's client is built (redis-py connects lazily, so this is free) to
-    read its options, so a workflow decoding responses gets text, as it would.
+    factory's client is built once (redis-py connects lazily) to read its
+    options, so a workflow decoding responses gets text, as it would.
     """
 
     def __init__(self, world: FakeWorld, asyncio: bool) -> None:
         self._world = world
         self._asyncio = asyncio
+        self._options: dict[Callable[[], Any], dict[str, Any]] = {}
 
     def __call__(self) -> Any:
         """A resource whose factory is the Redis class itself (``Resource(redis.Redis)``) matches this
@@ -113,7 +114,20 @@ class FakeRedisFor:
         return self._world.redis_client(asyncio=self._asyncio)
 
     def for_resource(self, factory: Callable[[], Any]) -> Callable[[], Any]:
-        return lambda: self._world.redis_client(_template(factory), self._asyncio)
+        options = self.options(factory)
+        return lambda: self._world.redis_client(options, self._asyncio)
+
+    def options(self, factory: Callable[[], Any]) -> dict[str, Any]:
+        """How the client ``factory`` builds decodes and which database it uses: learnt once per factory
+        (building a redis-py client costs more than a short run), then remembered by every life."""
+        options = self._options.get(factory)
+        if options is None:
+            kwargs = getattr(getattr(_template(factory), "connection_pool", None), "connection_kwargs", {})
+            options = self._options[factory] = {
+                "decode_responses": bool(kwargs.get("decode_responses")),
+                "db": int(kwargs.get("db", 0)),
+            }
+        return options
 
 
 @final
@@ -137,6 +151,7 @@ class FakeWorld:
         self._shared = shared
         self._home = os.getpid()
         self._tcp_server: Any = None
+        self._tcp_address: tuple[str, int] | None = None
         self._server: Any = None
         self._registry: Any = None
         self._registry_client: Any = None
@@ -165,31 +180,29 @@ class FakeWorld:
                 raise ImportError("the fake world needs fakeredis: pip install 'durableflow[pytest]'") from None
             if self._shared:
                 self._tcp_server = _tcp_server(fakeredis)
+                self._tcp_address = self._tcp_server.server_address[:2]
                 threading.Thread(target=self._tcp_server.serve_forever, args=(0.05,), daemon=True).start()
                 self._server = self._tcp_server.fake_server
             else:
                 self._server = fakeredis.FakeServer()
         return self._server
 
-    def redis_client(self, template: Any = None, asyncio: bool = False) -> Any:
-        """A client of this world's server, decoding like ``template`` (the client the real factory builds)."""
-        server = self.redis_server  # first: without fakeredis, it raises naming the extra to install
-        import fakeredis
-
-        kwargs = getattr(getattr(template, "connection_pool", None), "connection_kwargs", {})
-        options: dict[str, Any] = {
-            "decode_responses": bool(kwargs.get("decode_responses")),
-            "db": int(kwargs.get("db", 0)),
-        }
-        if self._tcp_server is not None:  # a real client on the shared socket, as the other processes use
+    def redis_client(self, options: Mapping[str, Any] | None = None, asyncio: bool = False) -> Any:
+        """A client of this world's server with ``options`` (``decode_responses``, ``db``) of the real client."""
+        options = {"decode_responses": False, "db": 0, **(options or {})}
+        if self._tcp_address is None:
+            self.redis_server  # noqa: B018 - without fakeredis, it raises naming the extra to install
+        if self._tcp_address is not None:  # a real client on the shared socket, as the other processes use
             import redis
             import redis.asyncio
 
-            host, port = self._tcp_server.server_address[:2]
+            host, port = self._tcp_address
             client_cls: Any = redis.asyncio.Redis if asyncio else redis.Redis
             return client_cls(host=host, port=port, **options)
+        import fakeredis
+
         fake_cls: Any = fakeredis.FakeAsyncRedis if asyncio else fakeredis.FakeRedis
-        return fake_cls(server=server, **options)
+        return fake_cls(server=self.redis_server, **options)
 
     def redis_snapshot(self) -> dict[str, Any]:
         """Every key of every database, as JSON-comparable data."""
@@ -231,6 +244,24 @@ class FakeWorld:
                     Recorder(fake, _name_of(key), self.calls.append) if key in self.record_keys else fake
                 )
             return self._served[key]
+
+    def address(self) -> dict[str, Any]:
+        """Where another process finds this shared world: what ``FakeWorld.reached`` takes."""
+        registry = None if self._registry is None else self._registry[1:]
+        return {"fakes": self.fakes, "record": self.record_keys, "redis": self._tcp_address, "registry": registry}
+
+    @classmethod
+    def reached(cls, address: dict[str, Any]) -> FakeWorld:
+        """The world that ``address`` names, as seen from another interpreter: its lives reach it over sockets."""
+        world = cls(address["fakes"], address["record"])
+        world._tcp_address = address["redis"]
+        world._home = -1  # nowhere here: every fake is the shared world's
+        if address["registry"] is not None:
+            registry: Any = type("FakeRegistry", (BaseManager,), {})
+            registry.register("fake")
+            world._registry = (registry, *address["registry"])
+            world._built.update((key, factory()) for key, factory in world.fakes.items())  # for signatures
+        return world
 
     def _serve_fakes(self) -> None:
         registry: Any = type("FakeRegistry", (BaseManager,), {})

@@ -1,0 +1,346 @@
+"""A second interpreter, started under another hash seed, that forks kill mode's lives on request.
+
+A forked child keeps its parent's hash seed, fixed when the interpreter
+started; a real restart gets a new one, and with it another iteration order
+for every set of strings. So kill mode forks its lives from two *zygotes*,
+interpreters started under two hash seeds derived from the exploration's
+``hash_seed``: the lives that die from the first, the lives that resume
+them from the second, a second resume from the first again. The seeds come
+from a setting, not from chance, so a re-run iterates every set alike.
+
+The zygote never runs a workflow itself; it only unpickles an exploration
+(the workflow, its start event, ``respond``, the fakes and where the shared
+world listens) and forks a child per life. Objects are pickled by reference
+where they can be imported and by value otherwise (cloudpickle, when
+installed), so workflows defined in a test function travel too. One zygote
+serves every exploration of the process, so its start is paid once.
+"""
+
+from __future__ import annotations
+
+import atexit
+import contextlib
+import os
+import pickle
+import socket
+import struct
+import subprocess
+import sys
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, final
+
+from durableflow import Checkpointer, RedisCheckpointer, SQLiteCheckpointer
+
+if TYPE_CHECKING:
+    from ._exploration import Exploration
+
+_PROBE = "durableflow hash probe"
+"""Hashed by both interpreters: equal hashes would mean equal seeds."""
+
+_BOOT = (
+    "import sys, json; sys.path[:] = json.loads(sys.argv[1]); from durableflow.testing._zygote import serve; serve()"
+)
+
+
+class ZygoteUnavailable(Exception):
+    """The exploration cannot be handed to a second interpreter; the message says why."""
+
+
+def dumps(value: object) -> bytes:
+    """Pickle ``value``: by reference where importable, by value (cloudpickle) where not."""
+    try:
+        import cloudpickle  # type: ignore[import-not-found, import-untyped, unused-ignore]
+    except ImportError:
+        return pickle.dumps(value, protocol=pickle.HIGHEST_PROTOCOL)
+    return bytes(cloudpickle.dumps(value, protocol=pickle.HIGHEST_PROTOCOL))
+
+
+def store_address(store: Checkpointer) -> tuple[Any, ...] | None:
+    """How another interpreter opens ``store``: SQLite by its file, Redis by its connection; ``None`` otherwise."""
+    if isinstance(store, SQLiteCheckpointer):
+        return ("sqlite", str(store.path), store.durability, store.lease_ttl)
+    if isinstance(store, RedisCheckpointer):
+        pool = store.client.connection_pool
+        simple = (str, int, float, bool, type(None))
+        kwargs = {k: v for k, v in pool.connection_kwargs.items() if isinstance(v, simple)}
+        return ("redis", pool.connection_class, kwargs, store.prefix, store.lease_ttl)
+    return None
+
+
+def open_store(address: tuple[Any, ...]) -> Checkpointer:
+    if address[0] == "sqlite":
+        _, path, durability, lease_ttl = address
+        return SQLiteCheckpointer(path, durability, lease_ttl=lease_ttl)
+    import redis
+
+    _, connection_class, kwargs, prefix, lease_ttl = address
+    client = redis.Redis(connection_pool=redis.ConnectionPool(connection_class=connection_class, **kwargs))
+    return RedisCheckpointer(client, prefix=prefix, lease_ttl=lease_ttl)
+
+
+# -- the test's side -------------------------------------------------------------------------------
+
+
+@final
+class Zygote:
+    """The handle on the zygote process: load an exploration, fork a life, reap it."""
+
+    def __init__(self, seed: int) -> None:
+        ours, theirs = socket.socketpair()
+        env = dict(os.environ)
+        env["PYTHONHASHSEED"] = str(seed)
+        env["DURABLEFLOW_ZYGOTE_FD"] = str(theirs.fileno())
+        path = [os.path.abspath(entry) if entry else os.getcwd() for entry in sys.path]
+        import json
+
+        try:
+            self.process = subprocess.Popen(
+                [sys.executable, "-c", _BOOT, json.dumps(path)], pass_fds=[theirs.fileno()], env=env,
+                stdin=subprocess.DEVNULL,
+            )  # fmt: skip
+        finally:
+            theirs.close()
+        self.sock = ours
+        self.loaded: set[int] = set()
+        self.probe = self._ask(("hello",))[1]
+        """``hash`` of a fixed text there: lives of two zygotes differ in hash order when their probes differ."""
+
+    def alive(self) -> bool:
+        return self.process.poll() is None
+
+    def load(self, key: int, payload: bytes) -> None:
+        reply = self._ask(("load", key, payload))
+        if reply[0] != "ok":
+            raise ZygoteUnavailable(f"the second interpreter could not load the exploration: {reply[1]}")
+        self.loaded.add(key)
+
+    def forget(self, key: int) -> None:
+        if key in self.loaded:
+            self.loaded.discard(key)
+            with contextlib.suppress(OSError, EOFError):
+                self._send(("forget", key))
+
+    def fork(self, key: int, store: tuple[Any, ...], first: bool, capture: set[str] | None, **life: Any) -> int:
+        """Fork a life of exploration ``key`` in the zygote; ``life`` holds its clock and its two pipe ends."""
+        fds = [life.pop("reports"), life.pop("go")]
+        _send(self.sock, ("fork", key, store, first, capture, life), fds)
+        reply = self._receive()
+        if reply[0] != "pid":
+            raise ZygoteUnavailable(f"the second interpreter could not fork a life: {reply[1]}")
+        return int(reply[1])
+
+    def reap(self, pid: int) -> None:
+        """Wait until the life ``pid`` is gone for good (its lease then counts as held by a dead process)."""
+        self._ask(("reap", pid))
+
+    def close(self) -> None:
+        with contextlib.suppress(OSError):
+            self.sock.close()
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            self.process.wait(timeout=5)
+        if self.process.poll() is None:
+            self.process.kill()
+            self.process.wait()
+
+    def _send(self, message: tuple[Any, ...]) -> None:
+        _send(self.sock, message, [])
+
+    def _receive(self) -> tuple[Any, ...]:
+        message, _ = _receive(self.sock)
+        if message is None:
+            raise ZygoteUnavailable(f"the second interpreter exited ({self.process.poll()})")
+        return message
+
+    def _ask(self, message: tuple[Any, ...]) -> tuple[Any, ...]:
+        self._send(message)
+        return self._receive()
+
+
+_zygotes: dict[int, Zygote] = {}
+_refused: str | None = None
+
+
+def zygote(seed: int) -> Zygote:
+    """This process's zygote with hash seed ``seed``, started on first use and kept for every later exploration."""
+    global _refused
+    if _refused is not None:
+        raise ZygoteUnavailable(_refused)
+    handle = _zygotes.get(seed)
+    if handle is None or not handle.alive():
+        try:
+            handle = _zygotes[seed] = Zygote(seed)
+        except (OSError, ZygoteUnavailable) as exc:
+            _refused = str(exc)
+            raise ZygoteUnavailable(_refused) from None
+        atexit.register(handle.close)
+    return handle
+
+
+def hash_seeds(seed: int) -> tuple[int, int]:
+    """Two hash seeds for the lives of a run, derived from ``seed``: the lives that die get the first, the
+    lives that resume them the second, so a re-run with the same seed iterates every set as it did."""
+    first = seed % 4294967295 + 1  # 0 would turn hash randomization off
+    return first, first % 4294967295 + 1
+
+
+def hand_over(exploration: Exploration, key: int, seed: int) -> Zygote:
+    """Load ``exploration`` into the zygote of ``seed``, or raise ``ZygoteUnavailable`` saying why it cannot."""
+    try:
+        payload = dumps(
+            (
+                exploration.make, exploration.start, exploration.run_id, exploration.settings.respond,
+                exploration.settings.hang_after, exploration.world.address(), exploration.clock is not None,
+            )
+        )  # fmt: skip
+    except Exception as exc:
+        hint = "" if _has_cloudpickle() else " (pip install cloudpickle to send objects defined in a test by value)"
+        raise ZygoteUnavailable(f"the exploration cannot be pickled: {type(exc).__name__}: {exc}{hint}") from None
+    handle = zygote(seed)
+    handle.load(key, payload)
+    return handle
+
+
+def _has_cloudpickle() -> bool:
+    try:
+        import cloudpickle  # type: ignore[import-not-found, import-untyped, unused-ignore]  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def _send(sock: socket.socket, message: tuple[Any, ...], fds: list[int]) -> None:
+    data = pickle.dumps(message, protocol=pickle.HIGHEST_PROTOCOL)
+    header = struct.pack("!I", len(data))
+    if fds:
+        socket.send_fds(sock, [header], fds)
+        sock.sendall(data)
+    else:
+        sock.sendall(header + data)
+
+
+def _receive(sock: socket.socket) -> tuple[tuple[Any, ...] | None, list[int]]:
+    header, fds, _, _ = socket.recv_fds(sock, 4, 4)
+    if not header:
+        return None, []
+    while len(header) < 4:
+        more = sock.recv(4 - len(header))
+        if not more:
+            return None, []
+        header += more
+    (size,) = struct.unpack("!I", header)
+    data = b""
+    while len(data) < size:
+        chunk = sock.recv(size - len(data))
+        if not chunk:
+            return None, []
+        data += chunk
+    return pickle.loads(data), list(fds)
+
+
+# -- the zygote's side -----------------------------------------------------------------------------
+
+
+@dataclass
+class Loaded:
+    """An exploration as the zygote holds it: what ``_kill._child`` reads of an ``Exploration``."""
+
+    make: Any
+    start: Any
+    run_id: str
+    settings: Any
+    world: Any
+    clock: Any
+    lives: Any = None
+
+
+def serve() -> None:  # pragma: no cover - runs in the zygote, measured through the tests' explorations
+    """The zygote's loop: answer the test's process until it goes away."""
+    sock = socket.socket(fileno=int(os.environ["DURABLEFLOW_ZYGOTE_FD"]))
+    loaded: dict[int, Loaded] = {}
+    freezer: Any = None
+    while True:
+        message, fds = _receive(sock)
+        if message is None:
+            os._exit(0)
+        kind = message[0]
+        if kind == "hello":
+            _send(sock, ("hello", hash(_PROBE)), [])
+        elif kind == "load":
+            try:
+                loaded[message[1]], freezer = _load(message[2], freezer)
+                _send(sock, ("ok",), [])
+            except BaseException as exc:
+                _send(sock, ("error", f"{type(exc).__name__}: {exc}"), [])
+        elif kind == "forget":
+            loaded.pop(message[1], None)
+        elif kind == "fork":
+            _, key, store, first, capture, life = message
+            try:
+                pid = os.fork()
+            except OSError as exc:
+                _send(sock, ("error", str(exc)), [])
+                continue
+            if pid == 0:
+                sock.close()
+                try:
+                    _live(loaded[key], store, first, capture, life, fds)
+                finally:
+                    os._exit(0)
+            for fd in fds:
+                os.close(fd)
+            _send(sock, ("pid", pid), [])
+        elif kind == "reap":
+            with contextlib.suppress(ChildProcessError):
+                os.waitpid(message[1], 0)
+            _send(sock, ("reaped",), [])
+
+
+_kept: list[Any] = []
+
+
+def _load(payload: bytes, freezer: Any) -> tuple[Loaded, Any]:  # pragma: no cover - runs in the zygote
+    from durableflow import plugin_manager, use_clock
+
+    from ._clock import FrozenClock
+    from ._exploration import Settings
+    from ._lives import Lives
+    from ._world import FakeWorld
+
+    make, start, run_id, respond, hang_after, world, frozen = pickle.loads(payload)
+    clock = None
+    if frozen:
+        if freezer is None:
+            import freezegun
+
+            freezer = freezegun.freeze_time("2030-01-01", real_asyncio=True).start()
+            _kept.append(use_clock(FrozenClock(freezer)))  # for the zygote's whole life: never exited
+            _kept[-1].__enter__()
+        from durableflow import get_clock
+
+        clock = get_clock()
+    plugin_manager.load_entry_points()  # once here, not in every forked life
+    exploration = Loaded(make, start, run_id, Settings(respond=respond, hang_after=hang_after), None, clock)
+    exploration.world = FakeWorld.reached(world)
+    exploration.world.overrides()
+    exploration.lives = Lives(exploration)  # type: ignore[arg-type]
+    return exploration, freezer
+
+
+def _live(  # pragma: no cover - runs in a child of the zygote
+    exploration: Loaded, store: tuple[Any, ...], first: bool, capture: set[str] | None, life: Any, fds: list[int]
+) -> None:
+    import asyncio
+    import gc
+
+    from ._kill import _child
+
+    gc.disable()
+    reports, go = fds
+    try:
+        if exploration.clock is not None and life.get("clock") is not None:
+            exploration.clock.restart_at(life["clock"])
+        opened = open_store(store)
+    except BaseException as exc:
+        os.write(reports, f"E error the resumed life could not start: {type(exc).__name__}: {exc}\n".encode())
+        return
+    _child(exploration, opened, first, capture, reports, go, asyncio.new_event_loop())  # type: ignore[arg-type]
