@@ -3,15 +3,23 @@
 ``redis_url`` points at a flushed database of a ``redis-server`` that pytest-redis
 starts on a free local port; tests skip when no ``redis-server`` is installed.
 ``stalled_redis(seconds)`` makes that server hold every client for a while.
+``postgres_url`` is a new database on a PostgreSQL server started the same way (pytest-postgresql).
 """
 
 from __future__ import annotations
 
+import glob
+import os
+import pwd
 import shutil
+import tempfile
 import threading
 import time
+import uuid
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager
+from pathlib import Path
+from typing import Any
 
 import pytest
 from pytest_redis import factories
@@ -80,3 +88,107 @@ def _stall(url: str, seconds: float) -> Iterator[None]:
     finally:
         probe.close()
         spinner.join()
+
+
+# -- PostgreSQL -----------------------------------------------------------------------------
+
+
+def _pg_ctl() -> str | None:
+    """pg_ctl on the PATH, or the newest of Debian's /usr/lib/postgresql/<version>/bin."""
+    found = shutil.which("pg_ctl")
+    if found:
+        return found
+    candidates = glob.glob("/usr/lib/postgresql/*/bin/pg_ctl")
+    return max(candidates, key=lambda path: int(Path(path).parts[-3].split(".")[0]), default=None)
+
+
+@pytest.fixture(scope="session")
+def postgresql_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    """A PostgreSQL server of this test process on a free loopback port (pytest-postgresql's executor).
+
+    PostgreSQL refuses to run as root: under root (CI), the server runs as the ``postgres`` user that
+    Debian's package creates, through a ``runuser`` wrapper around pg_ctl, in a directory it owns.
+    Skips when no pg_ctl is installed.
+    """
+    pg_ctl = _pg_ctl()
+    if pg_ctl is None:
+        pytest.skip("no pg_ctl (on Debian: apt-get install postgresql)")
+    from port_for import get_port
+    from pytest_postgresql.executors import PostgreSQLExecutor
+
+    home = Path(tempfile.mkdtemp(prefix="durableflow-pg-"))  # not under pytest's tmp: that is root-only
+    executable = pg_ctl
+    if os.geteuid() == 0:
+        try:
+            user = pwd.getpwnam("postgres")
+        except KeyError:
+            pytest.skip("running as root and there is no 'postgres' user to run PostgreSQL as")
+        os.chown(home, user.pw_uid, user.pw_gid)
+        executable = str(home / "pg_ctl")
+        Path(executable).write_text(f'#!/bin/sh\nexec runuser -u postgres -- "{pg_ctl}" "$@"\n')
+        os.chmod(executable, 0o755)
+    port = get_port(None)
+    assert port is not None
+    server = PostgreSQLExecutor(
+        executable=executable,
+        host="127.0.0.1",
+        port=port,
+        datadir=str(home / "data"),
+        unixsocketdir=str(home),
+        logfile=str(home / "server.log"),
+        startparams="-w",
+        dbname="durableflow",
+        # crash safety of the server is not under test (the client is killed, not the server): skip its fsyncs
+        postgres_options="-c fsync=off -c synchronous_commit=off -c full_page_writes=off",
+    )
+    server.start()
+    try:
+        _wait_for_connections(f"postgresql://{server.user}@{server.host}:{server.port}/postgres")
+        yield server
+    finally:
+        server.stop()
+        shutil.rmtree(home, ignore_errors=True)
+
+
+def _wait_for_connections(url: str) -> None:
+    """The port opens, and pg_ctl says "running", before the server takes connections: try until it does."""
+    import psycopg
+
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            psycopg.connect(url, connect_timeout=5).close()
+            return
+        except psycopg.OperationalError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.1)
+
+
+@pytest.fixture(scope="session")
+def postgres_session_url(postgresql_server: Any) -> str:
+    """A database of this test process's PostgreSQL server, for tests that isolate themselves in it
+    (a schema of their own, say): cheaper than a new database per test."""
+    import psycopg
+
+    server = postgresql_server
+    with psycopg.connect(f"postgresql://{server.user}@{server.host}:{server.port}/postgres", autocommit=True) as admin:
+        admin.execute("CREATE DATABASE session_tests")
+    return f"postgresql://{server.user}@{server.host}:{server.port}/session_tests"
+
+
+@pytest.fixture
+def postgres_url(request: pytest.FixtureRequest) -> Iterator[str]:
+    """The URL of a new, empty database on the session's PostgreSQL server, dropped after the test."""
+    import psycopg
+
+    server = request.getfixturevalue("postgresql_server")
+    name = f"test_{uuid.uuid4().hex[:12]}"
+    admin_url = f"postgresql://{server.user}@{server.host}:{server.port}/postgres"
+    with psycopg.connect(admin_url, autocommit=True) as admin:
+        admin.execute(f"CREATE DATABASE {name}")
+    try:
+        yield f"postgresql://{server.user}@{server.host}:{server.port}/{name}"
+    finally:
+        with psycopg.connect(admin_url, autocommit=True) as admin:
+            admin.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")

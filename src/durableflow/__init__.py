@@ -39,6 +39,7 @@ from ._events import (
 from ._handler import WorkflowHandler
 from ._hooks import HookSpecs, hookimpl, plugin_manager
 from ._memory import MemoryCheckpointer
+from ._postgres import PostgresCheckpointer
 from ._redis import RedisCheckpointer
 from ._resource import Resource, ResourceConfig, ResourceManager, override_resources
 from ._retry import ConstantDelayRetryPolicy, ExponentialBackoffRetryPolicy, RetryPolicy
@@ -67,6 +68,7 @@ __all__ = [
     "JsonSerializer",
     "MemoryCheckpointer",
     "PickleSerializer",
+    "PostgresCheckpointer",
     "Record",
     "RecoveryLimitError",
     "RedisCheckpointer",

@@ -342,8 +342,10 @@ def owner_is_dead(owner: str | None) -> bool:
 
 
 def open_checkpointer(url: str) -> Checkpointer:
-    """A checkpointer from a URL: ``sqlite:///path``, ``redis://host:port/db`` or ``memory://``."""
+    """A checkpointer from a URL: ``sqlite:///path``, ``redis://host:port/db``, ``postgresql://host/db``
+    or ``memory://``."""
     from ._memory import MemoryCheckpointer
+    from ._postgres import PostgresCheckpointer
     from ._redis import RedisCheckpointer
     from ._sqlite import SQLiteCheckpointer
 
@@ -351,6 +353,10 @@ def open_checkpointer(url: str) -> Checkpointer:
         return SQLiteCheckpointer(url[len("sqlite:///") :])
     if url.startswith(("redis://", "rediss://", "unix://")):
         return RedisCheckpointer(url)
+    if url.startswith(("postgresql://", "postgres://")):
+        return PostgresCheckpointer(url)
     if url.startswith("memory://"):
         return MemoryCheckpointer()
-    raise ValueError(f"unknown store URL {url!r}: use sqlite:///path, redis://host:port/db or memory://")
+    raise ValueError(
+        f"unknown store URL {url!r}: use sqlite:///path, redis://host:port/db, postgresql://host/db or memory://"
+    )

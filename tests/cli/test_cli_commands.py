@@ -295,7 +295,7 @@ def test_sqlite_file_that_is_not_a_database_exits_6(cli: Cli) -> None:
 
 def test_unknown_store_scheme_exits_2(cli: Cli) -> None:
     """A `--store` URL of no known kind exits 2 and lists the kinds there are."""
-    outcome = cli("runs", "--store", "postgres://db/runs")
+    outcome = cli("runs", "--store", "mongodb://db/runs")
     assert outcome.code == 2
     assert "sqlite:///path" in outcome.err
 

@@ -9,7 +9,7 @@ from pathlib import Path
 import fakeredis
 import pytest
 
-from durableflow import Checkpointer, MemoryCheckpointer, RedisCheckpointer, SQLiteCheckpointer
+from durableflow import Checkpointer, MemoryCheckpointer, PostgresCheckpointer, RedisCheckpointer, SQLiteCheckpointer
 from pytest_durableflow.conformance import CheckpointerConformance
 
 
@@ -94,6 +94,21 @@ class TestRedisCheckpointerOnFakeredis(CheckpointerConformance):
     def store(self, opened: Callable[[Callable[[], Checkpointer]], Opened]) -> Opened:
         server = fakeredis.FakeServer()
         return opened(lambda: RedisCheckpointer(fakeredis.FakeRedis(server=server)))
+
+    @pytest.fixture
+    def checkpointer(self, store: Opened) -> Checkpointer:
+        return store()
+
+    @pytest.fixture
+    def reopen(self, store: Opened) -> Opened:
+        return store
+
+
+class TestPostgresCheckpointer(CheckpointerConformance):
+    @pytest.fixture
+    def store(self, postgres_session_url: str, opened: Callable[[Callable[[], Checkpointer]], Opened]) -> Opened:
+        schema = f"conformance_{uuid.uuid4().hex[:8]}"  # an empty store per test, in the session's database
+        return opened(lambda: PostgresCheckpointer(postgres_session_url, schema=schema))
 
     @pytest.fixture
     def checkpointer(self, store: Opened) -> Checkpointer:
