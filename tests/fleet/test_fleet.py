@@ -5,15 +5,15 @@ repeats only under its own idempotency key. (``tests/benchmarks/bench_fleet.py``
 from __future__ import annotations
 
 import random
-import shutil
 import sqlite3
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
 from .chaos import run_fleet
-from .servers import RedisServer
+from .servers import PostgresServer, RedisServer
 
 pytestmark = pytest.mark.skipif(not hasattr(__import__("os"), "fork"), reason="the fleet forks its workers")
 
@@ -36,25 +36,34 @@ def test_a_fleet_on_sqlite_loses_nothing_and_drives_each_run_once(tmp_path: Path
     assert verdict.kills >= 5 and verdict.store_faults >= 2
 
 
-@pytest.mark.skipif(not shutil.which("redis-server"), reason="needs redis-server")
-def test_a_fleet_on_redis_survives_the_server_frozen_and_killed(tmp_path: Path) -> None:
-    """A real redis-server (append-only, fsync always), frozen for up to a second, or SIGKILLed and restarted."""
-    server = RedisServer(tmp_path / "redis")
-    server.start()
-    faults = 0
+def _freeze_or_kill(server: RedisServer | PostgresServer) -> Callable[[random.Random], None]:
+    turns = [0]
 
-    def freeze_or_kill(rng: random.Random) -> None:
-        nonlocal faults
-        faults += 1
-        if faults % 2:
+    def fault(rng: random.Random) -> None:
+        turns[0] += 1
+        if turns[0] % 2:
             server.freeze(rng.uniform(0.3, 1.0))
         else:
             server.kill_and_restart(downtime=rng.uniform(0.1, 0.5))
 
-    try:
-        verdict = run_fleet(server.url, tmp_path / "journal", runs=48, store_fault=freeze_or_kill, seed=2)
-    finally:
-        server.stop()
+    return fault
+
+
+def test_a_fleet_on_redis_survives_the_server_frozen_and_killed(tmp_path: Path, redis_server: RedisServer) -> None:
+    """A real redis-server (append-only, fsync always), frozen for up to a second, or SIGKILLed and restarted."""
+    verdict = run_fleet(
+        redis_server.url, tmp_path / "journal", runs=48, store_fault=_freeze_or_kill(redis_server), seed=2
+    )
+    assert verdict.ok, str(verdict)
+    assert verdict.kills >= 5 and verdict.store_faults >= 2
+
+
+def test_a_fleet_on_postgres_survives_the_server_frozen_and_crashed(
+    tmp_path: Path, postgres_server: PostgresServer
+) -> None:
+    """A real PostgreSQL, its processes SIGSTOPped for up to a second, or stopped in immediate mode and restarted."""
+    fault = _freeze_or_kill(postgres_server)
+    verdict = run_fleet(postgres_server.url, tmp_path / "journal", runs=48, store_fault=fault, seed=3)
     assert verdict.ok, str(verdict)
     assert verdict.kills >= 5 and verdict.store_faults >= 2
 

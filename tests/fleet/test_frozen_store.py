@@ -3,11 +3,8 @@
 from __future__ import annotations
 
 import asyncio
-import shutil
 import threading
 from pathlib import Path
-
-import pytest
 
 from durableflow import Context, Event, RedisCheckpointer, SQLiteCheckpointer, StartEvent, StopEvent, Worker, Workflow
 from durableflow import step as workflow_step
@@ -33,11 +30,11 @@ class Ticker(Workflow):
         return Ticked(n=ev.n + 1) if ev.n < 9 else StopEvent(result=ev.n)
 
 
-@pytest.mark.skipif(not shutil.which("redis-server"), reason="needs redis-server")
-async def test_runs_on_sqlite_complete_while_the_redis_of_another_worker_is_frozen(tmp_path: Path) -> None:
+async def test_runs_on_sqlite_complete_while_the_redis_of_another_worker_is_frozen(
+    tmp_path: Path, redis_server: RedisServer
+) -> None:
     """Two workers on one event loop: with Redis stopped (SIGSTOP) for 3 s, the SQLite worker completes its runs."""
-    server = RedisServer(tmp_path / "redis")
-    server.start()
+    server = redis_server
     redis_store = RedisCheckpointer(server.url, socket_timeout=10)
     sqlite_store = SQLiteCheckpointer(tmp_path / "runs.db")
     try:
@@ -68,6 +65,5 @@ async def test_runs_on_sqlite_complete_while_the_redis_of_another_worker_is_froz
             worker.stop()
         await asyncio.wait_for(asyncio.gather(*serving), 10)
     finally:
-        server.stop()
         redis_store.close()
         sqlite_store.close()

@@ -2,15 +2,12 @@
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
-
-import pytest
 
 from durableflow import open_checkpointer
 
 from .race import race
-from .servers import RedisServer
+from .servers import PostgresServer, RedisServer
 
 
 def _assert_one_driver_per_round(url: str, journal: Path) -> None:
@@ -29,12 +26,11 @@ def test_on_sqlite_one_of_eight_processes_drives_each_run(tmp_path: Path) -> Non
     _assert_one_driver_per_round(f"sqlite:///{tmp_path / 'race.db'}", tmp_path / "journal")
 
 
-@pytest.mark.skipif(not shutil.which("redis-server"), reason="needs redis-server")
-def test_on_redis_one_of_eight_processes_drives_each_run(tmp_path: Path) -> None:
+def test_on_redis_one_of_eight_processes_drives_each_run(tmp_path: Path, redis_server: RedisServer) -> None:
     """50 rounds of 8 forked processes resuming one interrupted run in a real redis-server: one driver per round."""
-    server = RedisServer(tmp_path / "redis")
-    server.start()
-    try:
-        _assert_one_driver_per_round(server.url, tmp_path / "journal")
-    finally:
-        server.stop()
+    _assert_one_driver_per_round(redis_server.url, tmp_path / "journal")
+
+
+def test_on_postgres_one_of_eight_processes_drives_each_run(tmp_path: Path, postgres_server: PostgresServer) -> None:
+    """50 rounds of 8 forked processes resuming one interrupted run in a real PostgreSQL: one driver per round."""
+    _assert_one_driver_per_round(postgres_server.url, tmp_path / "journal")
