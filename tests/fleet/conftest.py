@@ -9,8 +9,6 @@ from pathlib import Path
 
 import pytest
 
-import durableflow
-
 from .servers import PostgresServer, RedisServer, pg_bin
 
 
@@ -34,8 +32,6 @@ def postgres_server() -> Iterator[PostgresServer]:
     if bin_dir is None:
         pytest.skip("no PostgreSQL (on Debian: apt-get install postgresql)")
     pytest.importorskip("psycopg")
-    if not hasattr(durableflow, "PostgresCheckpointer"):
-        pytest.skip("this durableflow has no PostgresCheckpointer")
     if os.geteuid() == 0 and not shutil.which("runuser"):
         pytest.skip("running as root without runuser to start PostgreSQL as 'postgres'")
     server = PostgresServer(bin_dir)
