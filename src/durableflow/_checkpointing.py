@@ -29,15 +29,25 @@ from ._storeio import store_io
 if TYPE_CHECKING:
     from ._context import Context
 
-COMPACT_AFTER = 64 * 1024
-"""Deltas are folded into a full snapshot once they hold this many bytes and more than the state itself."""
+COMPACT_AFTER = 16 * 1024
+"""Deltas are folded into a full snapshot once they hold this many bytes and more than the state itself:
+a resume then replays at most about twice the state, and compaction rewrites the state at most once per
+state's worth of changes."""
 
 
 @final
 class RunCheckpoints:
     """Writes one run's checkpoints to its checkpointer, under the lease ``owner`` holds."""
 
-    def __init__(self, ctx: Context[Any], checkpointer: Checkpointer, owner: str, stored: bool, rebase: bool) -> None:
+    def __init__(
+        self,
+        ctx: Context[Any],
+        checkpointer: Checkpointer,
+        owner: str,
+        stored: bool,
+        rebase: bool,
+        since_full: int = 0,
+    ) -> None:
         self.ctx = ctx
         self.run = ctx._state
         self.graph = ctx._graph
@@ -47,11 +57,11 @@ class RunCheckpoints:
         self.owner = owner
         self.stored = stored  # the checkpointer holds this run (or its create is on its way)
         self.rebase = rebase  # the next record must be full: the store's last one is not this state's base
-        self.since_full = 0
+        self.since_full = since_full
         """Bytes of deltas written since the last full snapshot: what a resume replays."""
-        self.state_size = 0
+        self._sizes: dict[str, int] = {key: len(text) for key, text in ctx.store.values.items()} if stored else {}
+        self.state_size = sum(self._sizes.values())
         """Bytes of the state's values, as last written: what a full snapshot would rewrite."""
-        self._sizes: dict[str, int] = {}
         self.durable_status: str | None = None  # the status the store holds, as far as this run knows
         self.uncertain: Record | None = None  # a record whose write failed unreachable: it may land later
         self.attached = False

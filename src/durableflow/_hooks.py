@@ -6,6 +6,7 @@ unobserved run pays one attribute check per hook site.
 
 from __future__ import annotations
 
+import importlib.metadata
 from typing import TYPE_CHECKING, Any
 
 import pluggy
@@ -74,15 +75,31 @@ class PluginManager(pluggy.PluginManager):
         return removed
 
     def load_entry_points(self) -> None:
-        """Load plugins of the ``durableflow`` entry-point group, once per process."""
+        """Load plugins of the ``durableflow`` entry-point group, once per process.
+
+        Most installations have none: a glance at each distribution's ``entry_points.txt``
+        (about 1 ms) decides whether pluggy's full scan (parsing every distribution's
+        entry points, 10-15 ms) is needed at all.
+        """
         if not self._entry_points_loaded:
             self._entry_points_loaded = True
-            self.load_setuptools_entrypoints("durableflow")
+            if _declares_plugins("durableflow"):
+                self.load_setuptools_entrypoints("durableflow")
 
     def _refresh(self) -> None:
         self.active = bool(self.get_plugins())
         crash_hook = self.hook.durableflow_crash_point_reached
         _crashpoints.set_hook((lambda point: crash_hook(point=point)) if crash_hook.get_hookimpls() else None)
+
+
+def _declares_plugins(group: str) -> bool:
+    """Whether any installed distribution names entry points of ``group``."""
+    section = f"[{group}]"
+    for dist in importlib.metadata.distributions():
+        text = dist.read_text("entry_points.txt")
+        if text and section in text:
+            return True
+    return False
 
 
 plugin_manager = PluginManager("durableflow")

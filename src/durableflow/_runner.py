@@ -61,6 +61,7 @@ class Runner:
         stored: bool = False,
         future: asyncio.Future[Any] | None = None,
         rebase: bool = False,
+        since_full: int = 0,
     ) -> None:
         self.workflow = workflow
         self.ctx = ctx
@@ -68,7 +69,9 @@ class Runner:
         self.run = ctx._state
         self.checkpointer = checkpointer
         self.owner = owner
-        self.durable = None if checkpointer is None else RunCheckpoints(ctx, checkpointer, owner, stored, rebase)
+        self.durable = (
+            None if checkpointer is None else RunCheckpoints(ctx, checkpointer, owner, stored, rebase, since_full)
+        )
         self.loop = asyncio.get_running_loop()
         self.thread = threading.get_ident()
         self.future: asyncio.Future[Any] = future if future is not None else self.loop.create_future()

@@ -349,13 +349,16 @@ class Workflow:
         checkpointer = self.checkpointer
         assert checkpointer is not None
         try:
-            ctx = Context._restore(self, _snapshot.replay(checkpointer.load(run_id), run_id))
+            records = checkpointer.load(run_id)
+            ctx = Context._restore(self, _snapshot.replay(records, run_id))
             if ctx._state.status == "completed":
                 self._release(checkpointer, run_id, owner)
                 assert ctx._state.result is not None
                 future.set_result(run_result(ctx._state.result))
                 return WorkflowHandler(run_id, future, ctx)
-            runner = Runner(self, ctx, checkpointer, owner, stored=True, future=future)
+            # what the deltas since the last full snapshot weigh: the next checkpoint may fold them into one
+            since_full = sum(len(record.data) for record in records[1:])
+            runner = Runner(self, ctx, checkpointer, owner, stored=True, future=future, since_full=since_full)
             handler = WorkflowHandler(run_id, future, ctx)
             handler._attach(runner)
             runner.start(None)
