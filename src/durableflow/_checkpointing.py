@@ -30,9 +30,7 @@ if TYPE_CHECKING:
     from ._context import Context
 
 COMPACT_AFTER = 16 * 1024
-"""Deltas are folded into a full snapshot once they hold this many bytes and more than the state itself:
-a resume then replays at most about twice the state, and compaction rewrites the state at most once per
-state's worth of changes."""
+"""Deltas are folded into a full snapshot once they hold this many bytes (and twice the state's)."""
 
 
 @final
@@ -229,8 +227,9 @@ class RunCheckpoints:
             self.uncertain = record
 
     def _compaction_due(self) -> bool:
-        """Fold the deltas into a full snapshot once replaying them would cost more than reading the state."""
-        return self.since_full >= COMPACT_AFTER and self.since_full >= self.state_size
+        """Fold the deltas into a full snapshot once they weigh twice the state: a resume then replays at
+        most three times the state, and one large write is not rewritten by the next checkpoint."""
+        return self.since_full >= COMPACT_AFTER and self.since_full >= 2 * self.state_size
 
     def _note_sizes(self, values: dict[str, str], keys: Any, full: bool) -> None:
         """Keep the state's size as written, from the keys each record carries (so the cost follows the change)."""

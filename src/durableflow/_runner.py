@@ -261,9 +261,18 @@ class Runner:
         if listener is not None:
             listener(f"step.{spec.name}.end")
         try:
-            await self._complete(delivery, spec, event, output)
+            pending = self._complete(delivery, spec, event, output)
+            if pending is not None:  # the store writes it on a later turn: the step is not finished before
+                try:
+                    await pending
+                except Exception:
+                    if isinstance(output, StopEvent):
+                        self._unend()
+                    raise
         except Exception as exc:  # an output nobody accepts, data that cannot be stored, a store that failed
             self._fail(exc, partial=True)
+            return
+        self._completed(spec, event, output)
 
     async def _attempts(self, spec: StepSpec, delivery: Delivery, event: Event) -> Any:
         """Call the step until it returns, retrying as its policy says; ``_FAILED`` once the run failed."""
@@ -315,9 +324,9 @@ class Runner:
         split = len(values) - len(spec.keywords)
         return values[:split], dict(zip(spec.keywords, values[split:], strict=True))
 
-    async def _complete(self, delivery: Delivery, spec: StepSpec, event: Event, output: Any) -> None:
+    def _complete(self, delivery: Delivery, spec: StepSpec, event: Event, output: Any) -> Awaitable[None] | None:
         """Record a step's completion: its output accepted, its input consumed, all in one checkpoint;
-        the step counts as finished once that checkpoint is durable."""
+        the step counts as finished once that checkpoint is durable (what to await if it is on its way)."""
         run = self.run
         stop = None
         if isinstance(output, StopEvent):
@@ -332,26 +341,19 @@ class Runner:
         run.finish_delivery(delivery)
         run.recoveries = 0  # progress: a step that completes is not the one that keeps killing its process
         if stop is not None:
-            pending = self._record_end(stop, spec.name)
-            if pending is not None:
-                try:
-                    await pending
-                except Exception:
-                    self._unend()
-                    raise
-        else:
-            if not self.ready_count and self.running == 1:
-                run.status = "waiting"  # nothing left to run until an event arrives from outside
-            if self.durable is not None:
-                pending = self.durable.write(f"step {spec.name}")
-                if pending is not None:
-                    await pending
-        if plugin_manager.active:  # the completion is durable now
+            return self._record_end(stop, spec.name)
+        if not self.ready_count and self.running == 1:
+            run.status = "waiting"  # nothing left to run until an event arrives from outside
+        return None if self.durable is None else self.durable.write(f"step {spec.name}")
+
+    def _completed(self, spec: StepSpec, event: Event, output: Any) -> None:
+        """The completion is durable: tell the hooks, and everyone waiting if the run ended."""
+        if plugin_manager.active:
             plugin_manager.hook.durableflow_step_finished(
-                run_id=run.run_id, step=spec.name, event=event, output=output, error=None
+                run_id=self.run.run_id, step=spec.name, event=event, output=output, error=None
             )
-        if stop is not None:
-            self._conclude(stop)
+        if isinstance(output, StopEvent):
+            self._conclude(output)
 
     # -- collect_events ------------------------------------------------------------------
 

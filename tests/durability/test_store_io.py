@@ -14,7 +14,18 @@ from typing import Any
 import pytest
 from pytest_redis import factories
 
-from durableflow import Append, MemoryCheckpointer, Record, RedisCheckpointer, SQLiteCheckpointer
+from durableflow import (
+    Append,
+    Context,
+    MemoryCheckpointer,
+    Record,
+    RedisCheckpointer,
+    SQLiteCheckpointer,
+    StartEvent,
+    StopEvent,
+    Workflow,
+    step,
+)
 
 from .crashing import settle
 from .test_late_writes import GatedMiddle
@@ -116,3 +127,33 @@ def _no_leftover_runs() -> None:
     from durableflow._storeio import _ios
 
     assert all(io.active == 0 for io in _ios.values())
+
+
+class Overwrites(Workflow):
+    """Writes one large value, then overwrites a small one many times, checkpointing after each write."""
+
+    @step
+    async def write(self, ev: StartEvent, ctx: Context) -> StopEvent:
+        await ctx.store.set("large", "x" * 200_000)
+        await ctx.checkpoint()
+        for i in range(ev.times):
+            await ctx.store.set("small", f"{i:04}" * 250)
+            await ctx.checkpoint()
+        return StopEvent(result=ev.times)
+
+
+async def test_a_large_write_is_not_rewritten_until_the_deltas_outweigh_the_state() -> None:
+    """The checkpoint after a 200 KB write is a delta (the state is not rewritten for it); once the deltas
+    since the last full snapshot weigh about twice the state, they are folded into one, so what a resume
+    replays stays bounded by the state's size."""
+    store = MemoryCheckpointer()
+    handler = Overwrites(checkpointer=store).run(times=600)
+    assert await handler == 600
+    records = store.load(handler.run_id)  # from the newest full snapshot on
+    assert records[0].full and records[0].seq > 1  # deltas were folded along the way
+    assert sum(len(r.data) for r in records[1:]) <= 3 * 201_000
+    first = Overwrites(checkpointer=store).run(times=1)
+    await first
+    large, after = store.load(first.run_id)[1:3]
+    assert len(large.data) > 200_000 and not large.full
+    assert not after.full and len(after.data) < 2_000
