@@ -11,7 +11,6 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import pytest
 from pytest_redis import factories
 
 from durableflow import (
@@ -119,14 +118,6 @@ async def test_a_lone_run_writes_at_once_without_waiting_for_a_turn_of_the_loop(
     store = Counting()
     assert await GatedMiddle(checkpointer=store).run(value=1) == 9
     assert store.writes == [1, 1, 1]
-
-
-@pytest.fixture(autouse=True)
-def _no_leftover_runs() -> None:
-    """The store I/O layer keeps no run attached between tests (a leak would batch every later run)."""
-    from durableflow._storeio import _ios
-
-    assert all(io.active == 0 for io in _ios.values())
 
 
 class Overwrites(Workflow):
