@@ -241,6 +241,8 @@ def reported_status(status: str, lease_owner: str | None, lease_expires_at: floa
 
 def reported(info: RunInfo, now: float | None = None) -> RunInfo:
     """``info`` (as stored) with the status ``info`` and ``runs`` report."""
+    if not isinstance(info.lease_expires_at, int | float | None) or not isinstance(info.lease_owner, str | None):
+        return info  # edited by hand: reported as stored, for check_info to name what is wrong
     shown = reported_status(
         info.status, info.lease_owner, info.lease_expires_at, get_clock().now() if now is None else now
     )

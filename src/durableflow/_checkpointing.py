@@ -22,6 +22,7 @@ from . import _crashpoints
 from ._checkpointer import TERMINAL, Append, Checkpointer, Record, RunStatus
 from ._errors import DurableflowError, RunConflictError, StoreUnavailableError
 from ._events import StopEvent
+from ._framing import record_key
 from ._hooks import plugin_manager
 from ._snapshot import encode_delta, encode_full, encode_status, error_text, frame
 from ._storeio import store_io
@@ -65,6 +66,7 @@ class RunCheckpoints:
         self.attached = False
         self.in_flight = 0  # writes handed to the store's I/O and not done yet
         self.releasing = False  # the run stopped: release the lease once they are
+        self.key = record_key(checkpointer)  # records are sealed with a MAC under it, if there is one
 
     def attach(self) -> None:
         """The run starts writing through the store's I/O: with other runs, its checkpoints are grouped."""
@@ -109,7 +111,7 @@ class RunCheckpoints:
                 else encode_delta(run, store, self.graph, seq, at)
             )
             self._note_sizes(store.values, store.dirty, full)
-        record = Record(seq, full, frame(body, run.run_id, seq))
+        record = Record(seq, full, frame(body, run.run_id, seq, self.key))
         written_before = run.written
         status: RunStatus | None = None
         result = error = None

@@ -21,6 +21,7 @@ from ._checkpointer import (
 )
 from ._clock import get_clock
 from ._errors import RunConflictError, RunExistsError, RunLeaseError, RunNotFoundError
+from ._framing import checked_key
 
 Key = tuple[float, str]
 
@@ -30,9 +31,10 @@ class MemoryCheckpointer:
 
     inline = True
 
-    def __init__(self, lease_ttl: float = 30.0) -> None:
+    def __init__(self, lease_ttl: float = 30.0, key: str | bytes | None = None) -> None:
         self.url = f"memory://{id(self):x}"
         self.lease_ttl = lease_ttl
+        self.key = checked_key(key)  # records are sealed with a MAC under it (default: $DURABLEFLOW_KEY, if set)
         self._runs: dict[str, dict[str, Any]] = {}  # RunInfo fields, mutable, plus "ended_at"
         self._records: dict[str, list[Record]] = {}
         self._by_status: dict[str, list[Key]] = {}  # (created_at, run_id), sorted: the listing index

@@ -36,6 +36,7 @@ from ._errors import (
     SnapshotError,
     StoreUnavailableError,
 )
+from ._framing import checked_key
 
 if TYPE_CHECKING:
     import redis
@@ -200,6 +201,7 @@ class RedisCheckpointer:
         prefix: str = "durableflow",
         lease_ttl: float = 30.0,
         socket_timeout: float = 5.0,
+        key: str | bytes | None = None,
     ) -> None:
         try:
             import redis
@@ -235,6 +237,7 @@ class RedisCheckpointer:
             self.url = f"redis://{host}:{port}/{db}"
         self.prefix = prefix
         self.lease_ttl = lease_ttl
+        self.key = checked_key(key)  # records are sealed with a MAC under it (default: $DURABLEFLOW_KEY, if set)
         self._unreachable: tuple[type[Exception], ...] = (redis.ConnectionError, redis.TimeoutError)
         self._refused: type[Exception] = redis.RedisError
         self._create = self.client.register_script(_CREATE)
@@ -389,7 +392,9 @@ class RedisCheckpointer:
         rows = []
         for run_id, flat in zip(reply[::2], reply[1::2], strict=True):
             if flat:
-                rows.append(_run_info(run_id.decode(), dict(zip(flat[::2], flat[1::2], strict=True))))
+                rows.append(
+                    _run_info(run_id.decode("utf-8", "surrogateescape"), dict(zip(flat[::2], flat[1::2], strict=True)))
+                )
         return rows
 
     def _call(self, script: Any, keys: list[str], args: list[Any]) -> Any:
@@ -408,23 +413,36 @@ class RedisCheckpointer:
 
 
 def _float(value: bytes | None) -> float | None:
-    return float(value) if value else None
+    try:
+        return float(value) if value else None
+    except ValueError:  # edited by hand: an error message cannot name the time, but must not fail
+        return None
 
 
 def _run_info(run_id: str, fields: dict[bytes, bytes]) -> RunInfo:
+    """The stored fields as they are: one that is missing or does not parse is kept as it is (``None`` or its
+    text), for ``check_info`` to name, so one edited run cannot break a listing of the others."""
+
     def text(name: str) -> str | None:
         value = fields.get(name.encode())
-        return value.decode() if value is not None else None
+        return value.decode("utf-8", "surrogateescape") if value is not None else None
+
+    def number(name: str, kind: type[float] | type[int]) -> Any:
+        value = text(name)
+        try:
+            return kind(value) if value is not None else None
+        except ValueError:
+            return value
 
     return RunInfo(
         run_id=run_id,
-        workflow=text("workflow") or "",
-        status=text("status") or "running",  # type: ignore[arg-type]
-        created_at=float(text("created_at") or 0),
-        updated_at=float(text("updated_at") or 0),
-        last_seq=int(text("last_seq") or 0),
+        workflow=text("workflow"),  # type: ignore[arg-type]
+        status=text("status"),  # type: ignore[arg-type]
+        created_at=number("created_at", float),
+        updated_at=number("updated_at", float),
+        last_seq=number("last_seq", int),
         result=text("result"),
         error=text("error"),
         lease_owner=text("lease_owner"),
-        lease_expires_at=_float(fields.get(b"lease_expires_at")),
+        lease_expires_at=number("lease_expires_at", float),
     )

@@ -2,12 +2,18 @@
 
 JSON data goes as is; an event of a type the workflow declares goes as
 ``{"__event__": "<type>", "data": {...}}`` and comes back as that event.
-Nothing else is accepted, so a snapshot can never name code to run.
+Nothing else is accepted, so a snapshot can never name code to run. What is
+accepted comes back unchanged: a value that would not (a float that is not
+finite, a lone surrogate, nesting deeper than ``MAX_DEPTH``, a key that is not
+a string) is refused when stored, and a user's dict with a key like the event
+tag is stored with that key escaped (one more leading underscore) and restored as it was.
 """
 
 from __future__ import annotations
 
 import json
+import math
+import re
 from collections.abc import Mapping
 from typing import Any, final
 
@@ -15,6 +21,8 @@ from ._errors import SerializationError, SnapshotError
 from ._events import Event, load_event, type_key
 
 EVENT_TAG = "__event__"
+MAX_DEPTH = 200
+"""How deeply a stored value may nest lists and objects: any deeper and loading it back could exhaust the stack."""
 
 _HINT = (
     "store JSON data (dict, list, str, int, float, bool, None), an event the workflow declares, "
@@ -27,6 +35,63 @@ compact_json = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), allow
 
 _NONE = object()
 _NESTED = (dict, list, tuple)
+_TAG_LIKE = re.compile(r"_*__event__")
+"""Keys a user's dict must not hold as they are: the tag itself, and the escaped forms of it (more underscores)."""
+_TOKENS = re.compile(r'"(?:[^"\\]|\\.)*"|[\[\]{}]')
+
+
+def json_depth(text: str) -> int:
+    """How deeply the JSON ``text`` nests arrays and objects (strings skipped), without parsing it."""
+    if text.count("[") + text.count("{") < MAX_DEPTH:
+        return 0  # too few brackets to reach the limit: the common case, at the cost of two counts
+    depth = deepest = 0
+    for token in _TOKENS.finditer(text):
+        bracket = token.group()
+        if bracket in "[{":
+            depth += 1
+            deepest = max(deepest, depth)
+        elif bracket in "]}":
+            depth -= 1
+    return deepest
+
+
+def check_text(text: str, where: str) -> None:
+    """Refuse JSON ``text`` that could not be read back as it was: nested too deeply, or not valid Unicode."""
+    if not text.isascii():
+        try:
+            text.encode()
+        except UnicodeEncodeError as exc:
+            raise SerializationError(
+                f"cannot store {where}: it holds {text[exc.start : exc.end]!r}, a lone surrogate that no "
+                "store can hold as text; decode bytes with errors='replace', or store them as base64"
+            ) from None
+    if json_depth(text) > MAX_DEPTH:
+        raise SerializationError(
+            f"cannot store {where}: it nests lists and dicts more than {MAX_DEPTH} levels deep, "
+            "more than a resume could read back; flatten it"
+        )
+
+
+def non_finite(value: Any) -> float | None:
+    """The first float in ``value`` (nested in dicts, lists and tuples) that is NaN or infinite, else ``None``."""
+    pending = [value]
+    while pending:
+        item = pending.pop()
+        if isinstance(item, float):
+            if not math.isfinite(item):
+                return item
+        elif isinstance(item, dict):
+            pending.extend(item.values())
+        elif isinstance(item, list | tuple):
+            pending.extend(item)
+    return None
+
+
+def refuse_non_finite(value: float, where: str) -> SerializationError:
+    return SerializationError(
+        f"cannot store {where}: it holds the float {value!r}, which JSON cannot hold (it would come back as "
+        "null); store it as a string, or None"
+    )
 
 
 def _non_string_key(value: Any) -> Any:
@@ -45,6 +110,30 @@ def _non_string_key(value: Any) -> Any:
     return _NONE
 
 
+def _escape_tags(value: Any) -> Any:
+    """``value`` with each dict key that looks like the event tag given one more leading underscore."""
+    if isinstance(value, dict):
+        return {
+            ("_" + k if isinstance(k, str) and _TAG_LIKE.fullmatch(k) else k): _escape_tags(v) for k, v in value.items()
+        }
+    if isinstance(value, list | tuple):
+        return [_escape_tags(item) for item in value]
+    return value
+
+
+def _has_tag_key(value: Any) -> bool:
+    pending = [value]
+    while pending:
+        item = pending.pop()
+        if isinstance(item, dict):
+            if any(isinstance(key, str) and _TAG_LIKE.fullmatch(key) for key in item):
+                return True
+            pending.extend(inner for inner in item.values() if isinstance(inner, _NESTED))
+        elif isinstance(item, list | tuple):
+            pending.extend(inner for inner in item if isinstance(inner, _NESTED))
+    return False
+
+
 @final
 class ValueCodec:
     """Encodes and decodes stored values for one workflow, knowing the event types it declares."""
@@ -56,17 +145,31 @@ class ValueCodec:
         ).encode
 
     def dump(self, value: Any, where: str) -> str:
-        """``value`` as compact JSON text; ``SerializationError`` names ``where`` and the offending type."""
+        """``value`` as compact JSON text; ``SerializationError`` names ``where`` and what cannot be stored."""
         try:
             text = self._encode(value)
-        except (TypeError, ValueError, RecursionError) as exc:
+        except RecursionError:
+            raise SerializationError(
+                f"cannot store {where}: it nests more than {MAX_DEPTH} levels deep (or refers to itself); flatten it"
+            ) from None
+        except ValueError as exc:
+            if "Out of range float" in str(exc):
+                found = non_finite(value)
+                raise refuse_non_finite(found if found is not None else math.nan, where) from None
             raise SerializationError(f"cannot store {where}: {exc}; {_HINT}") from None
+        except SerializationError as exc:  # from an event inside the value
+            raise SerializationError(f"cannot store {where}: {exc}") from None
+        except TypeError as exc:
+            raise SerializationError(f"cannot store {where}: {exc}; {_HINT}") from None
+        check_text(text, where)
         if "{" in text and (key := _non_string_key(value)) is not _NONE:
             # JSON would turn it into a string silently, and 1 and "1" into one key
             raise SerializationError(
                 f"cannot store {where}: a dict key {key!r} of type {type(key).__name__} is not a string; "
                 "JSON keys are strings, so convert the keys (str(key)) or store a list of pairs"
             )
+        if EVENT_TAG in text and _has_tag_key(value):
+            text = self._encode(_escape_tags(value))  # rare: a user's dict shaped like the tag comes back as a dict
         return text
 
     def load(self, text: str) -> Any:
@@ -78,15 +181,22 @@ class ValueCodec:
     def _event_as_json(self, obj: Any) -> Any:
         cls = type(obj)
         if isinstance(obj, Event) and self.types.get(type_key(cls)) is cls:
-            return {EVENT_TAG: type_key(cls), "data": obj.model_dump(mode="json")}
+            if (found := non_finite(obj.model_dump())) is not None:
+                raise refuse_non_finite(found, f"the {cls.__name__} in it")
+            data = obj.model_dump(mode="json")
+            return {EVENT_TAG: type_key(cls), "data": _escape_tags(data) if _has_tag_key(data) else data}
         raise TypeError(f"a {cls.__module__}.{cls.__qualname__} is not JSON")
 
     def _event_from_json(self, obj: dict[str, Any]) -> Any:
-        if EVENT_TAG in obj and len(obj) == 2 and "data" in obj:
-            cls = self.types.get(obj[EVENT_TAG])
+        if EVENT_TAG in obj:
+            if len(obj) != 2 or "data" not in obj or not isinstance(obj["data"], dict):
+                raise SnapshotError(f"a stored value holds a malformed event tag: {str(obj)[:80]}")
+            cls = self.types.get(obj[EVENT_TAG]) if isinstance(obj[EVENT_TAG], str) else None
             if cls is None:
                 raise SnapshotError(
                     f"a stored value names event type {obj[EVENT_TAG]!r}, which the workflow does not declare"
                 )
             return load_event(cls, obj["data"])
+        if any(_TAG_LIKE.fullmatch(key) for key in obj):
+            return {key[1:] if _TAG_LIKE.fullmatch(key) else key: value for key, value in obj.items()}
         return obj

@@ -1,8 +1,8 @@
-"""The snapshot format: full snapshots and deltas as JSON, framed with a magic and a checksum.
+"""The snapshot format: full snapshots and deltas as JSON, sealed by ``_framing`` with a checksum or a keyed MAC.
 
-A stored record is ``b"DFR1" + blake2b-128(run id, sequence number, body) + body``
+A stored record is ``magic + digest(run id, sequence number, body) + body``
 where body is UTF-8 JSON naming the format version. Binding the run and the
-position into the checksum catches a record moved to another run or place
+position into the digest catches a record moved to another run or place
 without spending bytes on them in every delta.
 A run loads as its newest full snapshot with the later deltas applied in
 order. Loading is pure data: event types resolve only against the types the
@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import weakref
 from collections.abc import Iterable, Sequence
 from json.encoder import encode_basestring
@@ -23,8 +24,11 @@ from pydantic_core import PydanticSerializationError, to_json
 
 from ._errors import SerializationError, SnapshotError
 from ._events import Event, StopEvent, load_event
+from ._framing import DIGEST_SIZE, Key, opened, seal
+from ._framing import MAGIC as MAGIC  # where readers of the format look for it
+from ._integrity import check_document, check_record, check_run
 from ._runstate import Delivery, RunState
-from ._serialization import EVENT_TAG, compact_json
+from ._serialization import EVENT_TAG, compact_json, non_finite, refuse_non_finite
 
 if TYPE_CHECKING:
     from ._checkpointer import Record
@@ -32,8 +36,6 @@ if TYPE_CHECKING:
     from ._store import StateStore
 
 FORMAT = 1
-MAGIC = b"DFR1"
-_DIGEST = 16
 _quote = encode_basestring  # a str as a JSON string literal (C-accelerated)
 
 
@@ -99,22 +101,16 @@ def encode_status(run: RunState, seq: int, at: str) -> str:
     return "".join(_head("delta", run, seq, at)) + "}"
 
 
-def frame(body: str, run_id: str, seq: int) -> bytes:
-    data = body.encode()
-    return MAGIC + _digest(data, run_id, seq) + data
-
-
-def _digest(data: bytes, run_id: str, seq: int) -> bytes:
-    checksum = hashlib.blake2b(f"{run_id}\0{seq}\0".encode(), digest_size=_DIGEST)
-    checksum.update(data)
-    return checksum.digest()
+def frame(body: str, run_id: str, seq: int, key: Key = ...) -> bytes:
+    """``body`` sealed as record ``seq`` of ``run_id``, with ``key`` (default: ``$DURABLEFLOW_KEY``, if set)."""
+    return seal(body, run_id, seq, key)
 
 
 def checksum(doc: dict[str, Any]) -> str:
     """The checksum ``ctx.to_dict()`` adds, over the canonical JSON of the rest of the document."""
     rest = {k: v for k, v in doc.items() if k != "checksum"}
     canonical = json.dumps(rest, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
-    return hashlib.blake2b(canonical.encode(), digest_size=_DIGEST).hexdigest()
+    return hashlib.blake2b(canonical.encode(), digest_size=DIGEST_SIZE).hexdigest()
 
 
 def _head(kind: str, run: RunState, seq: int, at: str) -> list[str]:
@@ -128,7 +124,9 @@ def _head(kind: str, run: RunState, seq: int, at: str) -> list[str]:
     if run.next_eid != written.get("next_eid"):
         parts.append(f',"next_eid":{run.next_eid}')
     if kind == "full" or run.deadline != written.get("deadline"):
-        parts += (',"deadline":', "null" if run.deadline is None else repr(float(run.deadline)))
+        # no finite deadline (a timeout of inf) is no deadline: JSON has no inf, and None means "never"
+        deadline = run.deadline
+        parts += (',"deadline":', repr(float(deadline)) if deadline is not None and math.isfinite(deadline) else "null")
     if kind == "full" or run.error != written.get("error"):
         parts += (',"error":', "null" if run.error is None else compact_json(run.error))
     if run.recoveries != written.get("recoveries", 0):  # absent means 0: most runs never need it
@@ -164,7 +162,10 @@ def _ints(values: Iterable[int]) -> str:
 
 
 def _floats(values: Iterable[float]) -> str:
-    return "[" + ",".join(repr(float(v)) for v in values) + "]"
+    text = "[" + ",".join(repr(float(v)) for v in values) + "]"
+    if "n" in text:  # inf or nan: JSON cannot hold it, and a record holding it could never be loaded
+        raise SerializationError(f"cannot checkpoint a sleep until {text}: ctx.sleep takes a finite number of seconds")
+    return text
 
 
 def _event_json(event: Event, graph: StepGraph) -> str:
@@ -179,6 +180,8 @@ def _event_json(event: Event, graph: StepGraph) -> str:
         data = event_body(event)
     except PydanticSerializationError as exc:
         raise SerializationError(f"cannot checkpoint a {cls.__name__}: {exc}") from None
+    if "null" in data and (found := non_finite(event.model_dump())) is not None:  # pydantic writes NaN as null
+        raise refuse_non_finite(found, f"a {cls.__name__} in a checkpoint")
     return f"[{_quote(key)},{data}]"
 
 
@@ -210,42 +213,35 @@ def _keys_of(graph: StepGraph) -> dict[type[Event], str]:
 # -- reading -------------------------------------------------------------------------
 
 
-def unframe(raw: bytes, run_id: str, seq: int) -> dict[str, Any]:
-    """Check one stored record and parse it; ``SnapshotError`` names the run and the record."""
-    if not isinstance(raw, bytes | bytearray | memoryview):
-        raise SnapshotError(f"stored record is a {type(raw).__name__}, not bytes", run_id=run_id, seq=seq)
-    raw = bytes(raw)
-    if len(raw) < len(MAGIC) + _DIGEST:
-        raise SnapshotError("record is truncated", run_id=run_id, seq=seq)
-    if not raw.startswith(MAGIC):
-        raise SnapshotError("not a durableflow record (foreign data or a newer format)", run_id=run_id, seq=seq)
-    digest, data = raw[len(MAGIC) : len(MAGIC) + _DIGEST], raw[len(MAGIC) + _DIGEST :]
-    if _digest(data, run_id, seq) != digest:
-        raise SnapshotError(
-            "checksum mismatch: the record is corrupt, truncated, was edited, or belongs to another run or position",
-            run_id=run_id,
-            seq=seq,
-        )
+def unframe(raw: bytes, run_id: str, seq: int, key: Key = ...) -> dict[str, Any]:
+    """Check one stored record's seal and parse it; ``SnapshotError`` names the run and the record."""
+    data = opened(raw, run_id, seq, key)
     try:
         doc = json.loads(data)
     except (ValueError, RecursionError) as exc:  # RecursionError: nested deeper than the parser can go
         raise SnapshotError(f"record is not valid JSON ({exc})", run_id=run_id, seq=seq) from None
     if not isinstance(doc, dict):
         raise SnapshotError("record is not a JSON object", run_id=run_id, seq=seq)
-    if doc.get("format") != FORMAT:
+    version = doc.get("format")
+    if version != FORMAT or isinstance(version, bool):
         raise SnapshotError(
-            f"record format {doc.get('format')!r} is not supported (this durableflow reads format {FORMAT})",
+            f"record format {version!r} is not supported (this durableflow reads format {FORMAT})",
             run_id=run_id,
             seq=seq,
         )
+    check_document(doc, run_id, seq)
     return doc
 
 
-def replay(records: Sequence[Record], run_id: str) -> dict[str, Any]:
-    """The run as of its last record: the first record (a full snapshot) with each delta applied."""
+def replay(records: Sequence[Record], run_id: str, key: Key = ...) -> dict[str, Any]:
+    """The run as of its last record: the first record (a full snapshot) with each delta applied.
+
+    ``key`` is what the records are sealed with (default: ``$DURABLEFLOW_KEY``, if set)."""
     if not records:
         raise SnapshotError("no records are stored for this run", run_id=run_id)
-    doc = unframe(records[0].data, run_id, records[0].seq)
+    for record in records:
+        check_record(record, run_id)
+    doc = unframe(records[0].data, run_id, records[0].seq, key)
     if doc.get("kind") != "full":
         raise SnapshotError("the oldest stored record is not a full snapshot", run_id=run_id, seq=records[0].seq)
     doc["seq"] = records[0].seq
@@ -253,7 +249,7 @@ def replay(records: Sequence[Record], run_id: str) -> dict[str, Any]:
         expected = doc["seq"] + 1
         if record.seq != expected:
             raise SnapshotError(f"record {expected} is missing", run_id=run_id, seq=expected)
-        delta = unframe(record.data, run_id, record.seq)
+        delta = unframe(record.data, run_id, record.seq, key)
         try:
             apply_delta(doc, delta)
         except Exception as exc:
@@ -291,6 +287,10 @@ def apply_delta(doc: dict[str, Any], delta: dict[str, Any]) -> None:
 def restore(doc: dict[str, Any], graph: StepGraph, name: str) -> tuple[RunState, dict[str, str]]:
     """Rebuild a run of workflow ``name`` from a full document; ``SnapshotError`` names what does not fit the code."""
     run_id = doc.get("run_id") if isinstance(doc, dict) else None
+    if not isinstance(doc, dict) or doc.get("kind") != "full":
+        raise SnapshotError("not a full snapshot", run_id=run_id)
+    check_document(doc, str(run_id), doc.get("seq"))
+    check_run(doc, str(run_id))
     try:
         return _restore(doc, graph, name)
     except SnapshotError:

@@ -30,6 +30,7 @@ from ._errors import (
     SnapshotError,
     StoreUnavailableError,
 )
+from ._framing import checked_key
 
 # -- the layout (chosen by tests/benchmarks/bench_sqlite_layout.py) ------------------------
 #
@@ -107,7 +108,11 @@ class SQLiteCheckpointer:
     inline = True  # a local file: cheap enough to write from the event loop
 
     def __init__(
-        self, path: str | os.PathLike[str], durability: Literal["normal", "fsync"] = "normal", lease_ttl: float = 30.0
+        self,
+        path: str | os.PathLike[str],
+        durability: Literal["normal", "fsync"] = "normal",
+        lease_ttl: float = 30.0,
+        key: str | bytes | None = None,
     ) -> None:
         if durability not in ("normal", "fsync"):
             raise ValueError(f"durability must be 'normal' or 'fsync', not {durability!r}")
@@ -115,6 +120,7 @@ class SQLiteCheckpointer:
         self.url = f"sqlite:///{self.path}"
         self.durability = durability
         self.lease_ttl = lease_ttl
+        self.key = checked_key(key)  # records are sealed with a MAC under it (default: $DURABLEFLOW_KEY, if set)
         self._lock = threading.Lock()
         self._conn: sqlite3.Connection | None = None
         self._pid = 0

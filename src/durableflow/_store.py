@@ -13,9 +13,10 @@ from contextlib import asynccontextmanager
 from typing import Any, Generic, TypeVar, cast, final
 
 from pydantic import BaseModel, TypeAdapter, ValidationError
+from pydantic_core import PydanticSerializationError
 
 from ._errors import SerializationError, WorkflowRuntimeError, WorkflowValidationError
-from ._serialization import ValueCodec
+from ._serialization import ValueCodec, check_text, non_finite, refuse_non_finite
 
 StateT = TypeVar("StateT")
 
@@ -133,14 +134,17 @@ class StateStore(Generic[StateT]):
             pass
 
     def _put(self, key: str, value: Any) -> None:
+        if not key.isascii():
+            check_text(key, f"state key {key!r}")
         if self._state_type is None:
             text = self._codec.dump(value, f"state key {key!r} (a {type(value).__name__})")
         else:
             adapter = self._adapter(key)
             try:
-                text = adapter.dump_json(adapter.validate_python(value)).decode()
+                validated = adapter.validate_python(value)
             except ValidationError as exc:
                 raise SerializationError(f"cannot store state key {key!r}: {exc}") from None
+            text = _typed_json(adapter, validated, f"state key {key!r}")
         self.values[key] = text
         self.dirty.add(key)
 
@@ -179,7 +183,8 @@ class StateStore(Generic[StateT]):
         except ValidationError as exc:
             raise SerializationError(f"cannot store the state: {exc}") from None
         return {
-            name: self._adapter(name).dump_json(getattr(state, name)).decode() for name in self._state_type.model_fields
+            name: _typed_json(self._adapter(name), getattr(state, name), f"state key {name!r}")
+            for name in self._state_type.model_fields
         }
 
     def _initial_values(self) -> dict[str, str]:
@@ -206,6 +211,18 @@ class StateStore(Generic[StateT]):
             # rebuild_annotation keeps the field's constraints (Field(ge=0)...), so set() enforces them too
             adapter = self._adapters[key] = TypeAdapter(field.rebuild_annotation())
         return adapter
+
+
+def _typed_json(adapter: TypeAdapter[Any], value: Any, where: str) -> str:
+    """A typed state field's value as JSON text, refused when it would not read back as it is."""
+    try:
+        text = adapter.dump_json(value).decode()
+    except PydanticSerializationError as exc:  # a lone surrogate, nesting past pydantic's limit
+        raise SerializationError(f"cannot store {where}: {exc}") from None
+    if "null" in text and (found := non_finite(adapter.dump_python(value))) is not None:  # NaN is written as null
+        raise refuse_non_finite(found, where)
+    check_text(text, where)
+    return text
 
 
 def _walk(value: Any, parts: list[str], create: bool = False) -> Any:

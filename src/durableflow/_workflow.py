@@ -23,9 +23,11 @@ from ._errors import (
     WorkflowValidationError,
 )
 from ._events import Event, HumanResponseEvent, InputRequiredEvent, StartEvent, StopEvent, run_result
+from ._framing import record_key
 from ._graph import graph_of
 from ._handler import WorkflowHandler
 from ._hooks import plugin_manager
+from ._integrity import check_info
 from ._resource import ResourceManager, check_resources
 from ._runner import Runner
 from ._runstate import RunState
@@ -260,7 +262,7 @@ class Workflow:
             return False
         self._acquire(checkpointer, run_id, owner)
         try:
-            info = checkpointer.info(run_id)  # read under the lease: no other worker appends now
+            info = check_info(checkpointer.info(run_id), run_id)  # under the lease: no other worker appends now
             if info.status == "completed" or info.workflow != ctx._workflow_name:
                 raise RunExistsError(run_id)
         except BaseException:
@@ -350,7 +352,7 @@ class Workflow:
         assert checkpointer is not None
         try:
             records = checkpointer.load(run_id)
-            ctx = Context._restore(self, _snapshot.replay(records, run_id))
+            ctx = Context._restore(self, _snapshot.replay(records, run_id, record_key(checkpointer)))
             if ctx._state.status == "completed":
                 self._release(checkpointer, run_id, owner)
                 assert ctx._state.result is not None

@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from . import _crashtest, _fleet, _inspect, _run
 from ._exits import EPILOG, EXIT_CODES, UsageError, WaitsForInput, exit_code, explain
 from ._options import Command
-from ._output import as_json
+from ._output import as_json, printable
 
 __all__ = ["EXIT_CODES", "UsageError", "main"]
 
@@ -35,7 +35,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if isinstance(exc, WaitsForInput):
             print(as_json(exc.request))  # after the run id, where the result would be: what the run asks
         for line in explain(exc, crashtest=args.command_name == "crashtest"):
-            print(line, file=sys.stderr)
+            print(printable(line, newlines=True), file=sys.stderr)
         return code
 
 

@@ -18,7 +18,7 @@ from .._events import HumanResponseEvent
 from ..testing._exploration import DOWNTIME
 from ._exits import UsageError, WaitsForInput, code_of, fail
 from ._options import add_command, add_respond, answer, input_fields, positive_int, seconds
-from ._output import console, table
+from ._output import console, printable, table
 from ._workflows import add_workflow_options, resolve_target
 
 if TYPE_CHECKING:
@@ -183,7 +183,7 @@ def _print_matrix(out: Console, report: Any) -> None:
     out.print(matrix)
     for outcome in report.failures:
         out.print(Text(f"\n{outcome.id}: {outcome.kind}", style="bold red"))
-        out.print(Text(outcome.diff))
+        out.print(Text(printable(outcome.diff, newlines=True)))
         out.print(Text(f"re-run: {outcome.rerun}", style="dim"), soft_wrap=True)  # one line, to copy whole
     out.print(Text(report.summary(), style="bold " + ("green" if report.ok else "red")))
 

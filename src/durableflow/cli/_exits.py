@@ -11,13 +11,14 @@ import sys
 from .._errors import (
     RunLeaseError,
     RunNotFoundError,
+    SerializationError,
     SnapshotError,
     StoreUnavailableError,
     WorkflowCancelledError,
     WorkflowTimeoutError,
 )
 from .._events import InputRequiredEvent
-from ._output import when
+from ._output import printable, when
 
 DEFAULT_STORE = "sqlite:///durableflow.db"
 
@@ -56,6 +57,7 @@ EXIT_CODES: tuple[tuple[int, str, type[BaseException] | None], ...] = (
     (5, "stored run cannot be loaded (corrupt, or no longer fits the code)", SnapshotError),
     (6, "store unavailable", StoreUnavailableError),
     (7, "the run waits for input: `durableflow resume RUN_ID --respond JSON` answers it", WaitsForInput),
+    (8, "a value cannot be stored: the start event holds data a checkpoint cannot keep as it is", SerializationError),
     (130, "interrupted (Ctrl-C): the run keeps its last checkpoint", KeyboardInterrupt),
 )
 
@@ -125,7 +127,7 @@ def store_option(store: str) -> str:
 
 def fail(code: int, message: str, hint: str | None = None) -> int:
     """Say what went wrong (and what to do) on stderr, and give ``code`` back to return from a command."""
-    print(f"error: {message}", file=sys.stderr)
+    print(printable(f"error: {message}", newlines=True), file=sys.stderr)
     if hint:
-        print(hint, file=sys.stderr)
+        print(printable(hint, newlines=True), file=sys.stderr)
     return code

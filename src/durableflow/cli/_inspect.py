@@ -5,15 +5,18 @@ from __future__ import annotations
 import argparse
 import json
 import shlex
+import sys
 from collections.abc import Iterator, Sequence
 from typing import Any
 
 from .._checkpointer import STATUSES, Record
 from .._errors import SnapshotError
+from .._framing import record_key
+from .._integrity import check_info, check_record
 from .._snapshot import unframe
 from ._exits import DEFAULT_STORE
 from ._options import add_command, open_store, positive_int, sqlite_file_missing
-from ._output import STATUS_STYLES, about, clip, console, names, table, when
+from ._output import STATUS_STYLES, about, cell, clip, console, names, printable, table, when
 
 
 def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -35,7 +38,7 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
 def runs_command(args: argparse.Namespace) -> int:
     out = console()
     if sqlite_file_missing(args.store):
-        out.print(f"no runs in {args.store}: the file does not exist yet", highlight=False)
+        out.print(cell(f"no runs in {args.store}: the file does not exist yet"))
         return 0
     checkpointer = open_store(args.store)
     try:
@@ -44,23 +47,36 @@ def runs_command(args: argparse.Namespace) -> int:
         checkpointer.close()
     if not runs:
         which = f" with status {' or '.join(args.statuses)}" if args.statuses else ""
-        out.print(f"no runs{which} in {args.store}" + (" after that cursor" if args.after else ""), highlight=False)
+        out.print(cell(f"no runs{which} in {args.store}" + (" after that cursor" if args.after else "")))
         return 0
-    from rich.text import Text
-
     listing = table("run", "workflow", "status", "created", "updated", "last seq", "result or error")
-    listing.columns[0].min_width = max(len(info.run_id) for info in runs)  # the one thing a reader copies
+    listing.columns[0].min_width = max(len(printable(str(info.run_id))) for info in runs)  # what a reader copies
     for column in (0, 2, 3, 4):
         listing.columns[column].no_wrap = True
+    unreadable = 0
     for info in runs:
-        outcome = Text(clip(info.error, 60), style="red") if info.error else Text(clip(info.result or "", 60))
+        try:
+            check_info(info)
+        except SnapshotError as exc:  # one edited run must not hide the others
+            unreadable += 1
+            problem = str(exc).partition(": ")[2] or str(exc)
+            listing.add_row(cell(info.run_id), cell(info.workflow), cell("unreadable", "red"), "-", "-", "-",
+                            cell(clip(problem, 60), "red"))  # fmt: skip
+            continue
+        outcome = cell(clip(info.error, 60), "red") if info.error else cell(clip(info.result or "", 60))
         listing.add_row(
-            info.run_id, Text(info.workflow), Text(info.status, style=STATUS_STYLES.get(info.status, "")),
+            cell(info.run_id), cell(info.workflow), cell(info.status, STATUS_STYLES.get(info.status, "")),
             when(info.created_at, compact=True), when(info.updated_at, compact=True), str(info.last_seq), outcome,
         )  # fmt: skip
     out.print(listing)
     if len(runs) == args.limit:  # maybe more: the line that lists the next page
-        out.print(f"next page: {shlex.join(_next_page_argv(args, runs[-1].cursor))}", highlight=False, soft_wrap=True)
+        out.print(cell(f"next page: {shlex.join(_next_page_argv(args, runs[-1].cursor))}"), soft_wrap=True)
+    if unreadable:
+        print(
+            f"warning: {unreadable} stored run(s) have malformed metadata and are listed as unreadable; "
+            "`durableflow show RUN_ID` says what is wrong",
+            file=sys.stderr,
+        )
     return 0
 
 
@@ -76,36 +92,52 @@ def _next_page_argv(args: argparse.Namespace, cursor: str) -> list[str]:
 def show_command(args: argparse.Namespace) -> int:
     out = console()
     checkpointer = open_store(args.store, must_exist=args.run_id)
+    problems: list[str] = []
     try:
         info = checkpointer.info(args.run_id)
-        records = checkpointer.load(args.run_id)
+        try:
+            check_info(info, args.run_id)
+        except SnapshotError as exc:
+            problems.append(f"its metadata is malformed ({exc})")
+        key = record_key(checkpointer)
+        try:
+            records: Sequence[Any] = checkpointer.load(args.run_id)
+        except SnapshotError as exc:
+            problems.append(f"its records cannot be read ({exc})")
+            records = []
     finally:
         checkpointer.close()
-    from rich.text import Text
-
     out.print(about(info))
-    if records and records[0].seq > 1:
-        out.print(f"(records before {records[0].seq} were folded into the full snapshot {records[0].seq})")
+    first = records[0] if records else None
+    if isinstance(first, Record) and isinstance(first.seq, int) and first.seq > 1:
+        out.print(f"(records before {first.seq} were folded into the full snapshot {first.seq})")
     checkpoints = table("seq", "kind", "at", "what changed")
     broken = 0
-    for seq, kind, at, changes, ok in _record_rows(args.run_id, records):
+    for seq, kind, at, changes, ok in _record_rows(args.run_id, records, key):
         broken += not ok
-        checkpoints.add_row(seq, kind, Text(at), Text(changes, style="" if ok else "red"))
+        checkpoints.add_row(cell(seq), cell(kind), cell(at), cell(changes, "" if ok else "red"))
     out.print(checkpoints)
     if broken:
-        raise SnapshotError(
-            f"{broken} stored record(s) of run {args.run_id} cannot be decoded, so it cannot be resumed"
-        )
+        problems.append(f"{broken} stored record(s) cannot be decoded")
+    if problems:
+        raise SnapshotError(f"run {args.run_id} cannot be resumed: " + "; ".join(problems))
     return 0
 
 
-def _record_rows(run_id: str, records: Sequence[Record]) -> Iterator[tuple[str, str, str, str, bool]]:
+def _record_rows(
+    run_id: str, records: Sequence[Record], key: bytes | None
+) -> Iterator[tuple[str, str, str, str, bool]]:
     """One row per stored record: seq, kind, at, what changed, and whether it decoded."""
     pending: set[str] = set()
     for record in records:
+        try:
+            check_record(record, run_id)
+        except SnapshotError as exc:
+            yield str(getattr(record, "seq", "?")), "?", "", f"error: {exc}", False
+            continue
         kind = "full" if record.full else "delta"
         try:
-            doc = unframe(record.data, run_id, record.seq)
+            doc = unframe(record.data, run_id, record.seq, key)
             changes = _changes(doc, pending)
         except SnapshotError as exc:
             yield str(record.seq), kind, "", f"error: {exc}", False

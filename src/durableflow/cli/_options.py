@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 from collections.abc import Callable
 from typing import Any
@@ -13,7 +14,10 @@ from pydantic import ValidationError
 from .._checkpointer import Checkpointer, open_checkpointer
 from .._errors import RunNotFoundError
 from .._events import HumanResponseEvent
+from .._framing import KEY_ENV, record_key
+from .._serialization import MAX_DEPTH, json_depth
 from ._exits import DEFAULT_STORE, EPILOG, UsageError
+from ._output import clip, printable
 
 Command = Callable[[argparse.Namespace], int]
 
@@ -63,6 +67,11 @@ def seconds(text: str) -> float:
 def run_id(text: str) -> str:
     if not text:
         raise argparse.ArgumentTypeError("must not be empty")
+    if printable(text) != text:
+        raise argparse.ArgumentTypeError(
+            f"must be printable text: {printable(text)} holds control or format characters, "
+            "which would reach every terminal that lists the run"
+        )
     return text
 
 
@@ -74,13 +83,38 @@ def positive_int(text: str) -> int:
 
 
 def input_fields(text: str, option: str = "--input") -> dict[str, Any]:
+    """The JSON object ``text`` holds, checked to be stored and read back as it is (or ``UsageError``)."""
+    if json_depth(text) > MAX_DEPTH:
+        raise UsageError(f"{option} nests lists and objects more than {MAX_DEPTH} levels deep; flatten it")
     try:
-        fields = json.loads(text)
+        fields = json.loads(text, parse_constant=_not_a_number, parse_float=_finite)
     except ValueError as exc:
+        if "Exceeds the limit" in str(exc):
+            raise UsageError(f"{option} holds an integer of more than 4300 digits; pass it as a string") from None
         raise UsageError(f"{option} is not valid JSON: {exc}") from None
     if not isinstance(fields, dict):
-        raise UsageError(f"{option} must be a JSON object of event fields, like '{{\"ids\": [1, 2]}}', not {text!r}")
+        raise UsageError(
+            f"{option} must be a JSON object of event fields, like '{{\"ids\": [1, 2]}}', not {clip(text, 40)!r}"
+        )
+    try:
+        json.dumps(fields, ensure_ascii=False).encode()
+    except UnicodeEncodeError:
+        raise UsageError(f"{option} holds a lone surrogate escape (like \\ud800), which is not text") from None
+    private = sorted(key for key in fields if key.startswith("_"))
+    if private:
+        raise UsageError(f"{option} names {', '.join(map(repr, private))}: event fields do not start with '_'")
     return fields
+
+
+def _not_a_number(constant: str) -> Any:
+    raise ValueError(f"{constant} is not a number JSON can hold; pass it as a string")
+
+
+def _finite(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        raise ValueError(f"{text} is too large for a float; pass it as a string")
+    return value
 
 
 def answer(respond: str | None) -> dict[str, Any] | None:
@@ -100,9 +134,10 @@ def open_store(url: str, must_exist: str | None = None) -> Checkpointer:
     if must_exist is not None and sqlite_file_missing(url):
         raise RunNotFoundError(must_exist, url)
     try:
+        record_key()  # a key too short to be one is refused now, not at the first record
         return open_checkpointer(url)
-    except (ValueError, ImportError) as exc:  # an unknown scheme, or redis-py is not installed
-        raise UsageError(str(exc)) from None
+    except (ValueError, ImportError) as exc:  # an unknown scheme, redis-py not installed, a key too short
+        raise UsageError(f"{exc} (${KEY_ENV})" if "record key" in str(exc) else str(exc)) from None
 
 
 def sqlite_file_missing(url: str) -> bool:

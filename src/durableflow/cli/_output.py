@@ -1,5 +1,7 @@
 """What the ``durableflow`` command prints: tables on a console, local times, JSON and clipped text.
 
+Everything shown comes from a store or a run, so it is printed as text, never as markup, and characters
+that steer a terminal (escape sequences, carriage returns, bidirectional overrides) are shown escaped.
 rich is imported only when a table is printed, so ``--help`` and ``run`` need only the core dependencies.
 """
 
@@ -8,6 +10,8 @@ from __future__ import annotations
 import datetime
 import json
 import os
+import re
+import unicodedata
 from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel
@@ -18,6 +22,12 @@ from .._events import Event, event_fields
 if TYPE_CHECKING:
     from rich.console import Console
     from rich.table import Table
+    from rich.text import Text
+
+_UNSAFE_CATEGORIES = frozenset({"Cc", "Cf", "Cs", "Zl", "Zp"})
+"""Control and format characters (ESC, CR, C1 controls, bidi overrides, zero-width marks), lone surrogates and
+line or paragraph separators: each can move the cursor, recolour or reorder what a terminal shows."""
+_MAYBE_UNSAFE = re.compile(r"[^\x20-\x7e]")
 
 STATUS_STYLES = {
     "completed": "green",
@@ -37,7 +47,7 @@ def console() -> Console:
         from rich.console import Console
     except ImportError:
         raise UsageError("tables need rich: install durableflow[cli] (pip install 'durableflow[cli]')") from None
-    out = Console()
+    out = Console(markup=False, emoji=False, highlight=False)  # "[/]" in a run id is text, not a closing tag
     if not out.is_terminal and "COLUMNS" not in os.environ:
         out.width = 200  # piped into grep or a file: a table cropped to 80 columns helps nobody
     return out
@@ -53,22 +63,41 @@ def table(*headers: str) -> Table:
 def about(info: RunInfo) -> Table:
     """The run's metadata as a two-column grid."""
     from rich.table import Table
-    from rich.text import Text
 
     grid = Table.grid(padding=(0, 2))
-    grid.add_row("run", info.run_id)
-    grid.add_row("workflow", Text(info.workflow))
-    grid.add_row("status", Text(info.status, style=STATUS_STYLES.get(info.status, "")))
+    grid.add_row("run", cell(info.run_id))
+    grid.add_row("workflow", cell(info.workflow))
+    grid.add_row("status", cell(info.status, STATUS_STYLES.get(str(info.status), "")))
     grid.add_row("created", when(info.created_at))
     grid.add_row("updated", when(info.updated_at))
-    grid.add_row("last seq", str(info.last_seq))
+    grid.add_row("last seq", cell(info.last_seq))
     if info.lease_owner:
-        grid.add_row("leased by", Text(f"{info.lease_owner} until {when(info.lease_expires_at)}"))
+        grid.add_row("leased by", cell(f"{info.lease_owner} until {when(info.lease_expires_at)}"))
     if info.result is not None:
-        grid.add_row("result", Text(clip(info.result, 400)))
+        grid.add_row("result", cell(clip(str(info.result), 400)))
     if info.error:
-        grid.add_row("error", Text(info.error, style="red"))
+        grid.add_row("error", cell(info.error, "red"))
     return grid
+
+
+def cell(value: Any, style: str = "") -> Text:
+    """``value`` as a table cell: plain text (markup in it is shown, not applied), escaped by ``printable``."""
+    from rich.text import Text
+
+    return Text(printable(value if isinstance(value, str) else str(value)), style=style)
+
+
+def printable(text: str, newlines: bool = False) -> str:
+    """``text`` with every character that could steer a terminal shown as its Python escape (``\\x1b``,
+    ``\\u202e``); with ``newlines``, line breaks are kept."""
+    if not _MAYBE_UNSAFE.search(text):
+        return text
+    return "".join(
+        char.encode("unicode_escape").decode("ascii")
+        if unicodedata.category(char) in _UNSAFE_CATEGORIES and not (newlines and char == "\n")
+        else char
+        for char in text
+    )
 
 
 def names(items: Any, most: int = 8) -> str:
@@ -87,18 +116,29 @@ def when(timestamp: float | None, compact: bool = False) -> str:
     """Local time; ``compact`` gives only the time for today, and drops the seconds otherwise."""
     if timestamp is None:
         return "-"
-    moment = datetime.datetime.fromtimestamp(timestamp)
+    try:
+        moment = datetime.datetime.fromtimestamp(timestamp)
+    except (TypeError, ValueError, OverflowError, OSError):  # not a time any clock gave
+        return printable(f"?{timestamp!r}")
     if not compact:
         return moment.strftime("%Y-%m-%d %H:%M:%S")
     return moment.strftime("%H:%M:%S" if moment.date() == datetime.date.today() else "%Y-%m-%d %H:%M")
 
 
 def as_json(value: Any) -> str:
+    """``value`` as one line of JSON; characters that could steer a terminal are written as ``\\uXXXX``
+    escapes, which JSON reads back as the same characters."""
     if isinstance(value, Event):  # undeclared fields beside the declared ones, as the user wrote them
-        return json.dumps(event_fields(value), ensure_ascii=False)
-    if isinstance(value, BaseModel):
-        return value.model_dump_json()
-    try:
-        return json.dumps(value, ensure_ascii=False)
-    except (TypeError, ValueError):
-        return repr(value)
+        text = json.dumps(event_fields(value), ensure_ascii=False)
+    elif isinstance(value, BaseModel):
+        text = value.model_dump_json()
+    else:
+        try:
+            text = json.dumps(value, ensure_ascii=False)
+        except (TypeError, ValueError):
+            return printable(repr(value))
+    if not _MAYBE_UNSAFE.search(text):
+        return text
+    return "".join(
+        json.dumps(char)[1:-1] if unicodedata.category(char) in _UNSAFE_CATEGORIES else char for char in text
+    )

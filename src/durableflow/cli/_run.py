@@ -12,13 +12,14 @@ from typing import Any
 from pydantic import ValidationError
 
 from .._checkpointer import Checkpointer
-from .._errors import DurableflowError, RunExistsError
+from .._errors import DurableflowError, RunExistsError, SerializationError
 from .._events import HumanResponseEvent, InputRequiredEvent
 from .._graph import graph_of
 from .._handler import WorkflowHandler
+from .._integrity import check_info
 from ._exits import RunEnded, UsageError, WaitsForInput, exit_code
 from ._options import add_command, add_respond, answer, input_fields, open_store, run_id, seconds
-from ._output import as_json
+from ._output import as_json, printable
 from ._workflows import WorkflowRegistry, add_workflow_options, resolve_target
 
 
@@ -83,7 +84,7 @@ def resume_command(args: argparse.Namespace) -> int:
     response = answer(args.respond)
     checkpointer = open_store(args.store, must_exist=args.run_id)
     try:
-        stored = checkpointer.info(args.run_id).workflow
+        stored = check_info(checkpointer.info(args.run_id), args.run_id).workflow
         target = WorkflowRegistry.from_args(args).for_run(args.run_id, stored)
         workflow = target.factory()
         workflow.checkpointer = checkpointer
@@ -116,7 +117,7 @@ def drive(
     async def drive() -> Any:
         nonlocal owner
         handler = start()
-        print(handler.run_id, flush=True)
+        print(printable(handler.run_id), flush=True)
         requests = asyncio.ensure_future(_unanswered_request(handler, answer))
         ended = asyncio.ensure_future(handler)
         for task in (requests, ended):
@@ -130,7 +131,7 @@ def drive(
                 raise WaitsForInput(handler.run_id, store, request, again)
             return await ended
         except Exception as exc:
-            if exit_code(exc) is not None:
+            if exit_code(exc) is not None and not isinstance(exc, SerializationError):
                 raise  # the store or the lease failed, not the run; or the run waits for input
             raise RunEnded(handler.run_id, store, exc, again) from exc
         finally:

@@ -25,7 +25,6 @@ from pathlib import Path
 from typing import Any, final
 
 from .._errors import WorkflowValidationError
-from .._graph import graph_of
 from .._workflow import Workflow
 from ._exits import UsageError
 
@@ -68,11 +67,8 @@ def add_workflow_options(command: argparse.ArgumentParser, *, repeatable_workflo
 
 
 def stored_name(workflow: Workflow) -> str:
-    """The name runs of ``workflow`` are stored under (``RunInfo.workflow``)."""
-    name = getattr(workflow, "workflow_name", None)
-    if isinstance(name, str) and name:
-        return name
-    return graph_of(type(workflow)).workflow_path
+    """The name runs of ``workflow`` are stored under (``RunInfo.workflow``): its ``workflow_name``."""
+    return workflow.workflow_name
 
 
 @final

@@ -22,6 +22,7 @@ from durableflow import (
     SQLiteCheckpointer,
     StoreUnavailableError,
 )
+from durableflow._framing import record_key
 from durableflow._snapshot import outcome, replay
 
 from ._world import FakeWorld
@@ -142,7 +143,7 @@ def _reachable(store: RedisCheckpointer, url: str) -> None:
 def stored(store: Checkpointer, run_id: str) -> dict[str, Any]:
     """The run's status, result, error and state as its records hold them (plain JSON data)."""
     try:
-        doc = replay(store.load(run_id), run_id)
+        doc = replay(store.load(run_id), run_id, record_key(store))
     except RunNotFoundError:
         return {"status": "missing", "result": None, "error": None, "state": {}}
     status, result, error = outcome(doc)
