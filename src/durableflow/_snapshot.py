@@ -180,7 +180,10 @@ def _event_json(event: Event, graph: StepGraph) -> str:
         data = event_body(event)
     except PydanticSerializationError as exc:
         raise SerializationError(f"cannot checkpoint a {cls.__name__}: {exc}") from None
-    if "null" in data and (found := non_finite(event.model_dump())) is not None:  # pydantic writes NaN as null
+    # a model writes NaN as null, a bare result as the NaN of no JSON standard: refused either way, as set() does
+    if ("null" in data or "NaN" in data or "Infinity" in data) and (
+        found := non_finite(event.model_dump())
+    ) is not None:
         raise refuse_non_finite(found, f"a {cls.__name__} in a checkpoint")
     return f"[{_quote(key)},{data}]"
 
