@@ -38,6 +38,11 @@ from ._framing import checked_key
 # to maintain, a run's records are one key range (its last sequence number is one seek), and a large
 # record goes to overflow pages as cheaply as a raw insert (a WITHOUT ROWID table made a 1 MB record
 # 1.5x slower, and small appends too). The runs table carries the indexes that listing and purging use.
+#
+# Every append is one statement, the fenced insert, so one implicit transaction: a record that is full, or
+# that carries a new status (and its result or error), has triggers do the rest inside that statement
+# (drop the older records; set the run's status, end time and lease). So a run's last checkpoint costs
+# about what any other does.
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS durableflow_runs (
@@ -59,11 +64,27 @@ CREATE TABLE IF NOT EXISTS durableflow_records (
     key INTEGER PRIMARY KEY,
     full INTEGER NOT NULL,
     written_at REAL NOT NULL,
-    data BLOB NOT NULL
+    data BLOB NOT NULL,
+    status TEXT,
+    result TEXT,
+    error TEXT
 );
-PRAGMA user_version = 2;
+CREATE TRIGGER IF NOT EXISTS durableflow_full_record AFTER INSERT ON durableflow_records WHEN NEW.full
+BEGIN
+    DELETE FROM durableflow_records WHERE key >= (NEW.key >> 32) << 32 AND key < NEW.key;
+END;
+CREATE TRIGGER IF NOT EXISTS durableflow_new_status AFTER INSERT ON durableflow_records WHEN NEW.status IS NOT NULL
+BEGIN
+    UPDATE durableflow_runs SET status = NEW.status, result = NEW.result, error = NEW.error,
+        ended_at = CASE WHEN NEW.status IN ('completed', 'failed', 'cancelled') THEN NEW.written_at END,
+        lease_owner = CASE WHEN NEW.status IN ('completed', 'failed', 'cancelled') THEN NULL ELSE lease_owner END,
+        lease_expires_at =
+            CASE WHEN NEW.status IN ('completed', 'failed', 'cancelled') THEN NULL ELSE lease_expires_at END
+    WHERE run_key = NEW.key >> 32;
+END;
+PRAGMA user_version = 3;
 """
-_SCHEMA_VERSION = 2
+_SCHEMA_VERSION = 3
 _SEQ_BITS = 32
 _LAST = (1 << _SEQ_BITS) - 1  # the largest sequence number, and the mask that takes it out of a key
 
@@ -73,8 +94,8 @@ _LAST_KEY = f"(SELECT MAX(key) FROM durableflow_records WHERE key {_RANGE})"
 
 # The one statement of a checkpoint: inserts nothing unless the owner holds the lease and seq is the next.
 _FENCED_INSERT = f"""
-INSERT INTO durableflow_records (key, full, written_at, data)
-SELECT (r.run_key << {_SEQ_BITS}) + ?1, ?2, ?3, ?4 FROM durableflow_runs r
+INSERT INTO durableflow_records (key, full, written_at, data, status, result, error)
+SELECT (r.run_key << {_SEQ_BITS}) + ?1, ?2, ?3, ?4, ?7, ?8, ?9 FROM durableflow_runs r
 WHERE r.run_id = ?5 AND r.lease_owner = ?6 AND (r.run_key << {_SEQ_BITS}) + ?1 = {_LAST_KEY} + 1
 """
 _INFO = f"""
@@ -154,21 +175,14 @@ class SQLiteCheckpointer:
         error: str | None = None,
     ) -> None:
         check_status(status)
-        if not record.full and status is None:
-            # The common checkpoint: one statement, so one implicit transaction.
-            with self._lock:
-                db = self._connection()
-                try:
-                    params = (record.seq, 0, get_clock().now(), record.data, run_id, owner)
-                    if db.execute(_FENCED_INSERT, params).rowcount:
-                        return
-                    raise self._refusal(db, run_id, owner, record.seq)
-                except sqlite3.Error as exc:
-                    raise StoreUnavailableError(f"SQLite store {self.path} failed a write: {exc}") from None
-        with self._transaction() as db:
-            refused = self._append(db, Append(run_id, record, owner, status, result, error))
-            if refused is not None:
-                raise refused
+        with self._lock:
+            db = self._connection()
+            try:
+                refused = self._append(db, Append(run_id, record, owner, status, result, error))
+            except sqlite3.Error as exc:
+                raise StoreUnavailableError(f"SQLite store {self.path} failed a write: {exc}") from None
+        if refused is not None:
+            raise refused
 
     def append_many(self, appends: Sequence[Append]) -> list[BaseException | None]:
         for each in appends:
@@ -264,28 +278,22 @@ class SQLiteCheckpointer:
     # -- writing -----------------------------------------------------------------------
 
     def _append(self, db: sqlite3.Connection, a: Append) -> BaseException | None:
-        """One append inside the caller's transaction; the refusal, if any, is returned and nothing written."""
-        now = get_clock().now()
+        """One append: a single statement (see the triggers); its refusal, if any, is returned."""
         record = a.record
-        if not db.execute(_FENCED_INSERT, (record.seq, record.full, now, record.data, a.run_id, a.owner)).rowcount:
-            return self._refusal(db, a.run_id, a.owner, record.seq)
-        if not record.full and a.status is None:
+        params = (
+            record.seq,
+            record.full,
+            get_clock().now(),
+            record.data,
+            a.run_id,
+            a.owner,
+            a.status,
+            a.result,
+            a.error,
+        )
+        if db.execute(_FENCED_INSERT, params).rowcount:
             return None
-        run_key = db.execute("SELECT run_key FROM durableflow_runs WHERE run_id = ?", (a.run_id,)).fetchone()[0]
-        if record.full:
-            db.execute(_DELETE_RECORDS, (run_key, record.seq - 1))
-        if a.status in TERMINAL:
-            db.execute(
-                "UPDATE durableflow_runs SET status = ?, result = ?, error = ?, ended_at = ?, lease_owner = NULL,"
-                " lease_expires_at = NULL WHERE run_key = ?",
-                (a.status, a.result, a.error, now, run_key),
-            )
-        elif a.status is not None:
-            db.execute(
-                "UPDATE durableflow_runs SET status = ?, result = ?, error = ?, ended_at = NULL WHERE run_key = ?",
-                (a.status, a.result, a.error, run_key),
-            )
-        return None
+        return self._refusal(db, a.run_id, a.owner, record.seq)
 
     def _refusal(self, db: sqlite3.Connection, run_id: str, owner: str, seq: int) -> Exception:
         """Why the fenced insert wrote nothing: the run is unknown, leased to another, or past this record."""

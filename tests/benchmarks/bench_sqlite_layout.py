@@ -16,6 +16,10 @@ record, set the outcome, free the lease), on the ``packed_key`` layout:
 Every write is sequence-fenced (``seq = last + 1``) and lease-fenced, as the checkpointer's are. WAL,
 ``synchronous=NORMAL``. Batches alternate over several rounds; medians are printed.
 
+Last, ``SQLiteCheckpointer`` itself: ``create``, a plain ``append``, a full one, the final one (with a
+status) and ``append_many`` of 10, each against a raw single-row commit, in wall time and in CPU time
+(this process's user + system time, which a busy machine disturbs less).
+
     python tests/benchmarks/bench_sqlite_layout.py [--quick] [--rounds 7]
 """
 
@@ -194,7 +198,11 @@ class Bench:
 
 
 def measure(
-    contenders: dict[str, Callable[[], None]], batch: int, rounds: int, after: Callable[[str], None] | None = None
+    contenders: dict[str, Callable[[], None]],
+    batch: int,
+    rounds: int,
+    after: Callable[[str], object] | None = None,
+    clock: Callable[[], float] = time.perf_counter,
 ) -> dict[str, float]:
     """Median seconds per call of each contender, batches alternating (order reversed every other round).
 
@@ -207,13 +215,107 @@ def measure(
         for name in names if round_ % 2 == 0 else reversed(names):
             gc.collect()
             fn = contenders[name]
-            start = time.perf_counter()
+            start = clock()
             for _ in range(batch):
                 fn()
-            samples[name].append((time.perf_counter() - start) / batch)
+            samples[name].append((clock() - start) / batch)
             if after is not None:
                 after(name)
     return {name: statistics.median(values) for name, values in samples.items()}
+
+
+class Store:
+    """The real checkpointer, with a pool of leased runs for the appends that end one."""
+
+    def __init__(self, directory: Path) -> None:
+        from durableflow import SQLiteCheckpointer
+
+        self.store = SQLiteCheckpointer(directory / "store.db")
+        self.raw = sqlite3.connect(directory / "raw.db", isolation_level=None)
+        self.raw.execute("PRAGMA journal_mode=WAL")
+        self.raw.execute("PRAGMA synchronous=NORMAL")
+        self.raw.execute("CREATE TABLE raw (id INTEGER PRIMARY KEY, data BLOB)")
+        self.runs = 0
+        self.run_id, self.seq = self._new(), 1
+        self.ready: list[tuple[str, int]] = []
+
+    def _new(self) -> str:
+        from durableflow import Record
+
+        self.runs += 1
+        run_id = f"run-{self.runs}"
+        self.store.create(run_id, "bench:Flow", Record(1, True, b"x" * 200), "me")
+        return run_id
+
+    def create(self) -> None:
+        self.run_id, self.seq = self._new(), 1
+
+    def append(self, full: bool = False) -> None:
+        from durableflow import Record
+
+        self.seq += 1
+        self.store.append(self.run_id, Record(self.seq, full, b"y" * 200), "me")
+
+    def prepare(self, count: int) -> None:
+        self.ready = []
+        for _ in range(count):
+            self.create()
+            self.append()
+            self.ready.append((self.run_id, self.seq))
+        self.create()  # the plain appends go to a run of their own
+
+    def final(self) -> None:
+        from durableflow import Record
+
+        run_id, last = self.ready.pop()
+        self.store.append(run_id, Record(last + 1, False, b"z" * 200), "me", status="completed", result="1")
+
+    def many(self) -> None:
+        from durableflow import Append, Record
+
+        appends = []
+        for _ in range(10):
+            self.seq += 1
+            appends.append(Append(self.run_id, Record(self.seq, False, b"y" * 200), "me"))
+        self.store.append_many(appends)
+
+    def raw_commit(self) -> None:
+        self.raw.execute("BEGIN")
+        self.raw.execute("INSERT INTO raw (data) VALUES (?)", (b"y" * 200,))
+        self.raw.execute("COMMIT")
+
+
+def checkpointer_costs(directory: Path, batch: int, rounds: int) -> None:
+    store = Store(directory)
+    rows = []
+    for clock in (time.perf_counter, time.process_time):
+        store.prepare(batch + 8)  # the warm-up takes one run
+        costs = measure(
+            {
+                "create": store.create,
+                "append": store.append,
+                "append (full)": lambda: store.append(full=True),
+                "final append": store.final,
+                "append_many of 10, per append": store.many,
+                "raw single-row commit": store.raw_commit,
+            },
+            batch,
+            rounds,
+            after=lambda name: store.prepare(batch) if name == "final append" else None,
+            clock=clock,
+        )
+        costs["append_many of 10, per append"] /= 10
+        rows.append(costs)
+    wall, cpu = rows
+    print_table(
+        "SQLiteCheckpointer's writes (µs, median; ratio to a raw single-row commit)",
+        ["write", "wall µs", "x raw", "CPU µs", "x raw"],
+        [
+            [name, us(wall[name]), f"{wall[name] / wall['raw single-row commit']:.2f}",
+             us(cpu[name]), f"{cpu[name] / cpu['raw single-row commit']:.2f}"]
+            for name in wall
+        ],
+    )  # fmt: skip
 
 
 def main() -> None:
@@ -281,6 +383,8 @@ def main() -> None:
             ["write", "µs", "x raw"],
             [[name, us(cost), f"{cost / ends['raw commit']:.2f}"] for name, cost in ends.items()],
         )
+        (Path(tmp) / "store").mkdir()
+        checkpointer_costs(Path(tmp) / "store", small_batch, rounds)
         for group in (small_runs, big_runs, load_runs):
             for bench in group.values():
                 bench.db.close()
