@@ -30,6 +30,7 @@ from ._checkpointer import (
 )
 from ._clock import get_clock
 from ._errors import RunConflictError, RunExistsError, RunLeaseError, RunNotFoundError, StoreUnavailableError
+from ._framing import checked_key
 
 if TYPE_CHECKING:
     import psycopg
@@ -142,11 +143,17 @@ class PostgresCheckpointer:
     ``timeout`` bounds connecting and every statement: a server that is down or
     frozen raises ``StoreUnavailableError`` within it. The tables are created in
     ``schema`` on first use. A password belongs in ``PGPASSWORD`` or ``~/.pgpass``:
-    ``url`` (shown in messages) leaves it out.
+    ``url`` (shown in messages) leaves it out. ``key`` seals records with a MAC, as for
+    the other checkpointers.
     """
 
     def __init__(
-        self, url_or_conninfo: str, schema: str = "durableflow", lease_ttl: float = 30.0, timeout: float = 5.0
+        self,
+        url_or_conninfo: str,
+        schema: str = "durableflow",
+        lease_ttl: float = 30.0,
+        timeout: float = 5.0,
+        key: str | bytes | None = None,
     ) -> None:
         try:
             import psycopg
@@ -164,6 +171,7 @@ class PostgresCheckpointer:
         self.schema = schema
         self.lease_ttl = lease_ttl
         self.timeout = timeout
+        self.key = checked_key(key)  # records are sealed with a MAC under it (default: $DURABLEFLOW_KEY, if set)
         self._sql = {name: text.format(s=schema) for name, text in _STATEMENTS.items()}
         self._lock = threading.Lock()
         self._conn: psycopg.Connection[Any] | None = None
