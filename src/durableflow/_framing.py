@@ -60,7 +60,9 @@ def _key_bytes(key: str | bytes) -> bytes:
 
 
 def _resolve(key: Key) -> bytes | None:
-    return record_key() if key is ... else key
+    if key is ...:
+        return record_key()
+    return None if key is None else _key_bytes(key)
 
 
 def _digest(data: bytes, run_id: str, seq: int, key: bytes | None) -> bytes:

@@ -6,7 +6,7 @@ import os
 import sqlite3
 import threading
 from collections.abc import Collection, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Any, Literal
 
@@ -180,7 +180,7 @@ class SQLiteCheckpointer:
             try:
                 refused = self._append(db, Append(run_id, record, owner, status, result, error))
             except sqlite3.Error as exc:
-                raise StoreUnavailableError(f"SQLite store {self.path} failed a write: {exc}") from None
+                raise self._failure(exc, "failed a write") from None
         if refused is not None:
             raise refused
 
@@ -196,7 +196,8 @@ class SQLiteCheckpointer:
             if row is None:
                 raise RunNotFoundError(run_id, self.url)
             rows = db.execute(_LOAD, (row[0],)).fetchall()
-        return [Record(seq, bool(full), bytes(data)) for seq, full, data in rows]
+        # data as stored: a row edited to hold text is reported by the loader, not turned into bytes here
+        return [Record(seq, bool(full), data) for seq, full, data in rows]
 
     def info(self, run_id: str) -> RunInfo:
         with self._read() as db:
@@ -333,7 +334,9 @@ class SQLiteCheckpointer:
         if self._conn is None or self._pid != os.getpid():
             try:
                 self.path.parent.mkdir(parents=True, exist_ok=True)
+                _create_private(self.path)
                 conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False, timeout=10.0)
+                conn.text_factory = _text  # text edited into the file by hand must not fail a whole listing
                 conn.execute(f"PRAGMA synchronous={'FULL' if self.durability == 'fsync' else 'NORMAL'}")
                 version = conn.execute("PRAGMA user_version").fetchone()[0]
                 if version not in (0, _SCHEMA_VERSION):
@@ -345,7 +348,9 @@ class SQLiteCheckpointer:
                 if version != _SCHEMA_VERSION:
                     conn.execute("PRAGMA journal_mode=WAL")  # kept in the file: set once, with the schema
                     conn.executescript(_SCHEMA)
-            except (sqlite3.Error, OSError) as exc:
+            except sqlite3.Error as exc:
+                raise self._failure(exc, "cannot be opened") from None
+            except OSError as exc:
                 raise StoreUnavailableError(f"cannot open SQLite store {self.path}: {exc}") from None
             self._conn, self._pid = conn, os.getpid()
         return self._conn
@@ -357,12 +362,12 @@ class SQLiteCheckpointer:
             try:
                 db.execute("BEGIN IMMEDIATE")
             except sqlite3.Error as exc:
-                raise StoreUnavailableError(f"SQLite store {self.path} is unavailable: {exc}") from None
+                raise self._failure(exc, "is unavailable") from None
             try:
                 yield db
             except sqlite3.Error as exc:
                 self._roll_back(db)
-                raise StoreUnavailableError(f"SQLite store {self.path} failed a write: {exc}") from None
+                raise self._failure(exc, "failed a write") from None
             except BaseException:
                 self._roll_back(db)
                 raise
@@ -370,7 +375,7 @@ class SQLiteCheckpointer:
                 db.execute("COMMIT")
             except sqlite3.Error as exc:
                 self._roll_back(db)
-                raise StoreUnavailableError(f"SQLite store {self.path} could not commit: {exc}") from None
+                raise self._failure(exc, "could not commit") from None
 
     @staticmethod
     def _roll_back(db: sqlite3.Connection) -> None:
@@ -385,7 +390,30 @@ class SQLiteCheckpointer:
             try:
                 yield db
             except sqlite3.DatabaseError as exc:
-                raise StoreUnavailableError(f"SQLite store {self.path} cannot be read: {exc}") from None
+                raise self._failure(exc, "cannot be read") from None
+
+    def _failure(self, exc: sqlite3.Error, doing: str) -> SnapshotError | StoreUnavailableError:
+        """A file that is not a durableflow database (damaged, or another program's) is corrupt data, not a store
+        that is down: retrying will not help."""
+        if getattr(exc, "sqlite_errorname", "") in ("SQLITE_CORRUPT", "SQLITE_NOTADB") or str(exc).startswith(
+            ("no such table", "no such column")
+        ):
+            return SnapshotError(
+                f"SQLite store {self.path} is corrupt or not a durableflow store ({exc}); restore it from a backup, "
+                "or move it aside and start a new one"
+            )
+        return StoreUnavailableError(f"SQLite store {self.path} {doing}: {exc}")
+
+
+def _create_private(path: Path) -> None:
+    """Create the database file readable by its owner only, before SQLite does: its WAL and shared-memory
+    files take the database file's permissions. An existing file keeps the permissions it has."""
+    with suppress(FileExistsError):
+        os.close(os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600))
+
+
+def _text(value: bytes) -> str:
+    return value.decode("utf-8", "surrogateescape")  # invalid UTF-8 stays visible to check_info, which names it
 
 
 def _run_info(row: Any) -> RunInfo:

@@ -285,12 +285,13 @@ def test_runs_of_a_sqlite_file_not_yet_made_says_so_and_makes_none(cli: Cli) -> 
     assert not Path("typo").exists()
 
 
-def test_sqlite_file_that_is_not_a_database_exits_6(cli: Cli) -> None:
-    """A `--store` SQLite path holding something other than a database exits 6, store unavailable."""
+def test_sqlite_file_that_is_not_a_database_exits_5(cli: Cli) -> None:
+    """A `--store` SQLite path holding something other than a database exits 5: the data cannot be loaded,
+    and retrying, as exit 6 (store unavailable) would suggest, cannot help."""
     Path("notes.db").write_text("not a database")
     outcome = cli("runs", "--store", "sqlite:///notes.db")
-    assert outcome.code == 6
-    assert "notes.db" in outcome.err and "Traceback" not in outcome.err
+    assert outcome.code == 5
+    assert "notes.db" in outcome.err and "not a durableflow store" in outcome.err and "Traceback" not in outcome.err
 
 
 def test_unknown_store_scheme_exits_2(cli: Cli) -> None:
