@@ -136,6 +136,8 @@ class RunCheckpoints:
                 self.stored = True
                 workflow, owner = self.ctx._workflow_name, self.owner
                 call: Callable[[], None] = lambda: checkpointer.create(run.run_id, workflow, record, owner)  # noqa: E731
+                if run.status != "running":
+                    call = self._create_with_status(call, at)
                 pending = io.now(call) if wait else io.call(self.loop, call, batch=False)
             elif uncertain is not None or wait:
                 append = Append(run.run_id, record, self.owner, status, result, error)
@@ -154,6 +156,22 @@ class RunCheckpoints:
             return None
         self.in_flight += 1
         return self._landing(pending, record, status, written_before, (at, status_only, batch))
+
+    def _create_with_status(self, create: Callable[[], None], at: str) -> Callable[[], None]:
+        """``create`` followed by an empty delta that sets the stored status: a store creates every run as
+        running, and a restored run that waits for input must not be listed (and picked up) as running."""
+        run = self.run
+        seq = run.seq + 1
+        record = Record(seq, False, frame(encode_status(run, seq, at), run.run_id, seq, self.key))
+        status, result, error = cast(RunStatus, run.status), self._result_json(), error_text(run.error)
+        run.seq = seq
+        checkpointer, owner = self.checkpointer, self.owner
+
+        def create_then_status() -> None:
+            create()
+            checkpointer.append(run.run_id, record, owner, status, result, error)
+
+        return create_then_status
 
     async def _landing(
         self,
