@@ -58,6 +58,7 @@ class RunCheckpoints:
         self.rebase = rebase  # the next record must be full: the store's last one is not this state's base
         self.since_full = since_full
         """Bytes of deltas written since the last full snapshot: what a resume replays."""
+        self.resumed = stored and since_full > 0  # the state was just read whole: folding the deltas is cheap now
         self._sizes: dict[str, int] = {key: len(text) for key, text in ctx.store.values.items()} if stored else {}
         self.state_size = sum(self._sizes.values())
         """Bytes of the state's values, as last written: what a full snapshot would rewrite."""
@@ -248,7 +249,12 @@ class RunCheckpoints:
 
     def _compaction_due(self) -> bool:
         """Fold the deltas into a full snapshot once they weigh twice the state: a resume then replays at
-        most three times the state, and one large write is not rewritten by the next checkpoint."""
+        most three times the state, and one large write is not rewritten by the next checkpoint. A resumed
+        run folds them as soon as they weigh as much as the state and 4 KB, so the next resume reads less."""
+        if self.resumed:
+            self.resumed = False
+            if self.since_full >= max(COMPACT_AFTER // 4, self.state_size):
+                return True
         return self.since_full >= COMPACT_AFTER and self.since_full >= 2 * self.state_size
 
     def _note_sizes(self, values: dict[str, str], keys: Any, full: bool) -> None:

@@ -349,20 +349,31 @@ def _restore(doc: dict[str, Any], graph: StepGraph, name: str) -> tuple[RunState
     if any(len(eids) != len(doc["buffers"][b]) for b, eids in run.buffers.items()):
         raise unfit("a collect buffer refers to events the snapshot does not hold")
     run.awaiting = [int(e) for e in doc["awaiting"]]
-    run.effects = {str(k): compact_json(v) for k, v in doc["effects"].items()}
+    run.effects = {str(k): _as_json(v) for k, v in doc["effects"].items()}
     if doc.get("result") is not None:
         result = _event(doc["result"], graph, "result", unfit)
         if not isinstance(result, StopEvent):
             raise unfit("its result is not a StopEvent")
         run.result = result
     state = doc["state"]
-    values = dict(zip(map(str, state), map(compact_json, state.values()), strict=True))
+    values = dict(zip(map(str, state), map(_as_json, state.values()), strict=True))
     for text in values.values():
         if EVENT_TAG in text:  # a stored event: fails on a type the workflow does not declare
             graph.codec.load(text)
     run.restore_refs()
     run.note_written()
     return run, values
+
+
+def _as_json(value: Any) -> str:
+    """A parsed value as the JSON text it was read from (``compact_json``), with the common scalars
+    written directly: a resume re-encodes every value of the state."""
+    kind = type(value)
+    if kind is str:
+        return _quote(value)
+    if kind is int:
+        return int.__repr__(value)
+    return compact_json(value)
 
 
 def outcome(doc: dict[str, Any]) -> tuple[str, Any, str | None]:
