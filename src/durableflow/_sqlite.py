@@ -124,6 +124,8 @@ class SQLiteCheckpointer:
 
     ``durability="normal"`` (``synchronous=NORMAL``) survives a killed process;
     ``"fsync"`` (``synchronous=FULL``) also survives power loss, for a costlier commit.
+    A write waits up to ``timeout`` seconds for another process's transaction to
+    end, then raises ``StoreUnavailableError``.
     """
 
     inline = True  # a local file: cheap enough to write from the event loop
@@ -134,6 +136,7 @@ class SQLiteCheckpointer:
         durability: Literal["normal", "fsync"] = "normal",
         lease_ttl: float = 30.0,
         key: str | bytes | None = None,
+        timeout: float = 10.0,
     ) -> None:
         if durability not in ("normal", "fsync"):
             raise ValueError(f"durability must be 'normal' or 'fsync', not {durability!r}")
@@ -142,6 +145,7 @@ class SQLiteCheckpointer:
         self.durability = durability
         self.lease_ttl = lease_ttl
         self.key = checked_key(key)  # records are sealed with a MAC under it (default: $DURABLEFLOW_KEY, if set)
+        self.timeout = timeout  # seconds a write waits for another process's transaction to end
         self._lock = threading.Lock()
         self._conn: sqlite3.Connection | None = None
         self._pid = 0
@@ -335,7 +339,7 @@ class SQLiteCheckpointer:
             try:
                 self.path.parent.mkdir(parents=True, exist_ok=True)
                 _create_private(self.path)
-                conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False, timeout=10.0)
+                conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False, timeout=self.timeout)
                 conn.text_factory = _text  # text edited into the file by hand must not fail a whole listing
                 conn.execute(f"PRAGMA synchronous={'FULL' if self.durability == 'fsync' else 'NORMAL'}")
                 version = conn.execute("PRAGMA user_version").fetchone()[0]

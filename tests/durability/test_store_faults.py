@@ -1,15 +1,19 @@
 """Faults of a real store, each with the error it raises: a write that timed out and landed later, a
-sequence number written twice, a store that refuses writes."""
+sequence number written twice, a store that refuses writes, a SQLite file locked or impossible to open.
+(PostgreSQL's are in test_postgres_faults.py; a Redis that is down or never answers, in test_faults.py.)"""
 
 from __future__ import annotations
 
+import sqlite3
+import time
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager
+from pathlib import Path
 
 import pytest
 import redis
 
-from durableflow import Record, RedisCheckpointer, RunConflictError, StoreUnavailableError
+from durableflow import Record, RedisCheckpointer, RunConflictError, SQLiteCheckpointer, StoreUnavailableError
 
 Stall = Callable[[float], AbstractContextManager[None]]
 
@@ -54,3 +58,30 @@ def test_a_redis_that_refuses_writes_raises_store_unavailable_and_stores_nothing
         admin.close()
     assert store.info("late").last_seq == 2
     store.append("late", Record(3, False, b"third"), "worker")  # once Redis takes writes again
+
+
+def test_a_sqlite_store_another_process_holds_raises_store_unavailable_after_its_timeout(tmp_path: Path) -> None:
+    """A SQLite file whose write lock another connection keeps makes append wait `timeout` seconds, then
+    raise StoreUnavailableError saying it is locked; once the lock goes, the same append is stored."""
+    store = SQLiteCheckpointer(tmp_path / "runs.db", timeout=0.2)
+    store.create("held", "tests:Held", Record(1, True, b"first"), "worker")
+    holder = sqlite3.connect(tmp_path / "runs.db", isolation_level=None)
+    holder.execute("BEGIN IMMEDIATE")
+    try:
+        began = time.monotonic()
+        with pytest.raises(StoreUnavailableError, match="locked"):
+            store.append("held", Record(2, False, b"second"), "worker")
+        assert 0.15 <= time.monotonic() - began < 5
+    finally:
+        holder.execute("ROLLBACK")
+        holder.close()
+    store.append("held", Record(2, False, b"second"), "worker")
+    assert [r.seq for r in store.load("held")] == [1, 2]
+    store.close()
+
+
+def test_a_sqlite_store_that_cannot_be_opened_raises_store_unavailable(tmp_path: Path) -> None:
+    """A path under a regular file (no directory can be made there) gives StoreUnavailableError naming it."""
+    (tmp_path / "file").write_text("not a directory")
+    with pytest.raises(StoreUnavailableError, match="cannot open SQLite store"):
+        SQLiteCheckpointer(tmp_path / "file" / "runs.db").runs()
