@@ -42,10 +42,11 @@ from ._memory import MemoryCheckpointer
 from ._postgres import PostgresCheckpointer
 from ._redis import RedisCheckpointer
 from ._resource import Resource, ResourceConfig, ResourceManager, override_resources
-from ._retry import ConstantDelayRetryPolicy, ExponentialBackoffRetryPolicy, RetryPolicy
+from ._retry import ConstantDelayRetryPolicy, ExponentialBackoffRetryPolicy, RetryInfo, RetryPolicy, retry_policy
 from ._serializers import JsonSerializer, PickleSerializer
 from ._sqlite import SQLiteCheckpointer
 from ._step import StepConfig, catch_error, step
+from ._test_runner import WorkflowTestResult, WorkflowTestRunner
 from ._validation import GraphValidationError, build_step_graph, validate_graph
 from ._worker import Worker, WorkerStats
 from ._workflow import Workflow
@@ -76,6 +77,7 @@ __all__ = [
     "ResourceConfig",
     "ResourceManager",
     "RestoredError",
+    "RetryInfo",
     "RetryPolicy",
     "RunConflictError",
     "RunExistsError",
@@ -104,6 +106,8 @@ __all__ = [
     "WorkflowFailedEvent",
     "WorkflowHandler",
     "WorkflowRuntimeError",
+    "WorkflowTestResult",
+    "WorkflowTestRunner",
     "WorkflowTimedOutEvent",
     "WorkflowTimeoutError",
     "WorkflowValidationError",
@@ -115,6 +119,7 @@ __all__ = [
     "open_checkpointer",
     "override_resources",
     "plugin_manager",
+    "retry_policy",
     "step",
     "use_clock",
     "validate_graph",

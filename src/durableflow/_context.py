@@ -9,11 +9,13 @@ from typing import TYPE_CHECKING, Any, Generic
 from pydantic import ValidationError
 from typing_extensions import TypeVar
 
-from . import _snapshot
+from . import _recovery, _snapshot, _waiters
 from ._errors import SnapshotError, WorkflowRuntimeError
 from ._events import Event
 from ._graph import graph_of
+from ._retry import RetryInfo
 from ._runstate import Delivery, RunState, current_delivery
+from ._serializers import JsonSerializer
 from ._store import StateStore
 
 if TYPE_CHECKING:
@@ -22,6 +24,7 @@ if TYPE_CHECKING:
 
 StateT = TypeVar("StateT", default=Any)  # a bare ``ctx: Context`` means untyped state, also for mypy --strict
 T = TypeVar("T")
+E = TypeVar("E", bound=Event)
 
 
 class Context(Generic[StateT]):
@@ -32,11 +35,13 @@ class Context(Generic[StateT]):
     ``Context.from_dict(workflow, data)`` save and restore a run by hand.
     """
 
-    def __init__(self, workflow: Workflow) -> None:
+    def __init__(self, workflow: Workflow, serializer: JsonSerializer | None = None) -> None:
         self._graph = graph_of(type(workflow), check=False)
         self._workflow_name: str = workflow.workflow_name
         self._state = RunState("")
-        self.store: StateStore[StateT] = StateStore(self._graph.codec, self._graph.state_type)
+        pickles = (serializer or workflow._serializer).pickles
+        self._codec = self._graph.pickle_codec if pickles else self._graph.codec
+        self.store: StateStore[StateT] = StateStore(self._codec, self._graph.state_type)
         """The run's state: ``await ctx.store.get(key, default=...)``, ``await ctx.store.set(key, value)``."""
         self._runner: Runner | None = None
 
@@ -51,6 +56,36 @@ class Context(Generic[StateT]):
     def attempt(self) -> int:
         """Which attempt of the current step this is: 1, then 2 after a retry..."""
         return self._delivery("attempt").attempt
+
+    def retry_info(self) -> RetryInfo:
+        """Inside a step: which retry this is (0 on the first attempt), time since the first, the last error."""
+        return _recovery.retry_info(self._delivery("retry_info"))
+
+    @property
+    def is_running(self) -> bool:
+        """Whether the run has started and not completed (a cancelled or failed run can be continued)."""
+        return self._state.status not in ("new", "completed")
+
+    # -- events ------------------------------------------------------------------------
+
+    async def wait_for_event(
+        self,
+        event_type: type[E],
+        waiter_event: Event | None = None,
+        waiter_id: str | None = None,
+        requirements: dict[str, Any] | None = None,
+        timeout: float | None = 2000,
+    ) -> E:
+        """Wait inside a step for an event of ``event_type`` sent from outside (``handler.ctx.send_event``)
+        whose fields equal ``requirements``; ``waiter_event`` (an ``InputRequiredEvent``, say) is sent first.
+
+        Durable: after a restart the step runs again from its top, its request is not sent
+        twice, and an answer that arrived before the crash is found again.
+        """
+        delivery = self._delivery("wait_for_event")
+        return await _waiters.wait_for(
+            self._live("wait_for_event"), delivery, event_type, requirements, waiter_event, timeout
+        )
 
     # -- events ------------------------------------------------------------------------
 
@@ -109,7 +144,7 @@ class Context(Generic[StateT]):
 
     # -- persistence by hand -----------------------------------------------------------
 
-    def to_dict(self) -> dict[str, Any]:
+    def to_dict(self, serializer: JsonSerializer | None = None) -> dict[str, Any]:
         """The run as a JSON-compatible dict, with a checksum; works inside a step too.
 
         Restoring it delivers again every event not yet consumed, including the
@@ -120,7 +155,9 @@ class Context(Generic[StateT]):
         return self._to_dict()
 
     @classmethod
-    def from_dict(cls, workflow: Workflow, data: dict[str, Any]) -> Context[Any]:
+    def from_dict(
+        cls, workflow: Workflow, data: dict[str, Any], serializer: JsonSerializer | None = None
+    ) -> Context[Any]:
         """Rebuild a context saved by ``to_dict``; ``await workflow.run(ctx=restored)`` continues it.
 
         Raises ``SnapshotError`` if the data is corrupt, edited, or no longer
@@ -134,16 +171,18 @@ class Context(Generic[StateT]):
             raise SnapshotError(f"the snapshot is not JSON data ({exc})", run_id=data.get("run_id")) from None
         if data.get("checksum") != expected:
             raise SnapshotError("checksum mismatch: the snapshot is corrupt or was edited", run_id=data.get("run_id"))
-        return cls._restore(workflow, data)
+        return cls._restore(workflow, data, serializer)
 
     # -- internals -----------------------------------------------------------------------
 
     @classmethod
-    def _restore(cls, workflow: Workflow, doc: dict[str, Any]) -> Context[Any]:
-        ctx: Context[Any] = cls(workflow)
-        run, values = _snapshot.restore(doc, ctx._graph, ctx._workflow_name)
+    def _restore(
+        cls, workflow: Workflow, doc: dict[str, Any], serializer: JsonSerializer | None = None
+    ) -> Context[Any]:
+        ctx: Context[Any] = cls(workflow, serializer)
+        run, values = _snapshot.restore(doc, ctx._graph, ctx._workflow_name, ctx._codec)
         ctx._state = run
-        ctx.store = StateStore(ctx._graph.codec, ctx._graph.state_type, values)
+        ctx.store = StateStore(ctx._codec, ctx._graph.state_type, values)
         if ctx._graph.state_type is not None:
             try:
                 ctx.store._snapshot_state()
@@ -158,6 +197,7 @@ class Context(Generic[StateT]):
             self._state, self.store, self._graph, self._state.seq, "to_dict", self._workflow_name
         )
         doc: dict[str, Any] = json.loads(body)
+        doc["is_running"] = self.is_running
         doc["checksum"] = _snapshot.checksum(doc)
         return doc
 

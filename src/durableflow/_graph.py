@@ -57,6 +57,7 @@ class StepGraph:
                         f"({known.__module__} and {cls.__module__}); a snapshot names events by name, so rename one"
                     )
         self.codec = ValueCodec(self.types)
+        self.pickle_codec = ValueCodec(self.types, pickles=True)  # for serializer=PickleSerializer() only
         self.description = self._describe()
         canonical = json.dumps(self.description, sort_keys=True, separators=(",", ":"))
         self.description_json = canonical

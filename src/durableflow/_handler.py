@@ -18,13 +18,23 @@ if TYPE_CHECKING:
 class WorkflowHandler:
     """A run in progress: awaitable for its result, with its id, context and event stream."""
 
-    def __init__(self, run_id: str, future: asyncio.Future[Any], ctx: Context[Any] | None = None) -> None:
+    def __init__(
+        self,
+        run_id: str | None = None,
+        future: asyncio.Future[Any] | None = None,
+        ctx: Context[Any] | None = None,
+    ) -> None:
+        if future is None:
+            future = asyncio.get_running_loop().create_future()
+        if run_id is None:
+            run_id = ctx.run_id if ctx is not None else ""
         self.run_id = run_id
         """The run's id: pass it to ``wf.resume`` after a restart."""
         self._future = future
         self._ctx = ctx
         self._runner: Runner | None = None
         self._waiting: asyncio.Task[None] | None = None  # resume(wait=...) polling for the lease
+        self._all_events_consumed = False  # the stream was read to its end
         self._started: asyncio.Future[None] = future.get_loop().create_future()
         if ctx is not None:
             self._started.set_result(None)
@@ -51,8 +61,27 @@ class WorkflowHandler:
     def __await__(self) -> Generator[Any, None, Any]:
         return self._future.__await__()
 
+    def __str__(self) -> str:
+        return str(self._future.result()) if self._future.done() and not self._future.cancelled() else repr(self)
+
     def done(self) -> bool:
         return self._future.done()
+
+    def is_done(self) -> bool:
+        return self._future.done()
+
+    def set_result(self, result: Any) -> None:
+        self._future.set_result(result)
+
+    def set_exception(self, exception: BaseException) -> None:
+        self._future.set_exception(exception)
+
+    def cancelled(self) -> bool:
+        return self._future.cancelled()
+
+    async def cancel_run(self) -> None:
+        """Cancel the run (as ``cancel()``); awaiting the handler then raises ``WorkflowCancelledError``."""
+        self.cancel()
 
     def result(self) -> Any:
         """The result of a finished run (raises its error, or ``InvalidStateError`` if it is still going)."""
@@ -61,29 +90,41 @@ class WorkflowHandler:
     def exception(self) -> BaseException | None:
         return self._future.exception()
 
-    async def stream_events(self) -> AsyncIterator[Event]:
-        """Events the steps write to the stream, input requests, and the ``StopEvent`` last.
+    async def stream_events(self, expose_internal: bool = False) -> AsyncIterator[Event]:
+        """Events the steps write to the stream, input requests, and a ``StopEvent`` last.
 
-        Ends with the run; if the run failed, raises its error after the last event.
+        A run that did not complete ends its stream with a ``WorkflowFailedEvent``,
+        ``WorkflowTimedOutEvent`` or ``WorkflowCancelledEvent`` (awaiting the handler
+        raises the error). ``expose_internal=True`` adds a ``StepStateChanged`` as
+        each step starts and finishes. The stream is read once: a second reader, or
+        reading it again after its end, raises ``WorkflowRuntimeError``.
         """
+        if self._all_events_consumed:
+            raise WorkflowRuntimeError("All the streamed events have already been consumed.")
         await asyncio.shield(self._started)
         runner = self._runner
         if runner is None:  # a run that had completed already, or one that never started here
             if self._future.done() and not self._future.cancelled() and self._future.exception() is not None:
                 raise self._future.exception()  # type: ignore[misc]
+            self._all_events_consumed = True
             result = self.ctx._state.result
             if result is not None:
                 yield result
             return
         if runner.stream_waiter is not None and not runner.stream_waiter.done():
             raise WorkflowRuntimeError("handler.stream_events() has one reader at a time; another is reading it")
+        if expose_internal:
+            runner.expose_internal = True
         while True:
             while runner.stream:
                 event = runner.stream.popleft()
+                if isinstance(event, StopEvent):
+                    self._all_events_consumed = True
                 yield event
                 if isinstance(event, StopEvent):
                     return
             if runner.done:
+                self._all_events_consumed = True
                 if self._future.done() and not self._future.cancelled() and self._future.exception() is not None:
                     raise self._future.exception()  # type: ignore[misc]
                 return

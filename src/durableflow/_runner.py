@@ -22,7 +22,7 @@ from collections import deque
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any, TypeVar, final
 
-from . import _crashpoints
+from . import _crashpoints, _recovery, _waiters
 from ._checkpointer import Checkpointer, retire_owner
 from ._checkpointing import RunCheckpoints
 from ._clock import get_clock
@@ -35,7 +35,18 @@ from ._errors import (
     WorkflowRuntimeError,
     WorkflowTimeoutError,
 )
-from ._events import Event, HumanResponseEvent, InputRequiredEvent, StartEvent, StopEvent, run_result
+from ._events import (
+    Event,
+    HumanResponseEvent,
+    InputRequiredEvent,
+    StartEvent,
+    StepState,
+    StepStateChanged,
+    StopEvent,
+    WorkflowCancelledEvent,
+    WorkflowTimedOutEvent,
+    run_result,
+)
 from ._hooks import plugin_manager
 from ._resource import ResourceCache, current_overrides
 from ._runstate import Delivery, current_delivery
@@ -85,6 +96,8 @@ class Runner:
         self.stream: deque[Event] = deque()
         self.stream_waiter: asyncio.Future[None] | None = None
         self.done = False
+        self.waiters: set[asyncio.Future[None]] = set()  # steps in ctx.wait_for_event
+        self.expose_internal = False  # StepStateChanged events for a stream reader that asked for them
         self.spawn_scheduled = False
         self.ending = False  # the record that ends the run is on its way: no step completes after it
         self.cancels: list[Callable[[], None]] = []
@@ -99,7 +112,7 @@ class Runner:
         inline, when the store's thread has written it otherwise.
         """
         run = self.run
-        pending = None
+        pending = crash_loop = None
         try:
             self.ctx._runner = self
             if start_event is not None:
@@ -114,6 +127,7 @@ class Runner:
                     run.recoveries = 0  # a deliberate resume, not a recovery: the count starts again
                 elif run.status == "running":  # its owner died while steps ran: a recovery, counted durably
                     run.recoveries += 1
+                    crash_loop = _recovery.count_crashes(self)
                 for delivery in sorted(run.deliveries.values(), key=lambda d: d.eid):
                     self._queue(delivery)
                 for eid in run.awaiting:
@@ -123,6 +137,9 @@ class Runner:
             limit = self.workflow.max_recoveries
             if start_event is None and limit is not None and run.recoveries > limit:
                 self._fail(RecoveryLimitError(run.run_id, run.recoveries, limit))  # written as failed: lease released
+                return
+            if crash_loop is not None:
+                self._fail(crash_loop)
                 return
             if self.durable is not None:
                 self.durable.attach()
@@ -148,7 +165,7 @@ class Runner:
             consumers = self.graph.consumers(cls)
         else:
             spec = self.graph.steps.get(target)
-            if spec is None or spec not in self.graph.consumers(cls):
+            if spec is None or not isinstance(event, spec.accepts):
                 raise WorkflowRuntimeError(f"step {target!r} does not exist or does not accept {cls.__name__}")
             consumers = (spec,)
         run = self.run
@@ -158,6 +175,8 @@ class Runner:
             if not consumers:
                 return
         elif not consumers:
+            if target is None and _waiters.park(self, event):  # for a step that waits for it
+                return
             raise WorkflowRuntimeError(f"no step of {self.graph.workflow_path} accepts {cls.__name__}")
         if isinstance(event, HumanResponseEvent) and run.awaiting:
             run.input_arrived()
@@ -260,6 +279,8 @@ class Runner:
         listener = _crashpoints.listener
         if listener is not None:
             listener(f"step.{spec.name}.end")
+        if self.expose_internal:
+            self.write_stream(_internal(spec.name, StepState.NOT_RUNNING, event, output))
         try:
             pending = self._complete(delivery, spec, event, output)
             if pending is not None:  # the store writes it on a later turn: the step is not finished before
@@ -276,9 +297,12 @@ class Runner:
 
     async def _attempts(self, spec: StepSpec, delivery: Delivery, event: Event) -> Any:
         """Call the step until it returns, retrying as its policy says; ``_FAILED`` once the run failed."""
-        first_failure = 0.0
         while True:
             delivery.begin_attempt()
+            delivery.running = True  # written with the next checkpoint, whatever causes it: a crash now is counted
+            self.run.touched.add((delivery.eid, delivery.step))
+            if self.expose_internal:
+                self.write_stream(_internal(spec.name, StepState.RUNNING, event))
             if plugin_manager.active:
                 plugin_manager.hook.durableflow_step_started(
                     run_id=self.run.run_id, step=spec.name, event=event, attempt=delivery.attempt
@@ -302,12 +326,14 @@ class Runner:
                         run_id=self.run.run_id, step=spec.name, event=event, output=None, error=exc
                     )
                 clock = get_clock()
-                first_failure = first_failure or clock.now()
-                delay = spec.retry.next(clock.now() - first_failure, delivery.attempt, exc) if spec.retry else None
+                delay = spec.retry.next(_recovery.elapsed(delivery), delivery.attempt, exc) if spec.retry else None
                 if delay is None or self.done:
-                    self._fail(exc)
+                    handoff = None if self.done else _recovery.handoff(self, spec, delivery, event, exc)
+                    if handoff is not None:
+                        return handoff
+                    self._fail(exc, step=spec.name, delivery=delivery)
                     return _FAILED
-                delivery.attempt += 1
+                _recovery.failed(self.run, delivery, exc)
                 await clock.sleep_until(clock.now() + delay)
                 if self.done:
                     return _FAILED
@@ -333,9 +359,12 @@ class Runner:
             stop = output
         elif isinstance(output, Event):
             self.accept(output)
+        elif isinstance(output, _recovery.Handoff):
+            self.accept(output.event, output.handler)
         elif output is not None:
             raise WorkflowRuntimeError(
-                f"step {spec.name!r} returned a {type(output).__name__}; a step returns an Event or None"
+                f"Step function {spec.name} returned {type(output).__name__} instead of an Event instance. "
+                "A step returns an Event or None."
             )
         self._commit_takes(delivery)
         run.finish_delivery(delivery)
@@ -526,7 +555,14 @@ class Runner:
         if not self.future.done():
             self.future.set_result(run_result(stop))
 
-    def _fail(self, exc: BaseException, write: bool = True, partial: bool = False) -> None:
+    def _fail(
+        self,
+        exc: BaseException,
+        write: bool = True,
+        partial: bool = False,
+        step: str = "",
+        delivery: Delivery | None = None,
+    ) -> None:
         """End the run as failed; its last checkpoint stays, and ``resume`` continues from it.
 
         ``partial``: the failure interrupted a completion whose changes are only in memory
@@ -540,6 +576,8 @@ class Runner:
         # a lost lease, or a store that moved on without this worker: it stops without writing
         if write and self.durable is not None and not isinstance(exc, RunLeaseError | RunConflictError):
             pending = self._write_failed(partial)
+        if not isinstance(exc, WorkflowTimeoutError):  # a timeout shows its own event
+            self.write_stream(_recovery.failed_event(step, delivery, exc))
         self._end()
         if isinstance(exc, RunLeaseError) and plugin_manager.active:
             plugin_manager.hook.durableflow_lease_ended(run_id=run.run_id, reason="lost")
@@ -583,6 +621,7 @@ class Runner:
         if self.durable is not None:
             with contextlib.suppress(DurableflowError):
                 pending = self.durable.write("cancelled")
+        self.write_stream(WorkflowCancelledEvent())
         self._end()
 
         def report() -> None:
@@ -615,10 +654,12 @@ class Runner:
 
     def _timed_out(self) -> None:
         limit = "" if self.timeout is None else f" of {self.timeout}s"
+        active = sorted(name for name, busy in self.busy.items() if busy)
+        self.write_stream(WorkflowTimedOutEvent(timeout=self.timeout or 0.0, active_steps=active))
         self._fail(
             WorkflowTimeoutError(
-                f"run {self.run.run_id!r} passed its deadline{limit}; "
-                "wf.resume(run_id) continues it with a new deadline from the workflow's timeout"
+                f"Operation timed out after {self.timeout} seconds: run {self.run.run_id!r} passed its "
+                f"deadline{limit}; wf.resume(run_id) continues it with a new deadline from the workflow's timeout"
             )
         )
 
@@ -701,6 +742,16 @@ class Runner:
 
 
 _FAILED: Any = object()
+
+
+def _internal(step: str, state: StepState, event: Event, output: Any = None) -> StepStateChanged:
+    return StepStateChanged(
+        name=step,
+        step_state=state,
+        worker_id="",
+        input_event_name=type(event).__name__,
+        output_event_name=None if output is None else type(output).__name__,
+    )
 
 
 def _takes_idempotency_key(fn: Callable[..., Any]) -> bool:

@@ -21,15 +21,19 @@ class Delivery:
 
     __slots__ = (
         "attempt",
+        "crashes",
         "eid",
+        "failures",
         "persisted",
         "replay_sends",
+        "running",
         "sends",
         "sent",
         "sleep_calls",
         "sleeps",
         "step",
         "taken",
+        "waits",
     )
 
     def __init__(self, eid: int, step: str, sent: int = 0, sleeps: list[float] | None = None) -> None:
@@ -41,6 +45,14 @@ class Delivery:
         """Deadlines of the step's ``ctx.sleep`` calls, in call order."""
         self.persisted = False
         self.attempt = 1
+        """Which attempt of the step this is (or will be): durable, so it continues after a crash."""
+        self.crashes = 0
+        """Attempts during which the process died (durable): bounded by ``Workflow.step_crash_limit``."""
+        self.waits = False
+        """The step has called ``ctx.wait_for_event`` (durable): events nobody accepts are parked for it."""
+        self.running = False
+        """An attempt is under way: written with the next checkpoint, so a crash during it is counted."""
+        self.failures: list[tuple[float, BaseException, float]] = []  # (first try, last error, its time): retry_info
         self.replay_sends = 0
         self.sends = 0
         self.sleep_calls = 0

@@ -11,8 +11,10 @@ tag is stored with that key escaped (one more leading underscore) and restored a
 
 from __future__ import annotations
 
+import base64
 import json
 import math
+import pickle
 import re
 from collections.abc import Mapping
 from typing import Any, final
@@ -21,6 +23,9 @@ from ._errors import SerializationError, SnapshotError
 from ._events import Event, load_event, type_key
 
 EVENT_TAG = "__event__"
+PICKLED = "\0pickle"
+"""The event-tag kind of a value stored as a pickle (only with ``serializer=PickleSerializer()``)."""
+
 MAX_DEPTH = 200
 """How deeply a stored value may nest lists and objects: any deeper and loading it back could exhaust the stack."""
 
@@ -138,8 +143,9 @@ def _has_tag_key(value: Any) -> bool:
 class ValueCodec:
     """Encodes and decodes stored values for one workflow, knowing the event types it declares."""
 
-    def __init__(self, types: Mapping[str, type[Event]]) -> None:
+    def __init__(self, types: Mapping[str, type[Event]], pickles: bool = False) -> None:
         self.types = types
+        self.pickles = pickles  # only with an explicit serializer=PickleSerializer(): unpickling runs code
         self._encode = json.JSONEncoder(
             ensure_ascii=False, separators=(",", ":"), allow_nan=False, default=self._event_as_json
         ).encode
@@ -185,12 +191,21 @@ class ValueCodec:
                 raise refuse_non_finite(found, f"the {cls.__name__} in it")
             data = obj.model_dump(mode="json")
             return {EVENT_TAG: type_key(cls), "data": _escape_tags(data) if _has_tag_key(data) else data}
+        if self.pickles:
+            return {EVENT_TAG: PICKLED, "data": {"pickle": base64.b64encode(pickle.dumps(obj)).decode()}}
         raise TypeError(f"a {cls.__module__}.{cls.__qualname__} is not JSON")
 
     def _event_from_json(self, obj: dict[str, Any]) -> Any:
         if EVENT_TAG in obj:
             if len(obj) != 2 or "data" not in obj or not isinstance(obj["data"], dict):
                 raise SnapshotError(f"a stored value holds a malformed event tag: {str(obj)[:80]}")
+            if obj[EVENT_TAG] == PICKLED:
+                if not self.pickles:
+                    raise SnapshotError(
+                        "a stored value is a pickle; loading it runs code, so it loads only with "
+                        "serializer=PickleSerializer()"
+                    )
+                return pickle.loads(base64.b64decode(obj["data"]["pickle"]))
             cls = self.types.get(obj[EVENT_TAG]) if isinstance(obj[EVENT_TAG], str) else None
             if cls is None:
                 raise SnapshotError(

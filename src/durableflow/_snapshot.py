@@ -28,7 +28,7 @@ from ._framing import DIGEST_SIZE, Key, opened, seal
 from ._framing import MAGIC as MAGIC  # where readers of the format look for it
 from ._integrity import check_document, check_record, check_run
 from ._runstate import Delivery, RunState
-from ._serialization import EVENT_TAG, compact_json, non_finite, refuse_non_finite
+from ._serialization import EVENT_TAG, ValueCodec, compact_json, non_finite, refuse_non_finite
 
 if TYPE_CHECKING:
     from ._checkpointer import Record
@@ -140,7 +140,14 @@ def _raw_object(items: Iterable[tuple[str, str]]) -> str:
 
 def _deliveries(deliveries: Iterable[Delivery]) -> str:
     # step names are identifiers: nothing in "eid:step" needs escaping
-    return "{" + ",".join(f'"{d.eid}:{d.step}":[{d.sent},{_floats(d.sleeps)}]' for d in deliveries) + "}"
+    return (
+        "{"
+        + ",".join(
+            f'"{d.eid}:{d.step}":[{d.sent},{_floats(d.sleeps)},{d.attempt},{d.crashes},{int(d.running)},{int(d.waits)}]'
+            for d in deliveries
+        )
+        + "}"
+    )
 
 
 def _durable_buffers(run: RunState, buffer_ids: Iterable[str]) -> list[tuple[str, list[int]]]:
@@ -287,7 +294,9 @@ def apply_delta(doc: dict[str, Any], delta: dict[str, Any]) -> None:
         doc["result"] = delta["result"]
 
 
-def restore(doc: dict[str, Any], graph: StepGraph, name: str) -> tuple[RunState, dict[str, str]]:
+def restore(
+    doc: dict[str, Any], graph: StepGraph, name: str, codec: ValueCodec | None = None
+) -> tuple[RunState, dict[str, str]]:
     """Rebuild a run of workflow ``name`` from a full document; ``SnapshotError`` names what does not fit the code."""
     run_id = doc.get("run_id") if isinstance(doc, dict) else None
     if not isinstance(doc, dict) or doc.get("kind") != "full":
@@ -295,14 +304,14 @@ def restore(doc: dict[str, Any], graph: StepGraph, name: str) -> tuple[RunState,
     check_document(doc, str(run_id), doc.get("seq"))
     check_run(doc, str(run_id))
     try:
-        return _restore(doc, graph, name)
+        return _restore(doc, graph, name, codec or graph.codec)
     except SnapshotError:
         raise
     except Exception as exc:
         raise SnapshotError(f"malformed snapshot ({type(exc).__name__}: {exc})", run_id=run_id) from None
 
 
-def _restore(doc: dict[str, Any], graph: StepGraph, name: str) -> tuple[RunState, dict[str, str]]:
+def _restore(doc: dict[str, Any], graph: StepGraph, name: str, codec: ValueCodec) -> tuple[RunState, dict[str, str]]:
     run_id = doc["run_id"]
 
     def unfit(message: str) -> SnapshotError:
@@ -334,7 +343,7 @@ def _restore(doc: dict[str, Any], graph: StepGraph, name: str) -> tuple[RunState
     run.seq = _expect(doc["seq"], int)
     for eid_text, record in doc["events"].items():
         run.events[int(eid_text)] = _event(record, graph, f"event {eid_text}", unfit)
-    for key, (sent, sleeps) in doc["deliveries"].items():
+    for key, (sent, sleeps, attempt, crashes, running, waits) in doc["deliveries"].items():
         eid_text, step = key.split(":", 1)
         eid = int(eid_text)
         spec = graph.steps.get(step)
@@ -345,6 +354,8 @@ def _restore(doc: dict[str, Any], graph: StepGraph, name: str) -> tuple[RunState
             raise unfit(f"step {step!r} no longer accepts {type(event).__name__}, which it still owes a run")
         delivery = run.deliveries[eid, step] = Delivery(eid, step, _expect(sent, int), [float(s) for s in sleeps])
         delivery.persisted = True
+        delivery.attempt, delivery.crashes = _expect(attempt, int), _expect(crashes, int)
+        delivery.running, delivery.waits = bool(running), bool(waits)
     run.buffers = {str(b): [int(e) for e in eids if int(e) in run.events] for b, eids in doc["buffers"].items()}
     if any(len(eids) != len(doc["buffers"][b]) for b, eids in run.buffers.items()):
         raise unfit("a collect buffer refers to events the snapshot does not hold")
@@ -358,8 +369,8 @@ def _restore(doc: dict[str, Any], graph: StepGraph, name: str) -> tuple[RunState
     state = doc["state"]
     values = dict(zip(map(str, state), map(_as_json, state.values()), strict=True))
     for text in values.values():
-        if EVENT_TAG in text:  # a stored event: fails on a type the workflow does not declare
-            graph.codec.load(text)
+        if EVENT_TAG in text:  # a stored event: fails on a type the workflow does not declare (or an unchosen pickle)
+            codec.load(text)
     run.restore_refs()
     run.note_written()
     return run, values

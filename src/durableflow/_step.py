@@ -226,6 +226,7 @@ def parse_signature(
     parameters = list(inspect.signature(fn).parameters.values())
     if not free and parameters:
         parameters = parameters[1:]  # self
+    parameters = [p for p in parameters if p.name not in ("self", "cls")]
     plan: list[Any] = []
     keywords: list[str] = []
     resources: list[tuple[str, Resource[Any], Any]] = []

@@ -66,6 +66,10 @@ class Workflow:
     run is durable: checkpointed at start, after each step and at the end.
     """
 
+    step_crash_limit: int | None = 3
+    """How often a step's process may die while the step runs (counted durably, per event it handles) before
+    the run fails with ``StepCrashLoopError`` instead of trying again (``None``: no limit)."""
+
     max_recoveries: int | None = None
     """How often in a row a run may be resumed after its owner died without completing a step; one more and
     it is marked failed with ``RecoveryLimitError`` instead of driven (``None``: no limit). ``Worker`` sets it."""
@@ -74,6 +78,7 @@ class Workflow:
     _disable_validation = False
     _skip_graph_checks: frozenset[str] = frozenset()
     _resource_manager: ResourceManager | None = None
+    _serializer: JsonSerializer = JsonSerializer()
 
     @property
     def workflow_name(self) -> str:

@@ -98,15 +98,18 @@ def test_exponential_backoff_without_jitter_doubles_and_is_capped() -> None:
     assert [policy.next(0.0, n, error) for n in range(1, 7)] == [1.0, 3.0, 9.0, 20.0, 20.0, None]
 
 
-def test_exponential_backoff_jitter_stays_in_the_upper_half_and_varies() -> None:
-    """With jitter each delay lies in [d/2, d] of its un-jittered value d, max_delay included, and varies."""
+def test_exponential_backoff_jitter_spans_zero_to_the_delay_and_a_seed_repeats_it() -> None:
+    """With jitter each delay lies in [0, d] of its un-jittered value d (max_delay included) and varies;
+    the same seed gives the same delay, as llama-index-workflows' policy does."""
     random.seed(1234)
     policy = ExponentialBackoffRetryPolicy(maximum_attempts=10, initial_delay=2.0, multiplier=2.0, max_delay=10.0)
     error = Flaky()
     for attempt, ceiling in [(1, 2.0), (2, 4.0), (3, 8.0), (4, 10.0), (7, 10.0)]:
         samples = [policy.next(0.0, attempt, error) for _ in range(200)]
-        assert all(s is not None and ceiling / 2 <= s <= ceiling for s in samples), attempt
-        assert max(samples) - min(samples) > ceiling / 4  # really spread, not a constant
+        assert all(s is not None and 0 <= s <= ceiling for s in samples), attempt
+        assert min(samples) < ceiling / 4 and max(samples) > 3 * ceiling / 4  # the whole range, not a constant
+        seeded = {policy.next(0.0, attempt, error, seed=42) for _ in range(5)}
+        assert len(seeded) == 1 and 0 <= seeded.pop() <= ceiling
     assert policy.next(0.0, 10, error) is None
 
 

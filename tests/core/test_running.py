@@ -15,6 +15,7 @@ from durableflow import (
     StopEvent,
     Workflow,
     WorkflowCancelledError,
+    WorkflowFailedEvent,
     WorkflowHandler,
     WorkflowRuntimeError,
     WorkflowTimeoutError,
@@ -190,7 +191,7 @@ async def test_a_step_returning_a_non_event_fails_the_run() -> None:
         async def begin(self, ev: StartEvent) -> StopEvent:
             return "done"  # type: ignore[return-value]
 
-    with pytest.raises(WorkflowRuntimeError, match=r"step 'begin' returned a str"):
+    with pytest.raises(WorkflowRuntimeError, match=r"Step function begin returned str instead of an Event instance"):
         await Sloppy().run()
 
 
@@ -212,8 +213,9 @@ async def test_stream_events_yields_written_events_in_order_then_the_stop_event(
     assert await handler == "ok"
 
 
-async def test_stream_events_raises_the_run_error_after_the_last_event() -> None:
-    """A stream of a failed run yields what was written and then raises the run's error."""
+async def test_stream_events_of_a_failed_run_ends_with_a_workflow_failed_event() -> None:
+    """A stream of a failed run yields what was written, then a WorkflowFailedEvent naming the step and error;
+    awaiting the handler raises the error."""
 
     class HalfWay(Workflow):
         @step
@@ -223,13 +225,14 @@ async def test_stream_events_raises_the_run_error_after_the_last_event() -> None
             raise Boom("half way")
 
     handler = HalfWay().run()
-    seen = []
-    with pytest.raises(Boom, match="half way"):
-        async for ev in handler.stream_events():
-            seen.append(ev)
-    assert [ev.percent for ev in seen] == [50]
+    seen = [ev async for ev in handler.stream_events()]
+    assert [ev.percent for ev in seen[:-1]] == [50]
+    assert isinstance(seen[-1], WorkflowFailedEvent)
+    assert (seen[-1].step_name, seen[-1].attempts, str(seen[-1].exception)) == ("work", 1, "half way")
     with pytest.raises(Boom):
         await handler
+    with pytest.raises(WorkflowRuntimeError, match="already been consumed"):
+        await handler.stream_events().__anext__()
 
 
 async def test_send_event_delivers_an_event_from_outside(finish) -> None:

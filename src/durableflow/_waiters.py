@@ -1,0 +1,90 @@
+"""``ctx.wait_for_event``: a step that waits for an event sent from outside, durably.
+
+An event that no step accepts, sent while a step waits for events, is
+parked in a collect buffer (so checkpoints keep it); a waiting step takes the
+first parked event that matches its type and requirements. A step restarted
+after a crash waits again from its top and finds the event parked, and the
+request it sent (``waiter_event``) is not sent twice.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import TYPE_CHECKING, Any, TypeVar
+
+from ._events import Event
+
+if TYPE_CHECKING:
+    from ._runner import Runner
+    from ._runstate import Delivery
+
+E = TypeVar("E", bound=Event)
+
+PARKED = "\0parked"  # the collect buffer of events sent from outside that no step accepts
+
+
+def matches(event: Event, event_type: type[Event], requirements: dict[str, Any] | None) -> bool:
+    if not isinstance(event, event_type):
+        return False
+    return all(event.get(key, _MISSING) == value for key, value in (requirements or {}).items())
+
+
+_MISSING = object()
+
+
+def take(runner: Runner, delivery: Delivery, event_type: type[E], requirements: dict[str, Any] | None) -> E | None:
+    """The first parked event that fits, taken by this delivery (consumed when its completion is recorded)."""
+    run = runner.run
+    buffer = run.buffers.get(PARKED)
+    for eid in buffer or ():
+        event = run.events[eid]
+        if matches(event, event_type, requirements):
+            run.buffer(PARKED).remove(eid)
+            delivery.taken.append((PARKED, eid))
+            return event  # type: ignore[return-value]  # matches() checked the type
+    return None
+
+
+def park(runner: Runner, event: Event) -> bool:
+    """Keep an event nobody accepts for a step that waits for events; ``False`` if no step waits."""
+    run = runner.run
+    if not any(delivery.waits for delivery in run.deliveries.values()):
+        return False
+    eid = run.add_event(event)
+    run.buffer(PARKED).append(eid)
+    run.refs[eid] += 1
+    for waiter in list(runner.waiters):
+        if not waiter.done():
+            waiter.set_result(None)  # every waiter looks again
+    return True
+
+
+async def wait_for(
+    runner: Runner,
+    delivery: Delivery,
+    event_type: type[E],
+    requirements: dict[str, Any] | None,
+    waiter_event: Event | None,
+    timeout: float | None,
+) -> E:
+    if waiter_event is not None:
+        runner.send(waiter_event, None, delivery)  # counted with the step's sends: not sent again on a re-run
+    loop = asyncio.get_running_loop()
+    deadline = None if timeout is None else loop.time() + timeout
+    delivery.waits = True
+    delivery.running = False  # waiting for a person is not running: a crash now does not count against the step
+    runner.run.touched.add((delivery.eid, delivery.step))
+    try:
+        while True:
+            found = take(runner, delivery, event_type, requirements)
+            if found is not None:
+                return found
+            waiter: asyncio.Future[None] = loop.create_future()
+            runner.waiters.add(waiter)
+            try:
+                await asyncio.wait_for(waiter, None if deadline is None else max(0.0, deadline - loop.time()))
+            finally:
+                runner.waiters.discard(waiter)
+    finally:
+        delivery.running = True
+        runner.run.touched.add((delivery.eid, delivery.step))
