@@ -14,7 +14,7 @@ from ._errors import SnapshotError, WorkflowRuntimeError
 from ._events import Event
 from ._graph import graph_of
 from ._retry import RetryInfo
-from ._runstate import Delivery, RunState, current_delivery
+from ._runstate import Delivery, RunState, current_context, current_delivery
 from ._serializers import JsonSerializer
 from ._store import StateStore
 
@@ -60,6 +60,19 @@ class Context(Generic[StateT]):
     def retry_info(self) -> RetryInfo:
         """Inside a step: which retry this is (0 on the first attempt), time since the first, the last error."""
         return _recovery.retry_info(self._delivery("retry_info"))
+
+    @staticmethod
+    def get_step_context() -> Context[Any]:
+        """The context of the step running here, for code a step calls that was not handed ``ctx``."""
+        ctx = current_context.get()
+        if ctx is None:
+            raise WorkflowRuntimeError("Context.get_step_context() is only available inside a step")
+        return ctx  # type: ignore[no-any-return]
+
+    async def running_steps(self) -> list[str]:
+        """The names of the steps working on an event now."""
+        runner = self._runner
+        return [] if runner is None else sorted(name for name, busy in runner.busy.items() if busy)
 
     @property
     def is_running(self) -> bool:

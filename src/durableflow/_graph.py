@@ -48,14 +48,14 @@ class StepGraph:
         self.types: dict[str, type[Event]] = {}
         for builtin in (StartEvent, StopEvent, InputRequiredEvent, HumanResponseEvent, StepFailedEvent):
             self.types[type_key(builtin)] = builtin
-        for spec in self.steps.values():
-            for cls in spec.accepts + spec.emits:
-                known = self.types.setdefault(type_key(cls), cls)
-                if known is not cls:
-                    raise WorkflowValidationError(
-                        f"two event types of {workflow_cls.__name__} are named {type_key(cls)} "
-                        f"({known.__module__} and {cls.__module__}); a snapshot names events by name, so rename one"
-                    )
+        declared = [cls for spec in self.steps.values() for cls in spec.accepts + spec.emits]
+        for cls in [*declared, *workflow_cls.extra_events]:
+            known = self.types.setdefault(type_key(cls), cls)
+            if known is not cls:
+                raise WorkflowValidationError(
+                    f"two event types of {workflow_cls.__name__} are named {type_key(cls)} "
+                    f"({known.__module__} and {cls.__module__}); a snapshot names events by name, so rename one"
+                )
         self.codec = ValueCodec(self.types)
         self.pickle_codec = ValueCodec(self.types, pickles=True)  # for serializer=PickleSerializer() only
         self.description = self._describe()

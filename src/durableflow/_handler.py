@@ -131,11 +131,17 @@ class WorkflowHandler:
             runner.stream_waiter = runner.loop.create_future()
             await runner.stream_waiter
 
-    def send_event(self, event: Event, step: str | None = None) -> None:
-        """Send an event into the run from outside (a ``HumanResponseEvent``, say); durable on return."""
+    def send_event(self, event: Event, step: str | None = None) -> asyncio.Future[None]:
+        """Send an event into the run from outside (a ``HumanResponseEvent``, say); durable on return.
+
+        Returns a finished future, so ``await handler.send_event(ev)`` works as well.
+        """
         if self._runner is None:
             raise WorkflowRuntimeError(f"run {self.run_id!r} is not running here")
         self._runner.send(event, step, None)
+        done: asyncio.Future[None] = self._runner.loop.create_future()
+        done.set_result(None)
+        return done
 
     def cancel(self) -> None:
         """Cancel the run; its last checkpoint stays, and ``resume`` continues it later."""

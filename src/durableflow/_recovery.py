@@ -2,7 +2,8 @@
 
 A step's attempt number is durable. An attempt under way is marked on its
 delivery and written with whatever checkpoint comes next (no checkpoint of its
-own), so a resume after a crash knows which steps were running: each counts
+own); the checkpoint written just before workers take queued deliveries marks
+those too. So a resume after a crash knows which steps were running: each counts
 the crash as an attempt, and one whose process died ``Workflow.step_crash_limit``
 times fails the run with ``StepCrashLoopError`` instead of killing it again.
 """
@@ -38,6 +39,18 @@ def begin(run: RunState, delivery: Delivery) -> None:
     """An attempt starts: the next checkpoint, whatever causes it, records it as under way."""
     delivery.running = True
     run.touched.add((delivery.eid, delivery.step))
+
+
+def mark_starting(runner: Runner, finishing: str | None) -> None:
+    """Before a checkpoint: the queued deliveries that workers will take as soon as it is written are
+    recorded as under way, so a process that dies in the step it starts next has that attempt counted
+    (``finishing``: the step whose worker is about to take one of them)."""
+    steps = runner.graph.steps
+    for name, queue in runner.ready.items():
+        free = steps[name].num_workers - runner.busy[name] + (name == finishing)
+        for delivery in list(queue)[: max(free, 0)]:
+            delivery.running = True
+            runner.run.touched.add((delivery.eid, delivery.step))
 
 
 def failed(run: RunState, delivery: Delivery, exc: Exception) -> None:

@@ -49,7 +49,7 @@ from ._events import (
 )
 from ._hooks import plugin_manager
 from ._resource import ResourceCache, current_overrides
-from ._runstate import Delivery, current_delivery
+from ._runstate import Delivery, current_context, current_delivery
 from ._step import CONTEXT, EVENT, StepSpec
 
 if TYPE_CHECKING:
@@ -142,6 +142,7 @@ class Runner:
                 self._fail(crash_loop)
                 return
             if self.durable is not None:
+                _recovery.mark_starting(self, None)
                 self.durable.attach()
                 pending = self.durable.write("resumed" if self.durable.stored else "start", batch=False)
                 self.cancels.append(self.durable.keep_lease(self._guarded, self._lease_lost))
@@ -254,6 +255,7 @@ class Runner:
         return queue.popleft()
 
     async def _worker(self, delivery: Delivery | None) -> None:
+        current_context.set(self.ctx)  # once per worker task: Context.get_step_context()
         try:
             while delivery is not None:
                 await self._execute(delivery)
@@ -373,7 +375,10 @@ class Runner:
             return self._record_end(stop, spec.name)
         if not self.ready_count and self.running == 1:
             run.status = "waiting"  # nothing left to run until an event arrives from outside
-        return None if self.durable is None else self.durable.write(f"step {spec.name}")
+        if self.durable is None:
+            return None
+        _recovery.mark_starting(self, spec.name)
+        return self.durable.write(f"step {spec.name}")
 
     def _completed(self, spec: StepSpec, event: Event, output: Any) -> None:
         """The completion is durable: tell the hooks, and everyone waiting if the run ended."""
@@ -473,9 +478,14 @@ class Runner:
         else:
             deadline = clock.now() + seconds
             delivery.sleeps.append(deadline)
+            delivery.running = False  # a crash during a durable sleep is no fault of the step's
             self.run.touch(delivery)
             await self.checkpoint(f"sleep in {delivery.step}")
-        await clock.sleep_until(deadline)
+        try:
+            await clock.sleep_until(deadline)
+        finally:
+            delivery.running = True
+            self.run.touch(delivery)
 
     # -- checkpoints ---------------------------------------------------------------------
 

@@ -69,6 +69,9 @@ class Delivery:
         self.sleep_calls = 0
 
 
+current_context: ContextVar[Any] = ContextVar("durableflow_current_context", default=None)
+"""The context of the run whose worker task this is (``Context.get_step_context()``)."""
+
 current_delivery: ContextVar[Delivery | None] = ContextVar("durableflow_current_delivery", default=None)
 """The delivery whose step is executing here (read by ``ctx.attempt``, ``ctx.sleep``...)."""
 

@@ -23,7 +23,7 @@ from pydantic import ValidationError
 from pydantic_core import PydanticSerializationError, to_json
 
 from ._errors import SerializationError, SnapshotError
-from ._events import Event, StopEvent, load_event
+from ._events import Event, StopEvent, load_event, type_key
 from ._framing import DIGEST_SIZE, Key, opened, seal
 from ._framing import MAGIC as MAGIC  # where readers of the format look for it
 from ._integrity import check_document, check_record, check_run
@@ -178,6 +178,8 @@ def _floats(values: Iterable[float]) -> str:
 def _event_json(event: Event, graph: StepGraph) -> str:
     cls = type(event)
     key = _keys_of(graph).get(cls)
+    if key is None and graph.types.get(type_key(cls)) is cls:  # declared since (ctx.wait_for_event's type)
+        key = _keys_of(graph)[cls] = type_key(cls)
     if key is None:
         raise SerializationError(
             f"cannot checkpoint a {cls.__name__}: no step of {graph.workflow_path} names it in an annotation, "
@@ -350,7 +352,7 @@ def _restore(doc: dict[str, Any], graph: StepGraph, name: str, codec: ValueCodec
         if spec is None:
             raise unfit(f"step {step!r} is pending but the workflow has no such step (renamed or removed?)")
         event = run.events[eid]
-        if spec not in graph.consumers(type(event)):
+        if not isinstance(event, spec.accepts):
             raise unfit(f"step {step!r} no longer accepts {type(event).__name__}, which it still owes a run")
         delivery = run.deliveries[eid, step] = Delivery(eid, step, _expect(sent, int), [float(s) for s in sleeps])
         delivery.persisted = True

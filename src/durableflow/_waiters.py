@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from ._events import Event
+from ._events import Event, type_key
 
 if TYPE_CHECKING:
     from ._runner import Runner
@@ -67,6 +67,7 @@ async def wait_for(
     waiter_event: Event | None,
     timeout: float | None,
 ) -> E:
+    runner.graph.types.setdefault(type_key(event_type), event_type)  # storable in this process at least
     if waiter_event is not None:
         runner.send(waiter_event, None, delivery)  # counted with the step's sends: not sent again on a re-run
     loop = asyncio.get_running_loop()

@@ -66,7 +66,11 @@ class Workflow:
     run is durable: checkpointed at start, after each step and at the end.
     """
 
-    step_crash_limit: int | None = 3
+    extra_events: tuple[type[Event], ...] = ()
+    """Event types no step annotation names that a run still stores: those ``ctx.wait_for_event`` waits for.
+    Naming them here lets a stored run that holds one load after a restart."""
+
+    step_crash_limit: int | None = 5
     """How often a step's process may die while the step runs (counted durably, per event it handles) before
     the run fails with ``StepCrashLoopError`` instead of trying again (``None``: no limit)."""
 

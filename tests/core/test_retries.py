@@ -195,3 +195,36 @@ def test_ctx_attempt_outside_a_step_is_an_error() -> None:
 
     with pytest.raises(WorkflowRuntimeError, match="only available inside a step"):
         _ = Context(Any_()).attempt
+
+
+async def test_retry_policy_composes_tenacity_strategies() -> None:
+    """retry_policy(retry=..., wait=..., stop=...) takes tenacity's own pieces: only the named errors are
+    retried, stop_after_attempt counts attempts in all."""
+    from tenacity import retry_if_exception_type, stop_after_attempt, wait_fixed
+
+    from durableflow import retry_policy
+
+    policy = retry_policy(retry=retry_if_exception_type(Flaky), wait=wait_fixed(0), stop=stop_after_attempt(3))
+    assert await flaky_workflow(policy, fail_times=2).run() == "ok after 3"
+    with pytest.raises(Flaky, match="attempt 3"):
+        await flaky_workflow(policy, fail_times=3).run()
+    assert policy.next(0.0, 1, Fatal()) is None  # not a retryable error
+    assert retry_policy().next(0.0, 2, Flaky()) == 5.0  # the peer's defaults: 5 s apart, 3 attempts
+    assert retry_policy().next(0.0, 3, Flaky()) is None
+
+
+async def test_retry_info_tells_the_retry_number_and_the_last_error() -> None:
+    """ctx.retry_info(): 0 retries and no error on the first attempt; then the retry number and what failed."""
+    seen = []
+
+    class Noted(Workflow):
+        @step(retry_policy=ConstantDelayRetryPolicy(maximum_attempts=3, delay=0))
+        async def call(self, ev: StartEvent, ctx: Context) -> StopEvent:
+            info = ctx.retry_info()
+            seen.append((info.retry_number, repr(info.last_exception), info.last_failed_at is not None))
+            if info.retry_number < 2:
+                raise Flaky(f"try {info.retry_number}")
+            return StopEvent(result="done")
+
+    assert await Noted().run() == "done"
+    assert seen == [(0, "None", False), (1, "Flaky('try 0')", True), (2, "Flaky('try 1')", True)]

@@ -1,0 +1,68 @@
+"""Steps whose annotations name classes defined inside a function resolve under postponed annotations."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import pytest
+
+from durableflow import Context, Event, Resource, StartEvent, StopEvent, Workflow, WorkflowValidationError, step
+
+
+async def test_a_workflow_defined_in_a_function_with_local_events_and_resources_runs() -> None:
+    """Every annotation is a string here; the local Draft, Counter and make_counter still resolve."""
+
+    class Draft(Event):
+        text: str
+
+    class Counter:
+        def __init__(self) -> None:
+            self.calls = 0
+
+    def make_counter() -> Counter:
+        return Counter()
+
+    class Writer(Workflow):
+        @step
+        async def write(self, ev: StartEvent, counter: Annotated[Counter, Resource(make_counter)]) -> Draft:
+            counter.calls += 1
+            return Draft(text=ev.topic)
+
+        @step
+        async def edit(self, ev: Draft, ctx: Context) -> StopEvent:
+            return StopEvent(result=ev.text.upper())
+
+    assert await Writer().run(topic="local") == "LOCAL"
+
+
+class Later(Workflow):
+    @step
+    async def begin(self, ev: StartEvent) -> DefinedAfter:
+        return DefinedAfter()
+
+    @step
+    async def end(self, ev: DefinedAfter) -> StopEvent:
+        return StopEvent(result="resolved on first use")
+
+
+class DefinedAfter(Event):
+    pass
+
+
+async def test_a_name_defined_after_the_workflow_resolves_on_first_use() -> None:
+    """A module-level event defined below the workflow is looked up when the workflow is first used."""
+    assert await Later().run() == "resolved on first use"
+
+
+def test_a_name_that_never_resolves_is_named_in_the_error() -> None:
+    """An annotation naming nothing fails with the peer's message, naming the missing name."""
+    with pytest.raises(
+        WorkflowValidationError, match=r"Failed to resolve type annotations for .*Missing name: Nowhere"
+    ):
+
+        class Broken(Workflow):
+            @step
+            async def begin(self, ev: Nowhere) -> StopEvent:  # type: ignore[name-defined]  # noqa: F821
+                return StopEvent()
+
+        Broken()

@@ -1,0 +1,161 @@
+"""A step's attempt number survives a crash; a step that kills its process every time fails the run after a bound;
+failed steps reach @catch_error handlers; a step waiting with ctx.wait_for_event finds its answer after a crash."""
+
+from __future__ import annotations
+
+import pytest
+
+from durableflow import (
+    Context,
+    Event,
+    HumanResponseEvent,
+    InputRequiredEvent,
+    StartEvent,
+    StepCrashLoopError,
+    StepFailedEvent,
+    StopEvent,
+    Workflow,
+    catch_error,
+    retry_policy,
+    step,
+)
+from durableflow._retry import stop_after_attempt, wait_none
+
+from .conftest import Store
+from .crashing import Crash, crash_at
+
+
+class Flaky(Exception):
+    pass
+
+
+class Fetch(Workflow):
+    """`fetch` fails on its first attempt and records the attempt numbers it saw."""
+
+    @step(retry_policy=retry_policy(wait=wait_none(), stop=stop_after_attempt(5)))
+    async def fetch(self, ev: StartEvent, ctx: Context) -> StopEvent:
+        seen = await ctx.store.get("attempts", default=[])
+        await ctx.store.set("attempts", [*seen, ctx.attempt])
+        if ctx.attempt == 1:
+            raise Flaky("first try fails")
+        await ctx.checkpoint()  # durable: this attempt (and the failed one before it) are on record
+        return StopEvent(result=ctx.retry_info().retry_number)
+
+    @step
+    async def unused(self, ev: HumanResponseEvent) -> StopEvent:
+        return StopEvent()
+
+
+async def test_the_attempt_number_continues_after_a_crash(store: Store) -> None:
+    """Attempt 1 fails, attempt 2 is under way at a checkpoint when the process dies: the resumed step runs as 3."""
+    with crash_at("step.fetch.end#1"), pytest.raises(Crash):
+        await Fetch(checkpointer=store.open()).run(run_id="r")
+    resumed = await Fetch(checkpointer=store.open()).resume("r")
+    assert resumed == 2  # retry_info: the third attempt is the second retry
+    assert store.open().info("r").status == "completed"
+
+
+class Doomed(Workflow):
+    """`convert` kills its process every time it runs."""
+
+    @step
+    async def convert(self, ev: StartEvent) -> StopEvent:
+        return StopEvent(result="never")
+
+
+async def test_a_step_that_kills_its_process_every_time_fails_the_run_after_the_limit(store: Store) -> None:
+    """Each life dies in `convert`; the resume after the limit fails the run with StepCrashLoopError naming it."""
+    with crash_at("step.convert.start#1"), pytest.raises(Crash):
+        await Doomed(checkpointer=store.open()).run(run_id="d")
+    for _ in range(Doomed.step_crash_limit - 1):
+        with crash_at("step.convert.start#1"), pytest.raises(Crash):
+            await Doomed(checkpointer=store.open()).resume("d")
+    limit = Doomed.step_crash_limit
+    with pytest.raises(StepCrashLoopError, match=rf"step 'convert' .* {limit} times its process died"):
+        await Doomed(checkpointer=store.open()).resume("d")
+    assert store.open().info("d").status == "failed"
+
+
+async def test_fewer_crashes_than_the_limit_still_complete(store: Store) -> None:
+    """Dying in a step fewer times than the limit costs nothing but the attempts."""
+    with crash_at("step.convert.start#1"), pytest.raises(Crash):
+        await Doomed(checkpointer=store.open()).run(run_id="d")
+    assert await Doomed(checkpointer=store.open()).resume("d") == "never"
+
+
+class Fallback(Event):
+    step_name: str
+    message: str
+
+
+class Guarded(Workflow):
+    @step
+    async def charge(self, ev: StartEvent) -> StopEvent:
+        raise Flaky(f"card {ev.card} declined")
+
+    @catch_error(for_steps=["charge"])
+    async def recover(self, ev: StepFailedEvent) -> Fallback:
+        return Fallback(step_name=ev.step_name, message=f"{ev.input_event.card}: {ev.exception}")
+
+    @step
+    async def finish(self, ev: Fallback) -> StopEvent:
+        return StopEvent(result=f"{ev.step_name} failed ({ev.message})")
+
+
+async def test_a_failed_step_reaches_its_catch_error_handler(store: Store) -> None:
+    """The handler receives the step's name, input and exception, and the run completes from there."""
+    assert await Guarded(checkpointer=store.open()).run(card="4242") == "charge failed (4242: card 4242 declined)"
+
+
+async def test_a_crash_after_the_handoff_resumes_into_the_handler(store: Store) -> None:
+    """The StepFailedEvent is checkpointed like any event: a crash before the handler runs resumes into it."""
+    with crash_at("step.recover.start#1"), pytest.raises(Crash):
+        await Guarded(checkpointer=store.open()).run(run_id="g", card="1")
+    assert await Guarded(checkpointer=store.open()).resume("g") == "charge failed (1: card 1 declined)"
+
+
+class Approval(Event):
+    order: int
+    approved: bool
+
+
+class Approve(Workflow):
+    extra_events = (Approval,)  # a stored run holding an answer loads after a restart
+
+    @step
+    async def ask(self, ev: StartEvent, ctx: Context) -> StopEvent:
+        runs = await ctx.store.get("asked", default=0)
+        await ctx.store.set("asked", runs + 1)
+        answer = await ctx.wait_for_event(
+            Approval, waiter_event=InputRequiredEvent(order=ev.order), requirements={"order": ev.order}, timeout=5
+        )
+        return StopEvent(result=answer.approved)
+
+
+async def test_wait_for_event_gets_the_answer_that_matches_its_requirements() -> None:
+    """An answer for another order is not taken; the matching one is."""
+    handler = Approve().run(order=7)
+    async for event in handler.stream_events():
+        if isinstance(event, InputRequiredEvent):
+            assert event.order == 7
+            handler.ctx.send_event(Approval(order=8, approved=False))
+            handler.ctx.send_event(Approval(order=7, approved=True))
+    assert await handler is True
+
+
+async def test_wait_for_event_after_a_crash_asks_once_and_takes_the_stored_answer(store: Store) -> None:
+    """An answer that arrived before the crash is in the checkpoint; the restarted step takes it and
+    does not send its request again."""
+    first = Approve(checkpointer=store.open())
+    handler = first.run(run_id="a", order=1)
+    requests = 0
+    async for event in handler.stream_events():
+        if isinstance(event, InputRequiredEvent):
+            requests += 1
+            with crash_at("checkpoint.write.after#1"), pytest.raises(Crash):
+                handler.send_event(Approval(order=1, approved=True))
+            break
+    resumed = Approve(checkpointer=store.open()).resume("a")
+    streamed = [event async for event in resumed.stream_events()]
+    assert await resumed is True
+    assert requests == 1 and sum(isinstance(e, InputRequiredEvent) for e in streamed) == 1  # re-shown, not re-sent
