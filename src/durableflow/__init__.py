@@ -42,7 +42,16 @@ from ._memory import MemoryCheckpointer
 from ._postgres import PostgresCheckpointer
 from ._redis import RedisCheckpointer
 from ._resource import Resource, ResourceConfig, ResourceManager, override_resources
-from ._retry import ConstantDelayRetryPolicy, ExponentialBackoffRetryPolicy, RetryInfo, RetryPolicy, retry_policy
+from ._retry import (
+    ConstantDelayRetryPolicy,
+    ExponentialBackoffRetryPolicy,
+    RetryInfo,
+    RetryPolicy,
+    retry_always,
+    retry_never,
+    retry_policy,
+    stop_never,
+)
 from ._serializers import JsonSerializer, PickleSerializer
 from ._sqlite import SQLiteCheckpointer
 from ._step import StepConfig, catch_error, step
@@ -119,8 +128,11 @@ __all__ = [
     "open_checkpointer",
     "override_resources",
     "plugin_manager",
+    "retry_always",
+    "retry_never",
     "retry_policy",
     "step",
+    "stop_never",
     "use_clock",
     "validate_graph",
 ]
