@@ -89,6 +89,9 @@ class Runner:
         self.resources = ResourceCache(current_overrides(), workflow._resource_manager)
         self.ready: dict[str, deque[Delivery]] = {name: deque() for name in self.graph.steps}
         self.busy: dict[str, int] = dict.fromkeys(self.graph.steps, 0)
+        names = list(self.graph.steps)
+        # per step, the order a worker that finished it looks for more: the steps after it, then it
+        self.take_order = {name: (*names[i + 1 :], *names[: i + 1]) for i, name in enumerate(names)}
         self.ready_count = 0
         self.running = 0
         self.workers: set[asyncio.Task[None]] = set()
@@ -98,6 +101,7 @@ class Runner:
         self.done = False
         self.waiters: set[asyncio.Future[None]] = set()  # steps in ctx.wait_for_event
         self.expose_internal = False  # StepStateChanged events for a stream reader that asked for them
+        self.reshown: list[Event] = []  # input requests put back on the stream by a restore
         self.spawn_scheduled = False
         self.ending = False  # the record that ends the run is on its way: no step completes after it
         self.cancels: list[Callable[[], None]] = []
@@ -132,6 +136,7 @@ class Runner:
                     self._queue(delivery)
                 for eid in run.awaiting:
                     self.stream.append(run.events[eid])
+                    self.reshown.append(run.events[eid])
                 run.status = "running" if self.ready_count else "waiting"
                 run.error = None
             limit = self.workflow.max_recoveries
@@ -181,6 +186,10 @@ class Runner:
             raise WorkflowRuntimeError(f"no step of {self.graph.workflow_path} accepts {cls.__name__}")
         if isinstance(event, HumanResponseEvent) and run.awaiting:
             run.input_arrived()
+            if self.reshown:  # re-shown after a restore and answered before anyone read them: not shown at all
+                answered = {id(request) for request in self.reshown}
+                self.stream = deque(ev for ev in self.stream if id(ev) not in answered)
+                self.reshown = []
         eid = run.add_event(event)
         for spec in consumers:
             self._queue(run.add_delivery(eid, spec.name))
@@ -239,12 +248,15 @@ class Runner:
                 self.workers.add(task)
                 task.add_done_callback(self.workers.discard)
 
-    def _take(self) -> Delivery | None:
-        """The next ready delivery whose step has a free worker, for a worker that just finished one."""
+    def _take(self, finished: str) -> Delivery | None:
+        """The next ready delivery whose step has a free worker, for a worker that just finished one of
+        ``finished``: the other steps come first, so a step feeding itself cannot starve them."""
         if not self.ready_count:
             return None
-        for name, queue in self.ready.items():
-            if queue and self.busy[name] < self.graph.steps[name].num_workers:
+        ready, busy, steps = self.ready, self.busy, self.graph.steps
+        for name in self.take_order[finished]:
+            queue = ready[name]
+            if queue and busy[name] < steps[name].num_workers:
                 return self._claim(name, queue)
         return None
 
@@ -263,7 +275,7 @@ class Runner:
                 self.running -= 1
                 if self.done:
                     return
-                delivery = self._take()
+                delivery = self._take(delivery.step)
                 self._spawn_soon()
         except GeneratorExit:  # an abandoned engine's task is being garbage-collected
             raise
@@ -282,7 +294,7 @@ class Runner:
         if listener is not None:
             listener(f"step.{spec.name}.end")
         if self.expose_internal:
-            self.write_stream(_internal(spec.name, StepState.NOT_RUNNING, event, output))
+            self.write_stream(_internal(spec.name, StepState.NOT_RUNNING, event, delivery, output))
         try:
             pending = self._complete(delivery, spec, event, output)
             if pending is not None:  # the store writes it on a later turn: the step is not finished before
@@ -304,7 +316,7 @@ class Runner:
             delivery.running = True  # written with the next checkpoint, whatever causes it: a crash now is counted
             self.run.touched.add((delivery.eid, delivery.step))
             if self.expose_internal:
-                self.write_stream(_internal(spec.name, StepState.RUNNING, event))
+                self.write_stream(_internal(spec.name, StepState.RUNNING, event, delivery))
             if plugin_manager.active:
                 plugin_manager.hook.durableflow_step_started(
                     run_id=self.run.run_id, step=spec.name, event=event, attempt=delivery.attempt
@@ -754,11 +766,11 @@ class Runner:
 _FAILED: Any = object()
 
 
-def _internal(step: str, state: StepState, event: Event, output: Any = None) -> StepStateChanged:
+def _internal(step: str, state: StepState, event: Event, delivery: Delivery, output: Any = None) -> StepStateChanged:
     return StepStateChanged(
         name=step,
         step_state=state,
-        worker_id="",
+        worker_id=f"{step}:{delivery.eid}",  # one delivery is one worker's job
         input_event_name=type(event).__name__,
         output_event_name=None if output is None else type(output).__name__,
     )

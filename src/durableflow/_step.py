@@ -9,7 +9,7 @@ import types
 import typing
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Annotated, Any, Literal, TypeVar, Union, get_args, get_origin, overload
+from typing import TYPE_CHECKING, Annotated, Any, Literal, NamedTuple, TypeVar, Union, get_args, get_origin, overload
 
 from pydantic import BaseModel
 
@@ -30,6 +30,14 @@ WorkflowGraphCheck = Literal["reachability", "terminal_event", "dead_end"]
 StepGraphCheck = Literal["reachability", "dead_end"]
 
 
+class ResourceDefinition(NamedTuple):
+    """A step parameter injected from a resource."""
+
+    name: str
+    resource: Resource[Any]
+    type_annotation: Any
+
+
 @dataclass
 class StepConfig:
     """What ``@step`` learned from a step's signature (``fn._step_config``)."""
@@ -40,7 +48,7 @@ class StepConfig:
     context_parameter: str | None
     num_workers: int
     retry_policy: RetryPolicy | None
-    resources: list[tuple[str, Resource[Any], Any]]  # (parameter, resource, annotated type)
+    resources: list[ResourceDefinition]
     context_state_type: type[BaseModel] | None = None
     skip_graph_checks: list[StepGraphCheck] = dataclasses.field(default_factory=list)
     role: Literal["step", "catch_error"] = "step"
@@ -229,7 +237,7 @@ def parse_signature(
     parameters = [p for p in parameters if p.name not in ("self", "cls")]
     plan: list[Any] = []
     keywords: list[str] = []
-    resources: list[tuple[str, Resource[Any], Any]] = []
+    resources: list[ResourceDefinition] = []
     accepts: list[Any] = []
     event_name = ""
     context_parameter = None
@@ -247,7 +255,7 @@ def parse_signature(
             if not found:
                 raise WorkflowValidationError(f"{short}: parameter {param.name!r}: Annotated[...] without a Resource")
             source: Any = (found[0], get_args(hint)[0])
-            resources.append((param.name, found[0], get_args(hint)[0]))
+            resources.append(ResourceDefinition(param.name, found[0], get_args(hint)[0]))
         elif hint is Context or get_origin(hint) is Context:
             source, context_parameter = CONTEXT, param.name
             args = get_args(hint)

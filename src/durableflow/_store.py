@@ -164,7 +164,7 @@ class StateStore(Generic[StateT]):
 
     def _snapshot_state(self) -> Any:
         if self._state_type is None:
-            return {key: self._codec.load(text) for key, text in self.values.items()}
+            return DictState({key: self._codec.load(text) for key, text in self.values.items()})
         body = ",".join(f"{json.dumps(key)}:{text}" for key, text in self.values.items())
         return self._state_type.model_validate_json("{" + body + "}")
 
@@ -176,6 +176,12 @@ class StateStore(Generic[StateT]):
                 str(key): self._codec.dump(value, f"state key {key!r} (a {type(value).__name__})")
                 for key, value in state.items()
             }
+        if (
+            isinstance(state, BaseModel)
+            and not isinstance(state, self._state_type)
+            and issubclass(self._state_type, type(state))
+        ):  # an instance of a base of the state type: its fields replace those, the others stay
+            state = self._snapshot_state().model_copy(update=dict(state))
         if not isinstance(state, self._state_type):
             raise SerializationError(f"state must be a {self._state_type.__name__}, not {type(state).__name__}")
         try:
@@ -223,6 +229,28 @@ def _typed_json(adapter: TypeAdapter[Any], value: Any, where: str) -> str:
         raise refuse_non_finite(found, where)
     check_text(text, where)
     return text
+
+
+class DictState(dict[str, Any]):
+    """Untyped state as ``edit_state()`` and ``get_state()`` give it: a dict whose keys read as attributes too
+    (``state.count += 1``), as in llama-index-workflows (``state._data`` is the dict itself)."""
+
+    def __getattr__(self, name: str) -> Any:
+        if name == "_data":
+            return self
+        try:
+            return self[name]
+        except KeyError:
+            raise AttributeError(name) from None
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        self[name] = value
+
+    def __delattr__(self, name: str) -> None:
+        try:
+            del self[name]
+        except KeyError:
+            raise AttributeError(name) from None
 
 
 def _walk(value: Any, parts: list[str], create: bool = False) -> Any:

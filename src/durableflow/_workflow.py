@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import logging
 import uuid
 from collections.abc import Callable
 from typing import Any
@@ -33,7 +34,7 @@ from ._runner import Runner
 from ._runstate import RunState
 from ._serializers import JsonSerializer, Serializer
 from ._step import WorkflowGraphCheck, step_config
-from ._validation import GRAPH_CHECKS
+from ._validation import GRAPH_CHECKS, validate_workflow
 
 _LEASE_POLL = 0.2
 
@@ -166,6 +167,29 @@ class Workflow:
         return any(issubclass(t, InputRequiredEvent) for s in graph.steps.values() for t in s.emits) or any(
             issubclass(t, HumanResponseEvent) for s in graph.steps.values() for t in s.accepts
         )
+
+    @property
+    def _timeout(self) -> float | None:
+        return self.timeout
+
+    def _validate(self) -> bool:
+        """``validate()`` unless ``disable_validation``, over the steps ``_get_steps()`` gives."""
+        if self._disable_validation:
+            return False
+        configs = {name: config for name, fn in self._get_steps().items() if (config := step_config(fn))}
+        validate_workflow(configs, type(self).__name__, set(self._skip_graph_checks))  # type: ignore[arg-type]
+        return bool(self.validate())
+
+    def _get_start_event_instance(self, start_event: StartEvent | None, **fields: Any) -> StartEvent:
+        """The start event ``run()`` would use (a given one wins over fields, which are then ignored)."""
+        if start_event is not None:
+            if fields:
+                logging.getLogger(__name__).warning(
+                    "Keyword arguments are not supported when 'run()' is invoked with the 'start_event' parameter."
+                    f" These keyword arguments will be ignored: {fields}"
+                )
+            return start_event
+        return self._start_event(self.start_event_class, fields)
 
     def _get_steps(self) -> dict[str, Callable[..., Any]]:
         """Every step by name: methods bound to this workflow, and free functions."""

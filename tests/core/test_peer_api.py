@@ -12,6 +12,8 @@ from pydantic import BaseModel
 from durableflow import (
     Context,
     Event,
+    HumanResponseEvent,
+    InputRequiredEvent,
     JsonSerializer,
     PickleSerializer,
     Resource,
@@ -313,3 +315,83 @@ async def test_code_a_step_calls_finds_the_step_context() -> None:
     assert await Helped().run() == (True, ["work"])
     with pytest.raises(Exception, match="only available inside a step"):
         Context.get_step_context()
+
+
+class Tick(Event):
+    n: int
+
+
+class Feeds(Workflow):
+    @step
+    async def begin(self, ev: StartEvent) -> Tick:
+        return Tick(n=0)
+
+    @step
+    async def again(self, ev: Tick) -> Tick:  # feeds itself and never awaits
+        return Tick(n=ev.n + 1)
+
+    @step
+    async def stop(self, ev: Tick) -> StopEvent:
+        return StopEvent(result=ev.n)
+
+
+async def test_a_step_that_feeds_itself_does_not_starve_the_others() -> None:
+    """A worker that finishes a step looks at the other steps' events first, so `stop` gets the first Tick."""
+    assert await asyncio.wait_for(Feeds().run(), 5) == 0
+
+
+class Tally(Workflow):
+    @step
+    async def count(self, ev: StartEvent, ctx: Context) -> StopEvent:
+        async with ctx.store.edit_state() as state:
+            state.total = state.get("total", 0) + 2
+            state["seen"] = True
+        async with ctx.store.edit_state() as state:
+            del state.seen
+        return StopEvent(result=dict(await ctx.store.get_state()))
+
+
+async def test_untyped_state_reads_and_writes_as_attributes_and_keys() -> None:
+    """edit_state() on untyped state gives a dict whose keys are attributes too."""
+    assert await Tally().run() == {"total": 2}
+
+
+class Merged(Workflow):
+    @step
+    async def first(self, ev: StartEvent, ctx: Context[Child]) -> Half:
+        await ctx.store.set("label", "kept")
+        return Half(n=1)
+
+    @step
+    async def second(self, ev: Half, ctx: Context[Base]) -> StopEvent:
+        await ctx.store.set_state(Base(count=7))  # a Base: its fields replace the Child's, the rest stay
+        state = await ctx.store.get_state()
+        return StopEvent(result=(type(state).__name__, state.count, state.label))
+
+
+async def test_set_state_with_a_base_instance_keeps_the_childs_other_fields() -> None:
+    """set_state(Base(...)) on Child state updates Base's fields and keeps the others."""
+    assert await Merged().run() == ("Child", 7, "kept")
+
+
+class Asks(Workflow):
+    @step
+    async def ask(self, ev: StartEvent) -> InputRequiredEvent:
+        return InputRequiredEvent(question="?")
+
+    @step
+    async def answer(self, ev: HumanResponseEvent) -> StopEvent:
+        return StopEvent(result=ev.response)
+
+
+async def test_a_restored_request_answered_before_anyone_reads_it_is_not_shown() -> None:
+    """A restore puts the pending InputRequiredEvent back on the stream; answered at once, only the end shows."""
+    handler = Asks().run()
+    async for event in handler.stream_events():
+        if isinstance(event, InputRequiredEvent):
+            saved = handler.ctx.to_dict()
+            await handler.cancel_run()
+            break
+    resumed = Asks().run(ctx=Context.from_dict(Asks(), saved))
+    resumed.ctx.send_event(HumanResponseEvent(response="yes"))
+    assert [event async for event in resumed.stream_events()] == [StopEvent(result="yes")]
