@@ -167,7 +167,21 @@ def _eid(value: Any) -> bool:
 
 
 _EVENT = _pair(_is_text, lambda data: isinstance(data, dict))
-_DELIVERY = _pair(_is_int, _list_of(_is_number))
+_SLEEPS = _list_of(_is_number)
+
+
+def _DELIVERY(value: Any) -> bool:
+    """[sent, sleep deadlines, attempt, crashes, running, waits]: durable attempt counts beside the sends."""
+    return (
+        isinstance(value, list)
+        and len(value) == 6
+        and all(_is_int(v) for v in (value[0], *value[2:]))
+        and _SLEEPS(value[1])
+        and value[2] >= 1
+        and value[3] >= 0
+        and value[4] in (0, 1)
+        and value[5] in (0, 1)
+    )
 
 
 def _error(value: Any) -> bool:
