@@ -55,6 +55,7 @@ from ._retry import (
 from ._serializers import JsonSerializer, PickleSerializer
 from ._sqlite import SQLiteCheckpointer
 from ._step import StepConfig, catch_error, step
+from ._store import DictState, in_memory_state_store
 from ._test_runner import WorkflowTestResult, WorkflowTestRunner
 from ._validation import GraphValidationError, build_step_graph, validate_graph
 from ._worker import Worker, WorkerStats
@@ -66,6 +67,7 @@ __all__ = [
     "Clock",
     "ConstantDelayRetryPolicy",
     "Context",
+    "DictState",
     "DurableflowError",
     "Event",
     "ExponentialBackoffRetryPolicy",
@@ -125,6 +127,7 @@ __all__ = [
     "crashpoint",
     "get_clock",
     "hookimpl",
+    "in_memory_state_store",
     "open_checkpointer",
     "override_resources",
     "plugin_manager",

@@ -71,7 +71,7 @@ class StepCrashLoopError(WorkflowRuntimeError):
     """
 
 
-class SerializationError(DurableflowError):
+class SerializationError(DurableflowError, ValueError):
     """A value cannot be stored: the message names where it came from and its type."""
 
 

@@ -183,7 +183,9 @@ class StateStore(Generic[StateT]):
         ):  # an instance of a base of the state type: its fields replace those, the others stay
             state = self._snapshot_state().model_copy(update=dict(state))
         if not isinstance(state, self._state_type):
-            raise SerializationError(f"state must be a {self._state_type.__name__}, not {type(state).__name__}")
+            raise SerializationError(
+                f"state must be of type {self._state_type.__name__} (or a base of it), not {type(state).__name__}"
+            )
         try:
             state = self._state_type.model_validate(state.model_dump(warnings=False))
         except ValidationError as exc:
@@ -229,6 +231,19 @@ def _typed_json(adapter: TypeAdapter[Any], value: Any, where: str) -> str:
         raise refuse_non_finite(found, where)
     check_text(text, where)
     return text
+
+
+def in_memory_state_store(initial: BaseModel | Mapping[str, Any] | None = None) -> StateStore[Any]:
+    """A state store outside any run, starting from ``initial``: a typed model (its type becomes the state
+    type) or a mapping for untyped state. What steps see as ``ctx.store``, for tests of code that takes one."""
+    if isinstance(initial, BaseModel):
+        store: StateStore[Any] = StateStore(ValueCodec({}), type(initial))
+        store._replace(store._encode_state(initial))
+    else:
+        store = StateStore(ValueCodec({}))
+        store._replace(store._encode_state(dict(initial or {})))
+    store.dirty.clear()
+    return store
 
 
 class DictState(dict[str, Any]):

@@ -247,7 +247,7 @@ class Workflow:
                 f"this context belongs to workflow {ctx._workflow_name!r}, not {self.workflow_name!r}"
             )
         elif ctx._runner is not None:
-            raise WorkflowRuntimeError(f"this context is already driving run {ctx.run_id!r}")
+            raise WorkflowRuntimeError(f"this context is already running run {ctx.run_id!r}; use another Context")
         start = None
         if ctx._state.status in ("new", "completed"):
             if start_event is not None and start_fields:

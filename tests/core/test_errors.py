@@ -68,6 +68,7 @@ def test_errors_also_match_the_builtin_they_refine() -> None:
     assert issubclass(durableflow.WorkflowTimeoutError, TimeoutError)
     assert issubclass(durableflow.RunNotFoundError, LookupError)
     assert issubclass(durableflow.StoreUnavailableError, ConnectionError)
+    assert issubclass(durableflow.SerializationError, ValueError)  # a value that cannot be stored
     assert issubclass(durableflow.DurableflowError, Exception)
 
 

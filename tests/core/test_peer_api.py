@@ -395,3 +395,19 @@ async def test_a_restored_request_answered_before_anyone_reads_it_is_not_shown()
     resumed = Asks().run(ctx=Context.from_dict(Asks(), saved))
     resumed.ctx.send_event(HumanResponseEvent(response="yes"))
     assert [event async for event in resumed.stream_events()] == [StopEvent(result="yes")]
+
+
+async def test_a_state_store_outside_a_run_starts_from_a_model_or_a_dict() -> None:
+    """in_memory_state_store(Child(...)) is typed like ctx.store; a base model merges; a foreign one is refused."""
+    from durableflow import DictState, SerializationError, in_memory_state_store
+
+    typed = in_memory_state_store(Child(count=2, label="x"))
+    await typed.set_state(Base(count=5))
+    assert (await typed.get_state()) == Child(count=5, label="x")
+    with pytest.raises(ValueError, match="must be of type Child"):
+        await typed.set_state(Settings(greeting="no"))  # type: ignore[arg-type]
+    untyped = in_memory_state_store(DictState())
+    async with untyped.edit_state() as state:
+        state["counter"] = 1
+    assert await untyped.get("counter") == 1
+    assert issubclass(SerializationError, ValueError)
