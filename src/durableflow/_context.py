@@ -10,7 +10,7 @@ from pydantic import ValidationError
 from typing_extensions import TypeVar
 
 from . import _recovery, _snapshot, _waiters
-from ._errors import SnapshotError, WorkflowRuntimeError
+from ._errors import SnapshotError, WorkflowRuntimeError, WorkflowValidationError
 from ._events import Event
 from ._graph import graph_of
 from ._retry import RetryInfo
@@ -37,6 +37,8 @@ class Context(Generic[StateT]):
 
     def __init__(self, workflow: Workflow, serializer: JsonSerializer | None = None) -> None:
         self._graph = graph_of(type(workflow), check=False)
+        if self._graph.state_conflict:  # checked even when validation is disabled: no state type fits every step
+            raise WorkflowValidationError(self._graph.state_conflict)
         self._workflow_name: str = workflow.workflow_name
         self._state = RunState("")
         pickles = (serializer or workflow._serializer).pickles

@@ -24,7 +24,7 @@ class DurableflowError(Exception):
     """Base of every error durableflow raises."""
 
 
-class WorkflowValidationError(DurableflowError):
+class WorkflowValidationError(DurableflowError, ValueError):
     """The workflow's steps do not form a runnable graph; the message names the step."""
 
 

@@ -40,6 +40,7 @@ class StepGraph:
             self.configs[name] = config
         self.steps = {name: make_spec(name, functions[name], config) for name, config in self.configs.items()}
         self.catchers = {name: spec for name, spec in self.steps.items() if spec.config.role == "catch_error"}
+        self.state_conflict = ""  # steps declaring unrelated state types: raised when a run starts
         self.state_type = self._state_type()
         if not self.steps:
             _validation.validate_workflow({}, workflow_cls.__name__)
@@ -67,6 +68,8 @@ class StepGraph:
     def check(self, skip: frozenset[str] = frozenset()) -> None:
         """The checks a run needs besides the structure: every event consumed and produced, no step
         unreachable or stuck, skipping the graph checks named in ``skip``."""
+        if self.state_conflict:
+            raise WorkflowValidationError(self.state_conflict)
         if skip not in self._checked:
             _validation.validate_workflow(self.configs, self._name, set(skip))  # type: ignore[arg-type]
             self._checked.add(skip)
@@ -95,7 +98,11 @@ class StepGraph:
                 if all(issubclass(candidate, other) for other in declared):
                     return candidate
             names = ", ".join(sorted(cls.__name__ for cls in declared))
-            raise WorkflowValidationError(f"steps declare different state types: {names}; use one Context[State]")
+            self.state_conflict = (
+                f"steps declare different state types: {names}, which are not in a compatible inheritance "
+                "hierarchy; use one Context[State], or a model and its subclasses"
+            )
+            return None
         return declared.pop() if declared else None
 
     def _describe(self) -> dict[str, Any]:

@@ -387,7 +387,7 @@ async def test_a_restored_context_drives_one_run_at_a_time(until) -> None:
     wf = Pipeline()
     restored = Context.from_dict(wf, data)
     handler = wf.run(ctx=restored)
-    with pytest.raises(WorkflowRuntimeError, match="already driving"):
+    with pytest.raises(WorkflowRuntimeError, match="already running"):
         wf.run(ctx=restored)
     assert await handler == {"published": 11, "from": 5}
 
