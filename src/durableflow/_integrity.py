@@ -33,6 +33,13 @@ def check_info(info: object, run_id: str | None = None) -> RunInfo:
         raise SnapshotError(f"malformed metadata: the stored run id {stored_id!r} is not text", run_id=run_id)
     if run_id is not None and stored_id != run_id:
         raise SnapshotError(f"the store answered with the metadata of run {stored_id!r}", run_id=run_id)
+    if info.workflow is None and info.status is None and info.created_at is None:
+        raise SnapshotError(
+            "no metadata is stored for this run (its entry was deleted, or holds something else"
+            + (f": {info.error}" if isinstance(info.error, str) else "")
+            + ")",
+            run_id=stored_id,
+        )
     problems = []
     if not _is_text(info.workflow):
         problems.append(f"workflow {info.workflow!r} is not a name")

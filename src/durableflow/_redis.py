@@ -156,7 +156,10 @@ table.sort(found, function(a, b) if a[2] ~= b[2] then return a[2] > b[2] end ret
 local rows = {}
 for i = 1, math.min(limit, #found) do
   rows[#rows + 1] = found[i][1]
-  rows[#rows + 1] = redis.call('HGETALL', ARGV[1] .. ':run:{' .. found[i][1] .. '}')
+  -- a key edited to hold another type must not fail the whole page: it is listed as unreadable
+  local fields = redis.pcall('HGETALL', ARGV[1] .. ':run:{' .. found[i][1] .. '}')
+  if fields.err then fields = {'__unreadable__', fields.err} end
+  rows[#rows + 1] = fields
 end
 return rows
 """
@@ -409,6 +412,11 @@ class RedisCheckpointer:
                 "last checkpoint or, if Redis went away during this write, this one too: resume once it is back"
             ) from None
         except self._refused as exc:  # READONLY, OOM...: up, but not taking writes
+            if str(exc).startswith("WRONGTYPE") or "attempt to " in str(exc):  # a key or field edited by hand
+                raise SnapshotError(
+                    f"Redis at {self.url} holds data durableflow did not write ({exc}): a key or field was edited by "
+                    "hand or by another program; restore the run's keys from a backup, or delete them"
+                ) from None
             raise StoreUnavailableError(f"Redis at {self.url} refused the operation ({exc})") from None
 
 
@@ -426,6 +434,9 @@ def _run_info(run_id: str, fields: dict[bytes, bytes]) -> RunInfo:
     def text(name: str) -> str | None:
         value = fields.get(name.encode())
         return value.decode("utf-8", "surrogateescape") if value is not None else None
+
+    if b"__unreadable__" in fields:  # its key holds something other than a hash
+        return RunInfo(run_id, None, None, None, None, None, error=text("__unreadable__"))  # type: ignore[arg-type]
 
     def number(name: str, kind: type[float] | type[int]) -> Any:
         value = text(name)

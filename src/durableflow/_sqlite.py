@@ -251,8 +251,15 @@ class SQLiteCheckpointer:
             if row is None:
                 raise RunNotFoundError(run_id, self.url)
             holder, expires = row
-            if holder not in (None, owner, steal_from) and expires is not None and expires > now:
-                raise RunLeaseError(run_id, holder, expires)
+            if holder not in (None, owner, steal_from) and expires is not None:
+                if not isinstance(expires, int | float):  # edited by hand: whether it is held cannot be told
+                    raise SnapshotError(
+                        f"its lease expiry {expires!r} is not a time (the row was edited); set lease_owner and "
+                        "lease_expires_at to NULL once no worker drives it",
+                        run_id=run_id,
+                    )
+                if expires > now:
+                    raise RunLeaseError(run_id, holder, expires)
             db.execute(
                 "UPDATE durableflow_runs SET lease_owner = ?, lease_expires_at = ? WHERE run_id = ?",
                 (owner, now + self.lease_ttl, run_id),

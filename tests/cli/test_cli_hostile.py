@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from durableflow import SQLiteCheckpointer
+from durableflow import SnapshotError, SQLiteCheckpointer
 
 Cli = Callable[..., Any]
 
@@ -277,3 +277,70 @@ def test_a_start_event_that_cannot_be_stored_exits_8(cli: Cli) -> None:
     outcome = cli("run", "odd:Flow")
     assert outcome.code == 8, outcome.err
     assert "float nan" in outcome.err and "Traceback" not in outcome.err
+
+
+@pytest.mark.parametrize("which", ["first", "middle"])
+def test_show_names_records_deleted_by_hand(cli: Cli, which: str) -> None:
+    """A run whose oldest or a middle record was deleted: show marks what is missing and exits 5, like resume."""
+    Path("payments-down").touch()
+    run_id = start(cli)
+    with sqlite3.connect("durableflow.db") as db:
+        keys = [key for (key,) in db.execute("SELECT key FROM durableflow_records ORDER BY key")]
+        db.execute("DELETE FROM durableflow_records WHERE key = ?", (keys[0] if which == "first" else keys[2],))
+    shown = cli("show", run_id)
+    assert shown.code == 5
+    assert "missing" in shown.out or "no records" in shown.out or "not a full snapshot" in shown.out
+    assert cli("resume", run_id, "--workflow", "cliflows:Pipeline").code == 5
+
+
+@pytest.mark.parametrize("command", [("show",), ("resume", "--workflow", "cliflows:Pipeline")])
+def test_a_run_id_that_is_not_text_exits_2(cli: Cli, command: tuple[str, ...]) -> None:
+    """A RUN_ID whose bytes are not UTF-8 (Python hands it over with a lone surrogate) exits 2, not a traceback."""
+    outcome = cli(command[0], "bad\udcffid", *command[1:])
+    assert outcome.code == 2
+    assert "not UTF-8 text" in outcome.err and "\\udcff" in outcome.err
+
+
+@pytest.mark.parametrize(("store", "message"), [("sqlite:///", "needs a file"), ("sqlite:///.", "names a directory")])
+def test_a_sqlite_url_without_a_file_exits_2(cli: Cli, store: str, message: str) -> None:
+    """--store sqlite:/// with no path, or a directory, is a usage error, not 'no runs' or 'store unavailable'."""
+    for argv in (("runs",), ("run", "cliflows:Orders", "--input", '{"order_id": 1}')):
+        outcome = cli(*argv, "--store", store)
+        assert outcome.code == 2 and message in outcome.err
+
+
+def test_a_lease_expiry_edited_to_garbage_is_a_snapshot_error(cli: Cli) -> None:
+    """A run held by an owner whose lease expiry is not a time cannot be judged free or held: resume exits 5
+    saying how to clear it, and the library raises SnapshotError instead of a TypeError."""
+    Path("payments-down").touch()
+    run_id = start(cli)
+    Path("payments-down").unlink()
+    edit_run(run_id, lease_owner="other-host:1:w", lease_expires_at="soon")
+    assert cli("resume", run_id, "--workflow", "cliflows:Pipeline").code == 5
+    with pytest.raises(SnapshotError, match="lease expiry 'soon' is not a time"):
+        SQLiteCheckpointer("durableflow.db").acquire(run_id, "me:2:w")
+
+
+def test_a_redis_run_key_of_another_type_is_unreadable_not_fatal(cli: Cli, redis_url: str) -> None:
+    """A Redis run key overwritten with a string: runs lists the others and this one as unreadable, show and
+    resume exit 5 (data durableflow did not write), not 6 (store unavailable)."""
+    import redis
+
+    Path("payments-down").touch()
+    broken = start(cli, "--store", redis_url)
+    kept = start(cli, "--store", redis_url)
+    client = redis.Redis.from_url(redis_url)
+    client.delete(f"durableflow:run:{{{broken}}}")
+    client.set(f"durableflow:run:{{{broken}}}", "not a hash")
+    client.hset(f"durableflow:run:{{{kept}}}", "lease_owner", "other-host:1:w")
+    client.hset(f"durableflow:run:{{{kept}}}", "lease_expires_at", "soon")
+    client.close()
+    listed = cli("runs", "--store", redis_url)
+    assert listed.code == 0, listed.err
+    assert "unreadable" in next(line for line in listed.lines if broken in line)
+    assert kept in listed.out
+    for run_id in (broken, kept):
+        assert cli("show", run_id, "--store", redis_url).code == 5
+        resumed = cli("resume", run_id, "--workflow", "cliflows:Pipeline", "--store", redis_url)
+        assert resumed.code == 5, resumed.err
+        assert "Traceback" not in resumed.err

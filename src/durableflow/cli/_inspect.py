@@ -15,7 +15,7 @@ from .._framing import record_key
 from .._integrity import check_info, check_record
 from .._snapshot import unframe
 from ._exits import DEFAULT_STORE
-from ._options import add_command, open_store, positive_int, sqlite_file_missing
+from ._options import add_command, open_store, positive_int, sqlite_file_missing, stored_run_id
 from ._output import STATUS_STYLES, about, cell, clip, console, names, printable, table, when
 
 
@@ -32,7 +32,7 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     show = add_command(
         commands, "show", show_command, "a run's metadata and its stored checkpoints, with what each one changed"
     )
-    show.add_argument("run_id", metavar="RUN_ID")
+    show.add_argument("run_id", type=stored_run_id, metavar="RUN_ID")
 
 
 def runs_command(args: argparse.Namespace) -> int:
@@ -118,7 +118,7 @@ def show_command(args: argparse.Namespace) -> int:
         checkpoints.add_row(cell(seq), cell(kind), cell(at), cell(changes, "" if ok else "red"))
     out.print(checkpoints)
     if broken:
-        problems.append(f"{broken} stored record(s) cannot be decoded")
+        problems.append(f"{broken} of its records are missing or cannot be decoded (the rows marked error)")
     if problems:
         raise SnapshotError(f"run {args.run_id} cannot be resumed: " + "; ".join(problems))
     return 0
@@ -129,12 +129,20 @@ def _record_rows(
 ) -> Iterator[tuple[str, str, str, str, bool]]:
     """One row per stored record: seq, kind, at, what changed, and whether it decoded."""
     pending: set[str] = set()
+    if not records:
+        yield "-", "-", "", "error: no records are stored for this run (deleted by hand?)", False
+    expected: int | None = None
     for record in records:
         try:
             check_record(record, run_id)
         except SnapshotError as exc:
             yield str(getattr(record, "seq", "?")), "?", "", f"error: {exc}", False
             continue
+        if expected is None and not record.full:
+            yield str(record.seq), "delta", "", "error: the oldest stored record is not a full snapshot", False
+        elif expected is not None and record.seq != expected:
+            yield f"{expected}-{record.seq - 1}", "?", "", "error: missing (deleted by hand?)", False
+        expected = record.seq + 1
         kind = "full" if record.full else "delta"
         try:
             doc = unframe(record.data, run_id, record.seq, key)

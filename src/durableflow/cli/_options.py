@@ -69,9 +69,19 @@ def run_id(text: str) -> str:
         raise argparse.ArgumentTypeError("must not be empty")
     if printable(text) != text:
         raise argparse.ArgumentTypeError(
-            f"must be printable text: {printable(text)} holds control or format characters, "
+            f"must be printable text: {printable(text)} holds control, format or undecodable characters, "
             "which would reach every terminal that lists the run"
         )
+    return text
+
+
+def stored_run_id(text: str) -> str:
+    """A run id to look up: any text (a stored id may hold anything), but text: bytes that are not UTF-8
+    reach Python as lone surrogates, which no store can be asked for."""
+    try:
+        text.encode()
+    except UnicodeEncodeError:
+        raise argparse.ArgumentTypeError(f"{printable(text)} is not UTF-8 text, so no stored run has it") from None
     return text
 
 
@@ -131,7 +141,7 @@ def answer(respond: str | None) -> dict[str, Any] | None:
 
 def open_store(url: str, must_exist: str | None = None) -> Checkpointer:
     """The store at ``url``; with ``must_exist`` (a run id), a missing SQLite file is a missing run, not a new file."""
-    if must_exist is not None and sqlite_file_missing(url):
+    if sqlite_file_missing(url) and must_exist is not None:
         raise RunNotFoundError(must_exist, url)
     try:
         record_key()  # a key too short to be one is refused now, not at the first record
@@ -141,4 +151,14 @@ def open_store(url: str, must_exist: str | None = None) -> Checkpointer:
 
 
 def sqlite_file_missing(url: str) -> bool:
-    return url.startswith("sqlite:///") and not os.path.exists(url[len("sqlite:///") :])
+    """Whether ``url`` names a SQLite file that does not exist yet; ``UsageError`` if it names no file at all."""
+    if not url.startswith("sqlite:///"):
+        return False
+    path = url[len("sqlite:///") :]
+    if not path:
+        raise UsageError("--store sqlite:/// needs a file after it, like sqlite:///runs.db")
+    if os.path.isdir(path):
+        raise UsageError(
+            f"--store {url} names a directory; name a file in it, like sqlite:///{path.rstrip('/')}/runs.db"
+        )
+    return not os.path.exists(path)

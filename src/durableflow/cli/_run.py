@@ -18,7 +18,7 @@ from .._graph import graph_of
 from .._handler import WorkflowHandler
 from .._integrity import check_info
 from ._exits import RunEnded, UsageError, WaitsForInput, exit_code
-from ._options import add_command, add_respond, answer, input_fields, open_store, run_id, seconds
+from ._options import add_command, add_respond, answer, input_fields, open_store, run_id, seconds, stored_run_id
 from ._output import as_json, printable
 from ._workflows import WorkflowRegistry, add_workflow_options, resolve_target
 
@@ -39,7 +39,7 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     resume = add_command(
         commands, "resume", resume_command, "continue a stored run (a completed one just prints its result)"
     )
-    resume.add_argument("run_id", metavar="RUN_ID")
+    resume.add_argument("run_id", type=stored_run_id, metavar="RUN_ID")
     add_workflow_options(resume)
     resume.add_argument(
         "--wait", type=seconds, default=0.0, metavar="SECONDS",
