@@ -290,41 +290,7 @@ class RunCheckpoints:
     ) -> Callable[[], None]:
         """Renew the lease every third of its time to live until the returned callable is called;
         ``lost()`` when another worker has it. ``guarded`` wraps each timer callback."""
-        loop, io = self.loop, self.io
-        handle: asyncio.TimerHandle | None = None
-        stopped = False
-
-        def renewed(held: bool) -> None:
-            nonlocal handle
-            if stopped:
-                return
-            if not held:
-                lost()
-                return
-            handle = loop.call_later(self.checkpointer.lease_ttl / 3, guarded(renew))
-
-        def renew_in_store() -> bool:
-            try:
-                return self.checkpointer.renew(self.run.run_id, self.owner)
-            except DurableflowError:
-                return True  # the store is down: the next checkpoint will say so
-
-        def renew() -> None:
-            if io.inline:
-                renewed(renew_in_store())
-                return
-            pending = io.call(loop, renew_in_store)
-            assert pending is not None
-            pending.add_done_callback(lambda done: guarded(lambda: renewed(done.result()))())
-
-        def stop() -> None:
-            nonlocal stopped
-            stopped = True
-            if handle is not None:
-                handle.cancel()
-
-        handle = loop.call_later(self.checkpointer.lease_ttl / 3, guarded(renew))
-        return stop
+        return _Lease(self, guarded, lost).stop
 
     def release(self) -> None:
         """Give the lease up as the run stops here, once the writes on their way are done (a final status
@@ -348,6 +314,70 @@ class RunCheckpoints:
         pending = self.io.call(self.loop, release)
         if pending is not None:
             pending.add_done_callback(_ignore)
+
+
+@final
+class _Lease:
+    """Renews one run's lease every third of its time to live, until stopped.
+
+    An object rather than closures that call each other: those would form a reference cycle holding
+    the whole run until the garbage collector found it, and every durable run would leave one behind.
+    """
+
+    __slots__ = ("durable", "guarded", "handle", "lost")
+
+    def __init__(
+        self,
+        durable: RunCheckpoints,
+        guarded: Callable[[Callable[[], None]], Callable[[], None]],
+        lost: Callable[[], None],
+    ) -> None:
+        self.durable: RunCheckpoints | None = durable
+        self.guarded, self.lost = guarded, lost
+        self.handle: asyncio.TimerHandle | None = None
+        self._schedule()
+
+    def _schedule(self) -> None:
+        durable = self.durable
+        if durable is not None:
+            self.handle = durable.loop.call_later(durable.checkpointer.lease_ttl / 3, self.guarded(self._renew))
+
+    def _renew(self) -> None:
+        durable = self.durable
+        if durable is None:
+            return
+        if durable.io.inline:
+            self._renewed(self._renew_in_store())
+            return
+        pending = durable.io.call(durable.loop, self._renew_in_store)
+        assert pending is not None
+        pending.add_done_callback(self._answered)
+
+    def _answered(self, done: asyncio.Future[bool]) -> None:
+        self.guarded(lambda: self._renewed(done.result()))()
+
+    def _renew_in_store(self) -> bool:
+        durable = self.durable
+        if durable is None:
+            return True
+        try:
+            return durable.checkpointer.renew(durable.run.run_id, durable.owner)
+        except DurableflowError:
+            return True  # the store is down: the next checkpoint will say so
+
+    def _renewed(self, held: bool) -> None:
+        if self.durable is None:  # stopped meanwhile
+            return
+        if not held:
+            self.lost()
+            return
+        self._schedule()
+
+    def stop(self) -> None:
+        self.durable = None
+        if self.handle is not None:
+            self.handle.cancel()
+            self.handle = None
 
 
 class _EarlierRecordLanded(Exception):

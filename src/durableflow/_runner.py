@@ -689,6 +689,7 @@ class Runner:
         self.done = True
         for cancel in self.cancels:
             cancel()
+        self.cancels.clear()  # a timer's stop refers back to this runner: no cycle left for the collector
         current = asyncio.current_task(self.loop)
         for task in self.workers:
             if task is not current:
@@ -707,6 +708,7 @@ class Runner:
         self.stream.clear()  # a dead process shows its readers nothing more, not even what it had queued
         for cancel in self.cancels:
             cancel()
+        self.cancels.clear()  # a timer's stop refers back to this runner: no cycle left for the collector
         current = asyncio.current_task(self.loop)
         for task in self.workers:  # a dead process runs no more steps: stop the other workers where they wait
             if task is not current:
