@@ -95,6 +95,7 @@ class Ticks(Workflow):
     """``n`` steps, each writing one more key of state; interrupted at step ``stop_at`` (if set)."""
 
     stop_at: int | None = None
+    step_crash_limit = None  # it is interrupted in the same step over and over, on purpose
 
     @step
     async def begin(self, ev: StartEvent) -> Tick:
