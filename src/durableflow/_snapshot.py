@@ -307,8 +307,10 @@ def restore(
     check_run(doc, str(run_id))
     try:
         return _restore(doc, graph, name, codec or graph.codec)
-    except SnapshotError:
-        raise
+    except SnapshotError as exc:
+        if exc.run_id is not None:
+            raise
+        raise SnapshotError(str(exc), run_id=run_id) from None  # a value's decoder does not know the run
     except Exception as exc:
         raise SnapshotError(f"malformed snapshot ({type(exc).__name__}: {exc})", run_id=run_id) from None
 
