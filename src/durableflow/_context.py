@@ -66,7 +66,8 @@ class Context(Generic[StateT]):
     @staticmethod
     def get_step_context() -> Context[Any]:
         """The context of the step running here, for code a step calls that was not handed ``ctx``."""
-        ctx = current_context.get()
+        ref = current_context.get()
+        ctx = ref() if ref is not None else None
         if ctx is None:
             raise WorkflowRuntimeError("Context.get_step_context() is only available inside a step")
         return ctx  # type: ignore[no-any-return]

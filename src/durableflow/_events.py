@@ -12,7 +12,6 @@ from pydantic import (
     ConfigDict,
     PlainSerializer,
     PlainValidator,
-    PrivateAttr,
     SerializerFunctionWrapHandler,
     model_serializer,
 )
@@ -22,46 +21,21 @@ class Event(BaseModel):
     """Base of every event: typed fields as in any pydantic model, and undeclared ones kept too.
 
     ``Event(msg="x")`` keeps ``msg``: read it as ``ev.msg``, ``ev["msg"]`` or
-    ``ev.get("msg")``. Undeclared fields live in ``ev._data`` and travel with the
-    event through the stream, checkpoints and resume (``model_dump()`` holds them
-    under ``"_data"``).
+    ``ev.get("msg")``. Undeclared fields (``ev._data``) travel with the event
+    through the stream, checkpoints and resume, and ``model_dump()`` holds them
+    beside the declared ones. They are pydantic's own extra fields, so an event
+    costs nothing more to build than a plain model.
     """
 
-    model_config = ConfigDict(arbitrary_types_allowed=True)
-    _data: dict[str, Any] = PrivateAttr(default_factory=dict)
+    model_config = ConfigDict(arbitrary_types_allowed=True, extra="allow")
 
-    def __init__(self, **params: Any) -> None:
-        fields = type(self).__pydantic_fields__
-        if params.keys() <= fields.keys():  # the common case: declared fields only
-            super().__init__(**params)
-            return
-        declared, private, extra = {}, {}, {}
-        for key, value in params.items():
-            if key in fields:
-                declared[key] = value
-            elif key in self.__private_attributes__:
-                private[key] = value
-            else:
-                extra[key] = value
-        super().__init__(**declared)
-        for key, value in private.items():
-            super().__setattr__(key, value)
-        if extra:
-            self._data.update(extra)
-
-    def __getattr__(self, name: str) -> Any:
-        if name in self.__private_attributes__ or name in type(self).__pydantic_fields__ or name[:2] == "__":
-            return super().__getattr__(name)  # type: ignore[misc]
-        try:
-            return self.__pydantic_private__["_data"][name]  # type: ignore[index]
-        except (KeyError, TypeError):
-            raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}") from None
-
-    def __setattr__(self, name: str, value: Any) -> None:
-        if name in self.__private_attributes__ or name in type(self).__pydantic_fields__:
-            super().__setattr__(name, value)
-        else:
-            self._data[name] = value
+    @property
+    def _data(self) -> dict[str, Any]:
+        """The undeclared fields (a live dict)."""
+        extra = self.__pydantic_extra__
+        if extra is None:  # a subclass that forbids extra fields
+            extra = {}
+        return extra
 
     def __getitem__(self, key: str) -> Any:
         return self._data[key]
@@ -101,49 +75,32 @@ class Event(BaseModel):
         """The undeclared fields."""
         return self._data
 
-    @model_serializer(mode="wrap")
-    def _dump_with_extras(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
-        data: dict[str, Any] = handler(self)
-        if self._data:
-            data["_data"] = self._data
-        return data
-
 
 class StartEvent(Event):
     """Starts a run; ``wf.run(**fields)`` builds one from its keyword arguments."""
 
 
 class StopEvent(Event):
-    """Ends a run; awaiting the handler gives ``result`` (or the event itself for a subclass)."""
+    """Ends a run; awaiting the handler gives ``result`` (or the event itself for a subclass).
 
-    _result: Any = PrivateAttr(default=None)
+    Its dump holds ``result`` only when one was given, as llama-index-workflows' does.
+    """
 
-    def __init__(self, result: Any = None, **params: Any) -> None:
-        super().__init__(**params)
-        if result is not None:
-            self.__pydantic_private__["_result"] = result  # type: ignore[index]
-
-    @property
-    def result(self) -> Any:
-        return self._result
+    result: Any = None
 
     @model_serializer(mode="wrap")
-    def _dump_with_result(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+    def _dump_without_unset_result(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
         data: dict[str, Any] = handler(self)
-        if self._data:
-            data["_data"] = self._data
-        if self._result is not None:
-            data["result"] = self._result
+        if data.get("result", 0) is None:
+            del data["result"]
         return data
 
     def __repr__(self) -> str:
-        dumped = self.model_dump()
-        dumped.pop("_data", None)
-        parts = ", ".join(f"{k}={v!r}" for k, v in {**self._data, **dumped}.items())
+        parts = ", ".join(f"{k}={v!r}" for k, v in {**self._data, **self.model_dump()}.items())
         return f"{type(self).__name__}({parts})"
 
     def __str__(self) -> str:
-        return str(self._result)
+        return str(self.result)
 
 
 class InputRequiredEvent(Event):
@@ -266,16 +223,8 @@ def type_key(cls: type[Event]) -> str:
 
 
 def load_event(cls: type[Event], data: dict[str, Any]) -> Event:
-    """An event of type ``cls`` from its ``model_dump()``, undeclared fields and result included."""
-    data = dict(data)
-    extra = data.pop("_data", None)
-    result = data.pop("result", None) if issubclass(cls, StopEvent) and "result" not in cls.model_fields else None
-    event = cls.model_validate(data)
-    if extra:
-        event._data.update(extra)
-    if isinstance(event, StopEvent) and result is not None:
-        event._result = result
-    return event
+    """An event of type ``cls`` from its ``model_dump()``, undeclared fields included."""
+    return cls.model_validate(data)
 
 
 def run_result(stop: StopEvent) -> Any:
@@ -286,4 +235,4 @@ def run_result(stop: StopEvent) -> Any:
 def event_fields(event: Event) -> dict[str, Any]:
     """An event's fields as JSON data for people to read: declared and undeclared side by side."""
     data: dict[str, Any] = event.model_dump(mode="json")
-    return {**data.pop("_data", {}), **data}
+    return data

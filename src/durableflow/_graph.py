@@ -39,6 +39,9 @@ class StepGraph:
             assert config is not None
             self.configs[name] = config
         self.steps = {name: make_spec(name, functions[name], config) for name, config in self.configs.items()}
+        names = list(self.steps)
+        # per step, where a worker that finished it looks for more: the steps after it, then it (no starving)
+        self.take_order = {name: (*names[i + 1 :], *names[: i + 1]) for i, name in enumerate(names)}
         self.catchers = {name: spec for name, spec in self.steps.items() if spec.config.role == "catch_error"}
         self.state_conflict = ""  # steps declaring unrelated state types: raised when a run starts
         self.state_type = self._state_type()

@@ -57,7 +57,7 @@ def failed(run: RunState, delivery: Delivery, exc: Exception) -> None:
     """An attempt failed and will be retried: the next checkpoint records the attempt number it reached."""
     now = get_clock().now()
     first = delivery.failures[0][0] if delivery.failures else now
-    delivery.failures = [(first, exc, now)]
+    delivery.failures = ((first, exc, now),)
     delivery.attempt += 1
     delivery.running = False
     run.touched.add((delivery.eid, delivery.step))

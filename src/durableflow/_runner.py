@@ -18,6 +18,7 @@ import concurrent.futures
 import contextlib
 import inspect
 import threading
+import weakref
 from collections import deque
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any, TypeVar, final
@@ -89,9 +90,6 @@ class Runner:
         self.resources = ResourceCache(current_overrides(), workflow._resource_manager)
         self.ready: dict[str, deque[Delivery]] = {name: deque() for name in self.graph.steps}
         self.busy: dict[str, int] = dict.fromkeys(self.graph.steps, 0)
-        names = list(self.graph.steps)
-        # per step, the order a worker that finished it looks for more: the steps after it, then it
-        self.take_order = {name: (*names[i + 1 :], *names[: i + 1]) for i, name in enumerate(names)}
         self.ready_count = 0
         self.running = 0
         self.workers: set[asyncio.Task[None]] = set()
@@ -100,6 +98,7 @@ class Runner:
         self.stream_waiter: asyncio.Future[None] | None = None
         self.done = False
         self.waiters: set[asyncio.Future[None]] = set()  # steps in ctx.wait_for_event
+        self.ctx_ref = weakref.ref(ctx)  # a weak one: the task's context must not keep the run alive in a cycle
         self.expose_internal = False  # StepStateChanged events for a stream reader that asked for them
         self.reshown: list[Event] = []  # input requests put back on the stream by a restore
         self.spawn_scheduled = False
@@ -254,7 +253,7 @@ class Runner:
         if not self.ready_count:
             return None
         ready, busy, steps = self.ready, self.busy, self.graph.steps
-        for name in self.take_order[finished]:
+        for name in self.graph.take_order[finished]:
             queue = ready[name]
             if queue and busy[name] < steps[name].num_workers:
                 return self._claim(name, queue)
@@ -267,7 +266,7 @@ class Runner:
         return queue.popleft()
 
     async def _worker(self, delivery: Delivery | None) -> None:
-        current_context.set(self.ctx)  # once per worker task: Context.get_step_context()
+        current_context.set(self.ctx_ref)  # once per worker task: Context.get_step_context()
         try:
             while delivery is not None:
                 await self._execute(delivery)
@@ -313,8 +312,9 @@ class Runner:
         """Call the step until it returns, retrying as its policy says; ``_FAILED`` once the run failed."""
         while True:
             delivery.begin_attempt()
-            delivery.running = True  # written with the next checkpoint, whatever causes it: a crash now is counted
-            self.run.touched.add((delivery.eid, delivery.step))
+            if self.durable is not None:  # written with the next checkpoint, whatever causes it: a crash now counts
+                delivery.running = True
+                self.run.touched.add((delivery.eid, delivery.step))
             if self.expose_internal:
                 self.write_stream(_internal(spec.name, StepState.RUNNING, event, delivery))
             if plugin_manager.active:

@@ -52,7 +52,7 @@ class Delivery:
         """The step has called ``ctx.wait_for_event`` (durable): events nobody accepts are parked for it."""
         self.running = False
         """An attempt is under way: written with the next checkpoint, so a crash during it is counted."""
-        self.failures: list[tuple[float, BaseException, float]] = []  # (first try, last error, its time): retry_info
+        self.failures: tuple[tuple[float, BaseException, float], ...] = ()  # (first try, last error, when): retry_info
         self.replay_sends = 0
         self.sends = 0
         self.sleep_calls = 0
@@ -70,7 +70,7 @@ class Delivery:
 
 
 current_context: ContextVar[Any] = ContextVar("durableflow_current_context", default=None)
-"""The context of the run whose worker task this is (``Context.get_step_context()``)."""
+"""A weak reference to the context of the run whose worker task this is (``Context.get_step_context()``)."""
 
 current_delivery: ContextVar[Delivery | None] = ContextVar("durableflow_current_delivery", default=None)
 """The delivery whose step is executing here (read by ``ctx.attempt``, ``ctx.sleep``...)."""

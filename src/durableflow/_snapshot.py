@@ -200,11 +200,10 @@ def _event_json(event: Event, graph: StepGraph) -> str:
 def event_body(event: Event) -> str:
     """``event.model_dump_json()``, without the serializer's round trip through Python where the answer is
     known: an event with no fields and no undeclared data is ``{}``, a plain StopEvent ``{"result": ...}``."""
-    private = event.__pydantic_private__
-    if private is not None and not private.get("_data"):
+    if not event.__pydantic_extra__:
         cls = type(event)
         if cls is StopEvent:
-            result = private.get("_result")
+            result = event.__dict__["result"]
             return "{}" if result is None else '{"result":' + to_json(result).decode() + "}"
         if not cls.__pydantic_fields__:
             return "{}"

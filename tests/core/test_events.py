@@ -49,11 +49,11 @@ def test_event_get_returns_field_or_default() -> None:
 
 
 def test_start_event_accepts_arbitrary_fields() -> None:
-    """StartEvent(**fields) keeps every keyword as an attribute, and its dump holds them under "_data"."""
+    """StartEvent(**fields) keeps every keyword as an attribute and in its dump."""
     ev = StartEvent(ids=[1, 2, 3], user="ada")
     assert ev.ids == [1, 2, 3]
     assert ev.user == "ada"
-    assert ev.model_dump() == {"_data": {"ids": [1, 2, 3], "user": "ada"}}
+    assert ev.model_dump() == {"ids": [1, 2, 3], "user": "ada"}
 
 
 def test_stop_event_has_result_and_accepts_extra_fields() -> None:

@@ -22,7 +22,8 @@ def test_undeclared_fields_read_as_attributes_items_and_get() -> None:
     ev["extra"] = True
     assert dict(ev.items()) == {"msg": "y", "n": 2, "extra": True}
     assert "msg" in ev and len(ev) == 3
-    assert ev.model_dump() == {"author": "ada", "_data": {"msg": "y", "n": 2, "extra": True}}
+    assert ev.model_dump() == {"author": "ada", "msg": "y", "n": 2, "extra": True}
+    assert ev._data == {"msg": "y", "n": 2, "extra": True}
 
 
 def test_stop_event_dumps_and_prints_like_its_fields() -> None:
