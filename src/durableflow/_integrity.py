@@ -121,6 +121,8 @@ def check_run(doc: dict[str, Any], run_id: str) -> None:
 def _is_text(value: Any, empty: bool = False) -> bool:
     if not isinstance(value, str) or not (value or empty):
         return False
+    if value.isascii():  # no surrogate in it: the common case, without encoding it
+        return True
     try:
         value.encode()
     except UnicodeEncodeError:  # a lone surrogate: not text anyone wrote
@@ -149,7 +151,13 @@ def _is_delivery_key(key: Any) -> bool:
     return _is_eid(eid) and step.isidentifier()
 
 
+def _anything(value: Any) -> bool:
+    return True
+
+
 def _dict_of(valid_key: Callable[[Any], bool], valid_value: Callable[[Any], bool]) -> Callable[[Any], bool]:
+    if valid_value is _anything:  # only the keys to check (state, effects): one pass in C over them
+        return lambda value: isinstance(value, dict) and all(map(valid_key, value))
     return lambda value: isinstance(value, dict) and all(valid_key(k) and valid_value(v) for k, v in value.items())
 
 
@@ -161,12 +169,8 @@ def _pair(first: Callable[[Any], bool], second: Callable[[Any], bool]) -> Callab
     return lambda value: isinstance(value, list) and len(value) == 2 and first(value[0]) and second(value[1])
 
 
-def _anything(value: Any) -> bool:
-    return True
-
-
 def _text(value: Any) -> bool:
-    return _is_text(value, empty=True)
+    return isinstance(value, str) and (value.isascii() or _is_text(value, empty=True))
 
 
 def _eid(value: Any) -> bool:
