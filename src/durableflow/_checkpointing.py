@@ -20,7 +20,8 @@ from pydantic_core import to_jsonable_python
 
 from . import _crashpoints
 from ._checkpointer import TERMINAL, Append, Checkpointer, Record, RunStatus
-from ._errors import DurableflowError, RunConflictError, StoreUnavailableError
+from ._clock import get_clock
+from ._errors import DurableflowError, RunConflictError, RunLeaseError, StoreUnavailableError
 from ._events import StopEvent
 from ._framing import record_key
 from ._hooks import plugin_manager
@@ -59,6 +60,8 @@ class RunCheckpoints:
         self.since_full = since_full
         """Bytes of deltas written since the last full snapshot: what a resume replays."""
         self.resumed = stored and since_full > 0  # the state was just read whole: folding the deltas is cheap now
+        self.lease_until = float("inf")
+        """When the lease lapses unless renewed, as far as this worker knows (see ``check_lease``)."""
         self._sizes: dict[str, int] = {key: len(text) for key, text in ctx.store.values.items()} if stored else {}
         self.state_size = sum(self._sizes.values())
         """Bytes of the state's values, as last written: what a full snapshot would rewrite."""
@@ -290,7 +293,22 @@ class RunCheckpoints:
     ) -> Callable[[], None]:
         """Renew the lease every third of its time to live until the returned callable is called;
         ``lost()`` when another worker has it. ``guarded`` wraps each timer callback."""
+        self.lease_until = get_clock().now() + self.checkpointer.lease_ttl
         return _Lease(self, guarded, lost).stop
+
+    def check_lease(self) -> None:
+        """Raise ``RunLeaseError`` if this worker lost its lease; asks the store only once the lease may have
+        lapsed (a process paused past it wakes to run an effect or a step another worker may have run)."""
+        asked_at = get_clock().now()
+        if asked_at < self.lease_until:
+            return
+        try:
+            held = self.checkpointer.renew(self.run.run_id, self.owner)
+        except DurableflowError:
+            return  # the store is down: the next checkpoint says so
+        if not held:
+            raise RunLeaseError.lost(self.run.run_id, None, None)
+        self.lease_until = asked_at + self.checkpointer.lease_ttl
 
     def release(self) -> None:
         """Give the lease up as the run stops here, once the writes on their way are done (a final status
@@ -324,7 +342,7 @@ class _Lease:
     the whole run until the garbage collector found it, and every durable run would leave one behind.
     """
 
-    __slots__ = ("durable", "guarded", "handle", "lost")
+    __slots__ = ("asked_at", "cancel", "durable", "guarded", "lost")
 
     def __init__(
         self,
@@ -334,18 +352,22 @@ class _Lease:
     ) -> None:
         self.durable: RunCheckpoints | None = durable
         self.guarded, self.lost = guarded, lost
-        self.handle: asyncio.TimerHandle | None = None
+        self.cancel: Callable[[], None] | None = None
+        self.asked_at = 0.0
         self._schedule()
 
     def _schedule(self) -> None:
         durable = self.durable
         if durable is not None:
-            self.handle = durable.loop.call_later(durable.checkpointer.lease_ttl / 3, self.guarded(self._renew))
+            # on the run's clock, not the loop's: frozen time that jumps past a renewal fires it
+            clock = get_clock()
+            self.cancel = clock.call_at(clock.now() + durable.checkpointer.lease_ttl / 3, self.guarded(self._renew))
 
     def _renew(self) -> None:
         durable = self.durable
         if durable is None:
             return
+        self.asked_at = get_clock().now()
         if durable.io.inline:
             self._renewed(self._renew_in_store())
             return
@@ -371,13 +393,14 @@ class _Lease:
         if not held:
             self.lost()
             return
+        self.durable.lease_until = self.asked_at + self.durable.checkpointer.lease_ttl
         self._schedule()
 
     def stop(self) -> None:
         self.durable = None
-        if self.handle is not None:
-            self.handle.cancel()
-            self.handle = None
+        if self.cancel is not None:
+            self.cancel()
+            self.cancel = None
 
 
 class _EarlierRecordLanded(Exception):

@@ -324,6 +324,8 @@ class Runner:
             listener = _crashpoints.listener
             if listener is not None:
                 listener(f"step.{spec.name}.start")
+            if self.durable is not None:
+                self.durable.check_lease()  # a worker paused past its lease must not run a step another ran
             try:
                 if spec.simple:
                     args: list[Any] = [event if source == EVENT else self.ctx for source in spec.plan]
@@ -469,6 +471,8 @@ class Runner:
         listener = _crashpoints.listener
         if listener is not None:
             listener(f"effect.{key}.before")
+        if self.durable is not None:
+            self.durable.check_lease()  # nor an effect: the worker that took the run over may have run it
         kwargs = {"idempotency_key": f"{self.run.run_id}:{key}"} if _takes_idempotency_key(fn) else {}
         value = fn(*args, **kwargs)
         if inspect.isawaitable(value):

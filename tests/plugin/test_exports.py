@@ -71,4 +71,4 @@ def test_the_library_never_imports_the_plugin_and_its_explorer_needs_no_pytest()
     )
     found = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
 
-    assert found.stdout.split() == ["6", "True", "False"], found.stdout + found.stderr
+    assert found.stdout.split() == ["7", "True", "False"], found.stdout + found.stderr

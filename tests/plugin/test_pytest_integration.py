@@ -193,7 +193,7 @@ def test_the_marker_sets_a_tests_defaults(project: pytest.Pytester) -> None:
     result = project.runpytest("-s")
 
     result.assert_outcomes(passed=2)
-    assert sorted(printed(result, "REPORT")) == ["test_marked kill 2 3", "test_unmarked inprocess 1 8"]
+    assert sorted(printed(result, "REPORT")) == ["test_marked kill 2 3", "test_unmarked inprocess 1 9"]
 
 
 def test_the_command_line_overrides_the_marker(project: pytest.Pytester) -> None:
@@ -230,11 +230,11 @@ def test_the_terminal_summary_lists_each_exploration(project: pytest.Pytester) -
     result.stdout.fnmatch_lines(
         [
             "*= durableflow crash exploration =*",
-            "2 explorations, 16 scenarios, 1 failed (session seed 5)",
+            "2 explorations, 18 scenarios, 1 failed (session seed 5)",
         ]
     )
     for test, failed in (("test_right", 0), ("test_wrong", 1)):  # slowest first: either may come first
-        line = rf"  test_summary\.py::{test} +inprocess +depth 1 +8 scenarios +{failed} failed +[\d.]+s, "
+        line = rf"  test_summary\.py::{test} +inprocess +depth 1 +9 scenarios +{failed} failed +[\d.]+s, "
         result.stdout.re_match_lines([line + r"slowest \S+#\d+ \d+ms"])
 
 

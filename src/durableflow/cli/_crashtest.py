@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 from pydantic import ValidationError
 
 from .._events import HumanResponseEvent
-from ..testing._exploration import DOWNTIME
+from ..testing._settings import DOWNTIME
 from ._exits import UsageError, WaitsForInput, code_of, fail
 from ._options import add_command, add_respond, answer, input_fields, positive_int, seconds
 from ._output import console, printable, table

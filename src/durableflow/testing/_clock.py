@@ -47,6 +47,25 @@ class FrozenClock:
             self._freezer.move_to(datetime.datetime.fromtimestamp(micros / 1_000_000, datetime.UTC))
         self._fire_due()
 
+    def advance_here(self, seconds: float) -> None:
+        """Move time on, running the timeouts it passes that belong to this thread's running loop right
+        here (a lease renewal), and handing the others to their loops: for code that holds its loop."""
+        timestamp = self.now() + seconds
+        micros = math.ceil(timestamp * 1_000_000)
+        self._freezer.move_to(datetime.datetime.fromtimestamp(micros / 1_000_000, datetime.UTC))
+        try:
+            here: asyncio.AbstractEventLoop | None = asyncio.get_running_loop()
+        except RuntimeError:
+            here = None
+        now = self.now()
+        due = [timer for timer in self._timers if timer[0] <= now]
+        self._timers = [timer for timer in self._timers if timer[0] > now]
+        for _, loop, callback, cancelled in due:
+            if loop is here:
+                _call_unless_cancelled(callback, cancelled)
+            elif not cancelled[0] and not loop.is_closed():
+                loop.call_soon_threadsafe(_call_unless_cancelled, callback, cancelled)
+
     def restart_at(self, timestamp: float) -> None:
         """Set time to ``timestamp``, backwards too, forgetting every timeout: each crash scenario
         starts at the same instant, so timestamps a run stores compare equal across scenarios."""

@@ -17,62 +17,32 @@ import itertools
 import random
 import threading
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal, TypeVar, final
 
-from durableflow import Checkpointer, Event, InputRequiredEvent, StartEvent, Workflow, plugin_manager
+from durableflow import Checkpointer, StartEvent, Workflow, plugin_manager
 from durableflow._graph import StepGraph, graph_of
 
 from ._clock import FrozenClock, exploration_clock, real_monotonic
 from ._judge import Final, _diff, _ends_alike, _world_entries, count_effects, judge
-from ._lives import Capture, Life, Lives
+from ._lives import Capture, Errands, Life, Lives, compacting
 from ._report import Outcome, Report
-from ._stores import StoreKind, Stores, stored
-from ._world import Fake, FakeWorld, UncopyableWorld
+from ._settings import Mode, Settings
+from ._stores import Stores, stored
+from ._world import FakeWorld, UncopyableWorld
+from ._zombies import PROBE, ZOMBIE, probe, zombie, zombie_points
 
 if TYPE_CHECKING:
     from ._zygote import Zygote
 
-Mode = Literal["inprocess", "kill"]
-Respond = Callable[[InputRequiredEvent], Event | None]
 T = TypeVar("T")
+
+READ_BACK = "read-back@"
+"""Prefix of the id under which a stored run that read back differently from the live one is reported."""
 
 _keys = itertools.count(1)
 """Names each exploration in the zygote, which serves every exploration of this process."""
 
 _VARYING = "crash points vary between two uninterrupted runs"
-
-DOWNTIME = 300.0
-"""A restart five minutes after the crash: a minute-keyed decision always sees another minute."""
-
-
-@dataclass
-class Settings:
-    mode: Mode = "inprocess"
-    depth: int = 1
-    seed: int | None = None
-    max_scenarios: int | None = None
-    store: StoreKind | None = None
-    """``memory``, ``sqlite``, ``fakeredis``, a ``redis://`` URL, or a factory of empty checkpointers."""
-    respond: Respond | None = None
-    fakes: Mapping[object, Fake] = field(default_factory=dict)
-    record: frozenset[object] = frozenset()
-    hang_after: float = 5.0
-    only: str | None = None
-    """Run just this scenario id (the re-run line passes it)."""
-    shard: tuple[int, int] | None = None
-    """``(index, count)``: run every count-th scenario from index (pytest-xdist splits explorations so)."""
-    rerun: str = ""
-    """A template with ``{id}`` for each failure's re-run line."""
-    on_scenario: Callable[[Outcome, int], None] | None = None
-    """Called after each scenario with its outcome and the number of scenarios planned so far."""
-    keep_partial: bool = False
-    """On Ctrl-C, return the scenarios judged so far (``Report.interrupted``) instead of raising."""
-    hash_seed: int = 1
-    """Kill mode: the lives that die run under a hash seed derived from it, the lives that resume them
-    under another (see ``_zygote``); a re-run with the same value iterates every set alike."""
-    downtime: float = DOWNTIME
-    """Seconds the clock jumps across each crash: a resumed run starts that much later than its crash."""
 
 
 def explore(
@@ -114,7 +84,11 @@ def _explore(
 ) -> Report:
     if settings.downtime < 0:
         raise ValueError(f"downtime must be 0 or more seconds, not {settings.downtime!r}")
-    with exploration_clock() as (clock, why), Exploration(workflow, start, settings, clock) as exploration:
+    with (
+        exploration_clock() as (clock, why),
+        compacting(settings.compact),
+        Exploration(workflow, start, settings, clock) as exploration,
+    ):
         if why is not None:
             exploration.notes.append(why)
         return exploration.explore()
@@ -156,8 +130,8 @@ class Exploration:
         self.captures: dict[str, Capture] = {}
         self.clock = clock
         self._frozen_at = clock.now() if clock is not None else None
-        self.zygotes: tuple[Zygote, ...] | Literal[False] | None = None
-        """Kill mode: the interpreters that fork lives, by parity (``False``: they cannot, see ``notes``)."""
+        self.zygote: Zygote | Literal[False] | None = None
+        """Kill mode: the interpreter that forks resumed lives (``False``: it cannot, see ``notes``)."""
         self.zygote_key = next(_keys)
         self.rerun = False
         """In-process, when the world cannot be copied (a fake deepcopy refuses): every scenario lives
@@ -186,8 +160,8 @@ class Exploration:
         for capture in self.captures.values():  # sampled out, or unused after a failure
             capture.store.close()
         self.lives.close()
-        for zygote in self.zygotes or ():
-            zygote.forget(self.zygote_key)
+        if self.zygote:
+            self.zygote.forget(self.zygote_key)
         self.world.close()
         self.stores.close()
 
@@ -212,7 +186,24 @@ class Exploration:
             self.cls.__name__, self.settings.mode, self.settings.depth, self.seed,
             reference=reference.result, shard=self.settings.shard, notes=self.notes,
         )  # fmt: skip
-        if self.settings.only is not None:
+        differs = reference_lives[0].round_trip
+        if differs is not None and self.settings.only is None:
+            scenario_id = READ_BACK + differs.split()[1]
+            rerun = self.settings.rerun.replace("{id}", scenario_id)
+            report.scenarios.append(Outcome(scenario_id, ok=False, kind="divergent state", diff=differs, rerun=rerun))
+        first: list[str] = []
+        if self.settings.only is not None and self.settings.only.startswith(READ_BACK):
+            report.space = 1
+            if differs is not None:
+                report.scenarios.append(Outcome(self.settings.only, ok=False, kind="divergent state", diff=differs))
+            else:
+                report.scenarios.append(Outcome(self.settings.only, ok=True))
+        elif self.settings.only is not None and self.settings.only.startswith(PROBE):
+            probe(self, report, reference_lives[0].hits)
+            if not report.scenarios:
+                report.scenarios.append(Outcome(self.settings.only, ok=True))
+            report.space = 1
+        elif self.settings.only is not None:
             first = [self.settings.only]
             report.space = 1
         else:
@@ -229,13 +220,24 @@ class Exploration:
                 if len(lives) > 1:
                     resume_hits[scenario_id] = lives[1].hits
                     self.positions.update((f"{scenario_id}>{hit}", i) for i, hit in enumerate(lives[1].hits))
+            planned = len(first)
             if self.settings.depth == 2 and self.settings.only is None:
                 second = [f"{a}>{b}" for a in first for b in resume_hits.get(a, [])]
                 report.space += len(second)
                 budget = self._budget()
                 deeper = self._sample(second, None if budget is None else max(0, budget - len(first)))
+                planned += len(deeper)
                 for scenario_id in deeper:
-                    self._add(report, self.scenario(scenario_id, reference)[0], len(first) + len(deeper))
+                    self._add(report, self.scenario(scenario_id, reference)[0], planned)
+            if self.settings.only is None and self.settings.zombies:
+                probe(self, report, reference_lives[0].hits)
+                zombies = self._shard(zombie_points(reference_lives[0].hits))
+                report.space += len(zombies)
+                budget = self._budget()
+                zombies = self._sample(zombies, None if budget is None else max(0, budget - planned))
+                planned += len(zombies)
+                for scenario_id in zombies:
+                    self._add(report, self.scenario(scenario_id, reference)[0], planned)
         except KeyboardInterrupt:
             if not self.settings.keep_partial:
                 raise
@@ -277,7 +279,7 @@ class Exploration:
         # The reference life waits at each crash point to be captured: the first crashes of a replay, or all.
         wanted = {self.settings.only.split(">")[0]} if self.settings.only else None
         try:
-            lives, final = self.uninterrupted(capture=wanted)
+            lives, final = self.uninterrupted(capture=wanted, errands=Errands(read_back=True))
         except UncopyableWorld as exc:
             if self.settings.mode == "kill":
                 raise TypeError(str(exc)) from None
@@ -287,7 +289,7 @@ class Exploration:
         self.captures = lives[0].captures
         return lives, final
 
-    def uninterrupted(self, capture: set[str] | None) -> tuple[list[Life], Final]:
+    def uninterrupted(self, capture: set[str] | None, errands: Errands | None = None) -> tuple[list[Life], Final]:
         """A run from its start to its end, captured at ``capture`` (``None``: every crash point)."""
         if self.rerun:
             return self.scenario_lives([])
@@ -295,12 +297,14 @@ class Exploration:
         self.world.reset()
         self._restart_clock(self._frozen_at)
         try:
-            life = self.live(store, first=True, capture=capture)
+            life = self.live(store, first=True, capture=capture, errands=errands)
             return [life], self.final(store, [life])
         finally:
             store.close()
 
-    def live(self, store: Checkpointer, first: bool, capture: set[str] | None, nth: int = 0) -> Life:
+    def live(
+        self, store: Checkpointer, first: bool, capture: set[str] | None, nth: int = 0, errands: Errands | None = None
+    ) -> Life:
         """Life ``nth`` of the run (0 starts it), waiting at each crash point in ``capture`` while what a
         crash there would leave is copied (``None``: every point): in a forked child in kill mode, else here.
 
@@ -310,29 +314,30 @@ class Exploration:
         if self.settings.mode == "kill":
             from ._kill import live_in_child
 
-            return live_in_child(self, store, first=first, capture=capture, zygote=self._zygote(store, nth % 2))
-        return self.lives.live_here(store, None, first=first, capture=capture)
+            zygote = self.zygote_for(store, nth % 2)
+            return live_in_child(self, store, first=first, capture=capture, zygote=zygote, errands=errands)
+        return self.lives.live_here(store, None, first=first, capture=capture, errands=errands)
 
-    def _zygote(self, store: Checkpointer, parity: int) -> Zygote | None:
-        """The zygote that forks lives of this parity, once it holds the exploration; ``None`` (and a note)
-        when the exploration cannot go there, and every life is then forked from this process."""
-        from ._zygote import ZygoteUnavailable, hand_over, hash_seeds, store_address
+    def zygote_for(self, store: Checkpointer, parity: int) -> Zygote | None:
+        """Who forks a life of this parity: ``None`` for this process (the lives that die: the test's
+        monkeypatches and fixtures reach them), the zygote for the lives that resume them. ``None`` with a
+        note when the exploration cannot go to the zygote: every life is then forked from here."""
+        from ._zygote import _PROBE, ZygoteUnavailable, hand_over, hash_seed_for, store_address
 
-        if self.zygotes is False:
+        if not parity or self.zygote is False:
             return None
-        if self.zygotes is None:
+        if self.zygote is None:
             try:
                 if store_address(store) is None:
                     raise ZygoteUnavailable("its store is not one another interpreter can open (SQLite or Redis)")
-                seeds = hash_seeds(self.settings.hash_seed)
-                self.zygotes = tuple(hand_over(self, self.zygote_key, seed) for seed in seeds)
-                if self.zygotes[0].probe == self.zygotes[1].probe:
-                    raise ZygoteUnavailable(f"hash seeds {seeds} hash alike")
+                self.zygote = hand_over(self, self.zygote_key, hash_seed_for(self.settings.hash_seed))
+                if self.zygote.probe == hash(_PROBE):
+                    raise ZygoteUnavailable("its hash seed hashes as this process's does")
             except ZygoteUnavailable as exc:
-                self.zygotes = False
+                self.zygote = False
                 self.notes.append(f"every life ran under this process's hash seed, not a restart's new one: {exc}")
                 return None
-        return self.zygotes[parity]
+        return self.zygote
 
     def run_again(self, reference: Final) -> None:
         """Run it uninterrupted once more: a run that ends differently every time cannot be judged by one.
@@ -353,11 +358,15 @@ class Exploration:
 
     def scenario(self, scenario_id: str, reference: Final) -> tuple[Outcome, list[Life]]:
         began = real_monotonic()
-        if self.rerun:
+        if scenario_id.startswith(ZOMBIE):
+            lives, final = zombie(self, scenario_id)
+            crashes = [scenario_id.removeprefix(ZOMBIE)]
+        elif self.rerun:
             lives, final = self.scenario_lives(scenario_id.split(">"))
+            crashes = scenario_id.split(">")
         else:
             lives, final = self.resume_captured(scenario_id)
-        crashes = scenario_id.split(">")
+            crashes = scenario_id.split(">")
         kind, diff = judge(reference, final, lives, crashes)
         reached = [life.hits[-1] for life in lives if life.ending == "crashed" and life.hits]
         for planned, found in zip(crashes, reached, strict=False):
@@ -413,6 +422,10 @@ class Exploration:
         """Copy what a crash here would leave: the run's records, into a fresh store, and the world."""
         world = self.world.capture()
         return Capture([Life(hits=list(hits), ending="crashed")], self.stores.copy(store, self.run_id), world, clock)
+
+    def restart_clock_at_start(self) -> None:
+        """Every run of the exploration starts at the same instant, so the timestamps it stores compare equal."""
+        self._restart_clock(self._frozen_at)
 
     def _restart_clock(self, instant: float | None) -> None:
         if instant is not None and self.clock is not None:

@@ -16,16 +16,18 @@ import asyncio
 import contextlib
 import gc
 import json
+import math
 import os
 import select
 import signal
+import struct
 from collections.abc import Callable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from durableflow import _crashpoints, get_clock
 
 from ._clock import FrozenClock, real_monotonic
-from ._lives import Hits, Life, NeedsInput, ResumeFailed, overstayed
+from ._lives import Errands, Hits, Life, NeedsInput, ResumeFailed, _at, overstayed, probe_second_worker, read_back
 from ._stores import stored
 from ._zygote import store_address
 
@@ -37,7 +39,12 @@ if TYPE_CHECKING:
 
 
 def live_in_child(
-    exploration: Exploration, store: Checkpointer, first: bool, capture: set[str] | None, zygote: Zygote | None = None
+    exploration: Exploration,
+    store: Checkpointer,
+    first: bool,
+    capture: set[str] | None,
+    zygote: Zygote | None = None,
+    errands: Errands | None = None,
 ) -> Life:
     """Live one life in a forked child, capturing at the points in ``capture`` (``None``: every point).
 
@@ -48,19 +55,28 @@ def live_in_child(
     reap = _reaper(zygote)
     try:
         try:
+            wanted: dict[str, Any] = {}
+            if errands is not None:
+                wanted = {
+                    "pause_at": errands.pause_at, "pause_position": errands.pause_position,
+                    "probe_at": errands.probe_at, "read_back": errands.read_back,
+                }  # fmt: skip
             if zygote is None:
-                pid = _fork(exploration, store, first, capture, (report_read, report_write), (go_read, go_write))
+                pid = _fork(
+                    exploration, store, first, capture, (report_read, report_write), (go_read, go_write), wanted
+                )
             else:
                 address = store_address(store)
                 assert address is not None  # the exploration checked before choosing the zygote
                 now = exploration.clock.now() if exploration.clock is not None else None
                 pid = zygote.fork(
-                    exploration.zygote_key, address, first, capture, clock=now, reports=report_write, go=go_read
-                )
+                    exploration.zygote_key, address, first, capture, clock=now, reports=report_write, go=go_read,
+                    errands=wanted,
+                )  # fmt: skip
         finally:
             os.close(report_write)  # the child's ends: it keeps its own copies
             os.close(go_read)
-        life = _follow(exploration, store, pid, report_read, go_write, reap)
+        life = _follow(exploration, store, pid, report_read, go_write, reap, errands)
     finally:
         os.close(report_read)
         os.close(go_write)
@@ -89,6 +105,7 @@ def _fork(
     capture: set[str] | None,
     reports: tuple[int, int],
     go: tuple[int, int],
+    errands: dict[str, Any],
 ) -> int:
     """Fork the child that lives the life, reporting on ``reports`` and waiting on ``go``; return its pid."""
     # A child that collects garbage touches every inherited object and copies its page: keep the
@@ -105,7 +122,7 @@ def _fork(
                 # parent, whose closing it would unregister the loop's wake-up pipe there too, and the child
                 # would never wake for a thread's result (call_soon_threadsafe, asyncio.to_thread).
                 loop = asyncio.new_event_loop()
-                _child(exploration, store, first, capture, reports[1], go[0], loop)
+                _child(exploration, store, first, capture, reports[1], go[0], loop, errands)
             finally:
                 os._exit(0)  # no atexit, no pytest teardown: the child only ever lives this one life
     finally:
@@ -114,7 +131,13 @@ def _fork(
 
 
 def _follow(
-    exploration: Exploration, store: Checkpointer, pid: int, reports: int, go: int, reap: Callable[[int], None]
+    exploration: Exploration,
+    store: Checkpointer,
+    pid: int,
+    reports: int,
+    go: int,
+    reap: Callable[[int], None],
+    errands: Errands | None,
 ) -> Life:
     """Read the child's reports as they come, capturing where it waits, until it exits or overstays.
 
@@ -123,7 +146,7 @@ def _follow(
     """
     life = Life(ending="error", error="the process died before it finished (os._exit or a signal in the workflow?)")
     try:
-        _supervise(life, exploration, store, pid, reports, go, reap)
+        _supervise(life, exploration, store, pid, reports, go, reap, errands)
     except BaseException:
         with contextlib.suppress(ProcessLookupError, ChildProcessError, OSError, EOFError):
             os.kill(pid, signal.SIGKILL)
@@ -142,6 +165,7 @@ def _supervise(
     reports: int,
     go: int,
     reap: Callable[[int], None],
+    errands: Errands | None = None,
 ) -> None:
     """Fill in ``life`` from the child's reports; only the child's own time counts against the hang bound."""
     bound = exploration.settings.hang_after
@@ -165,9 +189,21 @@ def _supervise(
                 life.clock = float(rest)
             elif tag == "P":  # the child waits at this point until it is captured
                 began = real_monotonic()
-                life.captures[life.hits[-1]] = exploration.capture(store, life.hits, life.clock)
-                os.write(go, b"g")
+                if (
+                    errands is not None
+                    and errands.interlude is not None
+                    and _at(life.hits[-1], len(life.hits) - 1, errands.pause_at, errands.pause_position)
+                ):
+                    wake = errands.interlude(life.clock)  # another worker takes the run over meanwhile
+                    os.write(go, b"z" + struct.pack("!d", wake if wake is not None else math.nan))
+                else:
+                    life.captures[life.hits[-1]] = exploration.capture(store, life.hits, life.clock)
+                    os.write(go, b"g")
                 give_up += real_monotonic() - began  # the child stood still meanwhile: not its time
+            elif tag == "L":
+                life.probe = rest.replace("\\n", "\n")
+            elif tag == "R":
+                life.round_trip = rest.replace("\\n", "\n")
             elif tag == "S":
                 life.stored = json.loads(rest)
             elif tag == "E":
@@ -183,8 +219,12 @@ def _child(
     fd: int,
     go: int,
     loop: asyncio.AbstractEventLoop,
+    errands: dict[str, Any] | None = None,
 ) -> None:
     clock = get_clock()
+    pause_at, probe_at = (errands or {}).get("pause_at"), (errands or {}).get("probe_at")
+    pause_position = (errands or {}).get("pause_position")
+    reading_back, read_failed = bool((errands or {}).get("read_back")), list[str]()
     frozen = isinstance(clock, FrozenClock)
     hits = Hits()
 
@@ -196,10 +236,24 @@ def _child(
         write(f"H {hit}")
         if frozen:
             write(f"T {clock.now()!r}")
-        if capture is None or hit in capture:
+        if reading_back and point == "checkpoint.write.after" and not read_failed:
+            differs = read_back(store, exploration.run_id, exploration.lives.handler, hit)
+            if differs is not None:
+                read_failed.append(differs)
+                write("R " + differs.replace("\n", "\\n"))
+        if hit == probe_at:
+            found = probe_second_worker(store, exploration.run_id, clock if isinstance(clock, FrozenClock) else None)
+            if found is not None:
+                write(f"L {found}")
+        if capture is None or hit in capture or _at(hit, len(hits.list) - 1, pause_at, pause_position):
             write("P")
-            if not os.read(go, 1):  # the parent is gone: nobody would ever read or reap this life
+            tag = os.read(go, 1)
+            if not tag:  # the parent is gone: nobody would ever read or reap this life
                 os._exit(1)
+            if tag == b"z":  # woken after a pause: the time the world moved on to meanwhile
+                (wake,) = struct.unpack("!d", os.read(go, 8))
+                if isinstance(clock, FrozenClock) and not math.isnan(wake):
+                    clock.move_to(wake)
 
     asyncio.events._set_running_loop(None)  # forked from inside a running loop, perhaps
     try:

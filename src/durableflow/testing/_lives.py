@@ -7,13 +7,27 @@ target crash point. Kill mode lives its lives in forked children (``_kill``).
 from __future__ import annotations
 
 import asyncio
+import json
+from collections.abc import Callable, Iterator
 from collections.abc import Set as AbstractSet
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from durableflow import Checkpointer, InputRequiredEvent, RunNotFoundError, WorkflowHandler, _crashpoints
+from durableflow import (
+    Checkpointer,
+    InputRequiredEvent,
+    MemoryCheckpointer,
+    RunLeaseError,
+    RunNotFoundError,
+    SQLiteCheckpointer,
+    WorkflowHandler,
+    _crashpoints,
+)
+from durableflow._snapshot import replay
 
-from ._judge import shape
+from ._clock import FrozenClock
+from ._judge import _diff, shape
 from ._world import UncopyableWorld
 
 if TYPE_CHECKING:
@@ -65,7 +79,11 @@ class Life:
     stored: dict[str, Any] | None = None
     """How the run stands in its store, read by the life that finished it (see ``Exploration.stored``)."""
     captures: dict[str, Capture] = field(default_factory=dict)
-    """Kill mode: what a crash at each of its points would have left, by crash point."""
+    """What a crash at each of its points would have left, by crash point."""
+    round_trip: str | None = None
+    """The first checkpoint whose stored run, read back, differed from the live run (see ``read_back``)."""
+    probe: str | None = None
+    """What the second worker's probe found (see ``probe_second_worker``), if it found something wrong."""
 
 
 @dataclass
@@ -83,6 +101,89 @@ class Capture:
     clock: float | None
     at_first_crash: dict[str, Any] | None = None
     """The world as the first crash of the scenario left it (see ``Final.at_first_crash``)."""
+
+
+@dataclass
+class Errands:
+    """What a life does besides living: pause at a point while ``interlude`` runs (another worker takes the
+    run over; it returns the time the paused life wakes to), or probe the lease at a point."""
+
+    pause_at: str | None = None
+    pause_position: int | None = None
+    """Where ``pause_at`` came in the life it was planned from: a point whose name varies is paused at there."""
+    interlude: Callable[[float | None], float | None] | None = None
+    probe_at: str | None = None
+    read_back: bool = False
+    """After each checkpoint, read the stored run back and compare it with the live run."""
+
+
+SECOND_WORKER = "crashtest:second-worker"
+
+
+def read_back(store: Checkpointer, run_id: str, handler: WorkflowHandler | None, hit: str) -> str | None:
+    """Right after checkpoint ``hit``: the stored run, read back, against the live run's state and effect
+    records (what changed since that checkpoint aside). A difference is data the store or a record lost."""
+    if handler is None or handler._ctx is None or not isinstance(store, MemoryCheckpointer | SQLiteCheckpointer):
+        return None  # a store written from a thread may not hold the record yet
+    ctx = handler._ctx
+    try:
+        doc = replay(store.load(run_id), run_id)
+    except Exception as exc:
+        return f"after {hit} the stored run cannot be read back: {type(exc).__name__}: {exc}"
+    live, run = ctx.store, ctx._state
+    found = {
+        "state": {k: v for k, v in doc["state"].items() if k not in live.dirty},
+        "effects": {k: v for k, v in doc["effects"].items() if k not in run.new_effects},
+    }
+    expected = {
+        "state": {k: json.loads(v) for k, v in live.values.items() if k not in live.dirty},
+        "effects": {k: json.loads(v) for k, v in run.effects.items() if k not in run.new_effects},
+    }
+    if found == expected:
+        return None
+    labels = ("live run", "stored run")
+    return f"after {hit} the stored run, read back, differs from the live run:\n" + _diff(
+        expected, found, labels=labels
+    )
+
+
+def probe_second_worker(store: Checkpointer, run_id: str, clock: FrozenClock | None) -> str | None:
+    """At a point of a live run, let twice its lease's time pass (its renewals firing), then try to take
+    the run over as a second worker would: refused is right; taken means the lease was not kept alive."""
+    if clock is None or not isinstance(store, MemoryCheckpointer | SQLiteCheckpointer):
+        return None  # renewals of a store written from a thread cannot fire while this life holds its loop
+    ttl = store.lease_ttl
+    for _ in range(8):
+        clock.advance_here(ttl / 4)
+    try:
+        store.acquire(run_id, SECOND_WORKER)
+    except RunLeaseError:
+        return None
+    return (
+        f"a second worker took the run over {2 * ttl:g} s into a live run whose lease lasts {ttl:g} s: "
+        "the first worker's lease was not renewed, so two workers would drive the run"
+    )
+
+
+def _at(hit: str, index: int, planned: str | None, position: int | None) -> bool:
+    """``hit`` (the ``index``-th of its life) is the planned point, or stands where it stood under another name."""
+    return planned is not None and (hit == planned or (index == position and shape(hit) == shape(planned)))
+
+
+@contextmanager
+def compacting(on: bool) -> Iterator[None]:
+    """While the block runs (and in the lives it forks), every checkpoint is a full snapshot."""
+    if not on:
+        yield
+        return
+    from durableflow._checkpointing import RunCheckpoints
+
+    due = RunCheckpoints._compaction_due
+    RunCheckpoints._compaction_due = lambda self: True  # type: ignore[method-assign]
+    try:
+        yield
+    finally:
+        RunCheckpoints._compaction_due = due  # type: ignore[method-assign]
 
 
 class Lives:
@@ -113,6 +214,7 @@ class Lives:
         first: bool,
         position: int | None = None,
         capture: AbstractSet[str] | None = frozenset(),
+        errands: Errands | None = None,
     ) -> Life:
         """A life in this process: the crash is a ``Crash`` raised at the target point.
 
@@ -133,6 +235,15 @@ class Lives:
             hit = hits.hit(point)
             if hit == target or (target is not None and len(hits.list) - 1 == position and shape(hit) == shape(target)):
                 raise Crash(hit)
+            if errands is not None:
+                if errands.read_back and point == "checkpoint.write.after" and life.round_trip is None:
+                    life.round_trip = read_back(store, exploration.run_id, self.handler, hit)
+                if hit == errands.probe_at:
+                    life.probe = probe_second_worker(store, exploration.run_id, clock)
+                if errands.interlude is not None and _at(
+                    hit, len(hits.list) - 1, errands.pause_at, errands.pause_position
+                ):
+                    errands.interlude(None)  # the clock is this process's: it moves on here
             if (capture is None or hit in capture) and not refused:
                 try:
                     life.captures[hit] = exploration.capture(store, hits.list, None if clock is None else clock.now())

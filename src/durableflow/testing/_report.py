@@ -14,6 +14,7 @@ KINDS = (
     "hang",
     "error during resume",
     "unreached",
+    "stolen lease",
 )
 """How a scenario can fail, from the user's point of view."""
 

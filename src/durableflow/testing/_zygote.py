@@ -2,11 +2,11 @@
 
 A forked child keeps its parent's hash seed, fixed when the interpreter
 started; a real restart gets a new one, and with it another iteration order
-for every set of strings. So kill mode forks its lives from two *zygotes*,
-interpreters started under two hash seeds derived from the exploration's
-``hash_seed``: the lives that die from the first, the lives that resume
-them from the second, a second resume from the first again. The seeds come
-from a setting, not from chance, so a re-run iterates every set alike.
+for every set of strings. So kill mode alternates: the lives that die are
+forked from the test's process (where its monkeypatches and fixtures hold),
+the lives that resume them from this *zygote*, an interpreter started under
+a hash seed derived from the exploration's ``hash_seed``, and a second
+resume from the test's process again.
 
 The zygote never runs a workflow itself; it only unpickles an exploration
 (the workflow, its start event, ``respond``, the fakes and where the shared
@@ -176,11 +176,9 @@ def zygote(seed: int) -> Zygote:
     return handle
 
 
-def hash_seeds(seed: int) -> tuple[int, int]:
-    """Two hash seeds for the lives of a run, derived from ``seed``: the lives that die get the first, the
-    lives that resume them the second, so a re-run with the same seed iterates every set as it did."""
-    first = seed % 4294967295 + 1  # 0 would turn hash randomization off
-    return first, first % 4294967295 + 1
+def hash_seed_for(seed: int) -> int:
+    """The zygote's hash seed for an exploration's ``hash_seed`` (0 would turn hash randomization off)."""
+    return seed % 4294967295 + 1
 
 
 def hand_over(exploration: Exploration, key: int, seed: int) -> Zygote:
@@ -190,6 +188,7 @@ def hand_over(exploration: Exploration, key: int, seed: int) -> Zygote:
             (
                 exploration.make, exploration.start, exploration.run_id, exploration.settings.respond,
                 exploration.settings.hang_after, exploration.world.address(), exploration.clock is not None,
+                exploration.settings.compact, exploration.cls.__qualname__,
             )
         )  # fmt: skip
     except Exception as exc:
@@ -302,11 +301,13 @@ def _load(payload: bytes, freezer: Any) -> tuple[Loaded, Any]:  # pragma: no cov
     from durableflow import plugin_manager, use_clock
 
     from ._clock import FrozenClock
-    from ._exploration import Settings
     from ._lives import Lives
+    from ._settings import Settings
     from ._world import FakeWorld
 
-    make, start, run_id, respond, hang_after, world, frozen = pickle.loads(payload)
+    make, start, run_id, respond, hang_after, world, frozen, compact, qualname = pickle.loads(payload)
+    if isinstance(make, type):  # a class sent by value comes back named by its bare name: runs are bound to it
+        make.__qualname__ = qualname
     clock = None
     if frozen:
         if freezer is None:
@@ -319,7 +320,8 @@ def _load(payload: bytes, freezer: Any) -> tuple[Loaded, Any]:  # pragma: no cov
 
         clock = get_clock()
     plugin_manager.load_entry_points()  # once here, not in every forked life
-    exploration = Loaded(make, start, run_id, Settings(respond=respond, hang_after=hang_after), None, clock)
+    settings = Settings(respond=respond, hang_after=hang_after, compact=compact)
+    exploration = Loaded(make, start, run_id, settings, None, clock)
     exploration.world = FakeWorld.reached(world)
     exploration.world.overrides()
     exploration.lives = Lives(exploration)  # type: ignore[arg-type]
@@ -336,6 +338,10 @@ def _live(  # pragma: no cover - runs in a child of the zygote
 
     gc.disable()
     reports, go = fds
+    if exploration.settings.compact:  # this child's alone: the zygote serves other explorations too
+        from ._lives import compacting
+
+        compacting(True).__enter__()
     try:
         if exploration.clock is not None and life.get("clock") is not None:
             exploration.clock.restart_at(life["clock"])
@@ -343,4 +349,5 @@ def _live(  # pragma: no cover - runs in a child of the zygote
     except BaseException as exc:
         os.write(reports, f"E error the resumed life could not start: {type(exc).__name__}: {exc}\n".encode())
         return
-    _child(exploration, opened, first, capture, reports, go, asyncio.new_event_loop())  # type: ignore[arg-type]
+    loop = asyncio.new_event_loop()
+    _child(exploration, opened, first, capture, reports, go, loop, life.get("errands"))  # type: ignore[arg-type]
