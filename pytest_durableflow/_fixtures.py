@@ -32,7 +32,7 @@ from durableflow.testing._world import Fake, FakeWorld, Recorder, _name_of
 
 from .plugin import ini_value, option, seed_for
 
-_SETTINGS = ("mode", "depth", "store", "max_scenarios", "hang_after")
+_SETTINGS = ("mode", "depth", "store", "max_scenarios", "hang_after", "downtime", "compact")
 
 
 @final
@@ -80,6 +80,29 @@ class FakeResources:
         return self.world.calls
 
 
+@final
+class FollowingRedis:
+    """The ``fake_redis`` fixture: a client of the test's fake server that decodes as the Redis resources
+    the test's runs were served do (raw bytes until one was)."""
+
+    def __init__(self, world: FakeWorld) -> None:
+        self._world = world
+        self._clients: dict[tuple[bool, int], Any] = {}
+
+    def _client(self) -> Any:
+        options = self._world.served_redis_options or {}
+        key = (bool(options.get("decode_responses")), int(options.get("db", 0)))
+        if key not in self._clients:
+            self._clients[key] = self._world.redis_client({"decode_responses": key[0], "db": key[1]})
+        return self._clients[key]
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._client(), name)
+
+    def __repr__(self) -> str:
+        return f"<fake_redis {self._client()!r}>"
+
+
 def _is_factory(fake: Any) -> bool:
     return inspect.isclass(fake) or inspect.isfunction(fake) or inspect.ismethod(fake)
 
@@ -107,6 +130,7 @@ class CrashHarness:
         self, workflow: type[Workflow] | Callable[[], Workflow], start: StartEvent | Mapping[str, Any], **options: Any
     ) -> Report:
         """Explore every crash point of a run of ``workflow``; call ``.assert_ok()`` on the result."""
+        __tracebackhide__ = True
         self._explored += 1
         settings = self._settings(options)
         if self._replay is not None and self._replay[0] != self._explored:  # it replays another exploration
@@ -125,10 +149,20 @@ class CrashHarness:
         **options: Any,
     ) -> Outcome:
         """Run one scenario by id (``"step.convert.end#2"``) and return its outcome."""
+        __tracebackhide__ = True
         settings = self._settings(options)
         for name in ("depth", "seed", "max_scenarios", "only", "shard"):
             settings.pop(name, None)
         return run_scenario(workflow, start, crash_at, **settings)
+
+    def _late_fakes(self) -> FakeResources | None:
+        """``fake_resources`` requested after ``crash_harness`` was made (``request.getfixturevalue`` in the
+        test, or a fixture set up later): its fakes serve the explorations too."""
+        if "fake_resources" not in self._request.fixturenames:
+            return None
+        fakes: FakeResources = self._request.getfixturevalue("fake_resources")
+        self._fakes = fakes
+        return fakes
 
     def _settings(self, call: dict[str, Any]) -> dict[str, Any]:
         config = self._request.config
@@ -144,6 +178,8 @@ class CrashHarness:
             value = config.getoption("durableflow_" + name)
             if value is not None:
                 settings[name] = value
+        if isinstance(settings.get("compact"), str):
+            settings["compact"] = settings["compact"] == "yes"
         settings["seed"] = seed_for(config, _unsharded(self._request.node.nodeid, self._shard))
         settings["hash_seed"] = option(config, "seed")  # the session's: its zygotes serve every test
         if settings.get("store") == "redis":
@@ -152,13 +188,14 @@ class CrashHarness:
             settings["only"] = self._replay[1]
         elif self._shard is not None:  # a replayed scenario runs in the item its re-run line names, unsharded
             settings["shard"] = self._shard
-        if self._fakes is not None:
-            settings["fakes"] = dict(self._fakes.fakes)
-            settings["record"] = frozenset(self._fakes.recorded)
+        fakes = self._fakes or self._late_fakes()
+        if fakes is not None:
+            settings["fakes"] = dict(fakes.fakes)
+            settings["record"] = frozenset(fakes.recorded)
         # options given on the command line would be lost on a re-run (ini, marker and call apply again by themselves)
         given = "".join(
             f" --durableflow-{name.replace('_', '-')}={shlex.quote(str(value))}"
-            for name in ("mode", "store", "redis_url", "hang_after")
+            for name in ("mode", "store", "redis_url", "hang_after", "downtime", "compact")
             if (value := config.getoption("durableflow_" + name)) is not None
         )
         if call.get("mode", settings.get("mode")) == "kill":  # the hash seeds its lives ran under

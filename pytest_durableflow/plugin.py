@@ -30,6 +30,8 @@ _OPTIONS = (
     ("redis-url", str, None, "redis://127.0.0.1:6379/0", "Redis URL used when the store is redis"),
     ("max-scenarios", int, None, None, "sample at most this many scenarios per exploration"),
     ("hang-after", float, None, 5.0, "seconds one life of a run may take before the scenario fails as a hang"),
+    ("downtime", float, None, 300.0, "seconds the clock jumps across each crash: how much later a resume starts"),
+    ("compact", str, ("yes", "no"), "no", "write every checkpoint as a full snapshot (the read-back checks it)"),
     ("scenario", str, None, None, "replay only this scenario id (what a failure's re-run line passes)"),
     ("report", str, None, None, "write an HTML crash matrix of every exploration to this path"),
 )  # fmt: skip
@@ -67,10 +69,29 @@ def ini_value(config: pytest.Config, name: str) -> Any:
 _seed_key = pytest.StashKey[int]()
 
 
+def check_ini(config: pytest.Config) -> None:
+    """Refuse an ini value of the wrong type or out of its choices now, not in the first test that reads it."""
+    for name, kind, choices, _, _ in _OPTIONS:
+        ini = "durableflow_" + name.replace("-", "_")
+        raw = config.getini(ini)
+        if raw in (None, ""):
+            continue
+        try:
+            value = kind(raw)
+        except ValueError:
+            raise pytest.UsageError(f"ini option {ini} = {raw!r}: expected a {kind.__name__}") from None
+        if choices is not None and value not in choices:
+            allowed = ", ".join(map(str, choices))
+            raise pytest.UsageError(f"ini option {ini} = {raw!r}: expected one of {allowed}")
+        if isinstance(value, int | float) and value < 0:
+            raise pytest.UsageError(f"ini option {ini} = {raw!r}: expected 0 or more")
+
+
 def pytest_configure(config: pytest.Config) -> None:
+    check_ini(config)
     config.addinivalue_line(
         "markers",
-        "durableflow(mode=, depth=, store=, max_scenarios=, hang_after=, shards=): "
+        "durableflow(mode=, depth=, store=, max_scenarios=, hang_after=, downtime=, compact=, shards=): "
         "defaults for this test's crash explorations; shards=N splits each across N test items (for xdist)",
     )
     config.pluginmanager.register(_Explorations(config), "durableflow-explorations")
@@ -87,6 +108,33 @@ class _XdistHooks:
     @pytest.hookimpl
     def pytest_configure_node(self, node: Any) -> None:
         node.workerinput["durableflow_seed"] = option(node.config, "seed")
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_pyfunc_call(pyfuncitem: pytest.Function) -> bool | None:
+    """Run an ``async def`` test on a fresh event loop when no other plugin (pytest-asyncio, anyio) does:
+    the ``[pytest]`` extra alone is enough to write async tests against durableflow."""
+    import inspect
+
+    if not inspect.iscoroutinefunction(pyfuncitem.obj):
+        return None
+    for other in ("asyncio", "anyio", "trio"):
+        if pyfuncitem.config.pluginmanager.hasplugin(other) and pyfuncitem.get_closest_marker(other) is not None:
+            return None
+    if pyfuncitem.config.pluginmanager.hasplugin("asyncio") and _asyncio_auto(pyfuncitem.config):
+        return None
+    import asyncio
+
+    names = pyfuncitem._fixtureinfo.argnames
+    asyncio.run(pyfuncitem.obj(**{name: pyfuncitem.funcargs[name] for name in names}))
+    return True
+
+
+def _asyncio_auto(config: pytest.Config) -> bool:
+    try:
+        return str(config.getini("asyncio_mode")) == "auto"
+    except ValueError:
+        return False
 
 
 def pytest_report_header(config: pytest.Config) -> str:
@@ -182,9 +230,39 @@ def fake_resources() -> Iterator[FakeResources]:
 def fake_redis(fake_resources: FakeResources) -> Any:
     """A fakeredis client on this test's fake server, the one Redis-typed resources get.
 
-    The server outlives any crash and resume within the test, as a real one would.
+    It decodes responses as the client it stands for does: like the Redis resources the test's runs
+    were served (``decode_responses=True`` gives text), raw bytes until one was. The server outlives
+    any crash and resume within the test, as a real one would.
     """
-    return fake_resources.world.redis_client()
+    from ._fixtures import FollowingRedis
+
+    fake_resources.world.redis_server  # noqa: B018 - without fakeredis, fail here naming the extra
+    return FollowingRedis(fake_resources.world)
+
+
+@pytest.fixture
+def real_redis(request: pytest.FixtureRequest) -> Iterator[Any]:
+    """A client of the real Redis at ``--durableflow-redis-url`` (what ``--durableflow-store=redis`` uses);
+    skips the test when none answers. Keys the test creates are deleted afterwards."""
+    try:
+        import redis
+    except ImportError:
+        raise pytest.UsageError("real_redis needs redis-py: pip install 'durableflow[redis]'") from None
+    url = option(request.config, "redis-url")
+    client = redis.Redis.from_url(url)
+    try:
+        client.ping()
+    except redis.RedisError as exc:
+        client.close()
+        pytest.skip(f"no Redis answers at {url} ({exc})")
+    before = set(client.scan_iter(count=1000))
+    try:
+        yield client
+    finally:
+        made = [key for key in client.scan_iter(count=1000) if key not in before]
+        if made:
+            client.delete(*made)
+        client.close()
 
 
 @pytest.fixture

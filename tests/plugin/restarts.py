@@ -15,7 +15,17 @@ from typing import Annotated
 
 import redis
 
-from durableflow import Context, Event, Resource, StartEvent, StopEvent, Workflow, step
+from durableflow import (
+    Context,
+    Event,
+    HumanResponseEvent,
+    InputRequiredEvent,
+    Resource,
+    StartEvent,
+    StopEvent,
+    Workflow,
+    step,
+)
 
 from .flows import Payments
 
@@ -108,20 +118,6 @@ def ev_count(ctx: Context) -> int:
     return 2
 
 
-WRONG = {
-    "minute-keyed billing": (MinuteKeyedBilling, {"order": "A-1", "cents": 500}, "duplicated effect"),
-    "random effect key": (RandomEffectKey, {}, "duplicated effect"),
-}
-"""Wrong on purpose: each fails in both modes, with this kind."""
-
-RIGHT = {
-    "run-keyed billing": (RunKeyedBilling, {"order": "A-1", "cents": 500}),
-    "fixed effect key": (FixedEffectKey, {}),
-    "threaded parts": (ThreadedParts, {"parts": 2}),
-}
-"""The correct twins: every scenario passes, in both modes."""
-
-
 # -- hash seed ------------------------------------------------------------------------------------------
 
 
@@ -176,3 +172,68 @@ class SortedSends(_Regions):
 
 
 REGIONS = {"regions": ["eu-west", "us-east", "ap-south", "af-north", "sa-east"]}
+
+
+# -- verdicts a user can act on -------------------------------------------------------------------------
+
+
+class AskOnTheStream(Workflow):
+    """WRONG: asks its question with ``write_event_to_stream``, which a restart does not send again."""
+
+    @step
+    async def ask(self, ev: StartEvent, ctx: Context) -> None:
+        ctx.write_event_to_stream(InputRequiredEvent(prefix="ship it?"))
+        return None
+
+    @step
+    async def answer(self, ev: HumanResponseEvent, ctx: Context) -> StopEvent:
+        return StopEvent(result=ev.response)
+
+
+class AskDurably(Workflow):
+    """Right: returns the question, which the run records and a resume asks again."""
+
+    @step
+    async def ask(self, ev: StartEvent, ctx: Context) -> InputRequiredEvent:
+        return InputRequiredEvent(prefix="ship it?")
+
+    @step
+    async def answer(self, ev: HumanResponseEvent, ctx: Context) -> StopEvent:
+        return StopEvent(result=ev.response)
+
+
+class HashCounterThenRecord(Workflow):
+    """WRONG: takes stock with HINCRBY on a hash field, then records progress: a crash between takes twice."""
+
+    @step
+    async def take(self, ev: StartEvent, ctx: Context, redis: Redis) -> StopEvent:
+        redis.hsetnx("stock", "apples", 10)
+        done = await ctx.store.get("done", default=[])
+        for order in ev.orders:
+            if order in done:
+                continue
+            redis.hincrby("stock", "apples", -1)
+            done.append(order)
+            await ctx.store.set("done", done)
+            await ctx.checkpoint()
+        return StopEvent(result=len(done))
+
+
+def yes(request: InputRequiredEvent) -> HumanResponseEvent:
+    return HumanResponseEvent(response="yes")
+
+
+WRONG = {
+    "minute-keyed billing": (MinuteKeyedBilling, {"order": "A-1", "cents": 500}, "duplicated effect"),
+    "random effect key": (RandomEffectKey, {}, "duplicated effect"),
+    "hash counter taken twice": (HashCounterThenRecord, {"orders": [1, 2]}, "duplicated effect"),
+}
+"""Wrong on purpose: each fails in both modes, with this kind."""
+
+RIGHT = {
+    "run-keyed billing": (RunKeyedBilling, {"order": "A-1", "cents": 500}),
+    "fixed effect key": (FixedEffectKey, {}),
+    "threaded parts": (ThreadedParts, {"parts": 2}),
+    "sorted sends": (SortedSends, REGIONS),
+}
+"""The correct twins: every scenario passes, in both modes."""

@@ -65,7 +65,7 @@ async def test_durable_context_runs_on_from_preset_state_and_pending_events(dura
     ctx = durable_context(wf, state={"done": [1]}, events=[Fetched(ids=[1, 2, 3])])
 
     assert await wf.run(ctx=ctx) == [1, 2, 3]
-    assert fake_redis.smembers("converted") == {b"2", b"3"}
+    assert fake_redis.smembers("converted") == {"2", "3"}
 
 
 def test_durable_context_serves_a_plain_synchronous_test(durable_context, fake_redis) -> None:
@@ -77,7 +77,7 @@ def test_durable_context_serves_a_plain_synchronous_test(durable_context, fake_r
         return await wf.run(ctx=ctx)
 
     assert asyncio.run(run()) == [1, 2, 3]
-    assert fake_redis.smembers("converted") == {b"3"}
+    assert fake_redis.smembers("converted") == {"3"}
 
 
 # -- fake_resources --------------------------------------------------------------------------------
@@ -152,8 +152,8 @@ async def test_a_workflows_redis_writes_land_in_fake_redis(fake_redis) -> None:
     """A resource annotated ``redis.Redis`` is served by the test's fakeredis server, where the test reads it back."""
     assert await AddThenRecord().run(ids=[1, 2]) == 2
 
-    assert fake_redis.smembers("converted") == {b"1", b"2"}
-    assert fake_redis.hgetall("pages") == {b"1": b"10", b"2": b"20"}
+    assert fake_redis.smembers("converted") == {"1", "2"}
+    assert fake_redis.hgetall("pages") == {"1": "10", "2": "20"}
 
 
 async def test_fake_redis_outlives_a_crash_and_the_resume_finishes_the_rest(fake_redis, checkpointer) -> None:
@@ -164,9 +164,9 @@ async def test_fake_redis_outlives_a_crash_and_the_resume_finishes_the_rest(fake
         with pytest.raises(Died):
             await handler
 
-    assert fake_redis.smembers("converted") == {b"1"}
+    assert fake_redis.smembers("converted") == {"1"}
     assert await AddThenRecord(checkpointer=checkpointer).resume(handler.run_id) == 2
-    assert fake_redis.smembers("converted") == {b"1", b"2"}
+    assert fake_redis.smembers("converted") == {"1", "2"}
 
 
 class ReadBack(Workflow):
@@ -234,7 +234,7 @@ async def test_a_run_crashes_and_resumes_from_the_store(checkpointer, fake_redis
             await handler
     assert await flows.AddThenRecord(checkpointer=checkpointer).resume(handler.run_id) == 2
     assert [run.run_id for run in checkpointer.runs()] == [handler.run_id]
-    assert fake_redis.smembers("converted") == {b"1", b"2"}
+    assert fake_redis.smembers("converted") == {"1", "2"}
 
 
 def test_the_next_test_gets_an_empty_store(checkpointer):

@@ -23,7 +23,7 @@ from durableflow import Checkpointer, StartEvent, Workflow, plugin_manager
 from durableflow._graph import StepGraph, graph_of
 
 from ._clock import FrozenClock, exploration_clock, real_monotonic
-from ._judge import Final, _diff, _ends_alike, _world_entries, count_effects, judge
+from ._judge import Final, _diff, _ends_alike, _world_entries, count_effects, judge, same_place
 from ._lives import Capture, Errands, Life, Lives, compacting
 from ._report import Outcome, Report
 from ._settings import Mode, Settings
@@ -204,6 +204,7 @@ class Exploration:
                 report.scenarios.append(Outcome(self.settings.only, ok=True))
             report.space = 1
         elif self.settings.only is not None:
+            self._known(self.settings.only, reference_lives[0].hits)
             first = [self.settings.only]
             report.space = 1
         else:
@@ -248,6 +249,16 @@ class Exploration:
             self.run_again(reference)
         report.seconds = real_monotonic() - began
         return report
+
+    def _known(self, scenario_id: str, hits: list[str]) -> None:
+        """A replayed id whose first crash point the uninterrupted run never reaches is unknown, not unreached."""
+        point = scenario_id.removeprefix(ZOMBIE).partition(">")[0]
+        if point not in hits and not any(same_place(hit, point) for hit in hits):
+            shown = ", ".join(hits[:12]) + (" ..." if len(hits) > 12 else "")
+            raise ValueError(
+                f"unknown scenario {scenario_id!r}: an uninterrupted run of {self.cls.__name__} never reaches "
+                f"{point}; its crash points are {shown}"
+            )
 
     def _budget(self) -> int | None:
         """This shard's share of ``max_scenarios``."""
@@ -368,6 +379,15 @@ class Exploration:
             lives, final = self.resume_captured(scenario_id)
             crashes = scenario_id.split(">")
         kind, diff = judge(reference, final, lives, crashes)
+        if kind == "hang" and final.status == "waiting":  # nothing left to run: it waits for an answer
+            kind, diff = (
+                "lost work",
+                (
+                    "after the restart the run waits for input, but no InputRequiredEvent reached the stream, so "
+                    "nobody was asked: the question was lost with the process (ask with ctx.write_event_to_stream "
+                    "or by returning the InputRequiredEvent from the step that waits, which a resume sends again)"
+                ),
+            )
         reached = [life.hits[-1] for life in lives if life.ending == "crashed" and life.hits]
         for planned, found in zip(crashes, reached, strict=False):
             if planned != found and not any(note.startswith(_VARYING) for note in self.notes):

@@ -198,7 +198,7 @@ def _world_kind(expected: dict[str, Any], found: dict[str, Any], at_crash: dict[
     reference did not need after the crash is work done again."""
     more = less = False
     for section in ("redis", "calls"):
-        old, new, then = expected.get(section, {}), found.get(section, {}), at_crash.get(section, {})
+        old, new, then = (_fields(world.get(section, {})) for world in (expected, found, at_crash))
         for key in old.keys() | new.keys():
             end, got = _size(old.get(key)), _size(new.get(key))
             if got == end:
@@ -213,6 +213,18 @@ def _world_kind(expected: dict[str, Any], found: dict[str, Any], at_crash: dict[
     if less and not more:
         return "lost work"
     return "divergent state"
+
+
+def _fields(entries: dict[str, Any]) -> dict[str, Any]:
+    """World entries with each field of a Redis hash as an entry of its own: a counter kept in a hash
+    (HINCRBY stock apples -1) moves by its value, not by the hash's number of fields."""
+    flat: dict[str, Any] = {}
+    for key, entry in entries.items():
+        if isinstance(entry, dict) and entry.get("type") == "hash" and isinstance(entry.get("value"), dict):
+            flat.update((f"{key}\x00{field}", value) for field, value in entry["value"].items())
+        else:
+            flat[key] = entry
+    return flat
 
 
 def _size(value: Any) -> float:

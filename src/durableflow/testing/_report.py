@@ -3,6 +3,7 @@ plain-data summary of a report that the terminal summary, the HTML matrix and th
 
 from __future__ import annotations
 
+from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any, TypedDict
 
@@ -17,6 +18,27 @@ KINDS = (
     "stolen lease",
 )
 """How a scenario can fail, from the user's point of view."""
+
+
+SHOWN = 5
+"""Failures shown with their diffs; the rest are counted and named."""
+
+HINTS = {
+    "lost work": "work was recorded as done before it happened: do the side effect first, then record it",
+    "duplicated effect": "a side effect ran again after a restart: make it idempotent (SET, SADD, HSET), "
+    "or put it in ctx.effect with a fixed key and pass its idempotency_key on",
+    "divergent result": "the resumed run computed another result: keep what it depends on in ctx.store, "
+    "and read random values and the time inside ctx.effect",
+    "divergent state": "the state (or the world) differs: keep progress in ctx.store, not on the instance "
+    "or in globals, and write the world idempotently",
+    "hang": "a life did not finish: it may wait for something only the dead process would have done "
+    "(an asyncio.Event on the instance, a thread)",
+    "error during resume": "resuming failed: see the error; a timeout counts the downtime, so a short "
+    "Workflow(timeout=) may expire across a crash",
+    "unreached": "the crash point was not reached again: the run takes another path on each run",
+    "stolen lease": "a second worker could take over a live run: the lease is not kept alive",
+}
+"""What to do about each kind of failure, printed beside its count."""
 
 
 @dataclass
@@ -87,20 +109,34 @@ class Report:
 
     def assert_ok(self) -> None:
         """Raise ``AssertionError`` listing each failing scenario: its id, kind, diff and re-run line."""
+        __tracebackhide__ = True
         if self.ok:
             return
         raise AssertionError(self.failure_text())
 
-    def failure_text(self) -> str:
+    def failure_text(self, shown: int = SHOWN) -> str:
+        """The summary, the failures counted by kind with what to do about each, and the first ``shown``
+        failures with their diff and re-run line."""
+        __tracebackhide__ = True
         failures = self.failures
-        width = max(len(o.id) for o in failures)
+        kinds = Counter(o.kind for o in failures)
         lines = [self.summary(), *(f"note: {note}" for note in self.notes), ""]
-        lines += [f"  {o.id:<{width}}  {o.kind}" for o in failures]
+        for kind, count in kinds.most_common():
+            lines.append(f"  {count:>4} {kind}: {HINTS.get(kind or '', '')}")
+        # the first of each kind and depth, then the rest in order: every sort of failure gets its diff
+        firsts: dict[tuple[str | None, int], Outcome] = {}
         for outcome in failures:
+            firsts.setdefault((outcome.kind, outcome.id.count(">")), outcome)
+        failures = [*firsts.values(), *(o for o in failures if o not in firsts.values())]
+        for outcome in failures[:shown]:
             lines += ["", f"--- {outcome.id}: {outcome.kind}"]
             lines += ["    " + line for line in outcome.diff.splitlines()]
             if outcome.rerun:
                 lines.append(f"    re-run: {outcome.rerun}")
+        if len(failures) > shown:
+            rest = ", ".join(o.id for o in failures[shown : shown + 20])
+            more = " ..." if len(failures) > shown + 20 else ""
+            lines += ["", f"... and {len(failures) - shown} more failing scenarios: {rest}{more}"]
         return "\n".join(lines)
 
 

@@ -115,6 +115,7 @@ class FakeRedisFor:
 
     def for_resource(self, factory: Callable[[], Any]) -> Callable[[], Any]:
         options = self.options(factory)
+        self._world.served_redis_options = options
         return lambda: self._world.redis_client(options, self._asyncio)
 
     def options(self, factory: Callable[[], Any]) -> dict[str, Any]:
@@ -152,6 +153,8 @@ class FakeWorld:
         self._home = os.getpid()
         self._tcp_server: Any = None
         self._tcp_address: tuple[str, int] | None = None
+        self.served_redis_options: dict[str, Any] | None = None
+        """How the Redis client last served in place of a real one decodes (``fake_redis`` follows it)."""
         self._server: Any = None
         self._registry: Any = None
         self._registry_client: Any = None
