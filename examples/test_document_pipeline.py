@@ -56,9 +56,9 @@ async def test_a_run_converts_every_document_into_redis(fake_redis: Any, checkpo
     handler = DocumentPipeline(checkpointer=checkpointer).run(ids=[1, 2, 3])
     assert await handler == [1, 2, 3]
     assert fake_redis.hgetall("converted") == {
-        b"1": b"converted text of document 1",
-        b"2": b"converted text of document 2",
-        b"3": b"converted text of document 3",
+        "1": "converted text of document 1",
+        "2": "converted text of document 2",
+        "3": "converted text of document 3",
     }
     assert checkpointer.info(handler.run_id).status == "completed"
 
@@ -78,4 +78,4 @@ async def test_a_restarted_step_skips_documents_its_progress_already_records(
     workflow = DocumentPipeline()
     ctx = durable_context(workflow, state={"converted_ids": [1]}, events=[DocumentBatch(ids=[1, 2, 3])])
     assert await workflow.run(ctx=ctx) == [1, 2, 3]
-    assert sorted(fake_redis.hkeys("converted")) == [b"2", b"3"]
+    assert sorted(fake_redis.hkeys("converted")) == ["2", "3"]
