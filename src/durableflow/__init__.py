@@ -6,6 +6,7 @@ from ._context import Context
 from ._crashpoints import crashpoint
 from ._errors import (
     DurableflowError,
+    LeaseExpiredError,
     RecoveryLimitError,
     RunConflictError,
     RunExistsError,
@@ -78,6 +79,7 @@ __all__ = [
     "InputRequiredEvent",
     "InternalDispatchEvent",
     "JsonSerializer",
+    "LeaseExpiredError",
     "MemoryCheckpointer",
     "PickleSerializer",
     "PostgresCheckpointer",

@@ -21,7 +21,7 @@ from pydantic_core import to_jsonable_python
 from . import _crashpoints
 from ._checkpointer import TERMINAL, Append, Checkpointer, Record, RunStatus
 from ._clock import get_clock
-from ._errors import DurableflowError, RunConflictError, RunLeaseError, StoreUnavailableError
+from ._errors import DurableflowError, LeaseExpiredError, RunConflictError, RunLeaseError, StoreUnavailableError
 from ._events import StopEvent
 from ._framing import record_key
 from ._hooks import plugin_manager
@@ -33,6 +33,11 @@ if TYPE_CHECKING:
 
 COMPACT_AFTER = 16 * 1024
 """Deltas are folded into a full snapshot once they hold this many bytes (and twice the state's)."""
+LEASE_MARGIN = 0.2
+"""The part of the lease's time to live a run keeps in hand: one that could not renew its lease for the rest
+stops, before the lease lapses for the other workers (whose clocks, and the stop itself, may lag)."""
+RETRY_RENEWAL = 0.1
+"""After a renewal the store did not answer, the next is tried this part of the TTL later."""
 
 
 @final
@@ -61,7 +66,10 @@ class RunCheckpoints:
         """Bytes of deltas written since the last full snapshot: what a resume replays."""
         self.resumed = stored and since_full > 0  # the state was just read whole: folding the deltas is cheap now
         self.lease_until = float("inf")
-        """When the lease lapses unless renewed, as far as this worker knows (see ``check_lease``)."""
+        """When the lease lapses unless renewed, on the run's clock: the time the last renewal that succeeded
+        (or the acquire) was sent, plus the TTL. Known once ``keep_lease`` or ``leased`` set it."""
+        self.drive_until = float("inf")
+        """The same, less a safety margin, on the loop's monotonic clock: past it the run stops (``keep_lease``)."""
         self._sizes: dict[str, int] = {key: len(text) for key, text in ctx.store.values.items()} if stored else {}
         self.state_size = sum(self._sizes.values())
         """Bytes of the state's values, as last written: what a full snapshot would rewrite."""
@@ -286,29 +294,56 @@ class RunCheckpoints:
 
     # -- the lease -------------------------------------------------------------------------
 
+    def leased(self, at: float, on_loop: float) -> None:
+        """The lease was acquired by a call sent at ``at`` (run's clock), ``on_loop`` (loop's clock)."""
+        ttl = self.checkpointer.lease_ttl
+        self.lease_until = at + ttl
+        self.drive_until = on_loop + ttl * (1 - LEASE_MARGIN)
+
     def keep_lease(
         self,
         guarded: Callable[[Callable[[], None]], Callable[[], None]],
         lost: Callable[[], None],
+        expired: Callable[[], None],
     ) -> Callable[[], None]:
         """Renew the lease every third of its time to live until the returned callable is called;
-        ``lost()`` when another worker has it. ``guarded`` wraps each timer callback."""
-        self.lease_until = get_clock().now() + self.checkpointer.lease_ttl
-        return _Lease(self, guarded, lost).stop
+        ``lost()`` when another worker has it, ``expired()`` when no renewal succeeded before the lease
+        would lapse, less a margin. ``guarded`` wraps each timer callback."""
+        if self.lease_until == float("inf"):  # a new run: its create, sent after this, leases it for longer
+            self.leased(get_clock().now(), self.loop.time())
+        return _Lease(self, guarded, lost, expired).stop
 
-    def check_lease(self) -> None:
-        """Raise ``RunLeaseError`` if this worker lost its lease; asks the store only once the lease may have
-        lapsed (a process paused past it wakes to run an effect or a step another worker may have run)."""
-        asked_at = get_clock().now()
-        if asked_at < self.lease_until:
-            return
+    def lease_in_doubt(self) -> bool:
+        """Whether the renewal that would show this worker still holds the lease is overdue (the process was
+        paused, or the store did not answer): then no step or effect may begin before ``confirm_lease``."""
+        return get_clock().now() >= self.lease_until - self.checkpointer.lease_ttl * LEASE_MARGIN or (
+            self.loop.time() >= self.drive_until
+        )
+
+    def unrenewed(self) -> float:
+        """Seconds since the last renewal that succeeded was sent."""
+        ttl = self.checkpointer.lease_ttl
+        return max(
+            get_clock().now() - (self.lease_until - ttl),
+            self.loop.time() - (self.drive_until - ttl * (1 - LEASE_MARGIN)),
+        )
+
+    async def confirm_lease(self) -> None:
+        """Renew the lease now: ``RunLeaseError`` if another worker has it (it may have run this step or effect),
+        ``LeaseExpiredError`` if the store cannot say."""
+        asked_at, on_loop = get_clock().now(), self.loop.time()
+        run_id, owner, checkpointer = self.run.run_id, self.owner, self.checkpointer
+
+        def renew() -> bool:
+            return checkpointer.renew(run_id, owner)
+
         try:
-            held = self.checkpointer.renew(self.run.run_id, self.owner)
-        except DurableflowError:
-            return  # the store is down: the next checkpoint says so
+            held = await self.io.ask(self.loop, renew)
+        except DurableflowError as exc:
+            raise LeaseExpiredError(run_id, self.lease_until, self.unrenewed(), str(exc)) from None
         if not held:
-            raise RunLeaseError.lost(self.run.run_id, None, None)
-        self.lease_until = asked_at + self.checkpointer.lease_ttl
+            raise RunLeaseError.lost(run_id, None, None)
+        self.leased(asked_at, on_loop)
 
     def release(self) -> None:
         """Give the lease up as the run stops here, once the writes on their way are done (a final status
@@ -336,38 +371,58 @@ class RunCheckpoints:
 
 @final
 class _Lease:
-    """Renews one run's lease every third of its time to live, until stopped.
+    """Renews one run's lease every third of its time to live, until stopped, and stops the run if no
+    renewal succeeded before the lease would lapse, less a margin: past that, another worker may take
+    the run over, and two must never drive it at once.
 
+    The renewals follow the run's clock (frozen time that jumps past one fires it); the deadline
+    follows the loop's monotonic clock, which counts a frozen store's silence and a paused process.
     An object rather than closures that call each other: those would form a reference cycle holding
     the whole run until the garbage collector found it, and every durable run would leave one behind.
     """
 
-    __slots__ = ("asked_at", "cancel", "durable", "guarded", "lost")
+    __slots__ = ("asked_at", "asked_on_loop", "cancel", "cancel_deadline", "durable", "expired", "guarded", "lost")
 
     def __init__(
         self,
         durable: RunCheckpoints,
         guarded: Callable[[Callable[[], None]], Callable[[], None]],
         lost: Callable[[], None],
+        expired: Callable[[], None],
     ) -> None:
         self.durable: RunCheckpoints | None = durable
-        self.guarded, self.lost = guarded, lost
+        self.guarded, self.lost, self.expired = guarded, lost, expired
         self.cancel: Callable[[], None] | None = None
-        self.asked_at = 0.0
-        self._schedule()
+        self.cancel_deadline: Callable[[], None] | None = None
+        self.asked_at = self.asked_on_loop = 0.0
+        self._schedule(durable.lease_until - durable.checkpointer.lease_ttl * 2 / 3)
+        self._watch()
 
-    def _schedule(self) -> None:
+    def _schedule(self, at: float) -> None:
+        if self.durable is not None:
+            # on the run's clock, not the loop's: frozen time that jumps past a renewal fires it
+            self.cancel = get_clock().call_at(at, self.guarded(self._renew))
+
+    def _watch(self) -> None:
         durable = self.durable
         if durable is not None:
-            # on the run's clock, not the loop's: frozen time that jumps past a renewal fires it
-            clock = get_clock()
-            self.cancel = clock.call_at(clock.now() + durable.checkpointer.lease_ttl / 3, self.guarded(self._renew))
+            self.cancel_deadline = durable.loop.call_at(durable.drive_until, self.guarded(self._deadline)).cancel
+
+    def _deadline(self) -> None:
+        durable = self.durable
+        if durable is None:
+            return
+        if durable.loop.time() < durable.drive_until:  # renewed since this was set: wait for the new deadline
+            self._watch()
+            return
+        self.stop()
+        self.expired()
 
     def _renew(self) -> None:
         durable = self.durable
         if durable is None:
             return
-        self.asked_at = get_clock().now()
+        self.asked_at, self.asked_on_loop = get_clock().now(), durable.loop.time()
         if durable.io.inline:
             self._renewed(self._renew_in_store())
             return
@@ -375,32 +430,39 @@ class _Lease:
         assert pending is not None
         pending.add_done_callback(self._answered)
 
-    def _answered(self, done: asyncio.Future[bool]) -> None:
+    def _answered(self, done: asyncio.Future[bool | None]) -> None:
         self.guarded(lambda: self._renewed(done.result()))()
 
-    def _renew_in_store(self) -> bool:
+    def _renew_in_store(self) -> bool | None:
+        """Whether this worker still holds the lease; ``None`` if the store did not say."""
         durable = self.durable
         if durable is None:
             return True
         try:
             return durable.checkpointer.renew(durable.run.run_id, durable.owner)
         except DurableflowError:
-            return True  # the store is down: the next checkpoint will say so
+            return None
 
-    def _renewed(self, held: bool) -> None:
-        if self.durable is None:  # stopped meanwhile
+    def _renewed(self, held: bool | None) -> None:
+        durable = self.durable
+        if durable is None:  # stopped meanwhile
+            return
+        ttl = durable.checkpointer.lease_ttl
+        if held is None:  # unanswered: try again soon, while the deadline stands
+            self._schedule(get_clock().now() + ttl * RETRY_RENEWAL)
             return
         if not held:
             self.lost()
             return
-        self.durable.lease_until = self.asked_at + self.durable.checkpointer.lease_ttl
-        self._schedule()
+        durable.leased(self.asked_at, self.asked_on_loop)
+        self._schedule(self.asked_at + ttl / 3)
 
     def stop(self) -> None:
         self.durable = None
-        if self.cancel is not None:
-            self.cancel()
-            self.cancel = None
+        for cancel in (self.cancel, self.cancel_deadline):
+            if cancel is not None:
+                cancel()
+        self.cancel = self.cancel_deadline = None
 
 
 class _EarlierRecordLanded(Exception):

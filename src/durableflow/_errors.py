@@ -13,6 +13,7 @@
     ├── RunNotFoundError            no stored run has this id
     ├── RunExistsError              a run with this id is already stored
     ├── RunLeaseError               another worker drives this run
+    │   └── LeaseExpiredError           this worker could not renew its lease in time, so it stopped driving the run
     ├── RunConflictError            the stored run moved on without this worker (a sequence-fenced append)
     └── StoreUnavailableError       the checkpointer's store cannot be reached
 """  # fmt: skip
@@ -126,6 +127,26 @@ class RunLeaseError(DurableflowError):
         return cls(
             run_id, holder, expires_at, f"this worker lost its lease on run {run_id!r} {lost_to}; it stops writing"
         )
+
+
+class LeaseExpiredError(RunLeaseError):
+    """This worker could not renew its lease before it would lapse (the store did not answer), so it stopped
+    driving the run, as another worker may take the run over once the lease lapses.
+
+    Nothing more was written: the run continues from its last checkpoint on the
+    worker that takes it over, or with ``resume`` once the store answers again.
+    """
+
+    def __init__(self, run_id: str, expires_at: float | None, unanswered: float, cause: str = "") -> None:
+        because = f": {cause}" if cause else ""
+        super().__init__(
+            run_id, None, expires_at,
+            f"this worker could not renew its lease on run {run_id!r} for {unanswered:.1f}s (the store did not "
+            f"answer{because}), so it stopped driving the run before the lease could lapse and another worker take "
+            "it over; nothing more was written. A worker continues the run from its last checkpoint once the store "
+            f"answers (`durableflow worker`), or resume it yourself (`durableflow resume {run_id}`)",
+        )  # fmt: skip
+        self.unanswered = unanswered
 
 
 class RunConflictError(DurableflowError):

@@ -51,7 +51,8 @@ class HookSpecs:
     @hookspec
     def durableflow_lease_ended(self, run_id: str, reason: str) -> None:
         """This process stopped driving a run that had not ended: ``reason`` is ``"lost"`` (another worker
-        took the lease over, or it expired) or ``"handed_back"`` (released as a worker shut down)."""
+        took the lease over), ``"expired"`` (no renewal succeeded before the lease would lapse: the store did
+        not answer, or the process was paused) or ``"handed_back"`` (released as a worker shut down)."""
 
     @hookspec
     def durableflow_crash_point_reached(self, point: str) -> None:

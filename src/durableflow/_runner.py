@@ -29,6 +29,7 @@ from ._checkpointing import RunCheckpoints
 from ._clock import get_clock
 from ._errors import (
     DurableflowError,
+    LeaseExpiredError,
     RecoveryLimitError,
     RunConflictError,
     RunLeaseError,
@@ -149,7 +150,7 @@ class Runner:
                 _recovery.mark_starting(self, None)
                 self.durable.attach()
                 pending = self.durable.write("resumed" if self.durable.stored else "start", batch=False)
-                self.cancels.append(self.durable.keep_lease(self._guarded, self._lease_lost))
+                self.cancels.append(self.durable.keep_lease(self._guarded, self._lease_lost, self._lease_expired))
             if run.deadline is not None:
                 self.cancels.append(get_clock().call_at(run.deadline, self._guarded(self._timed_out)))
         except BaseException:
@@ -324,8 +325,8 @@ class Runner:
             listener = _crashpoints.listener
             if listener is not None:
                 listener(f"step.{spec.name}.start")
-            if self.durable is not None:
-                self.durable.check_lease()  # a worker paused past its lease must not run a step another ran
+            if self.durable is not None and self.durable.lease_in_doubt():
+                await self._confirm_lease()  # a worker paused past its lease must not run a step another ran
             try:
                 if spec.simple:
                     args: list[Any] = [event if source == EVENT else self.ctx for source in spec.plan]
@@ -471,8 +472,8 @@ class Runner:
         listener = _crashpoints.listener
         if listener is not None:
             listener(f"effect.{key}.before")
-        if self.durable is not None:
-            self.durable.check_lease()  # nor an effect: the worker that took the run over may have run it
+        if self.durable is not None and self.durable.lease_in_doubt():
+            await self._confirm_lease()  # nor an effect: the worker that took the run over may have run it
         kwargs = {"idempotency_key": f"{self.run.run_id}:{key}"} if _takes_idempotency_key(fn) else {}
         value = fn(*args, **kwargs)
         if inspect.isawaitable(value):
@@ -741,6 +742,28 @@ class Runner:
 
     def _lease_lost(self) -> None:
         self._fail(RunLeaseError.lost(self.run.run_id, None, None), write=False)
+
+    def _lease_expired(self) -> None:
+        assert self.durable is not None
+        self._stop_driving(LeaseExpiredError(self.run.run_id, self.durable.lease_until, self.durable.unrenewed()))
+
+    async def _confirm_lease(self) -> None:
+        assert self.durable is not None
+        try:
+            await self.durable.confirm_lease()
+        except RunLeaseError as exc:
+            self._stop_driving(exc)
+            raise
+
+    def _stop_driving(self, exc: RunLeaseError) -> None:
+        """This worker may no longer hold the lease: stop at once and write nothing, as if the process had died,
+        so that the worker that takes the run over is the only one driving it."""
+        if self.done:
+            return
+        self._abandon(exc)
+        if plugin_manager.active:
+            reason = "expired" if isinstance(exc, LeaseExpiredError) else "lost"
+            plugin_manager.hook.durableflow_lease_ended(run_id=self.run.run_id, reason=reason)
 
     def _guarded(self, callback: Callable[[], None]) -> Callable[[], None]:
         """A timer callback whose crash abandons the run instead of vanishing into the loop's log."""

@@ -81,6 +81,13 @@ class StoreIO:
             return None
         return cast("asyncio.Future[T]", self._enqueue(loop, fn, None))
 
+    async def ask(self, loop: asyncio.AbstractEventLoop, fn: Callable[[], T]) -> T:
+        """A call whose answer its caller awaits (a lease, a run's records), in order with the rest:
+        made here on an inline store, in the store's thread otherwise, so only its caller waits."""
+        if self.inline:
+            return self._write_now(fn)
+        return await cast("asyncio.Future[T]", self._enqueue(loop, fn, None))
+
     def now(self, fn: Callable[[], T]) -> T:
         """A call whose caller cannot wait (it must raise at once): made here, after what queued before it.
 

@@ -49,6 +49,9 @@ class WorkerStats:
     """Runs released unfinished at shutdown, for another worker to continue."""
     lost_races: int = 0
     """Interrupted runs another worker took first."""
+    stopped: int = 0
+    """Runs this worker stopped driving unfinished, without writing, as it could no longer be sure it held their
+    lease (``LeaseExpiredError``: the store did not answer in time; or another worker had taken it over)."""
 
 
 @final
@@ -98,6 +101,7 @@ class Worker:
         self._stopping: asyncio.Event | None = None
         self._wake: asyncio.Event | None = None
         self._skipped: set[str] = set()  # runs this worker cannot load: logged once, left to a fix
+        self._handed_back: set[str] = set()
         self._random = random.Random()
         self._watchers: set[asyncio.Future[None]] = set()
 
@@ -188,8 +192,10 @@ class Worker:
         try:
             await handler
             self.stats.completed += 1
-        except RunLeaseError:
-            pass  # handed back, or the lease was lost: another worker has the run
+        except RunLeaseError as exc:  # handed back, or the lease was lost or not renewed: another worker continues
+            if run_id not in self._handed_back:
+                self.stats.stopped += 1
+                log.warning("stopped driving run %s: %s", run_id, exc)
         except Exception as exc:
             self.stats.failed += 1
             log.warning("run %s ended: %s: %s", run_id, type(exc).__name__, exc)
@@ -201,6 +207,7 @@ class Worker:
             log.error("run %s was abandoned: %s: %s", run_id, type(exc).__name__, exc)
         finally:
             del self.active[run_id]
+            self._handed_back.discard(run_id)
             if self._wake is not None:
                 self._wake.set()  # a slot is free: poll now rather than at the next interval
 
@@ -262,6 +269,7 @@ class Worker:
             runner = handler._runner
             if runner is not None and not handler.done():
                 runner.hand_back()
+                self._handed_back.add(run_id)
                 self.stats.handed_back += 1
                 log.info("handed run %s back", run_id)
 

@@ -141,6 +141,8 @@ def _serve(url: str, lease_ttl: float, journal: Path, concurrency: int) -> None:
     global _JOURNAL_DIR
     _JOURNAL_DIR = journal
     random.seed()
+    if url.startswith("postgresql://"):  # its server process can then be told from the other workers'
+        url += f"?application_name={worker_name(os.getpid())}"
     checkpointer = open_checkpointer(url)
     checkpointer.lease_ttl = lease_ttl
     worker = Worker(
@@ -148,6 +150,11 @@ def _serve(url: str, lease_ttl: float, journal: Path, concurrency: int) -> None:
         max_recoveries=None, grace_period=2.0,
     )  # fmt: skip
     asyncio.run(worker.run())
+
+
+def worker_name(pid: int) -> str:
+    """The name a forked worker's PostgreSQL session goes by (``application_name``)."""
+    return f"fleet-worker-{pid}"
 
 
 @dataclass
@@ -233,10 +240,12 @@ def run_fleet(
     lease_ttl: float = 2.0,
     store_fault: Callable[[random.Random], None] | None = None,
     store_faults_every: float = 2.0,
+    cut_off: Callable[[int, random.Random], None] | None = None,
     seed: int | None = None,
 ) -> Verdict:
     """Submit ``runs``, keep ``workers`` alive while SIGKILLing one every 0.2-1 s for ``chaos_seconds`` (and
-    calling ``store_fault`` every ``store_faults_every`` s), then let the survivors finish and judge."""
+    every ``store_faults_every`` s calling ``store_fault``, or ``cut_off`` with the pid of a worker to cut
+    off from the store), then let the survivors finish and judge."""
     rng = random.Random(seed)
     journal.mkdir(parents=True, exist_ok=True)
     began = time.monotonic()
@@ -252,8 +261,12 @@ def run_fleet(
             time.sleep(rng.uniform(0.2, 1.0))
             fleet.kill_one(rng)
             fleet.start_worker()
-            if store_fault is not None and time.monotonic() >= next_fault:
-                store_fault(rng)
+            if (store_fault or cut_off) is not None and time.monotonic() >= next_fault:
+                if store_fault is not None:
+                    store_fault(rng)
+                else:
+                    assert cut_off is not None
+                    cut_off(rng.choice(fleet.pids), rng)
                 faults += 1
                 next_fault = time.monotonic() + store_faults_every
         checkpointer = open_checkpointer(url)

@@ -152,6 +152,25 @@ class PostgresServer:
             for pid in pids:
                 os.kill(pid, signal.SIGCONT)
 
+    def freeze_session(self, application_name: str, seconds: float) -> bool:
+        """Stop the server process of the session that goes by ``application_name`` for ``seconds``, the
+        others going on: as a network partition between that client and the server. False if none."""
+        import psycopg
+
+        with psycopg.connect(self.url, autocommit=True) as admin:
+            rows = admin.execute(
+                "SELECT pid FROM pg_stat_activity WHERE application_name = %s", (application_name,)
+            ).fetchall()
+        for (pid,) in rows:
+            os.kill(pid, signal.SIGSTOP)
+        try:
+            time.sleep(seconds)
+        finally:
+            for (pid,) in rows:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGCONT)
+        return bool(rows)
+
     def stop(self) -> None:
         if (self.data / "postmaster.pid").exists():
             for pid in self._pids():

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from .chaos import run_fleet
+from .chaos import run_fleet, worker_name
 from .servers import PostgresServer, RedisServer
 
 pytestmark = pytest.mark.skipif(not hasattr(__import__("os"), "fork"), reason="the fleet forks its workers")
@@ -66,6 +66,25 @@ def test_a_fleet_on_postgres_survives_the_server_frozen_and_crashed(
     verdict = run_fleet(postgres_server.url, tmp_path / "journal", runs=48, store_fault=fault, seed=3)
     assert verdict.ok, str(verdict)
     assert verdict.kills >= 5 and verdict.store_faults >= 2
+
+
+def test_a_worker_cut_off_from_the_store_longer_than_the_lease_stops_before_another_takes_over(
+    tmp_path: Path, postgres_server: PostgresServer
+) -> None:
+    """One worker's PostgreSQL session SIGSTOPped for 2.5 s, over twice the 1 s lease, while the other workers
+    go on (and are killed at random): they take its runs over once the leases lapse, and it has stopped them
+    before that, so no run is driven by two."""
+    frozen: list[bool] = []
+
+    def cut_off(pid: int, rng: random.Random) -> None:
+        frozen.append(postgres_server.freeze_session(worker_name(pid), 2.5))
+
+    verdict = run_fleet(
+        postgres_server.url, tmp_path / "journal", runs=40, lease_ttl=1.0, chaos_seconds=8.0, store_faults_every=2.0,
+        cut_off=cut_off, seed=4,
+    )  # fmt: skip
+    assert verdict.ok, str(verdict)
+    assert frozen.count(True) >= 2
 
 
 def test_the_verdict_counts_steps_of_two_processes_at_once_as_driven_by_two() -> None:

@@ -40,7 +40,9 @@ def renew_once(monkeypatch: pytest.MonkeyPatch) -> None:
     """Bug: the engine renews a run's lease once, and never again."""
     keep_lease = RunCheckpoints.keep_lease
 
-    def planted(self: RunCheckpoints, guarded: Callable[..., Any], lost: Callable[[], None]) -> Callable[[], None]:
+    def planted(
+        self: RunCheckpoints, guarded: Callable[..., Any], *callbacks: Callable[[], None]
+    ) -> Callable[[], None]:
         fired: list[int] = []
 
         def once(callback: Callable[[], None]) -> Callable[[], None]:
@@ -53,7 +55,7 @@ def renew_once(monkeypatch: pytest.MonkeyPatch) -> None:
 
             return run
 
-        return keep_lease(self, once, lost)
+        return keep_lease(self, once, *callbacks)
 
     monkeypatch.setattr(RunCheckpoints, "keep_lease", planted)
 
