@@ -75,6 +75,7 @@ class RunCheckpoints:
         """Bytes of the state's values, as last written: what a full snapshot would rewrite."""
         self.durable_status: str | None = None  # the status the store holds, as far as this run knows
         self.uncertain: Record | None = None  # a record whose write failed unreachable: it may land later
+        self.uncertain_status: RunStatus | None = None  # the status that record sets, if any
         self.attached = False
         self.in_flight = 0  # writes handed to the store's I/O and not done yet
         self.releasing = False  # the run stopped: release the lease once they are
@@ -142,7 +143,7 @@ class RunCheckpoints:
         else:
             self.since_full += len(body)
         creating = not self.stored
-        io, checkpointer, uncertain = self.io, self.checkpointer, self.uncertain
+        io, checkpointer, uncertain = self.io, self.checkpointer, (self.uncertain, self.uncertain_status)
         try:
             if creating:
                 self.stored = True
@@ -151,7 +152,7 @@ class RunCheckpoints:
                 if run.status != "running":
                     call = self._create_with_status(call, at)
                 pending = io.now(call) if wait else io.call(self.loop, call, batch=False)
-            elif uncertain is not None or wait:
+            elif uncertain[0] is not None or wait:
                 append = Append(run.run_id, record, self.owner, status, result, error)
                 call = lambda: self._append_after(append, uncertain)  # noqa: E731
                 pending = io.now(call) if wait else io.call(self.loop, call, batch=False)
@@ -161,7 +162,7 @@ class RunCheckpoints:
             self._failed(None, record, written_before, creating)
             return self._after_landed(at, status_only, batch, wait)
         except Exception as exc:
-            self._failed(exc, record, written_before, creating)
+            self._failed(exc, record, written_before, creating, status)
             raise
         if pending is None:
             self._written(record, status)
@@ -203,7 +204,7 @@ class RunCheckpoints:
                     await later
                 return
             except Exception as exc:
-                self._failed(exc, record, written_before, False)
+                self._failed(exc, record, written_before, False, status)
                 raise
             self._written(record, status)
         finally:
@@ -213,15 +214,23 @@ class RunCheckpoints:
 
     # -- a write that timed out and landed later -------------------------------------------
 
-    def _append_after(self, append: Append, uncertain: Record | None) -> None:
+    def _append_after(self, append: Append, earlier: tuple[Record | None, RunStatus | None]) -> None:
         """``append``, made after a write whose outcome is unknown (it failed unreachable, and may have
         landed since). If the store refuses this record's number because that write did land,
-        ``_EarlierRecordLanded``; if something else holds that number, the conflict stands."""
+        ``_EarlierRecordLanded``; if something else holds that number, the refusal stands.
+
+        The store refuses it for its number (``RunConflictError``), or, when the earlier record ended
+        the run and so released the lease, for the lease (``RunLeaseError``)."""
         a, checkpointer = append, self.checkpointer
+        uncertain, status = earlier
         try:
             checkpointer.append(a.run_id, a.record, a.owner, a.status, a.result, a.error)
-        except RunConflictError as exc:
-            if uncertain is None or uncertain.seq != a.record.seq or exc.expected_seq != uncertain.seq + 1:
+        except (RunConflictError, RunLeaseError) as exc:
+            if uncertain is None or uncertain.seq != a.record.seq:
+                raise
+            if isinstance(exc, RunConflictError) and exc.expected_seq != uncertain.seq + 1:
+                raise
+            if isinstance(exc, RunLeaseError) and status not in TERMINAL:
                 raise
             stored = [r for r in checkpointer.load(a.run_id) if r.seq == uncertain.seq]
             if stored and stored[0].data == uncertain.data:
@@ -229,15 +238,23 @@ class RunCheckpoints:
             raise  # another record took its place: this worker no longer knows the run, it stops
 
     def _after_landed(self, at: str, status_only: bool, batch: bool, wait: bool) -> Awaitable[None] | None:
-        """The record an earlier write sent is durable after all: count it, and write this one after it."""
-        landed = self.uncertain
+        """The record an earlier write sent is durable after all: count it, and write this one after it;
+        ``EndLanded`` instead if that record ended the run (nothing may follow it)."""
+        landed, status = self.uncertain, self.uncertain_status
         assert landed is not None
-        self.uncertain = None
+        self.uncertain = self.uncertain_status = None
         self.run.seq = landed.seq
+        if status in TERMINAL:
+            self.durable_status = status
+            raise EndLanded(status)
         return self.write(at, status_only, batch, wait)
 
+    def end_in_doubt(self) -> bool:
+        """Whether the record that ended the run failed unreachable, so that it may have landed, or may yet."""
+        return self.uncertain is not None and self.uncertain_status in TERMINAL
+
     def _written(self, record: Record, status: RunStatus | None) -> None:
-        self.uncertain = None
+        self.uncertain = self.uncertain_status = None
         if status is not None:
             self.durable_status = status
         listener = _crashpoints.listener
@@ -246,7 +263,14 @@ class RunCheckpoints:
         if plugin_manager.active:
             plugin_manager.hook.durableflow_checkpoint_written(run_id=self.run.run_id, seq=record.seq, full=record.full)
 
-    def _failed(self, exc: Exception | None, record: Record, written_before: dict[str, Any], creating: bool) -> None:
+    def _failed(
+        self,
+        exc: Exception | None,
+        record: Record,
+        written_before: dict[str, Any],
+        creating: bool,
+        status: RunStatus | None = None,
+    ) -> None:
         """The record is not durable (or not known to be): the next one starts over from a full snapshot."""
         run = self.run
         if run.seq >= record.seq:
@@ -256,7 +280,7 @@ class RunCheckpoints:
         if creating:
             self.stored = False
         if isinstance(exc, StoreUnavailableError) and not creating:
-            self.uncertain = record
+            self.uncertain, self.uncertain_status = record, status
 
     def _compaction_due(self) -> bool:
         """Fold the deltas into a full snapshot once they weigh twice the state: a resume then replays at
@@ -463,6 +487,14 @@ class _Lease:
             if cancel is not None:
                 cancel()
         self.cancel = self.cancel_deadline = None
+
+
+class EndLanded(Exception):
+    """The record that ended the run, whose write seemed to fail, is durable: the run ended with ``status``."""
+
+    def __init__(self, status: RunStatus) -> None:
+        super().__init__(status)
+        self.status = status
 
 
 class _EarlierRecordLanded(Exception):

@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any, TypeVar, final
 
 from . import _crashpoints, _recovery, _waiters
 from ._checkpointer import Checkpointer, retire_owner
-from ._checkpointing import RunCheckpoints
+from ._checkpointing import EndLanded, RunCheckpoints
 from ._clock import get_clock
 from ._errors import (
     DurableflowError,
@@ -106,6 +106,7 @@ class Runner:
         self.ending = False  # the record that ends the run is on its way: no step completes after it
         self.cancels: list[Callable[[], None]] = []
         self.timeout: float | None = None  # the limit that set the deadline, if this runner set it
+        self.unconfirmed_end: StopEvent | None = None  # the end whose record failed unreachable, and may land
 
     # -- starting ------------------------------------------------------------------------
 
@@ -567,7 +568,10 @@ class Runner:
             raise
 
     def _unend(self) -> None:
-        """The record that ended the run failed: the run did not durably end."""
+        """The record that ended the run failed: the run did not durably end (unless that record lands later:
+        ``_settle_end``)."""
+        if isinstance(self.run.result, StopEvent):
+            self.unconfirmed_end = self.run.result
         self.run.result, self.run.status, self.ending = None, "running", False
 
     def _end_failed(self, exc: Exception) -> None:
@@ -597,6 +601,9 @@ class Runner:
         """
         if self.done:
             return
+        if write and partial and self.durable is not None and self.durable.end_in_doubt():
+            self._settle_end(exc)
+            return
         run = self.run
         run.status, run.error = "failed", run.error_of(exc)
         pending = None
@@ -615,6 +622,35 @@ class Runner:
                 self.future.set_exception(exc)
 
         self._after(pending, report)
+
+    def _settle_end(self, exc: BaseException) -> None:
+        """The record that ended the run timed out: it may have landed, or land yet. Write the failure after
+        it; the store takes that only if it did not land, and refuses it if it did (for its number, or for
+        the lease the end released): then the run completed after all, and is reported so."""
+        assert self.durable is not None and self.unconfirmed_end is not None
+        stop, durable, run = self.unconfirmed_end, self.durable, self.run
+        self.ending = True  # no other step completes while the store is asked
+        run.status, run.error = "failed", run.error_of(exc)
+
+        def settled(outcome: BaseException | None) -> None:
+            if isinstance(outcome, EndLanded):
+                run.status, run.error = "completed", None
+                self._conclude(stop)
+            else:  # the failure is written; or the store is still away, or holds another record: it says so
+                self._fail(exc, write=False)
+
+        try:
+            pending = durable.write("failed", status_only=True)
+        except Exception as error:
+            settled(error)
+            return
+        if pending is None:
+            settled(None)
+            return
+        task = asyncio.ensure_future(pending)
+        task.add_done_callback(
+            lambda t: self._guarded(lambda: settled(asyncio.CancelledError() if t.cancelled() else t.exception()))()
+        )
 
     def _write_failed(self, partial: bool) -> Awaitable[None] | None:
         """Record the failure; if the store or the data is what failed, record at least the status."""
@@ -641,7 +677,7 @@ class Runner:
         return or_status_only()
 
     def cancel(self) -> None:
-        if self.done:
+        if self.done or self.ending:  # the record that ends the run is on its way: it decides
             return
         self.run.status = "cancelled"
         pending = None
