@@ -9,6 +9,7 @@ Each wrong workflow here passes a harness that forgets one of those.
 from __future__ import annotations
 
 import asyncio
+import os
 import time
 import uuid
 from typing import Annotated
@@ -237,3 +238,34 @@ RIGHT = {
     "sorted sends": (SortedSends, REGIONS),
 }
 """The correct twins: every scenario passes, in both modes."""
+
+
+# -- one hash seed per life ------------------------------------------------------------------------------
+
+SEEN: list[tuple[int, int]] = []
+"""(pid, hash of a fixed text) as each life saw it; filled in the test's process, where kill mode's fakes live."""
+
+
+class Seeds:
+    """A fake that notes which process called it and how that process hashes a fixed text."""
+
+    def saw(self, pid: int, hashed: int) -> None:
+        SEEN.append((pid, hashed))
+
+
+def get_seeds() -> Seeds:
+    raise RuntimeError("the test serves the fake")
+
+
+class HashSeeds(Workflow):
+    """Two steps, each noting its process's hash of a fixed text."""
+
+    @step
+    async def first(self, ev: StartEvent, ctx: Context, seeds: Annotated[Seeds, Resource(get_seeds)]) -> Region:
+        seeds.saw(os.getpid(), hash("durableflow"))
+        return Region(name="x")
+
+    @step
+    async def second(self, ev: Region, ctx: Context, seeds: Annotated[Seeds, Resource(get_seeds)]) -> StopEvent:
+        seeds.saw(os.getpid(), hash("durableflow"))
+        return StopEvent(result="seen")

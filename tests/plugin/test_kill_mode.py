@@ -6,6 +6,7 @@ from __future__ import annotations
 import errno
 import gc
 import os
+import tempfile
 import threading
 import time
 from pathlib import Path
@@ -228,3 +229,37 @@ def test_an_exploration_that_fails_to_start_closes_the_servers_it_started(monkey
         explore(AddThenRecord, {"ids": [1]}, mode="kill", fakes={get_ledger: Ledger})
 
     assert open_files() == files
+
+
+def test_the_zygote_warms_up_on_a_run_of_its_own() -> None:
+    """The run that spares every forked life the engine's first-use costs completes, on scratch stores."""
+    from durableflow.testing._warmup import warm_up
+
+    from .flows import PushThenRecord
+
+    warm_up(PushThenRecord)
+
+
+def test_a_scenario_store_is_deleted_once_judged() -> None:
+    """Each scenario's store (the copy it resumed from) is deleted as soon as the scenario is judged, so an
+    exploration's files only ever shrink as it goes, and none is left after it."""
+    import glob
+
+    from durableflow.testing import explore
+    from durableflow.testing._stores import _scratch
+
+    from .flows import PushThenRecord
+
+    pattern = f"{_scratch() or tempfile.gettempdir()}/durableflow-crashtest-*/*"
+    before = set(glob.glob(pattern))
+    files: list[int] = []
+
+    def count(outcome: object, planned: int) -> None:
+        files.append(len(set(glob.glob(pattern)) - before))
+
+    report = explore(PushThenRecord, {"ids": [1, 2, 3]}, mode="kill", seed=1, on_scenario=count)
+
+    assert len(report.scenarios) > 10
+    assert files == sorted(files, reverse=True)
+    assert files[0] > files[-1]
+    assert set(glob.glob(pattern)) - before == set()

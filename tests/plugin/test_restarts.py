@@ -97,3 +97,38 @@ def test_a_workflow_defined_in_a_test_travels_to_the_zygote_by_value() -> None:
 
     report.assert_ok()
     assert report.notes == []
+
+
+def test_a_factory_of_a_workflow_defined_in_a_test_resumes_under_its_qualified_name() -> None:
+    """A factory local to the test returns a class local to it: both travel by value, and the resumed lives
+    still find the run under the class's qualified name (runs are bound to it)."""
+
+    class Local(Workflow):
+        @step
+        async def only(self, ev: StartEvent, ctx: Context) -> StopEvent:
+            await ctx.store.set("seen", len(ev.names))
+            return StopEvent(result=len(ev.names))
+
+    def make() -> Local:
+        return Local(timeout=None)
+
+    report = explore(make, {"names": ["a", "b"]}, mode="kill", seed=SEED)
+
+    report.assert_ok()
+    assert report.notes == []
+
+
+def test_each_life_of_a_run_in_kill_mode_has_a_hash_seed_of_its_own() -> None:
+    """The life that dies, the life that resumes it and the life that resumes that one run in three
+    processes under three hash seeds: none iterates a set of strings as the life before it did."""
+    from .restarts import SEEN, HashSeeds, Seeds, get_seeds
+
+    SEEN.clear()
+    outcome = explore(
+        HashSeeds, {}, mode="kill", fakes={get_seeds: Seeds}, only="step.second.start#1>step.second.start#1"
+    ).scenarios[0]
+
+    assert outcome.ok, outcome.diff
+    by_process = dict(SEEN)
+    assert len(by_process) >= 3
+    assert len(set(by_process.values())) == len(by_process)

@@ -130,8 +130,8 @@ class Exploration:
         self.captures: dict[str, Capture] = {}
         self.clock = clock
         self._frozen_at = clock.now() if clock is not None else None
-        self.zygote: Zygote | Literal[False] | None = None
-        """Kill mode: the interpreter that forks resumed lives (``False``: it cannot, see ``notes``)."""
+        self.zygotes: list[Zygote] | Literal[False] | None = None
+        """Kill mode: the two interpreters that fork resumed lives in turn (``False``: they cannot, see ``notes``)."""
         self.zygote_key = next(_keys)
         self.rerun = False
         """In-process, when the world cannot be copied (a fake deepcopy refuses): every scenario lives
@@ -158,10 +158,10 @@ class Exploration:
 
     def close(self) -> None:
         for capture in self.captures.values():  # sampled out, or unused after a failure
-            capture.store.close()
+            self.stores.discard(capture.store, self.run_id)
         self.lives.close()
-        if self.zygote:
-            self.zygote.forget(self.zygote_key)
+        for zygote in self.zygotes or ():
+            zygote.forget(self.zygote_key)
         self.world.close()
         self.stores.close()
 
@@ -311,7 +311,7 @@ class Exploration:
             life = self.live(store, first=True, capture=capture, errands=errands)
             return [life], self.final(store, [life])
         finally:
-            store.close()
+            self.stores.discard(store, self.run_id)
 
     def live(
         self, store: Checkpointer, first: bool, capture: set[str] | None, nth: int = 0, errands: Errands | None = None
@@ -319,36 +319,37 @@ class Exploration:
         """Life ``nth`` of the run (0 starts it), waiting at each crash point in ``capture`` while what a
         crash there would leave is copied (``None``: every point): in a forked child in kill mode, else here.
 
-        Kill mode forks every other life from the zygote, so that a resumed life never has the hash
-        seed of the life that died.
+        Kill mode forks the run's first life from this process and every life that resumes it from a
+        zygote, the two zygotes in turn, so that a resumed life never has the hash seed of the life before.
         """
         if self.settings.mode == "kill":
             from ._kill import live_in_child
 
-            zygote = self.zygote_for(store, nth % 2)
+            zygote = self.zygote_for(store, nth)
             return live_in_child(self, store, first=first, capture=capture, zygote=zygote, errands=errands)
         return self.lives.live_here(store, None, first=first, capture=capture, errands=errands)
 
-    def zygote_for(self, store: Checkpointer, parity: int) -> Zygote | None:
-        """Who forks a life of this parity: ``None`` for this process (the lives that die: the test's
-        monkeypatches and fixtures reach them), the zygote for the lives that resume them. ``None`` with a
-        note when the exploration cannot go to the zygote: every life is then forked from here."""
-        from ._zygote import _PROBE, ZygoteUnavailable, hand_over, hash_seed_for, store_address
+    def zygote_for(self, store: Checkpointer, nth: int) -> Zygote | None:
+        """Who forks life ``nth`` of a run: ``None`` for this process (the run's first life: the test's
+        monkeypatches and fixtures reach it), a zygote for the lives that resume it. ``None`` with a note
+        when the exploration cannot go to the zygotes: every life is then forked from here."""
+        from ._zygote import _PROBE, ZygoteUnavailable, hand_over, hash_seeds_for, store_address
 
-        if not parity or self.zygote is False:
+        if not nth or self.zygotes is False:
             return None
-        if self.zygote is None:
+        if self.zygotes is None:
             try:
                 if store_address(store) is None:
                     raise ZygoteUnavailable("its store is not one another interpreter can open (SQLite or Redis)")
-                self.zygote = hand_over(self, self.zygote_key, hash_seed_for(self.settings.hash_seed))
-                if self.zygote.probe == hash(_PROBE):
-                    raise ZygoteUnavailable("its hash seed hashes as this process's does")
+                self.zygotes = hand_over(self, self.zygote_key, hash_seeds_for(self.settings.hash_seed))
+                probes = [hash(_PROBE), *(zygote.probe for zygote in self.zygotes)]
+                if len(set(probes)) < len(probes):
+                    raise ZygoteUnavailable("its hash seeds hash alike")
             except ZygoteUnavailable as exc:
-                self.zygote = False
+                self.zygotes = False
                 self.notes.append(f"every life ran under this process's hash seed, not a restart's new one: {exc}")
                 return None
-        return self.zygote
+        return self.zygotes[(nth - 1) % len(self.zygotes)]
 
     def run_again(self, reference: Final) -> None:
         """Run it uninterrupted once more: a run that ends differently every time cannot be judged by one.
@@ -369,6 +370,7 @@ class Exploration:
 
     def scenario(self, scenario_id: str, reference: Final) -> tuple[Outcome, list[Life]]:
         began = real_monotonic()
+        disturbance = self.world.disturbance()
         if scenario_id.startswith(ZOMBIE):
             lives, final = zombie(self, scenario_id)
             crashes = [scenario_id.removeprefix(ZOMBIE)]
@@ -379,6 +381,14 @@ class Exploration:
             lives, final = self.resume_captured(scenario_id)
             crashes = scenario_id.split(">")
         kind, diff = judge(reference, final, lives, crashes)
+        if final.torn or disturbance[0] or self.world.disturbance() != disturbance:
+            kind, diff = (
+                "not judgeable",
+                (
+                    "a thread of a life that had ended (or was paused) was still inside the fake world while this "
+                    "scenario ran, so its end may not be its own; in a real crash that thread would be gone"
+                ),
+            )
         if kind == "hang" and final.status == "waiting":  # nothing left to run: it waits for an answer
             kind, diff = (
                 "lost work",
@@ -433,10 +443,14 @@ class Exploration:
             for point, deeper_capture in life.captures.items():
                 deeper_capture.lives = [*capture.lives, *deeper_capture.lives]
                 deeper_capture.at_first_crash = capture.at_first_crash
+                if not capture.world.get("whole", True):  # resumed from a torn copy: torn too
+                    deeper_capture.world["whole"] = False
                 self.captures[f"{scenario_id}>{point}"] = deeper_capture
-            return lives, self.final(capture.store, lives, capture.at_first_crash)
+            final = self.final(capture.store, lives, capture.at_first_crash)
+            final.torn = not capture.world.get("whole", True)
+            return lives, final
         finally:
-            capture.store.close()
+            self.stores.discard(capture.store, self.run_id)
 
     def capture(self, store: Checkpointer, hits: list[str], clock: float | None) -> Capture:
         """Copy what a crash here would leave: the run's records, into a fresh store, and the world."""
@@ -476,7 +490,7 @@ class Exploration:
                     at_first_crash = self.world.snapshot()
             return lives, self.final(store, lives, at_first_crash)
         finally:
-            store.close()
+            self.stores.discard(store, self.run_id)
 
     def final(self, store: Checkpointer, lives: list[Life], at_first_crash: dict[str, Any] | None = None) -> Final:
         ended = lives[-1].stored or stored(store, self.run_id)

@@ -12,7 +12,9 @@ from html import escape
 
 from ._report import KINDS, ExplorationSummary, ScenarioSummary
 
-_KIND_COLOURS = ("#c62828", "#ad1457", "#ef6c00", "#f9a825", "#4527a0", "#37474f", "#78909c", "#6a1b9a")
+_KIND_COLOURS = (
+    "#c62828", "#ad1457", "#ef6c00", "#f9a825", "#4527a0", "#37474f", "#78909c", "#6a1b9a", "#8d6e63",
+)  # fmt: skip
 """One per failure kind, in ``KINDS`` order: reds for lost and duplicated work, through to grey for unreached."""
 
 _COLOURS: dict[str | None, str] = {None: "#2e7d32", **dict(zip(KINDS, _KIND_COLOURS, strict=True))}

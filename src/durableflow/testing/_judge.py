@@ -31,6 +31,8 @@ class Final:
     at_first_crash: dict[str, Any] = field(default_factory=dict)
     """The world when the run first died: up to there it went as the reference did, so what the
     reference did from there on says whether a different end is work lost or done twice."""
+    torn: bool = False
+    """A copy of the world it resumed from was taken while a thread of the life stayed inside it."""
 
 
 def count_effects(lives: list[Life]) -> tuple[Counter[str], Counter[str]]:

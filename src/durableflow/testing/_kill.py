@@ -21,7 +21,7 @@ import os
 import select
 import signal
 import struct
-from collections.abc import Callable
+import time
 from typing import TYPE_CHECKING, Any
 
 from durableflow import _crashpoints, get_clock
@@ -52,7 +52,7 @@ def live_in_child(
     """
     report_read, report_write = os.pipe()
     go_read, go_write = os.pipe()
-    reap = _reaper(zygote)
+    pid: int | None = None
     try:
         try:
             wanted: dict[str, Any] = {}
@@ -69,14 +69,14 @@ def live_in_child(
                 address = store_address(store)
                 assert address is not None  # the exploration checked before choosing the zygote
                 now = exploration.clock.now() if exploration.clock is not None else None
-                pid = zygote.fork(
+                zygote.fork(
                     exploration.zygote_key, address, first, capture, clock=now, reports=report_write, go=go_read,
                     errands=wanted,
                 )  # fmt: skip
         finally:
             os.close(report_write)  # the child's ends: it keeps its own copies
             os.close(go_read)
-        life = _follow(exploration, store, pid, report_read, go_write, reap, errands)
+        life = _follow(exploration, store, pid, report_read, go_write, errands)
     finally:
         os.close(report_read)
         os.close(go_write)
@@ -86,16 +86,24 @@ def live_in_child(
     return life
 
 
-def _reaper(zygote: Zygote | None) -> Callable[[int], None]:
-    """How a dead life is reaped: by its parent, this process or the zygote."""
-    if zygote is not None:
-        return zygote.reap
-
-    def reap(pid: int) -> None:
+def _gone(pid: int | None, ours: bool) -> None:
+    """Wait until the life ``pid`` is gone for good, so that its lease counts as held by a dead process:
+    reaped here if it is this process's child, else by the zygote as it exits (its SIGCHLD is ignored)."""
+    if pid is None:
+        return
+    if ours:
         with contextlib.suppress(ChildProcessError):
             os.waitpid(pid, 0)
-
-    return reap
+        return
+    give_up = real_monotonic() + 5.0
+    while real_monotonic() < give_up:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return
+        except PermissionError:  # the pid went to another user's process: ours is gone
+            return
+        time.sleep(0.0002)
 
 
 def _fork(
@@ -133,42 +141,52 @@ def _fork(
 def _follow(
     exploration: Exploration,
     store: Checkpointer,
-    pid: int,
+    pid: int | None,
     reports: int,
     go: int,
-    reap: Callable[[int], None],
     errands: Errands | None,
 ) -> Life:
     """Read the child's reports as they come, capturing where it waits, until it exits or overstays.
 
-    Whatever goes wrong here (a fake that cannot be copied, Ctrl-C) kills the
-    child first: it must not go on unsupervised.
+    ``pid`` is ``None`` for a child of the zygote: it says its pid first. Whatever goes wrong here (a
+    fake that cannot be copied, Ctrl-C) kills the child first: it must not go on unsupervised.
     """
     life = Life(ending="error", error="the process died before it finished (os._exit or a signal in the workflow?)")
+    child = _Child(pid)
     try:
-        _supervise(life, exploration, store, pid, reports, go, reap, errands)
+        _supervise(life, exploration, store, child, reports, go, errands)
     except BaseException:
-        with contextlib.suppress(ProcessLookupError, ChildProcessError, OSError, EOFError):
-            os.kill(pid, signal.SIGKILL)
-            reap(pid)
+        if child.pid is not None:
+            with contextlib.suppress(ProcessLookupError, ChildProcessError, OSError):
+                os.kill(child.pid, signal.SIGKILL)
+            _gone(child.pid, ours=pid is not None)
         for capture in life.captures.values():  # nobody will resume from them
-            capture.store.close()
+            exploration.stores.discard(capture.store, exploration.run_id)
         raise
     return life
+
+
+class _Child:
+    """The pid of the life being followed, once known."""
+
+    __slots__ = ("pid",)
+
+    def __init__(self, pid: int | None) -> None:
+        self.pid = pid
 
 
 def _supervise(
     life: Life,
     exploration: Exploration,
     store: Checkpointer,
-    pid: int,
+    child: _Child,
     reports: int,
     go: int,
-    reap: Callable[[int], None],
     errands: Errands | None = None,
 ) -> None:
     """Fill in ``life`` from the child's reports; only the child's own time counts against the hang bound."""
     bound = exploration.settings.hang_after
+    ours = child.pid is not None
     give_up = real_monotonic() + bound
     pending = b""
     while True:
@@ -176,9 +194,10 @@ def _supervise(
         chunk = os.read(reports, 65536) if ready else None
         if not chunk:
             if chunk is None:  # overstayed its bound
-                os.kill(pid, signal.SIGKILL)
+                if child.pid is not None:
+                    os.kill(child.pid, signal.SIGKILL)
                 life.ending, life.error = "hang", overstayed(bound)
-            reap(pid)  # reaped, so that its lease counts as held by a dead process
+            _gone(child.pid, ours)
             return
         *lines, pending = (pending + chunk).split(b"\n")
         for line in lines:
@@ -187,6 +206,8 @@ def _supervise(
                 life.hits.append(rest)
             elif tag == "T":
                 life.clock = float(rest)
+            elif tag == "I":
+                child.pid = int(rest)
             elif tag == "P":  # the child waits at this point until it is captured
                 began = real_monotonic()
                 if (
@@ -227,26 +248,31 @@ def _child(
     reading_back, read_failed = bool((errands or {}).get("read_back")), list[str]()
     frozen = isinstance(clock, FrozenClock)
     hits = Hits()
+    pending: list[str] = []
+    """Lines not yet sent: a life's reports go out in as few writes as its pauses allow."""
 
-    def write(line: str) -> None:
-        os.write(fd, line.encode() + b"\n")
+    def write(line: str, now: bool = False) -> None:
+        if now and frozen:  # the time first: what the line makes the parent do (a capture) reads it
+            pending.append(f"T {clock.now()!r}")
+        pending.append(line)
+        if now:
+            os.write(fd, ("\n".join(pending) + "\n").encode())
+            pending.clear()
 
     def listener(point: str) -> None:
         hit = hits.hit(point)
-        write(f"H {hit}")
-        if frozen:
-            write(f"T {clock.now()!r}")
+        pending.append(f"H {hit}")
         if reading_back and point == "checkpoint.write.after" and not read_failed:
             differs = read_back(store, exploration.run_id, exploration.lives.handler, hit)
             if differs is not None:
                 read_failed.append(differs)
-                write("R " + differs.replace("\n", "\\n"))
+                write("R " + differs.replace("\n", "\\n"), now=True)
         if hit == probe_at:
             found = probe_second_worker(store, exploration.run_id, clock if isinstance(clock, FrozenClock) else None)
             if found is not None:
-                write(f"L {found}")
+                write(f"L {found}", now=True)
         if capture is None or hit in capture or _at(hit, len(hits.list) - 1, pause_at, pause_position):
-            write("P")
+            write("P", now=True)
             tag = os.read(go, 1)
             if not tag:  # the parent is gone: nobody would ever read or reap this life
                 os._exit(1)
@@ -256,17 +282,16 @@ def _child(
                     clock.move_to(wake)
 
     asyncio.events._set_running_loop(None)  # forked from inside a running loop, perhaps
+    ending = "E finished"
     try:
         with _crashpoints.armed(listener), exploration.world.serving():
             loop.run_until_complete(exploration.lives.drive(store, first))
-        write(f"S {json.dumps(stored(store, exploration.run_id))}")  # its connection is open: spare the parent one
-        write("E finished")
+        # read here, where its connection is open: the parent would open one more
+        pending.append(f"S {json.dumps(stored(store, exploration.run_id))}")
     except NeedsInput as exc:
-        write(f"E input {exc}")
+        ending = f"E input {exc}"
     except ResumeFailed as exc:
-        write(f"E error {exc}")
+        ending = f"E error {exc}"
     except BaseException as exc:
-        write(f"E error the life raised {type(exc).__name__}: {exc}")
-    finally:
-        if frozen:
-            write(f"T {clock.now()!r}")
+        ending = f"E error the life raised {type(exc).__name__}: {exc}"
+    write(ending.replace("\n", " "), now=True)

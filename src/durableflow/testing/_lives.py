@@ -28,7 +28,7 @@ from durableflow._snapshot import replay
 
 from ._clock import FrozenClock
 from ._judge import _diff, shape
-from ._world import UncopyableWorld
+from ._world import GRACE, UncopyableWorld
 
 if TYPE_CHECKING:
     from ._exploration import Exploration
@@ -243,7 +243,15 @@ class Lives:
                 if errands.interlude is not None and _at(
                     hit, len(hits.list) - 1, errands.pause_at, errands.pause_position
                 ):
-                    errands.interlude(None)  # the clock is this process's: it moves on here
+                    # a paused process's threads pause with it: held out of the world while another worker runs
+                    paused = exploration.world.gate
+                    if paused is not None and not paused.pause(GRACE):
+                        exploration.world.torn += 1
+                    try:
+                        errands.interlude(None)  # the clock is this process's: it moves on here
+                    finally:
+                        if paused is not None:
+                            paused.resume()
             if (capture is None or hit in capture) and not refused:
                 try:
                     life.captures[hit] = exploration.capture(store, hits.list, None if clock is None else clock.now())
@@ -251,9 +259,11 @@ class Lives:
                     refused.append(exc)
 
         settings = self.exploration.settings
+        world = self.exploration.world
+        outer, gate = world.gate, world.open_gate()  # outer: a paused life this one took over from
         loop, self.spare_loop = self.spare_loop or asyncio.new_event_loop(), None
         try:
-            with _crashpoints.armed(listener), self.exploration.world.serving():
+            with _crashpoints.armed(listener), world.serving():
                 loop.run_until_complete(asyncio.wait_for(self.drive(store, first), settings.hang_after))
         except Crash as crash:
             life.ending = "crashed"
@@ -266,13 +276,15 @@ class Lives:
             life.ending, life.error = "error", str(exc)
         except BaseException:
             for taken in life.captures.values():  # nobody will resume from them
-                taken.store.close()
+                self.exploration.stores.discard(taken.store, self.exploration.run_id)
             raise
         finally:
             self.bury(loop)
+            world.shut_gate(gate)  # what its threads do from now on cannot reach the world
+            world.gate = outer
         if refused:
             for taken in life.captures.values():
-                taken.store.close()
+                self.exploration.stores.discard(taken.store, self.exploration.run_id)
             raise refused[0]
         return life
 

@@ -16,6 +16,7 @@ KINDS = (
     "error during resume",
     "unreached",
     "stolen lease",
+    "not judgeable",
 )
 """How a scenario can fail, from the user's point of view."""
 
@@ -37,6 +38,8 @@ HINTS = {
     "Workflow(timeout=) may expire across a crash",
     "unreached": "the crash point was not reached again: the run takes another path on each run",
     "stolen lease": "a second worker could take over a live run: the lease is not kept alive",
+    "not judgeable": "a thread of a run that had stopped (or paused) was still inside the fake world when "
+    "another run used it: let no thread outlive its step (await asyncio.to_thread, join what you start)",
 }
 """What to do about each kind of failure, printed beside its count."""
 

@@ -7,6 +7,7 @@ whatever a run stores (its id among it) compares equal across scenarios.
 from __future__ import annotations
 
 import contextlib
+import os
 import shutil
 import tempfile
 import uuid
@@ -43,14 +44,18 @@ class Stores:
         self._client: Any = None
         """The one client of the ``fakeredis`` stores' server, shared by every store of the exploration."""
         self._count = 0
-        self._prefixes: list[tuple[Any, str]] = []
-        """Real Redis stores made here, to delete their keys at the end."""
+        self._token = uuid.uuid4().hex[:12]
+        """Every Redis store of this exploration is under ``durableflow-crashtest:<token>:``."""
+        self._redis_client: Any = None
+        """A client of the real Redis the stores were made on, to delete what is left of them at the end."""
 
     def close(self) -> None:
-        for client, prefix in self._prefixes:
+        if self._redis_client is not None:
             with contextlib.suppress(Exception):  # a server that went away keeps nothing to clean up reachably
-                delete_prefix(client, prefix)
-        self._prefixes.clear()
+                delete_prefix(self._redis_client, f"durableflow-crashtest:{self._token}")
+                self._redis_client.close()
+                self._redis_client.connection_pool.disconnect()
+            self._redis_client = None
         if self._client is not None:
             self._client.close()
             self._client = None
@@ -81,31 +86,42 @@ class Stores:
             if self._client is None:
                 self._world = FakeWorld(shared=self.kill)
                 self._client = self._world.redis_client()
-            return RedisCheckpointer(self._client, prefix=f"durableflow-crashtest:{self._count}")
+            return RedisCheckpointer(self._client, prefix=self._new_prefix())
         if store.startswith(("redis://", "rediss://", "unix://")):
-            made = self._redis(RedisCheckpointer(store, prefix=self._new_prefix()))
-            if self._count == 1:  # in kill mode a Redis that is down would only show in each child's life
-                _reachable(made, store)
-            return made
+            if self._redis_client is None:  # one client for every store: a connection per scenario adds up
+                # in kill mode a Redis that is down would only show in each child's life: say it now
+                self._redis_client = _reachable(store)
+            return RedisCheckpointer(self._redis_client, prefix=self._new_prefix())
         raise ValueError(f"unknown store {store!r}: use memory, sqlite, fakeredis, a redis:// URL or a factory")
+
+    def discard(self, store: Checkpointer, run_id: str) -> None:
+        """Close a store this exploration is done with, and delete what it held (its files, its keys)."""
+        store.close()
+        if isinstance(store, SQLiteCheckpointer) and self._dir is not None and store.path.parent == self._dir:
+            for suffix in ("", "-wal", "-shm", "-journal"):
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(f"{store.path}{suffix}")
+        elif isinstance(store, RedisCheckpointer) and store.prefix.startswith(f"durableflow-crashtest:{self._token}:"):
+            with contextlib.suppress(Exception):  # gone with the server, or deleted at the end
+                store.client.delete(*_redis_keys(store.prefix, run_id))
 
     @property
     def directory(self) -> Path:
-        """Where SQLite stores live; ``empty.db`` holds the schema that every scenario's store copies."""
+        """Where SQLite stores live; ``empty.db`` holds the schema that every scenario's store copies.
+
+        In memory (``/dev/shm``) where there is one: what a killed process leaves is in the kernel's page
+        cache whether or not it reached the disk, so the harness's copies need no disk, and a commit of
+        theirs no fsync."""
         if self._dir is None:
-            self._dir = Path(tempfile.mkdtemp(prefix="durableflow-crashtest-"))
+            self._dir = Path(tempfile.mkdtemp(prefix="durableflow-crashtest-", dir=_scratch()))
             template = SQLiteCheckpointer(self._dir / "empty.db")
             template.runs()  # creates the schema once
             template.close()
         return self._dir
 
     def _new_prefix(self) -> str:
-        return f"durableflow-crashtest:{uuid.uuid4().hex[:12]}"
-
-    def _redis(self, store: RedisCheckpointer) -> RedisCheckpointer:
-        if self.kind != "fakeredis":
-            self._prefixes.append((store.client, store.prefix))
-        return store
+        self._count += 1
+        return f"durableflow-crashtest:{self._token}:{self._count}"
 
     def copy(self, store: Checkpointer, run_id: str) -> Checkpointer:
         """A new store holding what ``store`` holds of the run: what a crash now would leave behind."""
@@ -120,7 +136,7 @@ class Stores:
         if isinstance(store, RedisCheckpointer):
             # its keys are: copied byte for byte by the server under a new prefix, on the store's own
             # client (one round trip, no new connection)
-            copy = self._redis(RedisCheckpointer(store.client, prefix=self._new_prefix(), lease_ttl=store.lease_ttl))
+            copy = RedisCheckpointer(store.client, prefix=self._new_prefix(), lease_ttl=store.lease_ttl)
             keys = [*_redis_keys(store.prefix, run_id), *_redis_keys(copy.prefix, run_id)]
             store.client.register_script(_COPY_RUN)(keys=keys, args=[run_id])
             return copy
@@ -129,15 +145,40 @@ class Stores:
         return target
 
 
-def _reachable(store: RedisCheckpointer, url: str) -> None:
+def _scratch() -> str | None:
+    """A directory in memory for the stores' files, or ``None`` for the default temporary directory.
+
+    A depth-2 exploration holds a copy of the run for every crash point of every resume until its
+    scenario runs: a small ``/dev/shm`` (a container's 64 MB) is left alone.
+    """
+    shm = "/dev/shm"
     try:
-        store.client.ping()
+        stats = os.statvfs(shm)
+    except OSError:
+        return None
+    roomy = stats.f_bavail * stats.f_frsize >= _ROOM
+    return shm if roomy and os.access(shm, os.W_OK | os.X_OK) else None
+
+
+_ROOM = 512 * 1024 * 1024
+
+
+def _reachable(url: str) -> Any:
+    """A client of the Redis at ``url`` (as ``RedisCheckpointer`` builds one: no retries), which answers."""
+    try:
+        import redis
+    except ImportError:
+        raise ImportError("a Redis store needs redis-py: pip install 'durableflow[redis]'") from None
+    client = redis.Redis.from_url(url, socket_timeout=5.0, socket_connect_timeout=5.0)
+    try:
+        client.ping()
     except Exception as exc:  # redis-py's ConnectionError, TimeoutError, an authentication error...
-        store.close()
+        client.close()
         raise StoreUnavailableError(
             f"the Redis store at {url} is unreachable ({type(exc).__name__}: {exc}); start it, or explore "
             "with store='sqlite'"
         ) from None
+    return client
 
 
 def stored(store: Checkpointer, run_id: str) -> dict[str, Any]:

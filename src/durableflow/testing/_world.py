@@ -13,13 +13,10 @@ from __future__ import annotations
 import contextlib
 import copy
 import functools
-import inspect
-import json
 import os
 import re
 import secrets
 import shutil
-import socket
 import tempfile
 import threading
 from collections import Counter
@@ -29,6 +26,12 @@ from multiprocessing.managers import BaseManager
 from typing import Any, final
 
 from durableflow import override_resources
+
+from ._gates import Gate, Gated, gated_client
+from ._redisworld import FakeRedisFor, RedisContents, client_options, tcp_server
+
+GRACE = 1.0
+"""Seconds a life's other threads get to come out of the world before a copy, or after the life ends."""
 
 Fake = Callable[[], Any]
 """Builds a fake once per world: a class, or any zero-argument callable."""
@@ -95,42 +98,6 @@ def _call_text(name: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> str:
     return f"{name}({', '.join(parts)})"
 
 
-class FakeRedisFor:
-    """The override for a Redis type: a client of the world's server, configured like the real one.
-
-    ``durableflow`` hands it each factory it replaces (``for_resource``); the
-    factory's client is built once (redis-py connects lazily) to read its
-    options, so a workflow decoding responses gets text, as it would.
-    """
-
-    def __init__(self, world: FakeWorld, asyncio: bool) -> None:
-        self._world = world
-        self._asyncio = asyncio
-        self._options: dict[Callable[[], Any], dict[str, Any]] = {}
-
-    def __call__(self) -> Any:
-        """A resource whose factory is the Redis class itself (``Resource(redis.Redis)``) matches this
-        override as its factory, not its type, so ``durableflow`` calls it instead of ``for_resource``."""
-        return self._world.redis_client(asyncio=self._asyncio)
-
-    def for_resource(self, factory: Callable[[], Any]) -> Callable[[], Any]:
-        options = self.options(factory)
-        self._world.served_redis_options = options
-        return lambda: self._world.redis_client(options, self._asyncio)
-
-    def options(self, factory: Callable[[], Any]) -> dict[str, Any]:
-        """How the client ``factory`` builds decodes and which database it uses: learnt once per factory
-        (building a redis-py client costs more than a short run), then remembered by every life."""
-        options = self._options.get(factory)
-        if options is None:
-            kwargs = getattr(getattr(_template(factory), "connection_pool", None), "connection_kwargs", {})
-            options = self._options[factory] = {
-                "decode_responses": bool(kwargs.get("decode_responses")),
-                "db": int(kwargs.get("db", 0)),
-            }
-        return options
-
-
 @final
 class FakeWorld:
     """One scenario's external systems: a fakeredis server and the user's fakes, with a call journal."""
@@ -156,9 +123,18 @@ class FakeWorld:
         self.served_redis_options: dict[str, Any] | None = None
         """How the Redis client last served in place of a real one decodes (``fake_redis`` follows it)."""
         self._server: Any = None
+        self._contents: RedisContents | None = None
+        self._served_clients: dict[tuple[bool, int], Any] = {}
+        """Synchronous clients of the in-process server, by (decode_responses, db): built once, each life
+        getting a copy that passes its gate."""
+        self.gate: Gate | None = None
+        """In-process, the gate of the life being lived: what it is served passes it (see ``_gates``)."""
+        self.shut_gates: list[Gate] = []
+        """Gates of ended lives that a thread was still inside when they shut."""
+        self.torn = 0
+        """How often a thread of a life stayed inside the world while the life was meant to stand still."""
         self._registry: Any = None
         self._registry_client: Any = None
-        self._clients: dict[int, Any] = {}
         self._overrides: dict[object, Any] | None = None
         if shared:  # start serving now: forked lives must find the world in the parent
             try:
@@ -182,17 +158,22 @@ class FakeWorld:
             except ImportError:
                 raise ImportError("the fake world needs fakeredis: pip install 'durableflow[pytest]'") from None
             if self._shared:
-                self._tcp_server = _tcp_server(fakeredis)
+                self._tcp_server = tcp_server(fakeredis)
                 self._tcp_address = self._tcp_server.server_address[:2]
                 threading.Thread(target=self._tcp_server.serve_forever, args=(0.05,), daemon=True).start()
                 self._server = self._tcp_server.fake_server
             else:
                 self._server = fakeredis.FakeServer()
+            self._contents = RedisContents(self._server)
         return self._server
 
     def redis_client(self, options: Mapping[str, Any] | None = None, asyncio: bool = False) -> Any:
-        """A client of this world's server with ``options`` (``decode_responses``, ``db``) of the real client."""
-        options = {"decode_responses": False, "db": 0, **(options or {})}
+        """A client of this world's server with ``options`` (``decode_responses``, ``db``) of the real client.
+
+        In-process, a synchronous client is built once per set of options and each life gets a copy that
+        passes its gate; asynchronous clients belong to the loop of the life that uses them.
+        """
+        options = client_options(options)
         if self._tcp_address is None:
             self.redis_server  # noqa: B018 - without fakeredis, it raises naming the extra to install
         if self._tcp_address is not None:  # a real client on the shared socket, as the other processes use
@@ -204,27 +185,17 @@ class FakeWorld:
             return client_cls(host=host, port=port, **options)
         import fakeredis
 
-        fake_cls: Any = fakeredis.FakeAsyncRedis if asyncio else fakeredis.FakeRedis
-        return fake_cls(server=self.redis_server, **options)
+        if asyncio:
+            return fakeredis.FakeAsyncRedis(server=self.redis_server, **options)
+        key = (bool(options["decode_responses"]), int(options["db"]))
+        client = self._served_clients.get(key)
+        if client is None:
+            client = self._served_clients[key] = fakeredis.FakeRedis(server=self.redis_server, **options)
+        return client if self.gate is None else gated_client(client, self.gate)
 
     def redis_snapshot(self) -> dict[str, Any]:
-        """Every key of every database, as JSON-comparable data."""
-        snapshot: dict[str, Any] = {}
-        for db, client in self._databases():
-            for key in sorted(client.keys()):
-                snapshot[f"{db}:{key.decode(errors='replace')}"] = _redis_value(client, key)
-        return snapshot
-
-    def _databases(self) -> Iterator[tuple[int, Any]]:
-        """A client of each database the server holds, built once per database."""
-        if self._server is None:
-            return
-        import fakeredis
-
-        for db in sorted(self._server.dbs):
-            if db not in self._clients:
-                self._clients[db] = fakeredis.FakeRedis(server=self._server, db=db)
-            yield db, self._clients[db]
+        """Every key of every database, as JSON-comparable data (shared between calls: read it only)."""
+        return {} if self._contents is None else self._contents.readable()
 
     # -- the user's fakes ------------------------------------------------------------------
 
@@ -246,7 +217,14 @@ class FakeWorld:
                 self._served[key] = (
                     Recorder(fake, _name_of(key), self.calls.append) if key in self.record_keys else fake
                 )
-            return self._served[key]
+            served = self._served[key]
+        gate = self.gate
+        return served if gate is None or self._registry is not None else Gated(served, gate)
+
+    @property
+    def redis_address(self) -> tuple[str, int] | None:
+        """Where the shared world's fakeredis listens (kill mode), if it does."""
+        return self._tcp_address
 
     def address(self) -> dict[str, Any]:
         """Where another process finds this shared world: what ``FakeWorld.reached`` takes."""
@@ -323,9 +301,8 @@ class FakeWorld:
 
     def reset(self) -> None:
         """Empty the world for the next scenario (one server serves a whole exploration)."""
-        for _, client in self._databases():
-            client.flushall()
-            break  # one FLUSHALL empties every database
+        if self._contents is not None:
+            self._contents.clear()
         self.calls.clear()
         with self._lock:
             self._built.clear()
@@ -334,34 +311,63 @@ class FakeWorld:
                 self._built.update((key, factory()) for key, factory in self.fakes.items())
 
     def capture(self) -> dict[str, Any]:
-        """The world as it stands: every Redis key dumped byte for byte, a copy of each fake, the calls so far."""
-        redis = {
-            (db, key): (client.dump(key), client.pttl(key))
-            for db, client in self._databases()
-            for key in client.keys()  # noqa: SIM118 - Redis KEYS, not a dict
-        }
-        memo: dict[int, Any] = {}  # one memo for all: fakes that share an object still share its copy
-        fakes = {}
-        with self._lock:
-            for key, fake in self._built.items():
-                try:
-                    fakes[key] = copy.deepcopy(fake, memo)
-                except Exception as exc:
-                    raise UncopyableWorld(
-                        f"the harness copies your fakes at every crash point, so they must be deep-copyable: copying "
-                        f"the fake for {_name_of(key)} (a {type(fake).__name__}) raised {type(exc).__name__}: {exc}"
-                    ) from exc
-        return {"redis": redis, "fakes": fakes, "calls": list(self.calls)}
+        """The world as it stands: every Redis key dumped byte for byte, a copy of each fake, the calls so far.
+
+        In-process, the life's other threads are held out meanwhile, so the copy is one instant of the world.
+        """
+        gate = self.gate
+        whole = gate is None or gate.pause(GRACE)
+        if not whole:
+            self.torn += 1
+        try:
+            redis = {} if self._contents is None else self._contents.dump()
+            memo: dict[int, Any] = {}  # one memo for all: fakes that share an object still share its copy
+            fakes = {}
+            with self._lock:
+                for key, fake in self._built.items():
+                    try:
+                        fakes[key] = copy.deepcopy(fake, memo)
+                    except Exception as exc:
+                        raise UncopyableWorld(
+                            f"the harness copies your fakes at every crash point, so they must be deep-copyable: "
+                            f"copying the fake for {_name_of(key)} (a {type(fake).__name__}) raised "
+                            f"{type(exc).__name__}: {exc}"
+                        ) from exc
+            calls = list(self.calls)
+        finally:
+            if gate is not None:
+                gate.resume()
+        return {"redis": redis, "fakes": fakes, "calls": calls, "whole": whole}
 
     def restore(self, state: dict[str, Any]) -> None:
         """Make the world what ``capture`` saw (each capture is restored once, so it is used as is)."""
         self.reset()
-        clients = dict(self._databases())
-        for (db, key), (dumped, ttl) in state["redis"].items():
-            clients[db].restore(key, max(ttl, 0), dumped)
+        if self._contents is not None:
+            self._contents.restore(state["redis"])
         with self._lock:
             self._built.update(state["fakes"])
         self.calls.extend(state["calls"])
+
+    # -- lives, in-process -------------------------------------------------------------
+
+    def open_gate(self) -> Gate:
+        """A new life begins: what it is served from now on passes its own gate."""
+        self.gate = Gate()
+        return self.gate
+
+    def shut_gate(self, gate: Gate) -> None:
+        """The life is over: its threads are refused the world; one still inside is remembered."""
+        if self.gate is gate:
+            self.gate = None
+        if not gate.shut(GRACE):
+            self.shut_gates.append(gate)
+
+    def disturbance(self) -> tuple[int, int, int]:
+        """Calls of ended lives inside the world now, those that came out of it after their life ended, and
+        pauses a thread did not stand still for. A scenario that begins with the first above zero, or sees
+        the others grow, ran in a world that was not its own alone."""
+        gates = self.shut_gates
+        return sum(gate.inside for gate in gates), sum(gate.late for gate in gates), self.torn
 
     def close(self) -> None:
         if self._tcp_server is not None:
@@ -379,59 +385,5 @@ class UncopyableWorld(TypeError):
     """A fake that ``copy.deepcopy`` refuses: the world cannot be captured at a crash point."""
 
 
-def _tcp_server(fakeredis: Any) -> Any:
-    """A fakeredis server on a loopback port that answers without Nagle's delay.
-
-    It writes each reply of a pipeline (or of MULTI/EXEC) as a small write of
-    its own; with Nagle, every one after the first waits for the client's
-    delayed ACK, 40 ms a round trip instead of a tenth of one.
-    """
-
-    class Server(fakeredis.TcpFakeServer):  # type: ignore[misc]
-        def get_request(self) -> tuple[socket.socket, Any]:
-            connection, address = super().get_request()
-            connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            return connection, address
-
-    return Server(("127.0.0.1", 0), server_type="redis")
-
-
-def _template(factory: Callable[[], Any]) -> Any:
-    try:
-        client = factory()
-    except Exception:  # a factory that needs the real server: fall back to redis-py's defaults
-        return None
-    if inspect.iscoroutine(client):  # an async factory: not worth a loop to learn its options
-        client.close()
-        return None
-    return client
-
-
 def _name_of(key: object) -> str:
     return str(getattr(key, "__qualname__", None) or getattr(key, "__name__", None) or key)
-
-
-def _redis_value(client: Any, key: bytes) -> Any:
-    kind = client.type(key).decode()
-    if kind == "string":
-        value: Any = client.get(key)
-    elif kind == "list":
-        value = client.lrange(key, 0, -1)
-    elif kind == "hash":
-        # JSON keys are text
-        value = {field.decode(errors="replace"): v for field, v in sorted(client.hgetall(key).items())}
-    elif kind == "set":
-        value = sorted(client.smembers(key))
-    elif kind == "zset":
-        value = client.zrange(key, 0, -1, withscores=True)
-    else:
-        value = f"<{kind}>"
-    return {"type": kind, "value": json.loads(json.dumps(value, default=_text))}
-
-
-def _text(value: Any) -> Any:
-    if isinstance(value, bytes):
-        return value.decode(errors="replace")
-    if isinstance(value, tuple):
-        return list(value)
-    raise TypeError(type(value).__name__)

@@ -73,7 +73,7 @@ def probe(exploration: Exploration, report: Report, hits: list[str]) -> None:
         else:
             life = exploration.lives.live_here(store, None, first=True, errands=Errands(probe_at=point))
     finally:
-        store.close()
+        exploration.stores.discard(store, exploration.run_id)
     if life.probe is not None:
         scenario_id = PROBE + point
         rerun = exploration.settings.rerun.replace("{id}", scenario_id)
@@ -107,7 +107,7 @@ def zombie(exploration: Exploration, scenario_id: str) -> tuple[list[Life], Fina
         )
         return [before, *takeover, after], final
     finally:
-        store.close()
+        exploration.stores.discard(store, exploration.run_id)
 
 
 def _paused_after(life: Life, point: str, position: int | None) -> int:

@@ -8,12 +8,13 @@ the lives that resume them from this *zygote*, an interpreter started under
 a hash seed derived from the exploration's ``hash_seed``, and a second
 resume from the test's process again.
 
-The zygote never runs a workflow itself; it only unpickles an exploration
-(the workflow, its start event, ``respond``, the fakes and where the shared
-world listens) and forks a child per life. Objects are pickled by reference
-where they can be imported and by value otherwise (cloudpickle, when
-installed), so workflows defined in a test function travel too. One zygote
-serves every exploration of the process, so its start is paid once.
+The zygote never runs the user's workflow itself; it unpickles an
+exploration (the workflow, its start event, ``respond``, the fakes and where
+the shared world listens), warms up on a run of its own (``_warmup``) and
+forks a child per life. Objects are pickled by reference where they can be
+imported and by value otherwise (cloudpickle, when installed), so workflows
+defined in a test function travel too. Two zygotes under two hash seeds
+serve every exploration of the process, so their start is paid once.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ import atexit
 import contextlib
 import os
 import pickle
+import signal
 import socket
 import struct
 import subprocess
@@ -83,7 +85,7 @@ def open_store(address: tuple[Any, ...]) -> Checkpointer:
 
 @final
 class Zygote:
-    """The handle on the zygote process: load an exploration, fork a life, reap it."""
+    """The handle on the zygote process: load an exploration, fork a life."""
 
     def __init__(self, seed: int) -> None:
         ours, theirs = socket.socketpair()
@@ -102,13 +104,21 @@ class Zygote:
             theirs.close()
         self.sock = ours
         self.loaded: set[int] = set()
-        self.probe = self._ask(("hello",))[1]
-        """``hash`` of a fixed text there: lives of two zygotes differ in hash order when their probes differ."""
+        self._send(("hello",))  # answered when first asked for: zygotes started together boot together
+        self._probe: int | None = None
+
+    @property
+    def probe(self) -> int:
+        """``hash`` of a fixed text there: lives of two interpreters differ in hash order when their probes differ."""
+        if self._probe is None:
+            self._probe = int(self._receive()[1])
+        return self._probe
 
     def alive(self) -> bool:
         return self.process.poll() is None
 
     def load(self, key: int, payload: bytes) -> None:
+        self.probe  # noqa: B018 - the hello's answer comes first
         reply = self._ask(("load", key, payload))
         if reply[0] != "ok":
             raise ZygoteUnavailable(f"the second interpreter could not load the exploration: {reply[1]}")
@@ -120,18 +130,14 @@ class Zygote:
             with contextlib.suppress(OSError, EOFError):
                 self._send(("forget", key))
 
-    def fork(self, key: int, store: tuple[Any, ...], first: bool, capture: set[str] | None, **life: Any) -> int:
-        """Fork a life of exploration ``key`` in the zygote; ``life`` holds its clock and its two pipe ends."""
+    def fork(self, key: int, store: tuple[Any, ...], first: bool, capture: set[str] | None, **life: Any) -> None:
+        """Have the zygote fork a life of exploration ``key``; ``life`` holds its clock and its two pipe ends.
+
+        One way: the child says its pid on its report pipe, and the zygote reaps it by itself (its SIGCHLD
+        is ignored), so a life costs the test's process no round trip to the zygote.
+        """
         fds = [life.pop("reports"), life.pop("go")]
         _send(self.sock, ("fork", key, store, first, capture, life), fds)
-        reply = self._receive()
-        if reply[0] != "pid":
-            raise ZygoteUnavailable(f"the second interpreter could not fork a life: {reply[1]}")
-        return int(reply[1])
-
-    def reap(self, pid: int) -> None:
-        """Wait until the life ``pid`` is gone for good (its lease then counts as held by a dead process)."""
-        self._ask(("reap", pid))
 
     def close(self) -> None:
         with contextlib.suppress(OSError):
@@ -176,27 +182,31 @@ def zygote(seed: int) -> Zygote:
     return handle
 
 
-def hash_seed_for(seed: int) -> int:
-    """The zygote's hash seed for an exploration's ``hash_seed`` (0 would turn hash randomization off)."""
-    return seed % 4294967295 + 1
+def hash_seeds_for(seed: int) -> tuple[int, int]:
+    """The two zygotes' hash seeds for an exploration's ``hash_seed`` (0 would turn hash randomization off)."""
+    return seed % 4294967295 + 1, (seed + 1) % 4294967295 + 1
 
 
-def hand_over(exploration: Exploration, key: int, seed: int) -> Zygote:
-    """Load ``exploration`` into the zygote of ``seed``, or raise ``ZygoteUnavailable`` saying why it cannot."""
+def hand_over(exploration: Exploration, key: int, seeds: tuple[int, ...]) -> list[Zygote]:
+    """Load ``exploration`` into the zygotes of ``seeds``, or raise ``ZygoteUnavailable`` saying why it cannot."""
     try:
         payload = dumps(
             (
                 exploration.make, exploration.start, exploration.run_id, exploration.settings.respond,
                 exploration.settings.hang_after, exploration.world.address(), exploration.clock is not None,
-                exploration.settings.compact, exploration.cls.__qualname__,
+                exploration.settings.compact, exploration.cls, exploration.cls.__qualname__,
             )
         )  # fmt: skip
     except Exception as exc:
         hint = "" if _has_cloudpickle() else " (pip install cloudpickle to send objects defined in a test by value)"
         raise ZygoteUnavailable(f"the exploration cannot be pickled: {type(exc).__name__}: {exc}{hint}") from None
-    handle = zygote(seed)
-    handle.load(key, payload)
-    return handle
+    handles = [zygote(seed) for seed in seeds]  # all started before any is waited for
+    try:
+        for handle in handles:
+            handle.load(key, payload)
+    except (OSError, EOFError) as exc:
+        raise ZygoteUnavailable(f"the second interpreter went away: {exc}") from None
+    return handles
 
 
 def _has_cloudpickle() -> bool:
@@ -254,7 +264,11 @@ class Loaded:
 
 def serve() -> None:  # pragma: no cover - runs in the zygote, measured through the tests' explorations
     """The zygote's loop: answer the test's process until it goes away."""
+    from . import _kill  # noqa: F401 - imported once here, not in every forked life
+
     sock = socket.socket(fileno=int(os.environ["DURABLEFLOW_ZYGOTE_FD"]))
+    # Its lives are reaped by the kernel as they exit: the test's process sees one gone without asking.
+    signal.signal(signal.SIGCHLD, signal.SIG_IGN)
     loaded: dict[int, Loaded] = {}
     freezer: Any = None
     while True:
@@ -277,21 +291,17 @@ def serve() -> None:  # pragma: no cover - runs in the zygote, measured through 
             try:
                 pid = os.fork()
             except OSError as exc:
-                _send(sock, ("error", str(exc)), [])
-                continue
+                os.write(fds[0], f"E error the second interpreter could not fork a life: {exc}\n".encode())
+                pid = -1
             if pid == 0:
                 sock.close()
+                signal.signal(signal.SIGCHLD, signal.SIG_DFL)  # the workflow's own subprocesses report their exit
                 try:
                     _live(loaded[key], store, first, capture, life, fds)
                 finally:
                     os._exit(0)
             for fd in fds:
                 os.close(fd)
-            _send(sock, ("pid", pid), [])
-        elif kind == "reap":
-            with contextlib.suppress(ChildProcessError):
-                os.waitpid(message[1], 0)
-            _send(sock, ("reaped",), [])
 
 
 _kept: list[Any] = []
@@ -305,9 +315,10 @@ def _load(payload: bytes, freezer: Any) -> tuple[Loaded, Any]:  # pragma: no cov
     from ._settings import Settings
     from ._world import FakeWorld
 
-    make, start, run_id, respond, hang_after, world, frozen, compact, qualname = pickle.loads(payload)
-    if isinstance(make, type):  # a class sent by value comes back named by its bare name: runs are bound to it
-        make.__qualname__ = qualname
+    make, start, run_id, respond, hang_after, world, frozen, compact, cls, qualname = pickle.loads(payload)
+    # A class sent by value comes back named by its bare name, and runs are bound to the name; a factory's
+    # class came in the same payload, so it is the very class the factory returns instances of.
+    cls.__qualname__ = qualname
     clock = None
     if frozen:
         if freezer is None:
@@ -325,7 +336,29 @@ def _load(payload: bytes, freezer: Any) -> tuple[Loaded, Any]:  # pragma: no cov
     exploration.world = FakeWorld.reached(world)
     exploration.world.overrides()
     exploration.lives = Lives(exploration)  # type: ignore[arg-type]
+    _warm(exploration.world, cls)
     return exploration, freezer
+
+
+_warmed: list[bool] = []
+
+
+def _warm(world: Any, cls: type) -> None:  # pragma: no cover - runs in the zygote
+    """Build, here and once, what every forked life would otherwise build for itself."""
+    import gc
+
+    from ._warmup import warm_up
+
+    with contextlib.suppress(Exception):  # warming is only an optimisation: a life forked cold is still right
+        warm_up(cls, run=not _warmed)
+    _warmed.append(True)
+    if world.redis_address is not None:
+        client = world.redis_client()
+        with contextlib.suppress(Exception):
+            client.ping()
+        client.close()
+        client.connection_pool.disconnect()  # no connection of the zygote's may reach a forked life
+    gc.freeze()  # what is loaded stays out of the collector's sight in every life forked from here
 
 
 def _live(  # pragma: no cover - runs in a child of the zygote
@@ -338,6 +371,7 @@ def _live(  # pragma: no cover - runs in a child of the zygote
 
     gc.disable()
     reports, go = fds
+    os.write(reports, f"I {os.getpid()}\n".encode())  # who to kill should it overstay, and to see gone
     if exploration.settings.compact:  # this child's alone: the zygote serves other explorations too
         from ._lives import compacting
 

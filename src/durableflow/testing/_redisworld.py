@@ -1,0 +1,199 @@
+"""The fake world's Redis: clients that stand for the workflow's own, and its contents copied, put back and read.
+
+The harness copies the world at every crash point and reads it at the end of
+every scenario. Through the Redis protocol each key costs a few round trips
+of redis-py and fakeredis; here the server's databases are read and written
+directly, under the lock that fakeredis holds for every command, so a copy is
+also one instant of the server however many clients write to it. A value is
+copied as ``DUMP`` copies it (pickled), and read out for comparison through
+the protocol of a scratch server, once per distinct value.
+"""
+
+from __future__ import annotations
+
+import inspect
+import json
+import pickle
+import socket
+import time
+from collections.abc import Callable, Mapping
+from typing import Any, final
+
+Dumped = dict[tuple[int, bytes], tuple[bytes, float | None]]
+"""Every key of every database: its value pickled, and the seconds it has left to live (``None``: forever)."""
+
+
+def _item_class() -> Any:
+    try:
+        from fakeredis._core import Item  # type: ignore[attr-defined, unused-ignore]
+    except ImportError:  # fakeredis before 2.30 kept it beside its commands
+        from fakeredis._commands import Item  # type: ignore[attr-defined, no-redef, unused-ignore]
+    return Item
+
+
+@final
+class RedisContents:
+    """Copies, restores, empties and reads out one fakeredis server's databases."""
+
+    def __init__(self, server: Any) -> None:
+        self.server = server
+        self._item = _item_class()
+        self._readable: dict[bytes, dict[str, Any]] = {}
+        """Each value read out so far, by its pickled bytes: most scenarios end with the same few values."""
+        self._scratch: Any = None
+
+    def dump(self) -> Dumped:
+        now = time.time()  # fakeredis's clock: the frozen one during an exploration
+        with self.server.lock:
+            return {
+                (db, key): (pickle.dumps(item.value, pickle.HIGHEST_PROTOCOL), _left(item.expireat, now))
+                for db, database in self.server.dbs.items()
+                for key, item in database._dict.items()
+                if item.expireat is None or item.expireat >= now
+            }
+
+    def restore(self, dumped: Dumped) -> None:
+        """Make the server hold exactly ``dumped``; keys keep the time they had left, as ``RESTORE`` would."""
+        now = time.time()
+        with self.server.lock:
+            self._clear()
+            for (db, key), (value, left) in dumped.items():
+                item = self._item(pickle.loads(value))
+                item.expireat = None if left is None else now + left
+                self.server.dbs[db][key] = item  # also schedules the expiry
+
+    def clear(self) -> None:
+        with self.server.lock:
+            self._clear()
+
+    def _clear(self) -> None:
+        for database in self.server.dbs.values():
+            database.clear()
+
+    def readable(self) -> dict[str, Any]:
+        """Every key as JSON-comparable data, named ``db:key``: ``{"type": "hash", "value": {...}}``.
+
+        The values returned are shared between calls: read them, never change them.
+        """
+        snapshot: dict[str, Any] = {}
+        for (db, key), (value, _) in sorted(self.dump().items()):
+            shown = self._readable.get(value)
+            if shown is None:
+                shown = self._readable[value] = self._read_out(value)
+            snapshot[f"{db}:{key.decode(errors='replace')}"] = shown
+        return snapshot
+
+    def _read_out(self, value: bytes) -> dict[str, Any]:
+        """Read a pickled value as a client would, on a scratch server of its own."""
+        import fakeredis
+
+        if self._scratch is None:
+            server = fakeredis.FakeServer()
+            self._scratch = (server, fakeredis.FakeRedis(server=server))
+        server, client = self._scratch
+        with server.lock:
+            server.dbs[0][b"value"] = self._item(pickle.loads(value))
+        try:
+            return redis_value(client, b"value")
+        finally:
+            client.delete(b"value")
+
+
+def _left(expireat: float | None, now: float) -> float | None:
+    return None if expireat is None else max(expireat - now, 0.0)
+
+
+def redis_value(client: Any, key: bytes) -> dict[str, Any]:
+    """One key's type and value, as JSON-comparable data."""
+    kind = client.type(key).decode()
+    if kind == "string":
+        value: Any = client.get(key)
+    elif kind == "list":
+        value = client.lrange(key, 0, -1)
+    elif kind == "hash":
+        # JSON keys are text
+        value = {field.decode(errors="replace"): v for field, v in sorted(client.hgetall(key).items())}
+    elif kind == "set":
+        value = sorted(client.smembers(key))
+    elif kind == "zset":
+        value = client.zrange(key, 0, -1, withscores=True)
+    else:
+        value = f"<{kind}>"
+    return {"type": kind, "value": json.loads(json.dumps(value, default=_text))}
+
+
+def _text(value: Any) -> Any:
+    if isinstance(value, bytes):
+        return value.decode(errors="replace")
+    if isinstance(value, tuple):
+        return list(value)
+    raise TypeError(type(value).__name__)
+
+
+class FakeRedisFor:
+    """The override for a Redis type: a client of the world's server, configured like the real one.
+
+    ``durableflow`` hands it each factory it replaces (``for_resource``); the
+    factory's client is built once (redis-py connects lazily) to read its
+    options, so a workflow decoding responses gets text, as it would.
+    """
+
+    def __init__(self, world: Any, asyncio: bool) -> None:
+        self._world = world
+        self._asyncio = asyncio
+        self._options: dict[Callable[[], Any], dict[str, Any]] = {}
+
+    def __call__(self) -> Any:
+        """A resource whose factory is the Redis class itself (``Resource(redis.Redis)``) matches this
+        override as its factory, not its type, so ``durableflow`` calls it instead of ``for_resource``."""
+        return self._world.redis_client(asyncio=self._asyncio)
+
+    def for_resource(self, factory: Callable[[], Any]) -> Callable[[], Any]:
+        options = self.options(factory)
+        self._world.served_redis_options = options
+        return lambda: self._world.redis_client(options, self._asyncio)
+
+    def options(self, factory: Callable[[], Any]) -> dict[str, Any]:
+        """How the client ``factory`` builds decodes and which database it uses: learnt once per factory
+        (building a redis-py client costs more than a short run), then remembered by every life."""
+        options = self._options.get(factory)
+        if options is None:
+            kwargs = getattr(getattr(_template(factory), "connection_pool", None), "connection_kwargs", {})
+            options = self._options[factory] = {
+                "decode_responses": bool(kwargs.get("decode_responses")),
+                "db": int(kwargs.get("db", 0)),
+            }
+        return options
+
+
+def _template(factory: Callable[[], Any]) -> Any:
+    try:
+        client = factory()
+    except Exception:  # a factory that needs the real server: fall back to redis-py's defaults
+        return None
+    if inspect.iscoroutine(client):  # an async factory: not worth a loop to learn its options
+        client.close()
+        return None
+    return client
+
+
+def tcp_server(fakeredis: Any) -> Any:
+    """A fakeredis server on a loopback port that answers without Nagle's delay.
+
+    It writes each reply of a pipeline (or of MULTI/EXEC) as a small write of
+    its own; with Nagle, every one after the first waits for the client's
+    delayed ACK, 40 ms a round trip instead of a tenth of one.
+    """
+
+    class Server(fakeredis.TcpFakeServer):  # type: ignore[misc]
+        def get_request(self) -> tuple[socket.socket, Any]:
+            connection, address = super().get_request()
+            connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            return connection, address
+
+    return Server(("127.0.0.1", 0), server_type="redis")
+
+
+def client_options(options: Mapping[str, Any] | None) -> dict[str, Any]:
+    """A served client's options: the real client's decoding and database, raw bytes on db 0 by default."""
+    return {"decode_responses": False, "db": 0, **(options or {})}
