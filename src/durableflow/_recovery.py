@@ -10,6 +10,9 @@ times fails the run with ``StepCrashLoopError`` instead of killing it again.
 
 from __future__ import annotations
 
+import functools
+import hashlib
+import inspect
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
@@ -17,7 +20,7 @@ from typing import TYPE_CHECKING
 from ._clock import get_clock
 from ._errors import StepCrashLoopError
 from ._events import Event, StepFailedEvent, WorkflowFailedEvent
-from ._retry import RetryInfo
+from ._retry import RetryInfo, RetryPolicy
 
 if TYPE_CHECKING:
     from ._runner import Runner
@@ -59,8 +62,29 @@ def failed(run: RunState, delivery: Delivery, exc: Exception) -> None:
     first = delivery.failures[0][0] if delivery.failures else now
     delivery.failures = ((first, exc, now),)
     delivery.attempt += 1
+    # The retry is a new execution: it sends its events again, as llama-index-workflows' retries do.
+    # What the failed attempt sent stays accepted; only a re-execution after a crash skips sends.
+    delivery.sent = 0
     delivery.running = False
     run.touched.add((delivery.eid, delivery.step))
+
+
+def retry_delay(policy: RetryPolicy, run_id: str, step: str, delivery: Delivery, exc: Exception) -> float | None:
+    """Ask the step's policy for the wait before the next attempt, or ``None`` to give up.
+
+    Random waits are seeded from the run, the step and the attempt, as llama-index-workflows
+    does, so a retry replayed after a crash waits as long as it was going to; a policy whose
+    ``next`` takes no ``seed`` is asked without one.
+    """
+    if "seed" not in _next_parameters(type(policy)):
+        return policy.next(elapsed(delivery), delivery.attempt, exc)
+    digest = hashlib.sha256(f"{run_id}:{step}:{delivery.attempt}".encode()).hexdigest()
+    return policy.next(elapsed(delivery), delivery.attempt, exc, seed=int(digest, 16) & 0xFFFF_FFFF)  # type: ignore[call-arg]
+
+
+@functools.cache
+def _next_parameters(kind: type[RetryPolicy]) -> frozenset[str]:
+    return frozenset(inspect.signature(kind.next).parameters)
 
 
 def elapsed(delivery: Delivery) -> float:

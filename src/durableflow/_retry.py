@@ -1,83 +1,38 @@
 """Retry policies for steps: how long to wait before the next attempt, or ``None`` to give up.
 
-``retry_policy(retry=..., wait=..., stop=...)`` composes tenacity's own
-strategies (re-exported here); the two ready-made policies keep
-llama-index-workflows' numbers: ``attempts`` counts failures from 1, the
-n-th retry waits ``initial_delay * multiplier**(n-1)``, and jitter draws from
-``[0, delay]``, from ``random.Random(seed)`` when a seed is given.
+``retry_policy(retry=..., wait=..., stop=...)`` composes the strategies of
+``_retry_strategies`` (tenacity's own classes), as llama-index-workflows 2.26
+does: ``attempts`` counts failures from 1, the wait strategy is asked for retry
+number ``attempts - 1``, and a ``seed`` makes random waits repeatable. The two
+ready-made policies of older releases build the same thing and warn.
 """
 
 from __future__ import annotations
 
-import random
+import warnings
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Protocol, runtime_checkable
 
 import tenacity
-from tenacity import (
-    retry_all,
-    retry_any,
-    retry_if_exception,
-    retry_if_exception_cause_type,
-    retry_if_exception_message,
-    retry_if_exception_type,
-    retry_if_not_exception_message,
-    retry_if_not_exception_type,
-    retry_unless_exception_type,
+
+from ._retry_strategies import (
+    RetryCondition,
+    StopCondition,
+    WaitStrategy,
+    is_native,
     stop_after_attempt,
-    stop_after_delay,
-    stop_all,
-    stop_any,
-    stop_before_delay,
-    wait_chain,
-    wait_combine,
     wait_exponential,
-    wait_exponential_jitter,
     wait_fixed,
-    wait_full_jitter,
-    wait_incrementing,
-    wait_none,
-    wait_random,
     wait_random_exponential,
 )
-from tenacity.retry import retry_base
-from tenacity.stop import stop_base
-from tenacity.wait import wait_base
 
 __all__ = [
     "ConstantDelayRetryPolicy",
     "ExponentialBackoffRetryPolicy",
     "RetryInfo",
     "RetryPolicy",
-    "retry_all",
-    "retry_always",
-    "retry_any",
-    "retry_if_exception",
-    "retry_if_exception_cause_type",
-    "retry_if_exception_message",
-    "retry_if_exception_type",
-    "retry_if_not_exception_message",
-    "retry_if_not_exception_type",
-    "retry_never",
     "retry_policy",
-    "retry_unless_exception_type",
-    "stop_after_attempt",
-    "stop_after_delay",
-    "stop_all",
-    "stop_any",
-    "stop_before_delay",
-    "stop_never",
-    "wait_chain",
-    "wait_combine",
-    "wait_exponential",
-    "wait_exponential_jitter",
-    "wait_fixed",
-    "wait_full_jitter",
-    "wait_incrementing",
-    "wait_none",
-    "wait_random",
-    "wait_random_exponential",
 ]
 
 
@@ -100,27 +55,6 @@ class RetryInfo:
     last_failed_at: datetime | None
 
 
-class retry_always(retry_base):
-    """Retry whatever the step raised."""
-
-    def __call__(self, retry_state: Any) -> bool:
-        return True
-
-
-class retry_never(retry_base):
-    """Never retry."""
-
-    def __call__(self, retry_state: Any) -> bool:
-        return False
-
-
-class stop_never(stop_base):
-    """Never give up (the run's timeout is then the bound)."""
-
-    def __call__(self, retry_state: Any) -> bool:
-        return False
-
-
 class _Attempt:
     """What tenacity's strategies read of a retry: the attempt number, the outcome, the time spent."""
 
@@ -133,60 +67,70 @@ class _Attempt:
         self.outcome.set_exception(error)
 
 
-@dataclass(frozen=True)
-class _ComposedPolicy:
-    retry: retry_base | None
-    wait: wait_base
-    stop: stop_base
+class _ComposableRetryPolicy:
+    """``retry_policy``'s result: ask ``retry``, then ``wait`` for the delay, then ``stop`` with that delay."""
+
+    def __init__(self, retry: Any = None, wait: Any = None, stop: Any = None) -> None:
+        self.retry = retry
+        self.wait = wait if wait is not None else wait_fixed(5)
+        self.stop = stop if stop is not None else stop_after_attempt(3)
+
+    def __repr__(self) -> str:
+        return f"retry_policy(retry={self.retry!r}, wait={self.wait!r}, stop={self.stop!r})"
 
     def next(self, elapsed_time: float, attempts: int, error: Exception, *, seed: int | None = None) -> float | None:
+        # tenacity's own strategies (not ours) read a retry state instead; give them one
         state = _Attempt(max(attempts, 1), elapsed_time, error)
-        if self.retry is not None and not self.retry(state):  # type: ignore[arg-type]
+        if self.retry is not None and not (self.retry(error) if is_native(self.retry) else self.retry(state)):
             return None
-        state.upcoming_sleep = delay = float(self.wait(state))  # type: ignore[arg-type]
-        return None if self.stop(state) else delay  # type: ignore[arg-type]
+        delay = float(self.wait(max(attempts - 1, 0), seed=seed) if is_native(self.wait) else self.wait(state))
+        state.upcoming_sleep = delay
+        stop = self.stop(attempts, elapsed_time, upcoming_sleep=delay) if is_native(self.stop) else self.stop(state)
+        return None if stop else delay
 
 
 def retry_policy(
-    retry: retry_base | None = None, wait: wait_base | None = None, stop: stop_base | None = None
+    retry: RetryCondition | None = None, wait: WaitStrategy | None = None, stop: StopCondition | None = None
 ) -> RetryPolicy:
-    """A policy from tenacity's pieces: whether to retry an error, how long to wait, when to stop.
+    """A policy from its pieces: whether to retry an error, how long to wait, when to stop.
 
     Defaults as llama-index-workflows': retry any error, 5 seconds apart, 3 attempts in all.
+    Combine pieces with ``|`` and ``&`` (conditions) and ``+`` (waits).
     """
-    return _ComposedPolicy(retry, wait if wait is not None else wait_fixed(5), stop or stop_after_attempt(3))
+    return _ComposableRetryPolicy(retry, wait, stop)
 
 
-@dataclass(frozen=True)
-class ConstantDelayRetryPolicy:
-    """Retry after the same ``delay`` until ``maximum_attempts`` attempts have failed."""
+def ConstantDelayRetryPolicy(maximum_attempts: int = 3, delay: float = 5) -> RetryPolicy:
+    """Deprecated: ``retry_policy(wait=wait_fixed(delay), stop=stop_after_attempt(maximum_attempts))``."""
+    warnings.warn(
+        "ConstantDelayRetryPolicy is deprecated, use "
+        "retry_policy(wait=wait_fixed(delay), stop=stop_after_attempt(n)) instead",
+        DeprecationWarning,
+        stacklevel=2,
+    )
+    return _ComposableRetryPolicy(wait=wait_fixed(delay), stop=stop_after_attempt(maximum_attempts))
 
-    maximum_attempts: int = 3
-    delay: float = 5.0
 
-    def next(self, elapsed_time: float, attempts: int, error: Exception, *, seed: int | None = None) -> float | None:
-        return self.delay if attempts < self.maximum_attempts else None
+def ExponentialBackoffRetryPolicy(
+    maximum_attempts: int = 5,
+    initial_delay: float = 1.0,
+    multiplier: float = 2.0,
+    max_delay: float = 60.0,
+    jitter: bool = True,
+) -> RetryPolicy:
+    """Deprecated: ``retry_policy(wait=wait_exponential(...) or wait_random_exponential(...), stop=...)``.
 
-
-@dataclass(frozen=True)
-class ExponentialBackoffRetryPolicy:
-    """Retry after ``initial_delay * multiplier**(n-1)`` seconds for the n-th retry, capped at ``max_delay``.
-
-    With ``jitter`` each delay is drawn from ``[0, delay]`` ("full jitter"), so
-    that many runs failing together do not retry in lockstep; a ``seed`` makes
-    the draw repeatable.
+    The n-th retry waits ``initial_delay * multiplier**(n-1)`` seconds, capped at
+    ``max_delay``; with ``jitter`` the wait is drawn from ``[0, that]``.
     """
-
-    maximum_attempts: int = 5
-    initial_delay: float = 1.0
-    multiplier: float = 2.0
-    max_delay: float = 60.0
-    jitter: bool = True
-
-    def next(self, elapsed_time: float, attempts: int, error: Exception, *, seed: int | None = None) -> float | None:
-        if attempts >= self.maximum_attempts:
-            return None
-        delay = max(0.0, min(self.max_delay, self.initial_delay * self.multiplier ** max(attempts - 1, 0)))
-        if not self.jitter:
-            return delay
-        return (random.Random(seed) if seed is not None else random).uniform(0.0, delay)
+    warnings.warn(
+        "ExponentialBackoffRetryPolicy is deprecated, use "
+        "retry_policy(wait=wait_exponential(...), stop=stop_after_attempt(n)) instead",
+        DeprecationWarning,
+        stacklevel=2,
+    )
+    kind = wait_random_exponential if jitter else wait_exponential
+    return _ComposableRetryPolicy(
+        wait=kind(multiplier=initial_delay, exp_base=multiplier, max=max_delay),
+        stop=stop_after_attempt(maximum_attempts),
+    )

@@ -344,7 +344,8 @@ class Runner:
                         run_id=self.run.run_id, step=spec.name, event=event, output=None, error=exc
                     )
                 clock = get_clock()
-                delay = spec.retry.next(_recovery.elapsed(delivery), delivery.attempt, exc) if spec.retry else None
+                retry = spec.retry
+                delay = _recovery.retry_delay(retry, self.run.run_id, spec.name, delivery, exc) if retry else None
                 if delay is None or self.done:
                     handoff = None if self.done else _recovery.handoff(self, spec, delivery, event, exc)
                     if handoff is not None:

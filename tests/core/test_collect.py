@@ -236,7 +236,7 @@ async def test_context_methods_need_a_running_run_or_a_step() -> None:
 
 async def test_a_collector_that_fails_after_collecting_gets_the_same_set_on_retry() -> None:
     """Events a failed attempt had collected go back to the buffer, so the retry collects them again."""
-    from durableflow import ConstantDelayRetryPolicy
+    from durableflow import retry_policy, stop_after_attempt, wait_fixed
 
     attempts: list[list[str] | None] = []
 
@@ -247,7 +247,7 @@ async def test_a_collector_that_fails_after_collecting_gets_the_same_set_on_retr
             ctx.send_event(B(tag="b1"))
             return None
 
-        @step(num_workers=1, retry=ConstantDelayRetryPolicy(maximum_attempts=2, delay=0.001))
+        @step(num_workers=1, retry=retry_policy(wait=wait_fixed(0.001), stop=stop_after_attempt(2)))
         async def join(self, ev: A | B, ctx: Context) -> StopEvent | None:
             got = ctx.collect_events(ev, [A, B])
             attempts.append(None if got is None else [e.tag for e in got])

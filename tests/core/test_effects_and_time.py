@@ -245,12 +245,12 @@ async def test_timeout_is_a_deadline_that_survives_a_restore(manual_clock, until
 
 async def test_retry_delays_read_the_clock(manual_clock) -> None:
     """A retry waits its delay on durableflow's clock, so a moved clock releases it."""
-    from durableflow import ConstantDelayRetryPolicy
+    from durableflow import retry_policy, stop_after_attempt, wait_fixed
 
     attempts: list[int] = []
 
     class Retry(Workflow):
-        @step(retry=ConstantDelayRetryPolicy(maximum_attempts=2, delay=3600))
+        @step(retry=retry_policy(wait=wait_fixed(3600), stop=stop_after_attempt(2)))
         async def go(self, ev: StartEvent, ctx: Context) -> StopEvent:
             attempts.append(ctx.attempt)
             if ctx.attempt == 1:

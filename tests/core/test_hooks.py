@@ -8,7 +8,6 @@ import pytest
 
 import durableflow
 from durableflow import (
-    ConstantDelayRetryPolicy,
     Event,
     MemoryCheckpointer,
     StartEvent,
@@ -18,7 +17,10 @@ from durableflow import (
     crashpoint,
     hookimpl,
     plugin_manager,
+    retry_policy,
     step,
+    stop_after_attempt,
+    wait_fixed,
 )
 from durableflow._crashpoints import armed
 
@@ -129,7 +131,7 @@ async def test_hooks_see_failed_attempts_and_a_failed_run(recorder: Recorder) ->
     boom = ValueError("bad input")
 
     class Failing(Workflow):
-        @step(retry=ConstantDelayRetryPolicy(maximum_attempts=2, delay=0.001))
+        @step(retry=retry_policy(wait=wait_fixed(0.001), stop=stop_after_attempt(2)))
         async def only(self, ev: StartEvent) -> StopEvent:
             raise boom
 

@@ -289,7 +289,7 @@ async def test_a_run_keeps_the_overrides_it_started_with() -> None:
 
 async def test_a_failed_build_is_not_cached_so_a_retry_builds_again() -> None:
     """A cached factory that raised is called again by the next attempt instead of replaying the error."""
-    from durableflow import ConstantDelayRetryPolicy
+    from durableflow import retry_policy, stop_after_attempt, wait_fixed
 
     calls = []
 
@@ -300,7 +300,7 @@ async def test_a_failed_build_is_not_cached_so_a_retry_builds_again() -> None:
         return Client("second try")
 
     class Retrying(Workflow):
-        @step(retry=ConstantDelayRetryPolicy(maximum_attempts=2, delay=0.001))
+        @step(retry=retry_policy(wait=wait_fixed(0.001), stop=stop_after_attempt(2)))
         async def use(self, ev: StartEvent, client: Annotated[Client, Resource(flaky)]) -> StopEvent:
             return StopEvent(result=client.label)
 

@@ -15,7 +15,12 @@ from durableflow import (
     StartEvent,
     StopEvent,
     Workflow,
+    retry_policy,
     step,
+    stop_after_attempt,
+    wait_exponential,
+    wait_fixed,
+    wait_random_exponential,
 )
 
 
@@ -45,9 +50,13 @@ def flaky_workflow(policy: RetryPolicy | None, fail_times: int) -> Workflow:
     return wf
 
 
-async def test_constant_delay_retries_until_success_and_ctx_attempt_counts() -> None:
-    """A step failing twice under ConstantDelayRetryPolicy(3) succeeds on attempt 3; ctx.attempt reads 1, 2, 3."""
-    wf = flaky_workflow(ConstantDelayRetryPolicy(maximum_attempts=3, delay=0.02), fail_times=2)
+def fixed(delay: float, attempts: int) -> RetryPolicy:
+    return retry_policy(wait=wait_fixed(delay), stop=stop_after_attempt(attempts))
+
+
+async def test_a_fixed_delay_retries_until_success_and_ctx_attempt_counts() -> None:
+    """A step failing twice under a 3-attempt policy succeeds on attempt 3; ctx.attempt reads 1, 2, 3."""
+    wf = flaky_workflow(fixed(0.02, 3), fail_times=2)
     loop = asyncio.get_running_loop()
     started = loop.time()
     assert await wf.run() == "ok after 3"
@@ -57,7 +66,7 @@ async def test_constant_delay_retries_until_success_and_ctx_attempt_counts() -> 
 
 async def test_step_failing_every_attempt_fails_the_run_with_the_original_exception() -> None:
     """After maximum_attempts failures the run fails with the step's own last exception."""
-    wf = flaky_workflow(ConstantDelayRetryPolicy(maximum_attempts=3, delay=0.001), fail_times=99)
+    wf = flaky_workflow(fixed(0.001, 3), fail_times=99)
     with pytest.raises(Flaky, match="attempt 3"):
         await wf.run()
     assert wf.attempts == [1, 2, 3]
@@ -72,8 +81,8 @@ async def test_without_a_policy_a_step_runs_once() -> None:
 
 
 async def test_exponential_backoff_in_a_run() -> None:
-    """ExponentialBackoffRetryPolicy retries a step up to its maximum attempts."""
-    policy = ExponentialBackoffRetryPolicy(maximum_attempts=4, initial_delay=0.001, max_delay=0.004)
+    """An exponential wait retries a step up to the attempts its stop condition allows."""
+    policy = retry_policy(wait=wait_exponential(multiplier=0.001, max=0.004), stop=stop_after_attempt(4))
     wf = flaky_workflow(policy, fail_times=3)
     assert await wf.run() == "ok after 4"
     assert wf.attempts == [1, 2, 3, 4]
@@ -82,42 +91,35 @@ async def test_exponential_backoff_in_a_run() -> None:
         await too_few.run()
 
 
-def test_constant_delay_policy_gives_its_delay_then_gives_up() -> None:
-    """ConstantDelayRetryPolicy answers its delay until maximum_attempts failures, then None."""
-    policy = ConstantDelayRetryPolicy(maximum_attempts=3, delay=1.5)
+def test_the_old_policy_classes_warn_and_keep_their_numbers() -> None:
+    """ConstantDelayRetryPolicy and ExponentialBackoffRetryPolicy warn that retry_policy replaces them, and
+    answer as before: the n-th retry waits initial_delay * multiplier**(n-1), capped, until maximum_attempts."""
     error = Flaky()
-    assert [policy.next(0.0, n, error) for n in (1, 2, 3, 4)] == [1.5, 1.5, None, None]
+    with pytest.warns(DeprecationWarning, match="ConstantDelayRetryPolicy is deprecated"):
+        constant = ConstantDelayRetryPolicy(maximum_attempts=3, delay=1.5)
+    assert [constant.next(0.0, n, error) for n in (1, 2, 3, 4)] == [1.5, 1.5, None, None]
+    with pytest.warns(DeprecationWarning, match="ExponentialBackoffRetryPolicy is deprecated"):
+        backoff = ExponentialBackoffRetryPolicy(
+            maximum_attempts=6, initial_delay=1.0, multiplier=3.0, max_delay=20.0, jitter=False
+        )
+    assert [backoff.next(0.0, n, error) for n in range(1, 7)] == [1.0, 3.0, 9.0, 20.0, 20.0, None]
 
 
-def test_exponential_backoff_without_jitter_doubles_and_is_capped() -> None:
-    """Without jitter the delays are initial * multiplier**(n-1), never above max_delay, then None."""
-    policy = ExponentialBackoffRetryPolicy(
-        maximum_attempts=6, initial_delay=1.0, multiplier=3.0, max_delay=20.0, jitter=False
-    )
-    error = Flaky()
-    assert [policy.next(0.0, n, error) for n in range(1, 7)] == [1.0, 3.0, 9.0, 20.0, 20.0, None]
-
-
-def test_exponential_backoff_jitter_spans_zero_to_the_delay_and_a_seed_repeats_it() -> None:
-    """With jitter each delay lies in [0, d] of its un-jittered value d (max_delay included) and varies;
-    the same seed gives the same delay, as llama-index-workflows' policy does."""
+def test_full_jitter_spans_zero_to_the_delay_and_a_seed_repeats_it() -> None:
+    """wait_random_exponential draws each delay from [0, d] of the un-jittered delay d (max included) and
+    varies; the same seed gives the same delay, so a replayed retry waits as long as the first time."""
     random.seed(1234)
-    policy = ExponentialBackoffRetryPolicy(maximum_attempts=10, initial_delay=2.0, multiplier=2.0, max_delay=10.0)
+    policy = retry_policy(
+        wait=wait_random_exponential(multiplier=2.0, exp_base=2.0, max=10.0), stop=stop_after_attempt(10)
+    )
     error = Flaky()
     for attempt, ceiling in [(1, 2.0), (2, 4.0), (3, 8.0), (4, 10.0), (7, 10.0)]:
         samples = [policy.next(0.0, attempt, error) for _ in range(200)]
         assert all(s is not None and 0 <= s <= ceiling for s in samples), attempt
         assert min(samples) < ceiling / 4 and max(samples) > 3 * ceiling / 4  # the whole range, not a constant
-        seeded = {policy.next(0.0, attempt, error, seed=42) for _ in range(5)}
+        seeded = {policy.next(0.0, attempt, error, seed=42) for _ in range(5)}  # type: ignore[call-arg]
         assert len(seeded) == 1 and 0 <= seeded.pop() <= ceiling
     assert policy.next(0.0, 10, error) is None
-
-
-def test_exponential_backoff_defaults_jitter_on() -> None:
-    """Jitter is on by default, so two runs failing together do not retry in lockstep."""
-    random.seed(99)
-    policy = ExponentialBackoffRetryPolicy(initial_delay=1.0)
-    assert len({policy.next(0.0, 1, Flaky()) for _ in range(20)}) > 1
 
 
 async def test_a_custom_policy_sees_the_error_attempts_and_elapsed_time() -> None:
@@ -150,7 +152,7 @@ async def test_plain_def_step_is_retried_and_sees_ctx_attempt() -> None:
     seen: list[int] = []
 
     class Sync(Workflow):
-        @step(retry=ConstantDelayRetryPolicy(maximum_attempts=2, delay=0.001))
+        @step(retry=fixed(0.001, 2))
         def call(self, ev: StartEvent, ctx: Context) -> StopEvent:
             seen.append(ctx.attempt)
             if ctx.attempt == 1:
@@ -161,27 +163,26 @@ async def test_plain_def_step_is_retried_and_sees_ctx_attempt() -> None:
     assert seen == [1, 2]
 
 
-async def test_events_sent_before_a_failure_are_not_sent_again_by_the_retry() -> None:
-    """Events a step sent before failing are accepted once; the retry does not duplicate them."""
+async def test_a_retry_sends_its_events_again_and_the_failed_attempts_stay_sent() -> None:
+    """Each attempt is a new execution: what a failed attempt sent stays accepted, and the retry sends anew."""
 
     class Note(Event):
         n: int
 
-    class Once(Workflow):
-        @step(retry=ConstantDelayRetryPolicy(maximum_attempts=2, delay=0.001))
+    class Twice(Workflow):
+        @step(retry=retry_policy(wait=wait_fixed(0), stop=stop_after_attempt(2)))
         async def send(self, ev: StartEvent, ctx: Context) -> Note | None:
-            ctx.send_event(Note(n=1))
+            ctx.send_event(Note(n=ctx.attempt))
             if ctx.attempt == 1:
                 raise Flaky()
-            ctx.send_event(Note(n=2))
             return None
 
         @step(num_workers=1)
         async def count(self, ev: Note, ctx: Context) -> StopEvent | None:
-            got = ctx.collect_events(ev, [Note, Note])  # a duplicate of n=1 would come before n=2
+            got = ctx.collect_events(ev, [Note, Note])
             return None if got is None else StopEvent(result=[n.n for n in got])
 
-    assert await Once().run() == [1, 2]
+    assert await Twice().run() == [1, 2]
 
 
 def test_ctx_attempt_outside_a_step_is_an_error() -> None:
@@ -218,7 +219,7 @@ async def test_retry_info_tells_the_retry_number_and_the_last_error() -> None:
     seen = []
 
     class Noted(Workflow):
-        @step(retry_policy=ConstantDelayRetryPolicy(maximum_attempts=3, delay=0))
+        @step(retry_policy=fixed(0, 3))
         async def call(self, ev: StartEvent, ctx: Context) -> StopEvent:
             info = ctx.retry_info()
             seen.append((info.retry_number, repr(info.last_exception), info.last_failed_at is not None))

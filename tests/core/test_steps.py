@@ -7,7 +7,6 @@ from typing import Annotated, Optional
 import pytest
 
 from durableflow import (
-    ConstantDelayRetryPolicy,
     Context,
     Event,
     HumanResponseEvent,
@@ -17,6 +16,7 @@ from durableflow import (
     StopEvent,
     Workflow,
     WorkflowValidationError,
+    retry_policy,
     step,
 )
 
@@ -555,7 +555,7 @@ def test_step_rejects_a_retry_that_is_not_a_policy() -> None:
     """@step(retry=...) needs an object with a next() method."""
     with pytest.raises(WorkflowValidationError, match="retry"):
         step(retry=3)  # type: ignore[arg-type]
-    step(retry=ConstantDelayRetryPolicy())  # a real policy is fine
+    step(retry=retry_policy())  # a real policy is fine
 
 
 def test_resource_parameters_do_not_count_as_events() -> None:

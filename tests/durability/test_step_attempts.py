@@ -18,8 +18,9 @@ from durableflow import (
     catch_error,
     retry_policy,
     step,
+    stop_after_attempt,
+    wait_none,
 )
-from durableflow._retry import stop_after_attempt, wait_none
 
 from .conftest import Store
 from .crashing import Crash, crash_at

@@ -12,7 +12,6 @@ import pytest
 import redis
 
 from durableflow import (
-    ConstantDelayRetryPolicy,
     Context,
     Event,
     Resource,
@@ -22,7 +21,10 @@ from durableflow import (
     WorkflowTimeoutError,
     _crashpoints,
     get_clock,
+    retry_policy,
     step,
+    stop_after_attempt,
+    wait_fixed,
 )
 from pytest_durableflow import FrozenClock
 
@@ -289,7 +291,7 @@ async def test_an_hour_long_sleep_takes_no_real_time(frozen_clock: FrozenClock) 
 class Flaky(Workflow):
     """Fails twice, retrying after an hour each time, then succeeds."""
 
-    @step(retry=ConstantDelayRetryPolicy(maximum_attempts=3, delay=3600))
+    @step(retry=retry_policy(wait=wait_fixed(3600), stop=stop_after_attempt(3)))
     async def call(self, ev: StartEvent, ctx: Context) -> StopEvent:
         if ctx.attempt < 3:
             raise ConnectionError("the service is down")
