@@ -31,6 +31,9 @@ Factory = Callable[..., Any]
 Overrides = tuple[Mapping[object, Factory], ...]
 """Layers of overrides, innermost first; each layer is the caller's own mapping, read live."""
 
+Builds = dict[tuple[Factory, Factory], "asyncio.Future[Any]"]
+"""Resources being or already built, by (declared factory, factory in force)."""
+
 _overrides: ContextVar[Overrides] = ContextVar("durableflow_resource_overrides", default=())
 
 
@@ -44,15 +47,32 @@ class Resource(Generic[T]):
     def __init__(self, factory: Callable[..., T], cache: bool = True) -> None:
         self.factory = factory
         self.cache = cache
-        self.name: str = getattr(factory, "__qualname__", type(factory).__name__)
+        self._name: str = getattr(factory, "__qualname__", type(factory).__name__)
+        self._is_async = inspect.iscoroutinefunction(factory)
+        self._localns: dict[str, Any] | None = None
+
+    @property
+    def name(self) -> str:
+        """What a ``ResourceManager`` knows it by: the factory's qualified name."""
+        return self._name
 
     def __repr__(self) -> str:
         return f"Resource({self.name!r}, cache={self.cache})"
 
+    def use_names(self, localns: dict[str, Any] | None) -> None:
+        """Names of the scope the step was written in, for factories whose annotations are strings
+        (``from __future__ import annotations``) naming classes defined inside a function."""
+        if localns and self._localns is None:
+            self._localns = localns
+
     def dependencies(self) -> list[tuple[str, Resource[Any], Any]]:
         """The factory's parameters annotated ``Annotated[T, Resource(...)]``: resources built for it first."""
+        localns = self._localns
+        if localns:  # the factory's own module wins over a same-named local of the step's scope
+            own = getattr(self.factory, "__globals__", {})
+            localns = {k: v for k, v in localns.items() if k not in own}
         try:
-            hints = typing.get_type_hints(self.factory, include_extras=True)
+            hints = typing.get_type_hints(self.factory, include_extras=True, localns=localns)
         except Exception:  # annotations that do not resolve name no resources
             return []
         found = []
@@ -60,14 +80,21 @@ class Resource(Generic[T]):
             if typing.get_origin(hint) is Annotated:
                 marker = next((m for m in hint.__metadata__ if isinstance(m, Resource)), None)
                 if marker is not None:
+                    marker.use_names(self._localns)
                     found.append((name, marker, typing.get_args(hint)[0]))
         return found
+
+    async def call(self, resource_manager: ResourceManager) -> T:
+        """Build the resource outside a run (its dependencies too), as a step would receive it."""
+        value: T = await ResourceCache((), resource_manager).get(self, None)
+        return value
 
 
 class ResourceConfig(Resource[Any]):
     """A pydantic model read from a JSON file: ``Annotated[Settings, ResourceConfig("settings.json")]``.
 
-    ``path_selector`` ("a.b") picks a nested object; the annotated type validates it.
+    ``path_selector`` ("a.b") picks a nested object; the annotated type (``cls_factory``)
+    validates it. The file is looked for when first read, from the directory current then.
     """
 
     def __init__(
@@ -79,27 +106,44 @@ class ResourceConfig(Resource[Any]):
     ) -> None:
         if Path(config_file).suffix != ".json":
             raise ValueError("Only JSON files can be used to load Pydantic-based resources.")
-        super().__init__(self._load, cache=True)
-        self.config_file, self.path_selector = config_file, path_selector
+        super().__init__(self.call, cache=True)
+        self._file, self._resolved = config_file, ""
+        self.path_selector = path_selector
         self.label, self.description = label, description
-        self.name = config_file + (f".{path_selector}" if path_selector else "")
-        self.model: type[BaseModel] | None = None
+        self.cls_factory: type[BaseModel] | None = None
+
+    @property
+    def name(self) -> str:
+        return self._file + (f".{self.path_selector}" if self.path_selector else "")
+
+    @property
+    def config_file(self) -> str:
+        """The file's absolute path, found on first use."""
+        if not self._resolved:
+            path = Path(self._file)
+            if not path.is_file():
+                raise FileNotFoundError(f"No such file: {self._file}")
+            self._resolved = str(path.resolve())
+        return self._resolved
 
     def dependencies(self) -> list[tuple[str, Resource[Any], Any]]:
         return []
 
-    def _load(self) -> Any:
-        path = Path(self.config_file)
-        if not path.is_file():
-            raise FileNotFoundError(f"No such file: {self.config_file}")
-        data = json.loads(path.read_text())
-        for key in (self.path_selector or "").split(".") if self.path_selector else ():
+    def call(self) -> Any:  # type: ignore[override]  # reads a file: nothing to build first
+        """Read the file, select ``path_selector`` and validate it as ``cls_factory``."""
+        data = json.loads(Path(self.config_file).read_text())
+        walked: list[str] = []
+        for key in self.path_selector.split(".") if self.path_selector else ():
+            walked.append(key)
             data = data.get(key) if isinstance(data, dict) else None
             if not isinstance(data, dict):
-                raise ValueError(f"Expected dictionary for configuration from {self.config_file} at path {key}")
-        if self.model is None:
+                raise ValueError(
+                    f"Expected dictionary for configuration from {self.config_file} at path {'.'.join(walked)}, "
+                    f"got: {data!r}"
+                )
+        if self.cls_factory is None:
             raise ValueError("Class factory should be set to a BaseModel subclass before calling")
-        return self.model.model_validate(data)
+        return self.cls_factory.model_validate(data)
 
 
 class ResourceManager:
@@ -154,7 +198,7 @@ class ResourceCache:
         self._manager = manager
         # (declared factory, factory in force) -> the build: steps that each write
         # Resource(same_factory) share it, and concurrent first uses wait for one build
-        self._built: dict[tuple[Factory, Factory], asyncio.Future[Any]] = {}
+        self._built: Builds = {}
 
     def _factory(self, resource: Resource[Any], annotation: object) -> Factory:
         for layer in self._overrides:
@@ -168,33 +212,42 @@ class ResourceCache:
                         return adapt(resource.factory) if adapt is not None else candidate
         return resource.factory
 
-    async def get(self, resource: Resource[Any], annotation: object, within: tuple[str, ...] = ()) -> Any:
+    async def get(
+        self,
+        resource: Resource[Any],
+        annotation: object,
+        within: tuple[str, ...] = (),
+        scope: Builds | None = None,
+    ) -> Any:
+        """The resource for one parameter; ``scope`` spans one step's parameters, in which a resource
+        marked ``cache=False`` is still built only once (two factories taking it share it)."""
         if self._manager is not None and resource.name in self._manager.resources:
             return self._manager.resources[resource.name]
         if resource.name in within:
             chain = " -> ".join((*within, resource.name))
             raise WorkflowValidationError(f"Circular resource dependency detected: {chain}")
-        if isinstance(resource, ResourceConfig) and resource.model is None and isinstance(annotation, type):
-            resource.model = annotation
+        if isinstance(resource, ResourceConfig) and resource.cls_factory is None and isinstance(annotation, type):
+            resource.cls_factory = annotation
         factory = self._factory(resource, annotation)
-        if not resource.cache:
-            return await self._build(resource, factory, (*within, resource.name))
+        if scope is None:
+            scope = {}
+        builds = self._built if resource.cache else scope
         key = (resource.factory, factory)
-        built = self._built.get(key)
+        built = builds.get(key)
         if built is None:
-            built = self._built[key] = asyncio.ensure_future(self._build(resource, factory, (*within, resource.name)))
+            built = builds[key] = asyncio.ensure_future(self._build(resource, factory, (*within, resource.name), scope))
         try:
             return await asyncio.shield(built)
         except Exception:
-            if self._built.get(key) is built and built.done():
-                del self._built[key]  # a failed build is not cached: a retry builds again
+            if builds.get(key) is built and built.done():
+                del builds[key]  # a failed build is not kept: a retry builds again
             raise
 
-    async def _build(self, resource: Resource[Any], factory: Factory, within: tuple[str, ...]) -> Any:
+    async def _build(self, resource: Resource[Any], factory: Factory, within: tuple[str, ...], scope: Builds) -> Any:
         kwargs = {}
         if factory is resource.factory:  # an override builds its resource its own way
             for name, dependency, annotation in resource.dependencies():
-                kwargs[name] = await self.get(dependency, annotation, within)
+                kwargs[name] = await self.get(dependency, annotation, within, scope)
         value = factory(**kwargs)
         if inspect.isawaitable(value):
             value = await value
@@ -202,21 +255,39 @@ class ResourceCache:
 
 
 def check_resources(graph: StepGraph, manager: ResourceManager, configs: bool, build: bool) -> None:
-    """``validate()``'s resource checks: config files that load, and (``build``) every resource built once."""
-    errors = []
+    """``validate()``'s resource checks: config files that load (also those a factory takes), and
+    (``build``) every resource built once."""
+    config_errors, build_errors = [], []
     for spec in graph.steps.values():
         for parameter, resource, annotation in spec.config.resources:
             where = f"In step '{spec.name}', parameter '{parameter}'"
-            if configs and isinstance(resource, ResourceConfig):
-                try:
-                    resource.model = resource.model or annotation
-                    resource._load()
-                except Exception as exc:
-                    errors.append(f"{where}: {exc}")
-            if build:
+            if configs:
+                for config, model in _configs_of(resource, annotation, set()):
+                    try:
+                        config.cls_factory = config.cls_factory or model
+                        config.call()
+                    except Exception as exc:
+                        config_errors.append(f"{where}: {config.name}: {exc}")
+            if build and not config_errors:
                 try:
                     asyncio.run(ResourceCache(current_overrides(), manager).get(resource, annotation))
                 except Exception as exc:
-                    errors.append(f"{where}: {exc}")
-    if errors:
-        raise WorkflowValidationError("Resource validation failed:\n" + "\n".join(f"  - {e}" for e in errors))
+                    build_errors.append(f"{where}: {exc}")
+    if config_errors:
+        raise WorkflowValidationError(
+            "Resource config validation failed:\n" + "\n".join(f"  - {e}" for e in config_errors)
+        )
+    if build_errors:
+        raise WorkflowValidationError("Resource validation failed:\n" + "\n".join(f"  - {e}" for e in build_errors))
+
+
+def _configs_of(resource: Resource[Any], annotation: Any, seen: set[int]) -> Iterator[tuple[ResourceConfig, Any]]:
+    """The ``ResourceConfig``s a resource reads, itself or through its factory's parameters."""
+    if id(resource) in seen:  # a cycle: reported when building
+        return
+    seen.add(id(resource))
+    if isinstance(resource, ResourceConfig):
+        yield resource, annotation
+        return
+    for _, dependency, dependency_annotation in resource.dependencies():
+        yield from _configs_of(dependency, dependency_annotation, seen)

@@ -50,7 +50,7 @@ from ._events import (
     run_result,
 )
 from ._hooks import plugin_manager
-from ._resource import ResourceCache, current_overrides
+from ._resource import Builds, ResourceCache, current_overrides
 from ._runstate import Delivery, current_context, current_delivery
 from ._step import CONTEXT, EVENT, StepSpec
 
@@ -359,13 +359,15 @@ class Runner:
 
     async def _arguments(self, spec: StepSpec, event: Event) -> tuple[list[Any], dict[str, Any]]:
         values: list[Any] = []
+        scope: Builds = {}  # one step's parameters share even the resources built afresh for each step
         for source in spec.plan:
             if source == EVENT:
                 values.append(event)
             elif source == CONTEXT:
                 values.append(self.ctx)
             else:
-                values.append(await self.resources.get(*source))
+                resource, annotation = source
+                values.append(await self.resources.get(resource, annotation, scope=scope))
         split = len(values) - len(spec.keywords)
         return values[:split], dict(zip(spec.keywords, values[split:], strict=True))
 

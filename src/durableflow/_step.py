@@ -254,6 +254,7 @@ def parse_signature(
             found = [m for m in hint.__metadata__ if isinstance(m, Resource)]
             if not found:
                 raise WorkflowValidationError(f"{short}: parameter {param.name!r}: Annotated[...] without a Resource")
+            found[0].use_names(localns)
             source: Any = (found[0], get_args(hint)[0])
             resources.append(ResourceDefinition(param.name, found[0], get_args(hint)[0]))
         elif hint is Context or get_origin(hint) is Context:
