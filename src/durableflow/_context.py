@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any, Generic
 from pydantic import ValidationError
 from typing_extensions import TypeVar
 
-from . import _recovery, _snapshot, _waiters
+from . import _recovery, _snapshot, _step_calls, _waiters
 from ._errors import SnapshotError, WorkflowRuntimeError, WorkflowValidationError
 from ._events import Event
 from ._graph import graph_of
@@ -125,7 +125,7 @@ class Context(Generic[StateT]):
         """
         delivery = self._delivery("collect_events")
         runner = self._live("collect_events")
-        return runner.call(runner.collect, delivery, ev, expected, buffer_id or delivery.step)
+        return runner.call(_step_calls.collect, runner.run, delivery, ev, expected, buffer_id or delivery.step)
 
     def write_event_to_stream(self, ev: Event) -> None:
         """Show ``ev`` to whoever iterates ``handler.stream_events()`` (not durable)."""
@@ -151,12 +151,12 @@ class Context(Generic[StateT]):
         returned and before its result was checkpointed.
         """
         self._delivery("effect")
-        return await self._live("effect").effect(key, fn, args)
+        return await _step_calls.effect(self._live("effect"), key, fn, args)
 
     async def sleep(self, seconds: float) -> None:
         """Sleep until a deadline that is checkpointed: after a restart, only the rest is slept."""
         delivery = self._delivery("sleep")
-        await self._live("sleep").sleep(delivery, seconds)
+        await _step_calls.sleep(self._live("sleep"), delivery, seconds)
 
     # -- persistence by hand -----------------------------------------------------------
 

@@ -16,14 +16,13 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextlib
-import inspect
 import threading
 import weakref
 from collections import deque
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any, TypeVar, final
 
-from . import _crashpoints, _recovery, _waiters
+from . import _crashpoints, _recovery, _step_calls, _waiters
 from ._checkpointer import Checkpointer, retire_owner
 from ._checkpointing import EndLanded, RunCheckpoints
 from ._clock import get_clock
@@ -338,7 +337,7 @@ class Runner:
                     return await spec.fn(self.workflow, *args, **kwargs)
                 return await asyncio.to_thread(spec.fn, self.workflow, *args, **kwargs)
             except Exception as exc:
-                self._undo_takes(delivery)
+                _step_calls.undo_takes(self.run, delivery)
                 if plugin_manager.active:
                     plugin_manager.hook.durableflow_step_finished(
                         run_id=self.run.run_id, step=spec.name, event=event, output=None, error=exc
@@ -387,7 +386,7 @@ class Runner:
                 f"Step function {spec.name} returned {type(output).__name__} instead of an Event instance. "
                 "A step returns an Event or None."
             )
-        self._commit_takes(delivery)
+        _step_calls.commit_takes(self.run, delivery)
         run.finish_delivery(delivery)
         run.recoveries = 0  # progress: a step that completes is not the one that keeps killing its process
         if stop is not None:
@@ -407,106 +406,6 @@ class Runner:
             )
         if isinstance(output, StopEvent):
             self._conclude(output)
-
-    # -- collect_events ------------------------------------------------------------------
-
-    def collect(self, delivery: Delivery, ev: Event, expected: list[type[Event]], buffer_id: str) -> list[Event] | None:
-        run = self.run
-        eid = delivery.eid if run.events.get(delivery.eid) is ev else run.add_event(ev)
-        buffer = run.buffer(buffer_id)
-        if eid not in buffer:  # an event delivered again after a restart is already in
-            buffer.append(eid)
-            run.refs[eid] += 1
-        if len(buffer) < len(expected):
-            return None
-        slots: dict[type[Event], list[int]] = {}  # expected type -> its open positions, in order
-        for position, cls in enumerate(expected):
-            slots.setdefault(cls, []).append(position)
-        chosen: list[int | None] = [None] * len(expected)
-        for eid in buffer:
-            event = run.events[eid]
-            open_positions = slots.get(type(event)) or next(
-                (p for cls, p in slots.items() if p and isinstance(event, cls)), None
-            )
-            if open_positions:
-                chosen[open_positions.pop(0)] = eid
-        if None in chosen:
-            return None
-        picked = [eid for eid in chosen if eid is not None]
-        for eid in picked:
-            buffer.remove(eid)
-            delivery.taken.append((buffer_id, eid))
-        return [run.events[e] for e in picked]
-
-    def _commit_takes(self, delivery: Delivery) -> None:
-        for buffer_id, eid in delivery.taken:
-            self.run.unref(eid)
-            self.run.dirty_buffers.add(buffer_id)  # checkpoints recorded it as still buffered
-        delivery.taken.clear()
-
-    def _undo_takes(self, delivery: Delivery) -> None:
-        for buffer_id, eid in reversed(delivery.taken):
-            self.run.buffer(buffer_id).insert(0, eid)
-        delivery.taken.clear()
-
-    # -- effects and sleeps --------------------------------------------------------------
-
-    async def effect(self, key: str, fn: Callable[..., Any], args: tuple[Any, ...]) -> Any:
-        run = self.run
-        text = run.effects.get(key)
-        if text is None:
-            running = self.effects_running.get(key)
-            if running is not None:  # the same key in a concurrent step: share its result
-                text = await asyncio.shield(running)
-            else:
-                pending: asyncio.Future[str] = self.loop.create_future()
-                self.effects_running[key] = pending
-                try:
-                    text = await self._run_effect(key, fn, args)
-                    pending.set_result(text)
-                except BaseException as exc:
-                    pending.set_exception(exc)
-                    pending.exception()  # retrieved: waiters get it, nobody else must
-                    raise
-                finally:
-                    del self.effects_running[key]
-        return self.graph.codec.load(text)
-
-    async def _run_effect(self, key: str, fn: Callable[..., Any], args: tuple[Any, ...]) -> str:
-        listener = _crashpoints.listener
-        if listener is not None:
-            listener(f"effect.{key}.before")
-        if self.durable is not None and self.durable.lease_in_doubt():
-            await self._confirm_lease()  # nor an effect: the worker that took the run over may have run it
-        kwargs = {"idempotency_key": f"{self.run.run_id}:{key}"} if _takes_idempotency_key(fn) else {}
-        value = fn(*args, **kwargs)
-        if inspect.isawaitable(value):
-            value = await value
-        text = self.graph.codec.dump(value, f"the result of effect {key!r} (a {type(value).__name__})")
-        self.run.record_effect(key, text)
-        await self.checkpoint(f"effect {key}")
-        listener = _crashpoints.listener
-        if listener is not None:
-            listener(f"effect.{key}.after")
-        return text
-
-    async def sleep(self, delivery: Delivery, seconds: float) -> None:
-        clock = get_clock()
-        call = delivery.sleep_calls
-        delivery.sleep_calls += 1
-        if call < len(delivery.sleeps):
-            deadline = delivery.sleeps[call]  # begun before a restart: sleep only the rest
-        else:
-            deadline = clock.now() + seconds
-            delivery.sleeps.append(deadline)
-            delivery.running = False  # a crash during a durable sleep is no fault of the step's
-            self.run.touch(delivery)
-            await self.checkpoint(f"sleep in {delivery.step}")
-        try:
-            await clock.sleep_until(deadline)
-        finally:
-            delivery.running = True
-            self.run.touch(delivery)
 
     # -- checkpoints ---------------------------------------------------------------------
 
@@ -842,11 +741,3 @@ def _internal(step: str, state: StepState, event: Event, delivery: Delivery, out
         input_event_name=type(event).__name__,
         output_event_name=None if output is None else type(output).__name__,
     )
-
-
-def _takes_idempotency_key(fn: Callable[..., Any]) -> bool:
-    try:
-        parameters = inspect.signature(fn).parameters
-    except (TypeError, ValueError):
-        return False
-    return "idempotency_key" in parameters

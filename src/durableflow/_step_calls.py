@@ -1,0 +1,136 @@
+"""What a running step asks of its run: ``collect_events``, ``ctx.effect`` and ``ctx.sleep``.
+
+Each is durable in its own way: collected events stay buffered until the step
+that took them completes, an effect's result is checkpointed before the step
+goes on, and a sleep's deadline is stored so a restart sleeps only the rest.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from . import _crashpoints
+from ._clock import get_clock
+from ._events import Event
+
+if TYPE_CHECKING:
+    from ._runner import Runner
+    from ._runstate import Delivery, RunState
+
+
+def collect(
+    run: RunState, delivery: Delivery, ev: Event, expected: list[type[Event]], buffer_id: str
+) -> list[Event] | None:
+    """``ctx.collect_events``: buffer ``ev``; once the buffer holds one of each expected type, take them."""
+    eid = delivery.eid if run.events.get(delivery.eid) is ev else run.add_event(ev)
+    buffer = run.buffer(buffer_id)
+    if eid not in buffer:  # an event delivered again after a restart is already in
+        buffer.append(eid)
+        run.refs[eid] += 1
+    if len(buffer) < len(expected):
+        return None
+    slots: dict[type[Event], list[int]] = {}  # expected type -> its open positions, in order
+    for position, cls in enumerate(expected):
+        slots.setdefault(cls, []).append(position)
+    chosen: list[int | None] = [None] * len(expected)
+    for eid in buffer:
+        event = run.events[eid]
+        open_positions = slots.get(type(event)) or next(
+            (p for cls, p in slots.items() if p and isinstance(event, cls)), None
+        )
+        if open_positions:
+            chosen[open_positions.pop(0)] = eid
+    if None in chosen:
+        return None
+    picked = [eid for eid in chosen if eid is not None]
+    for eid in picked:
+        buffer.remove(eid)
+        delivery.taken.append((buffer_id, eid))
+    return [run.events[e] for e in picked]
+
+
+def commit_takes(run: RunState, delivery: Delivery) -> None:
+    """The step completed: what it collected leaves the buffers for good."""
+    for buffer_id, eid in delivery.taken:
+        run.unref(eid)
+        run.dirty_buffers.add(buffer_id)  # checkpoints recorded it as still buffered
+    delivery.taken.clear()
+
+
+def undo_takes(run: RunState, delivery: Delivery) -> None:
+    """The attempt failed: what it collected goes back, in order, for the next attempt."""
+    for buffer_id, eid in reversed(delivery.taken):
+        run.buffer(buffer_id).insert(0, eid)
+    delivery.taken.clear()
+
+
+async def effect(runner: Runner, key: str, fn: Callable[..., Any], args: tuple[Any, ...]) -> Any:
+    """``ctx.effect``: run ``fn`` once per run and key; its recorded result is returned ever after."""
+    text = runner.run.effects.get(key)
+    if text is None:
+        running = runner.effects_running.get(key)
+        if running is not None:  # the same key in a concurrent step: share its result
+            text = await asyncio.shield(running)
+        else:
+            pending: asyncio.Future[str] = runner.loop.create_future()
+            runner.effects_running[key] = pending
+            try:
+                text = await _run_effect(runner, key, fn, args)
+                pending.set_result(text)
+            except BaseException as exc:
+                pending.set_exception(exc)
+                pending.exception()  # retrieved: waiters get it, nobody else must
+                raise
+            finally:
+                del runner.effects_running[key]
+    return runner.graph.codec.load(text)
+
+
+async def _run_effect(runner: Runner, key: str, fn: Callable[..., Any], args: tuple[Any, ...]) -> str:
+    listener = _crashpoints.listener
+    if listener is not None:
+        listener(f"effect.{key}.before")
+    if runner.durable is not None and runner.durable.lease_in_doubt():
+        await runner._confirm_lease()  # nor an effect: the worker that took the run over may have run it
+    kwargs = {"idempotency_key": f"{runner.run.run_id}:{key}"} if _takes_idempotency_key(fn) else {}
+    value = fn(*args, **kwargs)
+    if inspect.isawaitable(value):
+        value = await value
+    text = runner.graph.codec.dump(value, f"the result of effect {key!r} (a {type(value).__name__})")
+    runner.run.record_effect(key, text)
+    await runner.checkpoint(f"effect {key}")
+    listener = _crashpoints.listener
+    if listener is not None:
+        listener(f"effect.{key}.after")
+    return text
+
+
+def _takes_idempotency_key(fn: Callable[..., Any]) -> bool:
+    try:
+        parameters = inspect.signature(fn).parameters
+    except (TypeError, ValueError):
+        return False
+    return "idempotency_key" in parameters
+
+
+async def sleep(runner: Runner, delivery: Delivery, seconds: float) -> None:
+    """``ctx.sleep``: the deadline is checkpointed first, so a restart sleeps only what is left."""
+    clock = get_clock()
+    call = delivery.sleep_calls
+    delivery.sleep_calls += 1
+    if call < len(delivery.sleeps):
+        deadline = delivery.sleeps[call]  # begun before a restart: sleep only the rest
+    else:
+        deadline = clock.now() + seconds
+        delivery.sleeps.append(deadline)
+        delivery.running = False  # a crash during a durable sleep is no fault of the step's
+        runner.run.touch(delivery)
+        await runner.checkpoint(f"sleep in {delivery.step}")
+    try:
+        await clock.sleep_until(deadline)
+    finally:
+        delivery.running = True
+        runner.run.touch(delivery)
