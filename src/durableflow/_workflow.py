@@ -7,6 +7,7 @@ import contextlib
 import functools
 import logging
 import uuid
+from collections import deque
 from collections.abc import Callable
 from typing import Any
 
@@ -106,7 +107,16 @@ class Workflow:
         resource_manager: ResourceManager | None = None,
         skip_graph_checks: set[WorkflowGraphCheck] | None = None,
         serializer: Serializer | None = None,
+        num_concurrent_runs: int | None = None,
     ) -> None:
+        if num_concurrent_runs is not None and (
+            isinstance(num_concurrent_runs, bool) or not isinstance(num_concurrent_runs, int) or num_concurrent_runs < 1
+        ):
+            raise ValueError(f"num_concurrent_runs must be a positive integer or None, not {num_concurrent_runs!r}")
+        self.num_concurrent_runs = num_concurrent_runs
+        """How many runs of this instance go at once; more wait their turn, in order (``None``: no limit)."""
+        self._runs_going = 0
+        self._runs_waiting: deque[Callable[[], None]] = deque()
         self.timeout = timeout
         self.checkpointer = checkpointer
         self._disable_validation = disable_validation
@@ -235,6 +245,10 @@ class Workflow:
         """
         if run_id is not None and (not isinstance(run_id, str) or not run_id):
             raise ValueError(f"run_id must be a non-empty string, not {run_id!r}")
+        if start_event is not None and not isinstance(start_event, StartEvent):
+            raise ValueError(
+                f"The 'start_event' argument must be an instance of 'StartEvent', not {type(start_event).__name__!r}"
+            )
         graph = graph_of(type(self), check=False)
         if not self._disable_validation:
             graph.check(self._skip_graph_checks)
@@ -264,14 +278,47 @@ class Workflow:
         runner = Runner(self, ctx, checkpointer, owner, stored=stored, rebase=stored)
         handler = WorkflowHandler(ctx.run_id, runner.future, ctx)
         handler._attach(runner)
-        try:
-            runner.start(start)
-        except Exception:
-            if stored:
-                assert checkpointer is not None
-                self._release(checkpointer, ctx.run_id, owner)
-            raise
+
+        def begin() -> None:
+            try:
+                runner.start(start)
+            except Exception:
+                if stored:
+                    assert checkpointer is not None
+                    self._release(checkpointer, ctx.run_id, owner)
+                raise
+
+        if self.num_concurrent_runs is None:
+            begin()
+        else:
+            self._in_turn(runner.future, begin)
         return handler
+
+    def _in_turn(self, done: asyncio.Future[Any], begin: Callable[[], None]) -> None:
+        """Start a run now if fewer than ``num_concurrent_runs`` are going, else when one ends."""
+
+        def start(now: bool) -> None:
+            self._runs_going += 1
+            done.add_done_callback(finished)
+            try:
+                begin()
+            except BaseException as exc:
+                if not done.done():  # ends the turn; a run started later reports it through its handler
+                    done.set_exception(exc)
+                    if now:
+                        done.exception()  # the caller of run() gets it raised instead
+                if now:
+                    raise
+
+        def finished(_: asyncio.Future[Any]) -> None:
+            self._runs_going -= 1
+            if self._runs_waiting:
+                self._runs_waiting.popleft()()
+
+        if self._runs_going < (self.num_concurrent_runs or 1):
+            start(now=True)
+        else:
+            self._runs_waiting.append(lambda: start(now=False))
 
     @staticmethod
     def _start_event(cls: type[StartEvent], fields: dict[str, Any]) -> StartEvent:
