@@ -76,7 +76,7 @@ from ._retry_strategies import (
 from ._serializers import JsonSerializer, PickleSerializer
 from ._sqlite import SQLiteCheckpointer
 from ._step import StepConfig, catch_error, step
-from ._store import DictState, in_memory_state_store
+from ._store import DictState, StateStore, in_memory_state_store
 from ._test_runner import WorkflowTestResult, WorkflowTestRunner
 from ._validation import GraphValidationError, build_step_graph, validate_graph
 from ._worker import Worker, WorkerStats
@@ -122,6 +122,7 @@ __all__ = [
     "SerializationError",
     "SnapshotError",
     "StartEvent",
+    "StateStore",
     "StepConfig",
     "StepCrashLoopError",
     "StepFailedEvent",

@@ -29,12 +29,24 @@ class StateStore(Generic[StateT]):
 
     __slots__ = ("_adapters", "_codec", "_editing", "_holder", "_lock", "_state_type", "dirty", "values")
 
-    def __init__(
-        self,
-        codec: ValueCodec,
-        state_type: type[BaseModel] | None = None,
-        values: dict[str, str] | None = None,
-    ) -> None:
+    def __init__(self, initial: BaseModel | Mapping[str, Any] | None = None) -> None:
+        """A store outside any run, starting from ``initial``: a typed model (its type becomes the state
+        type) or a mapping for untyped state. What steps see as ``ctx.store``, for tests of code that takes one."""
+        typed = isinstance(initial, BaseModel)
+        self._setup(ValueCodec({}), type(initial) if typed else None, None)  # type: ignore[arg-type]
+        self._replace(self._encode_state(initial if typed else dict(initial or {})))
+        self.dirty.clear()
+
+    @classmethod
+    def _of_run(
+        cls, codec: ValueCodec, state_type: type[BaseModel] | None = None, values: dict[str, str] | None = None
+    ) -> StateStore[Any]:
+        """A run's store: values are JSON texts by top-level key, as snapshots hold them."""
+        store: StateStore[Any] = cls.__new__(cls)
+        store._setup(codec, state_type, values)
+        return store
+
+    def _setup(self, codec: ValueCodec, state_type: type[BaseModel] | None, values: dict[str, str] | None) -> None:
         self._codec = codec
         self._state_type = state_type
         self._adapters: dict[str, TypeAdapter[Any]] = {}
@@ -234,16 +246,8 @@ def _typed_json(adapter: TypeAdapter[Any], value: Any, where: str) -> str:
 
 
 def in_memory_state_store(initial: BaseModel | Mapping[str, Any] | None = None) -> StateStore[Any]:
-    """A state store outside any run, starting from ``initial``: a typed model (its type becomes the state
-    type) or a mapping for untyped state. What steps see as ``ctx.store``, for tests of code that takes one."""
-    if isinstance(initial, BaseModel):
-        store: StateStore[Any] = StateStore(ValueCodec({}), type(initial))
-        store._replace(store._encode_state(initial))
-    else:
-        store = StateStore(ValueCodec({}))
-        store._replace(store._encode_state(dict(initial or {})))
-    store.dirty.clear()
-    return store
+    """``StateStore(initial)``: a state store outside any run."""
+    return StateStore(initial)
 
 
 class DictState(dict[str, Any]):
