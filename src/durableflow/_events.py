@@ -37,6 +37,14 @@ class Event(BaseModel):
             extra = {}
         return extra
 
+    def model_post_init(self, context: Any, /) -> None:
+        # A private attribute passed to the constructor sets it (pydantic would keep it as an extra field);
+        # private attributes are not stored, as the class declared them.
+        private = type(self).__private_attributes__
+        if private and self.__pydantic_extra__:
+            for name in [key for key in self.__pydantic_extra__ if key in private]:
+                setattr(self, name, self.__pydantic_extra__.pop(name))
+
     def __getitem__(self, key: str) -> Any:
         return self._data[key]
 

@@ -86,3 +86,20 @@ async def test_undeclared_fields_survive_a_checkpointed_resume() -> None:
     await asyncio.sleep(0.01)
     handler.cancel()
     assert await Gated(checkpointer=store).resume(handler.run_id) == "hey/7/None"
+
+
+def test_a_private_attribute_given_to_the_constructor_is_set_not_kept_as_a_field() -> None:
+    """Event(_secret=...) on a class declaring _secret as a PrivateAttr sets it; it is not an undeclared field
+    and is not in the dump; other undeclared fields are kept."""
+    from pydantic import PrivateAttr
+
+    from durableflow import Event
+
+    class Signed(Event):
+        body: str
+        _secret: str = PrivateAttr(default="")
+
+    ev = Signed(body="hi", _secret="k", note="n")
+    assert ev._secret == "k"
+    assert ev._data == {"note": "n"}
+    assert ev.model_dump() == {"body": "hi", "note": "n"}
