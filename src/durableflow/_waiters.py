@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from ._events import Event, type_key
+from ._events import Event, InputRequiredEvent, type_key
 
 if TYPE_CHECKING:
     from ._runner import Runner
@@ -59,6 +59,16 @@ def park(runner: Runner, event: Event) -> bool:
     return True
 
 
+def _show(runner: Runner, delivery: Delivery, request: Event) -> None:
+    """A request no step takes is only shown to the stream's reader, once: counted with the step's sends."""
+    delivery.sends += 1
+    if delivery.sends <= delivery.replay_sends:
+        return
+    delivery.sent += 1
+    runner.run.touch(delivery)
+    runner.write_stream(request)
+
+
 async def wait_for(
     runner: Runner,
     delivery: Delivery,
@@ -69,7 +79,10 @@ async def wait_for(
 ) -> E:
     runner.graph.types.setdefault(type_key(event_type), event_type)  # storable in this process at least
     if waiter_event is not None:
-        runner.send(waiter_event, None, delivery)  # counted with the step's sends: not sent again on a re-run
+        if isinstance(waiter_event, InputRequiredEvent) or runner.graph.consumers(type(waiter_event)):
+            runner.send(waiter_event, None, delivery)  # counted with the step's sends: not sent again on a re-run
+        else:
+            _show(runner, delivery, waiter_event)
     loop = asyncio.get_running_loop()
     deadline = None if timeout is None else loop.time() + timeout
     delivery.waits = True

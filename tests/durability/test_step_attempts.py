@@ -160,3 +160,26 @@ async def test_wait_for_event_after_a_crash_asks_once_and_takes_the_stored_answe
     streamed = [event async for event in resumed.stream_events()]
     assert await resumed is True
     assert requests == 1 and sum(isinstance(e, InputRequiredEvent) for e in streamed) == 1  # re-shown, not re-sent
+
+
+class Ask(Event):
+    question: str
+
+
+class Asking(Workflow):
+    @step
+    async def ask(self, ev: StartEvent, ctx: Context) -> StopEvent:
+        answer = await ctx.wait_for_event(Approval, waiter_event=Ask(question="ship it?"), timeout=5)
+        return StopEvent(result=answer.approved)
+
+
+async def test_a_request_no_step_takes_is_shown_on_the_stream_once() -> None:
+    """wait_for_event's waiter_event of a type no step accepts is only shown to the stream's reader."""
+    handler = Asking().run()
+    shown = []
+    async for event in handler.stream_events():
+        if isinstance(event, Ask):
+            shown.append(event.question)
+            handler.ctx.send_event(Approval(order=1, approved=True))
+    assert await handler is True
+    assert shown == ["ship it?"]
