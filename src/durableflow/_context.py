@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from typing import TYPE_CHECKING, Any, Generic
 
 from pydantic import ValidationError
@@ -43,7 +43,7 @@ class Context(Generic[StateT]):
         self._state = RunState("")
         pickles = (serializer or workflow._serializer).pickles
         self._codec = self._graph.pickle_codec if pickles else self._graph.codec
-        self.store: StateStore[StateT] = StateStore(self._codec, self._graph.state_type)
+        self.store: StateStore[StateT] = StateStore._of_run(self._codec, self._graph.state_type)
         """The run's state: ``await ctx.store.get(key, default=...)``, ``await ctx.store.set(key, value)``."""
         self._runner: Runner | None = None
 
@@ -73,8 +73,10 @@ class Context(Generic[StateT]):
         return ctx  # type: ignore[no-any-return]
 
     async def running_steps(self) -> list[str]:
-        """The names of the steps working on an event now."""
+        """The names of the steps working on an event now (none once the run is over)."""
         runner = self._runner
+        if runner is None and not self._state.run_id:
+            self._live("running_steps")  # never ran: there is nothing to ask about
         return [] if runner is None else sorted(name for name, busy in runner.busy.items() if busy)
 
     @property
@@ -127,6 +129,15 @@ class Context(Generic[StateT]):
         runner = self._live("collect_events")
         return runner.call(_step_calls.collect, runner.run, delivery, ev, expected, buffer_id or delivery.step)
 
+    def stream_events(self) -> AsyncIterator[Event]:
+        """The running run's stream, as ``handler.stream_events()`` reads it (one reader at a time)."""
+        from ._handler import WorkflowHandler  # the handler imports the context: late, to avoid a cycle
+
+        runner = self._live("stream_events")
+        handler = WorkflowHandler(self.run_id, runner.future, self)
+        handler._attach(runner)
+        return handler.stream_events()
+
     def write_event_to_stream(self, ev: Event) -> None:
         """Show ``ev`` to whoever iterates ``handler.stream_events()`` (not durable)."""
         runner = self._live("write_event_to_stream")
@@ -168,6 +179,8 @@ class Context(Generic[StateT]):
         """
         if self._runner is not None:
             return self._runner.call(self._to_dict)
+        if not self._state.run_id:
+            self._live("to_dict")  # never ran nor restored: there is no run to save
         return self._to_dict()
 
     @classmethod
@@ -187,7 +200,7 @@ class Context(Generic[StateT]):
             raise SnapshotError(f"the snapshot is not JSON data ({exc})", run_id=data.get("run_id")) from None
         if data.get("checksum") != expected:
             raise SnapshotError("checksum mismatch: the snapshot is corrupt or was edited", run_id=data.get("run_id"))
-        return cls._restore(workflow, data, serializer)
+        return cls._restore(workflow, {**data, "state": _state_values(data.get("state"))}, serializer)
 
     # -- internals -----------------------------------------------------------------------
 
@@ -198,7 +211,7 @@ class Context(Generic[StateT]):
         ctx: Context[Any] = cls(workflow, serializer)
         run, values = _snapshot.restore(doc, ctx._graph, ctx._workflow_name, ctx._codec)
         ctx._state = run
-        ctx.store = StateStore(ctx._codec, ctx._graph.state_type, values)
+        ctx.store = StateStore._of_run(ctx._codec, ctx._graph.state_type, values)
         if ctx._graph.state_type is not None:
             try:
                 ctx.store._snapshot_state()
@@ -213,13 +226,17 @@ class Context(Generic[StateT]):
             self._state, self.store, self._graph, self._state.seq, "to_dict", self._workflow_name
         )
         doc: dict[str, Any] = json.loads(body)
+        doc["state"] = _state_section(doc["state"], self._graph.state_type)
         doc["is_running"] = self.is_running
         doc["checksum"] = _snapshot.checksum(doc)
         return doc
 
     def _live(self, what: str) -> Runner:
         if self._runner is None:
-            raise WorkflowRuntimeError(f"ctx.{what}() needs a running run; this context is not running")
+            when = "before workflow started" if not self._state.run_id else "after its run ended"
+            raise WorkflowRuntimeError(
+                f"ctx.{what}() called {when}: it requires a running workflow (this context is not running)"
+            )
         return self._runner
 
     def _delivery(self, what: str) -> Delivery:
@@ -227,3 +244,36 @@ class Context(Generic[StateT]):
         if delivery is None:
             raise WorkflowRuntimeError(f"ctx.{what} is only available inside a step")
         return delivery
+
+
+# ``to_dict()``'s "state" is laid out as llama-index-workflows lays it out, so code reading a saved
+# context finds its values where it did: untyped state as JSON texts under state_data._data, a
+# typed state as one JSON text. Snapshots in a checkpointer keep their own, flatter layout.
+
+
+def _state_section(values: dict[str, Any], state_type: type[Any] | None) -> dict[str, Any]:
+    if state_type is None:
+        return {
+            "state_data": {"_data": {key: json.dumps(value) for key, value in values.items()}},
+            "state_type": "DictState",
+            "state_module": "durableflow",
+        }
+    wrapped = {"__is_pydantic": True, "value": values, "qualified_name": _qualified(state_type)}
+    return {"state_data": json.dumps(wrapped), "state_type": state_type.__name__, "state_module": state_type.__module__}
+
+
+def _state_values(section: Any) -> Any:
+    """The snapshot's "state" (key -> value) from ``to_dict()``'s layout; anything else is left to be refused."""
+    if not isinstance(section, dict) or "state_data" not in section:
+        return section
+    data = section["state_data"]
+    try:
+        if isinstance(data, dict):
+            return {key: json.loads(text) for key, text in data.get("_data", {}).items()}
+        return json.loads(data)["value"]
+    except (TypeError, ValueError, KeyError) as exc:
+        raise SnapshotError(f"the snapshot's state section is not what to_dict() writes ({exc})") from None
+
+
+def _qualified(cls: type[Any]) -> str:
+    return f"{cls.__module__}.{cls.__qualname__}"

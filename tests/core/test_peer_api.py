@@ -29,6 +29,7 @@ from durableflow import (
     WorkflowCancelledError,
     WorkflowCancelledEvent,
     WorkflowConfigurationError,
+    WorkflowRuntimeError,
     WorkflowTestRunner,
     WorkflowTimedOutEvent,
     WorkflowTimeoutError,
@@ -398,10 +399,10 @@ async def test_a_restored_request_answered_before_anyone_reads_it_is_not_shown()
 
 
 async def test_a_state_store_outside_a_run_starts_from_a_model_or_a_dict() -> None:
-    """in_memory_state_store(Child(...)) is typed like ctx.store; a base model merges; a foreign one is refused."""
-    from durableflow import DictState, SerializationError, in_memory_state_store
+    """StateStore(Child(...)) is typed like ctx.store; a base model merges; a foreign one is refused."""
+    from durableflow import DictState, SerializationError, StateStore, in_memory_state_store
 
-    typed = in_memory_state_store(Child(count=2, label="x"))
+    typed = StateStore(Child(count=2, label="x"))
     await typed.set_state(Base(count=5))
     assert (await typed.get_state()) == Child(count=5, label="x")
     with pytest.raises(ValueError, match="must be of type Child"):
@@ -410,4 +411,129 @@ async def test_a_state_store_outside_a_run_starts_from_a_model_or_a_dict() -> No
     async with untyped.edit_state() as state:
         state["counter"] = 1
     assert await untyped.get("counter") == 1
+    assert isinstance(untyped, StateStore)
     assert issubclass(SerializationError, ValueError)
+
+
+async def test_ctx_store_is_a_state_store_before_during_and_after_a_run() -> None:
+    """ctx.store is a StateStore whether the run has not started, is running, or is over; what is set before
+    the run is what its steps read."""
+    from durableflow import StateStore
+
+    class Reads(Workflow):
+        @step
+        async def read(self, ctx: Context, ev: StartEvent) -> StopEvent:
+            assert isinstance(ctx.store, StateStore)
+            return StopEvent(result=await ctx.store.get("seed"))
+
+    wf = Reads()
+    ctx = Context(wf)
+    assert isinstance(ctx.store, StateStore)
+    await ctx.store.set("seed", 3)
+    handler = wf.run(ctx=ctx)
+    assert await handler == 3
+    assert isinstance(handler.ctx.store, StateStore)
+
+
+async def test_num_concurrent_runs_makes_further_runs_wait_their_turn() -> None:
+    """With num_concurrent_runs=2, at most two runs of the instance go at once; the others start, in order,
+    as earlier ones end, and every run completes."""
+    going: list[int] = []
+    most = 0
+
+    class Slow(Workflow):
+        @step
+        async def work(self, ev: StartEvent) -> StopEvent:
+            nonlocal most
+            going.append(ev.n)
+            most = max(most, len(going))
+            await asyncio.sleep(0.01)
+            going.remove(ev.n)
+            return StopEvent(result=ev.n)
+
+    wf = Slow(num_concurrent_runs=2)
+    assert await asyncio.gather(*(wf.run(n=n) for n in range(5))) == [0, 1, 2, 3, 4]
+    assert most == 2
+    with pytest.raises(ValueError, match="num_concurrent_runs"):
+        Slow(num_concurrent_runs=0)
+
+
+async def test_run_refuses_a_start_event_that_is_not_one() -> None:
+    """run(start_event=...) takes a StartEvent; anything else is a ValueError before the run starts."""
+
+    class One(Workflow):
+        @step
+        async def only(self, ev: StartEvent) -> StopEvent:
+            return StopEvent(result="done")
+
+    with pytest.raises(ValueError, match="must be an instance of 'StartEvent'"):
+        One().run(start_event={"topic": "x"})  # type: ignore[arg-type]
+
+
+async def test_a_context_that_never_ran_says_it_needs_a_running_workflow() -> None:
+    """Before its first run a context has nothing to save, stream, send to or ask about: each says so."""
+
+    class One(Workflow):
+        @step
+        async def only(self, ev: StartEvent) -> StopEvent:
+            return StopEvent(result="done")
+
+    ctx = Context(One())
+    for call in (ctx.to_dict, ctx.stream_events, lambda: ctx.send_event(Event())):
+        with pytest.raises(WorkflowRuntimeError, match="called before workflow started: it requires a running"):
+            call()
+    with pytest.raises(WorkflowRuntimeError, match="requires a running workflow"):
+        await ctx.running_steps()
+
+
+async def test_ctx_stream_events_reads_the_running_runs_stream() -> None:
+    """ctx.stream_events() of a running context yields what handler.stream_events() would."""
+
+    class Talks(Workflow):
+        @step
+        async def talk(self, ctx: Context, ev: StartEvent) -> StopEvent:
+            ctx.write_event_to_stream(Event(word="hi"))
+            return StopEvent(result="done")
+
+    handler = Talks().run()
+    seen = [ev async for ev in handler.ctx.stream_events()]
+    assert [type(ev).__name__ for ev in seen] == ["Event", "StopEvent"] and seen[0].word == "hi"
+    assert await handler == "done"
+
+
+async def test_to_dict_lays_out_state_as_llama_index_workflows_does() -> None:
+    """ctx.to_dict()["state"] holds untyped values as JSON texts under state_data._data, and a typed state as
+    one JSON text wrapping the model's fields; from_dict reads it back either way."""
+    import json
+
+    from pydantic import BaseModel
+
+    class Counts(BaseModel):
+        n: int = 0
+
+    class Untyped(Workflow):
+        @step
+        async def count(self, ctx: Context, ev: StartEvent) -> StopEvent:
+            await ctx.store.set("n", await ctx.store.get("n", default=0) + 1)
+            return StopEvent(result=await ctx.store.get("n"))
+
+    class Typed(Workflow):
+        @step
+        async def count(self, ctx: Context[Counts], ev: StartEvent) -> StopEvent:
+            await ctx.store.set("n", await ctx.store.get("n") + 1)
+            return StopEvent(result=await ctx.store.get("n"))
+
+    untyped = Untyped()
+    handler = untyped.run()
+    await handler
+    data = handler.ctx.to_dict()
+    assert json.loads(data["state"]["state_data"]["_data"]["n"]) == 1
+    assert await untyped.run(ctx=Context.from_dict(untyped, data)) == 2
+
+    typed = Typed()
+    handler = typed.run()
+    await handler
+    data = handler.ctx.to_dict()
+    wrapped = json.loads(data["state"]["state_data"])
+    assert wrapped["__is_pydantic"] is True and wrapped["value"] == {"n": 1}
+    assert await typed.run(ctx=Context.from_dict(typed, data)) == 2

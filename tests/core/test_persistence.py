@@ -231,7 +231,7 @@ async def test_events_stored_in_state_survive_the_round_trip() -> None:
 async def test_edited_dict_is_refused(until) -> None:
     """A dict changed after to_dict() (checksum mismatch) raises SnapshotError."""
     data = await paused_snapshot(until)
-    data["state"]["prepared"]["n"] = 999
+    data["state"]["state_data"]["_data"]["prepared"] = '{"n": 999}'
     with pytest.raises(SnapshotError, match="checksum"):
         Context.from_dict(Pipeline(), data)
 
@@ -357,7 +357,7 @@ async def test_loading_never_imports_an_undeclared_name(tmp_path, monkeypatch, u
     for where in ("state", "events"):
         forged = copy.deepcopy(data)
         if where == "state":
-            forged["state"]["payload"] = {"__event__": "df_canary_module.Evil", "data": {}}
+            forged["state"]["state_data"]["_data"]["payload"] = '{"__event__": "df_canary_module.Evil", "data": {}}'
         else:
             eid = next(iter(forged["events"]))
             forged["events"][eid] = ["df_canary_module.Evil", {}]
