@@ -37,13 +37,22 @@ class Event(BaseModel):
             extra = {}
         return extra
 
-    def model_post_init(self, context: Any, /) -> None:
-        # A private attribute passed to the constructor sets it (pydantic would keep it as an extra field);
-        # private attributes are not stored, as the class declared them.
-        private = type(self).__private_attributes__
-        if private and self.__pydantic_extra__:
-            for name in [key for key in self.__pydantic_extra__ if key in private]:
-                setattr(self, name, self.__pydantic_extra__.pop(name))
+    @classmethod
+    def __pydantic_init_subclass__(cls, **kwargs: Any) -> None:
+        super().__pydantic_init_subclass__(**kwargs)
+        if cls.__private_attributes__:  # only these pay for it: an event is built on every step
+            init_private = cls.model_post_init
+
+            def set_private_from_kwargs(self: Event, context: Any, /) -> None:
+                # Event(_secret=...) sets the declared private attribute (pydantic would keep it as an
+                # extra field); being private, it is not stored, as the class declared.
+                init_private(self, context)
+                extra = self.__pydantic_extra__
+                if extra:
+                    for name in [key for key in extra if key in cls.__private_attributes__]:
+                        setattr(self, name, extra.pop(name))
+
+            cls.model_post_init = set_private_from_kwargs  # type: ignore[method-assign,assignment]
 
     def __getitem__(self, key: str) -> Any:
         return self._data[key]
