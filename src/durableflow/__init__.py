@@ -75,7 +75,7 @@ from ._retry_strategies import (
 )
 from ._serializers import JsonSerializer, PickleSerializer
 from ._sqlite import SQLiteCheckpointer
-from ._step import StepConfig, catch_error, step
+from ._step import StepConfig, StepGraphCheck, WorkflowGraphCheck, catch_error, step
 from ._store import DictState, StateStore, in_memory_state_store
 from ._test_runner import WorkflowTestResult, WorkflowTestRunner
 from ._validation import GraphValidationError, build_step_graph, validate_graph
@@ -126,6 +126,7 @@ __all__ = [
     "StepConfig",
     "StepCrashLoopError",
     "StepFailedEvent",
+    "StepGraphCheck",
     "StepState",
     "StepStateChanged",
     "StopEvent",
@@ -138,6 +139,7 @@ __all__ = [
     "WorkflowCancelledEvent",
     "WorkflowConfigurationError",
     "WorkflowFailedEvent",
+    "WorkflowGraphCheck",
     "WorkflowHandler",
     "WorkflowRuntimeError",
     "WorkflowTestResult",
