@@ -269,9 +269,17 @@ def _state_values(section: Any) -> Any:
     data = section["state_data"]
     try:
         if isinstance(data, dict):
-            return {key: json.loads(text) for key, text in data.get("_data", {}).items()}
-        return json.loads(data)["value"]
-    except (TypeError, ValueError, KeyError) as exc:
+            texts = data.get("_data")
+            if not isinstance(texts, dict) or not all(isinstance(t, str) for t in texts.values()):
+                raise ValueError("state_data._data must map each key to a JSON text")
+            return {key: json.loads(text) for key, text in texts.items()}
+        if not isinstance(data, str):
+            raise ValueError("state_data must be an object or a JSON text")
+        wrapped = json.loads(data)
+        if not isinstance(wrapped, dict) or not isinstance(wrapped.get("value"), dict):
+            raise ValueError("a typed state_data must be a JSON text of an object with a 'value' object")
+        return wrapped["value"]
+    except (TypeError, ValueError, RecursionError) as exc:
         raise SnapshotError(f"the snapshot's state section is not what to_dict() writes ({exc})") from None
 
 
