@@ -37,12 +37,16 @@ from ._framing import checked_key
 # A record's key is ``run_key << 32 | seq``, the rowid of an ordinary table: one B-tree and no index
 # to maintain, a run's records are one key range (its last sequence number is one seek), and a large
 # record goes to overflow pages as cheaply as a raw insert (a WITHOUT ROWID table made a 1 MB record
-# 1.5x slower, and small appends too). The runs table carries the indexes that listing and purging use.
+# 1.5x slower, and small appends too). The runs table carries the indexes that listing and purging use:
+# one by status (listing all runs merges the statuses' ranges) and one of ended runs, for purging; each
+# index is one more page a commit writes.
 #
-# Every append is one statement, the fenced insert, so one implicit transaction: a record that is full, or
-# that carries a new status (and its result or error), has triggers do the rest inside that statement
-# (drop the older records; set the run's status, end time and lease). So a run's last checkpoint costs
-# about what any other does.
+# A plain append is one statement, the fenced insert, so one implicit transaction. It inserts with
+# VALUES and a scalar subquery, not INSERT ... SELECT: a SELECT that reads the table it inserts into
+# is copied into a temporary table first. A refused append computes the key -1, which the CHECK
+# turns into no row (OR IGNORE). A record that is full, or that carries a new status, is the fenced
+# insert and the statements that drop the older records or set the run's status, end and lease, in one
+# transaction (statements rather than triggers, whose sub-programs cost every insert a little).
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS durableflow_runs (
@@ -57,34 +61,17 @@ CREATE TABLE IF NOT EXISTS durableflow_runs (
     lease_owner TEXT,
     lease_expires_at REAL
 );
-CREATE INDEX IF NOT EXISTS durableflow_runs_created ON durableflow_runs (created_at, run_id);
 CREATE INDEX IF NOT EXISTS durableflow_runs_status ON durableflow_runs (status, created_at, run_id);
 CREATE INDEX IF NOT EXISTS durableflow_runs_ended ON durableflow_runs (status, ended_at) WHERE ended_at IS NOT NULL;
 CREATE TABLE IF NOT EXISTS durableflow_records (
-    key INTEGER PRIMARY KEY,
+    key INTEGER PRIMARY KEY CHECK (key >= 0),
     full INTEGER NOT NULL,
     written_at REAL NOT NULL,
-    data BLOB NOT NULL,
-    status TEXT,
-    result TEXT,
-    error TEXT
+    data BLOB NOT NULL
 );
-CREATE TRIGGER IF NOT EXISTS durableflow_full_record AFTER INSERT ON durableflow_records WHEN NEW.full
-BEGIN
-    DELETE FROM durableflow_records WHERE key >= (NEW.key >> 32) << 32 AND key < NEW.key;
-END;
-CREATE TRIGGER IF NOT EXISTS durableflow_new_status AFTER INSERT ON durableflow_records WHEN NEW.status IS NOT NULL
-BEGIN
-    UPDATE durableflow_runs SET status = NEW.status, result = NEW.result, error = NEW.error,
-        ended_at = CASE WHEN NEW.status IN ('completed', 'failed', 'cancelled') THEN NEW.written_at END,
-        lease_owner = CASE WHEN NEW.status IN ('completed', 'failed', 'cancelled') THEN NULL ELSE lease_owner END,
-        lease_expires_at =
-            CASE WHEN NEW.status IN ('completed', 'failed', 'cancelled') THEN NULL ELSE lease_expires_at END
-    WHERE run_key = NEW.key >> 32;
-END;
-PRAGMA user_version = 3;
+PRAGMA user_version = 4;
 """
-_SCHEMA_VERSION = 3
+_SCHEMA_VERSION = 4
 _SEQ_BITS = 32
 _LAST = (1 << _SEQ_BITS) - 1  # the largest sequence number, and the mask that takes it out of a key
 
@@ -94,10 +81,25 @@ _LAST_KEY = f"(SELECT MAX(key) FROM durableflow_records WHERE key {_RANGE})"
 
 # The one statement of a checkpoint: inserts nothing unless the owner holds the lease and seq is the next.
 _FENCED_INSERT = f"""
-INSERT INTO durableflow_records (key, full, written_at, data, status, result, error)
-SELECT (r.run_key << {_SEQ_BITS}) + ?1, ?2, ?3, ?4, ?7, ?8, ?9 FROM durableflow_runs r
-WHERE r.run_id = ?5 AND r.lease_owner = ?6 AND (r.run_key << {_SEQ_BITS}) + ?1 = {_LAST_KEY} + 1
+INSERT OR IGNORE INTO durableflow_records (key, full, written_at, data) VALUES (coalesce((
+    SELECT (r.run_key << {_SEQ_BITS}) + ?1 FROM durableflow_runs r
+    WHERE r.run_id = ?4 AND r.lease_owner = ?5 AND (r.run_key << {_SEQ_BITS}) + ?1 = {_LAST_KEY} + 1
+), -1), ?2, ?3, ?6)
 """
+_DROP_OLDER = "DELETE FROM durableflow_records WHERE key >= (?1 >> 32) << 32 AND key < ?1"
+_SET_STATUS = "UPDATE durableflow_runs SET status = ?2, result = ?3, error = ?4, ended_at = NULL WHERE run_key = ?1"
+_SET_ENDED = (
+    "UPDATE durableflow_runs SET status = ?2, result = ?3, error = ?4, ended_at = ?5, lease_owner = NULL,"
+    " lease_expires_at = NULL WHERE run_key = ?1"
+)
+_NEW_RUN = (
+    "INSERT INTO durableflow_runs (run_id, workflow, status, created_at, lease_owner, lease_expires_at)"
+    " VALUES (?, ?, 'running', ?, ?, ?)"
+)
+_FIRST_RECORD = "INSERT INTO durableflow_records (key, full, written_at, data) VALUES (?, ?, ?, ?)"
+_INLINE_BLOB = 1 << 16
+"""Records up to this size are bound as a bytearray: the sqlite3 module binds one directly, while bytes go
+through its adapter lookup first (a copy of a small record costs less than that)."""
 _INFO = f"""
 SELECT r.run_id, r.workflow, r.status, r.created_at,
        (SELECT written_at FROM durableflow_records WHERE key = {_LAST_KEY}),
@@ -109,6 +111,14 @@ SELECT key & {_LAST}, full, data FROM durableflow_records
 WHERE key BETWEEN (SELECT MAX(key) FROM durableflow_records WHERE key BETWEEN ?1 << {_SEQ_BITS}
     AND (?1 << {_SEQ_BITS}) + {_LAST} AND full) AND (?1 << {_SEQ_BITS}) + {_LAST}
 ORDER BY key
+"""
+# The statuses stored, one index seek each (a loose scan), for listing runs of every status.
+_STATUSES = """
+WITH RECURSIVE s(status) AS (
+    SELECT MIN(status) FROM durableflow_runs
+    UNION ALL
+    SELECT (SELECT MIN(status) FROM durableflow_runs WHERE status > s.status) FROM s WHERE s.status IS NOT NULL
+) SELECT status FROM s WHERE status IS NOT NULL
 """
 _NEWEST = "ORDER BY r.created_at DESC, r.run_id DESC LIMIT :limit"
 _DELETE_RECORDS = f"DELETE FROM durableflow_records WHERE key BETWEEN ?1 << {_SEQ_BITS} AND (?1 << {_SEQ_BITS}) + ?2"
@@ -156,17 +166,12 @@ class SQLiteCheckpointer:
         now = get_clock().now()
         with self._transaction() as db:
             try:
-                run_key = db.execute(
-                    "INSERT INTO durableflow_runs (run_id, workflow, status, created_at, lease_owner, lease_expires_at)"
-                    " VALUES (?, ?, 'running', ?, ?, ?)",
-                    (run_id, workflow, now, owner, now + self.lease_ttl),
-                ).lastrowid
+                run_key = db.execute(_NEW_RUN, (run_id, workflow, now, owner, now + self.lease_ttl)).lastrowid
             except sqlite3.IntegrityError:
                 raise RunExistsError(run_id) from None
             assert run_key is not None
             db.execute(
-                "INSERT INTO durableflow_records (key, full, written_at, data) VALUES (?, ?, ?, ?)",
-                ((run_key << _SEQ_BITS) + record.seq, record.full, now, record.data),
+                _FIRST_RECORD, ((run_key << _SEQ_BITS) + record.seq, 1 if record.full else 0, now, _blob(record))
             )
 
     def append(
@@ -178,13 +183,17 @@ class SQLiteCheckpointer:
         result: str | None = None,
         error: str | None = None,
     ) -> None:
-        check_status(status)
-        with self._lock:
-            db = self._connection()
-            try:
-                refused = self._append(db, Append(run_id, record, owner, status, result, error))
-            except sqlite3.Error as exc:
-                raise self._failure(exc, "failed a write") from None
+        if status is None and not record.full:  # one statement, its own transaction
+            with self._lock:
+                db = self._connection()
+                try:
+                    refused = self._append(db, run_id, record, owner, None, None, None)
+                except sqlite3.Error as exc:
+                    raise self._failure(exc, "failed a write") from None
+        else:
+            check_status(status)
+            with self._transaction() as db:
+                refused = self._append(db, run_id, record, owner, status, result, error)
         if refused is not None:
             raise refused
 
@@ -192,7 +201,7 @@ class SQLiteCheckpointer:
         for each in appends:
             check_status(each.status)
         with self._transaction() as db:
-            return [self._append(db, each) for each in appends]
+            return [self._append(db, a.run_id, a.record, a.owner, a.status, a.result, a.error) for a in appends]
 
     def load(self, run_id: str) -> list[Record]:
         with self._read() as db:
@@ -289,23 +298,33 @@ class SQLiteCheckpointer:
 
     # -- writing -----------------------------------------------------------------------
 
-    def _append(self, db: sqlite3.Connection, a: Append) -> BaseException | None:
-        """One append: a single statement (see the triggers); its refusal, if any, is returned."""
-        record = a.record
-        params = (
-            record.seq,
-            record.full,
-            get_clock().now(),
-            record.data,
-            a.run_id,
-            a.owner,
-            a.status,
-            a.result,
-            a.error,
-        )
-        if db.execute(_FENCED_INSERT, params).rowcount:
-            return None
-        return self._refusal(db, a.run_id, a.owner, record.seq)
+    def _append(
+        self,
+        db: sqlite3.Connection,
+        run_id: str,
+        record: Record,
+        owner: str,
+        status: str | None,
+        result: str | None,
+        error: str | None,
+    ) -> BaseException | None:
+        """One fenced append, and what goes with it (dropping older records, setting the status); its refusal,
+        if any, is returned. A record that is full or sets a status is written inside a transaction."""
+        now = get_clock().now()
+        full = 1 if record.full else 0
+        cursor = db.execute(_FENCED_INSERT, (record.seq, full, now, run_id, owner, _blob(record)))
+        if not cursor.rowcount:
+            return self._refusal(db, run_id, owner, record.seq)
+        key = cursor.lastrowid
+        if full:
+            db.execute(_DROP_OLDER, (key,))
+        if status is not None:
+            assert key is not None
+            if status in TERMINAL:
+                db.execute(_SET_ENDED, (key >> _SEQ_BITS, status, result, error, now))
+            else:
+                db.execute(_SET_STATUS, (key >> _SEQ_BITS, status, result, error))
+        return None
 
     def _refusal(self, db: sqlite3.Connection, run_id: str, owner: str, seq: int) -> Exception:
         """Why the fenced insert wrote nothing: the run is unknown, leased to another, or past this record."""
@@ -324,19 +343,30 @@ class SQLiteCheckpointer:
     # -- reading -----------------------------------------------------------------------
 
     def _page(self, statuses: tuple[str, ...] | None, limit: int, after: tuple[float, str] | None) -> list[RunInfo]:
-        # One indexed range per status, merged here: an IN list would sort every matching run.
+        # One indexed range per status, merged by SQLite (an IN list would sort every matching run); the
+        # metadata is read for the rows of the page only. Listing every status merges the ranges of the
+        # statuses stored, found by one seek each.
         params: dict[str, Any] = {"limit": limit, "at": after[0] if after else 0.0, "id": after[1] if after else ""}
         conditions = ["(r.created_at, r.run_id) < (:at, :id)"] if after is not None else []
         with self._read() as db:
             if statuses is None:
-                rows = db.execute(_INFO + _where(conditions) + _NEWEST, params).fetchall()
-            else:
-                rows = []
-                for each in statuses:
-                    query = _INFO + _where(["r.status = :status", *conditions]) + _NEWEST
-                    rows += db.execute(query, {**params, "status": each}).fetchall()
-                rows.sort(key=lambda row: (row[3], row[0]), reverse=True)
-        return [_run_info(row) for row in rows[:limit]]
+                statuses = tuple(status for (status,) in db.execute(_STATUSES))
+            if not statuses:
+                return []
+            ranges = " UNION ALL ".join(
+                "SELECT * FROM (SELECT r.run_key, r.created_at, r.run_id FROM durableflow_runs r "
+                + _where([f"r.status = :s{i}", *conditions])
+                + _NEWEST
+                + ")"
+                for i in range(len(statuses))
+            )
+            query = (
+                f"{_INFO}JOIN ({ranges} ORDER BY 2 DESC, 3 DESC LIMIT :limit) AS page ON page.run_key = r.run_key "
+                "ORDER BY page.created_at DESC, page.run_id DESC"
+            )
+            params.update({f"s{i}": status for i, status in enumerate(statuses)})
+            rows = db.execute(query, params).fetchall()
+        return [_run_info(row) for row in rows]
 
     # -- connection --------------------------------------------------------------------
 
@@ -425,6 +455,11 @@ def _create_private(path: Path) -> None:
 
 def _text(value: bytes) -> str:
     return value.decode("utf-8", "surrogateescape")  # invalid UTF-8 stays visible to check_info, which names it
+
+
+def _blob(record: Record) -> Any:
+    data = record.data
+    return bytearray(data) if type(data) is bytes and len(data) <= _INLINE_BLOB else data
 
 
 def _run_info(row: Any) -> RunInfo:
