@@ -17,6 +17,7 @@ import math
 import pickle
 import re
 from collections.abc import Mapping
+from json.encoder import encode_basestring
 from typing import Any, final
 
 from ._errors import SerializationError, SnapshotError
@@ -62,6 +63,33 @@ def json_depth(text: str) -> int:
 
 def check_text(text: str, where: str) -> None:
     """Refuse JSON ``text`` that could not be read back as it was: nested too deeply, or not valid Unicode."""
+    check_unicode(text, where)
+    if json_depth(text) > MAX_DEPTH:
+        raise SerializationError(
+            f"cannot store {where}: it nests lists and dicts more than {MAX_DEPTH} levels deep, "
+            "more than a resume could read back; flatten it"
+        )
+
+
+_ESCAPED = ("\n", '"', "\\", "\t", "\r", *(chr(c) for c in range(32) if chr(c) not in "\n\t\r"))
+"""What a JSON string escapes (``encode_basestring`` does no more), the likeliest first."""
+
+
+def json_string(text: str) -> str:
+    """``text`` as a JSON string literal, as ``json.encoder.encode_basestring`` writes it. That one copies a
+    string character by character (about 1.5 ms a megabyte); a long string with nothing to escape, base64 say,
+    is found so by a fast search for each character it would escape, and quoted as it is."""
+    if len(text) >= 4096:
+        for char in _ESCAPED:
+            if char in text:
+                break
+        else:
+            return '"' + text + '"'
+    return encode_basestring(text)
+
+
+def check_unicode(text: str, where: str) -> None:
+    """Refuse ``text`` holding a lone surrogate: no store can hold it as text (an ASCII string is known at once)."""
     if not text.isascii():
         try:
             text.encode()
@@ -70,11 +98,6 @@ def check_text(text: str, where: str) -> None:
                 f"cannot store {where}: it holds {text[exc.start : exc.end]!r}, a lone surrogate that no "
                 "store can hold as text; decode bytes with errors='replace', or store them as base64"
             ) from None
-    if json_depth(text) > MAX_DEPTH:
-        raise SerializationError(
-            f"cannot store {where}: it nests lists and dicts more than {MAX_DEPTH} levels deep, "
-            "more than a resume could read back; flatten it"
-        )
 
 
 def non_finite(value: Any) -> float | None:
@@ -152,6 +175,10 @@ class ValueCodec:
 
     def dump(self, value: Any, where: str) -> str:
         """``value`` as compact JSON text; ``SerializationError`` names ``where`` and what cannot be stored."""
+        if type(value) is str:  # no nesting, keys or tags to look for: a long text is not scanned for them
+            text = json_string(value)
+            check_unicode(text, where)
+            return text
         try:
             text = self._encode(value)
         except RecursionError:
