@@ -14,7 +14,6 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-import weakref
 from collections.abc import Iterable, Sequence
 from json.encoder import encode_basestring
 from typing import TYPE_CHECKING, Any
@@ -40,22 +39,26 @@ _quote = encode_basestring  # a str as a JSON string literal (C-accelerated)
 
 
 # -- writing -------------------------------------------------------------------------
+#
+# Records are built as lists of pieces joined once: state and effect values are JSON text already (and may be
+# large: each is copied once, by the join), every other key is an integer or a step name, so nothing is
+# encoded twice.
 
 
 def encode_full(run: RunState, store: StateStore[Any], graph: StepGraph, seq: int, at: str, name: str) -> str:
     """Everything needed to continue the run of workflow ``name``, as JSON text."""
-    parts = _head("full", run, seq, at)
-    parts += (
-        ',"workflow":', _quote(name),
-        ',"fingerprint":"', graph.fingerprint,
-        '","graph":', graph.description_json,
-        ',"state":', _raw_object(store.values.items()),
-        ',"events":', _raw_object((str(eid), _event_json(ev, graph)) for eid, ev in run.events.items()),
-        ',"deliveries":', _deliveries(run.deliveries.values()),
-        ',"buffers":', _buffers(_durable_buffers(run, run.buffers)),
-        ',"effects":', _raw_object(run.effects.items()),
-        ',"awaiting":', _ints(run.awaiting),
-    )  # fmt: skip
+    parts = [_FULL_OPEN, _quote(at), ',"run_id":', _quote(run.run_id), f',"seq":{seq}']
+    _run_fields(parts, run, None)
+    parts += (',"workflow":', _quote(name), ',"fingerprint":"', graph.fingerprint, '","graph":', graph.description_json)
+    parts.append(',"state":')
+    _object(parts, store.values.items())
+    parts.append(',"events":')
+    _events(parts, run.events.items(), graph)
+    parts.append(',"deliveries":')
+    _deliveries(parts, run.deliveries.values())
+    parts += (',"buffers":', _buffers(_durable_buffers(run, run.buffers)), ',"effects":')
+    _object(parts, run.effects.items())
+    parts += (',"awaiting":', _ints(run.awaiting))
     if run.result is not None:
         parts += (',"result":', _event_json(run.result, graph))
     parts.append("}")
@@ -63,31 +66,35 @@ def encode_full(run: RunState, store: StateStore[Any], graph: StepGraph, seq: in
 
 
 def encode_delta(run: RunState, store: StateStore[Any], graph: StepGraph, seq: int, at: str) -> str:
-    """What changed since the previous record, as JSON text; its size follows the change.
-
-    Built by concatenation: state and effect values are JSON text already, and
-    every other key is an integer or a step name, so nothing is encoded twice.
-    """
-    parts = _head("delta", run, seq, at)
-    if store.dirty:
+    """What changed since the previous record, as JSON text; its size follows the change."""
+    parts = [_DELTA_OPEN, _quote(at)]
+    _run_fields(parts, run, run.written)
+    dirty = store.dirty
+    if dirty:
         values = store.values
-        parts += (',"state":', _raw_object((k, values[k]) for k in store.dirty if k in values))
-        deleted = [k for k in store.dirty if k not in values]
+        parts.append(',"state":')
+        _object(parts, [(key, values[key]) for key in dirty if key in values])
+        deleted = [key for key in dirty if key not in values]
         if deleted:
             parts += (',"state_del":', compact_json(deleted))
     if run.new_events:
         events = run.events
-        parts += (',"events":', _raw_object((str(e), _event_json(events[e], graph)) for e in run.new_events))
+        parts.append(',"events":')
+        _events(parts, [(eid, events[eid]) for eid in run.new_events], graph)
     if run.gone_events:
         parts += (',"events_del":', _ints(run.gone_events))
     if run.touched:
-        parts += (',"deliveries":', _deliveries(run.deliveries[key] for key in run.touched))
+        deliveries = run.deliveries
+        parts.append(',"deliveries":')
+        _deliveries(parts, [deliveries[key] for key in run.touched])
     if run.gone:
-        parts += (',"deliveries_del":[', ",".join(f'"{e}:{s}"' for e, s in run.gone), "]")
+        parts += (',"deliveries_del":[', ",".join([f'"{eid}:{step}"' for eid, step in run.gone]), "]")
     if run.dirty_buffers:
         parts += (',"buffers":', _buffers(_durable_buffers(run, run.dirty_buffers)))
     if run.new_effects:
-        parts += (',"effects":', _raw_object((k, run.effects[k]) for k in run.new_effects))
+        effects = run.effects
+        parts.append(',"effects":')
+        _object(parts, [(key, effects[key]) for key in run.new_effects])
     if run.awaiting_dirty:
         parts += (',"awaiting":', _ints(run.awaiting))
     if run.result is not None:
@@ -98,7 +105,10 @@ def encode_delta(run: RunState, store: StateStore[Any], graph: StepGraph, seq: i
 
 def encode_status(run: RunState, seq: int, at: str) -> str:
     """A delta holding only the run-level fields that changed (its status and error, as a run fails)."""
-    return "".join(_head("delta", run, seq, at)) + "}"
+    parts = [_DELTA_OPEN, _quote(at)]
+    _run_fields(parts, run, run.written)
+    parts.append("}")
+    return "".join(parts)
 
 
 def frame(body: str, run_id: str, seq: int, key: Key = ...) -> bytes:
@@ -113,41 +123,60 @@ def checksum(doc: dict[str, Any]) -> str:
     return hashlib.blake2b(canonical.encode(), digest_size=DIGEST_SIZE).hexdigest()
 
 
-def _head(kind: str, run: RunState, seq: int, at: str) -> list[str]:
-    """The document's opening; a delta carries only the run-level fields that changed."""
-    parts = [f'{{"format":{FORMAT},"kind":"{kind}","at":', _quote(at)]
-    if kind == "full":
-        parts += (',"run_id":', _quote(run.run_id), f',"seq":{seq}')
-    written = run.written if kind == "delta" else {}
-    if run.status != written.get("status"):
-        parts.append(f',"status":"{run.status}"')
+_FULL_OPEN = f'{{"format":{FORMAT},"kind":"full","at":'
+_DELTA_OPEN = f'{{"format":{FORMAT},"kind":"delta","at":'
+
+
+def _run_fields(parts: list[str], run: RunState, written: dict[str, Any] | None) -> None:
+    """The run-level fields: all of them in a full snapshot (``written`` None), those that changed in a delta."""
+    full = written is None
+    if full:
+        written = {}
+    assert written is not None
+    status = run.status
+    if status != written.get("status"):
+        parts.append(f',"status":"{status}"')
     if run.next_eid != written.get("next_eid"):
         parts.append(f',"next_eid":{run.next_eid}')
-    if kind == "full" or run.deadline != written.get("deadline"):
+    deadline = run.deadline
+    if full or deadline != written.get("deadline"):
         # no finite deadline (a timeout of inf) is no deadline: JSON has no inf, and None means "never"
-        deadline = run.deadline
         parts += (',"deadline":', repr(float(deadline)) if deadline is not None and math.isfinite(deadline) else "null")
-    if kind == "full" or run.error != written.get("error"):
-        parts += (',"error":', "null" if run.error is None else compact_json(run.error))
+    error = run.error
+    if full or error != written.get("error"):
+        parts += (',"error":', "null" if error is None else compact_json(error))
     if run.recoveries != written.get("recoveries", 0):  # absent means 0: most runs never need it
         parts.append(f',"recoveries":{run.recoveries}')
-    return parts
 
 
-def _raw_object(items: Iterable[tuple[str, str]]) -> str:
-    return "{" + ",".join(f"{_quote(k)}:{v}" for k, v in items) + "}"
+def _object(parts: list[str], items: Iterable[tuple[str, str]]) -> None:
+    """A JSON object of values that are JSON text already, as pieces."""
+    opening = "{"
+    for key, value in items:
+        parts += (opening, _quote(key), ":", value)
+        opening = ","
+    parts.append("}" if opening == "," else "{}")
 
 
-def _deliveries(deliveries: Iterable[Delivery]) -> str:
+def _events(parts: list[str], items: Iterable[tuple[int, Event]], graph: StepGraph) -> None:
+    opening = "{"
+    for eid, event in items:
+        parts.append(f'{opening}"{eid}":{_event_json(event, graph)}')
+        opening = ","
+    parts.append("}" if opening == "," else "{}")
+
+
+def _deliveries(parts: list[str], deliveries: Iterable[Delivery]) -> None:
     # step names are identifiers: nothing in "eid:step" needs escaping
-    return (
-        "{"
-        + ",".join(
-            f'"{d.eid}:{d.step}":[{d.sent},{_floats(d.sleeps)},{d.attempt},{d.crashes},{int(d.running)},{int(d.waits)}]'
-            for d in deliveries
+    opening = "{"
+    for d in deliveries:
+        sleeps = _floats(d.sleeps) if d.sleeps else "[]"
+        parts.append(
+            f'{opening}"{d.eid}:{d.step}":[{d.sent},{sleeps},{d.attempt},{d.crashes},'
+            f"{1 if d.running else 0},{1 if d.waits else 0}]"
         )
-        + "}"
-    )
+        opening = ","
+    parts.append("}" if opening == "," else "{}")
 
 
 def _durable_buffers(run: RunState, buffer_ids: Iterable[str]) -> list[tuple[str, list[int]]]:
@@ -161,7 +190,7 @@ def _durable_buffers(run: RunState, buffer_ids: Iterable[str]) -> list[tuple[str
 
 
 def _buffers(buffers: Iterable[tuple[str, list[int]]]) -> str:
-    return "{" + ",".join(f"{_quote(b)}:{_ints(eids)}" for b, eids in buffers) + "}"
+    return "{" + ",".join([f"{_quote(b)}:{_ints(eids)}" for b, eids in buffers]) + "}"
 
 
 def _ints(values: Iterable[int]) -> str:
@@ -169,7 +198,7 @@ def _ints(values: Iterable[int]) -> str:
 
 
 def _floats(values: Iterable[float]) -> str:
-    text = "[" + ",".join(repr(float(v)) for v in values) + "]"
+    text = "[" + ",".join([repr(float(v)) for v in values]) + "]"
     if "n" in text:  # inf or nan: JSON cannot hold it, and a record holding it could never be loaded
         raise SerializationError(f"cannot checkpoint a sleep until {text}: ctx.sleep takes a finite number of seconds")
     return text
@@ -177,14 +206,7 @@ def _floats(values: Iterable[float]) -> str:
 
 def _event_json(event: Event, graph: StepGraph) -> str:
     cls = type(event)
-    key = _keys_of(graph).get(cls)
-    if key is None and graph.types.get(type_key(cls)) is cls:  # declared since (ctx.wait_for_event's type)
-        key = _keys_of(graph)[cls] = type_key(cls)
-    if key is None:
-        raise SerializationError(
-            f"cannot checkpoint a {cls.__name__}: no step of {graph.workflow_path} names it in an annotation, "
-            "so it could not be loaded again; add it to a step's input or return annotation"
-        )
+    opening = graph.stored_as.get(cls) or _declared(cls, graph)
     try:
         data = event_body(event)
     except PydanticSerializationError as exc:
@@ -194,7 +216,20 @@ def _event_json(event: Event, graph: StepGraph) -> str:
         found := non_finite(event.model_dump())
     ) is not None:
         raise refuse_non_finite(found, f"a {cls.__name__} in a checkpoint")
-    return f"[{_quote(key)},{data}]"
+    return opening + data + "]"
+
+
+def _declared(cls: type[Event], graph: StepGraph) -> str:
+    """The opening of the ``[type, data]`` pair an event of ``cls`` is stored as, remembered on the graph;
+    ``SerializationError`` if the workflow does not declare ``cls`` (it could not be loaded again)."""
+    key = type_key(cls)
+    if graph.types.get(key) is not cls:
+        raise SerializationError(
+            f"cannot checkpoint a {cls.__name__}: no step of {graph.workflow_path} names it in an annotation, "
+            "so it could not be loaded again; add it to a step's input or return annotation"
+        )
+    opening = graph.stored_as[cls] = f"[{_quote(key)},"
+    return opening
 
 
 def event_body(event: Event) -> str:
@@ -208,17 +243,6 @@ def event_body(event: Event) -> str:
         if not cls.__pydantic_fields__:
             return "{}"
     return event.model_dump_json()
-
-
-_keys: weakref.WeakKeyDictionary[StepGraph, dict[type[Event], str]] = weakref.WeakKeyDictionary()
-
-
-def _keys_of(graph: StepGraph) -> dict[type[Event], str]:
-    """The name each event type the workflow declares is stored under (the reverse of ``graph.types``)."""
-    keys = _keys.get(graph)
-    if keys is None:
-        keys = _keys[graph] = {cls: key for key, cls in graph.types.items()}
-    return keys
 
 
 # -- reading -------------------------------------------------------------------------
