@@ -44,7 +44,7 @@ def _store_option() -> argparse.ArgumentParser:
     store = argparse.ArgumentParser(add_help=False)
     store.add_argument(
         "--store", default=DEFAULT_STORE, metavar="URL",
-        help=f"where runs are kept: sqlite:///path, redis://host:port/db or memory:// (default {DEFAULT_STORE})",
+        help=f"where runs are kept: sqlite:///path, redis://host:port/db, postgresql://host/db or memory:// (default {DEFAULT_STORE})",
     )  # fmt: skip
     return store
 
