@@ -44,7 +44,8 @@ def _store_option() -> argparse.ArgumentParser:
     store = argparse.ArgumentParser(add_help=False)
     store.add_argument(
         "--store", default=DEFAULT_STORE, metavar="URL",
-        help=f"where runs are kept: sqlite:///path, redis://host:port/db, postgresql://host/db or memory:// (default {DEFAULT_STORE})",
+        help="where runs are kept: sqlite:///path, redis://host:port/db, postgresql://host/db or memory://"
+        f" (default {DEFAULT_STORE})",
     )  # fmt: skip
     return store
 
