@@ -88,7 +88,7 @@ def live_in_child(
 
 def _gone(pid: int | None, ours: bool) -> None:
     """Wait until the life ``pid`` is gone for good, so that its lease counts as held by a dead process:
-    reaped here if it is this process's child, else by the zygote as it exits (its SIGCHLD is ignored)."""
+    reaped here if it is this process's child, else by the zygote as it exits."""
     if pid is None:
         return
     if ours:

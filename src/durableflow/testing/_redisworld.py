@@ -11,6 +11,7 @@ the protocol of a scratch server, once per distinct value.
 
 from __future__ import annotations
 
+import functools
 import inspect
 import json
 import pickle
@@ -192,6 +193,18 @@ def tcp_server(fakeredis: Any) -> Any:
             return connection, address
 
     return Server(("127.0.0.1", 0), server_type="redis")
+
+
+@functools.cache
+def quiet_connect(client_cls: type) -> dict[str, Any]:
+    """Options that keep a client from introducing itself (``CLIENT SETINFO``, two round trips) as it connects
+    to the world's server: a life connects once, and runs only a few commands."""
+    parameters = inspect.signature(client_cls).parameters
+    if "driver_info" in parameters:
+        return {"driver_info": None}
+    if "lib_name" in parameters:
+        return {"lib_name": None, "lib_version": None}
+    return {}
 
 
 def client_options(options: Mapping[str, Any] | None) -> dict[str, Any]:

@@ -80,7 +80,7 @@ class Stores:
             return MemoryCheckpointer()
         if store == "sqlite":
             path = self.directory / f"scenario-{self._count}.db"
-            shutil.copyfile(self.directory / "empty.db", path)
+            path.write_bytes(_empty_sqlite_store())
             return SQLiteCheckpointer(path)
         if store == "fakeredis":
             if self._client is None:
@@ -107,16 +107,13 @@ class Stores:
 
     @property
     def directory(self) -> Path:
-        """Where SQLite stores live; ``empty.db`` holds the schema that every scenario's store copies.
+        """Where SQLite stores live.
 
         In memory (``/dev/shm``) where there is one: what a killed process leaves is in the kernel's page
         cache whether or not it reached the disk, so the harness's copies need no disk, and a commit of
         theirs no fsync."""
         if self._dir is None:
             self._dir = Path(tempfile.mkdtemp(prefix="durableflow-crashtest-", dir=_scratch()))
-            template = SQLiteCheckpointer(self._dir / "empty.db")
-            template.runs()  # creates the schema once
-            template.close()
         return self._dir
 
     def _new_prefix(self) -> str:
@@ -143,6 +140,23 @@ class Stores:
         target = self.new()
         copy_run(store, target, run_id)
         return target
+
+
+_EMPTY: list[bytes] = []
+
+
+def _empty_sqlite_store() -> bytes:
+    """The file of an empty SQLite store, schema and all: made once per process, written for every scenario."""
+    if not _EMPTY:
+        scratch = Path(tempfile.mkdtemp(prefix="durableflow-crashtest-"))
+        try:
+            template = SQLiteCheckpointer(scratch / "empty.db")
+            template.runs()  # creates the schema
+            template.close()  # and folds the write-ahead log into the file
+            _EMPTY.append((scratch / "empty.db").read_bytes())
+        finally:
+            shutil.rmtree(scratch, ignore_errors=True)
+    return _EMPTY[0]
 
 
 def _scratch() -> str | None:

@@ -28,7 +28,7 @@ from typing import Any, final
 from durableflow import override_resources
 
 from ._gates import Gate, Gated, gated_client
-from ._redisworld import FakeRedisFor, RedisContents, client_options, tcp_server
+from ._redisworld import FakeRedisFor, RedisContents, client_options, quiet_connect, tcp_server
 
 GRACE = 1.0
 """Seconds a life's other threads get to come out of the world before a copy, or after the life ends."""
@@ -182,7 +182,7 @@ class FakeWorld:
 
             host, port = self._tcp_address
             client_cls: Any = redis.asyncio.Redis if asyncio else redis.Redis
-            return client_cls(host=host, port=port, **options)
+            return client_cls(host=host, port=port, **options, **quiet_connect(client_cls))
         import fakeredis
 
         if asyncio:

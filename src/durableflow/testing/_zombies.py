@@ -101,7 +101,7 @@ def zombie(exploration: Exploration, scenario_id: str) -> tuple[list[Life], Fina
             after.ending, after.error = "finished", None  # a fenced zombie stops so: as it should
         lives = [before, after, *takeover]
         effects, windows = count_effects(lives)
-        ended = stored(store, exploration.run_id)
+        ended = first.stored or stored(store, exploration.run_id)  # the zombie ends last: it read the run
         final = Final(
             **ended, world=exploration.world.snapshot(), effects=effects, windows=windows, at_first_crash=at_pause
         )
