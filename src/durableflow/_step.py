@@ -175,14 +175,22 @@ def catch_error(
 
 
 def _configure(fn: Callable[..., Any], parse: Callable[[], StepConfig]) -> None:
-    """Parse the signature now, as the decorator runs; if an annotation names something not
-    defined yet (a class further down the module), parse it when the workflow is first used."""
+    """Parse the signature now, as the decorator runs. While the step's module is still being
+    imported, an annotation may name a class further down it: parse that one when the workflow
+    is first used. Once the module is imported, a name that does not resolve never will."""
     try:
         fn._step_config = parse()  # type: ignore[attr-defined]
     except WorkflowValidationError as exc:
-        if not isinstance(exc.__cause__, NameError):
+        if not isinstance(exc.__cause__, NameError) or _module_imported(fn):
             raise
         fn._step_parse = parse  # type: ignore[attr-defined]
+
+
+def _module_imported(fn: Callable[..., Any]) -> bool:
+    """Whether ``fn``'s module has finished importing. A script run as ``__main__`` (or a
+    notebook) has no import spec to ask: it may still define names, so it counts as not done."""
+    spec = getattr(sys.modules.get(getattr(fn, "__module__", "") or ""), "__spec__", None)
+    return spec is not None and not getattr(spec, "_initializing", False)
 
 
 def _caller_locals() -> dict[str, Any]:

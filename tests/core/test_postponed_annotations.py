@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
 from typing import Annotated
 
 import pytest
@@ -66,3 +70,46 @@ def test_a_name_that_never_resolves_is_named_in_the_error() -> None:
                 return StopEvent()
 
         Broken()
+
+
+def test_once_the_module_is_imported_an_unresolved_name_fails_as_the_class_is_defined() -> None:
+    """A workflow defined inside a function cannot wait for a later name: the peer raises at decoration, so do we."""
+    with pytest.raises(WorkflowValidationError, match=r"Failed to resolve type annotations .*Missing name: Nowhere"):
+
+        class Broken(Workflow):
+            @step
+            async def begin(self, ev: StartEvent) -> Nowhere:  # type: ignore[name-defined]  # noqa: F821
+                return StopEvent()
+
+
+def test_a_script_run_as_main_may_name_an_event_defined_below_its_workflow(tmp_path: Path) -> None:
+    """``python script.py`` has no import spec to ask whether it is done: its later names still resolve."""
+    script = tmp_path / "script.py"
+    script.write_text(
+        textwrap.dedent(
+            """
+            import asyncio
+            from durableflow import Event, StartEvent, StopEvent, Workflow, step
+
+            class Script(Workflow):
+                @step
+                async def begin(self, ev: StartEvent) -> "Below":
+                    return Below()
+
+                @step
+                async def end(self, ev: "Below") -> StopEvent:
+                    return StopEvent(result="resolved")
+
+            class Below(Event):
+                pass
+
+            async def main() -> None:
+                print(await Script().run())
+
+            asyncio.run(main())
+            """
+        )
+    )
+    proc = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=60, check=False)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == "resolved"
