@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import functools
 import json
+import warnings
 from collections.abc import AsyncIterator, Callable
 from typing import TYPE_CHECKING, Any, Generic
 
@@ -11,7 +13,7 @@ from typing_extensions import TypeVar
 
 from . import _recovery, _snapshot, _step_calls, _waiters
 from ._errors import SnapshotError, WorkflowRuntimeError, WorkflowValidationError
-from ._events import Event
+from ._events import Event, StopEvent
 from ._graph import graph_of
 from ._retry import RetryInfo
 from ._runstate import Delivery, RunState, current_context, current_delivery
@@ -81,8 +83,37 @@ class Context(Generic[StateT]):
 
     @property
     def is_running(self) -> bool:
-        """Whether the run has started and not completed (a cancelled or failed run can be continued)."""
+        """Whether the run has started and not completed (a cancelled or failed run can be continued).
+
+        Inside one of the run's own steps it is always true, and asking is deprecated (a warning, once)."""
+        if self._in_own_step():
+            _warn_is_running_in_step()
+            return True
         return self._state.status not in ("new", "completed")
+
+    def get_result(self) -> Any:
+        """Deprecated: await the handler ``wf.run()`` returns. The completed run's result, as awaiting gives it."""
+        _warn_get_result()
+        if self._runner is None and not self._state.run_id:
+            self._live("get_result")  # never ran: raises
+        stop = self._state.result
+        if self._state.status != "completed" or stop is None:
+            raise WorkflowRuntimeError(f"run {self.run_id!r} is not complete: await its handler for the result")
+        return stop.result if type(stop) is StopEvent else stop
+
+    def _workflow_cancel_run(self) -> None:
+        """Cancel the run from outside it, as ``handler.cancel_run()`` does. Before the run starts there is
+        nothing to cancel, and a step cannot cancel its own run: both only warn (once)."""
+        if self._in_own_step():
+            _warn_cancel_in_step()
+        elif self._runner is None:
+            _warn_cancel_before_start()
+        else:
+            self._runner.cancel()
+
+    def _in_own_step(self) -> bool:
+        ref = current_context.get()
+        return ref is not None and ref() is self and current_delivery.get() is not None
 
     # -- events ------------------------------------------------------------------------
 
@@ -285,3 +316,39 @@ def _state_values(section: Any) -> Any:
 
 def _qualified(cls: type[Any]) -> str:
     return f"{cls.__module__}.{cls.__qualname__}"
+
+
+# Deprecated or pointless calls warn once per process (``cache_clear()`` re-arms one), as the peer's do.
+
+
+@functools.lru_cache(maxsize=1)
+def _warn_is_running_in_step() -> None:
+    warnings.warn(
+        "is_running called from within a step; the workflow is always running inside a step. This usage is deprecated.",
+        DeprecationWarning,
+        stacklevel=4,
+    )
+
+
+@functools.lru_cache(maxsize=1)
+def _warn_get_result() -> None:
+    warnings.warn(
+        "Context.get_result() is deprecated: await the handler instead, `result = await workflow.run(..., ctx=ctx)`.",
+        DeprecationWarning,
+        stacklevel=3,
+    )
+
+
+@functools.lru_cache(maxsize=1)
+def _warn_cancel_before_start() -> None:
+    warnings.warn("cancel() called before workflow started; nothing to cancel.", UserWarning, stacklevel=4)
+
+
+@functools.lru_cache(maxsize=1)
+def _warn_cancel_in_step() -> None:
+    warnings.warn(
+        "cancel() called from within a step; a step cannot cancel its own run (return a StopEvent, or "
+        "raise) — nothing was cancelled.",
+        UserWarning,
+        stacklevel=4,
+    )

@@ -213,8 +213,17 @@ class Workflow:
 
     @property
     def start_event_class(self) -> type[StartEvent]:
-        """The ``StartEvent`` (sub)class the workflow's first step accepts."""
-        return graph_of(type(self), check=False).start_type
+        """The ``StartEvent`` (sub)class the workflow's first step accepts (``run(**fields)`` builds one)."""
+        override: type[StartEvent] | None = self.__dict__.get("_start_event_override")
+        return override or graph_of(type(self), check=False).start_type
+
+    @start_event_class.setter
+    def start_event_class(self, cls: type[StartEvent]) -> None:
+        """Code ported from llama-index-workflows may set ``wf._start_event_class``: ``run(**fields)`` then
+        builds that class (a step must still accept it)."""
+        if not (isinstance(cls, type) and issubclass(cls, StartEvent)):
+            raise TypeError(f"the start event class must be a StartEvent subclass, not {cls!r}")
+        self.__dict__["_start_event_override"] = cls
 
     @property
     def stop_event_class(self) -> type[StopEvent]:
@@ -266,7 +275,7 @@ class Workflow:
         if ctx._state.status in ("new", "completed"):
             if start_event is not None and start_fields:
                 raise TypeError("pass either start_event or start fields, not both")
-            start = start_event if start_event is not None else self._start_event(graph.start_type, start_fields)
+            start = start_event if start_event is not None else self._start_event(self.start_event_class, start_fields)
             ctx._state = RunState(uuid.uuid4().hex if run_id is None else run_id)
         elif start_event is not None or start_fields or run_id is not None:
             raise WorkflowRuntimeError(

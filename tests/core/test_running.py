@@ -309,3 +309,26 @@ async def test_cancel_after_the_run_ended_changes_nothing() -> None:
     assert await handler == "rested"
     handler.cancel()
     assert await handler == "rested"
+
+
+class Query(StartEvent):
+    text: str
+
+
+class TakesAnyStart(Workflow):
+    @step
+    async def echo(self, ev: StartEvent) -> StopEvent:
+        return StopEvent(result=type(ev).__name__)
+
+
+async def test_a_start_event_class_set_on_the_instance_is_what_run_fields_build() -> None:
+    """Ported code sets ``wf._start_event_class``; ``run(**fields)`` then builds (and checks) that class."""
+    wf = TakesAnyStart()
+    wf._start_event_class = Query
+    assert wf.start_event_class is Query
+    assert await wf.run(text="hi") == "Query"
+    with pytest.raises(WorkflowRuntimeError, match="Failed creating a start event of type 'Query'"):
+        wf.run(wrong="x")
+    assert TakesAnyStart().start_event_class is StartEvent  # one instance's choice only
+    with pytest.raises(TypeError, match="StartEvent subclass"):
+        wf.start_event_class = StopEvent  # type: ignore[assignment]
