@@ -202,17 +202,17 @@ class Context(Generic[StateT]):
 
     # -- persistence by hand -----------------------------------------------------------
 
-    def to_dict(self, serializer: JsonSerializer | None = None) -> dict[str, Any]:
+    def to_dict(self, serializer: JsonSerializer | None = None, *, include_state: bool = True) -> dict[str, Any]:
         """The run as a JSON-compatible dict, with a checksum; works inside a step too.
 
         Restoring it delivers again every event not yet consumed, including the
-        input of a step that is running now.
+        input of a step that is running now. Before the first run it holds only the
+        state seeded so far. ``include_state=False`` leaves the state out: restored,
+        the context starts from a fresh state.
         """
         if self._runner is not None:
-            return self._runner.call(self._to_dict)
-        if not self._state.run_id:
-            self._live("to_dict")  # never ran nor restored: there is no run to save
-        return self._to_dict()
+            return self._runner.call(self._to_dict, include_state)
+        return self._to_dict(include_state)
 
     @classmethod
     def from_dict(
@@ -231,7 +231,12 @@ class Context(Generic[StateT]):
             raise SnapshotError(f"the snapshot is not JSON data ({exc})", run_id=data.get("run_id")) from None
         if data.get("checksum") != expected:
             raise SnapshotError("checksum mismatch: the snapshot is corrupt or was edited", run_id=data.get("run_id"))
-        return cls._restore(workflow, {**data, "state": _state_values(data.get("state"))}, serializer)
+        doc = {**data, "state": _state_values(data.get("state"))}
+        if data.get("run_id") == "" and data.get("status") == "new":  # saved before its first run: state only
+            ctx = cls._restore(workflow, {**doc, "run_id": _BEFORE_RUN}, serializer)
+            ctx._state = RunState("")
+            return ctx
+        return cls._restore(workflow, doc, serializer)
 
     # -- internals -----------------------------------------------------------------------
 
@@ -252,12 +257,12 @@ class Context(Generic[StateT]):
                 ) from None
         return ctx
 
-    def _to_dict(self) -> dict[str, Any]:
+    def _to_dict(self, include_state: bool = True) -> dict[str, Any]:
         body = _snapshot.encode_full(
             self._state, self.store, self._graph, self._state.seq, "to_dict", self._workflow_name
         )
         doc: dict[str, Any] = json.loads(body)
-        doc["state"] = _state_section(doc["state"], self._graph.state_type)
+        doc["state"] = _state_section(doc["state"] if include_state else None, self._graph.state_type)
         doc["is_running"] = self.is_running
         doc["checksum"] = _snapshot.checksum(doc)
         return doc
@@ -282,7 +287,12 @@ class Context(Generic[StateT]):
 # typed state as one JSON text. Snapshots in a checkpointer keep their own, flatter layout.
 
 
-def _state_section(values: dict[str, Any], state_type: type[Any] | None) -> dict[str, Any]:
+_BEFORE_RUN = "before-first-run"  # stands in for the run id a snapshot taken before any run lacks, to check the rest
+
+
+def _state_section(values: dict[str, Any] | None, state_type: type[Any] | None) -> dict[str, Any]:
+    if values is None:  # left out: restored, the store starts fresh
+        return {}
     if state_type is None:
         return {
             "state_data": {"_data": {key: json.dumps(value) for key, value in values.items()}},
@@ -295,6 +305,8 @@ def _state_section(values: dict[str, Any], state_type: type[Any] | None) -> dict
 
 def _state_values(section: Any) -> Any:
     """The snapshot's "state" (key -> value) from ``to_dict()``'s layout; anything else is left to be refused."""
+    if section == {}:
+        return {}
     if not isinstance(section, dict) or "state_data" not in section:
         return section
     data = section["state_data"]

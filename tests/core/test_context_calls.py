@@ -5,8 +5,18 @@ import warnings
 from collections.abc import Iterator
 
 import pytest
+from pydantic import BaseModel
 
-from durableflow import Context, StartEvent, StopEvent, Workflow, WorkflowCancelledError, WorkflowRuntimeError, step
+from durableflow import (
+    Context,
+    SnapshotError,
+    StartEvent,
+    StopEvent,
+    Workflow,
+    WorkflowCancelledError,
+    WorkflowRuntimeError,
+    step,
+)
 from durableflow._context import (
     _warn_cancel_before_start,
     _warn_cancel_in_step,
@@ -101,3 +111,51 @@ async def test_cancelling_a_running_run_from_outside_cancels_it() -> None:
     handler.ctx._workflow_cancel_run()
     with pytest.raises(WorkflowCancelledError):
         await handler
+
+
+class Counts(Workflow):
+    @step
+    async def count(self, ctx: Context, ev: StartEvent) -> StopEvent:
+        n = await ctx.store.get("n", default=0) + 1
+        await ctx.store.set("n", n)
+        return StopEvent(result=n)
+
+
+async def test_a_context_saved_before_its_first_run_restores_its_seeded_state() -> None:
+    wf = Counts()
+    ctx = Context(wf)
+    await ctx.store.set("n", 10)
+    saved = ctx.to_dict()
+    assert saved["run_id"] == "" and saved["is_running"] is False
+    restored = Context.from_dict(wf, saved)
+    assert restored.run_id == "" and not restored.is_running
+    assert await wf.run(ctx=restored) == 11
+    assert await wf.run(ctx=restored) == 12
+    saved["state"]["state_data"]["_data"]["n"] = "99"
+    with pytest.raises(SnapshotError, match="checksum"):
+        Context.from_dict(wf, saved)
+
+
+class Tally(BaseModel):
+    n: int = 0
+
+
+class CountsTyped(Workflow):
+    @step
+    async def count(self, ctx: Context[Tally], ev: StartEvent) -> StopEvent:
+        async with ctx.store.edit_state() as state:
+            state.n += 1
+        return StopEvent(result=(await ctx.store.get_state()).n)
+
+
+async def test_to_dict_without_state_restores_a_fresh_store() -> None:
+    wf = Counts()
+    handler = wf.run()
+    assert await handler == 1
+    assert await wf.run(ctx=Context.from_dict(wf, handler.ctx.to_dict())) == 2
+    assert await wf.run(ctx=Context.from_dict(wf, handler.ctx.to_dict(include_state=False))) == 1
+    typed = CountsTyped()
+    seeded = Context(typed)
+    await seeded.store.set("n", 5)
+    assert await typed.run(ctx=Context.from_dict(typed, seeded.to_dict())) == 6
+    assert await typed.run(ctx=Context.from_dict(typed, seeded.to_dict(include_state=False))) == 1

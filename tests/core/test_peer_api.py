@@ -471,7 +471,7 @@ async def test_run_refuses_a_start_event_that_is_not_one() -> None:
 
 
 async def test_a_context_that_never_ran_says_it_needs_a_running_workflow() -> None:
-    """Before its first run a context has nothing to save, stream, send to or ask about: each says so."""
+    """Before its first run a context has nothing to stream, send to or ask about: each says so."""
 
     class One(Workflow):
         @step
@@ -479,7 +479,7 @@ async def test_a_context_that_never_ran_says_it_needs_a_running_workflow() -> No
             return StopEvent(result="done")
 
     ctx = Context(One())
-    for call in (ctx.to_dict, ctx.stream_events, lambda: ctx.send_event(Event())):
+    for call in (ctx.stream_events, lambda: ctx.send_event(Event())):
         with pytest.raises(WorkflowRuntimeError, match="called before workflow started: it requires a running"):
             call()
     with pytest.raises(WorkflowRuntimeError, match="requires a running workflow"):
