@@ -71,7 +71,7 @@ class Context(Generic[StateT]):
         ref = current_context.get()
         ctx = ref() if ref is not None else None
         if ctx is None:
-            raise WorkflowRuntimeError("Context.get_step_context() is only available inside a step")
+            raise WorkflowRuntimeError("Context.get_step_context() may only be called from within a step function")
         return ctx  # type: ignore[no-any-return]
 
     async def running_steps(self) -> list[str]:
@@ -278,7 +278,7 @@ class Context(Generic[StateT]):
     def _delivery(self, what: str) -> Delivery:
         delivery = current_delivery.get()
         if delivery is None:
-            raise WorkflowRuntimeError(f"ctx.{what} is only available inside a step")
+            raise WorkflowRuntimeError(f"ctx.{what} may only be called from within a step function")
         return delivery
 
 

@@ -314,7 +314,7 @@ class Helped(Workflow):
 async def test_code_a_step_calls_finds_the_step_context() -> None:
     """Context.get_step_context() inside a step is that step's ctx; ctx.running_steps() names the busy steps."""
     assert await Helped().run() == (True, ["work"])
-    with pytest.raises(Exception, match="only available inside a step"):
+    with pytest.raises(Exception, match="may only be called from within a step function"):
         Context.get_step_context()
 
 

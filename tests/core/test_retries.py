@@ -194,7 +194,7 @@ def test_ctx_attempt_outside_a_step_is_an_error() -> None:
         async def s(self, ev: StartEvent) -> StopEvent:
             return StopEvent()
 
-    with pytest.raises(WorkflowRuntimeError, match="only available inside a step"):
+    with pytest.raises(WorkflowRuntimeError, match="may only be called from within a step function"):
         _ = Context(Any_()).attempt
 
 
