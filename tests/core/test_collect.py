@@ -230,7 +230,7 @@ async def test_context_methods_need_a_running_run_or_a_step() -> None:
         ctx.send_event(A())
     with pytest.raises(WorkflowRuntimeError, match="not running"):
         ctx.write_event_to_stream(A())
-    with pytest.raises(WorkflowRuntimeError, match="inside a step"):
+    with pytest.raises(WorkflowRuntimeError, match="within a step"):
         ctx.collect_events(A(), [A])
 
 

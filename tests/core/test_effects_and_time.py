@@ -117,11 +117,11 @@ async def test_effect_result_must_be_storable() -> None:
 async def test_context_effect_and_sleep_outside_a_step_are_errors() -> None:
     """ctx.effect, ctx.sleep and ctx.checkpoint only work inside a step."""
     ctx = Context(Payments())
-    with pytest.raises(WorkflowRuntimeError, match="inside a step"):
+    with pytest.raises(WorkflowRuntimeError, match="within a step"):
         await ctx.effect("x", int)
-    with pytest.raises(WorkflowRuntimeError, match="inside a step"):
+    with pytest.raises(WorkflowRuntimeError, match="within a step"):
         await ctx.sleep(1)
-    with pytest.raises(WorkflowRuntimeError, match="inside a step"):
+    with pytest.raises(WorkflowRuntimeError, match="within a step"):
         await ctx.checkpoint()
 
 
