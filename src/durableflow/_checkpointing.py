@@ -33,6 +33,10 @@ if TYPE_CHECKING:
 
 COMPACT_AFTER = 16 * 1024
 """Deltas are folded into a full snapshot once they hold this many bytes (and twice the state's)."""
+RESUME_FOLD = 1024
+"""A resumed run folds its deltas at its first checkpoint once they hold this many bytes and half the state's:
+each delta costs a resume far more than its bytes (it is unsealed, parsed and checked on its own), while
+rewriting a state that was just read whole is cheap unless the state is large."""
 LEASE_MARGIN = 0.2
 """The part of the lease's time to live a run keeps in hand: one that could not renew its lease for the rest
 stops, before the lease lapses for the other workers (whose clocks, and the stop itself, may lag)."""
@@ -285,10 +289,10 @@ class RunCheckpoints:
     def _compaction_due(self) -> bool:
         """Fold the deltas into a full snapshot once they weigh twice the state: a resume then replays at
         most three times the state, and one large write is not rewritten by the next checkpoint. A resumed
-        run folds them as soon as they weigh as much as the state and 4 KB, so the next resume reads less."""
+        run folds them sooner (``RESUME_FOLD``), so that the next resume replays fewer of them."""
         if self.resumed:
             self.resumed = False
-            if self.since_full >= max(COMPACT_AFTER // 4, self.state_size):
+            if self.since_full >= max(RESUME_FOLD, self.state_size // 2):
                 return True
         return self.since_full >= COMPACT_AFTER and self.since_full >= 2 * self.state_size
 

@@ -11,11 +11,13 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import pytest
 from pytest_redis import factories
 
 from durableflow import (
     Append,
     Context,
+    Event,
     MemoryCheckpointer,
     Record,
     RedisCheckpointer,
@@ -25,8 +27,9 @@ from durableflow import (
     Workflow,
     step,
 )
+from durableflow._checkpointing import RESUME_FOLD
 
-from .crashing import settle
+from .crashing import Crash, settle
 from .test_late_writes import GatedMiddle
 
 redis_frozen_proc = factories.redis_proc(executable=shutil.which("redis-server") or "/usr/bin/redis-server")
@@ -148,3 +151,49 @@ async def test_a_large_write_is_not_rewritten_until_the_deltas_outweigh_the_stat
     large, after = store.load(first.run_id)[1:3]
     assert len(large.data) > 200_000 and not large.full
     assert not after.full and len(after.data) < 2_000
+
+
+class Tick(Event):
+    i: int
+
+
+class Counts(Workflow):
+    """One step per tick, each writing one more small key; the process dies as tick ``dies_at`` starts."""
+
+    dies_at = -1
+    step_crash_limit = None
+
+    @step
+    async def begin(self, ev: StartEvent) -> Tick:
+        return Tick(i=0)
+
+    @step
+    async def tick(self, ev: Tick, ctx: Context) -> Tick | StopEvent:
+        if ev.i == self.dies_at:
+            raise Crash(f"tick {ev.i}")
+        await ctx.store.set(f"k{ev.i}", ev.i)
+        return Tick(i=ev.i + 1) if ev.i < 59 else StopEvent(result=ev.i + 1)
+
+
+async def test_a_resumed_run_folds_its_deltas_once_they_weigh_a_kilobyte() -> None:
+    """A run resumed over more than RESUME_FOLD bytes of small deltas writes a full snapshot as its first
+    checkpoint, so the next resume replays one record instead of all of them; a resume over fewer deltas
+    writes a delta."""
+    store = MemoryCheckpointer()
+    Counts.dies_at = 15  # fifteen deltas of about 100 bytes: over a kilobyte, under the run's own threshold
+    workflow = Counts(checkpointer=store)
+    handler = workflow.run()
+    with pytest.raises(Crash):
+        await handler
+    before = store.load(handler.run_id)
+    assert sum(len(r.data) for r in before[1:]) > RESUME_FOLD and not before[-1].full
+    with pytest.raises(Crash):
+        await workflow.resume(handler.run_id)
+    after = store.load(handler.run_id)
+    assert after[0].full and after[0].seq == before[-1].seq + 1  # the resume's own record is the full one
+    with pytest.raises(Crash):
+        await workflow.resume(handler.run_id)
+    again = store.load(handler.run_id)
+    assert [r.full for r in again] == [True, False]  # one delta since: not worth folding
+    Counts.dies_at = -1
+    assert await workflow.resume(handler.run_id) == 60
