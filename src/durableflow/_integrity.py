@@ -157,6 +157,8 @@ def _anything(value: Any) -> bool:
 
 def _dict_of(valid_key: Callable[[Any], bool], valid_value: Callable[[Any], bool]) -> Callable[[Any], bool]:
     if valid_value is _anything:  # only the keys to check (state, effects): one pass in C over them
+        if valid_key is _text:
+            return _text_keys
         return lambda value: isinstance(value, dict) and all(map(valid_key, value))
     return lambda value: isinstance(value, dict) and all(valid_key(k) and valid_value(v) for k, v in value.items())
 
@@ -171,6 +173,18 @@ def _pair(first: Callable[[Any], bool], second: Callable[[Any], bool]) -> Callab
 
 def _text(value: Any) -> bool:
     return isinstance(value, str) and (value.isascii() or _is_text(value, empty=True))
+
+
+def _text_keys(value: Any) -> bool:
+    """A dict whose keys are all text: ASCII keys (parsed JSON keys are always strings) in one C-level pass."""
+    if not isinstance(value, dict):
+        return False
+    try:
+        if all(map(str.isascii, value)):
+            return True
+    except TypeError:  # a key that is not a string at all
+        return False
+    return all(map(_text, value))
 
 
 def _eid(value: Any) -> bool:
