@@ -2,21 +2,25 @@
 
 An event that no step accepts, sent while a step waits for events, is
 parked in a collect buffer (so checkpoints keep it); a waiting step takes the
-first parked event that matches its type and requirements. A step restarted
-after a crash waits again from its top and finds the event parked, and the
-request it sent (``waiter_event``) is not sent twice.
+first parked event that matches its type and requirements. An event that
+arrives while several steps wait answers each of them that it matches: the
+first takes the parked event, the others each take a copy of their own,
+stored like any event. A step restarted after a crash waits again from its
+top and finds the event parked, and the request it sent (``waiter_event``)
+is not sent twice; nor is it sent again by a retry that finds its answer.
 """
 
 from __future__ import annotations
 
 import asyncio
+import weakref
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from ._events import Event, InputRequiredEvent, type_key
 
 if TYPE_CHECKING:
     from ._runner import Runner
-    from ._runstate import Delivery
+    from ._runstate import Delivery, DeliveryKey
 
 E = TypeVar("E", bound=Event)
 
@@ -32,27 +36,62 @@ def matches(event: Event, event_type: type[Event], requirements: dict[str, Any] 
 _MISSING = object()
 
 
+# Per run in this process: each parked event (by the id it was parked under), and the steps that were
+# waiting when it came, each with the attempt that took it (0: none yet) — an attempt that failed gave it
+# back, so the retry may take it again. Not durable: after a crash the parked event, and the copies
+# already taken, are what the snapshot holds.
+_Shared = dict[int, tuple[Event, dict["DeliveryKey", int]]]
+_shared: weakref.WeakKeyDictionary[Runner, _Shared] = weakref.WeakKeyDictionary()
+
+
 def take(runner: Runner, delivery: Delivery, event_type: type[E], requirements: dict[str, Any] | None) -> E | None:
-    """The first parked event that fits, taken by this delivery (consumed when its completion is recorded)."""
+    """The earliest parked event that fits, taken by this delivery (consumed when its completion is
+    recorded): the parked one itself, or, when another step that was waiting for it took it first, a copy."""
     run = runner.run
-    buffer = run.buffers.get(PARKED)
-    for eid in buffer or ():
-        event = run.events[eid]
-        if matches(event, event_type, requirements):
-            run.buffer(PARKED).remove(eid)
-            delivery.taken.append((PARKED, eid))
-            return event  # type: ignore[return-value]  # matches() checked the type
-    return None
+    shared = _shared.get(runner, {})
+    key = delivery.key
+    parked = next((e for e in run.buffers.get(PARKED) or () if matches(run.events[e], event_type, requirements)), None)
+    copy = next(
+        (
+            e
+            for e, (event, waiting) in shared.items()
+            if waiting.get(key, delivery.attempt) < delivery.attempt and matches(event, event_type, requirements)
+        ),
+        None,
+    )
+    if copy is not None and (parked is None or copy < parked):
+        event = shared[copy][0]
+        shared[copy][1][key] = delivery.attempt
+        eid = run.add_event(event)
+        run.refs[eid] += 1
+        run.buffer(PARKED)  # the snapshot's buffer holds what running steps took: one more now
+    elif parked is not None:
+        eid, event = parked, run.events[parked]
+        run.buffer(PARKED).remove(eid)
+        if key in shared.get(eid, (None, {}))[1]:
+            shared[eid][1][key] = delivery.attempt
+    else:
+        return None
+    delivery.taken.append((PARKED, eid))
+    return event  # type: ignore[return-value]  # matches() checked the type
 
 
 def park(runner: Runner, event: Event) -> bool:
     """Keep an event nobody accepts for a step that waits for events; ``False`` if no step waits."""
     run = runner.run
-    if not any(delivery.waits for delivery in run.deliveries.values()):
+    waiting = {key: 0 for key, delivery in run.deliveries.items() if delivery.waits}
+    if not waiting:
         return False
     eid = run.add_event(event)
     run.buffer(PARKED).append(eid)
     run.refs[eid] += 1
+    shared = _shared.setdefault(runner, {})
+    for earlier, (_, steps) in list(shared.items()):
+        for finished in steps.keys() - run.deliveries.keys():  # steps that completed take nothing more
+            del steps[finished]
+        if not steps:
+            del shared[earlier]
+    shared[eid] = (event, waiting)
     for waiter in list(runner.waiters):
         if not waiter.done():
             waiter.set_result(None)  # every waiter looks again
@@ -78,6 +117,8 @@ async def wait_for(
     timeout: float | None,
 ) -> E:
     runner.graph.types.setdefault(type_key(event_type), event_type)  # storable in this process at least
+    if delivery.failures and (found := take(runner, delivery, event_type, requirements)) is not None:
+        return found  # a retry finds the answer its failed attempt took: the person is not asked again
     if waiter_event is not None:
         if isinstance(waiter_event, InputRequiredEvent) or runner.graph.consumers(type(waiter_event)):
             runner.send(waiter_event, None, delivery)  # counted with the step's sends: not sent again on a re-run
