@@ -75,6 +75,13 @@ from ._retry_strategies import (
 )
 from ._serializers import JsonSerializer, PickleSerializer
 from ._sqlite import SQLiteCheckpointer
+from ._state_codec import (
+    InMemorySerializedState,
+    decode_state,
+    deserialize_state_from_dict,
+    encode_state,
+    parse_in_memory_state,
+)
 from ._step import StepConfig, StepGraphCheck, WorkflowGraphCheck, catch_error, step
 from ._store import DictState, StateStore, in_memory_state_store
 from ._test_runner import WorkflowTestResult, WorkflowTestRunner
@@ -96,6 +103,7 @@ __all__ = [
     "GroupCommit",
     "HookSpecs",
     "HumanResponseEvent",
+    "InMemorySerializedState",
     "InputRequiredEvent",
     "InternalDispatchEvent",
     "JsonSerializer",
@@ -150,11 +158,15 @@ __all__ = [
     "build_step_graph",
     "catch_error",
     "crashpoint",
+    "decode_state",
+    "deserialize_state_from_dict",
+    "encode_state",
     "get_clock",
     "hookimpl",
     "in_memory_state_store",
     "open_checkpointer",
     "override_resources",
+    "parse_in_memory_state",
     "plugin_manager",
     "retry_all",
     "retry_always",

@@ -17,6 +17,7 @@ from pydantic_core import PydanticSerializationError
 
 from ._errors import SerializationError, WorkflowRuntimeError, WorkflowValidationError
 from ._serialization import ValueCodec, check_text, non_finite, refuse_non_finite
+from ._serializers import JsonSerializer
 
 StateT = TypeVar("StateT")
 
@@ -130,6 +131,22 @@ class StateStore(Generic[StateT]):
                 self._replace(self._encode_state(state))
             finally:
                 self._holder = self._editing = None
+
+    # -- saving by hand ----------------------------------------------------------------
+
+    def to_dict(self, serializer: JsonSerializer | None = None) -> dict[str, Any]:
+        """The state as llama-index-workflows' ``InMemoryStateStore.to_dict`` lays it out (``store_type``,
+        ``state_type``, ``state_module``, ``state_data``), through ``serializer`` (JSON by default)."""
+        from ._state_codec import store_to_dict  # the codec builds on this module
+
+        return store_to_dict(self, serializer or JsonSerializer())
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any], serializer: JsonSerializer | None = None) -> StateStore[Any]:
+        """A store holding the state ``to_dict`` saved; ``ValueError`` for another store's payload."""
+        from ._state_codec import store_from_dict
+
+        return store_from_dict(data, serializer or JsonSerializer())
 
     # -- internals -------------------------------------------------------------------
 

@@ -1,0 +1,100 @@
+"""A state saved on its own (encode_state / decode_state, StateStore.to_dict / from_dict), in the layout
+llama-index-workflows uses, read back through the serializer: never importing a stored class name."""
+
+import base64
+import json
+import pickle
+import sys
+
+import pytest
+from pydantic import BaseModel
+
+from durableflow import (
+    DictState,
+    InMemorySerializedState,
+    JsonSerializer,
+    PickleSerializer,
+    SerializationError,
+    StateStore,
+    decode_state,
+    deserialize_state_from_dict,
+    encode_state,
+    parse_in_memory_state,
+)
+
+
+class Tally(BaseModel):
+    count: int = 0
+    label: str = "none"
+
+
+class Notes(DictState):
+    pass
+
+
+def test_untyped_and_typed_state_round_trip() -> None:
+    serializer = JsonSerializer()
+    data, kind, _ = encode_state(DictState(count=2, items=["a"], nested=Tally(count=1)), serializer)
+    assert kind == "DictState" and set(data["_data"]) == {"count", "items", "nested"}
+    back = decode_state(data, serializer)
+    assert isinstance(back, DictState) and back == {"count": 2, "items": ["a"], "nested": Tally(count=1)}
+    assert decode_state(json.dumps(data), serializer) == back  # stored as one JSON text, too
+
+    notes = Notes()
+    notes["seen"] = True
+    assert decode_state(encode_state(notes, serializer)[0], serializer) == {"seen": True}
+
+    text, kind, module = encode_state(Tally(count=7, label="x"), serializer)
+    assert (kind, module) == ("Tally", __name__)
+    assert decode_state(text, serializer) == Tally(count=7, label="x")
+
+
+def test_what_is_not_a_state_payload_is_refused() -> None:
+    serializer = JsonSerializer()
+    for payload in (json.dumps([1]), json.dumps("text"), {"foo": 1}, [1, 2], 3):
+        with pytest.raises(ValueError, match="state payload"):
+            decode_state(payload, serializer)
+    assert decode_state(None, serializer) == DictState()
+    live = Tally(count=3)
+    assert decode_state(live, serializer) is live
+
+
+def test_a_stored_class_name_is_never_imported() -> None:
+    text = json.dumps({"__is_pydantic": True, "value": {}, "qualified_name": "json.tool.Anything"})
+    sys.modules.pop("json.tool", None)
+    with pytest.raises(SerializationError, match="not loaded here"):
+        decode_state(text, JsonSerializer())
+    assert "json.tool" not in sys.modules
+
+
+def test_a_pickled_state_loads_only_with_the_pickle_serializer() -> None:
+    pickled = base64.b64encode(pickle.dumps(Tally(count=5))).decode()
+    assert decode_state(pickled, PickleSerializer()) == Tally(count=5)
+    with pytest.raises(ValueError, match="neither JSON nor a pickle"):
+        decode_state(pickled, JsonSerializer())
+
+
+async def test_a_store_saved_with_to_dict_comes_back_with_from_dict() -> None:
+    serializer = JsonSerializer()
+    untyped: StateStore[DictState] = StateStore()
+    await untyped.set("count", 42)
+    saved = untyped.to_dict(serializer)
+    assert saved["store_type"] == "in_memory" and saved["state_type"] == "DictState"
+    assert deserialize_state_from_dict(saved, serializer) == {"count": 42}
+    restored = StateStore.from_dict(saved, serializer)
+    assert await restored.get("count") == 42
+
+    typed = StateStore(Tally(count=100, label="t"))
+    saved = typed.to_dict()
+    assert deserialize_state_from_dict(saved, serializer, state_type=DictState) == Tally(count=100, label="t")
+    assert await StateStore.from_dict(saved).get_state() == Tally(count=100, label="t")
+
+
+def test_a_payload_written_by_another_kind_of_store_is_refused() -> None:
+    old = parse_in_memory_state({"state_type": "DictState", "state_data": {"_data": {}}})
+    assert isinstance(old, InMemorySerializedState) and old.store_type == "in_memory"
+    for kind in ("sql", "redis"):
+        with pytest.raises(ValueError, match=f"Cannot parse store_type '{kind}'"):
+            parse_in_memory_state({"store_type": kind, "run_id": "r"})
+        with pytest.raises(ValueError, match=f"Cannot parse store_type '{kind}'"):
+            StateStore.from_dict({"store_type": kind, "run_id": "r"})
