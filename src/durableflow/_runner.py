@@ -165,8 +165,10 @@ class Runner(RunEnding):
             consumers = self.graph.consumers(cls)
         else:
             spec = self.graph.steps.get(target)
-            if spec is None or not isinstance(event, spec.accepts):
-                raise WorkflowRuntimeError(f"step {target!r} does not exist or does not accept {cls.__name__}")
+            if spec is None:
+                raise WorkflowRuntimeError(f"Step {target} does not exist (steps: {', '.join(self.graph.steps)})")
+            if not isinstance(event, spec.accepts):
+                raise WorkflowRuntimeError(f"Step {target} does not accept event of type {cls!r}")
             consumers = (spec,)
         run = self.run
         if isinstance(event, InputRequiredEvent):
