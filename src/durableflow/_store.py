@@ -28,13 +28,14 @@ _MISSING: Any = object()
 class StateStore(Generic[StateT]):
     """Key-value state shared by a run's steps, optionally typed by a pydantic model."""
 
-    __slots__ = ("_adapters", "_codec", "_editing", "_holder", "_lock", "_state_type", "dirty", "values")
+    __slots__ = ("_adapters", "_codec", "_editing", "_holder", "_lock", "_own", "_state_type", "dirty", "values")
 
     def __init__(self, initial: BaseModel | Mapping[str, Any] | None = None) -> None:
         """A store outside any run, starting from ``initial``: a typed model (its type becomes the state
         type) or a mapping for untyped state. What steps see as ``ctx.store``, for tests of code that takes one."""
         typed = isinstance(initial, BaseModel)
         self._setup(ValueCodec({}), type(initial) if typed else None, None)  # type: ignore[arg-type]
+        self._own = True
         self._replace(self._encode_state(initial if typed else dict(initial or {})))
         self.dirty.clear()
 
@@ -48,6 +49,7 @@ class StateStore(Generic[StateT]):
         return store
 
     def _setup(self, codec: ValueCodec, state_type: type[BaseModel] | None, values: dict[str, str] | None) -> None:
+        self._own = False  # outside any run: its state type may become a subclass (a run's is the declared one)
         self._codec = codec
         self._state_type = state_type
         self._adapters: dict[str, TypeAdapter[Any]] = {}
@@ -205,6 +207,8 @@ class StateStore(Generic[StateT]):
                 str(key): self._codec.dump(value, f"state key {key!r} (a {type(value).__name__})")
                 for key, value in state.items()
             }
+        if self._own and isinstance(state, self._state_type) and type(state) is not self._state_type:
+            self._state_type, self._adapters = type(state), {}  # keep what the subclass adds; clear() resets to it
         if (
             isinstance(state, BaseModel)
             and not isinstance(state, self._state_type)

@@ -98,3 +98,25 @@ def test_a_payload_written_by_another_kind_of_store_is_refused() -> None:
             parse_in_memory_state({"store_type": kind, "run_id": "r"})
         with pytest.raises(ValueError, match=f"Cannot parse store_type '{kind}'"):
             StateStore.from_dict({"store_type": kind, "run_id": "r"})
+
+
+class Base(BaseModel):
+    a: int = 0
+
+
+class Child(Base):
+    b: int = 0
+
+
+async def test_a_store_outside_a_run_keeps_a_subclass_state_whole_and_clears_to_it() -> None:
+    """StateStore(Base()).set_state(Child(...)) keeps the child's fields (none is dropped); clear() resets to Child."""
+    store = StateStore(Base())
+    await store.set_state(Child(a=1, b=7))
+    assert await store.get_state() == Child(a=1, b=7)
+    assert await store.get("b") == 7
+    await store.clear()
+    state = await store.get_state()
+    assert type(state) is Child and (state.a, state.b) == (0, 0)
+    await store.set_state(Child(a=0, b=5))
+    await store.set_state(Base(a=2))  # a base instance merges its fields in: the child's own stay
+    assert await store.get_state() == Child(a=2, b=5)
