@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import pytest
+import redis
 
 from durableflow import Context, Resource, StartEvent, StopEvent, Workflow, plugin_manager, step
 from durableflow.testing import _zygote
@@ -262,3 +263,45 @@ def test_a_scenario_store_is_deleted_once_judged(tmp_path: Path, monkeypatch: py
     assert files == sorted(files, reverse=True)
     assert files[0] > files[-1]
     assert glob.glob(pattern) == []
+
+
+BUILT: list[str] = []
+
+
+def counted_redis() -> redis.Redis:
+    BUILT.append("counted")
+    return redis.Redis(decode_responses=True, db=3)
+
+
+def faked_redis() -> redis.Redis:
+    BUILT.append("faked")
+    return redis.Redis()
+
+
+class TwoClients(Workflow):
+    @step
+    async def go(
+        self,
+        ev: StartEvent,
+        served: Annotated[redis.Redis, Resource(counted_redis)],
+        faked: Annotated[redis.Redis, Resource(faked_redis)],
+    ) -> StopEvent:
+        return StopEvent(result=None)
+
+
+def test_a_world_learns_its_redis_clients_options_once_before_lives_fork() -> None:
+    """Kill mode learns how each Redis resource decodes before forking: a life that had to learn it
+    itself would build the factory's client, which costs more than the life. A resource the user fakes
+    by its factory is never asked."""
+    from durableflow.testing._world import FakeWorld
+
+    BUILT.clear()
+    world = FakeWorld({faked_redis: object})
+    try:
+        world.learn_redis_options(TwoClients)
+        assert BUILT == ["counted"]
+        override = world.overrides()[redis.Redis]
+        assert override.options(counted_redis) == {"decode_responses": True, "db": 3}
+        assert BUILT == ["counted"]
+    finally:
+        world.close()

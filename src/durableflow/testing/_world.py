@@ -284,6 +284,25 @@ class FakeWorld:
         self._overrides = overrides
         return overrides
 
+    def learn_redis_options(self, workflow: type) -> None:
+        """Learn now how each Redis-typed resource of ``workflow`` decodes (see ``FakeRedisFor.options``),
+        so that lives forked from this process inherit it: learning builds a client of the factory's,
+        which costs a short life several times over (redis-py reads its own package metadata)."""
+        from durableflow._graph import graph_of
+
+        overrides = self.overrides()
+        for spec in graph_of(workflow).steps.values():
+            for source in spec.plan:
+                if not isinstance(source, tuple):
+                    continue
+                resource, annotation = source
+                if not isinstance(annotation, type) or resource.factory in self.fakes:
+                    continue  # a fake of the user's by factory: its runs never ask the Redis override
+                for key, override in overrides.items():
+                    if isinstance(override, FakeRedisFor) and isinstance(key, type) and issubclass(annotation, key):
+                        override.options(resource.factory)
+                        break
+
     @contextmanager
     def serving(self) -> Iterator[None]:
         """Runs started or resumed inside the block talk to this world."""

@@ -383,6 +383,8 @@ def _warm(world: Any, cls: type) -> None:  # pragma: no cover - runs in the zygo
         warm_up(cls, run=not _warmed)
     _warmed.append(True)
     if world.redis_address is not None:
+        with contextlib.suppress(Exception):
+            world.learn_redis_options(cls)
         client = world.redis_client()
         with contextlib.suppress(Exception):
             client.ping()
