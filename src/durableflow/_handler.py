@@ -55,8 +55,27 @@ class WorkflowHandler:
     def ctx(self) -> Context[Any]:
         """The run's context (``ctx.to_dict()`` snapshots it from here)."""
         if self._ctx is None:
-            raise WorkflowRuntimeError(f"run {self.run_id!r} has not started: it is waiting for its lease")
+            raise WorkflowRuntimeError(
+                f"run {self.run_id!r} has not started: it is being claimed in its store (await handler.claimed())"
+            )
         return self._ctx
+
+    async def claimed(self) -> None:
+        """Wait until the run is this process's to drive: stored under its lease (created, or leased and
+        loaded) and its first checkpoint durable; at once without a checkpointer.
+
+        Raises what kept it from that (``RunExistsError``, ``RunNotFoundError``, ``RunLeaseError``,
+        ``SnapshotError``, ``StoreUnavailableError``): on a store called from a thread (Redis, PostgreSQL)
+        ``run()`` and ``resume()`` return before their store calls are answered, and this is where a taken
+        run id or a run another worker drives is told apart from a run that failed later.
+        """
+        await asyncio.shield(self._started)
+        runner = self._runner
+        if runner is None:  # it had completed, or never started here
+            if self._future.done() and not self._future.cancelled() and self._future.exception() is not None:
+                raise self._future.exception()  # type: ignore[misc]
+            return
+        await asyncio.shield(runner.claimed)
 
     def __await__(self) -> Generator[Any, None, Any]:
         return self._future.__await__()

@@ -52,6 +52,7 @@ class RunEnding:
     durable: RunCheckpoints | None
     loop: asyncio.AbstractEventLoop
     future: asyncio.Future[Any]
+    claimed: asyncio.Future[None]
     busy: dict[str, int]
     workers: set[asyncio.Task[None]]
     stream: deque[Event]
@@ -287,8 +288,22 @@ class RunEnding:
             )
         )
 
+    def _claim_settled(self, exc: BaseException | None) -> None:
+        """Tell ``handler.claimed()`` whether the run became this process's (``exc``: why not)."""
+        claimed = self.claimed
+        if claimed.done():
+            return
+        if exc is None:
+            claimed.set_result(None)
+        elif isinstance(exc, asyncio.CancelledError):
+            claimed.cancel()
+        else:
+            claimed.set_exception(exc)
+            claimed.exception()  # retrieved: whoever awaits the run gets it from the run's own future
+
     def _end(self) -> None:
         self.done = True
+        self._claim_settled(None)  # it ended here, so it was this process's (failed or cancelled before it spawned)
         for cancel in self.cancels:
             cancel()
         self.cancels.clear()  # a timer's stop refers back to this runner: no cycle left for the collector
@@ -305,6 +320,7 @@ class RunEnding:
         if self.done:
             return
         self.done = True
+        self._claim_settled(exc if exc is not None else asyncio.CancelledError())
         if self.durable is not None:
             self.durable.detach()
         self.stream.clear()  # a dead process shows its readers nothing more, not even what it had queued

@@ -81,6 +81,8 @@ class Runner(RunEnding):
         self.loop = asyncio.get_running_loop()
         self.thread = threading.get_ident()
         self.future: asyncio.Future[Any] = future if future is not None else self.loop.create_future()
+        self.claimed: asyncio.Future[None] = self.loop.create_future()
+        """Done once the run is this process's in its store (its first checkpoint durable), or failed to be."""
         self.resources = ResourceCache(current_overrides(), workflow._resource_manager)
         self.ready: dict[str, deque[Delivery]] = {name: deque() for name in self.graph.steps}
         self.busy: dict[str, int] = dict.fromkeys(self.graph.steps, 0)
@@ -154,7 +156,15 @@ class Runner(RunEnding):
             plugin_manager.hook.durableflow_run_started(
                 run_id=run.run_id, workflow=self.workflow, resumed=start_event is None
             )
-        self._after(pending, self._spawn, lambda exc: self._fail(exc, partial=True))
+        self._after(pending, self._stored, self._not_stored)
+
+    def _stored(self) -> None:
+        self._claim_settled(None)
+        self._spawn()
+
+    def _not_stored(self, exc: Exception) -> None:
+        self._claim_settled(exc)
+        self._fail(exc, partial=True)
 
     # -- accepting events ----------------------------------------------------------------
 

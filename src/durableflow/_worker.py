@@ -153,7 +153,7 @@ class Worker:
                 if len(self.active) >= self.concurrency or self._stopping_now():
                     return found
                 found += 1
-                self._take(info)
+                await self._take(info)
             if len(page) < self.page_size:
                 break
             after = page[-1].cursor
@@ -164,23 +164,36 @@ class Worker:
     def _wanted(self, info: RunInfo) -> bool:
         return info.run_id not in self.active and info.run_id not in self._skipped and info.workflow in self.factories
 
-    def _take(self, info: RunInfo) -> None:
+    async def _take(self, info: RunInfo) -> None:
+        """Claim the run (off the event loop on a threaded store: only this poll waits) and drive it."""
+        run_id = info.run_id
         workflow = self.factories[info.workflow]()
         workflow.checkpointer = self.checkpointer
         workflow.max_recoveries = self.max_recoveries
+        handler: WorkflowHandler | None = None
         try:
-            handler = workflow.resume(info.run_id)
+            handler = workflow.resume(run_id)
+            self.active[run_id] = handler  # its slot is taken while the claim is under way
+            await handler.claimed()
         except (RunLeaseError, RunNotFoundError):  # another worker won it, or it was purged meanwhile
             self.stats.lost_races += 1
-            return
+            return self._let_down(run_id, handler)
         except (SnapshotError, WorkflowValidationError) as exc:
-            self._skipped.add(info.run_id)
-            log.error("run %s cannot be resumed with this code, leaving it alone: %s", info.run_id, exc)
-            return
+            self._skipped.add(run_id)
+            log.error("run %s cannot be resumed with this code, leaving it alone: %s", run_id, exc)
+            return self._let_down(run_id, handler)
+        except StoreUnavailableError as exc:
+            log.warning("could not claim run %s, trying again later: %s", run_id, exc)
+            return self._let_down(run_id, handler)
         self.stats.recovered += 1
-        self.active[info.run_id] = handler
-        log.info("recovering run %s of %s", info.run_id, info.workflow)
-        self._track(self._watch(info.run_id, handler))
+        log.info("recovering run %s of %s", run_id, info.workflow)
+        self._track(self._watch(run_id, handler))
+
+    def _let_down(self, run_id: str, handler: WorkflowHandler | None) -> None:
+        """A claim that failed: its slot is free, and the run's own error was told already."""
+        if handler is not None:
+            self.active.pop(run_id, None)
+            handler._future.add_done_callback(lambda done: done.cancelled() or done.exception())
 
     def _track(self, work: Any) -> None:
         task = asyncio.ensure_future(work)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import functools
 import logging
 import uuid
@@ -13,23 +12,17 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from . import _snapshot
-from ._checkpointer import Checkpointer, new_owner, owner_is_dead, retire_owner
+from . import _claims
+from ._checkpointer import Checkpointer, new_owner
 from ._context import Context
 from ._errors import (
-    DurableflowError,
-    RunExistsError,
-    RunLeaseError,
-    RunNotFoundError,
     WorkflowRuntimeError,
     WorkflowValidationError,
 )
-from ._events import Event, HumanResponseEvent, InputRequiredEvent, StartEvent, StopEvent, run_result
-from ._framing import record_key
+from ._events import Event, HumanResponseEvent, InputRequiredEvent, StartEvent, StopEvent
 from ._graph import graph_of
 from ._handler import WorkflowHandler
 from ._hooks import plugin_manager
-from ._integrity import check_info
 from ._resource import ResourceManager, check_resources
 from ._runner import Runner
 from ._runstate import RunState
@@ -282,25 +275,20 @@ class Workflow:
                 f"this context continues run {ctx.run_id!r}; it takes no start event, fields or run id"
             )
         checkpointer = self.checkpointer
-        owner = new_owner() if checkpointer else ""
-        stored = start is None and checkpointer is not None and self._adopt(checkpointer, ctx, owner)
-        runner = Runner(self, ctx, checkpointer, owner, stored=stored, rebase=stored)
+        if start is None and checkpointer is not None:  # a restored context: the store may hold its run
+            if self.num_concurrent_runs is None:
+                return _claims.continue_restored(self, checkpointer, ctx)
+            turn = asyncio.get_running_loop().create_future()
+            handler = _claims.continue_restored(self, checkpointer, ctx, turn=turn)
+            self._in_turn(handler._future, lambda: turn.set_result(None))
+            return handler
+        runner = Runner(self, ctx, checkpointer, new_owner() if checkpointer else "")
         handler = WorkflowHandler(ctx.run_id, runner.future, ctx)
         handler._attach(runner)
-
-        def begin() -> None:
-            try:
-                runner.start(start)
-            except Exception:
-                if stored:
-                    assert checkpointer is not None
-                    self._release(checkpointer, ctx.run_id, owner)
-                raise
-
         if self.num_concurrent_runs is None:
-            begin()
+            runner.start(start)
         else:
-            self._in_turn(runner.future, begin)
+            self._in_turn(runner.future, lambda: runner.start(start))
         return handler
 
     def _in_turn(self, done: asyncio.Future[Any], begin: Callable[[], None]) -> None:
@@ -338,36 +326,15 @@ class Workflow:
                 f"Failed creating a start event of type '{cls.__name__}' with the keyword arguments: {fields} ({exc})"
             ) from None
 
-    def _adopt(self, checkpointer: Checkpointer, ctx: Context[Any], owner: str) -> bool:
-        """Lease the stored run a restored context continues; ``False`` if the store does not hold it.
-
-        The context's state becomes the run's newest checkpoint, superseding any
-        the store took after ``to_dict``. A completed run is left as it is.
-        """
-        run_id = ctx.run_id
-        try:
-            checkpointer.info(run_id)
-        except RunNotFoundError:
-            return False
-        self._acquire(checkpointer, run_id, owner)
-        try:
-            info = check_info(checkpointer.info(run_id), run_id)  # under the lease: no other worker appends now
-            if info.status == "completed" or info.workflow != ctx._workflow_name:
-                raise RunExistsError(run_id)
-        except BaseException:
-            self._release(checkpointer, run_id, owner)
-            raise
-        ctx._state.seq = info.last_seq
-        ctx._state.written = {}  # the first record writes every run-level field, the status among them
-        return True
-
     def resume(self, run_id: str, *, wait: float = 0.0) -> WorkflowHandler:
         """Continue a stored run (interrupted, failed or cancelled); a completed one just gives its result.
 
         Raises ``RunNotFoundError``, ``SnapshotError`` if the stored run no
         longer fits this code, or ``RunLeaseError`` if another worker drives
         it — unless ``wait`` seconds are given, during which it waits for
-        that worker's lease to end.
+        that worker's lease to end. On a store called from a thread (Redis,
+        PostgreSQL) the run is claimed there, off the event loop, and those
+        errors come from ``await handler.claimed()`` (or from awaiting the handler).
         """
         checkpointer = self.checkpointer
         if checkpointer is None:
@@ -375,94 +342,6 @@ class Workflow:
         graph = graph_of(type(self), check=False)
         if not self._disable_validation:
             graph.check(self._skip_graph_checks)
-        loop = _require_loop("resume")
+        _require_loop("resume")
         plugin_manager.load_entry_points()
-        owner = new_owner()
-        try:
-            self._acquire(checkpointer, run_id, owner)
-        except RunLeaseError:
-            if wait <= 0:
-                retire_owner(owner)
-                raise
-            future = loop.create_future()
-            handler = WorkflowHandler(run_id, future)
-            task = loop.create_task(self._resume_when_free(handler, owner, loop.time() + wait))
-            task.add_done_callback(lambda t: t.cancelled() or t.exception())
-            handler._waiting = task
-            return handler
-        except BaseException:
-            retire_owner(owner)
-            raise
-        return self._continue(run_id, owner, loop.create_future())
-
-    async def _resume_when_free(self, handler: WorkflowHandler, owner: str, give_up_at: float) -> None:
-        assert self.checkpointer is not None
-        loop = asyncio.get_running_loop()
-        while True:
-            try:
-                await asyncio.sleep(_LEASE_POLL)
-            except asyncio.CancelledError:  # handler.cancel() while waiting: the run is left as it is
-                retire_owner(owner)
-                raise
-            try:
-                self._acquire(self.checkpointer, handler.run_id, owner)
-                break
-            except RunLeaseError as exc:
-                if loop.time() >= give_up_at:
-                    retire_owner(owner)
-                    handler._never_started(exc)
-                    return
-            except BaseException as exc:
-                retire_owner(owner)
-                handler._never_started(exc)
-                return
-        try:
-            started = self._continue(handler.run_id, owner, handler._future)
-        except BaseException as exc:
-            handler._never_started(exc)
-            return
-        handler._ctx = started._ctx
-        if started._runner is not None:
-            handler._attach(started._runner)
-        elif not handler._started.done():
-            handler._started.set_result(None)
-
-    def _acquire(self, checkpointer: Checkpointer, run_id: str, owner: str) -> None:
-        try:
-            checkpointer.acquire(run_id, owner)
-        except RunLeaseError as exc:
-            if not owner_is_dead(exc.holder):
-                raise
-            checkpointer.acquire(run_id, owner, steal_from=exc.holder)  # its engine died without releasing
-
-    def _continue(self, run_id: str, owner: str, future: asyncio.Future[Any]) -> WorkflowHandler:
-        """Load the leased run and drive it, or answer at once if it had completed."""
-        checkpointer = self.checkpointer
-        assert checkpointer is not None
-        try:
-            records = checkpointer.load(run_id)
-            ctx = Context._restore(self, _snapshot.replay(records, run_id, record_key(checkpointer)))
-            if ctx._state.status == "completed":
-                self._release(checkpointer, run_id, owner)
-                assert ctx._state.result is not None
-                future.set_result(run_result(ctx._state.result))
-                return WorkflowHandler(run_id, future, ctx)
-            # what the deltas since the last full snapshot weigh: the next checkpoint may fold them into one
-            since_full = sum(len(record.data) for record in records[1:])
-            runner = Runner(self, ctx, checkpointer, owner, stored=True, future=future, since_full=since_full)
-            handler = WorkflowHandler(run_id, future, ctx)
-            handler._attach(runner)
-            runner.start(None)
-            return handler
-        except Exception:
-            self._release(checkpointer, run_id, owner)
-            raise
-        except BaseException:  # a crash: the process is deemed dead, so nothing more is written
-            retire_owner(owner)
-            raise
-
-    @staticmethod
-    def _release(checkpointer: Checkpointer, run_id: str, owner: str) -> None:
-        retire_owner(owner)
-        with contextlib.suppress(DurableflowError):
-            checkpointer.release(run_id, owner)
+        return _claims.resume(self, checkpointer, run_id, wait)

@@ -53,7 +53,7 @@ async def test_a_crash_at_a_checkpoint_write_leaves_the_last_complete_checkpoint
         with pytest.raises(RunNotFoundError):
             restarted.load(RUN_ID)
         with pytest.raises(RunNotFoundError):
-            Pipeline(checkpointer=restarted).resume(RUN_ID)
+            await Pipeline(checkpointer=restarted).resume(RUN_ID)
         return
     assert stored_document(restarted, RUN_ID) == documents[last_complete]
     handler = Pipeline(checkpointer=restarted).resume(RUN_ID)

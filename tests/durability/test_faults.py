@@ -107,7 +107,7 @@ async def test_a_damaged_record_raises_snapshot_error_naming_the_run_and_record(
     await _interrupted(damageable)
     _damage(damageable, seq, DAMAGE[damage])
     with pytest.raises(SnapshotError) as raised:
-        Pipeline(checkpointer=damageable.open()).resume(RUN_ID)
+        await Pipeline(checkpointer=damageable.open()).resume(RUN_ID)
     assert (raised.value.run_id, raised.value.seq) == (RUN_ID, seq)
     assert f"run {RUN_ID!r}" in str(raised.value) and f"record {seq}" in str(raised.value)
 
@@ -117,7 +117,7 @@ async def test_a_missing_record_raises_snapshot_error_naming_it(damageable: Stor
     await _interrupted(damageable)
     _damage(damageable, 3, None)
     with pytest.raises(SnapshotError, match="record 3 is missing") as raised:
-        Pipeline(checkpointer=damageable.open()).resume(RUN_ID)
+        await Pipeline(checkpointer=damageable.open()).resume(RUN_ID)
     assert (raised.value.run_id, raised.value.seq) == (RUN_ID, 3)
 
 
@@ -129,7 +129,7 @@ async def test_a_redis_record_cut_inside_its_header_raises_snapshot_error(make_s
     assert isinstance(checkpointer, RedisCheckpointer)
     checkpointer.client.lset(f"{checkpointer.prefix}:records:{{{RUN_ID}}}", 2, b"\x00\x00")
     with pytest.raises(SnapshotError, match="truncated") as raised:
-        Pipeline(checkpointer=store.open()).resume(RUN_ID)
+        await Pipeline(checkpointer=store.open()).resume(RUN_ID)
     assert raised.value.run_id == RUN_ID
 
 
@@ -140,7 +140,7 @@ async def test_a_damaged_run_leaves_the_store_as_it_was(damageable: Store) -> No
     checkpointer = damageable.open()
     before = checkpointer.load(RUN_ID)
     with pytest.raises(SnapshotError):
-        Pipeline(checkpointer=checkpointer).resume(RUN_ID)
+        await Pipeline(checkpointer=checkpointer).resume(RUN_ID)
     assert checkpointer.load(RUN_ID) == before
     assert checkpointer.info(RUN_ID).lease_owner is None
 
@@ -151,7 +151,7 @@ async def test_resuming_an_unknown_run_raises_run_not_found(make_store: Callable
     store = make_store(kind)
     await Pipeline(checkpointer=store.open()).run(run_id="known", ids=[1])
     with pytest.raises(RunNotFoundError, match="'unknown'"):
-        Pipeline(checkpointer=store.open()).resume("unknown")
+        await Pipeline(checkpointer=store.open()).resume("unknown")
 
 
 # -- Redis down -------------------------------------------------------------------------------

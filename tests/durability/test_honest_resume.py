@@ -118,7 +118,7 @@ async def test_a_renamed_pending_step_raises_snapshot_error_naming_it(store: Sto
     """Resuming with the pending step renamed raises SnapshotError naming the step that is gone."""
     await _interrupted_before_edit(store, Article)
     with pytest.raises(SnapshotError, match=r"step 'edit' was removed or renamed") as raised:
-        ArticleWithRenamedStep(checkpointer=store.open()).resume(RUN_ID)
+        await ArticleWithRenamedStep(checkpointer=store.open()).resume(RUN_ID)
     assert RUN_ID in str(raised.value)
     assert await Article(checkpointer=store.open()).resume(RUN_ID) == "DURABLE RUNS"  # nothing was overwritten
 
@@ -127,7 +127,7 @@ async def test_a_step_that_accepts_another_event_raises_snapshot_error_naming_bo
     """Resuming with the pending step now accepting another event type names the step and both types."""
     await _interrupted_before_edit(store, Article)
     with pytest.raises(SnapshotError) as raised:
-        ArticleWithRetypedStep(checkpointer=store.open()).resume(RUN_ID)
+        await ArticleWithRetypedStep(checkpointer=store.open()).resume(RUN_ID)
     message = str(raised.value)
     assert "'edit'" in message and "Draft" in message and "Review" in message
 
@@ -136,7 +136,7 @@ async def test_an_event_whose_fields_changed_raises_snapshot_error_naming_it(sto
     """Resuming with a stored event's class changed incompatibly raises SnapshotError naming the event and field."""
     await _interrupted_before_edit(store, Essay)
     with pytest.raises(SnapshotError, match=r"DraftV") as raised:
-        EssayWithChangedEvent(checkpointer=store.open()).resume(RUN_ID)
+        await EssayWithChangedEvent(checkpointer=store.open()).resume(RUN_ID)
     assert "words" in str(raised.value)
 
 
@@ -159,7 +159,7 @@ async def test_a_record_of_another_format_version_raises_snapshot_error(store: S
     await _interrupted_before_edit(store, Article)
     seq = _forge(store, "format-2", lambda document: document.update(format=2))
     with pytest.raises(SnapshotError, match=r"format 2") as raised:
-        Article(checkpointer=store.open()).resume("format-2")
+        await Article(checkpointer=store.open()).resume("format-2")
     assert (raised.value.run_id, raised.value.seq) == ("format-2", seq)
     _forge(store, "copy", lambda document: None)
     assert await Article(checkpointer=store.open()).resume("copy") == "DURABLE RUNS"  # the copying alone is harmless
@@ -183,7 +183,7 @@ async def test_loading_never_imports_an_undeclared_event_type(store: Store, tmp_
 
         _forge(store, "trapped", point_at_trap)
         with pytest.raises(SnapshotError, match=r"durableflow_trap_module\.Draft"):
-            Article(checkpointer=store.open()).resume("trapped")
+            await Article(checkpointer=store.open()).resume("trapped")
     finally:
         sys.path.remove(str(tmp_path))
     assert not marker.exists()

@@ -257,5 +257,5 @@ async def test_a_store_edited_by_hand_resumes_or_raises_a_snapshot_error_saying_
         assert await handler == [42, "yes"]
         return
     with pytest.raises(SnapshotError, match=message) as raised:
-        Ask(checkpointer=raw.open()).resume("asked")
+        await Ask(checkpointer=raw.open()).resume("asked")
     assert str(raised.value).startswith("run 'asked'")

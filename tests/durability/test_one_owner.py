@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from durableflow import RunLeaseError, WorkflowCancelledError
+from durableflow import RunLeaseError, StoreUnavailableError, WorkflowCancelledError
 
 from .conftest import Store
 from .crashing import ManualClock, settle
@@ -28,11 +28,11 @@ async def _driven_at_the_gate(store: Store) -> tuple[Gated, asyncio.Event, objec
 
 
 async def test_a_second_worker_gets_run_lease_error_while_the_first_drives(store: Store) -> None:
-    """resume() of a run another live worker drives raises RunLeaseError at once, and runs none of its steps."""
+    """resume() of a run another live worker drives fails with RunLeaseError, and runs none of its steps."""
     _, gate, handler = await _driven_at_the_gate(store)
     second = Gated(checkpointer=store.open())
     with pytest.raises(RunLeaseError) as raised:
-        second.resume("owned")
+        await second.resume("owned")
     assert raised.value.holder == store.open().info("owned").lease_owner
     assert second.at_gate == 0
     gate.set()
@@ -65,9 +65,17 @@ async def test_resume_with_a_short_wait_gives_up_with_run_lease_error(store: Sto
     assert await asyncio.wait_for(handler, 5) == 41
 
 
-async def test_a_worker_that_lost_its_lease_writes_nothing_more(store: Store, clock: ManualClock) -> None:
+async def test_a_worker_that_lost_its_lease_writes_nothing_more(
+    store: Store, clock: ManualClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """A worker whose expired lease was taken over fails with RunLeaseError at its next checkpoint, writing nothing."""
     first, gate, handler = await _driven_at_the_gate(store)
+
+    def unanswered(run_id: str, owner: str) -> bool:
+        raise StoreUnavailableError("the first worker is stalled: its renewals get no answer")
+
+    assert first.checkpointer is not None
+    monkeypatch.setattr(first.checkpointer, "renew", unanswered)
     checkpointer = store.open()
     clock.advance(checkpointer.lease_ttl + 1)  # the first worker stalls past its lease
     assert await asyncio.wait_for(Gated(checkpointer=store.open()).resume("owned"), 5) == 41

@@ -51,7 +51,7 @@ async def test_a_restored_context_of_a_completed_run_is_refused_and_the_run_kept
 
     again = Gated(checkpointer=store.open())
     with pytest.raises(RunExistsError, match=r"wf\.resume\('restored'\)"):
-        again.run(ctx=Context.from_dict(again, saved))
+        await again.run(ctx=Context.from_dict(again, saved))
     after = store.open().info("restored")
     assert (after.status, after.last_seq, after.lease_owner) == ("completed", before.last_seq, None)
 
@@ -60,7 +60,7 @@ async def test_a_restored_context_of_a_run_another_worker_drives_raises_run_leas
     workflow, handler, gate, saved = await _saved_at_the_gate(store)
     again = Gated(checkpointer=store.open())
     with pytest.raises(RunLeaseError):
-        again.run(ctx=Context.from_dict(again, saved))
+        await again.run(ctx=Context.from_dict(again, saved))
     gate.set()
     assert await asyncio.wait_for(handler, 5) == 11
     assert (workflow.at_gate, again.at_gate) == (1, 0)

@@ -65,13 +65,7 @@ def run_command(args: argparse.Namespace) -> int:
             raise UsageError(f"--input does not fit {start_type.__name__}: {problems}") from None
 
         def start_run() -> WorkflowHandler:
-            try:
-                return workflow.run(run_id=args.run_id, start_event=start)
-            except RunExistsError as exc:
-                raise UsageError(
-                    f"run {exc.run_id} already exists; "
-                    f"`durableflow resume {shlex.quote(exc.run_id)}{again}` continues it"
-                ) from None
+            return workflow.run(run_id=args.run_id, start_event=start)
 
         result = drive(start_run, args.store, checkpointer, response, again)
     finally:
@@ -116,7 +110,13 @@ def drive(
 
     async def drive() -> Any:
         nonlocal owner
-        handler = start()
+        try:
+            handler = start()
+            await handler.claimed()  # a taken run id, or a run another worker drives, is told before the run id
+        except RunExistsError as exc:
+            raise UsageError(
+                f"run {exc.run_id} already exists; `durableflow resume {shlex.quote(exc.run_id)}{again}` continues it"
+            ) from None
         print(printable(handler.run_id), flush=True)
         requests = asyncio.ensure_future(_unanswered_request(handler, answer))
         ended = asyncio.ensure_future(handler)

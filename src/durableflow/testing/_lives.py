@@ -306,6 +306,7 @@ class Lives:
             else:
                 try:
                     handler = workflow.resume(exploration.run_id)
+                    await handler.claimed()  # on a threaded store (Redis) a missing run is told here
                 except RunNotFoundError:  # it died before its first checkpoint: the caller starts it again
                     handler = workflow.run(run_id=exploration.run_id, start_event=exploration.start)
         except Exception as exc:
