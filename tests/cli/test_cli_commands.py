@@ -6,6 +6,7 @@ import json
 import sqlite3
 import sys
 import time
+import uuid
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -202,6 +203,18 @@ def test_reusing_a_run_id_exits_2(cli: Cli) -> None:
     outcome = cli("run", "cliflows:Pipeline", "--input", '{"ids": [1]}', "--run-id", "taken")
     assert outcome.code == 2
     assert "durableflow resume taken" in outcome.err
+
+
+def test_reusing_a_run_id_on_redis_exits_2_before_anything_runs(cli: Cli, redis_url: str) -> None:
+    """On Redis, where the store is called off the event loop, a taken run id is refused as on SQLite: exit 2,
+    no run id printed, no step run."""
+    run_id = f"taken-{uuid.uuid4().hex[:8]}"
+    start(cli, "--store", redis_url, "--run-id", run_id)
+    Path("side_effects.log").unlink()
+    outcome = cli("run", "cliflows:Pipeline", "--input", '{"ids": [7]}', "--run-id", run_id, "--store", redis_url)
+    assert outcome.code == 2, outcome.err
+    assert f"durableflow resume {run_id}" in outcome.err
+    assert outcome.out == "" and not Path("side_effects.log").exists()
 
 
 def test_an_empty_run_id_exits_2(cli: Cli) -> None:
