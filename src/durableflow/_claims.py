@@ -115,6 +115,13 @@ def release(checkpointer: Checkpointer, run_id: str, owner: str) -> None:
         pending.add_done_callback(lambda done: done.cancelled() or done.exception())
 
 
+async def released(checkpointer: Checkpointer, run_id: str, owner: str) -> None:
+    """Give the lease up and wait until the store has it back (or failed to: it expires on its own)."""
+    retire_owner(owner)
+    with contextlib.suppress(DurableflowError):
+        await store_io(checkpointer).ask(asyncio.get_running_loop(), lambda: checkpointer.release(run_id, owner))
+
+
 # -- claims ------------------------------------------------------------------------------------------
 
 
@@ -205,25 +212,50 @@ async def _resume_later(
     except asyncio.CancelledError:  # the acquire may be under way in the store's thread: give it up again
         release(checkpointer, run_id, owner)
         raise
-    started = drive_loaded(workflow, run_id, lease, records, handler._future)
-    handler._ctx = started._ctx
-    if started._runner is not None:
-        handler._attach(started._runner)
-    elif not handler._started.done():
-        handler._started.set_result(None)
+    try:
+        ctx = replayed(workflow, checkpointer, run_id, records)
+    except Exception:  # the lease is given up before the handler tells why: a retry finds the run free
+        await released(checkpointer, run_id, owner)
+        raise
+    except BaseException:  # a crash: the process is deemed dead, so nothing more is written
+        retire_owner(owner)
+        raise
+    if ctx._state.status == "completed":
+        await released(checkpointer, run_id, owner)
+        assert ctx._state.result is not None
+        handler._ctx = ctx
+        handler._future.set_result(run_result(ctx._state.result))
+        if not handler._started.done():
+            handler._started.set_result(None)
+        return
+    started = drive_loaded(workflow, run_id, lease, records, handler._future, ctx)
+    assert started._runner is not None
+    handler._attach(started._runner)
 
 
 # -- driving what was claimed ---------------------------------------------------------------------------
 
 
+def replayed(workflow: Workflow, checkpointer: Checkpointer, run_id: str, records: list[Record]) -> Context[Any]:
+    """The run's context, rebuilt from its records (``SnapshotError`` if they do not fit this code)."""
+    return Context._restore(workflow, _snapshot.replay(records, run_id, record_key(checkpointer)))
+
+
 def drive_loaded(
-    workflow: Workflow, run_id: str, lease: Lease, records: list[Record], future: asyncio.Future[Any]
+    workflow: Workflow,
+    run_id: str,
+    lease: Lease,
+    records: list[Record],
+    future: asyncio.Future[Any],
+    ctx: Context[Any] | None = None,
 ) -> WorkflowHandler:
-    """Rebuild the leased run from its records and drive it, or answer at once if it had completed."""
+    """Rebuild the leased run from its records (unless ``ctx`` is that already) and drive it, or answer at
+    once if it had completed."""
     checkpointer = workflow.checkpointer
     assert checkpointer is not None
     try:
-        ctx = Context._restore(workflow, _snapshot.replay(records, run_id, record_key(checkpointer)))
+        if ctx is None:
+            ctx = replayed(workflow, checkpointer, run_id, records)
         if ctx._state.status == "completed":
             release(checkpointer, run_id, lease.owner)
             assert ctx._state.result is not None
