@@ -153,14 +153,33 @@ class WorkflowHandler:
     def send_event(self, event: Event, step: str | None = None) -> asyncio.Future[None]:
         """Send an event into the run from outside (a ``HumanResponseEvent``, say); durable on return.
 
-        Returns a finished future, so ``await handler.send_event(ev)`` works as well.
+        Returns a finished future, so ``await handler.send_event(ev)`` works as well. While the run is
+        still being claimed (``resume()`` on a store called from a thread), the event is sent once the
+        claim succeeds, and the future returned is done then (or raises why the run did not start here).
         """
         if self._runner is None:
-            raise WorkflowRuntimeError(f"run {self.run_id!r} is not running here")
+            if self._started.done():
+                raise WorkflowRuntimeError(f"run {self.run_id!r} is not running here")
+            sent: asyncio.Future[None] = self._future.get_loop().create_future()
+            self._started.add_done_callback(lambda _: self._send_once_started(event, step, sent))
+            return sent
         self._runner.send(event, step, None)
         done: asyncio.Future[None] = self._runner.loop.create_future()
         done.set_result(None)
         return done
+
+    def _send_once_started(self, event: Event, step: str | None, sent: asyncio.Future[None]) -> None:
+        if sent.cancelled():
+            return
+        try:
+            if self._runner is None:
+                raise WorkflowRuntimeError(f"run {self.run_id!r} did not start here; the event was not sent")
+            self._runner.send(event, step, None)
+        except Exception as exc:
+            sent.set_exception(exc)
+            sent.exception()  # retrieved: not awaiting it is fine, the handler tells why the run ended
+            return
+        sent.set_result(None)
 
     def cancel(self) -> None:
         """Cancel the run; its last checkpoint stays, and ``resume`` continues it later."""

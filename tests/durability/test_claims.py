@@ -8,11 +8,11 @@ from collections.abc import Callable
 
 import pytest
 
-from durableflow import RunExistsError, RunLeaseError, RunNotFoundError
+from durableflow import RunExistsError, RunLeaseError, RunNotFoundError, WorkflowRuntimeError
 
 from .conftest import Store
 from .crashing import settle
-from .workflows import Gated
+from .workflows import Gated, Half
 
 
 @pytest.mark.parametrize("kind", ["sqlite", "fakeredis", "redis"])
@@ -61,3 +61,20 @@ async def test_claimed_returns_at_once_without_a_checkpointer() -> None:
     handler = Gated().run(value=2)
     await handler.claimed()
     assert await handler == 5
+
+
+async def test_an_event_sent_while_the_claim_is_under_way_waits_for_it(make_store: Callable[[str], Store]) -> None:
+    """On a store called from a thread, resume() returns before the claim: an event sent then is delivered
+    once the run is claimed, and when the claim fails, awaiting the send says the run did not start here."""
+    store = make_store("fakeredis")
+    gate = asyncio.Event()
+    first = Gated(gate=gate, checkpointer=store.open())
+    driving = first.run(run_id="held", value=1)
+    await settle(lambda: first.at_gate == 1)
+    refused = Gated(checkpointer=store.open()).resume("held")
+    with pytest.raises(WorkflowRuntimeError, match="did not start here"):
+        await refused.send_event(Half(value=0))
+    with pytest.raises(RunLeaseError):
+        await refused
+    gate.set()
+    assert await asyncio.wait_for(driving, 5) == 3
