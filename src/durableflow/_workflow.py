@@ -268,7 +268,8 @@ class Workflow:
         if ctx._state.status in ("new", "completed"):
             if start_event is not None and start_fields:
                 raise TypeError("pass either start_event or start fields, not both")
-            start = start_event if start_event is not None else self._start_event(self.start_event_class, start_fields)
+            cls = self.__dict__.get("_start_event_override") or graph.start_type
+            start = start_event if start_event is not None else self._start_event(cls, start_fields)
             ctx._state = RunState(uuid.uuid4().hex if run_id is None else run_id)
         elif start_event is not None or start_fields or run_id is not None:
             raise WorkflowRuntimeError(
