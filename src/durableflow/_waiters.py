@@ -38,17 +38,26 @@ _MISSING = object()
 
 # Per run in this process: each parked event (by the id it was parked under), and the steps that were
 # waiting when it came, each with the attempt that took it (0: none yet) — an attempt that failed gave it
-# back, so the retry may take it again. Not durable: after a crash the parked event, and the copies
-# already taken, are what the snapshot holds.
+# back, so the retry may take it again. Not stored: a restored run's parked events (and the copies taken
+# before the crash, which snapshots keep as parked) go to every step that waits again.
 _Shared = dict[int, tuple[Event, dict["DeliveryKey", int]]]
 _shared: weakref.WeakKeyDictionary[Runner, _Shared] = weakref.WeakKeyDictionary()
+
+
+def _shared_of(runner: Runner) -> _Shared:
+    shared = _shared.get(runner)
+    if shared is None:  # first look in this process: parked events are there only if the run was restored
+        run = runner.run
+        waiting = {key: 0 for key, delivery in run.deliveries.items() if delivery.waits}
+        shared = _shared[runner] = {eid: (run.events[eid], dict(waiting)) for eid in run.buffers.get(PARKED) or ()}
+    return shared
 
 
 def take(runner: Runner, delivery: Delivery, event_type: type[E], requirements: dict[str, Any] | None) -> E | None:
     """The earliest parked event that fits, taken by this delivery (consumed when its completion is
     recorded): the parked one itself, or, when another step that was waiting for it took it first, a copy."""
     run = runner.run
-    shared = _shared.get(runner, {})
+    shared = _shared_of(runner)
     key = delivery.key
     parked = next((e for e in run.buffers.get(PARKED) or () if matches(run.events[e], event_type, requirements)), None)
     copy = next(
@@ -85,7 +94,7 @@ def park(runner: Runner, event: Event) -> bool:
     eid = run.add_event(event)
     run.buffer(PARKED).append(eid)
     run.refs[eid] += 1
-    shared = _shared.setdefault(runner, {})
+    shared = _shared_of(runner)
     for earlier, (_, steps) in list(shared.items()):
         for finished in steps.keys() - run.deliveries.keys():  # steps that completed take nothing more
             del steps[finished]

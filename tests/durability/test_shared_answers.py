@@ -21,6 +21,7 @@ from durableflow import (
 )
 
 from .conftest import Store
+from .crashing import Crash, crash_at
 
 
 class Branch(Event):
@@ -98,6 +99,22 @@ async def test_a_stored_run_resumed_elsewhere_answers_every_waiting_step(store: 
         await handler  # the cancellation is stored once this returns
     resumed = ThreeAsk(checkpointer=store.open()).resume("three")
     resumed.send_event(HumanResponseEvent(response="yes"))
+    assert await resumed == EVERY_BRANCH
+
+
+async def test_an_answer_stored_just_before_a_crash_answers_every_step_that_waits_again(store: Store) -> None:
+    """The answer is durable when send_event returns; the process dies before any waiting step took it.
+    Resumed, each of the three steps that wait again gets it."""
+    handler = ThreeAsk(checkpointer=store.open()).run(run_id="crash")
+    asked = 0
+    async for event in handler.stream_events():
+        if isinstance(event, InputRequiredEvent):
+            asked += 1
+            if asked == 3:
+                with crash_at("checkpoint.write.after#1"), pytest.raises(Crash):
+                    handler.send_event(HumanResponseEvent(response="yes"))
+                break
+    resumed = ThreeAsk(checkpointer=store.open()).resume("crash")
     assert await resumed == EVERY_BRANCH
 
 
