@@ -394,7 +394,12 @@ def _restore(doc: dict[str, Any], graph: StepGraph, name: str, codec: ValueCodec
             raise unfit("its result is not a StopEvent")
         run.result = result
     state = doc["state"]
-    values = dict(zip(map(str, state), map(_as_json, state.values()), strict=True))
+    # _as_json inlined for the common scalars: a resume re-encodes every value of the state (keys are text,
+    # checked with the document)
+    values = {
+        key: _quote(value) if (kind := type(value)) is str else int.__repr__(value) if kind is int else _as_json(value)
+        for key, value in state.items()
+    }
     for text in values.values():
         if EVENT_TAG in text:  # a stored event: fails on a type the workflow does not declare (or an unchosen pickle)
             codec.load(text)
