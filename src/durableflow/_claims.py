@@ -21,11 +21,12 @@ from ._checkpointer import Checkpointer, Record, new_owner, owner_is_dead, retir
 from ._clock import get_clock
 from ._context import Context
 from ._errors import DurableflowError, RunExistsError, RunLeaseError, RunNotFoundError
-from ._events import run_result
+from ._events import StartEvent, run_result
 from ._framing import record_key
 from ._handler import WorkflowHandler
 from ._integrity import check_info
 from ._runner import Runner
+from ._runstate import RunState
 from ._storeio import is_inline, store_io
 
 if TYPE_CHECKING:
@@ -231,6 +232,20 @@ async def _resume_later(
     started = drive_loaded(workflow, run_id, lease, records, handler._future, ctx)
     assert started._runner is not None
     handler._attach(started._runner)
+
+
+async def submit(workflow: Workflow, checkpointer: Checkpointer, start: StartEvent, run_id: str) -> str:
+    """``wf.submit()``: store the new run with its start event under a lease, then give the lease up at once,
+    so that a worker takes the run (``RunExistsError`` if ``run_id`` is taken)."""
+    ctx: Context[Any] = Context(workflow)
+    ctx._state = RunState(run_id)
+    owner = new_owner()
+    runner = Runner(workflow, ctx, checkpointer, owner, submitted=True)
+    runner.future.add_done_callback(lambda done: done.cancelled() or done.exception())  # claimed tells
+    runner.start(start)
+    await asyncio.shield(runner.claimed)
+    await released(checkpointer, run_id, owner)
+    return run_id
 
 
 # -- driving what was claimed ---------------------------------------------------------------------------

@@ -229,7 +229,7 @@ _FIELDS: dict[str, tuple[bool, Callable[[Any], bool], str]] = {
     "next_eid": (True, _eid, "an event id"),
     "deadline": (True, lambda value: value is None or _is_number(value), "a finite time or null"),
     "error": (True, _error, "an error (type and message) or null"),
-    "recoveries": (False, _is_int, "a count"),
+    "recoveries": (False, lambda value: _is_int(value, -1), "a count, or -1 for a run submitted and not started"),
     "workflow": (True, _is_text, "a workflow name"),
     "fingerprint": (True, _text, "a fingerprint"),
     "graph": (True, _graph, "a step graph"),

@@ -68,8 +68,11 @@ class Runner(RunEnding):
         future: asyncio.Future[Any] | None = None,
         rebase: bool = False,
         since_full: int = 0,
+        submitted: bool = False,
     ) -> None:
         self.workflow = workflow
+        self.submitted = submitted
+        """``wf.submit()``: the run is stored, then left for a worker, not driven here."""
         self.ctx = ctx
         self.graph = ctx._graph
         self.run = ctx._state
@@ -117,7 +120,10 @@ class Runner(RunEnding):
             self.ctx._runner = self
             if start_event is not None:
                 run.status = "running"
-                self._set_deadline()
+                if self.submitted:  # its first start is a worker's: not a recovery, and its deadline is set then
+                    run.recoveries = -1
+                else:
+                    self._set_deadline()
                 self.accept(start_event)
             else:
                 if run.status in ("failed", "cancelled"):
@@ -125,6 +131,9 @@ class Runner(RunEnding):
                     # so an interrupted run keeps its deadline and its time down counts
                     self._set_deadline()
                     run.recoveries = 0  # a deliberate resume, not a recovery: the count starts again
+                elif run.status == "running" and run.recoveries < 0:  # submitted: this is its first start
+                    run.recoveries = 0
+                    self._set_deadline()
                 elif run.status == "running":  # its owner died while steps ran: a recovery, counted durably
                     run.recoveries += 1
                     crash_loop = _recovery.count_crashes(self)
@@ -143,16 +152,19 @@ class Runner(RunEnding):
                 self._fail(crash_loop)
                 return
             if self.durable is not None:
-                _recovery.mark_starting(self, None)
+                if not self.submitted:  # no step starts after this checkpoint: none is under way
+                    _recovery.mark_starting(self, None)
                 self.durable.attach()
-                pending = self.durable.write("resumed" if self.durable.stored else "start", batch=False)
-                self.cancels.append(self.durable.keep_lease(self._guarded, self._lease_lost, self._lease_expired))
+                at = "resumed" if self.durable.stored else "submitted" if self.submitted else "start"
+                pending = self.durable.write(at, batch=False)
+                if not self.submitted:
+                    self.cancels.append(self.durable.keep_lease(self._guarded, self._lease_lost, self._lease_expired))
             if run.deadline is not None:
                 self.cancels.append(get_clock().call_at(run.deadline, self._guarded(self._timed_out)))
         except BaseException:
             self._abandon(None)
             raise
-        if plugin_manager.active:
+        if plugin_manager.active and not self.submitted:
             plugin_manager.hook.durableflow_run_started(
                 run_id=run.run_id, workflow=self.workflow, resumed=start_event is None
             )
@@ -160,6 +172,9 @@ class Runner(RunEnding):
 
     def _stored(self) -> None:
         self._claim_settled(None)
+        if self.submitted:  # stored for a worker: stop here without writing (the caller releases the lease)
+            self._abandon(None)
+            return
         self._spawn()
 
     def _not_stored(self, exc: Exception) -> None:

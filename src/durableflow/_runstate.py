@@ -94,7 +94,8 @@ class RunState:
         self.effects: dict[str, str] = {}
         self.awaiting: list[int] = []
         self.recoveries = 0
-        """Times the run was resumed after its owner died, since a step last completed (poison-run backstop)."""
+        """Times the run was resumed after its owner died, since a step last completed (poison-run backstop);
+        -1 for a run ``wf.submit()`` stored that no worker has started yet."""
         self.seq = 0
         """Sequence number of the last checkpoint written (0: none yet)."""
         # The journal: what changed since the last checkpoint.

@@ -292,6 +292,37 @@ class Workflow:
             self._in_turn(runner.future, lambda: runner.start(start))
         return handler
 
+    async def submit(
+        self, start_event: StartEvent | None = None, run_id: str | None = None, **start_fields: Any
+    ) -> str:
+        """Store a new run for a worker to drive (``Worker``, ``durableflow worker``) and return its id, without
+        driving it here: ``run_id = await wf.submit(field=value)``.
+
+        Returns once the run is durable in the workflow's checkpointer; ``RunExistsError`` if ``run_id``
+        is taken. Until a worker takes it the run is listed as ``interrupted`` (no process drives it), and
+        ``show`` names its one checkpoint ``submitted``; its timeout starts when a worker starts it.
+        """
+        checkpointer = self.checkpointer
+        if checkpointer is None:
+            raise WorkflowRuntimeError(
+                "submit() stores the run for a worker to drive: give the workflow a checkpointer"
+            )
+        if run_id is not None and (not isinstance(run_id, str) or not run_id):
+            raise ValueError(f"run_id must be a non-empty string, not {run_id!r}")
+        if start_event is not None and not isinstance(start_event, StartEvent):
+            raise ValueError(
+                f"The 'start_event' argument must be an instance of 'StartEvent', not {type(start_event).__name__!r}"
+            )
+        if start_event is not None and start_fields:
+            raise TypeError("pass either start_event or start fields, not both")
+        graph = graph_of(type(self), check=False)
+        if not self._disable_validation:
+            graph.check(self._skip_graph_checks)
+        _require_loop("submit")
+        cls = self.__dict__.get("_start_event_override") or graph.start_type
+        start = start_event if start_event is not None else self._start_event(cls, start_fields)
+        return await _claims.submit(self, checkpointer, start, uuid.uuid4().hex if run_id is None else run_id)
+
     def _in_turn(self, done: asyncio.Future[Any], begin: Callable[[], None]) -> None:
         """Start a run now if fewer than ``num_concurrent_runs`` are going, else when one ends."""
 
