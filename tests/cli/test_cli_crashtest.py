@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import os
 import re
 import shlex
+import signal
+import subprocess
+import sys
 from collections.abc import Callable
 from pathlib import Path
 
@@ -197,3 +201,111 @@ def test_a_store_path_is_refused_since_every_scenario_gets_its_own_store(cli: Cl
     assert outcome.code == 2
     assert "takes a kind (sqlite, memory, fakeredis) or a redis:// URL, not a path" in outcome.err
     assert not (ledger / "runs.db").exists()
+
+
+SLOW = '''
+"""Checkpoints after each document, each taking a little real time: an exploration that lasts."""
+
+import time
+
+from durableflow import Context, StartEvent, StopEvent, Workflow, step
+
+
+class Slow(Workflow):
+    @step
+    async def convert(self, ev: StartEvent, ctx: Context) -> StopEvent:
+        done = await ctx.store.get("done", default=[])
+        for doc_id in ev.ids:
+            if doc_id not in done:
+                time.sleep(0.05)
+                done.append(doc_id)
+                await ctx.store.set("done", done)
+                await ctx.checkpoint()
+        return StopEvent(result=done)
+'''
+
+PROGRESS = re.compile(r"^crashing slow:Slow: (\d+) of (\d+) scenarios, (\d+) failed$")
+
+
+def interrupt(project: Path, *options: str) -> tuple[subprocess.CompletedProcess[str], str]:
+    """Run a long crashtest of ``Slow`` from a shell, press Ctrl-C (SIGINT to its whole process group, as a
+    terminal sends it) once it has printed a progress line, and return how it ended and that line."""
+    (project / "slow.py").write_text(SLOW)
+    argv = [
+        sys.executable,
+        "-m",
+        "durableflow",
+        "crashtest",
+        "slow:Slow",
+        "--input",
+        '{"ids": [1, 2, 3, 4, 5, 6, 7, 8]}',
+    ]
+    command = [*argv, "--depth", "2", "--seed", "1", "--report", "matrix.html", *options]
+    process = subprocess.Popen(
+        command, cwd=project, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True
+    )
+    try:
+        assert process.stderr is not None
+        progress = process.stderr.readline().rstrip("\n")  # not a terminal: a plain line, not a bar
+        os.killpg(process.pid, signal.SIGINT)
+        out, err = process.communicate(timeout=120)
+    finally:
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
+    return subprocess.CompletedProcess(command, process.returncode, out, err), progress
+
+
+def assert_partial(done: subprocess.CompletedProcess[str], progress: str, project: Path) -> None:
+    """Exit 130, the scenarios judged so far in the matrix and the page, no traceback."""
+    assert PROGRESS.match(progress), progress
+    assert done.returncode == 130, done.stdout + done.stderr
+    assert "Traceback" not in done.stderr and "never retrieved" not in done.stderr, done.stderr
+    ran = re.search(r"all (\d+) scenarios passed \(interrupted: (\d+) of (\d+) ran\)", done.stdout)
+    assert ran is not None, done.stdout
+    assert 0 < int(ran.group(1)) == int(ran.group(2)) < int(ran.group(3))
+    assert "checkpoint.write.before#1" in done.stdout  # the matrix: the first point explored
+    page = (project / "matrix.html").read_text()
+    assert page.startswith("<!doctype html>") and "interrupted: the rest never ran" in page
+
+
+def test_ctrl_c_keeps_the_scenarios_judged_so_far_and_writes_the_report(project: Path) -> None:
+    """Off a terminal, progress comes as plain lines on stderr; Ctrl-C then stops the exploration, prints the
+    matrix of what ran, writes the page and exits 130, with no traceback."""
+    done, progress = interrupt(project)
+    assert_partial(done, progress, project)
+
+
+def test_ctrl_c_in_kill_mode_on_a_real_redis_leaves_no_key_behind(project: Path, redis_url: str) -> None:
+    """Ctrl-C reaches every process of kill mode (lives and the second interpreters too): it ends as in-process
+    mode does, and the real Redis store holds no key of the exploration afterwards."""
+    import redis
+
+    done, progress = interrupt(project, "--mode", "kill", "--store", redis_url)
+    assert_partial(done, progress, project)
+    assert redis.Redis.from_url(redis_url).keys("*") == []
+
+
+@pytest.mark.parametrize("mode", ["inprocess", "kill"])
+def test_a_real_redis_store_holds_no_key_after_an_exploration(
+    cli: Cli, ledger: Path, redis_url: str, mode: str
+) -> None:
+    """Every scenario's store is a prefix of its own in the user's Redis: deleted once judged, failures too."""
+    import redis
+
+    client = redis.Redis.from_url(redis_url)
+    client.set("users-own-key", "kept")
+    outcome = cli("crashtest", "ledger:Hasty", "--input", '{"ids": [1, 2]}', "--mode", mode, "--store", redis_url)
+    assert outcome.code == 1 and "lost work" in outcome.out
+    assert client.keys("*") == [b"users-own-key"]
+
+
+def test_kill_mode_with_its_redis_store_down_exits_6_without_a_traceback(cli: Cli, ledger: Path) -> None:
+    """Kill mode's lives would each meet the dead store in a process of their own: it is found before any
+    life is forked, and said once, with what to do."""
+    outcome = cli(
+        "crashtest", "ledger:Careful", "--input", '{"ids": [1]}', "--mode", "kill", "--store", "redis://127.0.0.1:1/0"
+    )
+    assert outcome.code == 6
+    assert "unreachable" in outcome.err and "start it" in outcome.err and "Traceback" not in outcome.err
+    assert "scenarios" not in outcome.out

@@ -91,7 +91,8 @@ def _exploration(index: int, exploration: ExplorationSummary) -> str:
         f"<h2>{escape(exploration['test'])}</h2>",
         f'<p class="meta">{escape(exploration["workflow"])} &middot; mode {escape(exploration["mode"])} '
         f"&middot; depth {exploration['depth']} &middot; seed {exploration['seed']} &middot; "
-        f"{len(scenarios)} scenarios of {exploration['space']}, {len(failures)} failed</p>",
+        f"{len(scenarios)} scenarios of {exploration['space']}, {len(failures)} failed"
+        f"{' &middot; interrupted: the rest never ran' if exploration.get('interrupted') else ''}</p>",
         '<table class="matrix">',
         f"<tr><th></th>{head}</tr>" if head else "",
     ]

@@ -277,6 +277,8 @@ class Lives:
         except BaseException:
             for taken in life.captures.values():  # nobody will resume from them
                 self.exploration.stores.discard(taken.store, self.exploration.run_id)
+            # Ctrl-C, say: the loop is abandoned, and its tasks' unretrieved exceptions are only noise
+            loop.set_exception_handler(lambda loop, context: None)
             raise
         finally:
             self.bury(loop)

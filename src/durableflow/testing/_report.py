@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import Any, TypedDict
+from typing import Any, NotRequired, TypedDict
 
 KINDS = (
     "lost work",
@@ -165,6 +165,8 @@ class ExplorationSummary(TypedDict):
     space: int
     seconds: float
     scenarios: list[ScenarioSummary]
+    interrupted: NotRequired[bool]
+    """Stopped by Ctrl-C: ``scenarios`` are those judged before it."""
 
 
 def summary_of(test: str, report: Report) -> ExplorationSummary:
@@ -181,6 +183,7 @@ def summary_of(test: str, report: Report) -> ExplorationSummary:
             {"id": o.id, "kind": o.kind, "diff": o.diff, "rerun": o.rerun, "seconds": o.seconds}
             for o in report.scenarios
         ],
+        "interrupted": report.interrupted,
     }
 
 

@@ -273,6 +273,9 @@ def serve() -> None:  # pragma: no cover - runs in the zygote, measured through 
     from . import _kill  # noqa: F401 - imported once here, not in every forked life
 
     sock = socket.socket(fileno=int(os.environ["DURABLEFLOW_ZYGOTE_FD"]))
+    # Ctrl-C reaches the whole process group: the test's process decides what it stops (this one ends
+    # when its socket closes), and kills the lives it follows
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     exited, wake = os.pipe()
     os.set_blocking(exited, False)
     os.set_blocking(wake, False)
@@ -313,6 +316,7 @@ def serve() -> None:  # pragma: no cover - runs in the zygote, measured through 
                 sock.close()
                 signal.set_wakeup_fd(-1)
                 signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+                signal.signal(signal.SIGINT, signal.default_int_handler)  # as in a life forked from the test's
                 os.close(exited)
                 os.close(wake)
                 try:
