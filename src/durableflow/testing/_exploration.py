@@ -23,8 +23,10 @@ from durableflow import Checkpointer, StartEvent, Workflow, plugin_manager
 from durableflow._graph import StepGraph, graph_of
 
 from ._clock import FrozenClock, exploration_clock, real_monotonic
-from ._judge import Final, _diff, _ends_alike, _world_entries, count_effects, judge, same_place
+from ._judge import Final, _diff, _ends_alike, _world_entries, count_effects, judge, restated
 from ._lives import Capture, Errands, Life, Lives, compacting
+from ._plan import budget as share
+from ._plan import check_known, sample, shard
 from ._report import Outcome, Report
 from ._settings import Mode, Settings
 from ._stores import Stores, stored
@@ -206,7 +208,7 @@ class Exploration:
                 report.scenarios.append(Outcome(self.settings.only, ok=True))
             report.space = 1
         elif self.settings.only is not None:
-            self._known(self.settings.only, reference_lives[0].hits)
+            check_known(self.settings.only, reference_lives[0].hits, self.cls.__name__)
             first = [self.settings.only]
             report.space = 1
         else:
@@ -227,7 +229,7 @@ class Exploration:
             if self.settings.depth == 2 and self.settings.only is None:
                 second = [f"{a}>{b}" for a in first for b in resume_hits.get(a, [])]
                 report.space += len(second)
-                budget = self._budget()
+                budget = share(self.settings)
                 deeper = self._sample(second, None if budget is None else max(0, budget - len(first)))
                 planned += len(deeper)
                 for scenario_id in deeper:
@@ -236,7 +238,7 @@ class Exploration:
                 probe(self, report, reference_lives[0].hits)
                 zombies = self._shard(zombie_points(reference_lives[0].hits))
                 report.space += len(zombies)
-                budget = self._budget()
+                budget = share(self.settings)
                 zombies = self._sample(zombies, None if budget is None else max(0, budget - planned))
                 planned += len(zombies)
                 for scenario_id in zombies:
@@ -252,41 +254,16 @@ class Exploration:
         report.seconds = real_monotonic() - began
         return report
 
-    def _known(self, scenario_id: str, hits: list[str]) -> None:
-        """A replayed id whose first crash point the uninterrupted run never reaches is unknown, not unreached."""
-        point = scenario_id.removeprefix(ZOMBIE).partition(">")[0]
-        if point not in hits and not any(same_place(hit, point) for hit in hits):
-            shown = ", ".join(hits[:12]) + (" ..." if len(hits) > 12 else "")
-            raise ValueError(
-                f"unknown scenario {scenario_id!r}: an uninterrupted run of {self.cls.__name__} never reaches "
-                f"{point}; its crash points are {shown}"
-            )
-
-    def _budget(self) -> int | None:
-        """This shard's share of ``max_scenarios``."""
-        total, shard = self.settings.max_scenarios, self.settings.shard
-        if total is None or shard is None:
-            return total
-        index, count = shard
-        return total // count + (1 if index < total % count else 0)
-
     def _add(self, report: Report, outcome: Outcome, planned: int) -> None:
         report.scenarios.append(outcome)
         if self.settings.on_scenario is not None:
             self.settings.on_scenario(outcome, planned)
 
     def _sample(self, space: list[str], budget: int | None = None) -> list[str]:
-        budget = self.settings.max_scenarios if budget is None else budget
-        if budget is None or len(space) <= budget:
-            return space
-        chosen = set(random.Random(f"{self.seed}:{len(space)}").sample(range(len(space)), budget))
-        return [s for i, s in enumerate(space) if i in chosen]
+        return sample(space, self.settings, self.seed, budget)
 
     def _shard(self, plan: list[str]) -> list[str]:
-        if self.settings.shard is None:
-            return plan
-        index, count = self.settings.shard
-        return plan[index::count]
+        return shard(plan, self.settings)
 
     def reference_run(self) -> tuple[list[Life], Final]:
         # The reference life waits at each crash point to be captured: the first crashes of a replay, or all.
@@ -382,24 +359,8 @@ class Exploration:
         else:
             lives, final = self.resume_captured(scenario_id)
             crashes = scenario_id.split(">")
-        kind, diff = judge(reference, final, lives, crashes)
-        if final.torn or disturbance[0] or self.world.disturbance() != disturbance:
-            kind, diff = (
-                "not judgeable",
-                (
-                    "a thread of a life that had ended (or was paused) was still inside the fake world while this "
-                    "scenario ran, so its end may not be its own; in a real crash that thread would be gone"
-                ),
-            )
-        if kind == "hang" and final.status == "waiting":  # nothing left to run: it waits for an answer
-            kind, diff = (
-                "lost work",
-                (
-                    "after the restart the run waits for input, but no InputRequiredEvent reached the stream, so "
-                    "nobody was asked: the question was lost with the process (ask with ctx.write_event_to_stream "
-                    "or by returning the InputRequiredEvent from the step that waits, which a resume sends again)"
-                ),
-            )
+        disturbed = final.torn or bool(disturbance[0]) or self.world.disturbance() != disturbance
+        kind, diff = restated(*judge(reference, final, lives, crashes), final, disturbed)
         reached = [life.hits[-1] for life in lives if life.ending == "crashed" and life.hits]
         for planned, found in zip(crashes, reached, strict=False):
             if planned != found and not any(note.startswith(_VARYING) for note in self.notes):

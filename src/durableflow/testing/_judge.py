@@ -284,3 +284,20 @@ def _world_entries(world: dict[str, Any]) -> dict[str, Any]:
     for call, count in world.get("calls", {}).items():
         entries[f"calls of {call}"] = count
     return entries
+
+
+def restated(kind: str | None, diff: str, final: Final, disturbed: bool) -> tuple[str | None, str]:
+    """The verdict as a user can act on it: a scenario a stray thread disturbed cannot be judged, and a run
+    left waiting for an answer nobody was asked lost its question (it did not hang)."""
+    if disturbed:
+        return "not judgeable", (
+            "a thread of a life that had ended (or was paused) was still inside the fake world while this "
+            "scenario ran, so its end may not be its own; in a real crash that thread would be gone"
+        )
+    if kind == "hang" and final.status == "waiting":  # nothing left to run: it waits for an answer
+        return "lost work", (
+            "after the restart the run waits for input, but no InputRequiredEvent reached the stream, so "
+            "nobody was asked: the question was lost with the process (ask with ctx.write_event_to_stream "
+            "or by returning the InputRequiredEvent from the step that waits, which a resume sends again)"
+        )
+    return kind, diff
