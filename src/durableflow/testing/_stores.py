@@ -96,12 +96,14 @@ class Stores:
 
     def discard(self, store: Checkpointer, run_id: str) -> None:
         """Close a store this exploration is done with, and delete what it held (its files, its keys)."""
-        store.close()
         if isinstance(store, SQLiteCheckpointer) and self._dir is not None and store.path.parent == self._dir:
+            # deleted before closing: closing the last connection to a file still there folds its write-ahead
+            # log into it: work for a store nobody reads again
             for suffix in ("", "-wal", "-shm", "-journal"):
                 with contextlib.suppress(FileNotFoundError):
                     os.unlink(f"{store.path}{suffix}")
-        elif isinstance(store, RedisCheckpointer) and store.prefix.startswith(f"durableflow-crashtest:{self._token}:"):
+        store.close()
+        if isinstance(store, RedisCheckpointer) and store.prefix.startswith(f"durableflow-crashtest:{self._token}:"):
             with contextlib.suppress(Exception):  # gone with the server, or deleted at the end
                 store.client.delete(*_redis_keys(store.prefix, run_id))
 
