@@ -225,6 +225,13 @@ class Context(Generic[StateT]):
         """
         if not isinstance(data, dict):
             raise SnapshotError(f"expected the dict ctx.to_dict() returns, found a {type(data).__name__}")
+        if "checksum" not in data and "format" not in data and ("workers" in data or "version" in data):
+            raise SnapshotError(
+                f"this context was saved by llama-index-workflows (its format version {data.get('version')!r}), "
+                "not by durableflow, so its run cannot be continued here. Its state can: "
+                "deserialize_state_from_dict(data['state'], JsonSerializer()) gives it, to seed "
+                "ctx.store.set_state(...) on a new Context before the next run"
+            )
         try:
             expected = _snapshot.checksum(data)
         except (TypeError, ValueError, RecursionError) as exc:  # not JSON data: not what to_dict() returns

@@ -10,16 +10,22 @@ import pytest
 from pydantic import BaseModel
 
 from durableflow import (
+    Context,
     DictState,
     InMemorySerializedState,
     JsonSerializer,
     PickleSerializer,
     SerializationError,
+    SnapshotError,
+    StartEvent,
     StateStore,
+    StopEvent,
+    Workflow,
     decode_state,
     deserialize_state_from_dict,
     encode_state,
     parse_in_memory_state,
+    step,
 )
 
 
@@ -120,3 +126,31 @@ async def test_a_store_outside_a_run_keeps_a_subclass_state_whole_and_clears_to_
     await store.set_state(Child(a=0, b=5))
     await store.set_state(Base(a=2))  # a base instance merges its fields in: the child's own stay
     assert await store.get_state() == Child(a=2, b=5)
+
+
+class Counts(Workflow):
+    @step
+    async def count(self, ctx: Context, ev: StartEvent) -> StopEvent:
+        n = await ctx.store.get("n", default=0) + 1
+        await ctx.store.set("n", n)
+        return StopEvent(result=n)
+
+
+async def test_a_context_saved_by_llama_index_workflows_is_refused_by_name_and_its_state_carries_over() -> None:
+    """Its run cannot continue here (the error says whose it is, not 'corrupt'); its state seeds a new run."""
+    saved = {  # the peer's ctx.to_dict() layout
+        "version": 2,
+        "state": {
+            "state_data": {"_data": {"n": "5"}},
+            "state_type": "DictState",
+            "state_module": "workflows.context.state_store",
+        },
+        "is_running": False,
+        "workers": {},
+    }
+    wf = Counts()
+    with pytest.raises(SnapshotError, match=r"saved by llama-index-workflows .*version 2"):
+        Context.from_dict(wf, saved)
+    ctx = Context(wf)
+    await ctx.store.set_state(deserialize_state_from_dict(saved["state"], JsonSerializer()))
+    assert await wf.run(ctx=ctx) == 6
