@@ -187,10 +187,11 @@ def _configure(fn: Callable[..., Any], parse: Callable[[], StepConfig]) -> None:
 
 
 def _module_imported(fn: Callable[..., Any]) -> bool:
-    """Whether ``fn``'s module has finished importing. A script run as ``__main__`` (or a
-    notebook) has no import spec to ask: it may still define names, so it counts as not done."""
-    spec = getattr(sys.modules.get(getattr(fn, "__module__", "") or ""), "__spec__", None)
-    return spec is not None and not getattr(spec, "_initializing", False)
+    """Whether ``fn``'s module has finished importing. The script being run (``__main__``: a file,
+    ``python -m``, a notebook) may still define names whatever its spec says, so it never counts as done."""
+    module = getattr(fn, "__module__", "") or ""
+    spec = getattr(sys.modules.get(module), "__spec__", None)
+    return module != "__main__" and spec is not None and not getattr(spec, "_initializing", False)
 
 
 def _caller_locals() -> dict[str, Any]:

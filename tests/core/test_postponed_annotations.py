@@ -83,7 +83,7 @@ def test_once_the_module_is_imported_an_unresolved_name_fails_as_the_class_is_de
 
 
 def test_a_script_run_as_main_may_name_an_event_defined_below_its_workflow(tmp_path: Path) -> None:
-    """``python script.py`` has no import spec to ask whether it is done: its later names still resolve."""
+    """The script being run may name an event it defines further down, whether run as a file or with -m."""
     script = tmp_path / "script.py"
     script.write_text(
         textwrap.dedent(
@@ -110,6 +110,9 @@ def test_a_script_run_as_main_may_name_an_event_defined_below_its_workflow(tmp_p
             """
         )
     )
-    proc = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=60, check=False)
-    assert proc.returncode == 0, proc.stderr
-    assert proc.stdout.strip() == "resolved"
+    for argv in ([str(script)], ["-m", "script"]):  # run as a file, and as a module (it has a spec then)
+        proc = subprocess.run(
+            [sys.executable, *argv], capture_output=True, text=True, timeout=60, check=False, cwd=tmp_path
+        )
+        assert proc.returncode == 0, proc.stderr
+        assert proc.stdout.strip() == "resolved"
