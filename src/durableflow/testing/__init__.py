@@ -1,5 +1,7 @@
 """durableflow.testing: the crash explorer, shared by the pytest plugin and ``durableflow crashtest``.
 
+It also holds ``WorkflowTestRunner``, at the path llama-index-workflows users import it from.
+
 ``explore`` kills a run at every crash point, resumes it and judges each
 scenario against an uninterrupted run; ``run_scenario`` replays one. Nothing
 here imports pytest; fakeredis and freezegun load only when a run needs them.
@@ -7,6 +9,7 @@ here imports pytest; fakeredis and freezegun load only when a run needs them.
 
 from __future__ import annotations
 
+from .._test_runner import WorkflowTestResult, WorkflowTestRunner
 from ._clock import FrozenClock, ManualClock
 from ._exploration import explore, run_scenario
 from ._html import crash_matrix, write_html
@@ -24,6 +27,8 @@ __all__ = [
     "Outcome",
     "Recorder",
     "Report",
+    "WorkflowTestResult",
+    "WorkflowTestRunner",
     "crash_matrix",
     "explore",
     "run_scenario",

@@ -1,0 +1,7 @@
+"""llama-index-workflows' ``workflows.handler`` path."""
+
+from . import (
+    WorkflowHandler,
+)
+
+__all__ = ["WorkflowHandler"]

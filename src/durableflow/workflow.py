@@ -1,0 +1,7 @@
+"""llama-index-workflows' ``workflows.workflow`` path."""
+
+from . import (
+    Workflow,
+)
+
+__all__ = ["Workflow"]
