@@ -339,8 +339,23 @@ def owner_is_dead(owner: str | None) -> bool:
     except ProcessLookupError:
         return True
     except PermissionError:
+        pass  # another user's process: alive unless it is a zombie
+    return _is_zombie(pid)
+
+
+def _is_zombie(pid: int) -> bool:
+    """True when ``pid`` has exited but its parent has not reaped it yet: ``os.kill(pid, 0)`` still succeeds
+    for such a process, though it will never run again. Only Linux tells (``/proc``); elsewhere False."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as stat:
+            text = stat.read()
+    except FileNotFoundError:  # reaped since os.kill saw it; or no /proc at all on this system
+        return os.path.exists("/proc/self/stat")
+    except OSError:
         return False
-    return False
+    # "pid (comm) state ...": comm may hold spaces and parentheses, so the state follows the last ")".
+    fields = text.rpartition(b")")[2].split()
+    return bool(fields) and fields[0] in (b"Z", b"X")
 
 
 def open_checkpointer(url: str) -> Checkpointer:
