@@ -12,6 +12,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from .conftest import Outcome
 
 
@@ -94,3 +96,42 @@ def test_runs_pages_through_a_filtered_listing_with_the_printed_cursor(cli: Call
             break
         argv = shlex.split(next_lines[0].removeprefix("next page: "))[1:]
     assert sorted(seen) == sorted(ids) and len(seen) == 3
+
+
+def _completed_failed_and_waiting(cli: Callable[..., Outcome], project: Path) -> tuple[str, str, str]:
+    completed = cli("run", "cliflows:Orders", "--input", '{"order_id": 1}')
+    (project / "payments-down").touch()
+    failed = cli("run", "cliflows:Pipeline", "--input", '{"ids": [1]}')
+    (project / "payments-down").unlink()
+    waiting = cli("run", "cliflows:Approval", "--input", '{"amount": 5}')
+    assert (completed.code, failed.code, waiting.code) == (0, 1, 7), (completed, failed, waiting)
+    return completed.lines[0], failed.lines[0], waiting.lines[0]
+
+
+@pytest.mark.parametrize(
+    "statuses", [["--status", "completed", "failed"], ["--status", "completed", "--status", "failed"]]
+)
+def test_status_takes_several_values_at_once_or_repeated_for_runs_and_purge(
+    cli: Callable[..., Outcome], project: Path, statuses: list[str]
+) -> None:
+    """`--status completed failed` and `--status completed --status failed` both select either status."""
+    completed, failed, waiting = _completed_failed_and_waiting(cli, project)
+    listed = cli("runs", *statuses)
+    assert listed.code == 0, listed.err
+    assert completed in listed.out and failed in listed.out and waiting not in listed.out
+    purged = cli("purge", "--older-than", "0", *statuses)
+    assert purged.code == 0, purged.err
+    assert "purged 2 run(s) (completed, failed)" in purged.out
+    left = cli("runs").out
+    assert waiting in left and completed not in left and failed not in left
+
+
+@pytest.mark.parametrize("command", ["runs", "purge"])
+def test_the_readme_synopsis_shows_status_as_the_help_does(cli: Callable[..., Outcome], command: str) -> None:
+    """The README's synopsis of `runs` and `purge` writes --status as `-h` prints it: one or more values."""
+    readme = (Path(__file__).parents[2] / "README.md").read_text()
+    block = readme.partition("## The CLI\n\n```\n")[2].partition("```")[0]
+    synopsis = next(line for line in block.splitlines() if line.startswith(f"durableflow {command} "))
+    usage = " ".join(cli(command, "-h").out.split())
+    assert "[--status STATUS [STATUS ...]]" in synopsis
+    assert "[--status STATUS [STATUS ...]]" in usage

@@ -66,8 +66,8 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
         help="age since the run ended: 30d, 12h, 90m, 45s or seconds",
     )  # fmt: skip
     purge.add_argument(
-        "--status", action="append", type=_terminal_status, metavar="STATUS", dest="statuses",
-        help=f"only runs that ended so: {', '.join(TERMINAL)} (repeatable; default all three)",
+        "--status", action="extend", nargs="+", type=_terminal_status, metavar="STATUS", dest="statuses",
+        help=f"only runs that ended so: {', '.join(TERMINAL)} (one or more, repeatable; default all three)",
     )  # fmt: skip
 
 

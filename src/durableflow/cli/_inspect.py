@@ -23,9 +23,9 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     runs = add_command(commands, "runs", runs_command, "list the stored runs, newest first")
     runs.add_argument("--limit", type=positive_int, default=20, metavar="N", help="show at most N runs (default 20)")
     runs.add_argument(
-        "--status", action="append", choices=STATUSES, metavar="STATUS", dest="statuses",
-        help=f"only runs with this status (repeatable): {', '.join(STATUSES)}; interrupted: running, but nobody "
-        "drives it any more",
+        "--status", action="extend", nargs="+", choices=STATUSES, metavar="STATUS", dest="statuses",
+        help=f"only runs with one of these statuses (one or more, repeatable): {', '.join(STATUSES)}; "
+        "interrupted: running, but nobody drives it any more",
     )  # fmt: skip
     runs.add_argument("--after", metavar="CURSOR", help="the page after this cursor (printed below a full page)")
 
