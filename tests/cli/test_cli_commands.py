@@ -243,7 +243,10 @@ def test_run_leased_by_another_worker_exits_4_even_after_waiting(cli: Cli) -> No
 
 def test_corrupted_record_makes_resume_exit_5_and_show_an_error_row(cli: Cli) -> None:
     """A record whose bytes were altered makes `resume` exit 5 and shows as an error row in `show`."""
-    run_id = start(cli)
+    Path("payments-down").touch()  # a failed run: resuming it reads its records (a completed one prints its result)
+    failed = cli("run", "cliflows:Pipeline", "--input", '{"ids": [1, 2, 3]}')
+    assert failed.code == 1, failed.err
+    run_id = failed.lines[0]
     with sqlite3.connect("durableflow.db") as db:
         (data,) = db.execute(
             "SELECT data FROM durableflow_records"

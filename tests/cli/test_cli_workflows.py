@@ -77,8 +77,37 @@ def test_resume_without_a_named_workflow_exits_2_and_says_how_to_name_it(cli: Cl
     assert "--workflow MODULE:Class" in outcome.err and "[tool.durableflow]" in outcome.err
 
 
+@pytest.mark.parametrize("stored", ["Pipeline", "deploy:Flow"])
+def test_resume_of_a_completed_run_prints_its_result_with_no_workflow_named(cli: Cli, stored: str) -> None:
+    """A completed run's result is stored as data: `resume` prints the run id and the result without any workflow
+    named, and imports nothing, whatever workflow the store names. A run that is not completed still needs one."""
+    Path("deploy.py").write_text(DEPLOY)
+    run_id = start(cli)
+    rename_stored_workflow(run_id, stored)
+    outcome = cli("resume", run_id)
+    assert outcome.code == 0, outcome.err
+    assert outcome.lines[0] == run_id
+    assert json.loads(outcome.lines[1]) == {"converted": [1], "receipt": "paid for 1"}
+    assert not Path("deploy-was-imported").exists() and "deploy" not in sys.modules
+    with sqlite3.connect("durableflow.db") as db:
+        db.execute("UPDATE durableflow_runs SET status = 'failed' WHERE run_id = ?", (run_id,))
+    assert cli("resume", run_id).code == 2
+
+
+def test_resume_of_a_completed_run_whose_stored_result_is_not_json_exits_5(cli: Cli) -> None:
+    """A completed run's result edited into something that is not JSON is named as malformed metadata."""
+    run_id = start(cli)
+    with sqlite3.connect("durableflow.db") as db:
+        db.execute("UPDATE durableflow_runs SET result = '{\"converted\": [1' WHERE run_id = ?", (run_id,))
+    outcome = cli("resume", run_id)
+    assert outcome.code == 5
+    assert f"run {run_id!r}: malformed metadata: the completed run's result" in outcome.err
+    assert "Traceback" not in outcome.err
+
+
 def test_resume_with_other_workflows_lists_the_ones_named(cli: Cli) -> None:
     """Naming workflows that are not the run's exits 2 and lists the names that were compared."""
+    Path("payments-down").touch()
     run_id = start(cli)
     outcome = cli("resume", run_id, "--workflow", "cliflows:Orders", "--workflow", "cliflows:Approval")
     assert outcome.code == 2
@@ -138,6 +167,7 @@ def test_two_workflows_under_one_name_exit_2(cli: Cli) -> None:
     """Two different workflows that their runs would store under one name cannot both be named."""
     Path("other.py").write_text("import cliflows\n\nclass Pipeline(cliflows.Pipeline):\n    pass\n")
     Path("other.py").write_text(Path("other.py").read_text() + "Pipeline.__module__ = 'cliflows'\n")
+    Path("payments-down").touch()
     run_id = start(cli)
     outcome = cli("resume", run_id, "--workflow", "cliflows:Pipeline", "--workflow", "other:Pipeline")
     assert outcome.code == 2

@@ -5,21 +5,23 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import json
 import shlex
 from collections.abc import Callable
 from typing import Any
 
 from pydantic import ValidationError
 
-from .._checkpointer import Checkpointer
-from .._errors import DurableflowError, RunExistsError, SerializationError
+from .._checkpointer import Checkpointer, RunInfo
+from .._errors import DurableflowError, RunExistsError, SerializationError, SnapshotError
 from .._events import HumanResponseEvent, InputRequiredEvent
 from .._graph import graph_of
 from .._handler import WorkflowHandler
 from .._integrity import check_info
+from .._serialization import MAX_DEPTH, json_depth
 from ._exits import RunEnded, UsageError, WaitsForInput, exit_code
 from ._options import add_command, add_respond, answer, input_fields, open_store, run_id, seconds, stored_run_id
-from ._output import as_json, printable
+from ._output import as_json, clip, printable
 from ._workflows import WorkflowRegistry, add_workflow_options, resolve_target
 
 
@@ -37,7 +39,10 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     add_respond(run)
 
     resume = add_command(
-        commands, "resume", resume_command, "continue a stored run (a completed one just prints its result)"
+        commands,
+        "resume",
+        resume_command,
+        "continue a stored run (a completed one just prints its stored result, and needs no workflow named)",
     )
     resume.add_argument("run_id", type=stored_run_id, metavar="RUN_ID")
     add_workflow_options(resume)
@@ -78,8 +83,13 @@ def resume_command(args: argparse.Namespace) -> int:
     response = answer(args.respond)
     checkpointer = open_store(args.store, must_exist=args.run_id)
     try:
-        stored = check_info(checkpointer.info(args.run_id), args.run_id).workflow
-        target = WorkflowRegistry.from_args(args).for_run(args.run_id, stored)
+        info = check_info(checkpointer.info(args.run_id), args.run_id)
+        if info.status == "completed":  # its result is stored as data: no workflow is needed, none is imported
+            result = _stored_result(info)
+            print(printable(info.run_id))  # as a resume that drives the run prints it
+            print(as_json(result))
+            return 0
+        target = WorkflowRegistry.from_args(args).for_run(args.run_id, info.workflow)
         workflow = target.factory()
         workflow.checkpointer = checkpointer
         again = _workflow_options(args.workflows, args.paths)
@@ -88,6 +98,19 @@ def resume_command(args: argparse.Namespace) -> int:
         checkpointer.close()
     print(as_json(result))
     return 0
+
+
+def _stored_result(info: RunInfo) -> Any:
+    """A completed run's result as its metadata holds it: JSON text, read as plain data."""
+    text = info.result
+    try:
+        if text is None or json_depth(text) > MAX_DEPTH:
+            raise ValueError
+        return json.loads(text)
+    except (ValueError, RecursionError):
+        raise SnapshotError(
+            f"malformed metadata: the completed run's result {clip(repr(text), 60)} is not JSON", run_id=info.run_id
+        ) from None
 
 
 def _workflow_options(workflows: list[str], paths: list[str]) -> str:
