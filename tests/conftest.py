@@ -8,10 +8,13 @@ starts on a free local port; tests skip when no ``redis-server`` is installed.
 
 from __future__ import annotations
 
+import atexit
+import contextlib
 import glob
 import os
 import pwd
 import shutil
+import signal
 import tempfile
 import threading
 import time
@@ -25,6 +28,30 @@ import pytest
 from pytest_redis import factories
 
 REDIS_SERVER = shutil.which("redis-server") or "/usr/bin/redis-server"
+
+
+# pytest-redis and pytest-postgresql start their servers through mirakuru, which marks each server with
+# mirakuru_uuid="<pid of the starter>:<uuid>" and, when any process that imported it exits, kills every
+# process whose mark merely *contains* that process's pid. Over a long suite the pids wrap around, and a
+# process whose pid is a substring of another xdist worker's mark killed that worker's PostgreSQL server.
+# Here a process kills, at its exit, only the servers it started itself.
+def _kill_own_servers() -> None:
+    mark = f"mirakuru_uuid={os.getpid()}:".encode()
+    for environ in glob.glob("/proc/[0-9]*/environ"):
+        try:
+            entries = Path(environ).read_bytes().split(b"\0")
+        except OSError:  # gone, or another user's process
+            continue
+        if any(entry.startswith(mark) for entry in entries):
+            with contextlib.suppress(OSError):
+                os.kill(int(environ.split("/")[2]), signal.SIGKILL)
+
+
+with contextlib.suppress(ImportError):
+    from mirakuru import base as _mirakuru
+
+    atexit.unregister(_mirakuru.cleanup_subprocesses)
+    atexit.register(_kill_own_servers)
 
 redis_proc = factories.redis_proc(executable=REDIS_SERVER)
 

@@ -25,4 +25,7 @@ def project(pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch) -> pytes
     what the tests read of the output cannot differ between a laptop and CI.
     """
     monkeypatch.setenv("CI", "true")
+    # A pytest run in a subprocess must not load mirakuru (through pytest-redis and pytest-postgresql): at
+    # its exit mirakuru kills every server whose mark contains that process's pid (see tests/conftest.py).
+    monkeypatch.setenv("PYTEST_ADDOPTS", "-p no:pytest_redis -p no:pytest_postgresql")
     return make_project(pytester)
