@@ -270,7 +270,7 @@ class Context(Generic[StateT]):
         )
         doc: dict[str, Any] = json.loads(body)
         doc["state"] = _state_section(doc["state"] if include_state else None, self._graph.state_type)
-        doc["is_running"] = self.is_running
+        doc["is_running"] = self._in_own_step() or self._state.status not in ("new", "completed")  # no warning
         doc["checksum"] = _snapshot.checksum(doc)
         return doc
 

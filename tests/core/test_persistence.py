@@ -4,6 +4,7 @@ import asyncio
 import copy
 import json
 import sys
+import warnings
 from typing import Any
 
 import pytest
@@ -147,6 +148,20 @@ async def test_snapshot_inside_a_step_redelivers_that_steps_input() -> None:
     assert again.inputs == [7]
     # the write made before the snapshot is in it, so the re-run step finds it (at-least-once)
     assert result == {"n": 7, "done": ["half", "half"]}
+
+
+async def test_a_snapshot_inside_a_step_warns_about_nothing_the_step_did_not_call() -> None:
+    """``to_dict()`` records whether the run is running without asking ``is_running``, whose use in a step warns."""
+    from durableflow._context import _warn_is_running_in_step
+
+    _warn_is_running_in_step.cache_clear()
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        first = Snapshotting()
+        await first.run(n=7)
+
+    assert first.snapshots[0]["is_running"] is True
+    assert [str(w.message) for w in caught if issubclass(w.category, DeprecationWarning)] == []
 
 
 async def test_snapshot_inside_a_plain_def_step() -> None:
