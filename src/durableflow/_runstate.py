@@ -24,6 +24,7 @@ class Delivery:
         "crashes",
         "eid",
         "failures",
+        "key",
         "persisted",
         "replay_sends",
         "running",
@@ -39,6 +40,8 @@ class Delivery:
     def __init__(self, eid: int, step: str, sent: int = 0, sleeps: list[float] | None = None) -> None:
         self.eid = eid
         self.step = step
+        self.key: DeliveryKey = (eid, step)
+        """``(eid, step)``: its key in ``RunState.deliveries`` (made once, read on every change)."""
         self.sent = sent
         """Events this delivery's step has sent with ``ctx.send_event`` (durable with the delivery)."""
         self.sleeps: list[float] = sleeps if sleeps is not None else []
@@ -57,10 +60,6 @@ class Delivery:
         self.sends = 0
         self.sleep_calls = 0
         self.taken: list[tuple[str, int]] = []  # collect_events takes, undone if the attempt fails
-
-    @property
-    def key(self) -> DeliveryKey:
-        return (self.eid, self.step)
 
     def begin_attempt(self) -> None:
         """Reset per-execution counters: sends already accepted and sleeps already begun are replayed."""
