@@ -205,7 +205,7 @@ class Runner(RunEnding):
             if target is None and _waiters.park(self, event):  # for a step that waits for it
                 return
             raise WorkflowRuntimeError(f"no step of {self.graph.workflow_path} accepts {cls.__name__}")
-        if isinstance(event, HumanResponseEvent) and run.awaiting:
+        if run.awaiting and isinstance(event, HumanResponseEvent):
             run.input_arrived()
             if self.reshown:  # re-shown after a restore and answered before anyone read them: not shown at all
                 answered = {id(request) for request in self.reshown}
@@ -350,7 +350,10 @@ class Runner(RunEnding):
                 await self._confirm_lease()  # a worker paused past its lease must not run a step another ran
             try:
                 if spec.simple:
-                    args: list[Any] = [event if source == EVENT else self.ctx for source in spec.plan]
+                    plan = spec.plan
+                    if spec.is_async and plan == _EVENT_ONLY:  # the common step: no argument list to build
+                        return await spec.fn(self.workflow, event)
+                    args: list[Any] = [event if source == EVENT else self.ctx for source in plan]
                     kwargs: dict[str, Any] = {}
                 else:
                     args, kwargs = await self._arguments(spec, event)
@@ -407,7 +410,8 @@ class Runner(RunEnding):
                 f"Step function {spec.name} returned {type(output).__name__} instead of an Event instance. "
                 "A step returns an Event or None."
             )
-        _step_calls.commit_takes(self.run, delivery)
+        if delivery.taken:
+            _step_calls.commit_takes(run, delivery)
         run.finish_delivery(delivery)
         run.recoveries = 0  # progress: a step that completes is not the one that keeps killing its process
         if stop is not None:
@@ -456,6 +460,7 @@ class Runner(RunEnding):
 
 
 _FAILED: Any = object()
+_EVENT_ONLY = (EVENT,)
 
 
 def _internal(step: str, state: StepState, event: Event, delivery: Delivery, output: Any = None) -> StepStateChanged:
