@@ -52,7 +52,8 @@ class RunEnding:
     durable: RunCheckpoints | None
     loop: asyncio.AbstractEventLoop
     future: asyncio.Future[Any]
-    claimed: asyncio.Future[None]
+    claim_future: asyncio.Future[None] | None
+    claim_outcome: BaseException | bool | None
     busy: dict[str, int]
     workers: set[asyncio.Task[None]]
     stream: deque[Event]
@@ -288,18 +289,25 @@ class RunEnding:
             )
         )
 
+    @property
+    def claimed(self) -> asyncio.Future[None]:
+        """Done once the run is this process's in its store (its first checkpoint durable), or failed to be.
+
+        Made when first asked for (``handler.claimed()``): most runs are never asked, and skip the future."""
+        claimed = self.claim_future
+        if claimed is None:
+            claimed = self.claim_future = self.loop.create_future()
+            if self.claim_outcome is not False:
+                _settle_claim(claimed, self.claim_outcome)  # type: ignore[arg-type]
+        return claimed
+
     def _claim_settled(self, exc: BaseException | None) -> None:
         """Tell ``handler.claimed()`` whether the run became this process's (``exc``: why not)."""
-        claimed = self.claimed
-        if claimed.done():
+        if self.claim_outcome is not False:  # settled already: the first word stands
             return
-        if exc is None:
-            claimed.set_result(None)
-        elif isinstance(exc, asyncio.CancelledError):
-            claimed.cancel()
-        else:
-            claimed.set_exception(exc)
-            claimed.exception()  # retrieved: whoever awaits the run gets it from the run's own future
+        self.claim_outcome = exc
+        if self.claim_future is not None:
+            _settle_claim(self.claim_future, exc)
 
     def _end(self) -> None:
         self.done = True
@@ -377,3 +385,13 @@ class RunEnding:
         if plugin_manager.active:
             reason = "expired" if isinstance(exc, LeaseExpiredError) else "lost"
             plugin_manager.hook.durableflow_lease_ended(run_id=self.run.run_id, reason=reason)
+
+
+def _settle_claim(claimed: asyncio.Future[None], exc: BaseException | None) -> None:
+    if exc is None:
+        claimed.set_result(None)
+    elif isinstance(exc, asyncio.CancelledError):
+        claimed.cancel()
+    else:
+        claimed.set_exception(exc)
+        claimed.exception()  # retrieved: whoever awaits the run gets it from the run's own future

@@ -84,8 +84,8 @@ class Runner(RunEnding):
         self.loop = asyncio.get_running_loop()
         self.thread = threading.get_ident()
         self.future: asyncio.Future[Any] = future if future is not None else self.loop.create_future()
-        self.claimed: asyncio.Future[None] = self.loop.create_future()
-        """Done once the run is this process's in its store (its first checkpoint durable), or failed to be."""
+        self.claim_future: asyncio.Future[None] | None = None  # ``claimed``, once asked for
+        self.claim_outcome: BaseException | bool | None = False  # False: not settled yet; None: claimed
         self.resources = ResourceCache(current_overrides(), workflow._resource_manager)
         self.ready: dict[str, deque[Delivery]] = {name: deque() for name in self.graph.steps}
         self.busy: dict[str, int] = dict.fromkeys(self.graph.steps, 0)
@@ -263,6 +263,8 @@ class Runner(RunEnding):
         if not self.ready_count or self.done:
             return
         for name, queue in self.ready.items():
+            if not queue:
+                continue
             limit = self.graph.steps[name].num_workers
             while queue and self.busy[name] < limit:
                 task = self.loop.create_task(self._worker(self._claim(name, queue)))
