@@ -183,9 +183,12 @@ class Fleet:
 
     def kill_one(self, rng: random.Random) -> None:
         pid = self.pids.pop(rng.randrange(len(self.pids)))
+        # Dead when the signal is sent, not when waitpid returns: other workers take a dead (zombie) owner's
+        # runs over at once, and a loaded machine can keep this process waiting tens of milliseconds before
+        # it reads the clock, long enough for their steps to begin and look like they overlapped its own.
+        self.deaths[pid] = time.time()
         os.kill(pid, signal.SIGKILL)
         os.waitpid(pid, 0)
-        self.deaths[pid] = time.time()
         self.kills += 1
 
     def stop_all(self, timeout: float = 15.0) -> None:

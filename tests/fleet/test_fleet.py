@@ -95,3 +95,29 @@ def test_the_verdict_counts_steps_of_two_processes_at_once_as_driven_by_two() ->
     assert _overlap([(0.0, 10.0, 1), (1.0, 2.0, 1), (5.0, 6.0, 2)])  # 2 ran while 1 was still in its step
     assert not _overlap([(0.0, 1.0, 1), (1.0, 2.0, 1), (2.5, 3.0, 2)])  # 2 took over after 1 died
     assert not _overlap([(0.0, 3.0, 1), (1.0, 2.0, 1)])  # one process, steps nested: not two drivers
+
+
+def test_a_killed_worker_died_when_the_signal_was_sent_however_late_waitpid_returns(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Other workers take a killed worker's runs over as soon as it is dead: its time of death is the kill, not
+    when a loaded machine lets the fleet's own process see it reaped (which would turn their steps into overlaps)."""
+    import os
+
+    from .chaos import Fleet
+
+    pid = os.fork()
+    if pid == 0:
+        time.sleep(30)
+        os._exit(0)
+    reaped = os.waitpid
+
+    def late_waitpid(pid: int, options: int) -> tuple[int, int]:
+        time.sleep(0.5)  # this process descheduled after the child died
+        return reaped(pid, options)
+
+    monkeypatch.setattr(os, "waitpid", late_waitpid)
+    fleet = Fleet("unused://", tmp_path, pids=[pid])
+    sent = time.time()
+    fleet.kill_one(random.Random(0))
+    assert fleet.deaths[pid] - sent < 0.25, fleet.deaths[pid] - sent
