@@ -43,6 +43,9 @@ class Lease:
     owner: str
     at: float
     on_loop: float
+    released: bool = False
+    """The run's last owner had given it up (handed back, or let go after a failure it could not write): it
+    was alive then, so whatever step was under way did not kill its process."""
 
 
 # -- the store calls of a claim (made on the loop or in the store's thread) ---------------------------
@@ -50,13 +53,15 @@ class Lease:
 
 def acquire(checkpointer: Checkpointer, run_id: str, owner: str, loop: asyncio.AbstractEventLoop) -> Lease:
     """Lease the run to ``owner``, taking it from an engine of this machine that died without releasing it."""
-    lease = Lease(owner, get_clock().now(), loop.time())
+    released = checkpointer.info(run_id).lease_owner is None
+    lease = Lease(owner, get_clock().now(), loop.time(), released)
     try:
         checkpointer.acquire(run_id, owner)
     except RunLeaseError as exc:
         if not owner_is_dead(exc.holder):
             raise
         checkpointer.acquire(run_id, owner, steal_from=exc.holder)
+        return Lease(owner, lease.at, lease.on_loop)
     return lease
 
 
@@ -281,6 +286,7 @@ def drive_loaded(
         runner = Runner(workflow, ctx, checkpointer, lease.owner, stored=True, future=future, since_full=since_full)
         assert runner.durable is not None
         runner.durable.leased(lease.at, lease.on_loop)
+        runner.released = lease.released
         handler = WorkflowHandler(run_id, future, ctx)
         handler._attach(runner)
         runner.start(None)

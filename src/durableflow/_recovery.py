@@ -101,12 +101,16 @@ def retry_info(delivery: Delivery) -> RetryInfo:
     )
 
 
-def count_crashes(runner: Runner) -> StepCrashLoopError | None:
-    """On resuming a run whose owner died: every attempt that was under way counts, durably, as a failed one."""
+def count_crashes(runner: Runner, released: bool = False) -> StepCrashLoopError | None:
+    """On resuming a run whose owner died: every attempt that was under way counts, durably, as a failed one.
+    Not if its owner had ``released`` it (handed back, or let go when its store failed): it was alive then."""
     run, limit = runner.run, runner.workflow.step_crash_limit
     for delivery in run.deliveries.values():
         if delivery.running:
             delivery.running = False
+            if released:
+                run.touched.add((delivery.eid, delivery.step))
+                continue
             delivery.crashes += 1
             delivery.attempt += 1
             run.touched.add((delivery.eid, delivery.step))

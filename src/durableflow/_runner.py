@@ -72,6 +72,8 @@ class Runner(RunEnding):
     ) -> None:
         self.workflow = workflow
         self.submitted = submitted
+        self.released = False
+        """The run was claimed after its last owner released it: the steps it left under way did not crash it."""
         """``wf.submit()``: the run is stored, then left for a worker, not driven here."""
         self.ctx = ctx
         self.graph = ctx._graph
@@ -136,7 +138,7 @@ class Runner(RunEnding):
                     self._set_deadline()
                 elif run.status == "running":  # its owner died while steps ran: a recovery, counted durably
                     run.recoveries += 1
-                    crash_loop = _recovery.count_crashes(self)
+                    crash_loop = _recovery.count_crashes(self, self.released)
                 for delivery in sorted(run.deliveries.values(), key=lambda d: d.eid):
                     self._queue(delivery)
                 for eid in run.awaiting:

@@ -3,6 +3,8 @@ failed steps reach @catch_error handlers; a step waiting with ctx.wait_for_event
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 
 from durableflow import (
@@ -10,6 +12,7 @@ from durableflow import (
     Event,
     HumanResponseEvent,
     InputRequiredEvent,
+    RunLeaseError,
     StartEvent,
     StepCrashLoopError,
     StepFailedEvent,
@@ -183,3 +186,26 @@ async def test_a_request_no_step_takes_is_shown_on_the_stream_once() -> None:
             handler.ctx.send_event(Approval(order=1, approved=True))
     assert await handler is True
     assert shown == ["ship it?"]
+
+
+class Slow(Workflow):
+    """`work` takes long enough to be under way when its run is handed back."""
+
+    @step
+    async def work(self, ev: StartEvent) -> StopEvent:
+        await asyncio.sleep(0.2)
+        return StopEvent(result="done")
+
+
+async def test_a_run_handed_back_more_times_than_the_crash_limit_still_completes(store: Store) -> None:
+    """A worker that hands a run back (shutting down, or after a failure its store would not take) was alive
+    then: the step it had under way did not kill its process, so it is not counted against step_crash_limit."""
+    handler = Slow(checkpointer=store.open()).run(run_id="h")
+    for _ in range(Slow.step_crash_limit + 1):
+        await asyncio.sleep(0.02)  # the step is under way, and marked so in the stored run
+        assert handler._runner is not None
+        handler._runner.hand_back()
+        with pytest.raises(RunLeaseError):
+            await handler
+        handler = Slow(checkpointer=store.open()).resume("h")
+    assert await handler == "done"
