@@ -29,8 +29,12 @@ def redis_server() -> Iterator[str | None]:
         print("note: no redis-server installed; Redis is skipped")
         yield None
         return
-    import redis
-
+    try:
+        import redis
+    except ImportError:
+        print("note: redis-py is not installed (pip install 'durableflow[redis]'); Redis is skipped")
+        yield None
+        return
     port = _free_port()
     server = subprocess.Popen(
         [executable, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
@@ -45,6 +49,8 @@ def redis_server() -> Iterator[str | None]:
                 client.ping()
                 break
             time.sleep(0.05)
+        else:
+            raise RuntimeError(f"redis-server did not answer on port {port}")
         client.close()
         yield url
     finally:

@@ -21,18 +21,14 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import importlib.metadata
-import shutil
-import socket
 import sqlite3
-import subprocess
 import tempfile
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from _servers import redis_server
 from _timing import Batch, calibrated, interleave, print_table, require_peer, us
 from bench_run_loop import ThreeSteps  # the run the run-loop benchmark times, here made durable
 
@@ -125,45 +121,6 @@ def peer_loop_batch(n: int, min_checkpoints: int) -> Batch:
 
 
 # -- stores -----------------------------------------------------------------------------------
-
-
-@contextlib.contextmanager
-def redis_server() -> Iterator[str | None]:
-    """A throwaway redis-server on a free loopback port, or ``None`` (with a note) if there is none."""
-    executable = shutil.which("redis-server") or "/usr/bin/redis-server"
-    if not Path(executable).exists():
-        print("note: no redis-server installed; RedisCheckpointer is skipped")
-        yield None
-        return
-    try:
-        import redis
-    except ImportError:
-        print("note: redis-py is not installed (pip install 'durableflow[redis]'); RedisCheckpointer is skipped")
-        yield None
-        return
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    server = subprocess.Popen(
-        [executable, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    try:
-        url = f"redis://127.0.0.1:{port}/0"
-        client = redis.Redis.from_url(url)
-        for _ in range(100):
-            with contextlib.suppress(redis.ConnectionError):
-                client.ping()
-                break
-            time.sleep(0.05)
-        else:
-            raise RuntimeError(f"redis-server did not answer on port {port}")
-        client.close()
-        yield url
-    finally:
-        server.terminate()
-        server.wait(timeout=10)
 
 
 def raw_commit_batch(path: Path, commits: int) -> Batch:
