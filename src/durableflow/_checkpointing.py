@@ -25,6 +25,7 @@ from ._errors import DurableflowError, LeaseExpiredError, RunConflictError, RunL
 from ._events import StopEvent
 from ._framing import record_key
 from ._hooks import plugin_manager
+from ._lease import LEASE_MARGIN, LeaseKeeper
 from ._snapshot import encode_delta, encode_full, encode_status, error_text, frame
 from ._storeio import store_io
 
@@ -37,11 +38,6 @@ RESUME_FOLD = 1024
 """A resumed run folds its deltas at its first checkpoint once they hold this many bytes and half the state's:
 each delta costs a resume far more than its bytes (it is unsealed, parsed and checked on its own), while
 rewriting a state that was just read whole is cheap unless the state is large."""
-LEASE_MARGIN = 0.2
-"""The part of the lease's time to live a run keeps in hand: one that could not renew its lease for the rest
-stops, before the lease lapses for the other workers (whose clocks, and the stop itself, may lag)."""
-RETRY_RENEWAL = 0.1
-"""After a renewal the store did not answer, the next is tried this part of the TTL later."""
 
 
 @final
@@ -339,7 +335,7 @@ class RunCheckpoints:
         would lapse, less a margin. ``guarded`` wraps each timer callback."""
         if self.lease_until == float("inf"):  # a new run: its create, sent after this, leases it for longer
             self.leased(get_clock().now(), self.loop.time())
-        return _Lease(self, guarded, lost, expired).stop
+        return LeaseKeeper(self, guarded, lost, expired).stop
 
     def lease_in_doubt(self) -> bool:
         """Whether the renewal that would show this worker still holds the lease is overdue (the process was
@@ -395,102 +391,6 @@ class RunCheckpoints:
         pending = self.io.call(self.loop, release)
         if pending is not None:
             pending.add_done_callback(_ignore)
-
-
-@final
-class _Lease:
-    """Renews one run's lease every third of its time to live, until stopped, and stops the run if no
-    renewal succeeded before the lease would lapse, less a margin: past that, another worker may take
-    the run over, and two must never drive it at once.
-
-    The renewals follow the run's clock (frozen time that jumps past one fires it); the deadline
-    follows the loop's monotonic clock, which counts a frozen store's silence and a paused process.
-    An object rather than closures that call each other: those would form a reference cycle holding
-    the whole run until the garbage collector found it, and every durable run would leave one behind.
-    """
-
-    __slots__ = ("asked_at", "asked_on_loop", "cancel", "cancel_deadline", "durable", "expired", "guarded", "lost")
-
-    def __init__(
-        self,
-        durable: RunCheckpoints,
-        guarded: Callable[[Callable[[], None]], Callable[[], None]],
-        lost: Callable[[], None],
-        expired: Callable[[], None],
-    ) -> None:
-        self.durable: RunCheckpoints | None = durable
-        self.guarded, self.lost, self.expired = guarded, lost, expired
-        self.cancel: Callable[[], None] | None = None
-        self.cancel_deadline: Callable[[], None] | None = None
-        self.asked_at = self.asked_on_loop = 0.0
-        self._schedule(durable.lease_until - durable.checkpointer.lease_ttl * 2 / 3)
-        self._watch()
-
-    def _schedule(self, at: float) -> None:
-        if self.durable is not None:
-            # on the run's clock, not the loop's: frozen time that jumps past a renewal fires it
-            self.cancel = get_clock().call_at(at, self.guarded(self._renew))
-
-    def _watch(self) -> None:
-        durable = self.durable
-        if durable is not None:
-            self.cancel_deadline = durable.loop.call_at(durable.drive_until, self.guarded(self._deadline)).cancel
-
-    def _deadline(self) -> None:
-        durable = self.durable
-        if durable is None:
-            return
-        if durable.loop.time() < durable.drive_until:  # renewed since this was set: wait for the new deadline
-            self._watch()
-            return
-        self.stop()
-        self.expired()
-
-    def _renew(self) -> None:
-        durable = self.durable
-        if durable is None:
-            return
-        self.asked_at, self.asked_on_loop = get_clock().now(), durable.loop.time()
-        if durable.io.inline:
-            self._renewed(self._renew_in_store())
-            return
-        pending = durable.io.call(durable.loop, self._renew_in_store)
-        assert pending is not None
-        pending.add_done_callback(self._answered)
-
-    def _answered(self, done: asyncio.Future[bool | None]) -> None:
-        self.guarded(lambda: self._renewed(done.result()))()
-
-    def _renew_in_store(self) -> bool | None:
-        """Whether this worker still holds the lease; ``None`` if the store did not say."""
-        durable = self.durable
-        if durable is None:
-            return True
-        try:
-            return durable.checkpointer.renew(durable.run.run_id, durable.owner)
-        except DurableflowError:
-            return None
-
-    def _renewed(self, held: bool | None) -> None:
-        durable = self.durable
-        if durable is None:  # stopped meanwhile
-            return
-        ttl = durable.checkpointer.lease_ttl
-        if held is None:  # unanswered: try again soon, while the deadline stands
-            self._schedule(get_clock().now() + ttl * RETRY_RENEWAL)
-            return
-        if not held:
-            self.lost()
-            return
-        durable.leased(self.asked_at, self.asked_on_loop)
-        self._schedule(self.asked_at + ttl / 3)
-
-    def stop(self) -> None:
-        self.durable = None
-        for cancel in (self.cancel, self.cancel_deadline):
-            if cancel is not None:
-                cancel()
-        self.cancel = self.cancel_deadline = None
 
 
 class EndLanded(Exception):
