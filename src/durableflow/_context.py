@@ -221,7 +221,9 @@ class Context(Generic[StateT]):
         """Rebuild a context saved by ``to_dict``; ``await workflow.run(ctx=restored)`` continues it.
 
         Raises ``SnapshotError`` if the data is corrupt, edited, or no longer
-        fits the workflow's steps and events.
+        fits the workflow's steps and events. Another workflow's context is
+        taken only once its run is over (or before it began): its state then
+        seeds this workflow's next run.
         """
         if not isinstance(data, dict):
             raise SnapshotError(f"expected the dict ctx.to_dict() returns, found a {type(data).__name__}")
@@ -239,7 +241,23 @@ class Context(Generic[StateT]):
         if data.get("checksum") != expected:
             raise SnapshotError("checksum mismatch: the snapshot is corrupt or was edited", run_id=data.get("run_id"))
         doc = {**data, "state": _state_values(data.get("state"))}
-        if data.get("run_id") == "" and data.get("status") == "new":  # saved before its first run: state only
+        if doc.get("workflow") != workflow.workflow_name and _nothing_owed(doc):
+            # another workflow's context whose run is over (or never began): nothing of that run is owed to
+            # steps this workflow lacks, so only its state carries over, to seed this workflow's next run
+            graph = graph_of(type(workflow), check=False)
+            doc = {
+                **doc,
+                **{key: {} for key in ("events", "deliveries", "buffers", "effects")},
+                "awaiting": [],
+                "result": None,
+                "error": None,
+                "status": "new",
+                "run_id": "",
+                "workflow": workflow.workflow_name,
+                "fingerprint": graph.fingerprint,
+                "graph": graph.description,
+            }
+        if doc.get("run_id") == "" and doc.get("status") == "new":  # saved before its first run: state only
             ctx = cls._restore(workflow, {**doc, "run_id": _BEFORE_RUN}, serializer)
             ctx._state = RunState("")
             return ctx
@@ -308,6 +326,11 @@ def _state_section(values: dict[str, Any] | None, state_type: type[Any] | None) 
         }
     wrapped = {"__is_pydantic": True, "value": values, "qualified_name": _qualified(state_type)}
     return {"state_data": json.dumps(wrapped), "state_type": state_type.__name__, "state_module": state_type.__module__}
+
+
+def _nothing_owed(doc: dict[str, Any]) -> bool:
+    """A saved run that owes no step an event and waits for nothing: it never began, or it completed."""
+    return doc.get("status") in ("new", "completed") and not doc.get("deliveries") and not doc.get("awaiting")
 
 
 def _state_values(section: Any) -> Any:

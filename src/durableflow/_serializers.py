@@ -1,8 +1,8 @@
 """The ``serializer=`` choice: JSON (the default, data only) or pickle (explicit opt-in, code).
 
 ``JsonSerializer`` turns values into JSON text; a pydantic model travels with
-its class's qualified name and comes back only as a class it was given
-(``allowed_types``) or one already loaded in this process: reading never
+its class's qualified name and comes back as a class already loaded in this
+process, or, given ``allowed_types``, only as one of those: reading never
 imports anything. ``PickleSerializer`` additionally stores what JSON cannot
 hold, as a pickle. Unpickling runs code named by the stored bytes, so use it
 only with stores written by you; a workflow uses it only when given
@@ -28,14 +28,45 @@ class JsonSerializer:
 
     pickles = False
 
-    def __init__(self, *, allowed_types: Iterable[type[Any]] | None = None) -> None:
-        self._types = {f"{t.__module__}.{t.__qualname__}": t for t in allowed_types or ()}
+    def __init__(self, *, allowed_types: Iterable[type[Any] | str] | None = None) -> None:
+        self._types: dict[str, type[Any]] = {}
+        self._allowed: frozenset[str] | None = None
+        """``None``: any loaded class; else an allowlist (classes and names), durableflow's own classes always in."""
+        if allowed_types is None:
+            return
+        names: set[str] = set()
+        for entry in allowed_types:
+            if isinstance(entry, str):  # a name: allowed once its class is loaded
+                names.add(entry)
+            elif isinstance(entry, type):
+                for name in (f"{entry.__module__}.{entry.__qualname__}", f"{entry.__module__}.{entry.__name__}"):
+                    claimed = self._types.setdefault(name, entry)
+                    if claimed is not entry:
+                        raise ValueError(f"two classes are stored under the name {name}: {claimed!r} and {entry!r}")
+                    names.add(name)
+            else:
+                raise TypeError(f"allowed_types takes classes or qualified class names, not {entry!r}")
+        self._allowed = frozenset(names)
 
     def resolve_class(self, qualified_name: str) -> type[Any]:
-        """The class a stored name means: one given in ``allowed_types``, or one already loaded (never imported)."""
+        """The class a stored name means: one given in ``allowed_types``, or one already loaded (never imported).
+
+        With ``allowed_types``, a name outside it is refused even if its class is
+        loaded (durableflow's own classes, such as ``DictState``, always resolve).
+        """
         cls = self._types.get(qualified_name)
         if cls is not None:
             return cls
+        if (
+            self._allowed is not None
+            and qualified_name not in self._allowed
+            and not qualified_name.startswith("durableflow.")
+        ):
+            raise SerializationError(
+                f"Refusing to import disallowed class {qualified_name!r}: it is not in this serializer's "
+                f"allowed_types; pass JsonSerializer(allowed_types=[..., {qualified_name.rpartition('.')[2]}]) to "
+                "read it (stored names are never imported)"
+            )
         module_name, _, qualname = qualified_name.rpartition(".")
         found: Any = sys.modules.get(module_name)
         while found is None and "." in module_name:  # a nested class: Outer.Inner

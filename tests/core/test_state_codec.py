@@ -73,6 +73,20 @@ def test_a_stored_class_name_is_never_imported() -> None:
     assert "json.tool" not in sys.modules
 
 
+def test_allowed_types_is_an_allowlist() -> None:
+    """Given allowed_types, a serializer rebuilds only those classes (and durableflow's own), loaded or not."""
+    text, _, _ = encode_state(Tally(count=7), JsonSerializer())
+    with pytest.raises(SerializationError, match=r"Refusing to import disallowed class .*Tally"):
+        decode_state(text, JsonSerializer(allowed_types=[DictState]))
+    assert decode_state(text, JsonSerializer(allowed_types=[Tally])) == Tally(count=7)
+    assert decode_state(text, JsonSerializer(allowed_types=[f"{__name__}.Tally"])) == Tally(count=7)
+    assert decode_state(text, JsonSerializer()) == Tally(count=7)  # no allowlist: any loaded class
+    untyped, _, _ = encode_state(DictState(n=1), JsonSerializer())
+    assert decode_state(untyped, JsonSerializer(allowed_types=[])) == {"n": 1}
+    with pytest.raises(TypeError, match="allowed_types"):
+        JsonSerializer(allowed_types=[Tally(count=1)])  # type: ignore[list-item]
+
+
 def test_a_pickled_state_loads_only_with_the_pickle_serializer() -> None:
     pickled = base64.b64encode(pickle.dumps(Tally(count=5))).decode()
     assert decode_state(pickled, PickleSerializer()) == Tally(count=5)

@@ -5,6 +5,7 @@ import subprocess
 import sys
 import textwrap
 from pathlib import Path
+from typing import Any, ClassVar
 
 import pytest
 
@@ -94,15 +95,50 @@ def test_the_default_name_is_the_class_qualname_and_can_be_set() -> None:
         Report(workflow_name="")
 
 
-async def test_a_run_of_another_name_is_refused() -> None:
-    """A stored run or a saved context resumes only under the workflow_name that started it."""
+class SavesMidRun(Workflow):
+    saved: ClassVar[list[dict[str, Any]]] = []
+
+    @step
+    async def write(self, ctx: Context, ev: StartEvent) -> StopEvent:
+        await ctx.store.set("draft", "x")
+        self.saved.append(ctx.to_dict())  # its StartEvent is still owed to this step
+        return StopEvent(result="done")
+
+
+async def test_a_run_of_another_name_is_refused_while_it_owes_work() -> None:
+    """A stored run, or a context saved mid-run, resumes only under the workflow_name that started it."""
     store = MemoryCheckpointer()
     await Report(checkpointer=store, workflow_name="monthly").run(run_id="m1")
     assert store.info("m1").workflow == "monthly"
-    saved = (await _finished_context(Report(workflow_name="monthly"))).to_dict()
+    await SavesMidRun(workflow_name="monthly").run()
+    saved = SavesMidRun.saved[-1]
     with pytest.raises(SnapshotError, match="'monthly', not 'weekly'"):
-        Context.from_dict(Report(workflow_name="weekly"), saved)
-    assert Context.from_dict(Report(workflow_name="monthly"), saved).run_id == saved["run_id"]
+        Context.from_dict(SavesMidRun(workflow_name="weekly"), saved)
+    assert Context.from_dict(SavesMidRun(workflow_name="monthly"), saved).run_id == saved["run_id"]
+
+
+class Seeder(Workflow):
+    @step
+    async def seed(self, ctx: Context, ev: StartEvent) -> StopEvent:
+        await ctx.store.set("existing", "orig")
+        return StopEvent(result="seeded")
+
+
+class Reader(Workflow):
+    @step
+    async def read(self, ctx: Context, ev: StartEvent) -> StopEvent:
+        return StopEvent(result=f"{await ctx.store.get('existing')}-{await ctx.store.get('added')}")
+
+
+async def test_a_finished_context_of_another_workflow_seeds_only_its_state() -> None:
+    """A completed run owes nothing to any step, so another workflow may take its state for a new run."""
+    saved = (await _finished_context(Seeder())).to_dict()
+    restored = Context.from_dict(Reader(), saved)
+    assert restored.run_id == ""  # not the finished run: a new one starts
+    await restored.store.set("added", "new")
+    handler = Reader().run(ctx=restored)
+    assert await handler == "orig-new"
+    assert handler.run_id != saved["run_id"]
 
 
 async def _finished_context(workflow: Workflow) -> Context:
