@@ -18,7 +18,8 @@ from durableflow.testing import explore
 
 from .flows import ChargeAsEffect, FakePayments, get_payments
 
-MODES = ["inprocess", "kill"]
+MODES = [("inprocess", "memory"), ("inprocess", "sqlite"), ("kill", "sqlite")]
+"""Each mode on its default store, and in-process on SQLite too (held in memory there: the same statements)."""
 SEED = 20260301
 PAYMENTS = {"fakes": {get_payments: FakePayments}, "record": frozenset({get_payments})}
 
@@ -89,44 +90,46 @@ def compaction_drops_effects(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(_checkpointing, "encode_full", planted)
 
 
-@pytest.mark.parametrize("mode", MODES)
-def test_a_lease_that_is_never_renewed_lets_a_second_worker_in(mode: str, monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.mark.parametrize(("mode", "store"), MODES)
+def test_a_lease_that_is_never_renewed_lets_a_second_worker_in(
+    mode: str, store: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """A live run past its lease's time: the second worker is refused, unless the lease was not renewed."""
     start = {"order": "A-1", "cents": 500}
-    explore(ChargeAsEffect, start, mode=mode, seed=SEED, **PAYMENTS).assert_ok()
+    explore(ChargeAsEffect, start, mode=mode, store=store, seed=SEED, **PAYMENTS).assert_ok()
 
     renew_once(monkeypatch)
-    report = explore(ChargeAsEffect, start, mode=mode, seed=SEED, **PAYMENTS)
+    report = explore(ChargeAsEffect, start, mode=mode, store=store, seed=SEED, **PAYMENTS)
 
     assert [o.kind for o in report.failures] == ["stolen lease"]
     assert "lease was not renewed" in report.failures[0].diff
 
 
-@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize(("mode", "store"), MODES)
 def test_a_delta_that_drops_deleted_keys_is_caught_by_reading_the_store_back(
-    mode: str, monkeypatch: pytest.MonkeyPatch
+    mode: str, store: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Every run keeps the deleted key alike, so only reading the stored run back after a checkpoint sees it."""
-    explore(ScratchKey, {}, mode=mode, seed=SEED).assert_ok()
+    explore(ScratchKey, {}, mode=mode, store=store, seed=SEED).assert_ok()
 
     drop_deletions(monkeypatch)
-    report = explore(ScratchKey, {}, mode=mode, seed=SEED)
+    report = explore(ScratchKey, {}, mode=mode, store=store, seed=SEED)
 
     read_back = [o for o in report.failures if o.id.startswith("read-back@checkpoint.write.after#")]
     assert [o.kind for o in read_back] == ["divergent state"]
     assert "scratch" in read_back[0].diff
 
 
-@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize(("mode", "store"), MODES)
 def test_compaction_that_drops_effect_records_is_caught_when_every_checkpoint_compacts(
-    mode: str, monkeypatch: pytest.MonkeyPatch
+    mode: str, store: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Few runs write enough to compact; ``compact=True`` compacts at every checkpoint, and the lost record shows."""
     start = {"order": "A-1", "cents": 500}
     compaction_drops_effects(monkeypatch)
-    assert explore(ChargeAsEffect, start, mode=mode, seed=SEED, **PAYMENTS).ok  # no compaction: not seen
+    assert explore(ChargeAsEffect, start, mode=mode, store=store, seed=SEED, **PAYMENTS).ok  # no compaction: not seen
 
-    report = explore(ChargeAsEffect, start, mode=mode, seed=SEED, compact=True, **PAYMENTS)
+    report = explore(ChargeAsEffect, start, mode=mode, store=store, seed=SEED, compact=True, **PAYMENTS)
 
     assert "divergent state" in {o.kind for o in report.failures}
     assert any("effects" in o.diff for o in report.failures)

@@ -9,11 +9,13 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
+import sqlite3
 import tempfile
+import threading
 import uuid
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, final
+from typing import Any, Literal, final
 
 from durableflow import (
     Checkpointer,
@@ -25,6 +27,7 @@ from durableflow import (
 )
 from durableflow._framing import record_key
 from durableflow._snapshot import outcome, replay
+from durableflow._sqlite import _text
 
 from ._world import FakeWorld
 
@@ -79,6 +82,8 @@ class Stores:
                 )
             return MemoryCheckpointer()
         if store == "sqlite":
+            if not self.kill:  # in-process a crash is an exception: the store's file needs no file
+                return SQLiteImage(_empty_sqlite_image(), self._count)
             path = self.directory / f"scenario-{self._count}.db"
             path.write_bytes(_empty_sqlite_store())
             return SQLiteCheckpointer(path)
@@ -124,6 +129,9 @@ class Stores:
 
     def copy(self, store: Checkpointer, run_id: str) -> Checkpointer:
         """A new store holding what ``store`` holds of the run: what a crash now would leave behind."""
+        if isinstance(store, SQLiteImage):
+            self._count += 1
+            return SQLiteImage(store.image(), self._count, store.durability, store.lease_ttl)
         if isinstance(store, SQLiteCheckpointer):  # its files are what a killed process leaves: copy them
             self._count += 1
             path = store.path.with_name(f"capture-{self._count}.db")
@@ -144,6 +152,59 @@ class Stores:
         return target
 
 
+@final
+class SQLiteImage(SQLiteCheckpointer):
+    """A SQLite store held in memory, for in-process lives: the SQLite checkpointer's own statements on the
+    image of its file (schema, indexes, fencing and all), without the file.
+
+    In-process a crash is an exception in a process that goes on, so what a killed process would leave
+    on disk is exactly what its committed transactions left in the image; copying a capture is copying
+    its pages (``serialize``), not files. Kill mode keeps real files: there a real process dies.
+    """
+
+    def __init__(
+        self, image: bytes, number: int, durability: Literal["normal", "fsync"] = "normal", lease_ttl: float = 30.0
+    ) -> None:
+        super().__init__(f"memory-{number}.db", durability, lease_ttl=lease_ttl)
+        with _POOL_LOCK:
+            conn = _POOL.pop() if _POOL else None
+        if conn is None:
+            conn = sqlite3.connect(":memory:", isolation_level=None, check_same_thread=False)
+            conn.text_factory = _text
+        conn.deserialize(image)
+        self._conn, self._pid = conn, os.getpid()
+
+    def image(self) -> bytes:
+        """The store's pages as its file would hold them."""
+        with self._lock:
+            return self._connection().serialize()
+
+    def _connection(self) -> sqlite3.Connection:
+        if self._conn is None:  # closed: it never opens a file in its stead
+            raise StoreUnavailableError(f"SQLite store {self.path} (in memory) is closed")
+        return self._conn
+
+    def close(self) -> None:
+        with self._lock:
+            conn, self._conn = self._conn, None
+        if conn is None:
+            return
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
+        with _POOL_LOCK:
+            if len(_POOL) < _POOL_SIZE:
+                _POOL.append(conn)
+                return
+        conn.close()
+
+
+_POOL: list[sqlite3.Connection] = []
+"""Connections of closed images, for the next images: a connection keeps its prepared statements, and
+preparing a store's dozen statements again costs more than a scenario's own writes."""
+_POOL_LOCK = threading.Lock()
+_POOL_SIZE = 256
+
+
 _EMPTY: list[bytes] = []
 
 
@@ -159,6 +220,15 @@ def _empty_sqlite_store() -> bytes:
         finally:
             shutil.rmtree(scratch, ignore_errors=True)
     return _EMPTY[0]
+
+
+def _empty_sqlite_image() -> bytes:
+    """The empty store's file as an image in memory takes it: in rollback-journal mode (an image has no WAL)."""
+    if len(_EMPTY) < 2:
+        image = bytearray(_empty_sqlite_store())
+        image[18:20] = b"\x01\x01"  # the file format's read and write versions: 2 is WAL, 1 the journal
+        _EMPTY.append(bytes(image))
+    return _EMPTY[1]
 
 
 def _scratch() -> str | None:
