@@ -23,6 +23,7 @@ from ._errors import (
     WorkflowValidationError,
 )
 from ._events import (
+    CollectionReleaseEvent,
     Event,
     HumanResponseEvent,
     InputRequiredEvent,
@@ -37,6 +38,7 @@ from ._events import (
     WorkflowFailedEvent,
     WorkflowTimedOutEvent,
 )
+from ._fanout import All, Cardinality, Collect, Take
 from ._handler import WorkflowHandler
 from ._hooks import HookSpecs, hookimpl, plugin_manager
 from ._memory import MemoryCheckpointer
@@ -90,9 +92,13 @@ from ._worker import Worker, WorkerStats
 from ._workflow import Workflow
 
 __all__ = [
+    "All",
     "Append",
+    "Cardinality",
     "Checkpointer",
     "Clock",
+    "Collect",
+    "CollectionReleaseEvent",
     "ConstantDelayRetryPolicy",
     "Context",
     "DictState",
@@ -140,6 +146,7 @@ __all__ = [
     "StopEvent",
     "StoreUnavailableError",
     "SystemClock",
+    "Take",
     "Worker",
     "WorkerStats",
     "Workflow",

@@ -10,6 +10,7 @@ from typing import Annotated, Any
 from pydantic import (
     BaseModel,
     ConfigDict,
+    Field,
     PlainSerializer,
     PlainValidator,
     SerializerFunctionWrapHandler,
@@ -191,6 +192,18 @@ class StepFailedEvent(Event):
     attempts: int
     elapsed_seconds: float
     failed_at: datetime
+
+
+class CollectionReleaseEvent(Event):
+    """What starts a step taking ``list[E]``: one batch a fan-out gathered (``events``).
+
+    Stored without ``events``: the batch stays in the run's fan-in buffer until the step
+    completes, and is read from there at each (re)delivery, after a crash too.
+    """
+
+    events: list[Event] = Field(default_factory=list, exclude=True)
+    stream_id: str = ""
+    binding_id: str = ""
 
 
 class InternalDispatchEvent(Event):

@@ -12,6 +12,7 @@ from pydantic import BaseModel
 from . import _validation
 from ._errors import WorkflowValidationError
 from ._events import Event, HumanResponseEvent, InputRequiredEvent, StartEvent, StepFailedEvent, StopEvent, type_key
+from ._fanout import FanPlan
 from ._serialization import ValueCodec
 from ._step import StepConfig, StepSpec, make_spec, step_config
 
@@ -68,6 +69,9 @@ class StepGraph:
         self.description_json = canonical
         self.fingerprint = hashlib.sha256(canonical.encode()).hexdigest()[:16]
         self._name = workflow_cls.__name__
+        fans = any(c.collection_param is not None or c.fan_out_types for c in self.configs.values())
+        self.fan_plan = FanPlan(self) if fans else None
+        """Which list[E] parameters each ``-> list[...]`` step feeds (``None``: no fan-out/fan-in here)."""
 
     def check(self, skip: frozenset[str] = frozenset()) -> None:
         """The checks a run needs besides the structure: every event consumed and produced, no step
@@ -76,6 +80,8 @@ class StepGraph:
             raise WorkflowValidationError(self.state_conflict)
         if skip not in self._checked:
             _validation.validate_workflow(self.configs, self._name, set(skip))  # type: ignore[arg-type]
+            if self.fan_plan is not None:
+                self.fan_plan.check()
             self._checked.add(skip)
 
     def consumers(self, event_type: type[Event]) -> tuple[StepSpec, ...]:
@@ -86,6 +92,7 @@ class StepGraph:
                 spec
                 for spec in self.steps.values()
                 if spec.config.role == "step"
+                and spec.config.collection_param is None  # a list[E] step gets batches, not single events
                 and (
                     event_type in spec.accepts
                     or (spec.config.accept_event_subclasses and any(issubclass(event_type, a) for a in spec.accepts))
@@ -116,6 +123,11 @@ class StepGraph:
                 spec.name: {
                     "accepts": sorted(type_key(c) for c in spec.accepts),
                     "emits": sorted(type_key(c) for c in spec.emits),
+                    **(
+                        {"collects": sorted(type_key(c) for c in spec.config.collection_param[1])}
+                        if spec.config.collection_param
+                        else {}
+                    ),
                 }
                 for spec in self.steps.values()
             },

@@ -41,11 +41,12 @@ from ._events import (
     StepStateChanged,
     StopEvent,
 )
+from ._fanout import FanOut
 from ._hooks import plugin_manager
 from ._resource import Builds, ResourceCache, current_overrides
 from ._run_ending import RunEnding
 from ._runstate import Delivery, current_context, current_delivery
-from ._step import CONTEXT, EVENT, StepSpec
+from ._step import COLLECTED, CONTEXT, EVENT, StepSpec
 
 if TYPE_CHECKING:
     from ._context import Context
@@ -78,6 +79,7 @@ class Runner(RunEnding):
         self.ctx = ctx
         self.graph = ctx._graph
         self.run = ctx._state
+        self.fan = FanOut(self, self.graph.fan_plan) if self.graph.fan_plan is not None else None
         self.checkpointer = checkpointer
         self.owner = owner
         self.durable = (
@@ -205,6 +207,8 @@ class Runner(RunEnding):
                 return
         elif not consumers:
             if target is None and _waiters.park(self, event):  # for a step that waits for it
+                return
+            if target is None and self.fan is not None and self.fan.ignored(cls):  # only a fan-out feeds list[E]
                 return
             raise WorkflowRuntimeError(f"no step of {self.graph.workflow_path} accepts {cls.__name__}")
         if run.awaiting and isinstance(event, HumanResponseEvent):
@@ -392,6 +396,9 @@ class Runner(RunEnding):
                 values.append(event)
             elif source == CONTEXT:
                 values.append(self.ctx)
+            elif source == COLLECTED:
+                assert self.fan is not None  # a workflow with a list[E] parameter has one
+                values.append(self.fan.members(event, spec.name))
             else:
                 resource, annotation = source
                 values.append(await self.resources.get(resource, annotation, scope=scope))
@@ -405,6 +412,8 @@ class Runner(RunEnding):
         stop = None
         if isinstance(output, StopEvent):
             stop = output
+        elif self.fan is not None:  # inside the batch its input belongs to, if any
+            self.fan.accept_output(delivery, spec, output)
         elif isinstance(output, Event):
             self.accept(output)
         elif isinstance(output, _recovery.Handoff):
@@ -417,6 +426,8 @@ class Runner(RunEnding):
         if delivery.taken:
             _step_calls.commit_takes(run, delivery)
         run.finish_delivery(delivery)
+        if self.fan is not None:
+            self.fan.finished(delivery, event)
         run.recoveries = 0  # progress: a step that completes is not the one that keeps killing its process
         if stop is not None:
             return self._record_end(stop, spec.name)

@@ -14,7 +14,8 @@ from typing import TYPE_CHECKING, Annotated, Any, Literal, NamedTuple, TypeVar, 
 from pydantic import BaseModel
 
 from ._errors import WorkflowValidationError
-from ._events import Event, StepFailedEvent
+from ._events import CollectionReleaseEvent, Event, StepFailedEvent
+from ._fanout import Collect
 from ._resource import Resource
 from ._retry import RetryPolicy
 
@@ -25,6 +26,7 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 EVENT = "event"
 CONTEXT = "ctx"
+COLLECTED = "collected"  # a ``list[E]`` parameter: the batch a fan-out gathered
 
 WorkflowGraphCheck = Literal["reachability", "terminal_event", "dead_end"]
 StepGraphCheck = Literal["reachability", "dead_end"]
@@ -58,6 +60,9 @@ class StepConfig:
     plan: tuple[Any, ...] = ()  # per positional argument: EVENT, CONTEXT or (Resource, annotation)
     keywords: tuple[str, ...] = ()  # names of the trailing arguments passed by keyword
     free: bool = False  # a free function (no self), added with @step(workflow=...) or Workflow.add_step
+    collection_param: tuple[str, tuple[Any, ...]] | None = None  # a ``list[E]`` parameter: (name, E types)
+    collection_policy: Collect | None = None  # when that parameter's batch is released
+    fan_out_types: tuple[Any, ...] = ()  # the E of a ``-> list[E]`` return: each returned list opens a batch
 
 
 @dataclass(frozen=True, eq=False)
@@ -251,6 +256,9 @@ def parse_signature(
     event_name = ""
     context_parameter = None
     state_type: type[BaseModel] | None = None
+    collection_param: tuple[str, tuple[Any, ...]] | None = None
+    collection_policy: Collect | None = None
+    source: Any
     for param in parameters:
         if param.kind in (param.VAR_POSITIONAL, param.VAR_KEYWORD):
             raise WorkflowValidationError(f"{short}: parameter {param.name!r}: *args and **kwargs cannot be injected")
@@ -259,12 +267,20 @@ def parse_signature(
             raise WorkflowValidationError(
                 f"{short}: parameter {param.name!r} has no annotation; annotate the event, ctx and resources"
             )
-        if get_origin(hint) is Annotated:
+        collected = _collected(hint, short, param.name)
+        if collected is not None:
+            if accepts:
+                raise WorkflowValidationError(
+                    f"{short}: parameter {param.name!r}: a step takes exactly one event parameter"
+                )
+            collection_param, collection_policy = (param.name, collected[0]), collected[1]
+            accepts, source, event_name = list(collected[0]), COLLECTED, param.name
+        elif get_origin(hint) is Annotated:
             found = [m for m in hint.__metadata__ if isinstance(m, Resource)]
             if not found:
                 raise WorkflowValidationError(f"{short}: parameter {param.name!r}: Annotated[...] without a Resource")
             found[0].use_names(localns)
-            source: Any = (found[0], get_args(hint)[0])
+            source = (found[0], get_args(hint)[0])
             resources.append(ResourceDefinition(param.name, found[0], get_args(hint)[0]))
         elif hint is Context or get_origin(hint) is Context:
             source, context_parameter = CONTEXT, param.name
@@ -299,7 +315,9 @@ def parse_signature(
             f"({short} has no return annotation; name the events it emits, or None)"
         )
     returns = hints["return"]
-    emits: list[Any] = list(event_types(returns, allow_none=True))
+    listed = _listed_types(returns)
+    emits: list[Any] = list(event_types(_without_lists(returns), allow_none=True))
+    emits += [t for t in listed if t not in emits]
     if not emits and returns not in (None, type(None)):
         raise WorkflowValidationError(f"{short}: return annotation {returns!r} must be Event types and/or None")
     if returns in (None, type(None)) or (
@@ -319,6 +337,9 @@ def parse_signature(
         plan=tuple(plan),
         keywords=tuple(keywords),
         free=free,
+        collection_param=collection_param,
+        collection_policy=collection_policy,
+        fan_out_types=listed,
     )
 
 
@@ -350,7 +371,7 @@ def make_spec(name: str, fn: Callable[..., Any], config: StepConfig) -> StepSpec
         name=name,
         fn=call,
         is_async=is_async,
-        accepts=tuple(config.accepted_events),
+        accepts=(CollectionReleaseEvent,) if config.collection_param else tuple(config.accepted_events),
         emits=tuple(t for t in config.return_types if t is not type(None)),
         plan=config.plan,
         keywords=config.keywords,
@@ -380,3 +401,48 @@ def event_types(hint: Any, allow_none: bool = False) -> tuple[type[Event], ...]:
     if isinstance(hint, type) and issubclass(hint, Event):
         return (hint,)
     return ()
+
+
+def _collected(hint: Any, short: str, name: str) -> tuple[tuple[type[Event], ...], Collect] | None:
+    """``list[E]``, ``list[A | B]`` or ``Annotated[list[E], Collect(...)]``: (E types, policy); else None."""
+    policy = Collect()
+    if get_origin(hint) is Annotated:
+        markers = [m for m in hint.__metadata__ if isinstance(m, Collect)]
+        if not markers:
+            return None
+        policy, hint = markers[0], get_args(hint)[0]
+        if get_origin(hint) is not list:
+            raise WorkflowValidationError(f"{short}: parameter {name!r}: Collect(...) annotates a list[Event]")
+    if get_origin(hint) is not list:
+        return None
+    (item,) = get_args(hint) or (None,)
+    events = event_types(item)
+    if not events:
+        raise WorkflowValidationError(
+            f"{short}: parameter {name!r}: a list parameter collects events: list[E] with E a single event "
+            f"type or a union of them, not {hint!r}"
+        )
+    return events, policy
+
+
+def _listed_types(returns: Any) -> tuple[type[Event], ...]:
+    """The E of ``-> list[E]`` (also inside a union: ``list[E] | None``, ``list[A] | B``)."""
+    members = get_args(returns) if get_origin(returns) in (Union, types.UnionType) else (returns,)
+    found: list[type[Event]] = []
+    for member in members:
+        if get_origin(member) is list:
+            found += [t for t in event_types(next(iter(get_args(member)), None)) if t not in found]
+    return tuple(found)
+
+
+def _without_lists(returns: Any) -> Any:
+    """The return annotation without its ``list[...]`` members (``list[A] | B | None`` -> ``B | None``)."""
+    if get_origin(returns) is list:
+        return None
+    if get_origin(returns) in (Union, types.UnionType):
+        rest = [member for member in get_args(returns) if get_origin(member) is not list]
+        if len(rest) != len(get_args(returns)):
+            if not rest:
+                return None
+            return Union[tuple(rest)] if len(rest) > 1 else rest[0]  # noqa: UP007 - built from a runtime tuple
+    return returns

@@ -1,6 +1,7 @@
 """llama-index-workflows' ``workflows.events`` path: the event classes."""
 
 from . import (
+    CollectionReleaseEvent,
     Event,
     HumanResponseEvent,
     InputRequiredEvent,
@@ -16,6 +17,7 @@ from . import (
 )
 
 __all__ = [
+    "CollectionReleaseEvent",
     "Event",
     "HumanResponseEvent",
     "InputRequiredEvent",

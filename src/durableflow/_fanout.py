@@ -1,0 +1,334 @@
+"""Typed fan-out/fan-in: a step returning ``list[E]`` opens a batch; a step taking ``list[E]`` fires once
+with what the batch produced, when every piece of work started inside it is done.
+
+A batch ("stream") is kept in the run's collect buffers, written with each step's completion: the
+events inside it that steps still owe work on (``fan-out:`` + its id), and, per collecting step,
+what it gathered (``fan-in:`` + its id + ``>`` + the step). A crash loses or doubles nothing: a
+step's output joins a batch in the same checkpoint that retires the step's input.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, final
+
+from ._errors import WorkflowRuntimeError, WorkflowValidationError
+from ._events import CollectionReleaseEvent, Event, HumanResponseEvent, InputRequiredEvent, StopEvent
+from ._recovery import Handoff
+
+if TYPE_CHECKING:
+    from ._graph import StepGraph
+    from ._runner import Runner
+    from ._runstate import Delivery
+    from ._step import StepConfig, StepSpec
+
+
+@dataclass(frozen=True)
+class Cardinality:
+    """When a ``list[E]`` parameter's batch is released: ``All()`` or ``Take(n)``."""
+
+
+@dataclass(frozen=True)
+class All(Cardinality):
+    """Fire once when the batch closes, with every event it gathered (the default)."""
+
+
+@dataclass(frozen=True)
+class Take(Cardinality):
+    """Fire once on the ``n``-th arrival with the first ``n`` (or, if the batch closes first, with what came)."""
+
+    n: int
+
+    def __post_init__(self) -> None:
+        if isinstance(self.n, bool) or not isinstance(self.n, int) or self.n < 1:
+            raise ValueError("Take(n) requires an integer n >= 1")
+
+
+@dataclass(frozen=True)
+class Collect:
+    """Marks how a ``list[E]`` parameter is released: ``Annotated[list[E], Collect(Take(1))]``."""
+
+    cardinality: Cardinality = field(default_factory=All)
+
+    def __post_init__(self) -> None:
+        if type(self.cardinality) not in (All, Take):
+            raise WorkflowValidationError(f"Collect takes All() or Take(n), not {self.cardinality!r}")
+
+
+log = logging.getLogger("durableflow.fanout")
+
+OPEN = "fan-out:"
+BATCH = "fan-in:"
+RELEASED = "fan-in-released:"
+
+
+def _source(stream: str) -> str:
+    """The step whose returned list opened ``stream`` (ids read ``<parent>/<step>@<eid>``)."""
+    return stream.rpartition("/")[2].partition("@")[0]
+
+
+def _parent(stream: str) -> str | None:
+    return stream.rpartition("/")[0] or None
+
+
+@final
+class FanPlan:
+    """Which collecting steps each list-returning step feeds: those taking an event type produced at its level."""
+
+    def __init__(self, graph: StepGraph) -> None:
+        configs: dict[str, StepConfig] = graph.configs
+        self.collectors = {name: c for name, c in configs.items() if c.collection_param is not None}
+        self.producers = {name: c.fan_out_types for name, c in configs.items() if c.fan_out_types}
+        self.bindings: dict[str, tuple[str, ...]] = {}
+        self._levels: dict[str, set[type[Event]]] = {}
+        for source in self.producers:
+            level = self._level(graph, source)
+            self.bindings[source] = tuple(name for name in self.collectors if self._takes_any(name, level))
+        self._by_type: dict[type[Event], tuple[str, ...]] = {}
+
+    def _takes_any(self, step: str, level: set[type[Event]]) -> bool:
+        config = self.collectors[step]
+        items = config.collection_param[1]  # type: ignore[index]
+        return any(_matches(t, items, config.accept_event_subclasses) for t in level)
+
+    def _level(self, graph: StepGraph, source: str) -> set[type[Event]]:
+        """Event types that can arise inside a batch ``source`` opens: its items and what steps make of them
+        there; a list returned inside opens a batch of its own, whose collecting steps' output is this one's."""
+        if source in self._levels:
+            return self._levels[source]
+        listed = self.producers[source]
+        level: set[type[Event]] = set(listed)
+        self._levels[source] = level  # a cycle back to this batch adds nothing new
+        todo = list(listed)
+        while todo:
+            for spec in graph.consumers(todo.pop()):
+                made = [t for t in spec.emits if t not in spec.config.fan_out_types]
+                if spec.config.fan_out_types:
+                    inner = self._level(graph, spec.name)
+                    for name in self.collectors:
+                        if self._takes_any(name, inner):
+                            made += graph.steps[name].emits
+                for cls in made:
+                    if cls not in level:
+                        level.add(cls)
+                        todo.append(cls)
+        return level
+
+    def check(self) -> None:
+        """A ``list[E]`` parameter needs a ``-> list[...]`` step whose batch can produce an E."""
+        bound = {name for names in self.bindings.values() for name in names}
+        for name, config in self.collectors.items():
+            if name not in bound:
+                param, items = config.collection_param  # type: ignore[misc]
+                wanted = ", ".join(sorted(t.__name__ for t in items))
+                raise WorkflowValidationError(
+                    f"Step '{name}' parameter '{param}' collects list[{wanted}], but no returned-list producer "
+                    "creates a stream for those event types. list[E] fan-in only consumes events from steps "
+                    "annotated as returning list[E]; use ctx.collect_events for unstreamed ctx.send_event flows."
+                )
+
+    def collectors_for(self, cls: type[Event]) -> tuple[str, ...]:
+        names = self._by_type.get(cls)
+        if names is None:
+            names = self._by_type[cls] = tuple(
+                name
+                for name, c in self.collectors.items()
+                if _matches(cls, c.collection_param[1], c.accept_event_subclasses)  # type: ignore[index]
+            )
+        return names
+
+    def take(self, step: str) -> int | None:
+        policy = self.collectors[step].collection_policy
+        card = policy.cardinality if policy is not None else None
+        return card.n if isinstance(card, Take) else None
+
+
+def _matches(cls: type[Event], items: tuple[type[Event], ...], subclasses: bool) -> bool:
+    return cls in items or (subclasses and issubclass(cls, items))
+
+
+@final
+class FanOut:
+    """The run loop's side of fan-out/fan-in, for a workflow that has a list-returning or list-taking step."""
+
+    def __init__(self, runner: Runner, plan: FanPlan) -> None:
+        self.runner = runner
+        self.run = runner.run
+        self.plan = plan
+        self.opened: list[str] = []  # batches opened by the completion being recorded
+        self.scope: dict[int, str] = {}  # event id -> the batch it is open work of
+        for buffer_id, eids in self.run.buffers.items():
+            if buffer_id.startswith(OPEN):
+                for eid in eids:
+                    self.scope[eid] = buffer_id[len(OPEN) :]
+
+    # -- a step's output --------------------------------------------------------------------
+
+    def accept_output(self, delivery: Delivery, spec: StepSpec, output: Any) -> None:
+        """Accept what a step returned (not a ``StopEvent``) inside the batch its input belongs to."""
+        stream = self.scope.get(delivery.eid)
+        if isinstance(output, list):
+            if not spec.config.fan_out_types:
+                raise WorkflowRuntimeError(
+                    f"Step function {spec.name} returned a list, but its return annotation has no list[...]: "
+                    "annotate it -> list[YourEvent] to fan out"
+                )
+            for item in output:
+                if not isinstance(item, Event) or isinstance(item, StopEvent):
+                    raise WorkflowRuntimeError(
+                        f"Step function {spec.name} returned a list holding {type(item).__name__}: a fan-out "
+                        "list holds events for other steps (not a StopEvent)"
+                    )
+            child = f"{stream or ''}/{spec.name}@{delivery.eid}"
+            self.opened.append(child)
+            for item in output:
+                self._emit(item, child)
+        elif isinstance(output, Event):
+            self._emit(output, stream)
+        elif isinstance(output, Handoff):  # a failed step's input, handed to @catch_error: still this batch's work
+            before = self.run.next_eid
+            self.runner.accept(output.event, output.handler)
+            self._adopt(before, stream)
+        elif output is not None:
+            raise WorkflowRuntimeError(
+                f"Step function {spec.name} returned {type(output).__name__} instead of an Event instance. "
+                "A step returns an Event, a list of events (-> list[...]) or None."
+            )
+
+    def _emit(self, event: Event, stream: str | None) -> None:
+        cls = type(event)
+        runner, run = self.runner, self.run
+        collectors = self._bound(cls, stream)
+        if stream is None or isinstance(event, InputRequiredEvent | HumanResponseEvent) or not collectors:
+            if stream is None and self.plan.collectors_for(cls) and not runner.graph.consumers(cls):
+                raise WorkflowRuntimeError(
+                    f"{cls.__name__} was returned outside a fan-out, and only list[{cls.__name__}] parameters "
+                    "take it: they collect what a step returning list[...] started; use ctx.collect_events "
+                    "for events produced otherwise"
+                )
+            before = run.next_eid
+            runner.accept(event)
+            self._adopt(before, stream)
+            return
+        eid = run.add_event(event)
+        for spec in runner.graph.consumers(cls):
+            runner._queue(run.add_delivery(eid, spec.name))
+        self._adopt(eid, stream)
+        for batch, step in collectors:
+            self._gather(batch, step, eid)
+
+    def _bound(self, cls: type[Event], stream: str | None) -> list[tuple[str, str]]:
+        """(batch, step) for each collecting step taking ``cls``: the innermost enclosing batch it is bound to."""
+        found = []
+        for step in self.plan.collectors_for(cls) if stream is not None else ():
+            batch: str | None = stream
+            while batch is not None and step not in self.plan.bindings.get(_source(batch), ()):
+                batch = _parent(batch)
+            if batch is not None:
+                found.append((batch, step))
+        return found
+
+    def _gather(self, batch: str, step: str, eid: int) -> None:
+        run = self.run
+        key = f"{batch}>{step}"
+        if RELEASED + key in run.buffers:  # Take(n) already fired: later arrivals never reach the step
+            return
+        gathered = run.buffer(BATCH + key)
+        if eid not in gathered:
+            gathered.append(eid)
+            run.refs[eid] += 1
+        n = self.plan.take(step)
+        if n is not None and len(gathered) >= n:
+            release = self._release(batch, step)
+            run.buffer(RELEASED + key).append(release)
+            run.refs[release] += 1
+
+    def _adopt(self, first_eid: int, stream: str | None) -> None:
+        """Events from ``first_eid`` on that steps owe work on are open work of ``stream``."""
+        if stream is None:
+            return
+        run = self.run
+        for eid in range(first_eid, run.next_eid):
+            if eid in run.events and self._owed(eid):
+                run.buffer(OPEN + stream).append(eid)
+                run.refs[eid] += 1
+                self.scope[eid] = stream
+
+    def ignored(self, cls: type[Event]) -> bool:
+        """An event sent by hand that only ``list[E]`` parameters take joins no batch: dropped, loudly."""
+        steps = self.plan.collectors_for(cls)
+        if steps:
+            log.warning(
+                "%s was sent outside any collection stream: %s collect only what a step returning list[...] "
+                "started, so it is ignored (gather events sent by hand with ctx.collect_events)",
+                cls.__name__,
+                ", ".join(repr(step) for step in steps),
+            )
+        return bool(steps)
+
+    def _owed(self, eid: int) -> bool:
+        deliveries = self.run.deliveries
+        return any((eid, name) in deliveries for name in self.runner.graph.steps)
+
+    # -- a step's input retired ---------------------------------------------------------------
+
+    def finished(self, delivery: Delivery, event: Event) -> None:
+        """After ``delivery`` is retired: batches it opened that are already done close, and its own may."""
+        run = self.run
+        if isinstance(event, CollectionReleaseEvent):  # the batch reached its step: let it go
+            key = f"{event.stream_id}>{delivery.step}"
+            for eid in run.buffers.pop(BATCH + key, ()):
+                run.unref(eid)
+            run.dirty_buffers.add(BATCH + key)
+        opened, self.opened = self.opened, []
+        for child in opened:
+            self._close_if_done(child)
+        stream = self.scope.get(delivery.eid)
+        if stream is not None and not self._owed(delivery.eid):
+            del self.scope[delivery.eid]
+            run.buffer(OPEN + stream).remove(delivery.eid)
+            run.unref(delivery.eid)
+            self._close_if_done(stream)
+
+    def _close_if_done(self, stream: str) -> None:
+        run = self.run
+        if run.buffers.get(OPEN + stream):
+            return
+        if any(b.startswith(f"{OPEN}{stream}/") for b in run.buffers):  # a batch opened inside is still open
+            return
+        run.buffers.pop(OPEN + stream, None)
+        run.dirty_buffers.add(OPEN + stream)
+        for step in self.plan.bindings.get(_source(stream), ()):
+            released = run.buffers.pop(f"{RELEASED}{stream}>{step}", None)
+            if released is not None:  # Take(n) fired before the batch closed
+                run.dirty_buffers.add(f"{RELEASED}{stream}>{step}")
+                for eid in released:
+                    run.unref(eid)
+                continue
+            self._release(stream, step)
+        parent = _parent(stream)
+        if parent is not None:
+            self._close_if_done(parent)
+
+    def _release(self, stream: str, step: str) -> int:
+        """Owe ``step`` the batch ``stream`` gathered for it; the event's id."""
+        run = self.run
+        event = CollectionReleaseEvent(stream_id=stream, binding_id=f"{_source(stream)}->{step}")
+        eid = run.add_event(event)
+        self.runner._queue(run.add_delivery(eid, step))
+        parent = _parent(stream)
+        if parent is not None:  # the collecting step's work is its enclosing batch's
+            run.buffer(OPEN + parent).append(eid)
+            run.refs[eid] += 1
+            self.scope[eid] = parent
+        return eid
+
+    def members(self, event: Event, step: str) -> list[Event]:
+        """The batch a ``CollectionReleaseEvent`` hands ``step`` (also set as its ``events``)."""
+        if not isinstance(event, CollectionReleaseEvent):
+            raise WorkflowRuntimeError(f"step {step!r} takes a list[...] batch, not a {type(event).__name__}")
+        eids = self.run.buffers.get(f"{BATCH}{event.stream_id}>{step}", [])
+        n = self.plan.take(step)
+        event.events = [self.run.events[eid] for eid in (eids if n is None else eids[:n])]
+        return list(event.events)

@@ -1,0 +1,5 @@
+"""llama-index-workflows' ``workflows.collect`` path: how a ``list[E]`` parameter's batch is released."""
+
+from ._fanout import All, Cardinality, Collect, Take
+
+__all__ = ["All", "Cardinality", "Collect", "Take"]

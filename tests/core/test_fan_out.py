@@ -1,0 +1,217 @@
+"""Typed fan-out/fan-in: a step returning ``list[E]`` opens a batch; a step taking ``list[E]`` fires once
+with what that batch produced, when all of its work is done — durably, across crashes."""
+
+from __future__ import annotations
+
+import logging
+from typing import Annotated, Any, ClassVar
+
+import pytest
+
+from durableflow import (
+    Collect,
+    Context,
+    Event,
+    StartEvent,
+    StopEvent,
+    Take,
+    Workflow,
+    WorkflowValidationError,
+    step,
+)
+from durableflow.testing import explore, run_scenario
+
+
+class Task(Event):
+    n: int
+
+
+class Done(Event):
+    n: int
+
+
+class Again(Event):
+    round: int
+
+
+class FanInFive(Workflow):
+    @step
+    async def fan_out(self, ev: StartEvent) -> list[Task]:
+        return [Task(n=i, skip=i in ev.get("skip", [])) for i in range(ev.get("count", 5))]
+
+    @step(num_workers=5)
+    async def work(self, ev: Task) -> Done | None:
+        return None if ev.skip else Done(n=ev.n * 10)
+
+    @step
+    async def join(self, ctx: Context, events: list[Done]) -> StopEvent:
+        await ctx.store.set("joins", await ctx.store.get("joins", default=0) + 1)
+        return StopEvent(result={"got": sorted(e.n for e in events), "joins": await ctx.store.get("joins")})
+
+
+async def test_a_returned_list_fans_out_and_a_list_parameter_gets_the_whole_batch_once() -> None:
+    """Every item is worked on; the join fires once, with each item's result."""
+    assert await FanInFive().run() == {"got": [0, 10, 20, 30, 40], "joins": 1}
+
+
+async def test_branches_that_return_none_are_not_waited_for() -> None:
+    """A branch that returns None adds nothing, and the batch still closes."""
+    assert await FanInFive().run(skip=[1, 3]) == {"got": [0, 20, 40], "joins": 1}
+
+
+async def test_an_empty_list_fires_the_join_once_with_nothing() -> None:
+    """`return []` opens and closes a batch at once: the join fires with an empty list."""
+    assert await FanInFive().run(count=0) == {"got": [], "joins": 1}
+
+
+class Rounds(Workflow):
+    @step
+    async def fan_out(self, ev: StartEvent | Again) -> list[Task]:
+        start = 100 * (ev.round if isinstance(ev, Again) else 0)
+        return [Task(n=start + i) for i in range(3)]
+
+    @step
+    async def work(self, ev: Task) -> Done:
+        return Done(n=ev.n)
+
+    @step
+    async def join(self, ctx: Context, events: list[Done]) -> Again | StopEvent:
+        batches = [*await ctx.store.get("batches", default=[]), sorted(e.n for e in events)]
+        await ctx.store.set("batches", batches)
+        return StopEvent(result=batches) if len(batches) == 2 else Again(round=1)
+
+
+async def test_each_returned_list_is_its_own_batch() -> None:
+    """A second fan-out's results never mix with the first's."""
+    assert await Rounds().run() == [[0, 1, 2], [100, 101, 102]]
+
+
+class FirstTwo(Workflow):
+    @step
+    async def fan_out(self, ev: StartEvent) -> list[Task]:
+        return [Task(n=i) for i in range(4)]
+
+    @step(num_workers=1)
+    async def work(self, ev: Task) -> Done:
+        return Done(n=ev.n)
+
+    @step
+    async def first(self, ctx: Context, events: Annotated[list[Done], Collect(Take(2))]) -> StopEvent | None:
+        calls = await ctx.store.get("calls", default=0) + 1
+        await ctx.store.set("calls", calls)
+        return StopEvent(result={"got": [e.n for e in events], "calls": calls})
+
+
+async def test_take_fires_on_the_nth_arrival_with_the_first_n() -> None:
+    """Collect(Take(2)) fires once, with the first two results."""
+    assert await FirstTwo().run() == {"got": [0, 1], "calls": 1}
+
+
+class Nested(Workflow):
+    @step
+    async def groups(self, ev: StartEvent) -> list[Task]:
+        return [Task(n=1), Task(n=2)]
+
+    @step
+    async def split(self, ev: Task) -> list[Done]:
+        return [Done(n=ev.n * 10 + i) for i in range(ev.n)]
+
+    @step
+    async def total(self, events: list[Done]) -> Again:
+        return Again(round=sum(e.n for e in events))
+
+    @step
+    async def report(self, events: list[Again]) -> StopEvent:
+        return StopEvent(result=sorted(e.round for e in events))
+
+
+async def test_a_list_returned_inside_a_batch_is_collected_within_it() -> None:
+    """Each inner list is summed on its own; the outer join waits for both sums."""
+    assert await Nested().run() == [10, 41]
+
+
+def test_the_step_config_describes_the_list_parameter() -> None:
+    """`_step_config` names the collecting parameter and the element type, which routes to the step."""
+    config = FanInFive.join._step_config  # type: ignore[attr-defined]
+    assert config.collection_param == ("events", (Done,))
+    assert Done in config.accepted_events
+    assert FanInFive.fan_out._step_config.fan_out_types == (Task,)  # type: ignore[attr-defined]
+
+
+def test_a_list_parameter_without_a_list_returning_producer_is_refused() -> None:
+    """A list[E] parameter collects only what a fan-out starts; without one the workflow is refused."""
+
+    class Unfed(Workflow):
+        @step
+        async def start(self, ev: StartEvent) -> Done:
+            return Done(n=1)
+
+        @step
+        async def join(self, events: list[Done]) -> StopEvent:
+            return StopEvent(result=len(events))
+
+    with pytest.raises(WorkflowValidationError, match="no returned-list producer"):
+        Unfed().validate()
+
+
+async def test_an_event_sent_by_hand_does_not_join_a_batch(caplog: pytest.LogCaptureFixture) -> None:
+    """ctx.send_event of a collected type is ignored with a warning: only what the fan-out started joins."""
+
+    class Sends(Workflow):
+        @step
+        async def fan_out(self, ev: StartEvent) -> list[Task]:
+            return [Task(n=i) for i in range(3)]
+
+        @step
+        async def work(self, ctx: Context, ev: Task) -> Done:
+            if ev.n == 2:
+                ctx.send_event(Done(n=99))
+            return Done(n=ev.n)
+
+        @step
+        async def join(self, events: list[Done]) -> StopEvent:
+            return StopEvent(result=sorted(e.n for e in events))
+
+    with caplog.at_level(logging.WARNING, logger="durableflow"):
+        assert await Sends().run() == [0, 1, 2]
+    assert any("Done" in r.getMessage() and "'join'" in r.getMessage() for r in caplog.records)
+
+
+class SavesMidway(Workflow):
+    saved: ClassVar[list[dict[str, Any]]] = []
+
+    @step
+    async def fan_out(self, ev: StartEvent) -> list[Task]:
+        return [Task(n=i) for i in range(5)]
+
+    @step(num_workers=1)
+    async def work(self, ctx: Context, ev: Task) -> Done:
+        if ev.n == 3 and not self.saved:
+            self.saved.append(ctx.to_dict())  # three results are in the batch, two items still owed
+        return Done(n=ev.n)
+
+    @step
+    async def join(self, events: list[Done]) -> StopEvent:
+        return StopEvent(result=[e.n for e in sorted(events, key=lambda e: e.n)])
+
+
+async def test_a_context_saved_mid_fan_in_resumes_with_each_result_once() -> None:
+    """Saved with three of five results gathered and restored, the join gets all five, none twice."""
+    assert await SavesMidway().run() == [0, 1, 2, 3, 4]
+    restored = Context.from_dict(SavesMidway(), SavesMidway.saved[0])
+    assert await SavesMidway().run(ctx=restored) == [0, 1, 2, 3, 4]
+
+
+def test_a_crash_anywhere_loses_and_doubles_nothing() -> None:
+    """Killed at every crash point (after 2 of 5 results too) and resumed, the join gets each result once."""
+    report = explore(FanInFive, {"count": 5}, depth=1, seed=3)
+    assert report.scenarios and report.ok, report.summary()
+    assert any(o.id.startswith("step.work.end#3") for o in report.scenarios)
+    assert any(o.id.startswith("step.join.") for o in report.scenarios)
+
+
+def test_a_crash_after_two_of_five_results_resumes_with_all_five() -> None:
+    """The scenario the feature exists for, named: crash once two results are in, resume, join all five once."""
+    outcome = run_scenario(FanInFive, {"count": 5}, "step.work.end#2")
+    assert outcome.ok, outcome.diff
+    assert outcome.result == {"got": [0, 10, 20, 30, 40], "joins": 1}
