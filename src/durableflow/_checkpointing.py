@@ -70,6 +70,8 @@ class RunCheckpoints:
         (or the acquire) was sent, plus the TTL. Known once ``keep_lease`` or ``leased`` set it."""
         self.drive_until = float("inf")
         """The same, less a safety margin, on the loop's monotonic clock: past it the run stops (``keep_lease``)."""
+        self.doubt_after = float("inf")
+        """``lease_until`` less the margin: past it no step or effect begins before ``confirm_lease``."""
         self._sizes: dict[str, int] = {key: len(text) for key, text in ctx.store.values.items()} if stored else {}
         self.state_size = sum(self._sizes.values())
         """Bytes of the state's values, as last written: what a full snapshot would rewrite."""
@@ -113,7 +115,8 @@ class RunCheckpoints:
             listener("checkpoint.write.before")
         run = self.run
         seq = run.seq + 1
-        full = not status_only and (not self.stored or self.rebase or self._compaction_due())
+        creating = not self.stored
+        full = not status_only and (creating or self.rebase or self._compaction_due())
         if status_only:
             body = encode_status(run, seq, at)
         else:
@@ -123,7 +126,8 @@ class RunCheckpoints:
                 if full
                 else encode_delta(run, store, self.graph, seq, at)
             )
-            self._note_sizes(store.values, store.dirty, full)
+            if full or store.dirty:
+                self._note_sizes(store.values, store.dirty, full)
         record = Record(seq, full, frame(body, run.run_id, seq, self.key))
         written_before = run.written
         status: RunStatus | None = None
@@ -137,13 +141,22 @@ class RunCheckpoints:
             run.note_written()
         else:
             run.reset_journal()
-            self.ctx.store.dirty.clear()
+            store.dirty.clear()
         if full:
             self.since_full, self.rebase = 0, False
         else:
             self.since_full += len(body)
-        creating = not self.stored
-        io, checkpointer, uncertain = self.io, self.checkpointer, (self.uncertain, self.uncertain_status)
+        io = self.io
+        if not creating and not wait and self.uncertain is None and io.inline and not (batch and io.active > 1):
+            # the common case, a lone run's checkpoint on a local store: written here, now
+            try:
+                io.append_now(run.run_id, record, self.owner, status, result, error)
+            except Exception as exc:
+                self._failed(exc, record, written_before, False, status)
+                raise
+            self._written(record, status)
+            return None
+        checkpointer, uncertain = self.checkpointer, (self.uncertain, self.uncertain_status)
         try:
             if creating:
                 self.stored = True
@@ -323,6 +336,7 @@ class RunCheckpoints:
         ttl = self.checkpointer.lease_ttl
         self.lease_until = at + ttl
         self.drive_until = on_loop + ttl * (1 - LEASE_MARGIN)
+        self.doubt_after = self.lease_until - ttl * LEASE_MARGIN
 
     def keep_lease(
         self,
@@ -340,9 +354,7 @@ class RunCheckpoints:
     def lease_in_doubt(self) -> bool:
         """Whether the renewal that would show this worker still holds the lease is overdue (the process was
         paused, or the store did not answer): then no step or effect may begin before ``confirm_lease``."""
-        return get_clock().now() >= self.lease_until - self.checkpointer.lease_ttl * LEASE_MARGIN or (
-            self.loop.time() >= self.drive_until
-        )
+        return get_clock().now() >= self.doubt_after or self.loop.time() >= self.drive_until
 
     def unrenewed(self) -> float:
         """Seconds since the last renewal that succeeded was sent."""

@@ -81,7 +81,7 @@ def seal(body: str, run_id: str, seq: int, key: Key = ...) -> bytes:
     try:
         data = body.encode()
         resolved = _resolve(key)
-        return (MAGIC_KEYED if resolved else MAGIC) + _digest(data, run_id, seq, resolved) + data
+        return b"".join((MAGIC_KEYED if resolved else MAGIC, _digest(data, run_id, seq, resolved), data))
     except UnicodeEncodeError as exc:  # a lone surrogate in a run id, a key or a buffer id: no store holds it
         raise SerializationError(
             f"cannot checkpoint run {run_id!r}: a lone surrogate ({exc.object[exc.start : exc.end]!r}) is not "

@@ -13,6 +13,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import inspect
+import itertools
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
@@ -48,12 +49,16 @@ def mark_starting(runner: Runner, finishing: str | None) -> None:
     """Before a checkpoint: the queued deliveries that workers will take as soon as it is written are
     recorded as under way, so a process that dies in the step it starts next has that attempt counted
     (``finishing``: the step whose worker is about to take one of them)."""
-    steps = runner.graph.steps
+    if not runner.ready_count:
+        return
+    steps, busy, touched = runner.graph.steps, runner.busy, runner.run.touched
     for name, queue in runner.ready.items():
-        free = steps[name].num_workers - runner.busy[name] + (name == finishing)
-        for delivery in list(queue)[: max(free, 0)]:
+        if not queue:
+            continue
+        free = steps[name].num_workers - busy[name] + (name == finishing)
+        for delivery in itertools.islice(queue, max(free, 0)):
             delivery.running = True
-            runner.run.touched.add((delivery.eid, delivery.step))
+            touched.add(delivery.key)
 
 
 def failed(run: RunState, delivery: Delivery, exc: Exception) -> None:

@@ -23,7 +23,7 @@ import weakref
 from collections.abc import Callable, Sequence
 from typing import Any, TypeVar, cast, final
 
-from ._checkpointer import Append, Checkpointer, append_many
+from ._checkpointer import Append, Checkpointer, Record, RunStatus, append_many
 
 T = TypeVar("T")
 
@@ -71,6 +71,20 @@ class StoreIO:
             self.checkpointer.append(a.run_id, a.record, a.owner, a.status, a.result, a.error)
             return None
         return self._enqueue(loop, None, append)
+
+    def append_now(
+        self,
+        run_id: str,
+        record: Record,
+        owner: str,
+        status: RunStatus | None,
+        result: str | None,
+        error: str | None,
+    ) -> None:
+        """``append`` on an inline store, written now (after what queued before it): a lone run's checkpoint."""
+        if self._queue:
+            self._flush_inline()
+        self.checkpointer.append(run_id, record, owner, status, result, error)
 
     def call(
         self, loop: asyncio.AbstractEventLoop, fn: Callable[[], T], batch: bool = True
