@@ -1,5 +1,6 @@
 """Typed fan-out/fan-in: a step returning ``list[E]`` opens a batch; a step taking ``list[E]`` fires once
-with what the batch produced, when every piece of work started inside it is done.
+with what the batch produced, when every piece of work started inside it is done. (And joins: a step
+with several event parameters runs once one event of each has arrived.)
 
 A batch ("stream") is kept in the run's collect buffers, written with each step's completion: the
 events inside it that steps still owe work on (``fan-out:`` + its id), and, per collecting step,
@@ -10,6 +11,7 @@ step's output joins a batch in the same checkpoint that retires the step's input
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, final
 
@@ -332,3 +334,41 @@ class FanOut:
         n = self.plan.take(step)
         event.events = [self.run.events[eid] for eid in (eids if n is None else eids[:n])]
         return list(event.events)
+
+
+def join_call(name: str, fn: Callable[..., Any], config: StepConfig, is_async: bool) -> Callable[..., Any]:
+    """A step with several event parameters runs once one event of each has arrived: each arrival goes
+    into a buffer of the step's own (``ctx.collect_events``, checkpointed like any), and the step is called
+    with the set, bound by type (one type twice: in arrival order). Until then an arrival completes quietly."""
+    expected = [event_type for _, event_type in config.collect_params or ()]
+    positions, keywords = config.join_positions, config.keywords
+
+    def bind(args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[list[Any], dict[str, Any]] | None:
+        from ._context import Context  # the context imports the steps: late, to avoid a cycle
+
+        values, named = list(args), dict(kwargs)
+        split = len(values)
+        trigger = values[positions[0]] if positions[0] < split else named[keywords[positions[0] - split]]
+        joined = Context.get_step_context().collect_events(trigger, expected, buffer_id=f"join:{name}")
+        if joined is None:
+            return None
+        for position, event in zip(positions, joined, strict=True):
+            if position < split:
+                values[position] = event
+            else:
+                named[keywords[position - split]] = event
+        return values, named
+
+    if is_async:
+
+        async def join(workflow: Any, *args: Any, **kwargs: Any) -> Any:
+            bound = bind(args, kwargs)
+            return None if bound is None else await fn(workflow, *bound[0], **bound[1])
+
+        return join
+
+    def join_in_thread(workflow: Any, *args: Any, **kwargs: Any) -> Any:
+        bound = bind(args, kwargs)
+        return None if bound is None else fn(workflow, *bound[0], **bound[1])
+
+    return join_in_thread

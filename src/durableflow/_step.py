@@ -15,7 +15,7 @@ from pydantic import BaseModel
 
 from ._errors import WorkflowValidationError
 from ._events import CollectionReleaseEvent, Event, StepFailedEvent
-from ._fanout import Collect
+from ._fanout import Collect, join_call
 from ._resource import Resource
 from ._retry import RetryPolicy
 
@@ -63,6 +63,8 @@ class StepConfig:
     collection_param: tuple[str, tuple[Any, ...]] | None = None  # a ``list[E]`` parameter: (name, E types)
     collection_policy: Collect | None = None  # when that parameter's batch is released
     fan_out_types: tuple[Any, ...] = ()  # the E of a ``-> list[E]`` return: each returned list opens a batch
+    collect_params: list[tuple[str, Any]] | None = None  # several event parameters: a join, (name, type) each
+    join_positions: tuple[int, ...] = ()  # where the joined events sit among the arguments
 
 
 @dataclass(frozen=True, eq=False)
@@ -259,6 +261,7 @@ def parse_signature(
     collection_param: tuple[str, tuple[Any, ...]] | None = None
     collection_policy: Collect | None = None
     source: Any
+    slots: list[tuple[str, tuple[type[Event], ...], int]] = []  # event parameters: name, types, position
     for param in parameters:
         if param.kind in (param.VAR_POSITIONAL, param.VAR_KEYWORD):
             raise WorkflowValidationError(f"{short}: parameter {param.name!r}: *args and **kwargs cannot be injected")
@@ -269,7 +272,7 @@ def parse_signature(
             )
         collected = _collected(hint, short, param.name)
         if collected is not None:
-            if accepts:
+            if accepts or slots:
                 raise WorkflowValidationError(
                     f"{short}: parameter {param.name!r}: a step takes exactly one event parameter"
                 )
@@ -294,16 +297,29 @@ def parse_signature(
                     f"{short}: parameter {param.name!r}: {hint!r} is neither an Event, a Context "
                     "nor Annotated[T, Resource(...)]"
                 )
-            if accepts:
+            if collection_param is not None:
                 raise WorkflowValidationError(
                     f"{short}: parameter {param.name!r}: a step takes exactly one event parameter"
                 )
-            accepts, source, event_name = list(events), EVENT, param.name
+            slots.append((param.name, events, len(plan)))
+            source = EVENT
+            if not accepts:
+                accepts, event_name = list(events), param.name
         if param.kind is param.KEYWORD_ONLY:
             keywords.append(param.name)
         elif keywords:
             raise WorkflowValidationError(f"{short}: parameter {param.name!r}: positional after keyword-only")
         plan.append(source)
+    collect_params = None
+    if len(slots) > 1:  # a join: one event of each parameter's type
+        for slot_name, slot_types, _ in slots:
+            if len(slot_types) != 1:
+                raise WorkflowValidationError(
+                    f"{short}: parameter {slot_name!r}: a step with several event parameters joins one event "
+                    "of each, so each takes a single event type, not a union"
+                )
+        collect_params = [(slot_name, slot_types[0]) for slot_name, slot_types, _ in slots]
+        accepts = [slot_type for _, slot_type in collect_params]
     if not accepts:
         raise WorkflowValidationError(
             f"Step signature must have at least one parameter annotated as type Event ({short}: no parameter "
@@ -340,6 +356,8 @@ def parse_signature(
         collection_param=collection_param,
         collection_policy=collection_policy,
         fan_out_types=listed,
+        collect_params=collect_params,
+        join_positions=tuple(position for _, _, position in slots) if collect_params else (),
     )
 
 
@@ -367,6 +385,8 @@ def make_spec(name: str, fn: Callable[..., Any], config: StepConfig) -> StepSpec
             def call(_workflow: Any, *args: Any, **kwargs: Any) -> Any:
                 return fn(*args, **kwargs)
 
+    if config.collect_params:
+        call = join_call(name, call, config, is_async)
     return StepSpec(
         name=name,
         fn=call,
