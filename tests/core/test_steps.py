@@ -289,17 +289,15 @@ def test_validation_rejects_a_return_union_with_a_non_event() -> None:
         Bad.validate()
 
 
-def test_validation_rejects_two_event_parameters() -> None:
-    """A step takes exactly one event parameter."""
+def test_validation_rejects_a_list_parameter_beside_an_event_parameter() -> None:
+    """A step collecting a list[E] batch takes no other event parameter (several event parameters are a join)."""
 
     with pytest.raises(WorkflowValidationError, match=r"step 'begin'.*'other'.*exactly one event"):
 
         class Bad(Workflow):
             @step
-            async def begin(self, ev: StartEvent, other: Text) -> StopEvent:
+            async def begin(self, batch: list[Text], other: Text) -> StopEvent:
                 return StopEvent()
-
-        Bad.validate()
 
 
 def test_validation_rejects_a_step_with_no_event_parameter() -> None:
