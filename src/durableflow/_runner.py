@@ -206,9 +206,9 @@ class Runner(RunEnding):
             if not consumers:
                 return
         elif not consumers:
-            if target is None and _waiters.park(self, event):  # for a step that waits for it
-                return
             if target is None and self.fan is not None and self.fan.ignored(cls):  # only a fan-out feeds list[E]
+                return
+            if target is None and _waiters.park(self, event):  # for a step that waits for it
                 return
             raise WorkflowRuntimeError(f"no step of {self.graph.workflow_path} accepts {cls.__name__}")
         if run.awaiting and isinstance(event, HumanResponseEvent):

@@ -86,10 +86,16 @@ def take(runner: Runner, delivery: Delivery, event_type: type[E], requirements: 
 
 
 def park(runner: Runner, event: Event) -> bool:
-    """Keep an event nobody accepts for a step that waits for events; ``False`` if no step waits."""
+    """Keep an event nobody accepts for a step that waits for events; ``False`` if none waits, or may.
+
+    Before any step waits, an event of a type the workflow declares (in an annotation or
+    ``extra_events``) is kept while the run still owes work: it can only be for a waiter,
+    and the step that will wait for it may not have started yet.
+    """
     run = runner.run
     waiting = {key: 0 for key, delivery in run.deliveries.items() if delivery.waits}
-    if not waiting:
+    cls = type(event)
+    if not waiting and not (run.deliveries and runner.graph.types.get(type_key(cls)) is cls):
         return False
     eid = run.add_event(event)
     run.buffer(PARKED).append(eid)
