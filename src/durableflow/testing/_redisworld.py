@@ -144,6 +144,11 @@ class FakeRedisFor:
         self._asyncio = asyncio
         self._options: dict[Callable[[], Any], dict[str, Any]] = {}
 
+    @property
+    def learnt(self) -> Mapping[Callable[[], Any], dict[str, Any]]:
+        """The options learnt so far, by the factory they were learnt from."""
+        return self._options
+
     def __call__(self) -> Any:
         """A resource whose factory is the Redis class itself (``Resource(redis.Redis)``) matches this
         override as its factory, not its type, so ``durableflow`` calls it instead of ``for_resource``."""

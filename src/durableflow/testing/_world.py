@@ -167,11 +167,14 @@ class FakeWorld:
             self._contents = RedisContents(self._server)
         return self._server
 
-    def redis_client(self, options: Mapping[str, Any] | None = None, asyncio: bool = False) -> Any:
+    def redis_client(self, options: Mapping[str, Any] | None = None, asyncio: bool = False, fresh: bool = False) -> Any:
         """A client of this world's server with ``options`` (``decode_responses``, ``db``) of the real client.
 
-        In-process, a synchronous client is built once per set of options and each life gets a copy that
-        passes its gate; asynchronous clients belong to the loop of the life that uses them.
+        A synchronous client is built once per set of options (unless ``fresh``). In-process each life gets
+        a copy that passes its gate; in kill mode one built before a fork serves the lives forked after it,
+        each connecting on its own (redis-py drops a pool's connections in a process that did not make
+        them): a forked life that builds a redis-py client pays for it in copied pages, one built here
+        costs it nothing. Asynchronous clients belong to the loop of the life that uses them.
         """
         options = client_options(options)
         if self._tcp_address is None:
@@ -182,7 +185,15 @@ class FakeWorld:
 
             host, port = self._tcp_address
             client_cls: Any = redis.asyncio.Redis if asyncio else redis.Redis
-            return client_cls(host=host, port=port, **options, **quiet_connect(client_cls))
+            if asyncio or fresh:
+                return client_cls(host=host, port=port, **options, **quiet_connect(client_cls))
+            key = (bool(options["decode_responses"]), int(options["db"]))
+            client = self._served_clients.get(key)
+            if client is None:
+                client = self._served_clients[key] = client_cls(
+                    host=host, port=port, **options, **quiet_connect(client_cls)
+                )
+            return client
         import fakeredis
 
         if asyncio:

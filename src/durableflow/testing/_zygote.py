@@ -307,11 +307,13 @@ def serve() -> None:  # pragma: no cover - runs in the zygote, measured through 
             loaded.pop(message[1], None)
         elif kind == "fork":
             _, key, store, first, capture, life = message
-            try:
-                pid = os.fork()
-            except OSError as exc:
-                os.write(fds[0], f"E error the second interpreter could not fork a life: {exc}\n".encode())
-                pid = -1
+            opened = _prepare(loaded[key], store, life, fds[0])
+            pid = -1
+            if opened is not None:
+                try:
+                    pid = os.fork()
+                except OSError as exc:
+                    os.write(fds[0], f"E error the second interpreter could not fork a life: {exc}\n".encode())
             if pid == 0:
                 sock.close()
                 signal.set_wakeup_fd(-1)
@@ -320,7 +322,8 @@ def serve() -> None:  # pragma: no cover - runs in the zygote, measured through 
                 os.close(exited)
                 os.close(wake)
                 try:
-                    _live(loaded[key], store, first, capture, life, fds)
+                    assert opened is not None
+                    _live(loaded[key], opened, first, capture, life, fds)
                 finally:
                     os._exit(0)
             for fd in fds:
@@ -389,16 +392,34 @@ def _warm(world: Any, cls: type) -> None:  # pragma: no cover - runs in the zygo
     if world.redis_address is not None:
         with contextlib.suppress(Exception):
             world.learn_redis_options(cls)
-        client = world.redis_client()
+        client = world.redis_client(fresh=True)
         with contextlib.suppress(Exception):
             client.ping()
         client.close()
         client.connection_pool.disconnect()  # no connection of the zygote's may reach a forked life
+        for override in world.overrides().values():  # the clients the lives will use, built but not connected
+            for options in getattr(override, "learnt", {}).values():
+                world.redis_client(options)
     gc.freeze()  # what is loaded stays out of the collector's sight in every life forked from here
 
 
+def _prepare(  # pragma: no cover - runs in the zygote
+    exploration: Loaded, store: tuple[Any, ...], life: Any, reports: int
+) -> Checkpointer | None:
+    """Set the clock and make the store's checkpointer for a life, here, before forking it: what the zygote
+    writes again for every life costs it little, while a child pays a copied page for each page it writes.
+    The store is not opened (no connection crosses the fork); ``None`` after saying why on ``reports``."""
+    try:
+        if exploration.clock is not None and life.get("clock") is not None:
+            exploration.clock.restart_at(life["clock"])
+        return open_store(store)
+    except BaseException as exc:
+        os.write(reports, f"E error the resumed life could not start: {type(exc).__name__}: {exc}\n".encode())
+        return None
+
+
 def _live(  # pragma: no cover - runs in a child of the zygote
-    exploration: Loaded, store: tuple[Any, ...], first: bool, capture: set[str] | None, life: Any, fds: list[int]
+    exploration: Loaded, store: Checkpointer, first: bool, capture: set[str] | None, life: Any, fds: list[int]
 ) -> None:
     import asyncio
     import gc
@@ -412,12 +433,5 @@ def _live(  # pragma: no cover - runs in a child of the zygote
         from ._lives import compacting
 
         compacting(True).__enter__()
-    try:
-        if exploration.clock is not None and life.get("clock") is not None:
-            exploration.clock.restart_at(life["clock"])
-        opened = open_store(store)
-    except BaseException as exc:
-        os.write(reports, f"E error the resumed life could not start: {type(exc).__name__}: {exc}\n".encode())
-        return
     loop = asyncio.new_event_loop()
-    _child(exploration, opened, first, capture, reports, go, loop, life.get("errands"))  # type: ignore[arg-type]
+    _child(exploration, store, first, capture, reports, go, loop, life.get("errands"))  # type: ignore[arg-type]
