@@ -19,7 +19,8 @@ What is measured:
    neither is comparable in one process);
 4. a 2-step run whose first step writes 1 MB of state and whose second writes a few bytes;
 5. the cost per step of a run of N steps (N = 10, 1,000, 10,000), each step writing one more key of state;
-6. durableflow: 1,000 concurrent 3-step runs in one process against the same runs one after another.
+6. durableflow: 1,000 concurrent 3-step runs in one process against the same runs one after another; and 300
+   on ``durability="fsync"``, where each commit waits for the disk and sharing commits is what group commit is for.
 
     python tests/benchmarks/bench_peers.py [--quick] [--rounds R] [--clock wall|thread|process]
         [--skip langgraph,dbos,llama-agents-dbos]
@@ -38,7 +39,7 @@ import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, Any, TypedDict
+from typing import Annotated, Any, Literal, TypedDict
 
 from _timing import Batch, interleave, print_table, us
 
@@ -477,6 +478,10 @@ async def spread(contenders: dict[str, Batch], rounds: int) -> dict[str, tuple[f
     return {name: (statistics.median(v), min(v), max(v)) for name, v in samples.items()}
 
 
+def _ratios(ratios: list[float]) -> str:
+    return ", ".join(f"{r:.2f}x" for r in ratios)
+
+
 def cell(figure: tuple[float, float, float] | None) -> str:
     if figure is None:
         return "-"
@@ -484,9 +489,12 @@ def cell(figure: tuple[float, float, float] | None) -> str:
     return f"{us(median)} ({us(low)}-{us(high)})"
 
 
-async def concurrency(directory: Path, runs: int, rounds: int) -> tuple[float, float, list[float]]:
+async def concurrency(
+    directory: Path, runs: int, rounds: int, durability: Literal["normal", "fsync"] = "normal"
+) -> tuple[float, float, list[float]]:
     """Runs per second one after another and all at once, on one SQLite store: medians and each ratio."""
-    workflow = ThreeSteps(checkpointer=SQLiteCheckpointer(directory / "concurrent.db"))
+    store = SQLiteCheckpointer(directory / f"concurrent-{durability}.db", durability=durability)
+    workflow = ThreeSteps(checkpointer=store)
     await asyncio.gather(*(workflow.run() for _ in range(runs)))  # warm-up, and a store of the same size
     sequential, concurrent, ratios = [], [], []
     for _ in range(rounds):
@@ -590,10 +598,14 @@ async def measure(args: argparse.Namespace, directory: Path) -> None:
 
     # 6: concurrency
     sequential, concurrent, ratios = await concurrency(directory, args.concurrent, max(3, args.rounds // 2))
+    rows = [[f"{args.concurrent:,}, normal", f"{sequential:,.0f}", f"{concurrent:,.0f}", _ratios(ratios)]]
+    if args.concurrent_fsync:
+        fsync = await concurrency(directory, args.concurrent_fsync, 3, "fsync")
+        rows.append([f"{args.concurrent_fsync:,}, fsync", f"{fsync[0]:,.0f}", f"{fsync[1]:,.0f}", _ratios(fsync[2])])
     print_table(
-        f"6. durableflow: {args.concurrent:,} 3-step runs on one SQLite store, runs per second (median)",
-        ["one after another", "all at once", "ratio (each round)"],
-        [[f"{sequential:,.0f}", f"{concurrent:,.0f}", ", ".join(f"{r:.2f}x" for r in ratios)]],
+        "6. durableflow: 3-step runs on one SQLite store, runs per second (median), by durability",
+        ["runs, durability", "one after another", "all at once", "ratio (each round)"],
+        rows,
     )
 
     ours_three = three["durableflow"][0]
@@ -630,6 +642,12 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, help="alternating batches of each contender (default 7, quick 3)")
     parser.add_argument("--batch-seconds", type=float, help="length of one batch (default 0.5, quick 0.2)")
     parser.add_argument("--concurrent", type=int, default=1000, help="concurrent runs in part 6 (default 1,000)")
+    parser.add_argument(
+        "--concurrent-fsync",
+        type=int,
+        default=300,
+        help="the same on durability='fsync', where commits cost a disk flush (default 300; 0 leaves it out)",
+    )
     parser.add_argument("--peer-steps", type=int, default=1000, help="longest N-step run to time on peers (1,000)")
     parser.add_argument("--skip", help="peers to leave out: langgraph,dbos,llama-agents-dbos")
     parser.add_argument("--quick", action="store_true", help="a smoke run: the quick defaults, N up to 1,000")
