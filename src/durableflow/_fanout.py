@@ -187,6 +187,11 @@ class FanOut:
             for item in output:
                 self._emit(item, child)
         elif isinstance(output, Event):
+            if type(output) in spec.config.list_only_types:
+                raise WorkflowRuntimeError(
+                    f"Step function {spec.name} returned a single {type(output).__name__}, which its annotation "
+                    f"names only inside list[...]: return [event] to fan out, or add | {type(output).__name__}"
+                )
             self._emit(output, stream)
         elif isinstance(output, Handoff):  # a failed step's input, handed to @catch_error: still this batch's work
             before = self.run.next_eid

@@ -63,6 +63,7 @@ class StepConfig:
     collection_param: tuple[str, tuple[Any, ...]] | None = None  # a ``list[E]`` parameter: (name, E types)
     collection_policy: Collect | None = None  # when that parameter's batch is released
     fan_out_types: tuple[Any, ...] = ()  # the E of a ``-> list[E]`` return: each returned list opens a batch
+    list_only_types: tuple[Any, ...] = ()  # of those, the ones the annotation names only inside list[...]
     collect_params: list[tuple[str, Any]] | None = None  # several event parameters: a join, (name, type) each
     join_positions: tuple[int, ...] = ()  # where the joined events sit among the arguments
 
@@ -333,7 +334,8 @@ def parse_signature(
     returns = hints["return"]
     listed = _listed_types(returns)
     emits: list[Any] = list(event_types(_without_lists(returns), allow_none=True))
-    emits += [t for t in listed if t not in emits]
+    list_only = tuple(t for t in listed if t not in emits)
+    emits += list_only
     if not emits and returns not in (None, type(None)):
         raise WorkflowValidationError(f"{short}: return annotation {returns!r} must be Event types and/or None")
     if returns in (None, type(None)) or (
@@ -356,6 +358,7 @@ def parse_signature(
         collection_param=collection_param,
         collection_policy=collection_policy,
         fan_out_types=listed,
+        list_only_types=list_only,
         collect_params=collect_params,
         join_positions=tuple(position for _, _, position in slots) if collect_params else (),
     )

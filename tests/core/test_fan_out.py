@@ -16,6 +16,7 @@ from durableflow import (
     StopEvent,
     Take,
     Workflow,
+    WorkflowRuntimeError,
     WorkflowValidationError,
     step,
 )
@@ -136,6 +137,33 @@ def test_the_step_config_describes_the_list_parameter() -> None:
     assert config.collection_param == ("events", (Done,))
     assert Done in config.accepted_events
     assert FanInFive.fan_out._step_config.fan_out_types == (Task,)  # type: ignore[attr-defined]
+
+
+async def test_a_single_event_where_the_annotation_says_list_is_refused() -> None:
+    """`-> list[Task]` returning a bare Task is a mistake (a batch of one was meant, or a union): it fails."""
+
+    class Bare(Workflow):
+        @step
+        async def fan_out(self, ev: StartEvent) -> list[Task]:
+            return Task(n=1)  # type: ignore[return-value]
+
+        @step
+        async def work(self, ev: Task) -> StopEvent:
+            return StopEvent(result=ev.n)
+
+    with pytest.raises(WorkflowRuntimeError, match=r"single Task, which its annotation names only inside list"):
+        await Bare().run()
+
+    class Both(Workflow):
+        @step
+        async def fan_out(self, ev: StartEvent) -> list[Task] | Task:
+            return Task(n=2)  # named bare too: an ordinary event
+
+        @step
+        async def work(self, ev: Task) -> StopEvent:
+            return StopEvent(result=ev.n)
+
+    assert await Both().run() == 2
 
 
 def test_a_list_parameter_without_a_list_returning_producer_is_refused() -> None:
