@@ -27,6 +27,7 @@ from ._judge import Final, _diff, _ends_alike, _world_entries, count_effects, ju
 from ._lives import Capture, Errands, Life, Lives, compacting
 from ._plan import budget as share
 from ._plan import check_known, sample, shard
+from ._remains import Resumed, remains, resumed_again
 from ._report import Outcome, Report
 from ._settings import Mode, Settings
 from ._stores import Stores, stored
@@ -130,6 +131,8 @@ class Exploration:
         self.stores = Stores(settings.store, kill=settings.mode == "kill")
         self.lives = Lives(self)
         self.captures: dict[str, Capture] = {}
+        self.resumed: dict[bytes, Resumed] = {}
+        """Each resume by the remains it resumed from (see ``_remains``): scenarios that left the same share it."""
         self.clock = clock
         self._frozen_at = clock.now() if clock is not None else None
         self.zygotes: list[Zygote] | Literal[False] | None = None
@@ -392,11 +395,15 @@ class Exploration:
             capture = self.captures.pop(scenario_id, None)
         if capture is None:  # a replayed id whose point the run no longer reaches: judged "unreached"
             return [Life(ending="finished")], Final("missing", None, None, {}, {})
+        deeper = self.settings.depth == 2 and ">" not in scenario_id
+        key = None if deeper else remains(capture)  # a resume that captures serves its own scenario only
+        if key is not None and key in self.resumed:
+            self.stores.discard(capture.store, self.run_id)
+            return resumed_again(self.resumed[key], capture)
         self.world.restore(capture.world)
         if capture.at_first_crash is None:
             capture.at_first_crash = self.world.snapshot()
         self._restart_clock(None if capture.clock is None else capture.clock + self.settings.downtime)
-        deeper = self.settings.depth == 2 and ">" not in scenario_id
         # a replayed a>b (depth 2 comes from its id) captures b alone; an exploration, every point
         wanted = {self.settings.only.partition(">")[2]} if self.settings.only else None
         try:
@@ -411,6 +418,8 @@ class Exploration:
                 self.captures[f"{scenario_id}>{point}"] = deeper_capture
             final = self.final(capture.store, lives, capture.at_first_crash)
             final.torn = not capture.world.get("whole", True)
+            if key is not None:
+                self.resumed[key] = Resumed(life, final)
             return lives, final
         finally:
             self.stores.discard(capture.store, self.run_id)

@@ -1,0 +1,66 @@
+"""One resume for the scenarios whose crashes left the same remains.
+
+A resumed process sees only what its crash left behind: the store's bytes, the
+world, the time, and the hash seed of the interpreter it is forked from (the
+same for every resume at the same depth). Two crash points with no write
+between them (``checkpoint.write.after#1`` and the step start that follows)
+leave the same remains, so their resumes are one and the same run: it is lived
+once, and each scenario is judged on it with its own crashed lives.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import pickle
+from dataclasses import dataclass
+from pathlib import Path
+
+from durableflow import SQLiteCheckpointer
+
+from ._judge import Final, count_effects
+from ._lives import Capture, Life
+from ._stores import SQLiteImage
+
+
+@dataclass
+class Resumed:
+    """The life that resumed from some remains, and how the run ended after it."""
+
+    life: Life
+    final: Final
+
+
+def remains(capture: Capture) -> bytes | None:
+    """A digest of everything a resume from ``capture`` can see, or ``None`` where that cannot be told
+    byte for byte: a store other than SQLite, or the user's fakes (which may pickle less than they hold)."""
+    store = capture.store
+    if capture.world.get("fakes"):
+        return None
+    if isinstance(store, SQLiteImage):
+        files = [store.image()]
+    elif isinstance(store, SQLiteCheckpointer):  # what a process resuming from it reads: the file and its log
+        try:
+            files = [Path(f"{store.path}{suffix}").read_bytes() for suffix in ("", "-wal")]
+        except FileNotFoundError:
+            files = [store.path.read_bytes()] if store.path.exists() else []
+    else:
+        return None
+    try:
+        seen = pickle.dumps((capture.world, capture.clock, len(capture.lives)), pickle.HIGHEST_PROTOCOL)
+    except Exception:
+        return None
+    digest = hashlib.blake2b(seen)
+    for data in files:
+        digest.update(len(data).to_bytes(8, "big"))
+        digest.update(data)
+    return digest.digest()
+
+
+def resumed_again(resumed: Resumed, capture: Capture) -> tuple[list[Life], Final]:
+    """The scenario of ``capture`` as it ends after ``resumed``: its own crashed lives, the shared resume."""
+    lives = [*capture.lives, resumed.life]
+    effects, windows = count_effects(lives)
+    # the world at the first crash: this scenario's own at depth 2, the same remains' at depth 1
+    first = resumed.final.at_first_crash if capture.at_first_crash is None else capture.at_first_crash
+    return lives, dataclasses.replace(resumed.final, effects=effects, windows=windows, at_first_crash=first)

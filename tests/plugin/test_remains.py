@@ -1,0 +1,89 @@
+"""Scenarios whose crashes left the same remains share one resume, and are still judged one by one."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from durableflow import Context, StartEvent, StopEvent, Workflow, step
+from durableflow.testing import explore
+
+from .flows import RIGHT, WRONG
+
+SEED = 20260412
+
+
+def verdicts(report: Any) -> dict[str, str | None]:
+    return {outcome.id: outcome.kind for outcome in report.scenarios}
+
+
+@pytest.mark.parametrize("name", sorted(WRONG))
+def test_sharing_resumes_changes_no_verdict_of_a_wrong_workflow(name: str) -> None:
+    """On SQLite (whose remains compare byte for byte) every scenario gets the verdict it gets in memory."""
+    entry: Any = WRONG[name]
+    workflow, start, kind = entry
+    options: dict[str, Any] = {}
+    if name == "charge outside ctx.effect":
+        from .flows import PAYMENT_FAKES
+
+        options = PAYMENT_FAKES
+    shared = explore(workflow, start, depth=2, store="sqlite", seed=SEED, **options)
+    each = explore(workflow, start, depth=2, store="memory", seed=SEED, **options)
+
+    assert verdicts(shared) == verdicts(each)
+    assert kind in {outcome.kind for outcome in shared.failures}
+
+
+@pytest.mark.parametrize("name", sorted(RIGHT))
+def test_sharing_resumes_passes_every_scenario_of_a_correct_workflow(name: str) -> None:
+    """The correct twins pass on SQLite too, scenario by scenario."""
+    entry: Any = RIGHT[name]
+    workflow, start = entry
+    options: dict[str, Any] = {}
+    if name in ("charge as effect", "concurrent effects"):
+        from .flows import PAYMENT_FAKES
+
+        options = PAYMENT_FAKES
+    report = explore(workflow, start, depth=2, store="sqlite", seed=SEED, **options)
+
+    report.assert_ok()
+    assert verdicts(report) == verdicts(explore(workflow, start, depth=2, store="memory", seed=SEED, **options))
+
+
+RESUMES: list[str] = []
+
+
+class CountsResumes(Workflow):
+    """Two steps with a checkpoint between: several crash points leave the same stored run."""
+
+    @step
+    async def first(self, ev: StartEvent, ctx: Context) -> StopEvent:
+        RESUMES.append("first")
+        await ctx.store.set("half", True)
+        await ctx.checkpoint()
+        await ctx.store.set("done", True)
+        return StopEvent(result="done")
+
+
+def test_crash_points_that_leave_the_same_remains_share_one_resume() -> None:
+    """In-process, where the step's runs can be counted: fewer on SQLite than in memory (no bytes to
+    compare, every scenario resumed apart), for the same scenarios, every one of them judged."""
+    runs = {}
+    for store in ("sqlite", "memory"):
+        RESUMES.clear()
+        report = explore(CountsResumes, {}, store=store, seed=SEED, zombies=False)
+        report.assert_ok()
+        runs[store] = (len(RESUMES), verdicts(report))
+
+    assert runs["sqlite"][1] == runs["memory"][1]
+    assert len(runs["sqlite"][1]) >= 6
+    assert 1 < runs["sqlite"][0] < runs["memory"][0]
+
+
+def test_kill_mode_shares_resumes_and_judges_every_scenario() -> None:
+    """Kill mode's SQLite files compare byte for byte too: the same verdicts as in-process, scenario by scenario."""
+    killed = explore(CountsResumes, {}, mode="kill", seed=SEED, zombies=False)
+
+    killed.assert_ok()
+    assert verdicts(killed) == verdicts(explore(CountsResumes, {}, store="memory", seed=SEED, zombies=False))
