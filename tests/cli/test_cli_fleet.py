@@ -83,6 +83,14 @@ def test_purge_deletes_ended_runs_and_refuses_running_ones(
     assert interrupted in listed and not any(run_id in listed for run_id in done)
 
 
+def test_purge_of_a_store_that_does_not_exist_creates_no_file(cli: Callable[..., Outcome], tmp_path: Path) -> None:
+    """purge on a SQLite path nobody has written yet says so and leaves no empty database behind."""
+    missing = tmp_path / "never.db"
+    outcome = cli("purge", "--older-than", "30d", "--store", f"sqlite:///{missing}")
+    assert outcome.code == 0 and "does not exist yet" in outcome.out
+    assert not missing.exists()
+
+
 def test_runs_pages_through_a_filtered_listing_with_the_printed_cursor(cli: Callable[..., Any]) -> None:
     """A full page ends with the command for the next one; running it lists the following runs, never the same."""
     ids = [cli("run", "cliflows:Orders", "--input", f'{{"order_id": {n}}}').lines[0] for n in range(3)]

@@ -10,7 +10,7 @@ import re
 from .._checkpointer import TERMINAL, Checkpointer
 from .._worker import Worker
 from ._exits import UsageError
-from ._options import add_command, open_store, positive_int, seconds
+from ._options import add_command, open_store, positive_int, seconds, sqlite_file_missing
 from ._workflows import WorkflowRegistry, add_workflow_options
 
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
@@ -113,6 +113,9 @@ def worker_command(args: argparse.Namespace) -> int:
 
 def purge_command(args: argparse.Namespace) -> int:
     statuses = tuple(dict.fromkeys(args.statuses or TERMINAL))
+    if sqlite_file_missing(args.store):  # nothing to delete: do not leave an empty database behind
+        print(f"purged 0 run(s): {args.store} does not exist yet")
+        return 0
     checkpointer = open_store(args.store)
     try:
         purged = checkpointer.purge(statuses, args.older_than)
