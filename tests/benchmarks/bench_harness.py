@@ -3,7 +3,8 @@ document pipeline (a Redis resource served by fakeredis, a checkpoint per docume
 
 Targets: at least 1,000 scenarios/s in-process (its default store, memory) and 100/s in kill mode (its
 default store, SQLite; every life a forked child, the resumed ones forked from two warm zygotes under other
-hash seeds). Zombie scenarios count as scenarios; the reference run, the read-back and second-worker checks,
+hash seeds). Scenarios whose crashes left the same remains share one resume, as in any exploration.
+Zombie scenarios count as scenarios; the reference run, the read-back and second-worker checks,
 the zygotes' loading and freezing time are paid once per exploration and included. Each case reports wall
 time and CPU time of every process involved (this one, its reaped children, the zygotes and the lives they
 reaped), as the median of the rounds and their spread: on a shared machine the wall clock varies with the
