@@ -218,6 +218,8 @@ class Verdict:
     foreign_effects: list[str]
     charges: int
     seconds: float
+    details: list[str] = field(default_factory=list)
+    """For each run judged wrong: what the store says of it and every journal line of it, with who wrote it."""
 
     @property
     def ok(self) -> bool:
@@ -229,6 +231,7 @@ class Verdict:
             f"lost {len(self.lost)}, wrong result {len(self.wrong)}, driven by two {len(self.driven_by_two)}, "
             f"effects under another key {len(self.foreign_effects)}, charge calls {self.charges} for "
             f"{self.runs} runs {sorted(self.lost + self.wrong + self.driven_by_two + self.foreign_effects)[:5]}"
+            + "".join(f"\n{line}" for line in self.details)
         )
 
 
@@ -283,11 +286,18 @@ def run_fleet(
                     pass
                 time.sleep(0.1)
             results = {run_id: checkpointer.info(run_id) for run_id in ids}
+            stored = {
+                run_id: [(r.seq, r.full, len(r.data)) for r in checkpointer.load(run_id)]
+                for run_id, info in results.items()
+                if info.status != "completed"
+            }
         finally:
             checkpointer.close()
     finally:
         fleet.stop_all()
-    return _judge(ids, results, journal, fleet, faults, time.monotonic() - began)
+    verdict = _judge(ids, results, journal, fleet, faults, time.monotonic() - began)
+    verdict.details.extend(f"stored records of {run_id}: {records}" for run_id, records in stored.items())
+    return verdict
 
 
 def _judge(
@@ -321,7 +331,38 @@ def _judge(
             spans[run_id].append((begun, death, pid))
     driven_by_two = sorted(run_id for run_id, intervals in spans.items() if _overlap(intervals))
     foreign = sorted(run_id for run_id, keys in charges.items() if keys != {f"{run_id}:charge"})
-    return Verdict(len(ids), fleet.kills, faults, lost, wrong, driven_by_two, foreign, calls, seconds)
+    verdict = Verdict(len(ids), fleet.kills, faults, lost, wrong, driven_by_two, foreign, calls, seconds)
+    verdict.details = _explain(ids, results, journal, fleet, {*lost, *wrong, *driven_by_two, *foreign})
+    return verdict
+
+
+def _explain(ids: list[str], results: dict[str, Any], journal: Path, fleet: Fleet, suspects: set[str]) -> list[str]:
+    """What to look at when the verdict fails: each suspect run's stored status and journal (and each
+    charge made more than once), lines tagged with the writing pid and when (or whether) it was killed."""
+    lines: dict[str, list[tuple[float, str]]] = defaultdict(list)
+    charged: dict[str, list[int]] = defaultdict(list)
+    for file in journal.glob("*.log"):
+        pid = int(file.stem)
+        death = fleet.deaths.get(pid)
+        who = f"pid {pid} (died {death:.3f})" if death is not None else f"pid {pid} (alive)"
+        for line in file.read_text().splitlines():
+            kind, *rest = line.split("\t")
+            run_id = rest[0].rsplit(":", 1)[0] if kind == "charge" else rest[0]
+            if kind == "charge":
+                charged[rest[0]].append(pid)
+            lines[run_id].append((float(rest[-1]), f"{float(rest[-1]):.3f} {kind} {' '.join(rest[:-1])} by {who}"))
+    out = []
+    for run_id in ids:
+        repeated = run_id in {key.rsplit(":", 1)[0] for key, pids in charged.items() if len(pids) > 1}
+        if run_id not in suspects and not repeated:
+            continue
+        info = results[run_id]
+        out.append(
+            f"{run_id}: status {info.status}, last_seq {info.last_seq}, lease {info.lease_owner} until "
+            f"{info.lease_expires_at}, error {info.error!r:.400}"
+        )
+        out.extend(f"  {text}" for _, text in sorted(lines[run_id]))
+    return out
 
 
 def _overlap(intervals: list[tuple[float, float, int]]) -> bool:
