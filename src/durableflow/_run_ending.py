@@ -23,6 +23,7 @@ from ._errors import (
     LeaseExpiredError,
     RunConflictError,
     RunLeaseError,
+    StoreUnavailableError,
     WorkflowCancelledError,
     WorkflowTimeoutError,
 )
@@ -161,6 +162,11 @@ class RunEnding:
 
         ``partial``: the failure interrupted a completion whose changes are only in memory
         (its input consumed, its outputs accepted), so only the status is written.
+
+        A store that failed (``StoreUnavailableError``) is not the run's failure: nothing is written, so
+        the stored run stays running, its lease released (or lapsing), for a worker or a resume to continue
+        from its last checkpoint. Writing "failed" would land whenever the store is back a moment later,
+        and workers leave failed runs alone: one store hiccup would end the run for good.
         """
         if self.done:
             return
@@ -170,8 +176,8 @@ class RunEnding:
         run = self.run
         run.status, run.error = "failed", run.error_of(exc)
         pending = None
-        # a lost lease, or a store that moved on without this worker: it stops without writing
-        if write and self.durable is not None and not isinstance(exc, RunLeaseError | RunConflictError):
+        # a lost lease, a store that moved on without this worker, or one that failed: it stops without writing
+        if write and self.durable is not None and not isinstance(exc, _NOT_THE_RUNS_FAILURE):
             pending = self._write_failed(partial)
         if not isinstance(exc, WorkflowTimeoutError):  # a timeout shows its own event
             self.write_stream(_recovery.failed_event(step, delivery, exc))
@@ -188,12 +194,14 @@ class RunEnding:
 
     def _settle_end(self, exc: BaseException) -> None:
         """The record that ended the run timed out: it may have landed, or land yet. Write the failure after
-        it; the store takes that only if it did not land, and refuses it if it did (for its number, or for
-        the lease the end released): then the run completed after all, and is reported so."""
+        it (a record that keeps the run running, if the store is what failed); the store takes that only if
+        it did not land, and refuses it if it did (for its number, or for the lease the end released): then
+        the run completed after all, and is reported so."""
         assert self.durable is not None and self.unconfirmed_end is not None
         stop, durable, run = self.unconfirmed_end, self.durable, self.run
         self.ending = True  # no other step completes while the store is asked
-        run.status, run.error = "failed", run.error_of(exc)
+        if not isinstance(exc, StoreUnavailableError):  # if so, the record that asks stays "running" (see _fail)
+            run.status, run.error = "failed", run.error_of(exc)
 
         def settled(outcome: BaseException | None) -> None:
             if isinstance(outcome, EndLanded):
@@ -385,6 +393,10 @@ class RunEnding:
         if plugin_manager.active:
             reason = "expired" if isinstance(exc, LeaseExpiredError) else "lost"
             plugin_manager.hook.durableflow_lease_ended(run_id=self.run.run_id, reason=reason)
+
+
+_NOT_THE_RUNS_FAILURE = (RunLeaseError, RunConflictError, StoreUnavailableError)
+"""Why a worker stops driving a run without writing its failure: the run itself did not fail."""
 
 
 def _settle_claim(claimed: asyncio.Future[None], exc: BaseException | None) -> None:

@@ -51,7 +51,8 @@ class WorkerStats:
     """Interrupted runs another worker took first."""
     stopped: int = 0
     """Runs this worker stopped driving unfinished, without writing, as it could no longer be sure it held their
-    lease (``LeaseExpiredError``: the store did not answer in time; or another worker had taken it over)."""
+    lease (``LeaseExpiredError``: the store did not answer in time; or another worker had taken it over), or as
+    their store failed a write (``StoreUnavailableError``)."""
 
 
 @final
@@ -210,8 +211,12 @@ class Worker:
                 self.stats.stopped += 1
                 log.warning("stopped driving run %s: %s", run_id, exc)
         except Exception as exc:
-            self.stats.failed += 1
-            log.warning("run %s ended: %s: %s", run_id, type(exc).__name__, exc)
+            if isinstance(exc, StoreUnavailableError):  # nothing was written: the run is left for the next claim
+                self.stats.stopped += 1
+                log.warning("stopped driving run %s, its store failed: %s", run_id, exc)
+            else:
+                self.stats.failed += 1
+                log.warning("run %s ended: %s: %s", run_id, type(exc).__name__, exc)
             if owner is not None:
                 self._track(self._let_go(run_id, owner))
         except asyncio.CancelledError:
@@ -225,9 +230,9 @@ class Worker:
                 self._wake.set()  # a slot is free: poll now rather than at the next interval
 
     async def _let_go(self, run_id: str, owner: str) -> None:
-        """Release the lease of a run that failed here if it still holds it: its failure could not be written
-        (the store was down), and other workers would otherwise wait out the lease to take the run over. Tried
-        until the lease would have lapsed anyway."""
+        """Release the lease of a run that failed or stopped here if it still holds it: the store was down as
+        it let go, and other workers would otherwise wait out the lease to take the run over. Tried until the
+        lease would have lapsed anyway."""
         loop = asyncio.get_running_loop()
         give_up = loop.time() + self.checkpointer.lease_ttl
         delay = 0.05

@@ -15,6 +15,7 @@ from durableflow import (
     Context,
     Event,
     MemoryCheckpointer,
+    Record,
     SQLiteCheckpointer,
     StartEvent,
     StopEvent,
@@ -297,3 +298,37 @@ async def test_a_run_whose_failure_could_not_be_written_is_released_once_the_sto
     info = store.info("r")
     assert info.lease_owner is None and info.error is not None and "bad input" in info.error
     assert worker.stats.failed == 2
+
+
+class Blip(MemoryCheckpointer):
+    """A memory store that fails the append of record ``blip_at`` once and is back at once, as a store that
+    restarted between two writes; ``inline = False`` makes the engine call it from a thread, as Redis."""
+
+    blip_at: int | None = None
+
+    def append(self, run_id: str, record: Record, owner: str, *args: Any, **kwargs: Any) -> None:
+        if record.seq == self.blip_at:
+            self.blip_at = None
+            raise StoreUnavailableError("the store restarted")
+        super().append(run_id, record, owner, *args, **kwargs)
+
+
+@pytest.mark.parametrize("inline", [True, False], ids=["inline", "threaded"])
+@pytest.mark.parametrize(("failed", "finishes"), [(2, 1), (3, 2)], ids=["step-done", "run-end"])
+async def test_a_run_whose_checkpoint_the_store_failed_once_is_continued_by_a_worker(
+    inline: bool, failed: int, finishes: int
+) -> None:
+    """A write the store failed is not the run's failure: the worker stops driving the run without writing
+    "failed" (which the store, back a moment later, would take, and workers leave failed runs alone), gives
+    its lease up, and takes it again from its last checkpoint. ``failed``: which record of the claim fails
+    (1 is the claim's own, 2 add's completion, 3 the one ending the run, so that finish runs again)."""
+    store = Blip()
+    store.inline = inline
+    await hand_over(Adder(), store, "r", value=4)
+    store.blip_at = store.info("r").last_seq + failed
+    worker = Worker([Adder], store, poll_interval=0.01, max_poll_interval=0.05)
+    await serve_until(worker, lambda: store.info("r").status in ("completed", "failed"))
+    info = store.info("r")
+    assert (info.status, info.error, info.result) == ("completed", None, "50")
+    assert store.blip_at is None and (worker.stats.recovered, worker.stats.stopped, worker.stats.failed) == (2, 1, 0)
+    assert Adder.calls == ["r"] * finishes
