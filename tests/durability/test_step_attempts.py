@@ -202,6 +202,7 @@ async def test_a_run_handed_back_more_times_than_the_crash_limit_still_completes
     then: the step it had under way did not kill its process, so it is not counted against step_crash_limit."""
     handler = Slow(checkpointer=store.open()).run(run_id="h")
     for _ in range(Slow.step_crash_limit + 1):
+        await handler.claimed()  # a resume on a threaded store claims the run off the loop: it has a runner once done
         await asyncio.sleep(0.02)  # the step is under way, and marked so in the stored run
         assert handler._runner is not None
         handler._runner.hand_back()
