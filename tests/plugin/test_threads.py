@@ -48,15 +48,18 @@ def test_a_thread_left_running_after_its_life_is_refused_the_world() -> None:
 
 
 def test_the_modes_agree_on_a_workflow_that_leaves_a_thread_behind() -> None:
-    """Kill mode's thread dies with its process, in-process mode's is refused when it wakes: the same verdicts."""
+    """Kill mode's thread dies with its process, in-process mode's is refused when it wakes: the same verdicts
+    (in-process on SQLite too, where scenarios that left the same remains share a resume)."""
     threads.REFUSED.clear()
     threads.RELEASE.clear()
     try:
         reports = [explore(threads.LeavesAThread, {}, mode=mode, seed=SEED) for mode in MODES]
+        reports.append(explore(threads.LeavesAThread, {}, store="sqlite", seed=SEED))
     finally:
         threads.RELEASE.set()
 
-    assert [(o.id, o.kind) for o in reports[0].scenarios] == [(o.id, o.kind) for o in reports[1].scenarios]
+    verdicts = [[(o.id, o.kind) for o in report.scenarios] for report in reports]
+    assert verdicts[0] == verdicts[1] == verdicts[2]
     assert reports[0].ok
 
 

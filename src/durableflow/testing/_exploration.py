@@ -407,7 +407,7 @@ class Exploration:
         # a replayed a>b (depth 2 comes from its id) captures b alone; an exploration, every point
         wanted = {self.settings.only.partition(">")[2]} if self.settings.only else None
         try:
-            nth = len(capture.lives)
+            nth, disturbance = len(capture.lives), self.world.disturbance()
             life = self.live(capture.store, first=False, capture=wanted if deeper else set(), nth=nth)
             lives = [*capture.lives, life]
             for point, deeper_capture in life.captures.items():
@@ -418,8 +418,8 @@ class Exploration:
                 self.captures[f"{scenario_id}>{point}"] = deeper_capture
             final = self.final(capture.store, lives, capture.at_first_crash)
             final.torn = not capture.world.get("whole", True)
-            if key is not None:
-                self.resumed[key] = Resumed(life, final)
+            if key is not None and not disturbance[0] and self.world.disturbance() == disturbance:
+                self.resumed[key] = Resumed(life, final)  # (not one an ended life's thread reached into)
             return lives, final
         finally:
             self.stores.discard(capture.store, self.run_id)
