@@ -143,14 +143,17 @@ class PostgresServer:
         self.start()
 
     def freeze(self, seconds: float) -> None:
-        pids = self._pids()
-        for pid in pids:
-            os.kill(pid, signal.SIGSTOP)
+        stopped = []
+        for pid in self._pids():
+            with contextlib.suppress(ProcessLookupError):  # a backend whose client left since it was listed
+                os.kill(pid, signal.SIGSTOP)
+                stopped.append(pid)
         try:
             time.sleep(seconds)
         finally:
-            for pid in pids:
-                os.kill(pid, signal.SIGCONT)
+            for pid in stopped:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGCONT)
 
     def freeze_session(self, application_name: str, seconds: float) -> bool:
         """Stop the server process of the session that goes by ``application_name`` for ``seconds``, the
