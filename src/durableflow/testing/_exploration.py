@@ -306,32 +306,11 @@ class Exploration:
         """
         if self.settings.mode == "kill":
             from ._kill import live_in_child
+            from ._zygote import for_life
 
-            zygote = self.zygote_for(store, nth)
+            zygote = for_life(self, store, nth)
             return live_in_child(self, store, first=first, capture=capture, zygote=zygote, errands=errands)
         return self.lives.live_here(store, None, first=first, capture=capture, errands=errands)
-
-    def zygote_for(self, store: Checkpointer, nth: int) -> Zygote | None:
-        """Who forks life ``nth`` of a run: ``None`` for this process (the run's first life: the test's
-        monkeypatches and fixtures reach it), a zygote for the lives that resume it. ``None`` with a note
-        when the exploration cannot go to the zygotes: every life is then forked from here."""
-        from ._zygote import _PROBE, ZygoteUnavailable, hand_over, hash_seeds_for, store_address
-
-        if not nth or self.zygotes is False:
-            return None
-        if self.zygotes is None:
-            try:
-                if store_address(store) is None:
-                    raise ZygoteUnavailable("its store is not one another interpreter can open (SQLite or Redis)")
-                self.zygotes = hand_over(self, self.zygote_key, hash_seeds_for(self.settings.hash_seed))
-                probes = [hash(_PROBE), *(zygote.probe for zygote in self.zygotes)]
-                if len(set(probes)) < len(probes):
-                    raise ZygoteUnavailable("its hash seeds hash alike")
-            except ZygoteUnavailable as exc:
-                self.zygotes = False
-                self.notes.append(f"every life ran under this process's hash seed, not a restart's new one: {exc}")
-                return None
-        return self.zygotes[(nth - 1) % len(self.zygotes)]
 
     def run_again(self, reference: Final) -> None:
         """Run it uninterrupted once more: a run that ends differently every time cannot be judged by one.

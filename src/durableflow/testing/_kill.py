@@ -270,7 +270,10 @@ def _child(
         if hit == probe_at:
             found = probe_second_worker(store, exploration.run_id, clock if isinstance(clock, FrozenClock) else None)
             if found is not None:
-                write(f"L {found}", now=True)
+                pending.append(f"L {found}")
+            # the probe's verdict is all this life is for: it stops here, as a crash would, not at the run's end
+            write("E crashed", now=True)
+            os._exit(0)
         if capture is None or hit in capture or _at(hit, len(hits.list) - 1, pause_at, pause_position):
             write("P", now=True)
             tag = os.read(go, 1)

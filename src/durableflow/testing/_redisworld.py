@@ -17,7 +17,8 @@ import json
 import pickle
 import socket
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from typing import Any, final
 
 Dumped = dict[tuple[int, bytes], tuple[bytes, float | None]]
@@ -174,13 +175,39 @@ class FakeRedisFor:
 
 def _template(factory: Callable[[], Any]) -> Any:
     try:
-        client = factory()
+        with _lib_version_once():
+            client = factory()
     except Exception:  # a factory that needs the real server: fall back to redis-py's defaults
         return None
     if inspect.iscoroutine(client):  # an async factory: not worth a loop to learn its options
         client.close()
         return None
     return client
+
+
+@contextmanager
+def _lib_version_once() -> Iterator[None]:
+    """redis-py reads its own version from the installed package's metadata for every client it builds, a
+    few milliseconds each time: while a factory builds the client to learn from, it reads it once a process."""
+    try:
+        import redis.utils
+    except ImportError:
+        yield
+        return
+    read = getattr(redis.utils, "get_lib_version", None)
+    if read is None:
+        yield
+        return
+    redis.utils.get_lib_version = lambda: _once(read)
+    try:
+        yield
+    finally:
+        redis.utils.get_lib_version = read
+
+
+@functools.cache
+def _once(read: Callable[[], Any]) -> Any:
+    return read()
 
 
 def tcp_server(fakeredis: Any) -> Any:

@@ -66,10 +66,8 @@ def probe(exploration: Exploration, report: Report, hits: list[str]) -> None:
         if exploration.settings.mode == "kill":
             from ._kill import live_in_child
 
-            zygote = exploration.zygote_for(store, 0)
-            life = live_in_child(
-                exploration, store, True, capture=set(), zygote=zygote, errands=Errands(probe_at=point)
-            )
+            # forked from the test's process, as every first life: its monkeypatches reach the lease's renewal
+            life = live_in_child(exploration, store, True, capture=set(), errands=Errands(probe_at=point))
         else:
             life = exploration.lives.live_here(store, None, first=True, errands=Errands(probe_at=point))
     finally:
@@ -137,8 +135,9 @@ def _take_over(
 def _live(exploration: Exploration, store: Checkpointer, errands: Errands | None, first: bool, parity: int) -> Life:
     if exploration.settings.mode == "kill":
         from ._kill import live_in_child
+        from ._zygote import for_life
 
-        zygote = exploration.zygote_for(store, parity)
+        zygote = for_life(exploration, store, parity)
         return live_in_child(exploration, store, first, capture=set(), zygote=zygote, errands=errands)
     if first:
         return exploration.lives.live_here(store, None, first=True, errands=errands)

@@ -187,6 +187,29 @@ def hash_seeds_for(seed: int) -> tuple[int, int]:
     return seed % 4294967295 + 1, (seed + 1) % 4294967295 + 1
 
 
+def for_life(exploration: Exploration, store: Checkpointer, nth: int) -> Zygote | None:
+    """Who forks life ``nth`` of a run: ``None`` for the test's process (the run's first life: the test's
+    monkeypatches and fixtures reach it), a zygote for the lives that resume it, the two in turn. ``None``
+    with a note when the exploration cannot go to the zygotes: every life is then forked from the test's."""
+    if not nth or exploration.zygotes is False:
+        return None
+    if exploration.zygotes is None:
+        try:
+            if store_address(store) is None:
+                raise ZygoteUnavailable("its store is not one another interpreter can open (SQLite or Redis)")
+            exploration.zygotes = hand_over(
+                exploration, exploration.zygote_key, hash_seeds_for(exploration.settings.hash_seed)
+            )
+            probes = [hash(_PROBE), *(zygote.probe for zygote in exploration.zygotes)]
+            if len(set(probes)) < len(probes):
+                raise ZygoteUnavailable("its hash seeds hash alike")
+        except ZygoteUnavailable as exc:
+            exploration.zygotes = False
+            exploration.notes.append(f"every life ran under this process's hash seed, not a restart's new one: {exc}")
+            return None
+    return exploration.zygotes[(nth - 1) % len(exploration.zygotes)]
+
+
 def hand_over(exploration: Exploration, key: int, seeds: tuple[int, ...]) -> list[Zygote]:
     """Load ``exploration`` into the zygotes of ``seeds``, or raise ``ZygoteUnavailable`` saying why it cannot."""
     try:
