@@ -34,6 +34,7 @@ def test_runs_and_show_call_a_run_whose_process_died_interrupted(
     assert "no runs with status running" in cli("runs", "--status", "running").out
     shown = cli("show", run_id)
     assert shown.code == 0 and "interrupted" in shown.out
+    assert "last held by (dead or lapsed)" in shown.out  # the dead owner's lease is not shown as held
 
 
 def test_the_worker_command_recovers_the_run_and_stops_cleanly_on_sigterm(

@@ -72,7 +72,9 @@ def about(info: RunInfo) -> Table:
     grid.add_row("updated", when(info.updated_at))
     grid.add_row("last seq", cell(info.last_seq))
     if info.lease_owner:
-        grid.add_row("leased by", cell(f"{info.lease_owner} until {when(info.lease_expires_at)}"))
+        # an interrupted run's lease is left by a dead or lapsed owner: nobody holds the run any more
+        held = "held by" if info.status != "interrupted" else "last held by (dead or lapsed)"
+        grid.add_row("lease", cell(f"{held} {info.lease_owner} until {when(info.lease_expires_at)}"))
     if info.result is not None:
         grid.add_row("result", cell(clip(str(info.result), 400)))
     if info.error:
