@@ -95,6 +95,7 @@ def test_fake_resources_requested_after_the_harness_serve_its_explorations(
 
 def test_real_redis_is_a_client_of_the_redis_url_that_cleans_up(pytester: pytest.Pytester, redis_url: str) -> None:
     """``real_redis`` talks to ``--durableflow-redis-url`` and deletes the keys its test made."""
+    write_ini(pytester)
     pytester.makepyfile(
         test_real="""
 def test_writes(real_redis):
