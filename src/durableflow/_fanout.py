@@ -242,7 +242,7 @@ class FanOut:
         if RELEASED + key in run.buffers:  # Take(n) already fired: later arrivals never reach the step
             return
         gathered = run.buffer(BATCH + key)
-        if eid not in gathered:
+        if not gathered or gathered[-1] != eid:  # ids only grow: a repeat could only be the last (O(1), not a scan)
             gathered.append(eid)
             run.refs[eid] += 1
         n = self.plan.take(step)

@@ -243,3 +243,32 @@ def test_a_crash_after_two_of_five_results_resumes_with_all_five() -> None:
     outcome = run_scenario(FanInFive, {"count": 5}, "step.work.end#2")
     assert outcome.ok, outcome.diff
     assert outcome.result == {"got": [0, 10, 20, 30, 40], "joins": 1}
+
+
+class ArrivalOrder(Workflow):
+    """Two workers finish the members in an order a resume does not repeat; ``ordered`` sorts, as the README says."""
+
+    ordered: ClassVar[bool] = False
+
+    @step
+    async def split(self, ev: StartEvent) -> list[Task]:
+        return [Task(n=n) for n in range(4)]
+
+    @step(num_workers=2)
+    async def work(self, ev: Task) -> Done:
+        return Done(n=ev.n)
+
+    @step
+    async def gather(self, events: list[Done]) -> StopEvent:
+        results = [ev.n for ev in events]
+        return StopEvent(result=sorted(results) if self.ordered else results)
+
+
+def test_a_result_that_depends_on_arrival_order_is_reported_with_what_to_do(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The crash harness calls it a divergent result, with the hint to sort; sorted, every scenario passes."""
+    report = explore(ArrivalOrder, {}, depth=1, seed=1)
+    assert {outcome.kind for outcome in report.failures} == {"divergent result"}
+    with pytest.raises(AssertionError, match="do not depend on the order in which steps"):
+        report.assert_ok()
+    monkeypatch.setattr(ArrivalOrder, "ordered", True)
+    explore(ArrivalOrder, {}, depth=1, seed=1).assert_ok()

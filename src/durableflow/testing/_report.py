@@ -29,7 +29,8 @@ HINTS = {
     "duplicated effect": "a side effect ran again after a restart: make it idempotent (SET, SADD, HSET), "
     "or put it in ctx.effect with a fixed key and pass its idempotency_key on",
     "divergent result": "the resumed run computed another result: keep what it depends on in ctx.store, "
-    "and read random values and the time inside ctx.effect",
+    "read random values and the time inside ctx.effect, and do not depend on the order in which steps "
+    "running at once finish (a fan-in's list, Take(n), a join): sort by a field the events carry",
     "divergent state": "the state (or the world) differs: keep progress in ctx.store, not on the instance "
     "or in globals, and write the world idempotently",
     "hang": "a life did not finish: it may wait for something only the dead process would have done "
