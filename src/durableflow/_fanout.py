@@ -160,10 +160,13 @@ class FanOut:
         self.plan = plan
         self.opened: list[str] = []  # batches opened by the completion being recorded
         self.scope: dict[int, str] = {}  # event id -> the batch it is open work of
+        self.inner: dict[str, int] = {}  # batch -> how many batches opened within it are still open
         for buffer_id, eids in self.run.buffers.items():
             if buffer_id.startswith(OPEN):
+                stream = buffer_id[len(OPEN) :]
+                self._count_inner(stream, +1)
                 for eid in eids:
-                    self.scope[eid] = buffer_id[len(OPEN) :]
+                    self.scope[eid] = stream
 
     # -- a step's output --------------------------------------------------------------------
 
@@ -258,9 +261,22 @@ class FanOut:
         run = self.run
         for eid in range(first_eid, run.next_eid):
             if eid in run.events and self._owed(eid):
-                run.buffer(OPEN + stream).append(eid)
+                self._open(stream).append(eid)
                 run.refs[eid] += 1
                 self.scope[eid] = stream
+
+    def _open(self, stream: str) -> list[int]:
+        """The open-work buffer of ``stream``, counted in its enclosing batches when it is made."""
+        if OPEN + stream not in self.run.buffers:
+            self._count_inner(stream, +1)
+        return self.run.buffer(OPEN + stream)
+
+    def _count_inner(self, stream: str, change: int) -> None:
+        """Count ``stream`` in every batch it is inside (a batch waits for all batches opened within it)."""
+        parent = _parent(stream)
+        while parent is not None:
+            self.inner[parent] = self.inner.get(parent, 0) + change
+            parent = _parent(parent)
 
     def ignored(self, cls: type[Event]) -> bool:
         """An event sent by hand that only ``list[E]`` parameters take joins no batch: dropped, loudly."""
@@ -302,9 +318,10 @@ class FanOut:
         run = self.run
         if run.buffers.get(OPEN + stream):
             return
-        if any(b.startswith(f"{OPEN}{stream}/") for b in run.buffers):  # a batch opened inside is still open
+        if self.inner.get(stream):  # a batch opened inside is still open
             return
-        run.buffers.pop(OPEN + stream, None)
+        if run.buffers.pop(OPEN + stream, None) is not None:
+            self._count_inner(stream, -1)
         run.dirty_buffers.add(OPEN + stream)
         for step in self.plan.bindings.get(_source(stream), ()):
             released = run.buffers.pop(f"{RELEASED}{stream}>{step}", None)
@@ -326,7 +343,7 @@ class FanOut:
         self.runner._queue(run.add_delivery(eid, step))
         parent = _parent(stream)
         if parent is not None:  # the collecting step's work is its enclosing batch's
-            run.buffer(OPEN + parent).append(eid)
+            self._open(parent).append(eid)
             run.refs[eid] += 1
             self.scope[eid] = parent
         return eid
