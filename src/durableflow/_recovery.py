@@ -113,12 +113,11 @@ def count_crashes(runner: Runner, released: bool = False) -> StepCrashLoopError 
     for delivery in run.deliveries.values():
         if delivery.running:
             delivery.running = False
+            run.touched.add(delivery.key)
             if released:
-                run.touched.add((delivery.eid, delivery.step))
                 continue
             delivery.crashes += 1
             delivery.attempt += 1
-            run.touched.add((delivery.eid, delivery.step))
             if limit is not None and delivery.crashes >= limit:
                 return StepCrashLoopError(
                     f"step {delivery.step!r} of run {run.run_id!r} was under way each of the {delivery.crashes} "

@@ -73,9 +73,9 @@ class Runner(RunEnding):
     ) -> None:
         self.workflow = workflow
         self.submitted = submitted
+        """``wf.submit()``: the run is stored, then left for a worker, not driven here."""
         self.released = False
         """The run was claimed after its last owner released it: the steps it left under way did not crash it."""
-        """``wf.submit()``: the run is stored, then left for a worker, not driven here."""
         self.ctx = ctx
         self.graph = ctx._graph
         self.run = ctx._state

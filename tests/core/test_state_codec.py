@@ -17,16 +17,14 @@ from durableflow import (
     PickleSerializer,
     SerializationError,
     SnapshotError,
-    StartEvent,
     StateStore,
-    StopEvent,
-    Workflow,
     decode_state,
     deserialize_state_from_dict,
     encode_state,
     parse_in_memory_state,
-    step,
 )
+
+from .test_context_calls import Counts
 
 
 class Tally(BaseModel):
@@ -140,14 +138,6 @@ async def test_a_store_outside_a_run_keeps_a_subclass_state_whole_and_clears_to_
     await store.set_state(Child(a=0, b=5))
     await store.set_state(Base(a=2))  # a base instance merges its fields in: the child's own stay
     assert await store.get_state() == Child(a=2, b=5)
-
-
-class Counts(Workflow):
-    @step
-    async def count(self, ctx: Context, ev: StartEvent) -> StopEvent:
-        n = await ctx.store.get("n", default=0) + 1
-        await ctx.store.set("n", n)
-        return StopEvent(result=n)
 
 
 async def test_a_context_saved_by_llama_index_workflows_is_refused_by_name_and_its_state_carries_over() -> None:

@@ -14,6 +14,7 @@ from durableflow import (
     StopEvent,
     Workflow,
     WorkflowCancelledError,
+    WorkflowHandler,
     retry_policy,
     step,
     stop_after_attempt,
@@ -59,6 +60,16 @@ class ThreeAsk(Workflow):
 EVERY_BRANCH = [("a", "yes"), ("b", "yes"), ("c", "yes")]
 
 
+async def _until_all_three_ask(handler: WorkflowHandler) -> None:
+    """Read the run's stream until each of its three steps has asked its question."""
+    asked = 0
+    async for event in handler.stream_events():
+        if isinstance(event, InputRequiredEvent):
+            asked += 1
+            if asked == 3:
+                return
+
+
 async def test_one_answer_sent_while_three_steps_wait_answers_all_three() -> None:
     handler = ThreeAsk().run()
     asked = set()
@@ -73,12 +84,7 @@ async def test_one_answer_sent_while_three_steps_wait_answers_all_three() -> Non
 async def test_after_a_restore_one_answer_still_answers_every_step_that_was_waiting() -> None:
     wf = ThreeAsk()
     handler = wf.run()
-    asked = 0
-    async for event in handler.stream_events():
-        if isinstance(event, InputRequiredEvent):
-            asked += 1
-            if asked == 3:
-                break
+    await _until_all_three_ask(handler)
     saved = handler.ctx.to_dict()
     await handler.cancel_run()
     resumed = wf.run(ctx=Context.from_dict(wf, saved))
@@ -88,12 +94,7 @@ async def test_after_a_restore_one_answer_still_answers_every_step_that_was_wait
 
 async def test_a_stored_run_resumed_elsewhere_answers_every_waiting_step(store: Store) -> None:
     handler = ThreeAsk(checkpointer=store.open()).run(run_id="three")
-    asked = 0
-    async for event in handler.stream_events():
-        if isinstance(event, InputRequiredEvent):
-            asked += 1
-            if asked == 3:
-                break
+    await _until_all_three_ask(handler)
     handler.cancel()
     with pytest.raises(WorkflowCancelledError):
         await handler  # the cancellation is stored once this returns
@@ -106,14 +107,9 @@ async def test_an_answer_stored_just_before_a_crash_answers_every_step_that_wait
     """The answer is durable when send_event returns; the process dies before any waiting step took it.
     Resumed, each of the three steps that wait again gets it."""
     handler = ThreeAsk(checkpointer=store.open()).run(run_id="crash")
-    asked = 0
-    async for event in handler.stream_events():
-        if isinstance(event, InputRequiredEvent):
-            asked += 1
-            if asked == 3:
-                with crash_at("checkpoint.write.after#1"), pytest.raises(Crash):
-                    handler.send_event(HumanResponseEvent(response="yes"))
-                break
+    await _until_all_three_ask(handler)
+    with crash_at("checkpoint.write.after#1"), pytest.raises(Crash):
+        handler.send_event(HumanResponseEvent(response="yes"))
     resumed = ThreeAsk(checkpointer=store.open()).resume("crash")
     assert await resumed == EVERY_BRANCH
 
