@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import ItemsView, Iterator, KeysView, ValuesView
+from collections.abc import ItemsView, Iterator, KeysView, Mapping, ValuesView
 from datetime import datetime
 from enum import Enum
 from typing import Annotated, Any
@@ -14,6 +14,7 @@ from pydantic import (
     PlainSerializer,
     PlainValidator,
     SerializerFunctionWrapHandler,
+    ValidationInfo,
     model_serializer,
 )
 
@@ -151,16 +152,54 @@ def _load_error(value: Any) -> BaseException:
     return RestoredError(str(value["message"]), str(value["type"]))
 
 
-def _load_inner_event(value: Any) -> Event:
+EVENT_TYPES = "durableflow.event_types"
+"""The validation-context key of a workflow's declared event types, by ``type_key``."""
+
+
+def _dump_inner_event(event: Event) -> dict[str, Any]:
+    """An event inside another, laid out as llama-index-workflows' ``JsonSerializer`` lays it out: its
+    fields under its class's name. A batch's members go too: the fan-in buffer that held them is gone
+    once the step that failed on them is retired."""
+    cls = type(event)
+    value: dict[str, Any] = event.model_dump(mode="json")
+    if isinstance(event, CollectionReleaseEvent):
+        value["events"] = [_dump_inner_event(member) for member in event.events]
+    return {"__is_pydantic": True, "value": value, "qualified_name": f"{cls.__module__}.{cls.__qualname__}"}
+
+
+def _load_inner_event(value: Any, info: ValidationInfo) -> Event:
+    """The stored event as its own class if the workflow declares one of that name (``load_event(types=)``),
+    else as a plain ``Event`` with its fields: a store is data, so a stored name is looked up, never imported."""
     if isinstance(value, Event):
         return value
-    return Event(**value)  # restored as a plain Event carrying the original's fields
+    if not isinstance(value, dict):
+        raise ValueError(f"expected an event's fields, found {type(value).__name__}")
+    if value.get("__is_pydantic") is not True or not isinstance(value.get("value"), dict):
+        return Event(**value)
+    types = info.context.get(EVENT_TYPES) if isinstance(info.context, dict) else None
+    cls = _declared(str(value.get("qualified_name", "")), types or {})
+    if cls is None:
+        return Event(**value["value"])
+    return cls.model_validate(value["value"], context=info.context)
+
+
+def _declared(qualified_name: str, types: Mapping[str, type[Event]]) -> type[Event] | None:
+    """The declared type a ``module.Qualname`` names: the longest tail of it that is a ``type_key`` (which
+    leaves the module out, so a script's ``__main__`` class is found under the module it is imported as)."""
+    name = qualified_name
+    while name:
+        cls = types.get(name)
+        if cls is not None:
+            return cls
+        name = name.partition(".")[2]
+    return None
 
 
 StoredError = Annotated[BaseException, PlainSerializer(_dump_error), PlainValidator(_load_error)]
 """An exception field of an event: stored as its type's name and message, restored as ``RestoredError``."""
 
-AnyEvent = Annotated[Event, PlainSerializer(lambda ev: ev.model_dump(mode="json")), PlainValidator(_load_inner_event)]
+AnyEvent = Annotated[Event, PlainSerializer(_dump_inner_event), PlainValidator(_load_inner_event)]
+"""An event field of an event (``StepFailedEvent.input_event``): stored with its class's name, restored as it."""
 
 
 class WorkflowTimedOutEvent(StopEvent):
@@ -201,7 +240,7 @@ class CollectionReleaseEvent(Event):
     completes, and is read from there at each (re)delivery, after a crash too.
     """
 
-    events: list[Event] = Field(default_factory=list, exclude=True)
+    events: list[AnyEvent] = Field(default_factory=list, exclude=True)
     stream_id: str = ""
     binding_id: str = ""
 
@@ -252,9 +291,13 @@ def type_key(cls: type[Event]) -> str:
     return f"{cls.__module__}.{qualname}" if qualname in _RESERVED else qualname
 
 
-def load_event(cls: type[Event], data: dict[str, Any]) -> Event:
-    """An event of type ``cls`` from its ``model_dump()``, undeclared fields included."""
-    return cls.model_validate(data)
+def load_event(cls: type[Event], data: dict[str, Any], types: Mapping[str, type[Event]] | None = None) -> Event:
+    """An event of type ``cls`` from its ``model_dump()``, undeclared fields included; an event stored inside
+    it (``StepFailedEvent.input_event``) comes back as its own class when ``types`` (a workflow's, by
+    ``type_key``) has it."""
+    if types is None:
+        return cls.model_validate(data)
+    return cls.model_validate(data, context={EVENT_TYPES: types})
 
 
 def run_result(stop: StopEvent) -> Any:

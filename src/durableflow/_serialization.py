@@ -238,7 +238,7 @@ class ValueCodec:
                 raise SnapshotError(
                     f"a stored value names event type {obj[EVENT_TAG]!r}, which the workflow does not declare"
                 )
-            return load_event(cls, obj["data"])
+            return load_event(cls, obj["data"], self.types)
         if any(_TAG_LIKE.fullmatch(key) for key in obj):
             return {key[1:] if _TAG_LIKE.fullmatch(key) else key: value for key, value in obj.items()}
         return obj

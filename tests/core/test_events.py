@@ -1,5 +1,7 @@
 """Events: pydantic models, the built-in start/stop pair and the human-in-the-loop pair."""
 
+from datetime import UTC, datetime
+
 import pydantic
 import pytest
 
@@ -9,11 +11,13 @@ from durableflow import (
     HumanResponseEvent,
     InputRequiredEvent,
     StartEvent,
+    StepFailedEvent,
     StopEvent,
     Workflow,
     WorkflowRuntimeError,
     step,
 )
+from durableflow._events import load_event
 
 
 class Converted(Event):
@@ -158,3 +162,27 @@ async def test_context_annotation_may_appear_anywhere() -> None:
             return StopEvent(result=(isinstance(ctx, Context), start.x))
 
     assert await Reordered().run(x=3) == (True, 3)
+
+
+def test_a_stored_input_event_is_rebuilt_only_as_a_class_the_workflow_declares() -> None:
+    """StepFailedEvent.input_event is stored with its class's name; loading looks that name up among the
+    workflow's declared types (by its tail, the module left out) and never imports it."""
+    failed = StepFailedEvent(
+        step_name="convert",
+        input_event=Converted(doc_id=7, note="x"),
+        exception=ValueError("bad"),
+        attempts=1,
+        elapsed_seconds=0.0,
+        failed_at=datetime.now(UTC),
+    )
+    stored = failed.model_dump(mode="json")
+    assert stored["input_event"]["qualified_name"].endswith(".Converted")
+
+    declared = load_event(StepFailedEvent, stored, {"Converted": Converted}).input_event  # type: ignore[attr-defined]
+    assert type(declared) is Converted and (declared.doc_id, declared.note) == (7, "x")
+
+    undeclared = load_event(StepFailedEvent, stored, {}).input_event  # type: ignore[attr-defined]
+    assert type(undeclared) is Event and undeclared.model_dump() == {"doc_id": 7, "pages": [], "note": "x"}
+
+    stored["input_event"]["qualified_name"] = "os.system"
+    assert type(load_event(StepFailedEvent, stored, {"Converted": Converted}).input_event) is Event  # type: ignore[attr-defined]
