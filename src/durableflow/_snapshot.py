@@ -454,7 +454,7 @@ def _event(record: Any, graph: StepGraph, what: str, unfit: Any) -> Event:
     if cls is None:
         raise unfit(f"{what} has type {key!r}, which {graph.workflow_path} does not declare (renamed or removed?)")
     try:
-        return load_event(cls, data)
+        return load_event(cls, data, graph.types)
     except ValidationError as exc:
         raise unfit(
             f"{what} no longer fits {cls.__name__}: {exc.errors()[0]['msg']} at {exc.errors()[0]['loc']}"

@@ -13,11 +13,13 @@ from durableflow import (
     Context,
     Event,
     StartEvent,
+    StepFailedEvent,
     StopEvent,
     Take,
     Workflow,
     WorkflowRuntimeError,
     WorkflowValidationError,
+    catch_error,
     step,
 )
 from durableflow.testing import explore, run_scenario
@@ -272,3 +274,38 @@ def test_a_result_that_depends_on_arrival_order_is_reported_with_what_to_do(monk
         report.assert_ok()
     monkeypatch.setattr(ArrivalOrder, "ordered", True)
     explore(ArrivalOrder, {}, depth=1, seed=1).assert_ok()
+
+
+class GatherFails(Workflow):
+    """A collector that fails for good: its @catch_error handler gets the batch it was handed."""
+
+    @step
+    async def split(self, ev: StartEvent) -> list[Task]:
+        return [Task(n=n) for n in range(3)]
+
+    @step(num_workers=3)
+    async def work(self, ev: Task) -> Done:
+        return Done(n=ev.n)
+
+    @step
+    async def gather(self, events: list[Done]) -> StopEvent:
+        raise RuntimeError(f"cannot gather {len(events)}")
+
+    @catch_error
+    async def recover(self, ev: StepFailedEvent) -> StopEvent:
+        batch = ev.input_event
+        return StopEvent(result=[type(batch).__name__, sorted((type(e).__name__, e.n) for e in batch.events)])
+
+
+async def test_a_failed_collectors_handler_gets_the_batch() -> None:
+    """The @catch_error handler of a failed list[E] step reads the batch as the step's input event."""
+    assert await GatherFails().run() == ["CollectionReleaseEvent", [("Done", 0), ("Done", 1), ("Done", 2)]]
+
+
+@pytest.mark.parametrize("mode", ["inprocess", "kill"])
+def test_a_failed_collectors_batch_survives_a_crash_before_its_handler_runs(mode: str) -> None:
+    """Killed anywhere, also after the failure is recorded and before the handler runs, the handler still
+    gets the batch's members as their own classes (restored from the run's checkpoint, nothing imported)."""
+    report = explore(GatherFails, {}, depth=1, mode=mode, seed=5)
+    assert any(o.id.startswith("step.recover.") for o in report.scenarios)
+    report.assert_ok()
