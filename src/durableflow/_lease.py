@@ -1,12 +1,19 @@
 """Keeping a run's lease: renewals every third of its time to live, and a local deadline that stops the run
-before the lease can lapse for the other workers."""
+before the lease can lapse for the other workers.
+
+The runs of one loop share two timers (``_Schedule``): one on the run's clock for the next renewal due, one on
+the loop's clock for the next deadline. A run's lease costs a set entry rather than two timer handles, two
+context copies and their closures, objects that each in-flight run would keep alive for the garbage collector
+to walk; most runs end long before either timer fires.
+"""
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import Callable
 from typing import TYPE_CHECKING, final
 
-from ._clock import get_clock
+from ._clock import Clock, get_clock
 from ._errors import DurableflowError
 
 if TYPE_CHECKING:
@@ -19,6 +26,7 @@ LEASE_MARGIN = 0.2
 stops, before the lease lapses for the other workers (whose clocks, and the stop itself, may lag)."""
 RETRY_RENEWAL = 0.1
 """After a renewal the store did not answer, the next is tried this part of the TTL later."""
+_NEVER = float("inf")
 
 
 @final
@@ -33,7 +41,7 @@ class LeaseKeeper:
     the whole run until the garbage collector found it, and every durable run would leave one behind.
     """
 
-    __slots__ = ("asked_at", "asked_on_loop", "cancel", "cancel_deadline", "durable", "expired", "guarded", "lost")
+    __slots__ = ("asked_at", "asked_on_loop", "due", "durable", "expired", "guarded", "lost", "schedule")
 
     def __init__(
         self,
@@ -44,28 +52,14 @@ class LeaseKeeper:
     ) -> None:
         self.durable: RunCheckpoints | None = durable
         self.guarded, self.lost, self.expired = guarded, lost, expired
-        self.cancel: Callable[[], None] | None = None
-        self.cancel_deadline: Callable[[], None] | None = None
         self.asked_at = self.asked_on_loop = 0.0
-        self._schedule(durable.lease_until - durable.checkpointer.lease_ttl * 2 / 3)
-        self._watch()
-
-    def _schedule(self, at: float) -> None:
-        if self.durable is not None:
-            # on the run's clock, not the loop's: frozen time that jumps past a renewal fires it
-            self.cancel = get_clock().call_at(at, self.guarded(self._renew))
-
-    def _watch(self) -> None:
-        durable = self.durable
-        if durable is not None:
-            self.cancel_deadline = durable.loop.call_at(durable.drive_until, self.guarded(self._deadline)).cancel
+        self.due = durable.lease_until - durable.checkpointer.lease_ttl * 2 / 3  # on the run's clock
+        self.schedule = _schedule_of(durable.loop, get_clock())
+        self.schedule.add(self)
 
     def _deadline(self) -> None:
-        durable = self.durable
-        if durable is None:
-            return
-        if durable.loop.time() < durable.drive_until:  # renewed since this was set: wait for the new deadline
-            self._watch()
+        """The loop's clock passed the run's deadline (the schedule checked it): stop driving the run."""
+        if self.durable is None:
             return
         self.stop()
         self.expired()
@@ -101,17 +95,113 @@ class LeaseKeeper:
             return
         ttl = durable.checkpointer.lease_ttl
         if held is None:  # unanswered: try again soon, while the deadline stands
-            self._schedule(get_clock().now() + ttl * RETRY_RENEWAL)
+            self.schedule.renew_at(self, get_clock().now() + ttl * RETRY_RENEWAL)
             return
         if not held:
             self.lost()
             return
         durable.leased(self.asked_at, self.asked_on_loop)
-        self._schedule(self.asked_at + ttl / 3)
+        self.schedule.renew_at(self, self.asked_at + ttl / 3)
 
     def stop(self) -> None:
-        self.durable = None
-        for cancel in (self.cancel, self.cancel_deadline):
-            if cancel is not None:
-                cancel()
-        self.cancel = self.cancel_deadline = None
+        if self.durable is not None:
+            self.durable = None
+            self.schedule.discard(self)
+
+
+@final
+class _Schedule:
+    """The lease keepers of one loop and one clock, and the two timers that serve them all.
+
+    Each timer is armed for the earliest time any keeper needs (a renewal on ``clock``, a deadline on the
+    loop's clock) and, when it fires, serves the keepers that are due and arms itself for the next. The
+    renewal timer is cancelled once no keeper is left: a test clock that forgets its timers between
+    scenarios must not leave this schedule believing one is armed. The loop is not held (it keys the
+    schedule weakly): its timers are armed from the keepers' own ``loop``.
+    """
+
+    __slots__ = ("cancel_renewal", "clock", "deadline", "deadline_at", "keepers", "renewal_at", "sweeping")
+
+    def __init__(self, clock: Clock) -> None:
+        self.clock = clock
+        self.keepers: set[LeaseKeeper] = set()
+        self.renewal_at = self.deadline_at = _NEVER
+        self.cancel_renewal: Callable[[], None] | None = None
+        self.deadline: asyncio.TimerHandle | None = None
+        self.sweeping = False  # renewals are being sent: the timer is armed once they all are
+
+    def add(self, keeper: LeaseKeeper) -> None:
+        self.keepers.add(keeper)
+        durable = keeper.durable
+        assert durable is not None
+        if keeper.due < self.renewal_at and not self.sweeping:
+            self._arm_renewal(keeper.due)
+        if durable.drive_until < self.deadline_at:
+            self._arm_deadline(durable.loop, durable.drive_until)
+
+    def discard(self, keeper: LeaseKeeper) -> None:
+        keepers = self.keepers
+        keepers.discard(keeper)
+        if not keepers and self.cancel_renewal is not None:
+            self.cancel_renewal()
+            self.cancel_renewal, self.renewal_at = None, _NEVER
+
+    def renew_at(self, keeper: LeaseKeeper, at: float) -> None:
+        keeper.due = at
+        if at < self.renewal_at and not self.sweeping:
+            self._arm_renewal(at)
+
+    # -- renewals, on the run's clock --------------------------------------------------
+
+    def _arm_renewal(self, at: float) -> None:
+        if self.cancel_renewal is not None:
+            self.cancel_renewal()
+        self.renewal_at = at
+        self.cancel_renewal = self.clock.call_at(at, self._renewals)
+
+    def _renewals(self) -> None:
+        self.cancel_renewal, self.renewal_at = None, _NEVER
+        now = self.clock.now()
+        self.sweeping = True
+        try:
+            for keeper in [k for k in self.keepers if k.due <= now]:
+                keeper.due = _NEVER  # until its renewal is answered
+                keeper.guarded(keeper._renew)()  # a crash abandons that run alone
+        finally:
+            self.sweeping = False
+            soonest = min([k.due for k in self.keepers], default=_NEVER)
+            if soonest < self.renewal_at:
+                self._arm_renewal(soonest)
+
+    # -- deadlines, on the loop's clock ------------------------------------------------
+
+    def _arm_deadline(self, loop: asyncio.AbstractEventLoop, at: float) -> None:
+        if self.deadline is not None:
+            self.deadline.cancel()
+        self.deadline_at = at
+        self.deadline = loop.call_at(at, self._deadlines, loop)
+
+    def _deadlines(self, loop: asyncio.AbstractEventLoop) -> None:
+        # left armed while no run needs it (a loop never forgets a timer): then a lone run arms none
+        self.deadline, self.deadline_at = None, _NEVER
+        now = loop.time()
+        for keeper in [k for k in self.keepers if k.durable is not None and k.durable.drive_until <= now]:
+            keeper.guarded(keeper._deadline)()
+        soonest = min([k.durable.drive_until for k in self.keepers if k.durable is not None], default=_NEVER)
+        if soonest < self.deadline_at:
+            self._arm_deadline(loop, soonest)
+
+
+_schedules: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[int, _Schedule]] = weakref.WeakKeyDictionary()
+
+
+def _schedule_of(loop: asyncio.AbstractEventLoop, clock: Clock) -> _Schedule:
+    """The schedule of ``loop`` and ``clock`` (keyed by the clock's id: the schedule holds the clock, so that
+    id stays its own)."""
+    by_clock = _schedules.get(loop)
+    if by_clock is None:
+        by_clock = _schedules[loop] = {}
+    schedule = by_clock.get(id(clock))
+    if schedule is None:
+        schedule = by_clock[id(clock)] = _Schedule(clock)
+    return schedule

@@ -1,0 +1,88 @@
+"""The runs of one loop share their lease timers: each run is still renewed when its own renewal is due, and
+stopped at its own deadline, whatever the other runs in flight do."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+from typing import Any
+
+from durableflow import LeaseExpiredError, MemoryCheckpointer, SQLiteCheckpointer, StoreUnavailableError
+
+from .crashing import ManualClock, settle
+from .workflows import Gated
+
+
+class Renewals(MemoryCheckpointer):
+    """Notes each renewal's run id, in order."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.renewed: list[str] = []
+
+    def renew(self, run_id: str, owner: str) -> bool:
+        self.renewed.append(run_id)
+        return super().renew(run_id, owner)
+
+
+async def test_each_run_is_renewed_when_its_own_renewal_is_due(clock: ManualClock) -> None:
+    """Runs started 4 s apart on a 30 s lease: each renewal comes 10 s after that run's previous one, and a run
+    that ended is renewed no more while the others still are."""
+    store = Renewals(lease_ttl=30)
+    gates = {name: asyncio.Event() for name in "abc"}
+    handlers = {}
+    for name in "abc":
+        wf = Gated(gate=gates[name], checkpointer=store)
+        handlers[name] = wf.run(run_id=name, value=1)
+        await settle(lambda wf=wf: wf.at_gate == 1)  # type: ignore[misc]
+        if name != "c":
+            clock.advance(4)  # b starts at +4, c at +8
+    clock.advance(2)  # +10: a is due
+    await settle(lambda: store.renewed == ["a"])
+    clock.advance(3)  # +13
+    await asyncio.sleep(0.01)
+    assert store.renewed == ["a"]
+    clock.advance(1)  # +14: b is due
+    await settle(lambda: store.renewed == ["a", "b"])
+    gates["c"].set()
+    assert await asyncio.wait_for(handlers["c"], 5) == 3
+    clock.advance(6)  # +20: a again (10 s after its renewal); c, due at +18, has ended
+    await settle(lambda: store.renewed == ["a", "b", "a"])
+    clock.advance(4)  # +24: b again
+    await settle(lambda: store.renewed == ["a", "b", "a", "b"])
+    for name in "ab":
+        gates[name].set()
+        assert await asyncio.wait_for(handlers[name], 5) == 3
+    clock.advance(30)
+    await asyncio.sleep(0.01)
+    assert store.renewed == ["a", "b", "a", "b"]
+
+
+async def test_a_run_whose_renewals_fail_stops_alone(tmp_path: Path) -> None:
+    """On a 0.3 s lease, one run's renewals get no answer: it stops with LeaseExpiredError at its own deadline,
+    while a run beside it keeps its lease renewed and finishes after that deadline has passed."""
+    store = SQLiteCheckpointer(tmp_path / "runs.db", lease_ttl=0.3)
+    renew = store.renew
+
+    def unanswered_for_stalled(run_id: str, owner: str) -> bool:
+        if run_id == "stalled":
+            raise StoreUnavailableError("no answer")
+        return renew(run_id, owner)
+
+    store.renew = unanswered_for_stalled  # type: ignore[method-assign]
+    stalled_gate, healthy_gate = asyncio.Event(), asyncio.Event()
+    stalled = Gated(gate=stalled_gate, checkpointer=store).run(run_id="stalled", value=1)
+    healthy_wf = Gated(gate=healthy_gate, checkpointer=store)
+    healthy = healthy_wf.run(run_id="healthy", value=2)
+    await settle(lambda: healthy_wf.at_gate == 1)
+    began = asyncio.get_running_loop().time()
+    try:
+        await asyncio.wait_for(stalled, 5)
+    except LeaseExpiredError:
+        pass
+    else:
+        raise AssertionError("the run whose renewals failed went on")
+    assert asyncio.get_running_loop().time() - began < 0.3
+    await asyncio.sleep(0.4)  # past the stalled run's lease: the healthy one's was renewed meanwhile
+    healthy_gate.set()
+    assert await asyncio.wait_for(healthy, 5) == 5
