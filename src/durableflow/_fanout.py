@@ -188,14 +188,14 @@ class FanOut:
             child = f"{stream or ''}/{spec.name}@{delivery.eid}"
             self.opened.append(child)
             for item in output:
-                self._emit(item, child)
+                self._emit(item, child, spec.name)
         elif isinstance(output, Event):
             if type(output) in spec.config.list_only_types:
                 raise WorkflowRuntimeError(
                     f"Step function {spec.name} returned a single {type(output).__name__}, which its annotation "
                     f"names only inside list[...]: return [event] to fan out, or add | {type(output).__name__}"
                 )
-            self._emit(output, stream)
+            self._emit(output, stream, spec.name)
         elif isinstance(output, Handoff):  # a failed step's input, handed to @catch_error: still this batch's work
             before = self.run.next_eid
             self.runner.accept(output.event, output.handler)
@@ -206,17 +206,13 @@ class FanOut:
                 "A step returns an Event, a list of events (-> list[...]) or None."
             )
 
-    def _emit(self, event: Event, stream: str | None) -> None:
+    def _emit(self, event: Event, stream: str | None, step: str) -> None:
         cls = type(event)
         runner, run = self.runner, self.run
         collectors = self._bound(cls, stream)
         if stream is None or isinstance(event, InputRequiredEvent | HumanResponseEvent) or not collectors:
             if stream is None and self.plan.collectors_for(cls) and not runner.graph.consumers(cls):
-                raise WorkflowRuntimeError(
-                    f"{cls.__name__} was returned outside a fan-out, and only list[{cls.__name__}] parameters "
-                    "take it: they collect what a step returning list[...] started; use ctx.collect_events "
-                    "for events produced otherwise"
-                )
+                raise _outside_a_batch(step, cls, self.plan.collectors_for(cls))
             before = run.next_eid
             runner.accept(event)
             self._adopt(before, stream)
@@ -356,6 +352,19 @@ class FanOut:
         n = self.plan.take(step)
         event.events = [self.run.events[eid] for eid in (eids if n is None else eids[:n])]
         return list(event.events)
+
+
+def _outside_a_batch(step: str, cls: type[Event], collectors: tuple[str, ...]) -> WorkflowRuntimeError:
+    # Most often a batch member forwarded its work with ctx.send_event: a sent event joins no batch.
+    name = cls.__name__
+    return WorkflowRuntimeError(
+        f"step {step!r} returned {name} outside any fan-out batch, and only list[{name}] parameters "
+        f"({', '.join(repr(c) for c in collectors)}) take it: they gather what a step returning list[...] "
+        f"started, inside that batch. {step!r} was not started inside one: an event sent with ctx.send_event "
+        "joins no batch, so work a member forwards that way leaves it. Have the member return the event "
+        "instead (annotate it -> YourEvent) to keep the work in the batch, or gather events sent by hand "
+        "with ctx.collect_events"
+    )
 
 
 def join_call(name: str, fn: Callable[..., Any], config: StepConfig, is_async: bool) -> Callable[..., Any]:

@@ -309,3 +309,37 @@ def test_a_failed_collectors_batch_survives_a_crash_before_its_handler_runs(mode
     report = explore(GatherFails, {}, depth=1, mode=mode, seed=5)
     assert any(o.id.startswith("step.recover.") for o in report.scenarios)
     report.assert_ok()
+
+
+class Forward(Event):
+    n: int
+
+
+async def test_work_forwarded_with_send_event_leaves_the_batch_and_the_error_says_so() -> None:
+    """A member that forwards its work with ctx.send_event takes it out of the batch: what that work returns
+    is refused with an error naming the step, saying sent events join no batch and to return the event."""
+
+    class Forwards(Workflow):
+        @step
+        async def split(self, ev: StartEvent) -> list[Task]:
+            return [Task(n=n) for n in range(2)]
+
+        @step
+        async def work(self, ctx: Context, ev: Task) -> Forward | None:
+            ctx.send_event(Forward(n=ev.n))
+            return None
+
+        @step
+        async def finish(self, ev: Forward) -> Done:
+            return Done(n=ev.n)
+
+        @step
+        async def gather(self, events: list[Done]) -> StopEvent:
+            return StopEvent(result=len(events))
+
+    with pytest.raises(WorkflowRuntimeError) as caught:
+        await Forwards().run()
+    message = str(caught.value)
+    assert "step 'finish' returned Done outside any fan-out batch" in message
+    assert "ctx.send_event joins no batch" in message
+    assert "return the event" in message and "'gather'" in message
