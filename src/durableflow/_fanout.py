@@ -82,6 +82,7 @@ class FanPlan:
         configs: dict[str, StepConfig] = graph.configs
         self.collectors = {name: c for name, c in configs.items() if c.collection_param is not None}
         self.producers = {name: c.fan_out_types for name, c in configs.items() if c.fan_out_types}
+        self._steps = graph.steps
         self.bindings: dict[str, tuple[str, ...]] = {}
         self._levels: dict[str, set[type[Event]]] = {}
         for source in self.producers:
@@ -124,11 +125,32 @@ class FanPlan:
             if name not in bound:
                 param, items = config.collection_param  # type: ignore[misc]
                 wanted = ", ".join(sorted(t.__name__ for t in items))
+                answered = self._answered_outside(items, config.accept_event_subclasses)
+                if answered is not None:
+                    maker, answer = answered
+                    raise WorkflowValidationError(
+                        f"Step '{name}' parameter '{param}' collects list[{wanted}], but no batch can produce "
+                        f"one: '{maker}' makes it from {answer.__name__}, an answer from outside the run, and an "
+                        "event sent from outside joins no batch, so a batch member that asks a question and "
+                        "stops there leaves the batch. Have the member wait for its answer instead: "
+                        f"`answer = await ctx.wait_for_event({answer.__name__}, waiter_event=YourQuestion(...))`, "
+                        "then return the event the batch collects"
+                    )
                 raise WorkflowValidationError(
                     f"Step '{name}' parameter '{param}' collects list[{wanted}], but no returned-list producer "
                     "creates a stream for those event types. list[E] fan-in only consumes events from steps "
                     "annotated as returning list[E]; use ctx.collect_events for unstreamed ctx.send_event flows."
                 )
+
+    def _answered_outside(self, items: tuple[type[Event], ...], subclasses: bool) -> tuple[str, type[Event]] | None:
+        """(step, answer type) if a step making ``items`` takes a HumanResponseEvent: a human-in-the-loop
+        member that returned its question, whose answer arrives from outside every batch."""
+        for spec in self._steps.values():
+            if any(_matches(t, items, subclasses) for t in spec.emits):
+                answer = next((a for a in spec.accepts if issubclass(a, HumanResponseEvent)), None)
+                if answer is not None:
+                    return spec.name, answer
+        return None
 
     def collectors_for(self, cls: type[Event]) -> tuple[str, ...]:
         names = self._by_type.get(cls)

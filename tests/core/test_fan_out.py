@@ -12,6 +12,8 @@ from durableflow import (
     Collect,
     Context,
     Event,
+    HumanResponseEvent,
+    InputRequiredEvent,
     StartEvent,
     StepFailedEvent,
     StopEvent,
@@ -343,3 +345,74 @@ async def test_work_forwarded_with_send_event_leaves_the_batch_and_the_error_say
     assert "step 'finish' returned Done outside any fan-out batch" in message
     assert "ctx.send_event joins no batch" in message
     assert "return the event" in message and "'gather'" in message
+
+
+class Ask(InputRequiredEvent):
+    n: int
+
+
+class Answer(HumanResponseEvent):
+    n: int
+
+
+def test_a_member_answered_from_outside_is_refused_saying_to_wait_for_the_answer_inside_it() -> None:
+    """A batch member that asks a human and ends there leaves its answer outside the batch (it comes from
+    outside the run): validation says so and names ctx.wait_for_event, rather than 'no list producer'."""
+
+    class AnsweredOutside(Workflow):
+        @step
+        async def split(self, ev: StartEvent) -> list[Task]:
+            return [Task(n=n) for n in range(2)]
+
+        @step
+        async def work(self, ev: Task) -> Ask:
+            return Ask(n=ev.n)
+
+        @step
+        async def answered(self, ev: Answer) -> Done:
+            return Done(n=ev.n)
+
+        @step
+        async def gather(self, events: list[Done]) -> StopEvent:
+            return StopEvent(result=len(events))
+
+    with pytest.raises(WorkflowValidationError) as caught:
+        AnsweredOutside().validate()
+    message = str(caught.value)
+    assert "'answered' makes it from Answer, an answer from outside the run" in message
+    assert "joins no batch" in message and "ctx.wait_for_event(Answer" in message
+
+
+class WaitsInside(Workflow):
+    """What that error advises: each member waits for its own answer, so the work stays in the batch."""
+
+    @step
+    async def split(self, ev: StartEvent) -> list[Task]:
+        return [Task(n=n) for n in range(2)]
+
+    @step(num_workers=2)
+    async def work(self, ctx: Context, ev: Task) -> Done:
+        answer = await ctx.wait_for_event(Answer, waiter_event=Ask(n=ev.n), requirements={"n": ev.n})
+        return Done(n=answer.n * 10)
+
+    @step
+    async def gather(self, events: list[Done]) -> StopEvent:
+        return StopEvent(result=sorted(ev.n for ev in events))
+
+
+async def test_a_member_that_waits_for_its_answer_stays_in_the_batch() -> None:
+    handler = WaitsInside().run()
+    async for ev in handler.stream_events():
+        if isinstance(ev, Ask):
+            handler.ctx.send_event(Answer(n=ev.n))
+    assert await handler == [0, 10]
+
+
+def test_a_list_of_stop_events_is_refused_when_the_workflow_is_defined() -> None:
+    """-> list[StopEvent] can never work (a run ends once, a fan-out feeds other steps): refused up front."""
+    with pytest.raises(WorkflowValidationError, match=r"list\[StopEvent\].*Return the StopEvent alone"):
+
+        class Stops(Workflow):
+            @step
+            async def split(self, ev: StartEvent) -> list[StopEvent] | None:
+                return [StopEvent(result=1)]
