@@ -210,14 +210,14 @@ class FanOut:
             child = f"{stream or ''}/{spec.name}@{delivery.eid}"
             self.opened.append(child)
             for item in output:
-                self._emit(item, child, spec.name)
+                self._emit(item, child, spec.name, None)
         elif isinstance(output, Event):
             if type(output) in spec.config.list_only_types:
                 raise WorkflowRuntimeError(
                     f"Step function {spec.name} returned a single {type(output).__name__}, which its annotation "
                     f"names only inside list[...]: return [event] to fan out, or add | {type(output).__name__}"
                 )
-            self._emit(output, stream, spec.name)
+            self._emit(output, stream, spec.name, self.run.events.get(delivery.eid))
         elif isinstance(output, Handoff):  # a failed step's input, handed to @catch_error: still this batch's work
             before = self.run.next_eid
             self.runner.accept(output.event, output.handler)
@@ -228,13 +228,14 @@ class FanOut:
                 "A step returns an Event, a list of events (-> list[...]) or None."
             )
 
-    def _emit(self, event: Event, stream: str | None, step: str) -> None:
+    def _emit(self, event: Event, stream: str | None, step: str, source: Event | None) -> None:
+        """Accept ``event``, which ``step`` returned (given ``source``), inside ``stream``."""
         cls = type(event)
         runner, run = self.runner, self.run
         collectors = self._bound(cls, stream)
         if stream is None or isinstance(event, InputRequiredEvent | HumanResponseEvent) or not collectors:
             if stream is None and self.plan.collectors_for(cls) and not runner.graph.consumers(cls):
-                raise _outside_a_batch(step, cls, self.plan.collectors_for(cls))
+                raise _outside_a_batch(step, cls, self.plan.collectors_for(cls), source)
             before = run.next_eid
             runner.accept(event)
             self._adopt(before, stream)
@@ -376,16 +377,28 @@ class FanOut:
         return list(event.events)
 
 
-def _outside_a_batch(step: str, cls: type[Event], collectors: tuple[str, ...]) -> WorkflowRuntimeError:
-    # Most often a batch member forwarded its work with ctx.send_event: a sent event joins no batch.
+def _outside_a_batch(
+    step: str, cls: type[Event], collectors: tuple[str, ...], source: Event | None
+) -> WorkflowRuntimeError:
+    # A member asked a human and left the answer to another step, or (most often) forwarded its work with
+    # ctx.send_event: an event sent from outside or by hand joins no batch.
     name = cls.__name__
+    if isinstance(source, HumanResponseEvent):
+        why = (
+            f"it took {type(source).__name__}, an answer from outside the run, and an answer joins no batch. Have "
+            f"the member that asks wait for the answer itself (`answer = await ctx.wait_for_event("
+            f"{type(source).__name__}, waiter_event=YourQuestion(...))`) and return the {name}"
+        )
+    else:
+        why = (
+            "an event sent with ctx.send_event joins no batch, so work a member forwards that way leaves it. Have "
+            "the member return the event instead (annotate it -> YourEvent) to keep the work in the batch, or "
+            "gather events sent by hand with ctx.collect_events"
+        )
     return WorkflowRuntimeError(
         f"step {step!r} returned {name} outside any fan-out batch, and only list[{name}] parameters "
         f"({', '.join(repr(c) for c in collectors)}) take it: they gather what a step returning list[...] "
-        f"started, inside that batch. {step!r} was not started inside one: an event sent with ctx.send_event "
-        "joins no batch, so work a member forwards that way leaves it. Have the member return the event "
-        "instead (annotate it -> YourEvent) to keep the work in the batch, or gather events sent by hand "
-        "with ctx.collect_events"
+        f"started, inside that batch. {step!r} was not started inside one: {why}"
     )
 
 

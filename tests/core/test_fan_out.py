@@ -416,3 +416,38 @@ def test_a_list_of_stop_events_is_refused_when_the_workflow_is_defined() -> None
             @step
             async def split(self, ev: StartEvent) -> list[StopEvent] | None:
                 return [StopEvent(result=1)]
+
+
+async def test_an_answer_turned_into_a_batch_result_at_run_time_is_refused_saying_to_wait_inside() -> None:
+    """When validation cannot tell (the collected type is also made inside the batch), the run-time refusal of
+    an answer's result says the answer came from outside and names ctx.wait_for_event, not ctx.send_event."""
+
+    class SomeAsk(Workflow):
+        @step
+        async def split(self, ev: StartEvent) -> list[Task]:
+            return [Task(n=n) for n in range(2)]
+
+        @step(num_workers=2)
+        async def work(self, ctx: Context, ev: Task) -> Ask | Done:
+            if ev.n == 0:
+                return Ask(n=ev.n)
+            later = await ctx.wait_for_event(Answer, requirements={"n": -1})  # keeps the batch open
+            return Done(n=later.n)
+
+        @step
+        async def answered(self, ev: Answer) -> Done:
+            return Done(n=ev.n)
+
+        @step
+        async def gather(self, events: list[Done]) -> StopEvent:
+            return StopEvent(result=len(events))
+
+    handler = SomeAsk().run()
+    async for ev in handler.stream_events():
+        if isinstance(ev, Ask):
+            handler.ctx.send_event(Answer(n=ev.n))
+    with pytest.raises(WorkflowRuntimeError) as caught:
+        await handler
+    message = str(caught.value)
+    assert "step 'answered' returned Done outside any fan-out batch" in message
+    assert "Answer, an answer from outside the run" in message and "ctx.wait_for_event(Answer" in message
