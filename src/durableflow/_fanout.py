@@ -89,6 +89,9 @@ class FanPlan:
             level = self._level(graph, source)
             self.bindings[source] = tuple(name for name in self.collectors if self._takes_any(name, level))
         self._by_type: dict[type[Event], tuple[str, ...]] = {}
+        answers = {a for spec in graph.steps.values() for a in spec.accepts if issubclass(a, HumanResponseEvent)}
+        self._top = self._spread(graph, {graph.start_type, *answers})
+        """Event types made outside any batch: from the start event, and from answers sent from outside."""
 
     def _takes_any(self, step: str, level: set[type[Event]]) -> bool:
         config = self.collectors[step]
@@ -100,10 +103,13 @@ class FanPlan:
         there; a list returned inside opens a batch of its own, whose collecting steps' output is this one's."""
         if source in self._levels:
             return self._levels[source]
-        listed = self.producers[source]
-        level: set[type[Event]] = set(listed)
+        level: set[type[Event]] = set(self.producers[source])
         self._levels[source] = level  # a cycle back to this batch adds nothing new
-        todo = list(listed)
+        return self._spread(graph, level)
+
+    def _spread(self, graph: StepGraph, level: set[type[Event]]) -> set[type[Event]]:
+        """``level`` with what steps make of its events at that level, added in place."""
+        todo = list(level)
         while todo:
             for spec in graph.consumers(todo.pop()):
                 made = [t for t in spec.emits if t not in spec.config.fan_out_types]
@@ -141,6 +147,32 @@ class FanPlan:
                     "creates a stream for those event types. list[E] fan-in only consumes events from steps "
                     "annotated as returning list[E]; use ctx.collect_events for unstreamed ctx.send_event flows."
                 )
+
+    def check_joins(self) -> None:
+        """A join pairs events of one batch (or of none): its parameters' types must all be made in one place."""
+        places = {"outside any batch": self._top} | {f"in the batch of step '{n}'": v for n, v in self._levels.items()}
+        for name, spec in self._steps.items():
+            slots = spec.config.collect_params
+            if not slots:
+                continue
+            subclasses = spec.config.accept_event_subclasses
+
+            def made_in(slot: type[Event], level: set[type[Event]]) -> bool:
+                return any(_matches(t, (slot,), subclasses) for t in level)  # noqa: B023 - used at once
+
+            if any(all(made_in(slot, level) for _, slot in slots) for level in places.values()):
+                continue
+            where = "; ".join(
+                f"'{param}' ({slot.__name__}) is made "
+                + (" and ".join(p for p, level in places.items() if made_in(slot, level)) or "nowhere")
+                for param, slot in slots
+            )
+            raise WorkflowValidationError(
+                f"Step '{name}' joins events that are never made in one place: {where}. Its events would pair "
+                "across a batch's edge, and those left over would wait for a partner for ever, their results "
+                "missing from the fan-in. Make them in one place: carry what the batch's work needs in the "
+                "events it starts with, or have the member wait for it with ctx.wait_for_event"
+            )
 
     def _answered_outside(self, items: tuple[type[Event], ...], subclasses: bool) -> tuple[str, type[Event]] | None:
         """(step, answer type) if a step making ``items`` takes a HumanResponseEvent: a human-in-the-loop

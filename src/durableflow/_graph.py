@@ -82,6 +82,7 @@ class StepGraph:
             _validation.validate_workflow(self.configs, self._name, set(skip))  # type: ignore[arg-type]
             if self.fan_plan is not None:
                 self.fan_plan.check()
+                self.fan_plan.check_joins()
             self._checked.add(skip)
 
     def consumers(self, event_type: type[Event]) -> tuple[StepSpec, ...]:

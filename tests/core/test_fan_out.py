@@ -451,3 +451,65 @@ async def test_an_answer_turned_into_a_batch_result_at_run_time_is_refused_sayin
     message = str(caught.value)
     assert "step 'answered' returned Done outside any fan-out batch" in message
     assert "Answer, an answer from outside the run" in message and "ctx.wait_for_event(Answer" in message
+
+
+class Header(Event):
+    n: int
+
+
+class Body(Event):
+    n: int
+
+
+def test_a_join_of_events_made_inside_and_outside_a_batch_is_refused() -> None:
+    """A join whose parameters are never made in one place (one inside a batch, one outside any) would pair
+    across the batch's edge and strand the rest: refused at validation, naming where each is made."""
+
+    class AcrossEdge(Workflow):
+        @step
+        async def start(self, ctx: Context, ev: StartEvent) -> Again | Body:
+            ctx.send_event(Again(round=1))
+            return Body(n=0)
+
+        @step
+        async def split(self, ev: Again) -> list[Header]:
+            return [Header(n=1), Header(n=2)]
+
+        @step
+        async def assemble(self, header: Header, body: Body) -> Done:
+            return Done(n=header.n)
+
+        @step
+        async def gather(self, events: list[Done]) -> StopEvent:
+            return StopEvent(result=sorted(ev.n for ev in events))
+
+    with pytest.raises(WorkflowValidationError) as caught:
+        AcrossEdge().validate()
+    message = str(caught.value)
+    assert "Step 'assemble' joins events that are never made in one place" in message
+    assert "'header' (Header) is made in the batch of step 'split'" in message
+    assert "'body' (Body) is made outside any batch" in message
+
+
+async def test_a_join_of_events_made_inside_one_batch_runs() -> None:
+    """Both parameters made by the batch's members: accepted, and the fan-in gets every joined result; a
+    Header left without a Body does not hold the batch open."""
+
+    class InsideOne(Workflow):
+        @step
+        async def split(self, ev: StartEvent) -> list[Task]:
+            return [Task(n=n) for n in range(3)]
+
+        @step(num_workers=1)
+        async def work(self, ev: Task) -> Header | Body:
+            return Body(n=ev.n) if ev.n == 1 else Header(n=ev.n)
+
+        @step
+        async def assemble(self, header: Header, body: Body) -> Done:
+            return Done(n=header.n + body.n)
+
+        @step
+        async def gather(self, events: list[Done]) -> StopEvent:
+            return StopEvent(result=[ev.n for ev in events])
+
+    assert await InsideOne().run() == [1]
