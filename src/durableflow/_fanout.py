@@ -63,6 +63,7 @@ log = logging.getLogger("durableflow.fanout")
 OPEN = "fan-out:"
 BATCH = "fan-in:"
 RELEASED = "fan-in-released:"
+JOIN = "join:"
 
 
 def _source(stream: str) -> str:
@@ -82,6 +83,7 @@ class FanPlan:
         configs: dict[str, StepConfig] = graph.configs
         self.collectors = {name: c for name, c in configs.items() if c.collection_param is not None}
         self.producers = {name: c.fan_out_types for name, c in configs.items() if c.fan_out_types}
+        self.joins = tuple(name for name, c in configs.items() if c.collect_params)
         self._steps = graph.steps
         self.bindings: dict[str, tuple[str, ...]] = {}
         self._levels: dict[str, set[type[Event]]] = {}
@@ -329,6 +331,10 @@ class FanOut:
             self.inner[parent] = self.inner.get(parent, 0) + change
             parent = _parent(parent)
 
+    def batch_of(self, eid: int) -> str:
+        """The batch event ``eid`` is open work of ("" if none): a join's buffer is per batch."""
+        return self.scope.get(eid, "")
+
     def ignored(self, cls: type[Event]) -> bool:
         """An event sent by hand that only ``list[E]`` parameters take joins no batch: dropped, loudly."""
         steps = self.plan.collectors_for(cls)
@@ -382,6 +388,19 @@ class FanOut:
                     run.unref(eid)
                 continue
             self._release(stream, step)
+        for step in self.plan.joins:  # no more arrivals in this batch: what is unpaired never will be
+            leftover = run.buffers.pop(f"{JOIN}{step}{stream}", None)
+            if leftover:
+                log.warning(
+                    "join %r was left with %d unpaired event(s) when the batch %s closed; they are dropped "
+                    "(a join pairs the events of one batch: make one of each type per pair)",
+                    step,
+                    len(leftover),
+                    stream,
+                )
+                run.dirty_buffers.add(f"{JOIN}{step}{stream}")
+                for eid in leftover:
+                    run.unref(eid)
         parent = _parent(stream)
         if parent is not None:
             self._close_if_done(parent)
@@ -436,7 +455,8 @@ def _outside_a_batch(
 
 def join_call(name: str, fn: Callable[..., Any], config: StepConfig, is_async: bool) -> Callable[..., Any]:
     """A step with several event parameters runs once one event of each has arrived: each arrival goes
-    into a buffer of the step's own (``ctx.collect_events``, checkpointed like any), and the step is called
+    into a buffer of the step's own, one per batch (``ctx.collect_events``, checkpointed like any), so events
+    of two batches never pair; the step is called
     with the set, bound by type (one type twice: in arrival order). Until then an arrival completes quietly."""
     expected = [event_type for _, event_type in config.collect_params or ()]
     positions, keywords = config.join_positions, config.keywords
@@ -447,7 +467,8 @@ def join_call(name: str, fn: Callable[..., Any], config: StepConfig, is_async: b
         values, named = list(args), dict(kwargs)
         split = len(values)
         trigger = values[positions[0]] if positions[0] < split else named[keywords[positions[0] - split]]
-        joined = Context.get_step_context().collect_events(trigger, expected, buffer_id=f"join:{name}")
+        ctx = Context.get_step_context()
+        joined = ctx.collect_events(trigger, expected, buffer_id=JOIN + name + ctx._batch("a join"))
         if joined is None:
             return None
         for position, event in zip(positions, joined, strict=True):
