@@ -38,7 +38,7 @@ from ._events import (
     WorkflowFailedEvent,
     WorkflowTimedOutEvent,
 )
-from ._fanout import All, Cardinality, Collect, Take
+from ._fanplan import All, Cardinality, Collect, Take
 from ._handler import WorkflowHandler
 from ._hooks import HookSpecs, hookimpl, plugin_manager
 from ._memory import MemoryCheckpointer

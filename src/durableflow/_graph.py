@@ -12,7 +12,7 @@ from pydantic import BaseModel
 from . import _validation
 from ._errors import WorkflowValidationError
 from ._events import Event, HumanResponseEvent, InputRequiredEvent, StartEvent, StepFailedEvent, StopEvent, type_key
-from ._fanout import FanPlan
+from ._fanplan import FanPlan
 from ._serialization import ValueCodec
 from ._step import StepConfig, StepSpec, make_spec, step_config
 

@@ -15,7 +15,8 @@ from pydantic import BaseModel
 
 from ._errors import WorkflowValidationError
 from ._events import CollectionReleaseEvent, Event, StepFailedEvent, StopEvent
-from ._fanout import Collect, join_call
+from ._fanout import join_call
+from ._fanplan import Collect
 from ._resource import Resource
 from ._retry import RetryPolicy
 

@@ -1,5 +1,5 @@
 """llama-index-workflows' ``workflows.collect`` path: how a ``list[E]`` parameter's batch is released."""
 
-from ._fanout import All, Cardinality, Collect, Take
+from ._fanplan import All, Cardinality, Collect, Take
 
 __all__ = ["All", "Cardinality", "Collect", "Take"]
