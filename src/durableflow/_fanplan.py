@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, final
 
 from ._errors import WorkflowValidationError
-from ._events import Event, HumanResponseEvent
+from ._events import Event, HumanResponseEvent, StopEvent
 
 if TYPE_CHECKING:
     from ._graph import StepGraph
@@ -99,7 +99,15 @@ class FanPlan:
         return level
 
     def check(self) -> None:
-        """A ``list[E]`` parameter needs a ``-> list[...]`` step whose batch can produce an E."""
+        """No ``-> list[StopEvent]``; a ``list[E]`` parameter needs a ``-> list[...]`` step whose batch makes an E."""
+        for name, listed in self.producers.items():
+            stop = next((t.__name__ for t in listed if issubclass(t, StopEvent)), None)
+            if stop is not None:  # a fan-out feeds other steps, and a run ends once: it could only fail later
+                raise WorkflowValidationError(
+                    f"Step '{name}' is annotated to return list[{stop}], which cannot work: a fan-out list holds "
+                    f"events for other steps, and a run ends once. Return the {stop} alone (-> {stop}), or a "
+                    "list of events that lead to it"
+                )
         bound = {name for names in self.bindings.values() for name in names}
         for name, config in self.collectors.items():
             if name not in bound:

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Annotated, Any, Literal, NamedTuple, TypeVar, 
 from pydantic import BaseModel
 
 from ._errors import WorkflowValidationError
-from ._events import CollectionReleaseEvent, Event, StepFailedEvent, StopEvent
+from ._events import CollectionReleaseEvent, Event, StepFailedEvent
 from ._fanout import join_call
 from ._fanplan import Collect
 from ._resource import Resource
@@ -334,13 +334,6 @@ def parse_signature(
         )
     returns = hints["return"]
     listed = _listed_types(returns)
-    stops = [t.__name__ for t in listed if issubclass(t, StopEvent)]
-    if stops:  # a fan-out feeds other steps, and a run ends once: the run loop could only refuse it later
-        raise WorkflowValidationError(
-            f"{short}: its return annotation names list[{stops[0]}], which cannot work: a fan-out list holds "
-            f"events for other steps, and a run ends once. Return the {stops[0]} alone "
-            f"(-> {stops[0]}), or a list of events that lead to it"
-        )
     emits: list[Any] = list(event_types(_without_lists(returns), allow_none=True))
     list_only = tuple(t for t in listed if t not in emits)
     emits += list_only

@@ -409,14 +409,17 @@ async def test_a_member_that_waits_for_its_answer_stays_in_the_batch() -> None:
     assert await handler == [0, 10]
 
 
-def test_a_list_of_stop_events_is_refused_when_the_workflow_is_defined() -> None:
-    """-> list[StopEvent] can never work (a run ends once, a fan-out feeds other steps): refused up front."""
-    with pytest.raises(WorkflowValidationError, match=r"list\[StopEvent\].*Return the StopEvent alone"):
+def test_a_list_of_stop_events_is_refused_at_validation() -> None:
+    """-> list[StopEvent] can never work (a run ends once, a fan-out feeds other steps): refused when the
+    workflow is validated, before any step runs."""
 
-        class Stops(Workflow):
-            @step
-            async def split(self, ev: StartEvent) -> list[StopEvent] | None:
-                return [StopEvent(result=1)]
+    class Stops(Workflow):
+        @step
+        async def split(self, ev: StartEvent) -> list[StopEvent] | None:
+            return [StopEvent(result=1)]
+
+    with pytest.raises(WorkflowValidationError, match=r"'split' .* list\[StopEvent\].*Return the StopEvent alone"):
+        Stops().validate()
 
 
 async def test_an_answer_turned_into_a_batch_result_at_run_time_is_refused_saying_to_wait_inside() -> None:
