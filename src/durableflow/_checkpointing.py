@@ -170,7 +170,12 @@ class RunCheckpoints:
                 call = lambda: self._append_after(append, uncertain)  # noqa: E731
                 pending = io.now(call) if wait else io.call(self.loop, call, batch=False)
             else:
-                pending = io.append(self.loop, Append(run.run_id, record, self.owner, status, result, error), batch)
+                # the common queued write: awaited as it is, ``_landed`` doing what ``_landing`` does
+                append = Append(run.run_id, record, self.owner, status, result, error)
+                pending = io.append(self.loop, append, batch, self._landed, written_before)
+                if pending is not None:
+                    self.in_flight += 1
+                    return pending
         except _EarlierRecordLanded:
             self._failed(None, record, written_before, creating)
             return self._after_landed(at, status_only, batch, wait)
@@ -224,6 +229,28 @@ class RunCheckpoints:
             self.in_flight -= 1
             if not self.in_flight and self.releasing:
                 self._release()
+
+    def _landed(
+        self, append: Append, written_before: dict[str, Any], outcome: tuple[bool, Any], abandoned: bool
+    ) -> tuple[bool, Any]:
+        """A queued append's outcome, noted before its waiter is told (``_landing`` without a coroutine and an
+        awaitable for each waiting run: objects a burst of concurrent runs would keep for the collector).
+        ``abandoned``: the waiter was cancelled (the engine died, or the run was dropped): nothing is noted."""
+        ok, value = outcome
+        try:
+            if abandoned:
+                pass
+            elif ok:
+                self._written(append.record, append.status)
+            else:
+                self._failed(value, append.record, written_before, False, append.status)
+        except BaseException as exc:  # a crash point, after the write: the waiting step dies of it
+            outcome = (False, exc)
+        finally:
+            self.in_flight -= 1
+            if not self.in_flight and self.releasing:
+                self._release()
+        return outcome
 
     # -- a write that timed out and landed later -------------------------------------------
 

@@ -90,8 +90,9 @@ class Runner(RunEnding):
         self.future: asyncio.Future[Any] = future if future is not None else self.loop.create_future()
         self.claim_future: asyncio.Future[None] | None = None  # ``claimed``, once asked for
         self.claim_outcome: BaseException | bool | None = False  # False: not settled yet; None: claimed
-        self.resources = ResourceCache(current_overrides(), workflow._resource_manager)
-        self.ready: dict[str, deque[Delivery]] = {name: deque() for name in self.graph.steps}
+        self.overrides = current_overrides()  # captured as the run starts; its resources are built on first use
+        self._resources: ResourceCache | None = None
+        self.ready: dict[str, deque[Delivery]] = {}  # step -> its queue, while it holds a delivery
         self.busy: dict[str, int] = dict.fromkeys(self.graph.steps, 0)
         self.ready_count = 0
         self.running = 0
@@ -100,15 +101,23 @@ class Runner(RunEnding):
         self.stream: deque[Event] = deque()
         self.stream_waiter: asyncio.Future[None] | None = None
         self.done = False
-        self.waiters: set[asyncio.Future[None]] = set()  # steps in ctx.wait_for_event
+        self.waiters: set[asyncio.Future[None]] | None = None  # steps in ctx.wait_for_event, once one is
         self.ctx_ref = weakref.ref(ctx)  # a weak one: the task's context must not keep the run alive in a cycle
         self.expose_internal = False  # StepStateChanged events for a stream reader that asked for them
-        self.reshown: list[Event] = []  # input requests put back on the stream by a restore
+        self.reshown: list[Event] | tuple[()] = ()  # input requests put back on the stream by a restore
         self.spawn_scheduled = False
         self.ending = False  # the record that ends the run is on its way: no step completes after it
         self.cancels: list[Callable[[], None]] = []
         self.timeout: float | None = None  # the limit that set the deadline, if this runner set it
         self.unconfirmed_end: StopEvent | None = None  # the end whose record failed unreachable, and may land
+
+    @property
+    def resources(self) -> ResourceCache:
+        """The run's resources, built on first use (a run of steps without resources makes none of this)."""
+        cache = self._resources
+        if cache is None:
+            cache = self._resources = ResourceCache(self.overrides, self.workflow._resource_manager)
+        return cache
 
     # -- starting ------------------------------------------------------------------------
 
@@ -143,9 +152,9 @@ class Runner(RunEnding):
                     crash_loop = _recovery.count_crashes(self, self.released)
                 for delivery in sorted(run.deliveries.values(), key=lambda d: d.eid):
                     self._queue(delivery)
-                for eid in run.awaiting:
-                    self.stream.append(run.events[eid])
-                    self.reshown.append(run.events[eid])
+                if run.awaiting:
+                    self.reshown = [run.events[eid] for eid in run.awaiting]
+                    self.stream.extend(self.reshown)
                 run.status = "running" if self.ready_count else "waiting"
                 run.error = None
             limit = self.workflow.max_recoveries
@@ -216,7 +225,7 @@ class Runner(RunEnding):
             if self.reshown:  # re-shown after a restore and answered before anyone read them: not shown at all
                 answered = {id(request) for request in self.reshown}
                 self.stream = deque(ev for ev in self.stream if id(ev) not in answered)
-                self.reshown = []
+                self.reshown = ()
         eid = run.add_event(event)
         for spec in consumers:
             self._queue(run.add_delivery(eid, spec.name))
@@ -251,7 +260,12 @@ class Runner(RunEnding):
         self._spawn_soon()
 
     def _queue(self, delivery: Delivery) -> None:
-        self.ready[delivery.step].append(delivery)
+        # a queue exists only while it holds something: an in-flight run keeps no empty ones for the collector
+        queue = self.ready.get(delivery.step)
+        if queue is None:
+            self.ready[delivery.step] = deque((delivery,))
+        else:
+            queue.append(delivery)
         self.ready_count += 1
 
     # -- workers -------------------------------------------------------------------------
@@ -268,10 +282,12 @@ class Runner(RunEnding):
         self.spawn_scheduled = False
         if not self.ready_count or self.done:
             return
-        for name, queue in self.ready.items():
-            if not queue:
+        ready = self.ready
+        for name, spec in self.graph.steps.items():  # in the steps' order, whatever order they were queued in
+            queue = ready.get(name)
+            if queue is None:
                 continue
-            limit = self.graph.steps[name].num_workers
+            limit = spec.num_workers
             while queue and self.busy[name] < limit:
                 task = self.loop.create_task(self._worker(self._claim(name, queue)))
                 self.workers.add(task)
@@ -284,8 +300,8 @@ class Runner(RunEnding):
             return None
         ready, busy, steps = self.ready, self.busy, self.graph.steps
         for name in self.graph.take_order[finished]:
-            queue = ready[name]
-            if queue and busy[name] < steps[name].num_workers:
+            queue = ready.get(name)
+            if queue is not None and busy[name] < steps[name].num_workers:
                 return self._claim(name, queue)
         return None
 
@@ -293,7 +309,10 @@ class Runner(RunEnding):
         self.ready_count -= 1
         self.busy[name] += 1
         self.running += 1
-        return queue.popleft()
+        delivery = queue.popleft()
+        if not queue:
+            del self.ready[name]
+        return delivery
 
     async def _worker(self, delivery: Delivery | None) -> None:
         current_context.set(self.ctx_ref)  # once per worker task: Context.get_step_context()

@@ -38,13 +38,15 @@ class Delivery:
     )
 
     def __init__(self, eid: int, step: str, sent: int = 0, sleeps: list[float] | None = None) -> None:
+        # sleeps and taken are a shared empty tuple until first used: most deliveries never use them, and
+        # an empty list would be two more objects per delivery for the garbage collector to walk
         self.eid = eid
         self.step = step
         self.key: DeliveryKey = (eid, step)
         """``(eid, step)``: its key in ``RunState.deliveries`` (made once, read on every change)."""
         self.sent = sent
         """Events this delivery's step has sent with ``ctx.send_event`` (durable with the delivery)."""
-        self.sleeps: list[float] = sleeps if sleeps is not None else []
+        self.sleeps: list[float] | tuple[()] = sleeps or ()
         """Deadlines of the step's ``ctx.sleep`` calls, in call order."""
         self.persisted = False
         self.attempt = 1
@@ -59,7 +61,21 @@ class Delivery:
         self.replay_sends = 0
         self.sends = 0
         self.sleep_calls = 0
-        self.taken: list[tuple[str, int]] = []  # collect_events takes, undone if the attempt fails
+        self.taken: list[tuple[str, int]] | tuple[()] = ()  # collect_events takes, undone if the attempt fails
+
+    def take(self, buffer_id: str, eid: int) -> None:
+        """Note an event taken from a buffer by this attempt."""
+        taken = self.taken
+        if isinstance(taken, tuple):
+            self.taken = taken = []
+        taken.append((buffer_id, eid))
+
+    def slept(self, deadline: float) -> None:
+        """Note the deadline of the step's next ``ctx.sleep`` call."""
+        sleeps = self.sleeps
+        if isinstance(sleeps, tuple):
+            self.sleeps = sleeps = []
+        sleeps.append(deadline)
 
     def begin_attempt(self) -> None:
         """Reset per-execution counters: sends already accepted and sleeps already begun are replayed."""
@@ -91,7 +107,7 @@ class RunState:
         self.deliveries: dict[DeliveryKey, Delivery] = {}
         self.buffers: dict[str, list[int]] = {}
         self.effects: dict[str, str] = {}
-        self.awaiting: list[int] = []
+        self.awaiting: list[int] | tuple[()] = ()  # a list once a step asks for input
         self.recoveries = 0
         """Times the run was resumed after its owner died, since a step last completed (poison-run backstop);
         -1 for a run ``wf.submit()`` stored that no worker has started yet."""
@@ -103,7 +119,7 @@ class RunState:
         self.touched: set[DeliveryKey] = set()
         self.gone: set[DeliveryKey] = set()
         self.dirty_buffers: set[str] = set()
-        self.new_effects: set[str] = set()
+        self.new_effects: set[str] | tuple[()] = ()  # a set once the run records an effect
         self.awaiting_dirty = False
         self.written: dict[str, Any] = {}
         """The run-level fields as last written: a delta repeats none that did not change."""
@@ -129,9 +145,9 @@ class RunState:
             self.touched,
             self.gone,
             self.dirty_buffers,
-            self.new_effects,
         ):
             journal.clear()
+        self.new_effects = ()
         self.awaiting_dirty = False
         self.note_written()
 
@@ -183,19 +199,25 @@ class RunState:
         return self.buffers.setdefault(buffer_id, [])
 
     def await_input(self, eid: int) -> None:
-        self.awaiting.append(eid)
+        awaiting = self.awaiting
+        if isinstance(awaiting, tuple):
+            self.awaiting = awaiting = []
+        awaiting.append(eid)
         self.refs[eid] += 1
         self.awaiting_dirty = True
 
     def input_arrived(self) -> None:
         for eid in self.awaiting:
             self.unref(eid)
-        self.awaiting = []
+        self.awaiting = ()
         self.awaiting_dirty = True
 
     def record_effect(self, key: str, text: str) -> None:
         self.effects[key] = text
-        self.new_effects.add(key)
+        new = self.new_effects
+        if isinstance(new, tuple):
+            self.new_effects = new = set()
+        new.add(key)
 
     def restore_refs(self) -> None:
         """Recount references after loading a snapshot."""

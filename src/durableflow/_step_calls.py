@@ -48,7 +48,7 @@ def collect(
     picked = [eid for eid in chosen if eid is not None]
     for eid in picked:
         buffer.remove(eid)
-        delivery.taken.append((buffer_id, eid))
+        delivery.take(buffer_id, eid)
     return [run.events[e] for e in picked]
 
 
@@ -57,14 +57,14 @@ def commit_takes(run: RunState, delivery: Delivery) -> None:
     for buffer_id, eid in delivery.taken:
         run.unref(eid)
         run.dirty_buffers.add(buffer_id)  # checkpoints recorded it as still buffered
-    delivery.taken.clear()
+    delivery.taken = ()
 
 
 def undo_takes(run: RunState, delivery: Delivery) -> None:
     """The attempt failed: what it collected goes back, in order, for the next attempt."""
     for buffer_id, eid in reversed(delivery.taken):
         run.buffer(buffer_id).insert(0, eid)
-    delivery.taken.clear()
+    delivery.taken = ()
 
 
 async def effect(runner: Runner, key: str, fn: Callable[..., Any], args: tuple[Any, ...]) -> Any:
@@ -125,7 +125,7 @@ async def sleep(runner: Runner, delivery: Delivery, seconds: float) -> None:
         deadline = delivery.sleeps[call]  # begun before a restart: sleep only the rest
     else:
         deadline = clock.now() + seconds
-        delivery.sleeps.append(deadline)
+        delivery.slept(deadline)
         delivery.running = False  # a crash during a durable sleep is no fault of the step's
         runner.run.touch(delivery)
         await runner.checkpoint(f"sleep in {delivery.step}")

@@ -33,16 +33,31 @@ def is_inline(checkpointer: Checkpointer) -> bool:
     return bool(getattr(checkpointer, "inline", False))
 
 
+Landed = Callable[[Append, Any, tuple[bool, Any], bool], tuple[bool, Any]]
+"""Told an append's outcome before its waiter is (with what it was given, and whether the waiter is gone): the
+run notes the record written, or failed. It returns the outcome the waiter gets (a crash point that fires there
+reaches the waiter as its exception)."""
+
+
 @final
 class _Op:
     """One queued store call and the future of whoever waits for it."""
 
-    __slots__ = ("append", "call", "future")
+    __slots__ = ("append", "call", "future", "landed", "landing")
 
-    def __init__(self, future: asyncio.Future[Any], call: Callable[[], Any] | None, append: Append | None) -> None:
+    def __init__(
+        self,
+        future: asyncio.Future[Any],
+        call: Callable[[], Any] | None,
+        append: Append | None,
+        landed: Landed | None = None,
+        landing: Any = None,
+    ) -> None:
         self.future = future
         self.call = call
         self.append = append
+        self.landed = landed
+        self.landing = landing
 
 
 @final
@@ -62,15 +77,23 @@ class StoreIO:
 
     # -- asking ----------------------------------------------------------------------------
 
-    def append(self, loop: asyncio.AbstractEventLoop, append: Append, batch: bool) -> asyncio.Future[Any] | None:
-        """Append a record: ``None`` once written (inline), or a future that is done once it is."""
+    def append(
+        self,
+        loop: asyncio.AbstractEventLoop,
+        append: Append,
+        batch: bool,
+        landed: Landed | None = None,
+        landing: Any = None,
+    ) -> asyncio.Future[Any] | None:
+        """Append a record: ``None`` once written (inline), or a future that is done once it is, after
+        ``landed(append, landing, outcome)`` was called (if given): the caller need not wrap the future."""
         if self.inline and not (batch and self.active > 1):
             if self._queue:  # what was asked for earlier goes first
                 self._flush_inline()
             a = append
             self.checkpointer.append(a.run_id, a.record, a.owner, a.status, a.result, a.error)
             return None
-        return self._enqueue(loop, None, append)
+        return self._enqueue(loop, None, append, landed, landing)
 
     def append_now(
         self,
@@ -138,10 +161,15 @@ class StoreIO:
         return fn()
 
     def _enqueue(
-        self, loop: asyncio.AbstractEventLoop, call: Callable[[], Any] | None, append: Append | None
+        self,
+        loop: asyncio.AbstractEventLoop,
+        call: Callable[[], Any] | None,
+        append: Append | None,
+        landed: Landed | None = None,
+        landing: Any = None,
     ) -> asyncio.Future[Any]:
         future = loop.create_future()
-        op = _Op(future, call, append)
+        op = _Op(future, call, append, landed, landing)
         if self.inline:
             if self._flush_loop is not None and self._flush_loop is not loop:
                 self._flush_inline()  # another loop's batch: write it now rather than mix loops
@@ -160,7 +188,7 @@ class StoreIO:
         ops, self._queue = self._queue, []
         if ops:
             for op, outcome in zip(ops, self._apply(ops), strict=True):
-                _settle(op.future, outcome)
+                _settle(op, outcome)
 
     # -- threaded --------------------------------------------------------------------------
 
@@ -184,7 +212,7 @@ class StoreIO:
                 if op.future is _NO_FUTURE:
                     continue
                 with contextlib.suppress(RuntimeError):  # that loop is closed: nobody waits any more
-                    op.future.get_loop().call_soon_threadsafe(_settle, op.future, outcome)
+                    op.future.get_loop().call_soon_threadsafe(_settle, op, outcome)
 
     # -- writing ---------------------------------------------------------------------------
 
@@ -226,7 +254,11 @@ def _attempt(fn: Callable[[], Any]) -> tuple[bool, Any]:
         return False, exc
 
 
-def _settle(future: asyncio.Future[Any], outcome: tuple[bool, Any]) -> None:
+def _settle(op: _Op, outcome: tuple[bool, Any]) -> None:
+    if op.landed is not None:
+        assert op.append is not None
+        outcome = op.landed(op.append, op.landing, outcome, op.future.done())
+    future = op.future
     if future.done():  # its waiter was cancelled
         return
     ok, value = outcome

@@ -81,7 +81,7 @@ def take(runner: Runner, delivery: Delivery, event_type: type[E], requirements: 
             shared[eid][1][key] = delivery.attempt
     else:
         return None
-    delivery.taken.append((PARKED, eid))
+    delivery.take(PARKED, eid)
     return event  # type: ignore[return-value]  # matches() checked the type
 
 
@@ -107,7 +107,7 @@ def park(runner: Runner, event: Event) -> bool:
         if not steps:
             del shared[earlier]
     shared[eid] = (event, waiting)
-    for waiter in list(runner.waiters):
+    for waiter in list(runner.waiters or ()):
         if not waiter.done():
             waiter.set_result(None)  # every waiter looks again
     return True
@@ -150,11 +150,14 @@ async def wait_for(
             if found is not None:
                 return found
             waiter: asyncio.Future[None] = loop.create_future()
-            runner.waiters.add(waiter)
+            waiters = runner.waiters
+            if waiters is None:
+                waiters = runner.waiters = set()
+            waiters.add(waiter)
             try:
                 await asyncio.wait_for(waiter, None if deadline is None else max(0.0, deadline - loop.time()))
             finally:
-                runner.waiters.discard(waiter)
+                waiters.discard(waiter)
     finally:
         delivery.running = True
         runner.run.touched.add((delivery.eid, delivery.step))

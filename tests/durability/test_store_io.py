@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import os
 import shutil
 import signal
@@ -29,7 +30,7 @@ from durableflow import (
 )
 from durableflow._checkpointing import RESUME_FOLD
 
-from .crashing import Crash, settle
+from .crashing import Crash, crash_at, settle
 from .test_late_writes import GatedMiddle
 
 redis_frozen_proc = factories.redis_proc(executable=shutil.which("redis-server") or "/usr/bin/redis-server")
@@ -114,6 +115,46 @@ async def test_concurrent_runs_on_one_store_share_their_commits() -> None:
     assert sum(store.writes) == 50 * 3  # the start is a create; two completions and the end are appends
     assert max(store.writes) >= 25  # at least half the runs' completions went in one call
     assert len(store.writes) < 50
+
+
+async def test_a_crash_as_a_shared_commit_lands_kills_only_the_run_it_hit(tmp_path: Path) -> None:
+    """Twenty runs share their commits; the process "dies" as the 30th record lands, inside a shared commit: that
+    run is abandoned where it stands (its step never learns it finished), every other run finishes, and the crashed
+    run resumes from what is durable to the same result."""
+    store = SQLiteCheckpointer(tmp_path / "runs.db")
+    workflow = GatedMiddle(checkpointer=store)
+    with crash_at("checkpoint.write.after#30") as reached:
+        handlers = [workflow.run(value=n) for n in range(20)]
+        outcomes = await asyncio.wait_for(asyncio.gather(*handlers, return_exceptions=True), 10)
+    assert "checkpoint.write.after#30" in reached
+    crashed = [n for n, outcome in enumerate(outcomes) if isinstance(outcome, Crash)]
+    assert len(crashed) == 1
+    assert [o for n, o in enumerate(outcomes) if n not in crashed] == [
+        (2 * n + 1) ** 2 for n in range(20) if n != crashed[0]
+    ]
+    (n,) = crashed
+    assert await asyncio.wait_for(GatedMiddle(checkpointer=store).resume(handlers[n].run_id), 5) == (2 * n + 1) ** 2
+
+
+async def test_runs_in_flight_keep_few_objects_for_the_garbage_collector(tmp_path: Path) -> None:
+    """A burst of concurrent runs promotes every object each run keeps alive to the collector's oldest generation,
+    and enough of them set off full collections that walk the whole process: a durable run waiting for its shared
+    commit keeps fewer than 56 tracked objects (its events, the run's bookkeeping, one task)."""
+    store = SQLiteCheckpointer(tmp_path / "runs.db")
+    workflow = GatedMiddle(checkpointer=store)
+    await asyncio.gather(*(workflow.run(value=n) for n in range(10)))  # warm caches up
+    gc.collect()
+    gc.disable()
+    try:
+        before = len(gc.get_objects())
+        handlers = [workflow.run(value=n) for n in range(200)]
+        for _ in range(3):  # each run's first step is done and waits for its shared commit
+            await asyncio.sleep(0)
+        per_run = (len(gc.get_objects()) - before) / 200
+        assert await asyncio.gather(*handlers) == [(2 * n + 1) ** 2 for n in range(200)]
+    finally:
+        gc.enable()
+    assert 20 < per_run < 56
 
 
 async def test_a_lone_run_writes_at_once_without_waiting_for_a_turn_of_the_loop() -> None:
