@@ -75,6 +75,8 @@ class RunCheckpoints:
         self._sizes: dict[str, int] = {key: len(text) for key, text in ctx.store.values.items()} if stored else {}
         self.state_size = sum(self._sizes.values())
         """Bytes of the state's values, as last written: what a full snapshot would rewrite."""
+        self.full_size = 0
+        """Bytes of the last full snapshot this run wrote: besides the state, its pending events and buffers."""
         self.durable_status: str | None = None  # the status the store holds, as far as this run knows
         self.uncertain: Record | None = None  # a record whose write failed unreachable: it may land later
         self.uncertain_status: RunStatus | None = None  # the status that record sets, if any
@@ -143,7 +145,7 @@ class RunCheckpoints:
             run.reset_journal()
             store.dirty.clear()
         if full:
-            self.since_full, self.rebase = 0, False
+            self.since_full, self.rebase, self.full_size = 0, False, len(body)
         else:
             self.since_full += len(body)
         io = self.io
@@ -323,14 +325,16 @@ class RunCheckpoints:
             self.uncertain, self.uncertain_status = record, status
 
     def _compaction_due(self) -> bool:
-        """Fold the deltas into a full snapshot once they weigh twice the state: a resume then replays at
-        most three times the state, and one large write is not rewritten by the next checkpoint. A resumed
-        run folds them sooner (``RESUME_FOLD``), so that the next resume replays fewer of them."""
+        """Fold the deltas into a full snapshot once they weigh twice the state (or the last full snapshot,
+        if that was heavier: many pending events): a resume then replays at most three times that, one
+        large write is not rewritten by the next checkpoint, and the full snapshots a long run writes cost
+        in all about what its deltas do. A resumed run folds them sooner (``RESUME_FOLD``), so that the
+        next resume replays fewer of them."""
         if self.resumed:
             self.resumed = False
             if self.since_full >= max(RESUME_FOLD, self.state_size // 2):
                 return True
-        return self.since_full >= COMPACT_AFTER and self.since_full >= 2 * self.state_size
+        return self.since_full >= COMPACT_AFTER and self.since_full >= 2 * max(self.state_size, self.full_size)
 
     def _note_sizes(self, values: dict[str, str], keys: Any, full: bool) -> None:
         """Keep the state's size as written, from the keys each record carries (so the cost follows the change)."""

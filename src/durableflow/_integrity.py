@@ -243,8 +243,9 @@ _FIELDS: dict[str, tuple[bool, Callable[[Any], bool], str]] = {
     "state_del": (False, _list_of(_text), "a list of state keys"),
     "events_del": (False, _list_of(_eid), "a list of event ids"),
     "deliveries_del": (False, _list_of(_is_delivery_key), "a list of delivery keys"),
+    "buffers_add": (False, _dict_of(_text, _list_of(_eid)), "an object of events added to collect buffers"),
 }
-_DELTA_ONLY = ("state_del", "events_del", "deliveries_del")
+_DELTA_ONLY = ("state_del", "events_del", "deliveries_del", "buffers_add")
 _FULL_ONLY = ("run_id", "seq", "workflow", "fingerprint", "graph")
 _FULL = {name: spec for name, spec in _FIELDS.items() if name not in _DELTA_ONLY}
 _DELTA = {name: (False, check, what) for name, (_, check, what) in _FIELDS.items() if name not in _FULL_ONLY}

@@ -118,7 +118,10 @@ class RunState:
         self.gone_events: set[int] = set()
         self.touched: set[DeliveryKey] = set()
         self.gone: set[DeliveryKey] = set()
-        self.dirty_buffers: set[str] = set()
+        self.dirty_buffers: set[str] = set()  # buffers the next record rewrites whole
+        self.appended: dict[str, list[int]] = {}
+        """Buffers whose only change is events added at their end, and those events: the next record adds
+        them (``buffers_add``) instead of rewriting the buffer, so a buffer growing to N events costs O(N)."""
         self.new_effects: set[str] | tuple[()] = ()  # a set once the run records an effect
         self.awaiting_dirty = False
         self.written: dict[str, Any] = {}
@@ -145,6 +148,7 @@ class RunState:
             self.touched,
             self.gone,
             self.dirty_buffers,
+            self.appended,
         ):
             journal.clear()
         self.new_effects = ()
@@ -195,8 +199,17 @@ class RunState:
     # -- collect buffers, awaited input, effects -----------------------------------
 
     def buffer(self, buffer_id: str) -> list[int]:
+        """The buffer, to change as a whole: the next record rewrites it."""
         self.dirty_buffers.add(buffer_id)
+        if self.appended:
+            self.appended.pop(buffer_id, None)
         return self.buffers.setdefault(buffer_id, [])
+
+    def buffer_append(self, buffer_id: str, eid: int) -> None:
+        """Add ``eid`` at the end of the buffer: the next record adds it, unless it rewrites the buffer anyway."""
+        self.buffers.setdefault(buffer_id, []).append(eid)
+        if buffer_id not in self.dirty_buffers:
+            self.appended.setdefault(buffer_id, []).append(eid)
 
     def await_input(self, eid: int) -> None:
         awaiting = self.awaiting

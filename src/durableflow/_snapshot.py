@@ -34,7 +34,9 @@ if TYPE_CHECKING:
     from ._graph import StepGraph
     from ._store import StateStore
 
-FORMAT = 1
+FORMAT = 2
+"""The format records are written in. Format 2 added ``buffers_add`` to deltas; format 1 records still load."""
+READABLE = (1, 2)
 _quote = encode_basestring  # a str as a JSON string literal (C-accelerated)
 
 
@@ -91,6 +93,10 @@ def encode_delta(run: RunState, store: StateStore[Any], graph: StepGraph, seq: i
         parts += (',"deliveries_del":[', ",".join([f'"{eid}:{step}"' for eid, step in run.gone]), "]")
     if run.dirty_buffers:
         parts += (',"buffers":', _buffers(_durable_buffers(run, run.dirty_buffers)))
+    if run.appended:  # buffers that only grew: their new events, not the whole buffer again
+        grown = [(b, eids) for b, eids in run.appended.items() if b not in run.dirty_buffers]
+        if grown:
+            parts += (',"buffers_add":', _buffers(grown))
     if run.new_effects:
         effects = run.effects
         parts.append(',"effects":')
@@ -123,6 +129,7 @@ def checksum(doc: dict[str, Any]) -> str:
     return hashlib.blake2b(canonical.encode(), digest_size=DIGEST_SIZE).hexdigest()
 
 
+_READABLE_TEXT = " and ".join(map(str, READABLE))
 _FULL_OPEN = f'{{"format":{FORMAT},"kind":"full","at":'
 _DELTA_OPEN = f'{{"format":{FORMAT},"kind":"delta","at":'
 
@@ -258,9 +265,9 @@ def unframe(raw: bytes, run_id: str, seq: int, key: Key = ...) -> dict[str, Any]
     if not isinstance(doc, dict):
         raise SnapshotError("record is not a JSON object", run_id=run_id, seq=seq)
     version = doc.get("format")
-    if version != FORMAT or isinstance(version, bool):
+    if version not in READABLE or isinstance(version, bool):
         raise SnapshotError(
-            f"record format {version!r} is not supported (this durableflow reads format {FORMAT})",
+            f"record format {version!r} is not supported (this durableflow reads formats {_READABLE_TEXT})",
             run_id=run_id,
             seq=seq,
         )
@@ -312,6 +319,8 @@ def apply_delta(doc: dict[str, Any], delta: dict[str, Any]) -> None:
             doc["buffers"][buffer_id] = eids
         else:
             doc["buffers"].pop(buffer_id, None)
+    for buffer_id, eids in delta.get("buffers_add", {}).items():
+        doc["buffers"].setdefault(buffer_id, []).extend(eids)
     doc["effects"].update(delta.get("effects", {}))
     if "awaiting" in delta:
         doc["awaiting"] = delta["awaiting"]
@@ -344,8 +353,8 @@ def _restore(doc: dict[str, Any], graph: StepGraph, name: str, codec: ValueCodec
     def unfit(message: str) -> SnapshotError:
         return SnapshotError(message, run_id=run_id)
 
-    if doc.get("format") != FORMAT:
-        raise unfit(f"format {doc.get('format')!r} is not supported (this durableflow reads format {FORMAT})")
+    if doc.get("format") not in READABLE or isinstance(doc.get("format"), bool):
+        raise unfit(f"format {doc.get('format')!r} is not supported (this durableflow reads formats {_READABLE_TEXT})")
     if doc["kind"] != "full":
         raise unfit("not a full snapshot")
     if doc["workflow"] != name:

@@ -26,10 +26,11 @@ def collect(
 ) -> list[Event] | None:
     """``ctx.collect_events``: buffer ``ev``; once the buffer holds one of each expected type, take them."""
     eid = delivery.eid if run.events.get(delivery.eid) is ev else run.add_event(ev)
-    buffer = run.buffer(buffer_id)
-    if eid not in buffer:  # an event delivered again after a restart is already in
-        buffer.append(eid)
+    buffer = run.buffers.get(buffer_id)
+    if buffer is None or eid not in buffer:  # an event delivered again after a restart is already in
+        run.buffer_append(buffer_id, eid)  # written as an addition: the buffer is not rewritten for it
         run.refs[eid] += 1
+        buffer = run.buffers[buffer_id]
     if len(buffer) < len(expected):
         return None
     slots: dict[type[Event], list[int]] = {}  # expected type -> its open positions, in order
@@ -46,6 +47,7 @@ def collect(
     if None in chosen:
         return None
     picked = [eid for eid in chosen if eid is not None]
+    buffer = run.buffer(buffer_id)  # taking reorders it as a restart must find it: rewritten whole
     for eid in picked:
         buffer.remove(eid)
         delivery.take(buffer_id, eid)

@@ -155,12 +155,13 @@ def _forge(store: Store, run_id: str, edit: Any) -> int:
 
 
 async def test_a_record_of_another_format_version_raises_snapshot_error(store: Store) -> None:
-    """A record that names format 2 is refused with SnapshotError naming the format, even with a valid checksum."""
+    """A record that names format 3 (newer than this durableflow) is refused with SnapshotError naming the format,
+    even with a valid checksum."""
     await _interrupted_before_edit(store, Article)
-    seq = _forge(store, "format-2", lambda document: document.update(format=2))
-    with pytest.raises(SnapshotError, match=r"format 2") as raised:
-        await Article(checkpointer=store.open()).resume("format-2")
-    assert (raised.value.run_id, raised.value.seq) == ("format-2", seq)
+    seq = _forge(store, "format-3", lambda document: document.update(format=3))
+    with pytest.raises(SnapshotError, match=r"format 3") as raised:
+        await Article(checkpointer=store.open()).resume("format-3")
+    assert (raised.value.run_id, raised.value.seq) == ("format-3", seq)
     _forge(store, "copy", lambda document: None)
     assert await Article(checkpointer=store.open()).resume("copy") == "DURABLE RUNS"  # the copying alone is harmless
 

@@ -123,6 +123,12 @@ def edit_body(raw: RawStore, index: int, change: Callable[[dict[str, Any]], Any]
     raw.write(records)
 
 
+def in_format_1(raw: RawStore) -> None:
+    """Every record as format 1 wrote it: the same fields, which format 2 extended (format 1 still loads)."""
+    for index in range(len(raw.read())):
+        edit_body(raw, index, lambda body: {**body, "format": 1})
+
+
 def awaited(raw: RawStore) -> int:
     """The id of the event the stored run waits on: one it holds to the end."""
     return int(replay(raw.open().load("asked"), "asked")["awaiting"][0])
@@ -139,9 +145,10 @@ EDITS: dict[str, tuple[Callable[[RawStore], None], str]] = {
         r"record 1: not a durableflow record \(foreign data or a newer format\)",
     ),
     "a newer format number": (
-        lambda raw: edit_body(raw, 0, lambda body: {**body, "format": 2}),
-        r"record 1: record format 2 is not supported",
+        lambda raw: edit_body(raw, 0, lambda body: {**body, "format": 3}),
+        r"record 1: record format 3 is not supported",
     ),
+    "every record in format 1 (before buffers_add)": (lambda raw: in_format_1(raw), ""),
     "the format as true": (
         lambda raw: edit_body(raw, 0, lambda body: {**body, "format": True}),
         r"record 1: record format True is not supported",
