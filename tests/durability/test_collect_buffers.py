@@ -11,6 +11,7 @@ import pytest
 
 from durableflow import Context, Event, MemoryCheckpointer, Record, StartEvent, StopEvent, Workflow, step
 from durableflow._snapshot import unframe
+from durableflow.cli._inspect import _changes
 
 from .crashing import Crash, crash_at
 
@@ -86,3 +87,13 @@ async def test_a_run_that_dies_while_collecting_resumes_with_every_member(dies_a
         handler = workflow.run(run_id="fan", n=200)
         await asyncio.wait_for(handler, 30)
     assert await asyncio.wait_for(workflow.resume("fan"), 30) == list(range(200))
+
+
+async def test_show_names_the_buffers_a_delta_grew() -> None:
+    """`durableflow show` lists a delta's buffer additions beside its other changes."""
+    store = Every()
+    handler = FanIn(checkpointer=store, timeout=None).run(n=3)
+    assert await handler == [0, 1, 2]
+    docs = [unframe(r.data, handler.run_id, r.seq) for r in store.written]
+    grew = next(doc for doc in docs if doc.get("buffers_add"))
+    assert "buffers grown gather" in _changes(grew, set())

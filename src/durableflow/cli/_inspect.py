@@ -190,6 +190,8 @@ def _changes(doc: dict[str, Any], pending: set[str]) -> str:
         parts.append("deliveries finished " + names(_delivery(key) for key in finished))
     if doc.get("buffers"):
         parts.append("buffers " + names(doc["buffers"]))
+    if doc.get("buffers_add"):
+        parts.append("buffers grown " + names(doc["buffers_add"]))
     if doc.get("effects"):
         parts.append(("effects " if full else "effects recorded ") + names(doc["effects"]))
     if "awaiting" in doc and (doc["awaiting"] or not full):
