@@ -281,20 +281,19 @@ def checkpointer(request: pytest.FixtureRequest, tmp_path: Any) -> Iterator[Chec
 def frozen_clock() -> Iterator[FrozenClock]:
     """Frozen time that durableflow reads: sleeps jump to their deadline, ``advance()`` fires timeouts."""
     try:
-        import freezegun
+        import freezegun  # noqa: F401 - here, to say what to install
     except ImportError:
         raise pytest.UsageError("frozen_clock needs freezegun: pip install 'durableflow[pytest]'") from None
     from durableflow import use_clock
     from durableflow.testing import FrozenClock
+    from durableflow.testing._clock import frozen_time
 
     # pytest times tests through _pytest.timing: frozen, it would report the frozen hours as durations
-    freezer = freezegun.freeze_time("2030-01-01 00:00:00", real_asyncio=True, ignore=["_pytest.timing"])
-    factory = freezer.start()
-    try:
-        with use_clock(FrozenClock(factory)) as clock:
-            yield clock  # type: ignore[misc]
-    finally:
-        freezer.stop()
+    with (
+        frozen_time("2030-01-01 00:00:00", ignore=["_pytest.timing"]) as factory,
+        use_clock(FrozenClock(factory)) as clock,
+    ):
+        yield clock  # type: ignore[misc]
 
 
 @pytest.fixture

@@ -12,6 +12,7 @@ import asyncio
 import os
 import time
 import uuid
+from datetime import datetime
 from typing import Annotated
 
 import redis
@@ -47,6 +48,17 @@ class MinuteKeyedBilling(Workflow):
     @step
     async def bill(self, ev: StartEvent, ctx: Context, payments: Payments) -> StopEvent:
         minute = int(time.time() // 60)
+        receipt = await ctx.effect(f"bill-{minute}", payments.charge, ev.order, ev.cents)
+        await ctx.store.set("receipt", receipt)
+        return StopEvent(result="billed")
+
+
+class MinuteKeyedByName(Workflow):
+    """WRONG as ``MinuteKeyedBilling``, reading the minute through a name imported from ``datetime``."""
+
+    @step
+    async def bill(self, ev: StartEvent, ctx: Context, payments: Payments) -> StopEvent:
+        minute = datetime.now().strftime("%Y%m%d%H%M")
         receipt = await ctx.effect(f"bill-{minute}", payments.charge, ev.order, ev.cents)
         await ctx.store.set("receipt", receipt)
         return StopEvent(result="billed")

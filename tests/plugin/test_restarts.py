@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import datetime
+
 import pytest
 
 from durableflow import Context, StartEvent, StopEvent, Workflow, step
@@ -40,13 +42,18 @@ def test_a_correct_twin_passes(name: str, mode: str) -> None:
 
 
 @pytest.mark.parametrize("mode", MODES)
-def test_the_clock_jumps_by_the_downtime_across_each_crash(mode: str) -> None:
-    """With ``downtime=0`` a minute-keyed charge is resumed within its minute and passes; the default fails it."""
-    from .restarts import MinuteKeyedBilling
+@pytest.mark.parametrize("name", ["MinuteKeyedBilling", "MinuteKeyedByName"])
+def test_the_clock_jumps_by_the_downtime_across_each_crash(name: str, mode: str) -> None:
+    """With ``downtime=0`` a minute-keyed charge is resumed within its minute and passes; the default fails it,
+    whether the minute is read through ``time.time()`` or a name imported from ``datetime``, which the
+    exploration points at the frozen clock and back."""
+    from . import restarts
 
     start = {"order": "A-1", "cents": 500}
-    assert explore(MinuteKeyedBilling, start, mode=mode, seed=SEED, downtime=0, **FAKES).ok
-    assert not explore(MinuteKeyedBilling, start, mode=mode, seed=SEED, **FAKES).ok
+    workflow = getattr(restarts, name)
+    assert explore(workflow, start, mode=mode, seed=SEED, downtime=0, **FAKES).ok
+    assert not explore(workflow, start, mode=mode, seed=SEED, **FAKES).ok
+    assert restarts.datetime is datetime.datetime
 
 
 def test_in_process_a_world_that_cannot_be_copied_is_lived_again_from_the_start() -> None:

@@ -185,15 +185,84 @@ def exploration_clock() -> Iterator[tuple[FrozenClock | None, str | None]]:
         yield None, f"the clock in force is a {type(clock).__name__}: crashes cost no downtime"
         return
     try:
-        import freezegun
+        import freezegun  # noqa: F401 - frozen_time's, checked here to say what to install
     except ImportError:
         yield None, "freezegun is not installed (pip install 'durableflow[pytest]'): crashes cost no downtime"
         return
     start = datetime.datetime.fromtimestamp(math.floor(time.time()), datetime.UTC)
-    freezer = freezegun.freeze_time(start, real_asyncio=True, ignore=["_pytest.timing"])
-    frozen = FrozenClock(freezer.start())
-    try:
+    # pytest times tests through _pytest.timing: frozen, it would report the frozen hours as durations
+    with frozen_time(start, ignore=["_pytest.timing"]) as factory:
+        frozen = FrozenClock(factory)
         with use_clock(frozen):
             yield frozen, None
+
+
+@contextmanager
+def frozen_time(start: Any, ignore: list[str]) -> Iterator[Any]:
+    """``freezegun.freeze_time(start, real_asyncio=True, ignore=ignore)``, started; yields its time factory.
+
+    Freezing patches every module that imported a time function by name (``from time import time``).
+    freezegun finds them by listing every module's attributes, each time it starts: some 3 ms with a
+    test suite's modules loaded, more than a short exploration's own work. Here the modules are listed
+    once and remembered by their size; freezegun is started with that scan turned off (an outer freezer
+    that ignores every module) and a second freezer inside it, whose ignore list decides, call by call,
+    who sees the real time, as one freezer's would.
+    """
+    import freezegun
+    from freezegun import api
+
+    if api.freeze_factories or not hasattr(api, "FakeDatetime"):  # nested (nothing more to patch), or unknown
+        freezer = freezegun.freeze_time(start, real_asyncio=True, ignore=ignore)
+        factory = freezer.start()
+        try:
+            yield factory
+        finally:
+            freezer.stop()
+        return
+    outer = freezegun.freeze_time(start, real_asyncio=True, ignore=[""])
+    inner = freezegun.freeze_time(start, real_asyncio=True, ignore=ignore)
+    outer.start()
+    undo: list[tuple[Any, str, Any]] = []
+    try:
+        factory = inner.start()
+        try:
+            fakes = {id(outer.reals[id(fake)]): fake for fake in (getattr(api, name) for name in outer.fake_names)}
+            _patch_modules(fakes, inner.ignore, undo)
+            yield factory
+        finally:
+            for module, name, real in reversed(undo):
+                setattr(module, name, real)
+            inner.stop()
     finally:
-        freezer.stop()
+        outer.stop()
+
+
+_HOLDERS: dict[str, tuple[int, int, tuple[tuple[str, Any], ...]]] = {}
+"""Each module looked through: its id and number of attributes then, and the real time functions it held."""
+
+
+def _patch_modules(fakes: dict[int, Any], ignore: tuple[str, ...], undo: list[tuple[Any, str, Any]]) -> None:
+    """Point every module's names for a real time function at freezegun's fake, as freezegun's scan would
+    (same modules skipped), recording each change in ``undo``."""
+    import sys
+
+    for name, module in list(sys.modules.items()):
+        if module is None or name.startswith(ignore) or name.endswith(".six.moves") or name == "freezegun.api":
+            continue
+        if getattr(module, "__name__", None) in (None, "datetime", "time"):
+            continue
+        try:
+            attributes = vars(module)
+        except TypeError:
+            continue
+        known = _HOLDERS.get(name)
+        if (
+            known is None
+            or known[:2] != (id(module), len(attributes))
+            or any(attributes.get(attribute) is not real for attribute, real in known[2])
+        ):
+            held = tuple((attribute, value) for attribute, value in list(attributes.items()) if id(value) in fakes)
+            known = _HOLDERS[name] = (id(module), len(attributes), held)
+        for attribute, real in known[2]:
+            setattr(module, attribute, fakes[id(real)])
+            undo.append((module, attribute, real))
