@@ -138,6 +138,8 @@ class Exploration:
         self.zygotes: list[Zygote] | Literal[False] | None = None
         """Kill mode: the two interpreters that fork resumed lives in turn (``False``: they cannot, see ``notes``)."""
         self.zygote_key = next(_keys)
+        self.zygote_payload: bytes | None = None
+        """The exploration pickled for the zygotes: made once, loaded by each on its first life of it."""
         self.rerun = False
         """In-process, when the world cannot be copied (a fake deepcopy refuses): every scenario lives
         the run again from its start and raises ``Crash`` at its points, instead of resuming a copy."""
@@ -167,8 +169,10 @@ class Exploration:
         for capture in self.captures.values():  # sampled out, or unused after a failure
             self.stores.discard(capture.store, self.run_id)
         self.lives.close()
-        for zygote in self.zygotes or ():
-            zygote.forget(self.zygote_key)
+        if self.zygotes:
+            from ._zygote import forget
+
+            forget(self)
         self.world.close()
         self.stores.close()
 

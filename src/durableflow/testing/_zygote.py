@@ -119,7 +119,10 @@ class Zygote:
 
     def load(self, key: int, payload: bytes) -> None:
         self.probe  # noqa: B018 - the hello's answer comes first
-        reply = self._ask(("load", key, payload))
+        try:
+            reply = self._ask(("load", key, payload))
+        except (OSError, EOFError) as exc:
+            raise ZygoteUnavailable(f"the second interpreter went away: {exc}") from None
         if reply[0] != "ok":
             raise ZygoteUnavailable(f"the second interpreter could not load the exploration: {reply[1]}")
         self.loaded.add(key)
@@ -193,27 +196,39 @@ def for_life(exploration: Exploration, store: Checkpointer, nth: int) -> Zygote 
     with a note when the exploration cannot go to the zygotes: every life is then forked from the test's."""
     if not nth or exploration.zygotes is False:
         return None
-    if exploration.zygotes is None:
-        try:
+    try:
+        if exploration.zygotes is None:
             if store_address(store) is None:
                 raise ZygoteUnavailable("its store is not one another interpreter can open (SQLite or Redis)")
-            exploration.zygotes = hand_over(
-                exploration, exploration.zygote_key, hash_seeds_for(exploration.settings.hash_seed)
-            )
+            exploration.zygotes = hand_over(exploration, hash_seeds_for(exploration.settings.hash_seed))
             probes = [hash(_PROBE), *(zygote.probe for zygote in exploration.zygotes)]
             if len(set(probes)) < len(probes):
                 raise ZygoteUnavailable("its hash seeds hash alike")
-        except ZygoteUnavailable as exc:
-            exploration.zygotes = False
-            exploration.notes.append(f"every life ran under this process's hash seed, not a restart's new one: {exc}")
-            return None
-    return exploration.zygotes[(nth - 1) % len(exploration.zygotes)]
+        chosen = exploration.zygotes[(nth - 1) % len(exploration.zygotes)]
+        # loaded for its first life: at depth 1 every resume is a first resume, and the second zygote idles
+        if exploration.zygote_key not in chosen.loaded:
+            chosen.load(exploration.zygote_key, payload_of(exploration))
+    except ZygoteUnavailable as exc:
+        forget(exploration)
+        exploration.zygotes = False
+        exploration.notes.append(f"every life ran under this process's hash seed, not a restart's new one: {exc}")
+        return None
+    return chosen
 
 
-def hand_over(exploration: Exploration, key: int, seeds: tuple[int, ...]) -> list[Zygote]:
-    """Load ``exploration`` into the zygotes of ``seeds``, or raise ``ZygoteUnavailable`` saying why it cannot."""
+def hand_over(exploration: Exploration, seeds: tuple[int, ...]) -> list[Zygote]:
+    """The zygotes of ``seeds``, started, to load ``exploration`` each on its first life of it; or
+    ``ZygoteUnavailable`` saying why it cannot go to them."""
+    payload_of(exploration)  # one that cannot be pickled is told before any zygote starts
+    return [zygote(seed) for seed in seeds]  # all started before any is waited for
+
+
+def payload_of(exploration: Exploration) -> bytes:
+    """What a zygote loads: the exploration pickled (once), or ``ZygoteUnavailable`` saying why it cannot be."""
+    if exploration.zygote_payload is not None:
+        return exploration.zygote_payload
     try:
-        payload = dumps(
+        exploration.zygote_payload = dumps(
             (
                 exploration.make, exploration.start, exploration.run_id, exploration.settings.respond,
                 exploration.settings.hang_after, exploration.world.address(), exploration.clock is not None,
@@ -223,13 +238,13 @@ def hand_over(exploration: Exploration, key: int, seeds: tuple[int, ...]) -> lis
     except Exception as exc:
         hint = "" if _has_cloudpickle() else " (pip install cloudpickle to send objects defined in a test by value)"
         raise ZygoteUnavailable(f"the exploration cannot be pickled: {type(exc).__name__}: {exc}{hint}") from None
-    handles = [zygote(seed) for seed in seeds]  # all started before any is waited for
-    try:
-        for handle in handles:
-            handle.load(key, payload)
-    except (OSError, EOFError) as exc:
-        raise ZygoteUnavailable(f"the second interpreter went away: {exc}") from None
-    return handles
+    return exploration.zygote_payload
+
+
+def forget(exploration: Exploration) -> None:
+    """The zygotes that loaded ``exploration`` drop it."""
+    for handle in exploration.zygotes or ():
+        handle.forget(exploration.zygote_key)
 
 
 def _has_cloudpickle() -> bool:
@@ -400,7 +415,8 @@ def _load(payload: bytes, freezer: Any) -> tuple[Loaded, Any]:  # pragma: no cov
     return exploration, freezer
 
 
-_warmed: list[bool] = []
+_warmed: list[str] = []
+"""What this zygote has warmed up: the engine (``run``) and redis-py's way of connecting (``redis``)."""
 
 
 def _warm(world: Any, cls: type) -> None:  # pragma: no cover - runs in the zygote
@@ -410,16 +426,18 @@ def _warm(world: Any, cls: type) -> None:  # pragma: no cover - runs in the zygo
     from ._warmup import warm_up
 
     with contextlib.suppress(Exception):  # warming is only an optimisation: a life forked cold is still right
-        warm_up(cls, run=not _warmed)
-    _warmed.append(True)
+        warm_up(cls, run="run" not in _warmed)
+    _warmed.append("run")
     if world.redis_address is not None:
         with contextlib.suppress(Exception):
             world.learn_redis_options(cls)
-        client = world.redis_client(fresh=True)
-        with contextlib.suppress(Exception):
-            client.ping()
-        client.close()
-        client.connection_pool.disconnect()  # no connection of the zygote's may reach a forked life
+        if "redis" not in _warmed:  # a connection and a command, once: what they build stays built
+            _warmed.append("redis")
+            client = world.redis_client(fresh=True)
+            with contextlib.suppress(Exception):
+                client.ping()
+            client.close()
+            client.connection_pool.disconnect()  # no connection of the zygote's may reach a forked life
         for override in world.overrides().values():  # the clients the lives will use, built but not connected
             for options in getattr(override, "learnt", {}).values():
                 world.redis_client(options)
