@@ -154,6 +154,7 @@ class Exploration:
                 self.world.redis_server  # noqa: B018 - without fakeredis, fail now naming the extra, not inside a step
                 if settings.mode == "kill":  # before any life is forked from here
                     self.world.learn_redis_options(self.cls)
+                    self.world.warm_redis()
             plugin_manager.load_entry_points()  # once here, not in every forked life
         except BaseException:
             self.close()

@@ -232,11 +232,16 @@ def quiet_connect(client_cls: type) -> dict[str, Any]:
     """Options that keep a client from introducing itself (``CLIENT SETINFO``, two round trips) as it connects
     to the world's server: a life connects once, and runs only a few commands."""
     parameters = inspect.signature(client_cls).parameters
+    quiet: dict[str, Any] = {}
     if "driver_info" in parameters:
-        return {"driver_info": None}
-    if "lib_name" in parameters:
-        return {"lib_name": None, "lib_version": None}
-    return {}
+        quiet["driver_info"] = None
+    elif "lib_name" in parameters:
+        quiet.update(lib_name=None, lib_version=None)
+    if "maint_notifications_config" in parameters:  # redis-py 7+: a cluster's maintenance news, for a fake
+        from redis.maint_notifications import MaintNotificationsConfig
+
+        quiet["maint_notifications_config"] = MaintNotificationsConfig(enabled=False)
+    return quiet
 
 
 def client_options(options: Mapping[str, Any] | None) -> dict[str, Any]:

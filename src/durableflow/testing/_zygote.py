@@ -415,8 +415,7 @@ def _load(payload: bytes, freezer: Any) -> tuple[Loaded, Any]:  # pragma: no cov
     return exploration, freezer
 
 
-_warmed: list[str] = []
-"""What this zygote has warmed up: the engine (``run``) and redis-py's way of connecting (``redis``)."""
+_warmed: list[bool] = []
 
 
 def _warm(world: Any, cls: type) -> None:  # pragma: no cover - runs in the zygote
@@ -426,18 +425,12 @@ def _warm(world: Any, cls: type) -> None:  # pragma: no cover - runs in the zygo
     from ._warmup import warm_up
 
     with contextlib.suppress(Exception):  # warming is only an optimisation: a life forked cold is still right
-        warm_up(cls, run="run" not in _warmed)
-    _warmed.append("run")
+        warm_up(cls, run=not _warmed)
+    _warmed.append(True)
     if world.redis_address is not None:
         with contextlib.suppress(Exception):
             world.learn_redis_options(cls)
-        if "redis" not in _warmed:  # a connection and a command, once: what they build stays built
-            _warmed.append("redis")
-            client = world.redis_client(fresh=True)
-            with contextlib.suppress(Exception):
-                client.ping()
-            client.close()
-            client.connection_pool.disconnect()  # no connection of the zygote's may reach a forked life
+        world.warm_redis()
         for override in world.overrides().values():  # the clients the lives will use, built but not connected
             for options in getattr(override, "learnt", {}).values():
                 world.redis_client(options)
