@@ -306,6 +306,7 @@ def serve() -> None:  # pragma: no cover - runs in the zygote, measured through 
     Reaping as soon as a life exits (woken by SIGCHLD) lets the test's process see it gone without
     asking, and counts its CPU time in the zygote's, as a benchmark measuring every process expects.
     """
+    import gc
     import select
 
     from . import _kill  # noqa: F401 - imported once here, not in every forked life
@@ -343,6 +344,7 @@ def serve() -> None:  # pragma: no cover - runs in the zygote, measured through 
                 _send(sock, ("error", f"{type(exc).__name__}: {exc}"), [])
         elif kind == "forget":
             loaded.pop(message[1], None)
+            gc.collect()  # its cycles, now: only what came after the freeze is looked through
         elif kind == "fork":
             _, key, store, first, capture, life = message
             opened = _prepare(loaded[key], store, life, fds[0])
@@ -434,7 +436,11 @@ def _warm(world: Any, cls: type) -> None:  # pragma: no cover - runs in the zygo
         for override in world.overrides().values():  # the clients the lives will use, built but not connected
             for options in getattr(override, "learnt", {}).values():
                 world.redis_client(options)
-    gc.freeze()  # what is loaded stays out of the collector's sight in every life forked from here
+    if len(_warmed) == 1:
+        # What the first load built (the engine, warmed) stays out of the collector's sight here and in every
+        # life forked from here. Not what later loads build: frozen, an exploration could never be collected
+        # once forgotten (it and its lives point at each other), some 30 KB an exploration for good.
+        gc.freeze()
 
 
 def _prepare(  # pragma: no cover - runs in the zygote
