@@ -42,7 +42,7 @@ class Handoff:
 def begin(run: RunState, delivery: Delivery) -> None:
     """An attempt starts: the next checkpoint, whatever causes it, records it as under way."""
     delivery.running = True
-    run.touched.add((delivery.eid, delivery.step))
+    run.touch(delivery)
 
 
 def mark_starting(runner: Runner, finishing: str | None) -> None:
@@ -51,14 +51,14 @@ def mark_starting(runner: Runner, finishing: str | None) -> None:
     (``finishing``: the step whose worker is about to take one of them)."""
     if not runner.ready_count:
         return
-    steps, busy, touched = runner.graph.steps, runner.busy, runner.run.touched
+    steps, busy, run = runner.graph.steps, runner.busy, runner.run
     for name, queue in runner.ready.items():
         if not queue:
             continue
         free = steps[name].num_workers - busy[name] + (name == finishing)
         for delivery in itertools.islice(queue, max(free, 0)):
             delivery.running = True
-            touched.add(delivery.key)
+            run.touch(delivery)
 
 
 def failed(run: RunState, delivery: Delivery, exc: Exception) -> None:
@@ -71,7 +71,7 @@ def failed(run: RunState, delivery: Delivery, exc: Exception) -> None:
     # What the failed attempt sent stays accepted; only a re-execution after a crash skips sends.
     delivery.sent = 0
     delivery.running = False
-    run.touched.add((delivery.eid, delivery.step))
+    run.touch(delivery)
 
 
 def retry_delay(policy: RetryPolicy, run_id: str, step: str, delivery: Delivery, exc: Exception) -> float | None:
@@ -113,7 +113,7 @@ def count_crashes(runner: Runner, released: bool = False) -> StepCrashLoopError 
     for delivery in run.deliveries.values():
         if delivery.running:
             delivery.running = False
-            run.touched.add(delivery.key)
+            run.touch(delivery)
             if released:
                 continue
             delivery.crashes += 1

@@ -363,7 +363,7 @@ class Runner(RunEnding):
             delivery.begin_attempt()
             if self.durable is not None:  # written with the next checkpoint, whatever causes it: a crash now counts
                 delivery.running = True
-                self.run.touched.add((delivery.eid, delivery.step))
+                self.run.touch(delivery)
             if self.expose_internal:
                 self.write_stream(_internal(spec.name, StepState.RUNNING, event, delivery))
             if plugin_manager.active:

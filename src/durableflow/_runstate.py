@@ -113,11 +113,13 @@ class RunState:
         -1 for a run ``wf.submit()`` stored that no worker has started yet."""
         self.seq = 0
         """Sequence number of the last checkpoint written (0: none yet)."""
-        # The journal: what changed since the last checkpoint.
-        self.new_events: set[int] = set()
-        self.gone_events: set[int] = set()
-        self.touched: set[DeliveryKey] = set()
-        self.gone: set[DeliveryKey] = set()
+        # The journal: what changed since the last checkpoint. The sets that change at every step are an empty
+        # tuple again once a checkpoint takes them: a run waiting for its checkpoint to be written keeps none
+        # alive for the garbage collector (a burst of concurrent runs would promote them all).
+        self.new_events: set[int] | tuple[()] = ()
+        self.gone_events: set[int] | tuple[()] = ()
+        self.touched: set[DeliveryKey] | tuple[()] = ()
+        self.gone: set[DeliveryKey] | tuple[()] = ()
         self.dirty_buffers: set[str] = set()  # buffers the next record rewrites whole
         self.appended: dict[str, list[int]] = {}
         """Buffers whose only change is events added at their end, and those events: the next record adds
@@ -142,15 +144,9 @@ class RunState:
             delivery = self.deliveries.get(key)
             if delivery is not None:
                 delivery.persisted = True
-        for journal in (
-            self.new_events,
-            self.gone_events,
-            self.touched,
-            self.gone,
-            self.dirty_buffers,
-            self.appended,
-        ):
-            journal.clear()
+        self.new_events = self.gone_events = self.touched = self.gone = ()
+        self.dirty_buffers.clear()
+        self.appended.clear()
         self.new_effects = ()
         self.awaiting_dirty = False
         self.note_written()
@@ -162,7 +158,10 @@ class RunState:
         self.next_eid = eid + 1
         self.events[eid] = event
         self.refs[eid] = 0
-        self.new_events.add(eid)
+        new = self.new_events
+        if isinstance(new, tuple):
+            self.new_events = new = set()
+        new.add(eid)
         return eid
 
     def unref(self, eid: int) -> None:
@@ -171,10 +170,14 @@ class RunState:
             self.refs[eid] = refs
             return
         del self.refs[eid], self.events[eid]
-        if eid in self.new_events:
-            self.new_events.discard(eid)
+        new = self.new_events
+        if isinstance(new, set) and eid in new:
+            new.discard(eid)
         else:
-            self.gone_events.add(eid)
+            gone = self.gone_events
+            if isinstance(gone, tuple):
+                self.gone_events = gone = set()
+            gone.add(eid)
 
     # -- deliveries ----------------------------------------------------------------
 
@@ -182,18 +185,30 @@ class RunState:
         delivery = Delivery(eid, step)
         self.deliveries[delivery.key] = delivery
         self.refs[eid] += 1
-        self.touched.add(delivery.key)
+        self.touch_key(delivery.key)
         return delivery
 
     def touch(self, delivery: Delivery) -> None:
-        self.touched.add(delivery.key)
+        self.touch_key(delivery.key)
+
+    def touch_key(self, key: DeliveryKey) -> None:
+        """The delivery ``key`` changed: the next checkpoint writes it."""
+        touched = self.touched
+        if isinstance(touched, tuple):
+            self.touched = touched = set()
+        touched.add(key)
 
     def finish_delivery(self, delivery: Delivery) -> None:
         key = delivery.key
         del self.deliveries[key]
-        self.touched.discard(key)
+        touched = self.touched
+        if isinstance(touched, set):
+            touched.discard(key)
         if delivery.persisted:
-            self.gone.add(key)
+            gone = self.gone
+            if isinstance(gone, tuple):
+                self.gone = gone = set()
+            gone.add(key)
         self.unref(delivery.eid)
 
     # -- collect buffers, awaited input, effects -----------------------------------

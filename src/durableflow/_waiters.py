@@ -143,7 +143,7 @@ async def wait_for(
     deadline = None if timeout is None else loop.time() + timeout
     delivery.waits = True
     delivery.running = False  # waiting for a person is not running: a crash now does not count against the step
-    runner.run.touched.add((delivery.eid, delivery.step))
+    runner.run.touch(delivery)
     try:
         while True:
             found = take(runner, delivery, event_type, requirements)
@@ -160,4 +160,4 @@ async def wait_for(
                 waiters.discard(waiter)
     finally:
         delivery.running = True
-        runner.run.touched.add((delivery.eid, delivery.step))
+        runner.run.touch(delivery)
