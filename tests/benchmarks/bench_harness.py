@@ -168,6 +168,7 @@ def main() -> None:
         ("pipeline: in-process, memory, depth 2", *pipeline, "inprocess", "memory", 2, 1000),
         ("pipeline: in-process, memory, depth 1", *pipeline, "inprocess", "memory", 1, 1000),
         ("pipeline: in-process, SQLite, depth 2", *pipeline, "inprocess", "sqlite", 2, 1000),
+        ("pipeline: in-process, SQLite, depth 1", *pipeline, "inprocess", "sqlite", 1, 1000),
         ("pipeline: kill, SQLite, depth 1", *pipeline, "kill", "sqlite", 1, 100),
         ("pipeline: kill, SQLite, depth 2", *pipeline, "kill", "sqlite", 2, 100),
     ]

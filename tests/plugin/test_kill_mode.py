@@ -305,3 +305,25 @@ def test_a_world_learns_its_redis_clients_options_once_before_lives_fork() -> No
         assert BUILT == ["counted"]
     finally:
         world.close()
+
+
+def test_zombies_and_the_second_worker_check_are_lived_by_twins_of_the_reference_life(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Each zombie scenario's first worker, and the second-worker check, is a twin forked from the reference
+    life where it stands, not a life of its own from the run's start: the test's process forks one life."""
+    forked: list[int] = []
+    fork = os.fork
+
+    def counted() -> int:
+        pid = fork()
+        if pid:
+            forked.append(pid)
+        return pid
+
+    monkeypatch.setattr(os, "fork", counted)
+    report = explore(AddThenRecord, {"ids": [1, 2]}, mode="kill", seed=SEED)
+
+    report.assert_ok()
+    assert any(o.id.startswith("zombie@") for o in report.scenarios)
+    assert len(forked) == 1

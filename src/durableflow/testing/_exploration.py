@@ -32,7 +32,7 @@ from ._report import Outcome, Report
 from ._settings import Mode, Settings
 from ._stores import Stores, stored
 from ._world import FakeWorld, UncopyableWorld
-from ._zombies import PROBE, ZOMBIE, probe, zombie, zombie_points
+from ._zombies import PROBE, ZOMBIE, probe, twins, zombie, zombie_points
 
 if TYPE_CHECKING:
     from ._zygote import Zygote
@@ -143,6 +143,8 @@ class Exploration:
         self.rerun = False
         """In-process, when the world cannot be copied (a fake deepcopy refuses): every scenario lives
         the run again from its start and raises ``Crash`` at its points, instead of resuming a copy."""
+        self.twinned: dict[str, tuple[list[Life], Final]] = {}
+        """Kill mode: the zombie scenarios (and the probe) that twins of the reference life lived (``twins``)."""
         self.positions: dict[str, int] = {}
         """Where each planned crash point came in the life it was planned from (see ``live_here``)."""
         self.notes: list[str] = []
@@ -277,7 +279,7 @@ class Exploration:
         # The reference life waits at each crash point to be captured: the first crashes of a replay, or all.
         wanted = {self.settings.only.split(">")[0]} if self.settings.only else None
         try:
-            lives, final = self.uninterrupted(capture=wanted, errands=Errands(read_back=True))
+            lives, final = self.uninterrupted(capture=wanted, errands=Errands(read_back=True, twins=twins(self)))
         except UncopyableWorld as exc:
             if self.settings.mode == "kill":
                 raise TypeError(str(exc)) from None

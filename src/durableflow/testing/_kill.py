@@ -21,10 +21,12 @@ import os
 import select
 import signal
 import struct
+import threading
 import time
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from durableflow import _crashpoints, get_clock
+from durableflow import SQLiteCheckpointer, _crashpoints, get_clock
 
 from ._clock import FrozenClock, real_monotonic
 from ._lives import Errands, Hits, Life, NeedsInput, ResumeFailed, _at, overstayed, probe_second_worker, read_back
@@ -183,8 +185,12 @@ def _supervise(
     reports: int,
     go: int,
     errands: Errands | None = None,
+    twin: bool = False,
 ) -> None:
-    """Fill in ``life`` from the child's reports; only the child's own time counts against the hang bound."""
+    """Fill in ``life`` from the child's reports; only the child's own time counts against the hang bound.
+
+    A ``twin`` (see ``_fork_twin``) shares its pipes with the life it was forked from: followed until it
+    says how it ended (or that it could not be forked: ending ``refused``), not until they close."""
     bound = exploration.settings.hang_after
     ours = child.pid is not None
     give_up = real_monotonic() + bound
@@ -219,6 +225,8 @@ def _supervise(
                     os.write(go, b"z" + struct.pack("!d", wake if wake is not None else math.nan))
                 else:
                     life.captures[life.hits[-1]] = exploration.capture(store, life.hits, life.clock)
+                    if errands is not None and errands.twins is not None:
+                        errands.twins(life, store, reports, go)  # scenarios lived by twins forked here
                     os.write(go, b"g")
                 give_up += real_monotonic() - began  # the child stood still meanwhile: not its time
             elif tag == "L":
@@ -230,6 +238,12 @@ def _supervise(
             elif tag == "E":
                 ending, _, error = rest.partition(" ")
                 life.ending, life.error = ending, error or None
+                if twin:
+                    _gone(child.pid, ours=False)  # reaped by the life it was forked from
+                    return
+            elif tag == "N" and twin:
+                life.ending, life.error = "refused", None
+                return
 
 
 def _child(
@@ -260,6 +274,7 @@ def _child(
             pending.clear()
 
     def listener(point: str) -> None:
+        nonlocal capture, reading_back, pause_at
         hit = hits.hit(point)
         pending.append(f"H {hit}")
         if reading_back and point == "checkpoint.write.after" and not read_failed:
@@ -276,13 +291,30 @@ def _child(
             os._exit(0)
         if capture is None or hit in capture or _at(hit, len(hits.list) - 1, pause_at, pause_position):
             write("P", now=True)
-            tag = os.read(go, 1)
-            if not tag:  # the parent is gone: nobody would ever read or reap this life
-                os._exit(1)
-            if tag == b"z":  # woken after a pause: the time the world moved on to meanwhile
-                (wake,) = struct.unpack("!d", os.read(go, 8))
-                if isinstance(clock, FrozenClock) and not math.isnan(wake):
-                    clock.move_to(wake)
+            while True:
+                tag = os.read(go, 1)
+                if not tag:  # the parent is gone: nobody would ever read or reap this life
+                    os._exit(1)
+                if tag in (b"t", b"p"):  # a twin of this life, standing here, on a copy of its store
+                    (size,) = struct.unpack("!H", os.read(go, 2))
+                    if not _fork_twin(store, os.read(go, size).decode(), loop, fd):
+                        continue  # this life, its twin gone: the parent's next word follows
+                    if tag == b"p":  # the second-worker probe, and nothing more
+                        found = probe_second_worker(
+                            store, exploration.run_id, clock if isinstance(clock, FrozenClock) else None
+                        )
+                        if found is not None:
+                            pending.append(f"L {found}")
+                        write("E crashed", now=True)
+                        os._exit(0)
+                    capture, reading_back, pause_at = set(), False, None  # a paused worker, here only
+                    write("P", now=True)
+                    continue
+                if tag == b"z":  # woken after a pause: the time the world moved on to meanwhile
+                    (wake,) = struct.unpack("!d", os.read(go, 8))
+                    if isinstance(clock, FrozenClock) and not math.isnan(wake):
+                        clock.move_to(wake)
+                break
 
     asyncio.events._set_running_loop(None)  # forked from inside a running loop, perhaps
     ending = "E finished"
@@ -298,3 +330,36 @@ def _child(
     except BaseException as exc:
         ending = f"E error the life raised {type(exc).__name__}: {exc}"
     write(ending.replace("\n", " "), now=True)
+
+
+_inherited: list[Any] = []
+"""A twin's inherited store connections: never closed there, their files are the other life's."""
+
+
+def _fork_twin(store: Checkpointer, path: str, loop: asyncio.AbstractEventLoop, reports: int) -> bool:
+    """Fork a twin of this life where it stands, its store reopened on the copy at ``path``: ``True`` in the
+    twin, ``False`` here once the twin is gone. Refused (said on ``reports``) where a fork would lose what
+    the life runs on: a thread of its, or a store the twin could not reopen by its path.
+
+    A twin is the life as it stood there, the test's monkeypatches and the run's start included, for the
+    price of a fork: the zombies' paused workers and the second-worker probe need no start of their own."""
+    if threading.active_count() > 1 or type(store) is not SQLiteCheckpointer:
+        os.write(reports, b"N\n")
+        return False
+    pid = os.fork()
+    if pid:
+        with contextlib.suppress(ChildProcessError):
+            os.waitpid(pid, 0)
+        return False
+    asyncio.events._set_running_loop(loop)  # asyncio ties a running loop to the process that ran it
+    _inherited.append(vars(store).get("_conn"))
+    store.path = Path(path)  # reopened there on first use, as by any other process
+    selector: Any = getattr(loop, "_selector", None)
+    if selector is not None:  # an epoll of its own: one shared with the life it came from carries changes back
+        own = type(selector)()
+        for key in selector.get_map().values():
+            own.register(key.fileobj, key.events, key.data)
+        loop._selector = own  # type: ignore[attr-defined]
+        selector.close()
+    os.write(reports, f"I {os.getpid()}\n".encode())  # who to kill should it overstay
+    return True

@@ -115,6 +115,8 @@ class Errands:
     probe_at: str | None = None
     read_back: bool = False
     """After each checkpoint, read the stored run back and compare it with the live run."""
+    twins: Callable[[Life, Checkpointer, int, int], None] | None = None
+    """Kill mode, at each capture of the life: scenarios lived by twins of it forked there (``_zombies``)."""
 
 
 SECOND_WORKER = "crashtest:second-worker"

@@ -9,7 +9,10 @@ time, its renewals firing, and checks that another worker is refused the run.
 
 from __future__ import annotations
 
+import os
+import struct
 import threading
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from ._judge import Final, count_effects
@@ -59,6 +62,12 @@ def probe(exploration: Exploration, report: Report, hits: list[str]) -> None:
     point = probe_point(hits)
     if point is None or exploration.clock is None:
         return
+    if exploration.twinned.get(PROBE) is not None and exploration.twinned[PROBE][0][0].hits[-1] == point:
+        life = exploration.twinned.pop(PROBE)[0][0]  # lived already, by a twin of the reference life
+        if life.probe is not None:
+            rerun = exploration.settings.rerun.replace("{id}", PROBE + point)
+            report.scenarios.append(Outcome(PROBE + point, ok=False, kind="stolen lease", diff=life.probe, rerun=rerun))
+        return
     store = exploration.stores.new()
     exploration.world.reset()
     exploration.restart_clock_at_start()
@@ -80,6 +89,9 @@ def probe(exploration: Exploration, report: Report, hits: list[str]) -> None:
 
 def zombie(exploration: Exploration, scenario_id: str) -> tuple[list[Life], Final]:
     """Live the run to the point, pause there past the lease while a second worker finishes the run, wake."""
+    twinned = exploration.twinned.pop(scenario_id, None)
+    if twinned is not None:  # lived already, by a twin of the reference life
+        return twinned
     point = scenario_id.removeprefix(ZOMBIE)
     store = exploration.stores.new()
     exploration.world.reset()
@@ -92,20 +104,91 @@ def zombie(exploration: Exploration, scenario_id: str) -> tuple[list[Life], Fina
         first = _live(exploration, store, errands, first=True, parity=0)
         if not takeover:  # the point was never reached: judged unreached
             return [first], exploration.final(store, [first])
-        index = _paused_after(first, point, errands.pause_position)
-        before = Life(hits=first.hits[:index], ending="crashed")
-        after = Life(hits=first.hits[index:], ending=first.ending, error=first.error)
-        if after.ending == "error" and "lost its lease" in (after.error or ""):
-            after.ending, after.error = "finished", None  # a fenced zombie stops so: as it should
-        lives = [before, after, *takeover]
-        effects, windows = count_effects(lives)
-        ended = first.stored or stored(store, exploration.run_id)  # the zombie ends last: it read the run
-        final = Final(
-            **ended, world=exploration.world.snapshot(), effects=effects, windows=windows, at_first_crash=at_pause
-        )
-        return [before, *takeover, after], final
+        return _woken(exploration, store, first, takeover, at_pause, point, errands.pause_position)
     finally:
         exploration.stores.discard(store, exploration.run_id)
+
+
+def _woken(
+    exploration: Exploration,
+    store: Checkpointer,
+    first: Life,
+    takeover: list[Life],
+    at_pause: dict[str, Any],
+    point: str,
+    position: int | None,
+) -> tuple[list[Life], Final]:
+    """The zombie scenario's lives, its first worker's cut where it paused, and how the run ended."""
+    index = _paused_after(first, point, position)
+    before = Life(hits=first.hits[:index], ending="crashed")
+    after = Life(hits=first.hits[index:], ending=first.ending, error=first.error)
+    if after.ending == "error" and "lost its lease" in (after.error or ""):
+        after.ending, after.error = "finished", None  # a fenced zombie stops so: as it should
+    lives = [before, after, *takeover]
+    effects, windows = count_effects(lives)
+    ended = first.stored or stored(store, exploration.run_id)  # the zombie ends last: it read the run
+    final = Final(
+        **ended, world=exploration.world.snapshot(), effects=effects, windows=windows, at_first_crash=at_pause
+    )
+    return [before, *takeover, after], final
+
+
+def twins(exploration: Exploration) -> Callable[[Life, Checkpointer, int, int], None] | None:
+    """Kill mode: what the reference life does at each capture, where a zombie's first worker would pause or
+    the probe would probe: it forks a twin of itself there, which lives that scenario at once (``twin_here``).
+
+    ``None`` where the zombies are sampled or sharded, or one scenario is replayed: those live theirs anew."""
+    settings = exploration.settings
+    if settings.mode != "kill" or not settings.zombies or settings.only or settings.shard or settings.max_scenarios:
+        return None
+    return lambda life, store, reports, go: twin_here(exploration, life, store, reports, go)
+
+
+def twin_here(exploration: Exploration, life: Life, store: Checkpointer, reports: int, go: int) -> None:
+    """At the reference life's last point: the probe and a zombie's first worker, if either starts there,
+    each lived by a twin of the life; the world and the clock are then put back for the life to go on.
+
+    A twin's lease is the reference life's, whose process is alive, paused, while the second worker takes
+    over: as a zombie's first worker, only the run's start is not lived again."""
+    from ._kill import _Child, _supervise
+
+    hit, clock = life.hits[-1], exploration.clock
+    started = clock.now() if clock is not None else None
+    wanted = []
+    if clock is not None and PROBE not in exploration.twinned and probe_point(life.hits) == hit:
+        wanted.append(PROBE)
+    if zombie_points([hit]):
+        wanted.append(ZOMBIE + hit)
+    for scenario_id in wanted:
+        # a capture is restored once, as it is: the one taken here stays the crash scenario's
+        world = exploration.world.capture() if scenario_id != PROBE else None
+        copy = exploration.stores.copy(store, exploration.run_id)
+        takeover: list[Life] = []
+        at_pause: dict[str, Any] = {}
+        errands = None
+        if scenario_id.startswith(ZOMBIE):
+            errands = Errands(pause_at=hit, pause_position=len(life.hits) - 1)
+            errands.interlude = lambda paused_at: _take_over(exploration, copy, takeover, at_pause, paused_at)  # noqa: B023
+        try:
+            path = str(getattr(copy, "path", "")).encode()
+            os.write(go, (b"p" if scenario_id == PROBE else b"t") + struct.pack("!H", len(path)) + path)
+            twin = Life(hits=list(life.hits), ending="error", error="the process died before it finished")
+            _supervise(twin, exploration, copy, _Child(None), reports, go, errands, twin=True)
+            if twin.ending == "refused":  # none can be forked here (a thread of the life's, which may be
+                world = None  # writing to the world right now): each scenario lives anew later
+                return
+            if scenario_id == PROBE:
+                exploration.twinned[PROBE] = ([twin], Final("missing", None, None, {}, {}))
+            elif takeover:
+                exploration.twinned[scenario_id] = _woken(
+                    exploration, copy, twin, takeover, at_pause, hit, len(life.hits) - 1
+                )
+        finally:
+            exploration.stores.discard(copy, exploration.run_id)
+            if world is not None:
+                exploration.world.restore(world)
+            if clock is not None and started is not None:
+                clock.restart_at(started)
 
 
 def _paused_after(life: Life, point: str, position: int | None) -> int:
