@@ -13,11 +13,12 @@ its end how the run stands in its store.
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import gc
-import json
 import math
 import os
+import pickle
 import select
 import signal
 import struct
@@ -26,11 +27,12 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from durableflow import SQLiteCheckpointer, _crashpoints, get_clock
+from durableflow import Record, RunNotFoundError, SQLiteCheckpointer, _crashpoints, get_clock
+from durableflow._framing import record_key
 
 from ._clock import FrozenClock, real_monotonic
 from ._lives import Errands, Hits, Life, NeedsInput, ResumeFailed, _at, overstayed, probe_second_worker, read_back
-from ._stores import stored
+from ._stores import read_records
 from ._zygote import store_address
 
 if TYPE_CHECKING:
@@ -195,6 +197,7 @@ def _supervise(
     ours = child.pid is not None
     give_up = real_monotonic() + bound
     pending = b""
+    unreadable: str | None = None
     while True:
         ready, _, _ = select.select([reports], [], [], max(0.0, give_up - real_monotonic()))
         chunk = os.read(reports, 65536) if ready else None
@@ -234,10 +237,15 @@ def _supervise(
             elif tag == "R":
                 life.round_trip = rest.replace("\\n", "\n")
             elif tag == "S":
-                life.stored = json.loads(rest)
+                try:
+                    life.stored = _read_stored(rest, exploration.run_id, store)
+                except Exception as exc:  # what the life would have raised reading it: its ending
+                    unreadable = f"the life raised {type(exc).__name__}: {exc}".replace("\n", " ")
             elif tag == "E":
                 ending, _, error = rest.partition(" ")
                 life.ending, life.error = ending, error or None
+                if unreadable is not None and ending == "finished":
+                    life.ending, life.error = "error", unreadable
                 if twin:
                     _gone(child.pid, ours=False)  # reaped by the life it was forked from
                     return
@@ -321,8 +329,13 @@ def _child(
     try:
         with _crashpoints.armed(listener), exploration.world.serving():
             loop.run_until_complete(exploration.lives.drive(store, first))
-        # read here, where its connection is open: the parent would open one more
-        pending.append(f"S {json.dumps(stored(store, exploration.run_id))}")
+        # read here, where its connection is open (the parent would open one more); decoded there, where
+        # most scenarios' records were decoded before (``read_records``)
+        try:
+            records: list[Any] | None = [(r.seq, r.full, bytes(r.data)) for r in store.load(exploration.run_id)]
+        except RunNotFoundError:
+            records = None
+        pending.append(f"S {base64.b64encode(pickle.dumps(records)).decode()}")
     except NeedsInput as exc:
         ending = f"E input {exc}"
     except ResumeFailed as exc:
@@ -363,3 +376,10 @@ def _fork_twin(store: Checkpointer, path: str, loop: asyncio.AbstractEventLoop, 
         selector.close()
     os.write(reports, f"I {os.getpid()}\n".encode())  # who to kill should it overstay
     return True
+
+
+def _read_stored(line: str, run_id: str, store: Checkpointer) -> dict[str, Any]:
+    """How the run stands, from the records a life sent on its ``S`` line (``stored``, decoded here)."""
+    sent = pickle.loads(base64.b64decode(line))  # this process's own child wrote it
+    records = None if sent is None else [Record(seq, full, data) for seq, full, data in sent]
+    return read_records(records, run_id, record_key(store))

@@ -20,6 +20,7 @@ from typing import Any, Literal, final
 from durableflow import (
     Checkpointer,
     MemoryCheckpointer,
+    Record,
     RedisCheckpointer,
     RunNotFoundError,
     SQLiteCheckpointer,
@@ -272,14 +273,21 @@ def stored(store: Checkpointer, run_id: str) -> dict[str, Any]:
 
     Shared between calls that read the same records: read it, never change it."""
     try:
-        records, sealed_with = store.load(run_id), record_key(store)
-        key = (run_id, sealed_with, *((record.seq, record.full, bytes(record.data)) for record in records))
-        known = _STORED.get(key)
-        if known is not None:
-            return known
-        doc = replay(records, run_id, sealed_with)
+        records = store.load(run_id)
     except RunNotFoundError:
+        records = None
+    return read_records(records, run_id, record_key(store))
+
+
+def read_records(records: list[Record] | None, run_id: str, sealed_with: bytes | None) -> dict[str, Any]:
+    """``stored`` from the records a store held (``None``: the run was not stored)."""
+    if records is None:
         return {"status": "missing", "result": None, "error": None, "state": {}}
+    key = (run_id, sealed_with, *((record.seq, record.full, bytes(record.data)) for record in records))
+    known = _STORED.get(key)
+    if known is not None:
+        return known
+    doc = replay(records, run_id, sealed_with)
     status, result, error = outcome(doc)
     if len(_STORED) >= _STORED_SIZE:
         _STORED.clear()
