@@ -43,10 +43,10 @@ from ._events import (
 )
 from ._fanout import FanOut
 from ._hooks import plugin_manager
-from ._resource import Builds, ResourceCache, current_overrides
+from ._resource import ResourceCache, current_overrides
 from ._run_ending import RunEnding
 from ._runstate import Delivery, current_context, current_delivery
-from ._step import COLLECTED, CONTEXT, EVENT, StepSpec
+from ._step import EVENT, StepSpec
 
 if TYPE_CHECKING:
     from ._context import Context
@@ -91,7 +91,7 @@ class Runner(RunEnding):
         self.claim_future: asyncio.Future[None] | None = None  # ``claimed``, once asked for
         self.claim_outcome: BaseException | bool | None = False  # False: not settled yet; None: claimed
         self.overrides = current_overrides()  # captured as the run starts; its resources are built on first use
-        self._resources: ResourceCache | None = None
+        self.resources: ResourceCache | None = None  # made when a step first needs one (_step_calls.arguments)
         self.ready: dict[str, deque[Delivery]] = {}  # step -> its queue, while it holds a delivery
         self.busy: dict[str, int] = dict.fromkeys(self.graph.steps, 0)
         self.ready_count = 0
@@ -110,14 +110,6 @@ class Runner(RunEnding):
         self.cancels: list[Callable[[], None]] = []
         self.timeout: float | None = None  # the limit that set the deadline, if this runner set it
         self.unconfirmed_end: StopEvent | None = None  # the end whose record failed unreachable, and may land
-
-    @property
-    def resources(self) -> ResourceCache:
-        """The run's resources, built on first use (a run of steps without resources makes none of this)."""
-        cache = self._resources
-        if cache is None:
-            cache = self._resources = ResourceCache(self.overrides, self.workflow._resource_manager)
-        return cache
 
     # -- starting ------------------------------------------------------------------------
 
@@ -383,7 +375,7 @@ class Runner(RunEnding):
                     args: list[Any] = [event if source == EVENT else self.ctx for source in plan]
                     kwargs: dict[str, Any] = {}
                 else:
-                    args, kwargs = await self._arguments(spec, event)
+                    args, kwargs = await _step_calls.arguments(self, spec, event)
                 if spec.is_async:
                     return await spec.fn(self.workflow, *args, **kwargs)
                 return await asyncio.to_thread(spec.fn, self.workflow, *args, **kwargs)
@@ -406,23 +398,6 @@ class Runner(RunEnding):
                 await clock.sleep_until(clock.now() + delay)
                 if self.done:
                     return _FAILED
-
-    async def _arguments(self, spec: StepSpec, event: Event) -> tuple[list[Any], dict[str, Any]]:
-        values: list[Any] = []
-        scope: Builds = {}  # one step's parameters share even the resources built afresh for each step
-        for source in spec.plan:
-            if source == EVENT:
-                values.append(event)
-            elif source == CONTEXT:
-                values.append(self.ctx)
-            elif source == COLLECTED:
-                assert self.fan is not None  # a workflow with a list[E] parameter has one
-                values.append(self.fan.members(event, spec.name))
-            else:
-                resource, annotation = source
-                values.append(await self.resources.get(resource, annotation, scope=scope))
-        split = len(values) - len(spec.keywords)
-        return values[:split], dict(zip(spec.keywords, values[split:], strict=True))
 
     def _complete(self, delivery: Delivery, spec: StepSpec, event: Event, output: Any) -> Awaitable[None] | None:
         """Record a step's completion: its output accepted, its input consumed, all in one checkpoint;

@@ -1,4 +1,4 @@
-"""What a running step asks of its run: ``collect_events``, ``ctx.effect`` and ``ctx.sleep``.
+"""What a running step asks of its run: its arguments, ``collect_events``, ``ctx.effect`` and ``ctx.sleep``.
 
 Each is durable in its own way: collected events stay buffered until the step
 that took them completes, an effect's result is checkpointed before the step
@@ -15,10 +15,35 @@ from typing import TYPE_CHECKING, Any
 from . import _crashpoints
 from ._clock import get_clock
 from ._events import Event
+from ._resource import Builds, ResourceCache
+from ._step import COLLECTED, CONTEXT, EVENT, StepSpec
 
 if TYPE_CHECKING:
     from ._runner import Runner
     from ._runstate import Delivery, RunState
+
+
+async def arguments(runner: Runner, spec: StepSpec, event: Event) -> tuple[list[Any], dict[str, Any]]:
+    """A step's positional and keyword arguments, as its plan names them: the event, the context, a fan-in's
+    members, resources (the run's resource cache is made when a step first needs one)."""
+    values: list[Any] = []
+    scope: Builds = {}  # one step's parameters share even the resources built afresh for each step
+    for source in spec.plan:
+        if source == EVENT:
+            values.append(event)
+        elif source == CONTEXT:
+            values.append(runner.ctx)
+        elif source == COLLECTED:
+            assert runner.fan is not None  # a workflow with a list[E] parameter has one
+            values.append(runner.fan.members(event, spec.name))
+        else:
+            cache = runner.resources
+            if cache is None:
+                cache = runner.resources = ResourceCache(runner.overrides, runner.workflow._resource_manager)
+            resource, annotation = source
+            values.append(await cache.get(resource, annotation, scope=scope))
+    split = len(values) - len(spec.keywords)
+    return values[:split], dict(zip(spec.keywords, values[split:], strict=True))
 
 
 def collect(
