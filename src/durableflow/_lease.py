@@ -104,9 +104,10 @@ class LeaseKeeper:
         self.schedule.renew_at(self, self.asked_at + ttl / 3)
 
     def stop(self) -> None:
-        if self.durable is not None:
+        durable = self.durable
+        if durable is not None:
             self.durable = None
-            self.schedule.discard(self)
+            self.schedule.discard(self, durable.loop)
 
 
 @final
@@ -114,10 +115,14 @@ class _Schedule:
     """The lease keepers of one loop and one clock, and the two timers that serve them all.
 
     Each timer is armed for the earliest time any keeper needs (a renewal on ``clock``, a deadline on the
-    loop's clock) and, when it fires, serves the keepers that are due and arms itself for the next. The
-    renewal timer is cancelled once no keeper is left: a test clock that forgets its timers between
-    scenarios must not leave this schedule believing one is armed. The loop is not held (it keys the
-    schedule weakly): its timers are armed from the keepers' own ``loop``.
+    loop's clock) and, when it fires, serves the keepers that are due and arms itself for the next.
+
+    Once no keeper is left, both timers are cancelled and the schedule leaves ``_schedules``: a test clock
+    that forgets its timers between scenarios must not leave it believing one is armed, and an armed
+    deadline holds its loop (as the handle's loop and the callback's argument), so that the loop's weakly
+    keyed entry would keep the loop itself alive: every closed loop that ever ran a durable run, and every
+    clock used on a long-lived loop, would stay in memory. The loop and the clock are held only while one
+    of their runs keeps a lease; a run that starts when none is in flight arms the timers afresh.
     """
 
     __slots__ = ("cancel_renewal", "clock", "deadline", "deadline_at", "keepers", "renewal_at", "sweeping")
@@ -139,12 +144,22 @@ class _Schedule:
         if durable.drive_until < self.deadline_at:
             self._arm_deadline(durable.loop, durable.drive_until)
 
-    def discard(self, keeper: LeaseKeeper) -> None:
+    def discard(self, keeper: LeaseKeeper, loop: asyncio.AbstractEventLoop) -> None:
         keepers = self.keepers
         keepers.discard(keeper)
-        if not keepers and self.cancel_renewal is not None:
+        if keepers:
+            return
+        if self.cancel_renewal is not None:
             self.cancel_renewal()
             self.cancel_renewal, self.renewal_at = None, _NEVER
+        if self.deadline is not None:
+            self.deadline.cancel()
+            self.deadline, self.deadline_at = None, _NEVER
+        by_clock = _schedules.get(loop)
+        if by_clock is not None and by_clock.get(id(self.clock)) is self:
+            del by_clock[id(self.clock)]
+            if not by_clock:
+                del _schedules[loop]
 
     def renew_at(self, keeper: LeaseKeeper, at: float) -> None:
         keeper.due = at
@@ -182,7 +197,6 @@ class _Schedule:
         self.deadline = loop.call_at(at, self._deadlines, loop)
 
     def _deadlines(self, loop: asyncio.AbstractEventLoop) -> None:
-        # left armed while no run needs it (a loop never forgets a timer): then a lone run arms none
         self.deadline, self.deadline_at = None, _NEVER
         now = loop.time()
         for keeper in [k for k in self.keepers if k.durable is not None and k.durable.drive_until <= now]:

@@ -86,7 +86,8 @@ class StoreIO:
         landing: Any = None,
     ) -> asyncio.Future[Any] | None:
         """Append a record: ``None`` once written (inline), or a future that is done once it is, after
-        ``landed(append, landing, outcome)`` was called (if given): the caller need not wrap the future."""
+        ``landed(append, landing, outcome, abandoned)`` was called (if given; ``abandoned``: the waiter is gone):
+        the caller need not wrap the future."""
         if self.inline and not (batch and self.active > 1):
             if self._queue:  # what was asked for earlier goes first
                 self._flush_inline()

@@ -4,10 +4,19 @@ stopped at its own deadline, whatever the other runs in flight do."""
 from __future__ import annotations
 
 import asyncio
+import gc
+import weakref
 from pathlib import Path
 from typing import Any
 
-from durableflow import LeaseExpiredError, MemoryCheckpointer, SQLiteCheckpointer, StoreUnavailableError
+from durableflow import (
+    LeaseExpiredError,
+    MemoryCheckpointer,
+    SQLiteCheckpointer,
+    StoreUnavailableError,
+    _lease,
+    use_clock,
+)
 
 from .crashing import ManualClock, settle
 from .workflows import Gated
@@ -86,3 +95,45 @@ async def test_a_run_whose_renewals_fail_stops_alone(tmp_path: Path) -> None:
     await asyncio.sleep(0.4)  # past the stalled run's lease: the healthy one's was renewed meanwhile
     healthy_gate.set()
     assert await asyncio.wait_for(healthy, 5) == 5
+
+
+def test_a_closed_loop_that_ran_durable_runs_is_freed() -> None:
+    """Once its last run has ended, nothing of the lease schedule holds the loop: a process that runs
+    ``asyncio.run`` again and again keeps none of the closed loops."""
+    store = MemoryCheckpointer()
+    loops: list[weakref.ref[asyncio.AbstractEventLoop]] = []
+
+    async def one(value: int) -> int:
+        loops.append(weakref.ref(asyncio.get_running_loop()))
+        return await Gated(checkpointer=store).run(value=value)
+
+    for value in range(3):
+        assert asyncio.run(one(value)) == value * 2 + 1
+    gc.collect()
+    assert [ref() for ref in loops] == [None, None, None]
+
+
+async def test_a_clock_is_freed_once_its_runs_end_and_the_next_run_is_still_renewed() -> None:
+    """A clock whose runs on a long-lived loop have all ended is not held by the loop's lease schedule, and
+    a run that starts after an idle moment arms its renewal afresh."""
+    store = Renewals(lease_ttl=30)
+    first = ManualClock()
+    with use_clock(first):
+        assert await asyncio.wait_for(Gated(checkpointer=store).run(run_id="a", value=1), 5) == 3
+    freed = weakref.ref(first)
+    del first
+    gc.collect()
+    assert freed() is None
+    assert _lease._schedules.get(asyncio.get_running_loop()) is None
+
+    second = ManualClock()
+    with use_clock(second):
+        gate = asyncio.Event()
+        wf = Gated(gate=gate, checkpointer=store)
+        handler = wf.run(run_id="b", value=1)
+        await settle(lambda: wf.at_gate == 1)
+        second.advance(10)
+        await settle(lambda: store.renewed == ["b"])
+        gate.set()
+        assert await asyncio.wait_for(handler, 5) == 3
+    assert _lease._schedules.get(asyncio.get_running_loop()) is None
