@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import gc
 from collections.abc import Callable
-from typing import Annotated
+from typing import Annotated, Any
 
 import pytest
 
-from durableflow import Event, Resource, StartEvent, StopEvent, Workflow, step
+from durableflow import Context, Event, Resource, StartEvent, StopEvent, Workflow, step
 from pytest_durableflow import KINDS, Report, explore, run_scenario
 
 from .flows import (
@@ -236,3 +236,28 @@ def test_a_fake_service_remembers_across_a_killed_life(mode: str) -> None:
     report.assert_ok()
     assert report.reference == 2
     assert {outcome.result for outcome in report.scenarios} == {2}
+
+
+class Totals(Workflow):
+    """Ends with a list in its result and its state: the same bytes every exploration of it writes."""
+
+    @step
+    async def go(self, ctx: Context[Any], ev: StartEvent) -> StopEvent:
+        await ctx.store.set("seen", [1])
+        return StopEvent(result={"items": [1, 2]})
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_a_report_changed_by_its_test_leaves_the_next_exploration_as_it_was(mode: str) -> None:
+    """A report's reference and results are its own: a test that edits them changes no later exploration's
+    verdict, though the same workflow explored again ends with the very same records."""
+    first = explore(Totals, {}, mode=mode)
+    first.assert_ok()
+    first.reference["items"].append(99)
+    for outcome in first.scenarios:
+        outcome.result["items"].append(98)
+
+    again = explore(Totals, {}, mode=mode)
+    again.assert_ok()
+    assert again.reference == {"items": [1, 2]}
+    assert {str(outcome.result) for outcome in again.scenarios} == {"{'items': [1, 2]}"}

@@ -7,6 +7,8 @@ whatever a run stores (its id among it) compares equal across scenarios.
 from __future__ import annotations
 
 import contextlib
+import hashlib
+import marshal
 import os
 import shutil
 import sqlite3
@@ -269,9 +271,8 @@ def _reachable(url: str) -> Any:
 
 
 def stored(store: Checkpointer, run_id: str) -> dict[str, Any]:
-    """The run's status, result, error and state as its records hold them (plain JSON data).
-
-    Shared between calls that read the same records: read it, never change it."""
+    """The run's status, result, error and state as its records hold them (plain JSON data), the caller's
+    own: they become the report's reference, outcomes' results and finals' states, which a test may change."""
     try:
         records = store.load(run_id)
     except RunNotFoundError:
@@ -283,24 +284,38 @@ def read_records(records: list[Record] | None, run_id: str, sealed_with: bytes |
     """``stored`` from the records a store held (``None``: the run was not stored)."""
     if records is None:
         return {"status": "missing", "result": None, "error": None, "state": {}}
-    key = (run_id, sealed_with, *((record.seq, record.full, bytes(record.data)) for record in records))
+    sealed = b"-" if sealed_with is None else b"%d " % len(sealed_with) + sealed_with
+    digest = hashlib.sha256(b"%d " % len(run_id) + run_id.encode() + sealed)
+    for record in records:
+        digest.update(b"%d %d %d " % (record.seq, record.full, len(record.data)))
+        digest.update(record.data)
+    key = digest.digest()
     known = _STORED.get(key)
     if known is not None:
-        return known
+        copy: dict[str, Any] = marshal.loads(known)  # its own: an exploration of the same workflow reads the same
+        return copy
     doc = replay(records, run_id, sealed_with)
     status, result, error = outcome(doc)
-    if len(_STORED) >= _STORED_SIZE:
-        _STORED.clear()
-    found = _STORED[key] = {
-        "status": status, "result": result, "error": error, "state": doc["state"], "answers": doc["effects"]
-    }  # fmt: skip
+    found = {"status": status, "result": result, "error": error, "state": doc["state"], "answers": doc["effects"]}
+    kept = marshal.dumps(found)  # JSON data, as json.loads made it: marshal writes and reads it back exactly
+    global _STORED_BYTES
+    if len(kept) <= _STORED_LIMIT // 4:
+        if len(_STORED) >= _STORED_SIZE or _STORED_BYTES + len(kept) > _STORED_LIMIT:
+            _STORED.clear()
+            _STORED_BYTES = 0
+        _STORED[key] = kept
+        _STORED_BYTES += len(kept)
     return found
 
 
-_STORED: dict[tuple[Any, ...], dict[str, Any]] = {}
-"""Runs read back, by their records: most scenarios of an exploration end with the same few, and decoding
-them again (framing, integrity checks, replay) costs more than a short scenario's own writes."""
+_STORED: dict[bytes, bytes] = {}
+"""Runs read back, by a digest of their records, marshalled: most scenarios of an exploration end with the
+same few, and decoding them again (framing, integrity checks, replay) costs more than a short scenario's
+own writes; a hit is unmarshalled anew, so no two callers share an object."""
 _STORED_SIZE = 64
+_STORED_LIMIT = 16 * 1024 * 1024
+"""What the runs read back may hold at most, in bytes; a larger run is decoded each time."""
+_STORED_BYTES = 0
 
 
 def delete_prefix(client: Any, prefix: str) -> None:
