@@ -6,6 +6,7 @@ from __future__ import annotations
 import errno
 import gc
 import os
+import signal
 import threading
 import time
 from pathlib import Path
@@ -14,7 +15,7 @@ from typing import Annotated, Any
 import pytest
 import redis
 
-from durableflow import Context, Resource, StartEvent, StopEvent, Workflow, plugin_manager, step
+from durableflow import Context, Event, Resource, StartEvent, StopEvent, Workflow, plugin_manager, step
 from durableflow.testing import _zygote
 from durableflow.testing._exploration import Exploration
 from durableflow.testing._stores import Stores
@@ -33,15 +34,16 @@ def open_files() -> int:
     return len(os.listdir("/proc/self/fd"))
 
 
-def children() -> set[int]:
-    """This process's child processes, zombies not yet reaped included."""
+def children(of: int | None = None) -> set[int]:
+    """This process's child processes (or process ``of``'s), zombies not yet reaped included."""
+    parent = os.getpid() if of is None else of
     found = set()
     for stat in Path("/proc").glob("[0-9]*/stat"):
         try:
             fields = stat.read_text().rpartition(")")[2].split()  # after "pid (command)", which may hold spaces
         except OSError:  # it ended meanwhile
             continue
-        if int(fields[1]) == os.getpid():
+        if int(fields[1]) == parent:
             found.add(int(stat.parent.name))
     return found
 
@@ -327,3 +329,58 @@ def test_zombies_and_the_second_worker_check_are_lived_by_twins_of_the_reference
     report.assert_ok()
     assert any(o.id.startswith("zombie@") for o in report.scenarios)
     assert len(forked) == 1
+
+
+class Halfway(Event):
+    marks: str
+
+
+class KilledTwins(Workflow):
+    """Two steps; the second worker of each zombie scenario SIGKILLs the paused first worker (a twin of the
+    reference life), as the OOM killer or a segfault would. ``marks``: where the reference life's pid is."""
+
+    @step
+    async def first(self, ev: StartEvent) -> Halfway:
+        strike(ev.marks)
+        return Halfway(marks=ev.marks)
+
+    @step
+    async def second(self, ev: Halfway) -> StopEvent:
+        strike(ev.marks)
+        return StopEvent(result="done")
+
+
+def strike(marks: str) -> None:
+    try:
+        reference = int(Path(marks, "reference").read_text())
+    except (OSError, ValueError):  # a life of no exploration's (the zygote's warm-up)
+        return
+    if reference in (os.getpid(), os.getppid()):  # the reference life, or a twin of it
+        return
+    for pid in children(of=reference):
+        Path(marks, f"killed-{pid}").touch()
+        os.kill(pid, signal.SIGKILL)
+
+
+def test_a_zombie_twin_killed_while_paused_is_a_crash_and_the_reference_life_goes_on(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A twin that dies without a word shares its pipes with the reference life: that life's lines are
+    never taken for the twin's, nor a word meant for the twin for the life's own, and the zombie scenario is
+    judged as the crash it was (the second worker finished the run)."""
+    fork, test = os.fork, os.getpid()
+
+    def noted() -> int:
+        pid = fork()
+        if pid and os.getpid() == test:  # the test's process forks the reference life, and only it
+            Path(tmp_path, "reference").write_text(str(pid))
+        return pid
+
+    monkeypatch.setattr(os, "fork", noted)
+    report = explore(KilledTwins, {"marks": str(tmp_path)}, mode="kill", hang_after=10, seed=SEED)
+
+    report.assert_ok()
+    zombies = {o.id for o in report.scenarios if o.id.startswith("zombie@")}
+    assert zombies == {"zombie@step.first.start#1", "zombie@step.second.start#1"}
+    assert len(list(tmp_path.glob("killed-*"))) == 2
+    assert report.reference == "done"

@@ -191,21 +191,27 @@ def _supervise(
 ) -> None:
     """Fill in ``life`` from the child's reports; only the child's own time counts against the hang bound.
 
-    A ``twin`` (see ``_fork_twin``) shares its pipes with the life it was forked from: followed until it
-    says how it ended (or that it could not be forked: ending ``refused``), not until they close."""
+    A ``twin`` (see ``_fork_twin``) shares its pipes with the life it was forked from: followed until that
+    life says the twin is gone (``X``; or that none could be forked: ending ``refused``), not until they
+    close. A twin gone without saying how it ended was killed where it stood: it crashed."""
     bound = exploration.settings.hang_after
     ours = child.pid is not None
     give_up = real_monotonic() + bound
     pending = b""
     unreadable: str | None = None
+    ended = False
     while True:
         ready, _, _ = select.select([reports], [], [], max(0.0, give_up - real_monotonic()))
         chunk = os.read(reports, 65536) if ready else None
         if not chunk:
-            if chunk is None:  # overstayed its bound
+            if chunk is None and not (twin and life.ending == "hang"):  # overstayed its bound
                 if child.pid is not None:
-                    os.kill(child.pid, signal.SIGKILL)
-                life.ending, life.error = "hang", overstayed(bound)
+                    with contextlib.suppress(ProcessLookupError):
+                        os.kill(child.pid, signal.SIGKILL)
+                life.ending, life.error, ended = "hang", overstayed(bound), True
+                if twin:  # the life it came from reaps it, and says so
+                    give_up = real_monotonic() + bound
+                    continue
             _gone(child.pid, ours)
             return
         *lines, pending = (pending + chunk).split(b"\n")
@@ -246,9 +252,12 @@ def _supervise(
                 life.ending, life.error = ending, error or None
                 if unreadable is not None and ending == "finished":
                     life.ending, life.error = "error", unreadable
-                if twin:
-                    _gone(child.pid, ours=False)  # reaped by the life it was forked from
-                    return
+                ended = True
+            elif tag == "X" and twin:  # reaped by the life it was forked from
+                if not ended:  # killed where it stood (the OOM killer, a segfault): as a crash would
+                    life.ending, life.error = "crashed", None
+                os.write(go, b"x")  # what was sent it meanwhile was not for the life that reads on
+                return
             elif tag == "N" and twin:
                 life.ending, life.error = "refused", None
                 return
@@ -305,7 +314,7 @@ def _child(
                     os._exit(1)
                 if tag in (b"t", b"p"):  # a twin of this life, standing here, on a copy of its store
                     (size,) = struct.unpack("!H", os.read(go, 2))
-                    if not _fork_twin(store, os.read(go, size).decode(), loop, fd):
+                    if not _fork_twin(store, os.read(go, size).decode(), loop, fd, go):
                         continue  # this life, its twin gone: the parent's next word follows
                     if tag == b"p":  # the second-worker probe, and nothing more
                         found = probe_second_worker(
@@ -349,10 +358,14 @@ _inherited: list[Any] = []
 """A twin's inherited store connections: never closed there, their files are the other life's."""
 
 
-def _fork_twin(store: Checkpointer, path: str, loop: asyncio.AbstractEventLoop, reports: int) -> bool:
+def _fork_twin(store: Checkpointer, path: str, loop: asyncio.AbstractEventLoop, reports: int, go: int) -> bool:
     """Fork a twin of this life where it stands, its store reopened on the copy at ``path``: ``True`` in the
     twin, ``False`` here once the twin is gone. Refused (said on ``reports``) where a fork would lose what
     the life runs on: a thread of its, or a store the twin could not reopen by its path.
+
+    The twin reports and waits on this life's pipes. Once it is gone, however it went (an ``E`` line, or
+    killed where it stood), this life says so (``X``) and lets the words the parent meant for the twin pass
+    until the parent's ``x``: none of them is this life's, and none of its lines could pass for the twin's.
 
     A twin is the life as it stood there, the test's monkeypatches and the run's start included, for the
     price of a fork: the zombies' paused workers and the second-worker probe need no start of their own."""
@@ -361,8 +374,15 @@ def _fork_twin(store: Checkpointer, path: str, loop: asyncio.AbstractEventLoop, 
         return False
     pid = os.fork()
     if pid:
+        status = -1
         with contextlib.suppress(ChildProcessError):
-            os.waitpid(pid, 0)
+            status = os.waitpid(pid, 0)[1]
+        os.write(reports, f"X {status}\n".encode())
+        while (tag := os.read(go, 1)) != b"x":
+            if not tag:  # the parent is gone
+                os._exit(1)
+            if tag == b"z":  # a wake for the twin, and the time with it
+                os.read(go, 8)
         return False
     asyncio.events._set_running_loop(loop)  # asyncio ties a running loop to the process that ran it
     _inherited.append(vars(store).get("_conn"))
