@@ -160,11 +160,6 @@ class Context(Generic[StateT]):
         runner = self._live("collect_events")
         return runner.call(_step_calls.collect, runner.run, delivery, ev, expected, buffer_id or delivery.step)
 
-    def _batch(self, what: str) -> str:
-        """The fan-out batch the running step's input is work of ("" outside any)."""
-        eid, runner = self._delivery(what).eid, self._live(what)
-        return runner.call(runner.fan.batch_of, eid) if runner.fan is not None else ""
-
     def stream_events(self) -> AsyncIterator[Event]:
         """The running run's stream, as ``handler.stream_events()`` reads it (one reader at a time)."""
         from ._handler import WorkflowHandler  # the handler imports the context: late, to avoid a cycle

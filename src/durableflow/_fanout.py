@@ -223,7 +223,9 @@ class FanOut:
                     run.unref(eid)
                 continue
             self._release(stream, step)
-        for step in self.plan.joins:  # no more arrivals in this batch: what is unpaired never will be
+        # No more arrivals in this batch: what is unpaired never will be. (A batch's id starts with "/": the
+        # step's own ``join:<step>``, where a run stored before held what its joins had pending, is not dropped.)
+        for step in self.plan.joins:
             leftover = run.buffers.pop(f"{JOIN}{step}{stream}", None)
             if leftover:
                 log.warning(
@@ -288,6 +290,36 @@ def _outside_a_batch(
     )
 
 
+def _join(
+    runner: Runner, delivery: Delivery, event: Event, expected: list[type[Event]], step: str
+) -> list[Event] | None:
+    """An arrival at the join ``step``: into its batch's buffer; one event of each type, once there are.
+
+    A run stored before a join's buffer was one per batch keeps the events its joins held inside batches in
+    the step's one buffer, ``join:<step>``. Nothing ties them to a batch any more, so an arrival that finds no
+    partner in its own batch takes one from there, as the join paired them then (the earliest that fits), until
+    none is left; a batch closing never drops them. A join fed inside batches writes nothing else there:
+    validation refuses a join fed both inside and outside any batch."""
+    from ._step_calls import choose, collect  # the steps import this module: late, to avoid a cycle
+
+    run = runner.run
+    batch = runner.fan.batch_of(delivery.eid) if runner.fan is not None else ""
+    own = JOIN + step + batch
+    joined = collect(run, delivery, event, expected, own)
+    earlier = run.buffers.get(JOIN + step) if batch else None
+    if joined is not None or not earlier:
+        return joined
+    picked = choose(run, [*earlier, *run.buffers[own]], expected)
+    if picked is None:
+        return None
+    stored_before = set(earlier)
+    for eid in picked:
+        buffer_id = JOIN + step if eid in stored_before else own
+        run.buffer(buffer_id).remove(eid)
+        delivery.take(buffer_id, eid)
+    return [run.events[eid] for eid in picked]
+
+
 def join_call(name: str, fn: Callable[..., Any], config: StepConfig, is_async: bool) -> Callable[..., Any]:
     """A step with several event parameters runs once one event of each has arrived: each arrival goes
     into a buffer of the step's own, one per batch (``ctx.collect_events``, checkpointed like any), so events
@@ -303,7 +335,8 @@ def join_call(name: str, fn: Callable[..., Any], config: StepConfig, is_async: b
         split = len(values)
         trigger = values[positions[0]] if positions[0] < split else named[keywords[positions[0] - split]]
         ctx = Context.get_step_context()
-        joined = ctx.collect_events(trigger, expected, buffer_id=JOIN + name + ctx._batch("a join"))
+        delivery, runner = ctx._delivery("a join"), ctx._live("a join")
+        joined = runner.call(_join, runner, delivery, trigger, expected, name)
         if joined is None:
             return None
         for position, event in zip(positions, joined, strict=True):

@@ -58,11 +58,23 @@ def collect(
         buffer = run.buffers[buffer_id]
     if len(buffer) < len(expected):
         return None
+    picked = choose(run, buffer, expected)
+    if picked is None:
+        return None
+    buffer = run.buffer(buffer_id)  # taking reorders it as a restart must find it: rewritten whole
+    for eid in picked:
+        buffer.remove(eid)
+        delivery.take(buffer_id, eid)
+    return [run.events[e] for e in picked]
+
+
+def choose(run: RunState, eids: list[int], expected: list[type[Event]]) -> list[int] | None:
+    """One event of each ``expected`` type from ``eids`` (the earliest that fits), in that order; None if not all."""
     slots: dict[type[Event], list[int]] = {}  # expected type -> its open positions, in order
     for position, cls in enumerate(expected):
         slots.setdefault(cls, []).append(position)
     chosen: list[int | None] = [None] * len(expected)
-    for eid in buffer:
+    for eid in eids:
         event = run.events[eid]
         open_positions = slots.get(type(event)) or next(
             (p for cls, p in slots.items() if p and isinstance(event, cls)), None
@@ -71,12 +83,7 @@ def collect(
             chosen[open_positions.pop(0)] = eid
     if None in chosen:
         return None
-    picked = [eid for eid in chosen if eid is not None]
-    buffer = run.buffer(buffer_id)  # taking reorders it as a restart must find it: rewritten whole
-    for eid in picked:
-        buffer.remove(eid)
-        delivery.take(buffer_id, eid)
-    return [run.events[e] for e in picked]
+    return [eid for eid in chosen if eid is not None]
 
 
 def commit_takes(run: RunState, delivery: Delivery) -> None:

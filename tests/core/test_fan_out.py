@@ -4,6 +4,7 @@ with what that batch produced, when all of its work is done — durably, across 
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 from typing import Annotated, Any, ClassVar
 
@@ -15,6 +16,8 @@ from durableflow import (
     Event,
     HumanResponseEvent,
     InputRequiredEvent,
+    MemoryCheckpointer,
+    Record,
     StartEvent,
     StepFailedEvent,
     StopEvent,
@@ -22,6 +25,8 @@ from durableflow import (
     Workflow,
     WorkflowRuntimeError,
     WorkflowValidationError,
+    _crashpoints,
+    _snapshot,
     catch_error,
     step,
 )
@@ -576,3 +581,75 @@ def test_joins_inside_batches_survive_a_crash_anywhere(mode: str) -> None:
     report = explore(NestedJoins, {}, depth=1, mode=mode, seed=7)
     assert any(o.id.startswith("step.assemble.") for o in report.scenarios)
     report.assert_ok()
+
+
+class Left(Event):
+    n: int
+
+
+class Seed(Event):
+    n: int
+
+
+class Right(Event):
+    n: int
+
+
+class Joined(Event):
+    n: int
+
+
+class Died(BaseException):
+    """The process dies here (raised at a crash point)."""
+
+
+class JoinInABatch(Workflow):
+    """One batch: a Left, and a Seed a member turns into a Right; a join pairs the two, a fan-in gathers."""
+
+    @step
+    async def start(self, ev: StartEvent) -> list[Left | Seed]:
+        return [Left(n=1), Seed(n=1)]
+
+    @step
+    async def make_right(self, ev: Seed) -> Right:
+        return Right(n=ev.n)
+
+    @step
+    async def pair(self, left: Left, right: Right) -> Joined:
+        return Joined(n=left.n + right.n)
+
+    @step
+    async def gather(self, events: list[Joined]) -> StopEvent:
+        return StopEvent(result=[ev.n for ev in events])
+
+
+async def test_a_run_stored_with_one_join_buffer_per_step_pairs_its_pending_event_on_resume(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A run stored when a join's buffer was one per step (``join:<step>``, also inside batches), stopped with
+    one half of a pair buffered: resumed, the other half pairs with it, and the fan-in gets the result — the
+    half is neither left behind nor dropped when the batch closes."""
+    checkpoints = 0
+
+    def die_after_the_fourth_checkpoint(point: str) -> None:  # the one that stores the join's first arrival
+        nonlocal checkpoints
+        checkpoints += point == "checkpoint.write.after"
+        if checkpoints == 4:
+            raise Died(point)
+
+    store = MemoryCheckpointer()
+    with _crashpoints.armed(die_after_the_fourth_checkpoint), pytest.raises(Died):
+        await JoinInABatch(checkpointer=store).run(run_id="per-batch")
+    document = _snapshot.replay(store.load("per-batch"), "per-batch")
+    (batch_buffer,) = (b for b in document["buffers"] if b.startswith("join:pair"))
+    assert batch_buffer == "join:pair/start@1" and len(document["buffers"][batch_buffer]) == 1
+    # The same run as the layout before stored it: the join's pending event under the step's one buffer.
+    document["buffers"]["join:pair"] = document["buffers"].pop(batch_buffer)
+    document["run_id"] = "per-step"
+    record = Record(document["seq"], True, _snapshot.frame(json.dumps(document), "per-step", document["seq"]))
+    store.create("per-step", store.info("per-batch").workflow, record, "earlier layout")
+    store.release("per-step", "earlier layout")
+    with caplog.at_level(logging.WARNING, logger="durableflow"):
+        assert await JoinInABatch(checkpointer=store).resume("per-step") == [2]
+        assert await JoinInABatch(checkpointer=store).resume("per-batch") == [2]
+    assert not [r for r in caplog.records if "unpaired" in r.getMessage()]
