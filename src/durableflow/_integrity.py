@@ -48,7 +48,7 @@ def check_info(info: object, run_id: str | None = None) -> RunInfo:
     for name in ("created_at", "updated_at"):
         if not _is_time(getattr(info, name)):
             problems.append(f"{name} {getattr(info, name)!r} is not a time")
-    if not _is_int(info.last_seq, least=1):
+    if not _is_int(info.last_seq, least=1) or info.last_seq > _LAST_RECORD:
         problems.append(f"last_seq {info.last_seq!r} is not a record number")
     for name in ("result", "error", "lease_owner"):
         value = getattr(info, name)
@@ -128,6 +128,11 @@ def _is_text(value: Any, empty: bool = False) -> bool:
     except UnicodeEncodeError:  # a lone surrogate: not text anyone wrote
         return False
     return True
+
+
+_LAST_RECORD = 2**53
+"""The highest record number a store holds exactly: Redis's scripts compare record numbers as Lua numbers
+(doubles). No run writes that many records: a larger last_seq was written by hand."""
 
 
 def _is_int(value: Any, least: int = 0) -> bool:
