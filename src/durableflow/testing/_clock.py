@@ -206,8 +206,8 @@ def frozen_time(start: Any, ignore: list[str]) -> Iterator[Any]:
     test suite's modules loaded, more than a short exploration's own work. Here the modules are listed
     once and remembered by their size; freezegun is started with that scan turned off (an outer freezer
     that ignores every module) and a second freezer inside it, whose ignore list decides, call by call,
-    who sees the real time, as one freezer's would.
-    """
+    who sees the real time, as one freezer's would. A name that a module rebinds to a time function, its
+    number of names unchanged, is missed: it keeps the real function (README, Testing with the plugin)."""
     import freezegun
     from freezegun import api
 
