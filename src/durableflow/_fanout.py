@@ -132,14 +132,15 @@ class FanOut:
         key = f"{batch}>{step}"
         if RELEASED + key in run.buffers:  # Take(n) already fired: later arrivals never reach the step
             return
-        gathered = run.buffer(BATCH + key)
+        gathered = run.buffers.get(BATCH + key)
         if not gathered or gathered[-1] != eid:  # ids only grow: a repeat could only be the last (O(1), not a scan)
-            gathered.append(eid)
+            run.buffer_append(BATCH + key, eid)  # written as an addition: the batch is not rewritten per member
             run.refs[eid] += 1
+            gathered = run.buffers[BATCH + key]
         n = self.plan.take(step)
         if n is not None and len(gathered) >= n:
             release = self._release(batch, step)
-            run.buffer(RELEASED + key).append(release)
+            run.buffer_append(RELEASED + key, release)
             run.refs[release] += 1
 
     def _adopt(self, first_eid: int, stream: str | None) -> None:
@@ -149,15 +150,16 @@ class FanOut:
         run = self.run
         for eid in range(first_eid, run.next_eid):
             if eid in run.events and self._owed(eid):
-                self._open(stream).append(eid)
-                run.refs[eid] += 1
-                self.scope[eid] = stream
+                self._open(stream, eid)
 
-    def _open(self, stream: str) -> list[int]:
-        """The open-work buffer of ``stream``, counted in its enclosing batches when it is made."""
-        if OPEN + stream not in self.run.buffers:
+    def _open(self, stream: str, eid: int) -> None:
+        """Event ``eid`` is open work of ``stream`` (whose buffer is counted in its enclosing batches when made)."""
+        run = self.run
+        if OPEN + stream not in run.buffers:
             self._count_inner(stream, +1)
-        return self.run.buffer(OPEN + stream)
+        run.buffer_append(OPEN + stream, eid)  # an addition; a member's work done rewrites it (see finished)
+        run.refs[eid] += 1
+        self.scope[eid] = stream
 
     def _count_inner(self, stream: str, change: int) -> None:
         """Count ``stream`` in every batch it is inside (a batch waits for all batches opened within it)."""
@@ -250,9 +252,7 @@ class FanOut:
         self.runner._queue(run.add_delivery(eid, step))
         parent = _parent(stream)
         if parent is not None:  # the collecting step's work is its enclosing batch's
-            self._open(parent).append(eid)
-            run.refs[eid] += 1
-            self.scope[eid] = parent
+            self._open(parent, eid)
         return eid
 
     def members(self, event: Event, step: str) -> list[Event]:

@@ -653,3 +653,21 @@ async def test_a_run_stored_with_one_join_buffer_per_step_pairs_its_pending_even
         assert await JoinInABatch(checkpointer=store).resume("per-step") == [2]
         assert await JoinInABatch(checkpointer=store).resume("per-batch") == [2]
     assert not [r for r in caplog.records if "unpaired" in r.getMessage()]
+
+
+async def test_a_typed_fan_in_writes_each_gathered_result_as_an_addition() -> None:
+    """A member's result joins its batch's fan-in as an addition to the stored buffer: no checkpoint rewrites
+    what the batch gathered (its cost per member would grow with the batch); the release drops it whole."""
+    store = MemoryCheckpointer()
+    assert await FanInFive(checkpointer=store).run(run_id="additions", count=20) == {
+        "got": [n * 10 for n in range(20)],
+        "joins": 1,
+    }
+    added: list[int] = []
+    for record in store.load("additions"):
+        document = _snapshot.unframe(record.data, "additions", record.seq)
+        assert not record.full or record.seq == 1  # too small a run to fold its deltas
+        rewritten = {b: eids for b, eids in document.get("buffers", {}).items() if b.startswith("fan-in:")}
+        assert all(eids == [] for eids in rewritten.values()), (record.seq, rewritten)
+        added += [eid for b, eids in document.get("buffers_add", {}).items() if b.startswith("fan-in:") for eid in eids]
+    assert len(added) == 20
