@@ -8,10 +8,12 @@ from __future__ import annotations
 
 import gc
 import importlib.metadata
+import sqlite3
 import statistics
 import sys
 import time
 from collections.abc import Awaitable, Callable, Sequence
+from pathlib import Path
 
 Batch = Callable[[], Awaitable[float]]
 """Runs one batch and returns its cost per run (or per checkpoint), in seconds."""
@@ -80,3 +82,20 @@ def require_peer() -> str:
         )
         raise SystemExit(2) from None
     return version
+
+
+def raw_commit(path: Path) -> Callable[[], None]:
+    """One ``BEGIN; INSERT a 100-byte row; COMMIT`` on a fresh table, WAL and ``synchronous=NORMAL`` as every
+    store here is measured: the unit of a durable run's floor."""
+    db = sqlite3.connect(path, isolation_level=None)
+    db.execute("PRAGMA journal_mode=WAL")
+    db.execute("PRAGMA synchronous=NORMAL")
+    db.execute("CREATE TABLE rows (id INTEGER PRIMARY KEY, data BLOB NOT NULL)")
+    row = bytes(100)
+
+    def commit() -> None:
+        db.execute("BEGIN")
+        db.execute("INSERT INTO rows (data) VALUES (?)", (row,))
+        db.execute("COMMIT")
+
+    return commit

@@ -22,14 +22,13 @@ from __future__ import annotations
 import argparse
 import asyncio
 import importlib.metadata
-import sqlite3
 import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
 from _servers import redis_server
-from _timing import Batch, calibrated, interleave, print_table, require_peer, us
+from _timing import Batch, calibrated, interleave, print_table, raw_commit, require_peer, us
 from bench_run_loop import ThreeSteps  # the run the run-loop benchmark times, here made durable
 
 from durableflow import (
@@ -125,18 +124,12 @@ def peer_loop_batch(n: int, min_checkpoints: int) -> Batch:
 
 def raw_commit_batch(path: Path, commits: int) -> Batch:
     """``BEGIN; INSERT one ~100-byte row; COMMIT`` on a WAL, synchronous=NORMAL database; the cost per commit."""
-    db = sqlite3.connect(path, isolation_level=None)
-    db.execute("PRAGMA journal_mode=WAL")
-    db.execute("PRAGMA synchronous=NORMAL")
-    db.execute("CREATE TABLE rows (id INTEGER PRIMARY KEY, data BLOB NOT NULL)")
-    row = bytes(100)
+    commit = raw_commit(path)
 
     async def batch() -> float:
         start = time.perf_counter()
         for _ in range(commits):
-            db.execute("BEGIN")
-            db.execute("INSERT INTO rows (data) VALUES (?)", (row,))
-            db.execute("COMMIT")
+            commit()
         return (time.perf_counter() - start) / commits
 
     return batch

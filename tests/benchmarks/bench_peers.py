@@ -41,7 +41,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any, Literal, TypedDict
 
-from _timing import Batch, interleave, print_table, us
+from _timing import Batch, interleave, print_table, raw_commit, us
 
 from durableflow import Context, Event, SQLiteCheckpointer, StartEvent, StopEvent, Workflow, step
 
@@ -427,18 +427,12 @@ def _queues_as_llama_agents_dbos_expects() -> None:
 
 def raw_commits(path: Path) -> Callable[[], Any]:
     """One ``BEGIN; INSERT a 100-byte row; COMMIT`` on the same settings: the unit of durableflow's floor."""
-    db = sqlite3.connect(path, isolation_level=None)
-    db.execute("PRAGMA journal_mode=WAL")
-    db.execute("PRAGMA synchronous=NORMAL")
-    db.execute("CREATE TABLE rows (id INTEGER PRIMARY KEY, data BLOB NOT NULL)")
-    row = bytes(100)
+    commit = raw_commit(path)
 
-    async def commit() -> None:
-        db.execute("BEGIN")
-        db.execute("INSERT INTO rows (data) VALUES (?)", (row,))
-        db.execute("COMMIT")
+    async def commit_on_the_loop() -> None:
+        commit()
 
-    return commit
+    return commit_on_the_loop
 
 
 CLOCK: Callable[[], float] = time.perf_counter

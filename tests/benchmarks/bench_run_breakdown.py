@@ -22,7 +22,7 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
-from _timing import interleave, print_table, us
+from _timing import interleave, print_table, raw_commit, us
 from bench_peers import ThreeSteps
 
 from durableflow import SQLiteCheckpointer
@@ -92,17 +92,11 @@ def raw_statements(path: Path) -> Callable[[], None]:
 
 def raw_commits(path: Path) -> Callable[[], None]:
     """Four ``BEGIN; INSERT a row; COMMIT`` on the same settings: the floor."""
-    db = sqlite3.connect(path, isolation_level=None)
-    db.execute("PRAGMA journal_mode=WAL")
-    db.execute("PRAGMA synchronous=NORMAL")
-    db.execute("CREATE TABLE rows (id INTEGER PRIMARY KEY, data BLOB NOT NULL)")
-    row = bytes(100)
+    commit = raw_commit(path)
 
     def run() -> None:
         for _ in range(4):
-            db.execute("BEGIN")
-            db.execute("INSERT INTO rows (data) VALUES (?)", (row,))
-            db.execute("COMMIT")
+            commit()
 
     return run
 

@@ -23,6 +23,7 @@ from durableflow import (
     StopEvent,
     Take,
     Workflow,
+    WorkflowHandler,
     WorkflowRuntimeError,
     WorkflowValidationError,
     _crashpoints,
@@ -323,15 +324,23 @@ class Forward(Event):
     n: int
 
 
+class TwoMembers(Workflow):
+    """Splits the start into two Tasks and counts the Done events gathered; each test adds the members' steps."""
+
+    @step
+    async def split(self, ev: StartEvent) -> list[Task]:
+        return [Task(n=n) for n in range(2)]
+
+    @step
+    async def gather(self, events: list[Done]) -> StopEvent:
+        return StopEvent(result=len(events))
+
+
 async def test_work_forwarded_with_send_event_leaves_the_batch_and_the_error_says_so() -> None:
     """A member that forwards its work with ctx.send_event takes it out of the batch: what that work returns
     is refused with an error naming the step, saying sent events join no batch and to return the event."""
 
-    class Forwards(Workflow):
-        @step
-        async def split(self, ev: StartEvent) -> list[Task]:
-            return [Task(n=n) for n in range(2)]
-
+    class Forwards(TwoMembers):
         @step
         async def work(self, ctx: Context, ev: Task) -> Forward | None:
             ctx.send_event(Forward(n=ev.n))
@@ -340,10 +349,6 @@ async def test_work_forwarded_with_send_event_leaves_the_batch_and_the_error_say
         @step
         async def finish(self, ev: Forward) -> Done:
             return Done(n=ev.n)
-
-        @step
-        async def gather(self, events: list[Done]) -> StopEvent:
-            return StopEvent(result=len(events))
 
     with pytest.raises(WorkflowRuntimeError) as caught:
         await Forwards().run()
@@ -361,15 +366,18 @@ class Answer(HumanResponseEvent):
     n: int
 
 
+async def answer_each_ask(handler: WorkflowHandler) -> None:
+    """Answers every Ask on the run's stream with the Answer its member waits for."""
+    async for ev in handler.stream_events():
+        if isinstance(ev, Ask):
+            handler.ctx.send_event(Answer(n=ev.n))
+
+
 def test_a_member_answered_from_outside_is_refused_saying_to_wait_for_the_answer_inside_it() -> None:
     """A batch member that asks a human and ends there leaves its answer outside the batch (it comes from
     outside the run): validation says so and names ctx.wait_for_event, rather than 'no list producer'."""
 
-    class AnsweredOutside(Workflow):
-        @step
-        async def split(self, ev: StartEvent) -> list[Task]:
-            return [Task(n=n) for n in range(2)]
-
+    class AnsweredOutside(TwoMembers):
         @step
         async def work(self, ev: Task) -> Ask:
             return Ask(n=ev.n)
@@ -377,10 +385,6 @@ def test_a_member_answered_from_outside_is_refused_saying_to_wait_for_the_answer
         @step
         async def answered(self, ev: Answer) -> Done:
             return Done(n=ev.n)
-
-        @step
-        async def gather(self, events: list[Done]) -> StopEvent:
-            return StopEvent(result=len(events))
 
     with pytest.raises(WorkflowValidationError) as caught:
         AnsweredOutside().validate()
@@ -408,9 +412,7 @@ class WaitsInside(Workflow):
 
 async def test_a_member_that_waits_for_its_answer_stays_in_the_batch() -> None:
     handler = WaitsInside().run()
-    async for ev in handler.stream_events():
-        if isinstance(ev, Ask):
-            handler.ctx.send_event(Answer(n=ev.n))
+    await answer_each_ask(handler)
     assert await handler == [0, 10]
 
 
@@ -431,11 +433,7 @@ async def test_an_answer_turned_into_a_batch_result_at_run_time_is_refused_sayin
     """When validation cannot tell (the collected type is also made inside the batch), the run-time refusal of
     an answer's result says the answer came from outside and names ctx.wait_for_event, not ctx.send_event."""
 
-    class SomeAsk(Workflow):
-        @step
-        async def split(self, ev: StartEvent) -> list[Task]:
-            return [Task(n=n) for n in range(2)]
-
+    class SomeAsk(TwoMembers):
         @step(num_workers=2)
         async def work(self, ctx: Context, ev: Task) -> Ask | Done:
             if ev.n == 0:
@@ -447,14 +445,8 @@ async def test_an_answer_turned_into_a_batch_result_at_run_time_is_refused_sayin
         async def answered(self, ev: Answer) -> Done:
             return Done(n=ev.n)
 
-        @step
-        async def gather(self, events: list[Done]) -> StopEvent:
-            return StopEvent(result=len(events))
-
     handler = SomeAsk().run()
-    async for ev in handler.stream_events():
-        if isinstance(ev, Ask):
-            handler.ctx.send_event(Answer(n=ev.n))
+    await answer_each_ask(handler)
     with pytest.raises(WorkflowRuntimeError) as caught:
         await handler
     message = str(caught.value)

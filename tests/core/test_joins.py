@@ -28,6 +28,16 @@ class Body(Event):
     value: str
 
 
+class SendsHeaderAndBody(Workflow):
+    """Sends one Header and one Body; each test adds the join that takes them."""
+
+    @step
+    async def emit(self, ctx: Context, ev: StartEvent) -> Header | Body | None:
+        ctx.send_event(Header(value="h"))
+        ctx.send_event(Body(value="b"))
+        return None
+
+
 class Footer(Event):
     value: str
 
@@ -83,13 +93,7 @@ async def test_parameters_of_one_type_bind_in_arrival_order_batch_after_batch() 
 async def test_the_join_keeps_its_own_buffer() -> None:
     """ctx.collect_events inside the join starts empty: the join's pending events are not in it."""
 
-    class Buffers(Workflow):
-        @step
-        async def emit(self, ctx: Context, ev: StartEvent) -> Header | Body | None:
-            ctx.send_event(Header(value="h"))
-            ctx.send_event(Body(value="b"))
-            return None
-
+    class Buffers(SendsHeaderAndBody):
         @step
         async def assemble(self, ctx: Context, h: Header, b: Body) -> StopEvent:
             return StopEvent(result=ctx.collect_events(b, [Header, Body]) is None)
@@ -100,13 +104,7 @@ async def test_the_join_keeps_its_own_buffer() -> None:
 async def test_a_failed_join_hands_its_last_arrival_to_catch_error() -> None:
     """The join's input, for @catch_error, is the event that completed the set."""
 
-    class Recovers(Workflow):
-        @step
-        async def emit(self, ctx: Context, ev: StartEvent) -> Header | Body | None:
-            ctx.send_event(Header(value="h"))
-            ctx.send_event(Body(value="b"))
-            return None
-
+    class Recovers(SendsHeaderAndBody):
         @step
         async def assemble(self, h: Header, b: Body) -> StopEvent:
             raise RuntimeError(h.value + b.value)
