@@ -231,8 +231,7 @@ async def _resume_later(
         assert ctx._state.result is not None
         handler._ctx = ctx
         handler._future.set_result(run_result(ctx._state.result))
-        if not handler._started.done():
-            handler._started.set_result(None)
+        handler._mark_started()
         return
     started = drive_loaded(workflow, run_id, lease, records, handler._future, ctx)
     assert started._runner is not None

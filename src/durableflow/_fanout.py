@@ -197,7 +197,7 @@ class FanOut:
             key = f"{event.stream_id}>{delivery.step}"
             for eid in run.buffers.pop(BATCH + key, ()):
                 run.unref(eid)
-            run.dirty_buffers.add(BATCH + key)
+            run.rewrite(BATCH + key)
         opened, self.opened = self.opened, []
         for child in opened:
             self._close_if_done(child)
@@ -216,11 +216,11 @@ class FanOut:
             return
         if run.buffers.pop(OPEN + stream, None) is not None:
             self._count_inner(stream, -1)
-        run.dirty_buffers.add(OPEN + stream)
+        run.rewrite(OPEN + stream)
         for step in self.plan.bindings.get(_source(stream), ()):
             released = run.buffers.pop(f"{RELEASED}{stream}>{step}", None)
             if released is not None:  # Take(n) fired before the batch closed
-                run.dirty_buffers.add(f"{RELEASED}{stream}>{step}")
+                run.rewrite(f"{RELEASED}{stream}>{step}")
                 for eid in released:
                     run.unref(eid)
                 continue
@@ -237,7 +237,7 @@ class FanOut:
                     len(leftover),
                     stream,
                 )
-                run.dirty_buffers.add(f"{JOIN}{step}{stream}")
+                run.rewrite(f"{JOIN}{step}{stream}")
                 for eid in leftover:
                     run.unref(eid)
         parent = _parent(stream)

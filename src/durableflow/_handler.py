@@ -35,21 +35,22 @@ class WorkflowHandler:
         self._runner: Runner | None = None
         self._waiting: asyncio.Task[None] | None = None  # resume(wait=...) polling for the lease
         self._all_events_consumed = False  # the stream was read to its end
-        self._started: asyncio.Future[None] = future.get_loop().create_future()
-        if ctx is not None:
+        # done once the run started here or never will; None when it started with the handler (most runs)
+        self._started: asyncio.Future[None] | None = None if ctx is not None else future.get_loop().create_future()
+
+    def _mark_started(self) -> None:
+        if self._started is not None and not self._started.done():
             self._started.set_result(None)
 
     def _never_started(self, error: BaseException) -> None:
         """The run could not start here (its lease never came free, say): awaiting and streaming raise ``error``."""
         if not self._future.done():
             self._future.set_exception(error)
-        if not self._started.done():
-            self._started.set_result(None)
+        self._mark_started()
 
     def _attach(self, runner: Runner) -> None:
         self._runner, self._ctx = runner, runner.ctx
-        if not self._started.done():
-            self._started.set_result(None)
+        self._mark_started()
 
     @property
     def ctx(self) -> Context[Any]:
@@ -69,7 +70,8 @@ class WorkflowHandler:
         ``run()`` and ``resume()`` return before their store calls are answered, and this is where a taken
         run id or a run another worker drives is told apart from a run that failed later.
         """
-        await asyncio.shield(self._started)
+        if self._started is not None:
+            await asyncio.shield(self._started)
         runner = self._runner
         if runner is None:  # it had completed, or never started here
             if self._future.done() and not self._future.cancelled() and self._future.exception() is not None:
@@ -120,7 +122,8 @@ class WorkflowHandler:
         """
         if self._all_events_consumed:
             raise WorkflowRuntimeError("All the streamed events have already been consumed.")
-        await asyncio.shield(self._started)
+        if self._started is not None:
+            await asyncio.shield(self._started)
         runner = self._runner
         if runner is None:  # a run that had completed already, or one that never started here
             if self._future.done() and not self._future.cancelled() and self._future.exception() is not None:
@@ -158,7 +161,7 @@ class WorkflowHandler:
         claim succeeds, and the future returned is done then (or raises why the run did not start here).
         """
         if self._runner is None:
-            if self._started.done():
+            if self._started is None or self._started.done():
                 raise WorkflowRuntimeError(f"run {self.run_id!r} is not running here")
             sent: asyncio.Future[None] = self._future.get_loop().create_future()
             self._started.add_done_callback(lambda _: self._send_once_started(event, step, sent))

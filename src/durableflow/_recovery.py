@@ -22,10 +22,11 @@ from ._clock import get_clock
 from ._errors import StepCrashLoopError
 from ._events import Event, StepFailedEvent, WorkflowFailedEvent
 from ._retry import RetryInfo, RetryPolicy
+from ._runstate import Delivery
 
 if TYPE_CHECKING:
     from ._runner import Runner
-    from ._runstate import Delivery, RunState
+    from ._runstate import RunState
     from ._step import StepSpec
 
 _RECOVERIES = "\0catch_error:"  # a handler's recoveries in this run, kept beside the effect records
@@ -52,9 +53,8 @@ def mark_starting(runner: Runner, finishing: str | None) -> None:
     if not runner.ready_count:
         return
     steps, busy, run = runner.graph.steps, runner.busy, runner.run
-    for name, queue in runner.ready.items():
-        if not queue:
-            continue
+    for name, queued in runner.ready.items():
+        queue = (queued,) if isinstance(queued, Delivery) else queued
         free = steps[name].num_workers - busy[name] + (name == finishing)
         for delivery in itertools.islice(queue, max(free, 0)):
             delivery.running = True

@@ -56,8 +56,8 @@ class RunEnding:
     claim_future: asyncio.Future[None] | None
     claim_outcome: BaseException | bool | None
     busy: dict[str, int]
-    workers: set[asyncio.Task[None]]
-    stream: deque[Event]
+    workers: tuple[asyncio.Task[None], ...] | set[asyncio.Task[None]]
+    stream: deque[Event] | tuple[()]
     stream_waiter: asyncio.Future[None] | None
     done: bool
     ending: bool
@@ -68,7 +68,10 @@ class RunEnding:
     # -- stream --------------------------------------------------------------------------
 
     def write_stream(self, event: Event) -> None:
-        self.stream.append(event)
+        stream = self.stream
+        if isinstance(stream, tuple):  # made on first use: a run in flight keeps no empty one
+            self.stream = stream = deque()
+        stream.append(event)
         self._wake_stream()
 
     def _wake_stream(self) -> None:
@@ -327,6 +330,7 @@ class RunEnding:
         for task in self.workers:
             if task is not current:
                 task.cancel()
+        self.workers = ()  # a task cancelled before it started never takes itself out
         if self.durable is not None:
             self.durable.release()
         self._detach()
@@ -339,7 +343,7 @@ class RunEnding:
         self._claim_settled(exc if exc is not None else asyncio.CancelledError())
         if self.durable is not None:
             self.durable.detach()
-        self.stream.clear()  # a dead process shows its readers nothing more, not even what it had queued
+        self.stream = ()  # a dead process shows its readers nothing more, not even what it had queued
         for cancel in self.cancels:
             cancel()
         self.cancels.clear()  # a timer's stop refers back to this runner: no cycle left for the collector
@@ -347,6 +351,7 @@ class RunEnding:
         for task in self.workers:  # a dead process runs no more steps: stop the other workers where they wait
             if task is not current:
                 task.cancel()
+        self.workers = ()  # a task cancelled before it started never takes itself out
         self._detach()
         if exc is not None and not self.future.done():
             if isinstance(exc, asyncio.CancelledError):

@@ -59,6 +59,46 @@ T = TypeVar("T")
 class Runner(RunEnding):
     """Drives one run of one workflow instance on the running event loop."""
 
+    # slots: more attributes than an instance's shared-key dict holds would give each run a dict of its own,
+    # one more object for the garbage collector to walk while the run is in flight
+    __slots__ = (
+        "busy",
+        "cancels",
+        "checkpointer",
+        "claim_future",
+        "claim_outcome",
+        "ctx",
+        "ctx_ref",
+        "done",
+        "durable",
+        "effects_running",
+        "ending",
+        "expose_internal",
+        "fan",
+        "future",
+        "graph",
+        "loop",
+        "overrides",
+        "owner",
+        "ready",
+        "ready_count",
+        "released",
+        "reshown",
+        "resources",
+        "run",
+        "running",
+        "spawn_scheduled",
+        "stream",
+        "stream_waiter",
+        "submitted",
+        "thread",
+        "timeout",
+        "unconfirmed_end",
+        "waiters",
+        "workers",
+        "workflow",
+    )
+
     def __init__(
         self,
         workflow: Workflow,
@@ -92,13 +132,13 @@ class Runner(RunEnding):
         self.claim_outcome: BaseException | bool | None = False  # False: not settled yet; None: claimed
         self.overrides = current_overrides()  # captured as the run starts; its resources are built on first use
         self.resources: ResourceCache | None = None  # made when a step first needs one (_step_calls.arguments)
-        self.ready: dict[str, deque[Delivery]] = {}  # step -> its queue, while it holds a delivery
+        self.ready: dict[str, Delivery | deque[Delivery]] = {}  # step -> what is queued for it, while anything is
         self.busy: dict[str, int] = dict.fromkeys(self.graph.steps, 0)
         self.ready_count = 0
         self.running = 0
-        self.workers: set[asyncio.Task[None]] = set()
+        self.workers: tuple[asyncio.Task[None], ...] | set[asyncio.Task[None]] = ()  # a set once two run at once
         self.effects_running: dict[str, asyncio.Future[str]] = {}
-        self.stream: deque[Event] = deque()
+        self.stream: deque[Event] | tuple[()] = ()  # a deque once something is written to it
         self.stream_waiter: asyncio.Future[None] | None = None
         self.done = False
         self.waiters: set[asyncio.Future[None]] | None = None  # steps in ctx.wait_for_event, once one is
@@ -146,7 +186,7 @@ class Runner(RunEnding):
                     self._queue(delivery)
                 if run.awaiting:
                     self.reshown = [run.events[eid] for eid in run.awaiting]
-                    self.stream.extend(self.reshown)
+                    self.stream = deque(self.reshown)
                 run.status = "running" if self.ready_count else "waiting"
                 run.error = None
             limit = self.workflow.max_recoveries
@@ -252,12 +292,16 @@ class Runner(RunEnding):
         self._spawn_soon()
 
     def _queue(self, delivery: Delivery) -> None:
-        # a queue exists only while it holds something: an in-flight run keeps no empty ones for the collector
-        queue = self.ready.get(delivery.step)
-        if queue is None:
-            self.ready[delivery.step] = deque((delivery,))
+        # a queue exists only while it holds two or more (a lone delivery is held as it is): an in-flight
+        # run keeps no deque for the collector in the common case
+        ready, step = self.ready, delivery.step
+        queued = ready.get(step)
+        if queued is None:
+            ready[step] = delivery
+        elif type(queued) is Delivery:
+            ready[step] = deque((queued, delivery))
         else:
-            queue.append(delivery)
+            queued.append(delivery)
         self.ready_count += 1
 
     # -- workers -------------------------------------------------------------------------
@@ -276,14 +320,18 @@ class Runner(RunEnding):
             return
         ready = self.ready
         for name, spec in self.graph.steps.items():  # in the steps' order, whatever order they were queued in
-            queue = ready.get(name)
-            if queue is None:
+            if name not in ready:
                 continue
             limit = spec.num_workers
-            while queue and self.busy[name] < limit:
-                task = self.loop.create_task(self._worker(self._claim(name, queue)))
-                self.workers.add(task)
-                task.add_done_callback(self.workers.discard)
+            while name in ready and self.busy[name] < limit:
+                task = self.loop.create_task(self._worker(self._claim(name)))
+                workers = self.workers
+                if not workers:  # the common lone worker: no set, and no callback to take it out of one
+                    self.workers = (task,)
+                elif isinstance(workers, tuple):
+                    self.workers = {*workers, task}
+                else:
+                    workers.add(task)
 
     def _take(self, finished: str) -> Delivery | None:
         """The next ready delivery whose step has a free worker, for a worker that just finished one of
@@ -292,18 +340,22 @@ class Runner(RunEnding):
             return None
         ready, busy, steps = self.ready, self.busy, self.graph.steps
         for name in self.graph.take_order[finished]:
-            queue = ready.get(name)
-            if queue is not None and busy[name] < steps[name].num_workers:
-                return self._claim(name, queue)
+            if name in ready and busy[name] < steps[name].num_workers:
+                return self._claim(name)
         return None
 
-    def _claim(self, name: str, queue: deque[Delivery]) -> Delivery:
+    def _claim(self, name: str) -> Delivery:
         self.ready_count -= 1
         self.busy[name] += 1
         self.running += 1
-        delivery = queue.popleft()
-        if not queue:
-            del self.ready[name]
+        ready = self.ready
+        queued = ready[name]
+        if type(queued) is Delivery:
+            del ready[name]
+            return queued
+        delivery = queued.popleft()
+        if not queued:
+            del ready[name]
         return delivery
 
     async def _worker(self, delivery: Delivery | None) -> None:
@@ -322,6 +374,12 @@ class Runner(RunEnding):
         except BaseException as exc:  # a crash point fired, or the loop is shutting down
             if not (self.done and isinstance(exc, asyncio.CancelledError)):
                 self._abandon(exc)
+        finally:  # out of the run's workers (the end of a run empties them: a task it cancelled never gets here)
+            workers = self.workers
+            if isinstance(workers, set):
+                workers.discard(asyncio.current_task())
+            else:
+                self.workers = ()
 
     async def _execute(self, delivery: Delivery) -> None:
         spec = self.graph.steps[delivery.step]

@@ -120,7 +120,7 @@ class RunState:
         self.gone_events: set[int] | tuple[()] = ()
         self.touched: set[DeliveryKey] | tuple[()] = ()
         self.gone: set[DeliveryKey] | tuple[()] = ()
-        self.dirty_buffers: set[str] = set()  # buffers the next record rewrites whole
+        self.dirty_buffers: set[str] | tuple[()] = ()  # buffers the next record rewrites whole (a set once one is)
         self.appended: dict[str, list[int]] = {}
         """Buffers whose only change is events added at their end, and those events: the next record adds
         them (``buffers_add``) instead of rewriting the buffer, so a buffer growing to N events costs O(N)."""
@@ -144,8 +144,7 @@ class RunState:
             delivery = self.deliveries.get(key)
             if delivery is not None:
                 delivery.persisted = True
-        self.new_events = self.gone_events = self.touched = self.gone = ()
-        self.dirty_buffers.clear()
+        self.new_events = self.gone_events = self.touched = self.gone = self.dirty_buffers = ()
         self.appended.clear()
         self.new_effects = ()
         self.awaiting_dirty = False
@@ -215,10 +214,17 @@ class RunState:
 
     def buffer(self, buffer_id: str) -> list[int]:
         """The buffer, to change as a whole: the next record rewrites it."""
-        self.dirty_buffers.add(buffer_id)
+        self.rewrite(buffer_id)
         if self.appended:
             self.appended.pop(buffer_id, None)
         return self.buffers.setdefault(buffer_id, [])
+
+    def rewrite(self, buffer_id: str) -> None:
+        """The next record writes buffer ``buffer_id`` whole."""
+        dirty = self.dirty_buffers
+        if isinstance(dirty, tuple):
+            self.dirty_buffers = dirty = set()
+        dirty.add(buffer_id)
 
     def buffer_append(self, buffer_id: str, eid: int) -> None:
         """Add ``eid`` at the end of the buffer: the next record adds it, unless it rewrites the buffer anyway."""

@@ -90,7 +90,7 @@ def commit_takes(run: RunState, delivery: Delivery) -> None:
     """The step completed: what it collected leaves the buffers for good."""
     for buffer_id, eid in delivery.taken:
         run.unref(eid)
-        run.dirty_buffers.add(buffer_id)  # checkpoints recorded it as still buffered
+        run.rewrite(buffer_id)  # checkpoints recorded it as still buffered
     delivery.taken = ()
 
 
