@@ -9,11 +9,12 @@ to walk; most runs end long before either timer fires.
 
 from __future__ import annotations
 
+import functools
 import weakref
 from collections.abc import Callable
 from typing import TYPE_CHECKING, final
 
-from ._clock import Clock, get_clock
+from ._clock import Clock, SystemClock, get_clock
 from ._errors import DurableflowError
 
 if TYPE_CHECKING:
@@ -122,7 +123,9 @@ class _Schedule:
     deadline holds its loop (as the handle's loop and the callback's argument), so that the loop's weakly
     keyed entry would keep the loop itself alive: every closed loop that ever ran a durable run, and every
     clock used on a long-lived loop, would stay in memory. The loop and the clock are held only while one
-    of their runs keeps a lease; a run that starts when none is in flight arms the timers afresh.
+    of their runs keeps a lease; a run that starts when none is in flight arms the timers afresh. On the
+    real clock, which outlives every loop, the timers are left armed instead (only their handles let go, so
+    nothing here holds the loop): back-to-back runs then arm none.
     """
 
     __slots__ = ("cancel_renewal", "clock", "deadline", "deadline_at", "keepers", "renewal_at", "sweeping")
@@ -149,6 +152,13 @@ class _Schedule:
         keepers.discard(keeper)
         if keepers:
             return
+        if type(self.clock) is SystemClock:
+            # The real clock lives as long as the process: the timers stay armed for the next run, which then
+            # arms none (back-to-back runs would otherwise arm and cancel two timers each). Only the handles
+            # are let go: held here they would hold the loop, and through this entry keep it alive once closed.
+            # A timer that fires with nobody due does nothing.
+            self.cancel_renewal, self.deadline = None, None
+            return
         if self.cancel_renewal is not None:
             self.cancel_renewal()
             self.cancel_renewal, self.renewal_at = None, _NEVER
@@ -172,9 +182,11 @@ class _Schedule:
         if self.cancel_renewal is not None:
             self.cancel_renewal()
         self.renewal_at = at
-        self.cancel_renewal = self.clock.call_at(at, self._renewals)
+        self.cancel_renewal = self.clock.call_at(at, functools.partial(self._renewals, at))
 
-    def _renewals(self) -> None:
+    def _renewals(self, armed_at: float) -> None:
+        if armed_at != self.renewal_at:  # a timer let go (``discard``) and since superseded by another
+            return
         self.cancel_renewal, self.renewal_at = None, _NEVER
         now = self.clock.now()
         self.sweeping = True
@@ -194,9 +206,11 @@ class _Schedule:
         if self.deadline is not None:
             self.deadline.cancel()
         self.deadline_at = at
-        self.deadline = loop.call_at(at, self._deadlines, loop)
+        self.deadline = loop.call_at(at, self._deadlines, loop, at)
 
-    def _deadlines(self, loop: asyncio.AbstractEventLoop) -> None:
+    def _deadlines(self, loop: asyncio.AbstractEventLoop, armed_at: float) -> None:
+        if armed_at != self.deadline_at:  # a timer let go (``discard``) and since superseded by another
+            return
         self.deadline, self.deadline_at = None, _NEVER
         now = loop.time()
         for keeper in [k for k in self.keepers if k.durable is not None and k.durable.drive_until <= now]:

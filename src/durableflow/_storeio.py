@@ -275,34 +275,30 @@ _IDLE = 5.0  # seconds a writer thread waits for work before it ends
 
 def _after_fork_in_child() -> None:
     """A forked child has none of its parent's threads, and its locks may be held by them: start afresh."""
-    for io in [*(ref() for ref in _ios.values()), *_ios_by_id.values()]:
-        if io is None:
-            continue
+    for io in [*_ios.values(), *_ios_by_id.values()]:
         io._lock = threading.Lock()
         io._wake = threading.Condition(io._lock)
         io._queue, io._thread, io._flush_loop = [], None, None
 
 
-_ios: weakref.WeakKeyDictionary[Any, weakref.ref[StoreIO]] = weakref.WeakKeyDictionary()
-"""Each checkpointer's ``StoreIO``, while something holds it (a run, a queued call, its writer thread). Held
-weakly: it holds its checkpointer, so a value held strongly would keep its own key, and every checkpointer
-a process ever used, alive."""
+_ios: weakref.WeakKeyDictionary[Any, StoreIO] = weakref.WeakKeyDictionary()
+"""Each checkpointer's ``StoreIO``, for as long as the checkpointer lives: made once, not again for every run
+(its locks and queue are a few µs of a run). The ``StoreIO`` holds its checkpointer by a weak proxy, so
+the entry keeps nothing alive."""
 _ios_by_id: dict[int, StoreIO] = {}  # checkpointers that cannot be weakly referenced
 
 
 def store_io(checkpointer: Checkpointer) -> StoreIO:
     """The one ``StoreIO`` of this checkpointer object."""
     try:
-        ref = _ios.get(checkpointer)
+        io = _ios.get(checkpointer)
     except TypeError:
         io = _ios_by_id.get(id(checkpointer))
         if io is None:
             io = _ios_by_id[id(checkpointer)] = StoreIO(checkpointer)
         return io
-    io = None if ref is None else ref()
     if io is None:
-        io = StoreIO(checkpointer)
-        _ios[checkpointer] = weakref.ref(io)
+        io = _ios[checkpointer] = StoreIO(cast(Checkpointer, weakref.proxy(checkpointer)))
     return io
 
 

@@ -137,3 +137,39 @@ async def test_a_clock_is_freed_once_its_runs_end_and_the_next_run_is_still_rene
         gate.set()
         assert await asyncio.wait_for(handler, 5) == 3
     assert _lease._schedules.get(asyncio.get_running_loop()) is None
+
+
+async def test_back_to_back_runs_on_the_real_clock_arm_no_timers_and_are_still_renewed() -> None:
+    """On the real clock the timers a finished run leaves armed serve the next: it arms none of its own. A
+    timer superseded meanwhile does nothing when it fires, and a run that outlives the timers left armed is
+    renewed on time (a 0.3 s lease, renewed every 0.1 s: it stops with LeaseExpiredError otherwise)."""
+    store = Renewals(lease_ttl=0.3)
+    loop = asyncio.get_running_loop()
+    assert await Gated(checkpointer=store).run(run_id="a", value=1) == 3
+    schedule = _lease._schedules[loop][id(_lease.get_clock())]
+    assert schedule.renewal_at < float("inf") and schedule.deadline is None  # armed, its handle let go
+
+    armed: list[float] = []
+    call_at = loop.call_at
+
+    def counting(when: float, *args: Any, **kwargs: Any) -> asyncio.TimerHandle:
+        armed.append(when)
+        return call_at(when, *args, **kwargs)
+
+    loop.call_at = counting  # type: ignore[method-assign]
+    try:
+        assert await Gated(checkpointer=store).run(run_id="b", value=1) == 3
+    finally:
+        del loop.call_at
+    assert armed == []
+
+    renewal_at = schedule.renewal_at
+    schedule._renewals(renewal_at - 1)  # a timer superseded: nothing happens
+    assert (schedule.renewal_at, store.renewed) == (renewal_at, [])
+
+    gate = asyncio.Event()
+    wf = Gated(gate=gate, checkpointer=store)
+    handler = wf.run(run_id="c", value=1)
+    await settle(lambda: store.renewed.count("c") >= 3)  # 0.3 s: past the lease, the timers left armed
+    gate.set()
+    assert await asyncio.wait_for(handler, 5) == 3

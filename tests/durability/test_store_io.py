@@ -8,6 +8,7 @@ import os
 import shutil
 import signal
 import uuid
+import weakref
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -239,3 +240,17 @@ async def test_a_resumed_run_folds_its_deltas_once_they_weigh_a_kilobyte() -> No
     assert [r.full for r in again] == [True, False]  # one delta since: not worth folding
     Counts.dies_at = -1
     assert await workflow.resume(handler.run_id) == 60
+
+
+async def test_a_checkpointer_keeps_one_store_io_across_runs() -> None:
+    """The store's I/O (its queue and locks) is made once per checkpointer, not again for each run: what a
+    finished run used is what the next one gets."""
+    from durableflow._storeio import store_io
+
+    store = MemoryCheckpointer()
+    assert await GatedMiddle(checkpointer=store).run(value=1) is not None
+    first = weakref.ref(store_io(store))
+    gc.collect()
+    assert first() is not None
+    assert await GatedMiddle(checkpointer=store).run(value=1) is not None
+    assert store_io(store) is first()
