@@ -38,7 +38,6 @@ from ._events import (
     InputRequiredEvent,
     StartEvent,
     StepState,
-    StepStateChanged,
     StopEvent,
 )
 from ._fanout import FanOut
@@ -385,14 +384,32 @@ class Runner(RunEnding):
         spec = self.graph.steps[delivery.step]
         event = self.run.events[delivery.eid]
         current_delivery.set(delivery)  # the worker task's own context: no reset needed, the next step sets it
-        output = await self._attempts(spec, delivery, event)
-        if output is _FAILED or self.done or self.ending:
+        while True:  # the step's attempts, until it returns or its retries are spent
+            _step_calls.begin(self, spec, delivery, event)
+            if self.durable is not None and self.durable.lease_in_doubt():
+                await self._confirm_lease()  # a worker paused past its lease must not run a step another ran
+            try:
+                if spec.simple and spec.is_async and spec.plan == _EVENT_ONLY:  # the common step: called here
+                    output = await spec.fn(self.workflow, event)
+                else:
+                    output = await _step_calls.call(self, spec, event)
+                break
+            except Exception as exc:
+                retry = _step_calls.failed(self, spec, delivery, event, exc)
+                if type(retry) is not float:  # a hand-off to the step that catches it, or the run failed
+                    output = retry
+                    break
+                clock = get_clock()
+                await clock.sleep_until(clock.now() + retry)
+                if self.done:
+                    return
+        if output is _step_calls.FAILED or self.done or self.ending:
             return
         listener = _crashpoints.listener
         if listener is not None:
             listener(f"step.{spec.name}.end")
         if self.expose_internal:
-            self.write_stream(_internal(spec.name, StepState.NOT_RUNNING, event, delivery, output))
+            self.write_stream(_step_calls.internal(spec.name, StepState.NOT_RUNNING, event, delivery, output))
         try:
             pending = self._complete(delivery, spec, event, output)
             if pending is not None:  # the store writes it on a later turn: the step is not finished before
@@ -406,56 +423,6 @@ class Runner(RunEnding):
             self._fail(exc, partial=True)
             return
         self._completed(spec, event, output)
-
-    async def _attempts(self, spec: StepSpec, delivery: Delivery, event: Event) -> Any:
-        """Call the step until it returns, retrying as its policy says; ``_FAILED`` once the run failed."""
-        while True:
-            delivery.begin_attempt()
-            if self.durable is not None:  # written with the next checkpoint, whatever causes it: a crash now counts
-                delivery.running = True
-                self.run.touch(delivery)
-            if self.expose_internal:
-                self.write_stream(_internal(spec.name, StepState.RUNNING, event, delivery))
-            if plugin_manager.active:
-                plugin_manager.hook.durableflow_step_started(
-                    run_id=self.run.run_id, step=spec.name, event=event, attempt=delivery.attempt
-                )
-            listener = _crashpoints.listener
-            if listener is not None:
-                listener(f"step.{spec.name}.start")
-            if self.durable is not None and self.durable.lease_in_doubt():
-                await self._confirm_lease()  # a worker paused past its lease must not run a step another ran
-            try:
-                if spec.simple:
-                    plan = spec.plan
-                    if spec.is_async and plan == _EVENT_ONLY:  # the common step: no argument list to build
-                        return await spec.fn(self.workflow, event)
-                    args: list[Any] = [event if source == EVENT else self.ctx for source in plan]
-                    kwargs: dict[str, Any] = {}
-                else:
-                    args, kwargs = await _step_calls.arguments(self, spec, event)
-                if spec.is_async:
-                    return await spec.fn(self.workflow, *args, **kwargs)
-                return await asyncio.to_thread(spec.fn, self.workflow, *args, **kwargs)
-            except Exception as exc:
-                _step_calls.undo_takes(self.run, delivery)
-                if plugin_manager.active:
-                    plugin_manager.hook.durableflow_step_finished(
-                        run_id=self.run.run_id, step=spec.name, event=event, output=None, error=exc
-                    )
-                clock = get_clock()
-                retry = spec.retry
-                delay = _recovery.retry_delay(retry, self.run.run_id, spec.name, delivery, exc) if retry else None
-                if delay is None or self.done:
-                    handoff = None if self.done else _recovery.handoff(self, spec, delivery, event, exc)
-                    if handoff is not None:
-                        return handoff
-                    self._fail(exc, step=spec.name, delivery=delivery)
-                    return _FAILED
-                _recovery.failed(self.run, delivery, exc)
-                await clock.sleep_until(clock.now() + delay)
-                if self.done:
-                    return _FAILED
 
     def _complete(self, delivery: Delivery, spec: StepSpec, event: Event, output: Any) -> Awaitable[None] | None:
         """Record a step's completion: its output accepted, its input consumed, all in one checkpoint;
@@ -526,15 +493,4 @@ class Runner(RunEnding):
         return result.result()
 
 
-_FAILED: Any = object()
 _EVENT_ONLY = (EVENT,)
-
-
-def _internal(step: str, state: StepState, event: Event, delivery: Delivery, output: Any = None) -> StepStateChanged:
-    return StepStateChanged(
-        name=step,
-        step_state=state,
-        worker_id=f"{step}:{delivery.eid}",  # one delivery is one worker's job
-        input_event_name=type(event).__name__,
-        output_event_name=None if output is None else type(output).__name__,
-    )

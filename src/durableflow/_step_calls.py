@@ -12,15 +12,81 @@ import inspect
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from . import _crashpoints
+from . import _crashpoints, _recovery
 from ._clock import get_clock
-from ._events import Event
+from ._events import Event, StepState, StepStateChanged
+from ._hooks import plugin_manager
 from ._resource import Builds, ResourceCache
 from ._step import COLLECTED, CONTEXT, EVENT, StepSpec
 
 if TYPE_CHECKING:
     from ._runner import Runner
     from ._runstate import Delivery, RunState
+
+
+FAILED: Any = object()
+"""What an attempt that failed the run leaves the run loop to do: nothing more."""
+
+
+def begin(runner: Runner, spec: StepSpec, delivery: Delivery, event: Event) -> None:
+    """An attempt of the step begins: counted, shown to a stream reader that asked, told to the hooks."""
+    delivery.begin_attempt()
+    if runner.durable is not None:  # written with the next checkpoint, whatever causes it: a crash now counts
+        delivery.running = True
+        runner.run.touch(delivery)
+    if runner.expose_internal:
+        runner.write_stream(internal(spec.name, StepState.RUNNING, event, delivery))
+    if plugin_manager.active:
+        plugin_manager.hook.durableflow_step_started(
+            run_id=runner.run.run_id, step=spec.name, event=event, attempt=delivery.attempt
+        )
+    listener = _crashpoints.listener
+    if listener is not None:
+        listener(f"step.{spec.name}.start")
+
+
+async def call(runner: Runner, spec: StepSpec, event: Event) -> Any:
+    """Call the step with the arguments its plan names; a sync step runs in a worker thread."""
+    if spec.simple:
+        args: list[Any] = [event if source == EVENT else runner.ctx for source in spec.plan]
+        kwargs: dict[str, Any] = {}
+    else:
+        args, kwargs = await arguments(runner, spec, event)
+    if spec.is_async:
+        return await spec.fn(runner.workflow, *args, **kwargs)
+    return await asyncio.to_thread(spec.fn, runner.workflow, *args, **kwargs)
+
+
+def failed(runner: Runner, spec: StepSpec, delivery: Delivery, event: Event, exc: Exception) -> Any:
+    """The attempt raised ``exc``: the seconds to wait before the next attempt (a float), as the step's retry
+    policy says; else what the step ends with, a hand-off to the step that catches it or ``FAILED``."""
+    run = runner.run
+    undo_takes(run, delivery)
+    if plugin_manager.active:
+        plugin_manager.hook.durableflow_step_finished(
+            run_id=run.run_id, step=spec.name, event=event, output=None, error=exc
+        )
+    retry = spec.retry
+    delay = _recovery.retry_delay(retry, run.run_id, spec.name, delivery, exc) if retry else None
+    if delay is None or runner.done:
+        handoff = None if runner.done else _recovery.handoff(runner, spec, delivery, event, exc)
+        if handoff is not None:
+            return handoff
+        runner._fail(exc, step=spec.name, delivery=delivery)
+        return FAILED
+    _recovery.failed(run, delivery, exc)
+    return float(delay)
+
+
+def internal(step: str, state: StepState, event: Event, delivery: Delivery, output: Any = None) -> StepStateChanged:
+    """What a stream reader that asked for internal events is shown as a step starts or finishes."""
+    return StepStateChanged(
+        name=step,
+        step_state=state,
+        worker_id=f"{step}:{delivery.eid}",  # one delivery is one worker's job
+        input_event_name=type(event).__name__,
+        output_event_name=None if output is None else type(output).__name__,
+    )
 
 
 async def arguments(runner: Runner, spec: StepSpec, event: Event) -> tuple[list[Any], dict[str, Any]]:
