@@ -315,11 +315,20 @@ _engines = itertools.count(int.from_bytes(os.urandom(6)))
 reuse its owner ids, and no engine pays for fresh random bytes (a uuid4 cost each durable run ~2 µs)."""
 
 
+_pid = os.getpid()
+
+
+def current_pid() -> int:
+    """``os.getpid()``, without its system call on every checkpoint: kept up to date across forks."""
+    return _pid
+
+
 def _renumber_engines() -> None:
     """A forked child starts from a random point of its own: children of one parent (the crash harness forks
     its lives from one interpreter) must not share owner ids when one reuses a dead sibling's pid."""
-    global _engines
+    global _engines, _pid
     _engines = itertools.count(int.from_bytes(os.urandom(6)))
+    _pid = os.getpid()
 
 
 os.register_at_fork(after_in_child=_renumber_engines)
@@ -327,7 +336,7 @@ os.register_at_fork(after_in_child=_renumber_engines)
 
 def new_owner() -> str:
     """A lease owner id for one engine: host, process and a part unique to the engine."""
-    owner = f"{_HOST}:{os.getpid()}:{next(_engines) & 0xFFFF_FFFF_FFFF:012x}"
+    owner = f"{_HOST}:{_pid}:{next(_engines) & 0xFFFF_FFFF_FFFF:012x}"
     _live_owners.add(owner)
     return owner
 
