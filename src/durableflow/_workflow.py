@@ -28,7 +28,6 @@ from ._runner import Runner
 from ._runstate import RunState
 from ._serializers import JsonSerializer, Serializer
 from ._step import WorkflowGraphCheck, step_config
-from ._storeio import store_io
 from ._validation import GRAPH_CHECKS, validate_workflow
 
 _LEASE_POLL = 0.2
@@ -122,9 +121,6 @@ class Workflow:
         self._runs_waiting: deque[Callable[[], None]] = deque()
         self.timeout = timeout
         self.checkpointer = checkpointer
-        # held for the workflow's life: otherwise the store's I/O state (a lock, a condition, a queue) would be
-        # made afresh for each run that starts when none of this store's is in flight
-        self._store_io = None if checkpointer is None else store_io(checkpointer)
         self._disable_validation = disable_validation
         self._verbose = verbose
         self._resource_manager = resource_manager or ResourceManager()

@@ -28,20 +28,3 @@ async def test_a_dropped_checkpointer_is_freed_after_its_runs(tmp_path: Path) ->
     gc.collect()
 
     assert [ref() for ref in gone] == [None, None]
-
-
-async def test_a_workflow_keeps_its_store_io_between_runs() -> None:
-    """Runs one after another write through one store I/O: the workflow holds it, so it is not made afresh for
-    each run that starts while none of that store's is in flight."""
-    workflow = Once(checkpointer=MemoryCheckpointer())
-    handler = workflow.run()
-    assert await handler == 1
-    assert handler._runner is not None and handler._runner.durable is not None
-    first = weakref.ref(handler._runner.durable.io)
-    del handler
-    gc.collect()
-    assert first() is not None
-    again = workflow.run()
-    assert await again == 1
-    assert again._runner is not None and again._runner.durable is not None
-    assert again._runner.durable.io is first()
