@@ -61,7 +61,7 @@ class RunEnding:
     stream_waiter: asyncio.Future[None] | None
     done: bool
     ending: bool
-    cancels: list[Callable[[], None]]
+    cancels: tuple[Callable[[], None], ...]
     timeout: float | None
     unconfirmed_end: StopEvent | None
 
@@ -325,7 +325,7 @@ class RunEnding:
         self._claim_settled(None)  # it ended here, so it was this process's (failed or cancelled before it spawned)
         for cancel in self.cancels:
             cancel()
-        self.cancels.clear()  # a timer's stop refers back to this runner: no cycle left for the collector
+        self.cancels = ()  # a timer's stop refers back to this runner: no cycle left for the collector
         current = asyncio.current_task(self.loop)
         for task in self.workers:
             if task is not current:
@@ -346,7 +346,7 @@ class RunEnding:
         self.stream = ()  # a dead process shows its readers nothing more, not even what it had queued
         for cancel in self.cancels:
             cancel()
-        self.cancels.clear()  # a timer's stop refers back to this runner: no cycle left for the collector
+        self.cancels = ()  # a timer's stop refers back to this runner: no cycle left for the collector
         current = asyncio.current_task(self.loop)
         for task in self.workers:  # a dead process runs no more steps: stop the other workers where they wait
             if task is not current:

@@ -146,7 +146,7 @@ class Runner(RunEnding):
         self.reshown: list[Event] | tuple[()] = ()  # input requests put back on the stream by a restore
         self.spawn_scheduled = False
         self.ending = False  # the record that ends the run is on its way: no step completes after it
-        self.cancels: list[Callable[[], None]] = []
+        self.cancels: tuple[Callable[[], None], ...] = ()  # what to stop as the run ends (its lease, its deadline)
         self.timeout: float | None = None  # the limit that set the deadline, if this runner set it
         self.unconfirmed_end: StopEvent | None = None  # the end whose record failed unreachable, and may land
 
@@ -202,9 +202,9 @@ class Runner(RunEnding):
                 at = "resumed" if self.durable.stored else "submitted" if self.submitted else "start"
                 pending = self.durable.write(at, batch=False)
                 if not self.submitted:
-                    self.cancels.append(self.durable.keep_lease(self._guarded, self._lease_lost, self._lease_expired))
+                    self.cancels += (self.durable.keep_lease(self._guarded, self._lease_lost, self._lease_expired),)
             if run.deadline is not None:
-                self.cancels.append(get_clock().call_at(run.deadline, self._guarded(self._timed_out)))
+                self.cancels += (get_clock().call_at(run.deadline, self._guarded(self._timed_out)),)
         except BaseException:
             self._abandon(None)
             raise
