@@ -23,10 +23,10 @@ from ._checkpointer import TERMINAL, Append, Checkpointer, Record, RunStatus
 from ._clock import get_clock
 from ._errors import DurableflowError, LeaseExpiredError, RunConflictError, RunLeaseError, StoreUnavailableError
 from ._events import StopEvent
-from ._framing import record_key
+from ._framing import Sealer, record_key
 from ._hooks import plugin_manager
 from ._lease import LEASE_MARGIN, LeaseKeeper
-from ._snapshot import encode_delta, encode_full, encode_status, error_text, frame
+from ._snapshot import encode_delta, encode_full, encode_status, error_text
 from ._storeio import store_io
 
 if TYPE_CHECKING:
@@ -84,6 +84,7 @@ class RunCheckpoints:
         self.in_flight = 0  # writes handed to the store's I/O and not done yet
         self.releasing = False  # the run stopped: release the lease once they are
         self.key = record_key(checkpointer)  # records are sealed with a MAC under it, if there is one
+        self.sealer: Sealer | None = None  # made at the first write (where a run id it cannot seal is refused)
 
     def attach(self) -> None:
         """The run starts writing through the store's I/O: with other runs, its checkpoints are grouped."""
@@ -130,7 +131,7 @@ class RunCheckpoints:
             )
             if full or store.dirty:
                 self._note_sizes(store.values, store.dirty, full)
-        record = Record(seq, full, frame(body, run.run_id, seq, self.key))
+        record = Record(seq, full, self._seal(body, seq))
         written_before = run.written
         status: RunStatus | None = None
         result = error = None
@@ -190,12 +191,18 @@ class RunCheckpoints:
         self.in_flight += 1
         return self._landing(pending, record, status, written_before, (at, status_only, batch))
 
+    def _seal(self, body: str, seq: int) -> bytes:
+        sealer = self.sealer
+        if sealer is None:
+            sealer = self.sealer = Sealer(self.run.run_id, self.key)
+        return sealer.seal(body, seq)
+
     def _create_with_status(self, create: Callable[[], None], at: str) -> Callable[[], None]:
         """``create`` followed by an empty delta that sets the stored status: a store creates every run as
         running, and a restored run that waits for input must not be listed (and picked up) as running."""
         run = self.run
         seq = run.seq + 1
-        record = Record(seq, False, frame(encode_status(run, seq, at), run.run_id, seq, self.key))
+        record = Record(seq, False, self._seal(encode_status(run, seq, at), seq))
         status, result, error = cast(RunStatus, run.status), self._result_json(), error_text(run.error)
         run.seq = seq
         checkpointer, owner = self.checkpointer, self.owner

@@ -68,9 +68,26 @@ def encode_full(run: RunState, store: StateStore[Any], graph: StepGraph, seq: in
 
 
 def encode_delta(run: RunState, store: StateStore[Any], graph: StepGraph, seq: int, at: str) -> str:
-    """What changed since the previous record, as JSON text; its size follows the change."""
+    """What changed since the previous record, as JSON text; its size follows the change.
+
+    The common record (a step finished: an event consumed, one made and owed to a step) takes the inlined
+    paths: a checkpoint is written after every step, so each call saved here is saved at every step."""
     parts = [_DELTA_OPEN, _quote(at)]
-    _run_fields(parts, run, run.written)
+    written = run.written
+    status = run.status
+    if status != written.get("status"):
+        parts.append(f',"status":"{status}"')
+    next_eid = run.next_eid
+    if next_eid != written.get("next_eid"):
+        parts.append(f',"next_eid":{next_eid}')
+    deadline = run.deadline
+    if deadline != written.get("deadline"):
+        parts += (',"deadline":', repr(float(deadline)) if deadline is not None and math.isfinite(deadline) else "null")
+    error = run.error
+    if error != written.get("error"):
+        parts += (',"error":', "null" if error is None else compact_json(error))
+    if run.recoveries != written.get("recoveries", 0):  # absent means 0: most runs never need it
+        parts.append(f',"recoveries":{run.recoveries}')
     dirty = store.dirty
     if dirty:
         values = store.values
@@ -80,14 +97,16 @@ def encode_delta(run: RunState, store: StateStore[Any], graph: StepGraph, seq: i
         if deleted:
             parts += (',"state_del":', compact_json(deleted))
     if run.new_events:
-        events = run.events
-        parts.append(',"events":')
-        _events(parts, [(eid, events[eid]) for eid in run.new_events], graph)
+        events, opening = run.events, ',"events":{'
+        for eid in run.new_events:
+            parts.append(f'{opening}"{eid}":{_event_json(events[eid], graph)}')
+            opening = ","
+        parts.append("}")
     if run.gone_events:
-        parts += (',"events_del":', _ints(run.gone_events))
+        parts += (',"events_del":[', ",".join(map(str, run.gone_events)), "]")
     if run.touched:
-        deliveries = run.deliveries
         parts.append(',"deliveries":')
+        deliveries = run.deliveries
         _deliveries(parts, [deliveries[key] for key in run.touched])
     if run.gone:
         parts += (',"deliveries_del":[', ",".join([f'"{eid}:{step}"' for eid, step in run.gone]), "]")

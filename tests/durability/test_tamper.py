@@ -4,9 +4,11 @@ can write the store cannot forge, and a store cannot be downgraded to plain chec
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
 import stat
+import zlib
 from collections.abc import Callable
 from pathlib import Path
 
@@ -158,3 +160,24 @@ async def test_the_database_its_wal_and_shm_are_readable_by_the_owner_only(tmp_p
         assert stat.S_IMODE(shared.stat().st_mode) == 0o640
     finally:
         os.umask(previous)
+
+
+@pytest.mark.parametrize("key", [None, b"k" * 32], ids=["checksum", "mac"])
+async def test_the_seal_a_run_writes_is_the_documented_digest(tmp_path: Path, key: bytes | None) -> None:
+    """Each record a run writes carries, after its magic, the blake2b-128 of its run id, number, length and
+    CRC-32 (without a key) or the blake2b-128 MAC of its run id, number and body (with one): a record written
+    by an earlier version verifies, and one written now verifies there."""
+    store = SQLiteCheckpointer(tmp_path / "runs.db", key=key)
+    assert await Payout(checkpointer=store).run(run_id="r", amount=5) == 5
+    records = store.load("r")
+    assert len(records) >= 2
+    for record in records:
+        data = record.data[HEADER_SIZE:]
+        if key is None:
+            position = f"r\0{record.seq}\0{len(data)}\0{zlib.crc32(data)}".encode()
+            expected = MAGIC + hashlib.blake2b(position, digest_size=16).digest()
+        else:
+            mac = hashlib.blake2b(f"r\0{record.seq}\0".encode() + data, digest_size=16, key=key)
+            expected = MAGIC_KEYED + mac.digest()
+        assert record.data[:HEADER_SIZE] == expected
+        assert seal(data.decode(), "r", record.seq, key) == record.data
