@@ -32,100 +32,26 @@ from ._errors import (
     StoreUnavailableError,
 )
 from ._framing import checked_key
-
-# -- the layout (chosen by tests/benchmarks/bench_sqlite_layout.py) ------------------------
-#
-# A record's key is ``run_key << 32 | seq``, the rowid of an ordinary table: one B-tree and no index
-# to maintain, a run's records are one key range (its last sequence number is one seek), and a large
-# record goes to overflow pages as cheaply as a raw insert (a WITHOUT ROWID table made a 1 MB record
-# 1.5x slower, and small appends too). The runs table carries one index besides its run ids', by status
-# then creation: listing all runs merges the statuses' ranges, and purging reads the range of runs created
-# before its cutoff (a run ends after it starts, so those that ended before the cutoff are among them; a
-# clock set back in between makes a run count as ended when it started). Each index is one more page that
-# a run's first and last commits write: an index of ended runs, for purging, cost every run ~5% of its time.
-#
-# A plain append is one statement, the fenced insert, so one implicit transaction. It inserts with
-# VALUES and a scalar subquery, not INSERT ... SELECT: a SELECT that reads the table it inserts into
-# is copied into a temporary table first. A refused append computes the key -1, which the CHECK
-# turns into no row (OR IGNORE). A record that is full, or that carries a new status, is the fenced
-# insert and the statements that drop the older records or set the run's status, end and lease, in one
-# transaction (statements rather than triggers, whose sub-programs cost every insert a little).
-
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS durableflow_runs (
-    run_key INTEGER PRIMARY KEY,
-    run_id TEXT NOT NULL UNIQUE,
-    workflow TEXT NOT NULL,
-    status TEXT NOT NULL,
-    created_at REAL NOT NULL,
-    ended_at REAL,
-    result TEXT,
-    error TEXT,
-    lease_owner TEXT,
-    lease_expires_at REAL
-);
-CREATE INDEX IF NOT EXISTS durableflow_runs_status ON durableflow_runs (status, created_at, run_id);
-CREATE TABLE IF NOT EXISTS durableflow_records (
-    key INTEGER PRIMARY KEY CHECK (key >= 0),
-    full INTEGER NOT NULL,
-    written_at REAL NOT NULL,
-    data BLOB NOT NULL
-);
-PRAGMA user_version = 5;
-"""
-_SCHEMA_VERSION = 5
-_MIGRATIONS = {4: "DROP INDEX IF EXISTS durableflow_runs_ended; PRAGMA user_version = 5;"}
-"""From each older schema version this one opens, the statements that bring it here."""
-_SEQ_BITS = 32
-_LAST = (1 << _SEQ_BITS) - 1  # the largest sequence number, and the mask that takes it out of a key
-
-# A run's records: keys from run_key << 32 to that + _LAST.
-_RANGE = f"BETWEEN r.run_key << {_SEQ_BITS} AND (r.run_key << {_SEQ_BITS}) + {_LAST}"
-_LAST_KEY = f"(SELECT MAX(key) FROM durableflow_records WHERE key {_RANGE})"
-
-# The one statement of a checkpoint: inserts nothing unless the owner holds the lease and seq is the next.
-_FENCED_INSERT = f"""
-INSERT OR IGNORE INTO durableflow_records (key, full, written_at, data) VALUES (coalesce((
-    SELECT (r.run_key << {_SEQ_BITS}) + ?1 FROM durableflow_runs r
-    WHERE r.run_id = ?4 AND r.lease_owner = ?5 AND (r.run_key << {_SEQ_BITS}) + ?1 = {_LAST_KEY} + 1
-), -1), ?2, ?3, ?6)
-"""
-_DROP_OLDER = "DELETE FROM durableflow_records WHERE key >= (?1 >> 32) << 32 AND key < ?1"
-_SET_STATUS = "UPDATE durableflow_runs SET status = ?2, result = ?3, error = ?4, ended_at = NULL WHERE run_key = ?1"
-_SET_ENDED = (
-    "UPDATE durableflow_runs SET status = ?2, result = ?3, error = ?4, ended_at = ?5, lease_owner = NULL,"
-    " lease_expires_at = NULL WHERE run_key = ?1"
+from ._sqlite_layout import (
+    APPEND,
+    DELETE_RECORDS,
+    FENCED_INSERT,
+    INFO,
+    LAST,
+    LAST_KEY,
+    LOAD,
+    MIGRATIONS,
+    NEW_RUN,
+    NEWEST,
+    REFUSED,
+    SCHEMA,
+    SCHEMA_VERSION,
+    STATUSES,
 )
-_NEW_RUN = (
-    "INSERT INTO durableflow_runs (run_id, workflow, status, created_at, lease_owner, lease_expires_at)"
-    " VALUES (?, ?, 'running', ?, ?, ?)"
-)
-_FIRST_RECORD = "INSERT INTO durableflow_records (key, full, written_at, data) VALUES (?, ?, ?, ?)"
+
 _INLINE_BLOB = 1 << 16
 """Records up to this size are bound as a bytearray: the sqlite3 module binds one directly, while bytes go
 through its adapter lookup first (a copy of a small record costs less than that)."""
-_INFO = f"""
-SELECT r.run_id, r.workflow, r.status, r.created_at,
-       (SELECT written_at FROM durableflow_records WHERE key = {_LAST_KEY}),
-       {_LAST_KEY} & {_LAST}, r.result, r.error, r.lease_owner, r.lease_expires_at
-FROM durableflow_runs r
-"""
-_LOAD = f"""
-SELECT key & {_LAST}, full, data FROM durableflow_records
-WHERE key BETWEEN (SELECT MAX(key) FROM durableflow_records WHERE key BETWEEN ?1 << {_SEQ_BITS}
-    AND (?1 << {_SEQ_BITS}) + {_LAST} AND full) AND (?1 << {_SEQ_BITS}) + {_LAST}
-ORDER BY key
-"""
-# The statuses stored, one index seek each (a loose scan), for listing runs of every status.
-_STATUSES = """
-WITH RECURSIVE s(status) AS (
-    SELECT MIN(status) FROM durableflow_runs
-    UNION ALL
-    SELECT (SELECT MIN(status) FROM durableflow_runs WHERE status > s.status) FROM s WHERE s.status IS NOT NULL
-) SELECT status FROM s WHERE status IS NOT NULL
-"""
-_NEWEST = "ORDER BY r.created_at DESC, r.run_id DESC LIMIT :limit"
-_DELETE_RECORDS = f"DELETE FROM durableflow_records WHERE key BETWEEN ?1 << {_SEQ_BITS} AND (?1 << {_SEQ_BITS}) + ?2"
 _PURGE_BATCH = 500  # runs per purge transaction, so writers wait for one batch at most
 
 
@@ -168,15 +94,17 @@ class SQLiteCheckpointer:
 
     def create(self, run_id: str, workflow: str, record: Record, owner: str) -> None:
         now = get_clock().now()
-        with self._transaction() as db:
+        row = (run_id, workflow, now, owner, now + self.lease_ttl, record.seq, 1 if record.full else 0, _blob(record))
+        with self._lock:
+            db = self._connection()
             try:
-                run_key = db.execute(_NEW_RUN, (run_id, workflow, now, owner, now + self.lease_ttl)).lastrowid
-            except sqlite3.IntegrityError:
-                raise RunExistsError(run_id) from None
-            assert run_key is not None
-            db.execute(
-                _FIRST_RECORD, ((run_key << _SEQ_BITS) + record.seq, 1 if record.full else 0, now, _blob(record))
-            )
+                db.execute(NEW_RUN, row)  # the run's row and its first record, in one statement
+            except sqlite3.IntegrityError as exc:
+                if "durableflow_runs.run_id" in str(exc):
+                    raise RunExistsError(run_id) from None
+                raise self._failure(exc, "failed a write") from None
+            except sqlite3.Error as exc:
+                raise self._failure(exc, "failed a write") from None
 
     def append(
         self,
@@ -187,17 +115,13 @@ class SQLiteCheckpointer:
         result: str | None = None,
         error: str | None = None,
     ) -> None:
-        if status is None and not record.full:  # one statement, its own transaction
-            with self._lock:
-                db = self._connection()
-                try:
-                    refused = self._append(db, run_id, record, owner, None, None, None)
-                except sqlite3.Error as exc:
-                    raise self._failure(exc, "failed a write") from None
-        else:
-            check_status(status)
-            with self._transaction() as db:
+        check_status(status)
+        with self._lock:  # one statement, its own transaction
+            db = self._connection()
+            try:
                 refused = self._append(db, run_id, record, owner, status, result, error)
+            except sqlite3.Error as exc:
+                raise self._failure(exc, "failed a write") from None
         if refused is not None:
             raise refused
 
@@ -212,13 +136,13 @@ class SQLiteCheckpointer:
             row = db.execute("SELECT run_key FROM durableflow_runs WHERE run_id = ?", (run_id,)).fetchone()
             if row is None:
                 raise RunNotFoundError(run_id, self.url)
-            rows = db.execute(_LOAD, (row[0],)).fetchall()
+            rows = db.execute(LOAD, (row[0],)).fetchall()
         # data as stored: a row edited to hold text is reported by the loader, not turned into bytes here
         return [Record(seq, bool(full), data) for seq, full, data in rows]
 
     def info(self, run_id: str) -> RunInfo:
         with self._read() as db:
-            row = db.execute(_INFO + "WHERE r.run_id = ?", (run_id,)).fetchone()
+            row = db.execute(INFO + "WHERE r.run_id = ?", (run_id,)).fetchone()
         if row is None:
             raise RunNotFoundError(run_id, self.url)
         return reported(_run_info(row))
@@ -233,7 +157,7 @@ class SQLiteCheckpointer:
             row = db.execute("SELECT run_key FROM durableflow_runs WHERE run_id = ?", (run_id,)).fetchone()
             if row is None:
                 return False
-            db.execute(_DELETE_RECORDS, (row[0], _LAST))
+            db.execute(DELETE_RECORDS, (row[0], LAST))
             db.execute("DELETE FROM durableflow_runs WHERE run_key = ?", (row[0],))
             return True
 
@@ -250,7 +174,7 @@ class SQLiteCheckpointer:
                     (cutoff, _PURGE_BATCH, *statuses),
                 ).fetchall()
                 for (run_key,) in keys:
-                    db.execute(_DELETE_RECORDS, (run_key, _LAST))
+                    db.execute(DELETE_RECORDS, (run_key, LAST))
                 db.executemany("DELETE FROM durableflow_runs WHERE run_key = ?", keys)
             purged += len(keys)
             if len(keys) < _PURGE_BATCH:
@@ -313,29 +237,27 @@ class SQLiteCheckpointer:
         result: str | None,
         error: str | None,
     ) -> BaseException | None:
-        """One fenced append, and what goes with it (dropping older records, setting the status); its refusal,
-        if any, is returned. A record that is full or sets a status is written inside a transaction."""
+        """One fenced append, and what goes with it (dropping older records, setting the status), as one
+        statement; its refusal, if any, is returned."""
         now = get_clock().now()
-        full = 1 if record.full else 0
-        cursor = db.execute(_FENCED_INSERT, (record.seq, full, now, run_id, owner, _blob(record)))
-        if not cursor.rowcount:
+        if status is None and not record.full:
+            if not db.execute(FENCED_INSERT, (record.seq, 0, now, run_id, owner, _blob(record))).rowcount:
+                return self._refusal(db, run_id, owner, record.seq)
+            return None
+        ended = now if status in TERMINAL else None
+        row = (run_id, owner, record.seq, 1 if record.full else 0, now, _blob(record), status, result, error, ended)
+        try:
+            db.execute(APPEND, row)
+        except sqlite3.IntegrityError as exc:
+            if str(exc) != REFUSED:
+                raise
             return self._refusal(db, run_id, owner, record.seq)
-        key = cursor.lastrowid
-        if full:
-            db.execute(_DROP_OLDER, (key,))
-        if status is not None:
-            assert key is not None
-            if status in TERMINAL:
-                db.execute(_SET_ENDED, (key >> _SEQ_BITS, status, result, error, now))
-            else:
-                db.execute(_SET_STATUS, (key >> _SEQ_BITS, status, result, error))
         return None
 
     def _refusal(self, db: sqlite3.Connection, run_id: str, owner: str, seq: int) -> Exception:
         """Why the fenced insert wrote nothing: the run is unknown, leased to another, or past this record."""
         row = db.execute(
-            f"SELECT r.lease_owner, r.lease_expires_at, {_LAST_KEY} & {_LAST} FROM durableflow_runs r"
-            " WHERE r.run_id = ?",
+            f"SELECT r.lease_owner, r.lease_expires_at, {LAST_KEY} & {LAST} FROM durableflow_runs r WHERE r.run_id = ?",
             (run_id,),
         ).fetchone()
         if row is None:
@@ -355,18 +277,18 @@ class SQLiteCheckpointer:
         conditions = ["(r.created_at, r.run_id) < (:at, :id)"] if after is not None else []
         with self._read() as db:
             if statuses is None:
-                statuses = tuple(status for (status,) in db.execute(_STATUSES))
+                statuses = tuple(status for (status,) in db.execute(STATUSES))
             if not statuses:
                 return []
             ranges = " UNION ALL ".join(
                 "SELECT * FROM (SELECT r.run_key, r.created_at, r.run_id FROM durableflow_runs r "
                 + _where([f"r.status = :s{i}", *conditions])
-                + _NEWEST
+                + NEWEST
                 + ")"
                 for i in range(len(statuses))
             )
             query = (
-                f"{_INFO}JOIN ({ranges} ORDER BY 2 DESC, 3 DESC LIMIT :limit) AS page ON page.run_key = r.run_key "
+                f"{INFO}JOIN ({ranges} ORDER BY 2 DESC, 3 DESC LIMIT :limit) AS page ON page.run_key = r.run_key "
                 "ORDER BY page.created_at DESC, page.run_id DESC"
             )
             params.update({f"s{i}": status for i, status in enumerate(statuses)})
@@ -385,17 +307,17 @@ class SQLiteCheckpointer:
                 conn.text_factory = _text  # text edited into the file by hand must not fail a whole listing
                 conn.execute(f"PRAGMA synchronous={'FULL' if self.durability == 'fsync' else 'NORMAL'}")
                 version = conn.execute("PRAGMA user_version").fetchone()[0]
-                if version not in (0, _SCHEMA_VERSION, *_MIGRATIONS):
+                if version not in (0, SCHEMA_VERSION, *MIGRATIONS):
                     conn.close()
                     raise SnapshotError(
                         f"SQLite store {self.path} has schema version {version}; this durableflow reads version "
-                        f"{_SCHEMA_VERSION}. Open it with the durableflow that wrote it"
+                        f"{SCHEMA_VERSION}. Open it with the durableflow that wrote it"
                     )
-                if version in _MIGRATIONS:
-                    conn.executescript(f"BEGIN IMMEDIATE; {_MIGRATIONS[version]} COMMIT;")
-                elif version != _SCHEMA_VERSION:
+                if version in MIGRATIONS:
+                    conn.executescript(f"BEGIN IMMEDIATE; {MIGRATIONS[version]} COMMIT;")
+                elif version != SCHEMA_VERSION:
                     conn.execute("PRAGMA journal_mode=WAL")  # kept in the file: set once, with the schema
-                    conn.executescript(_SCHEMA)
+                    conn.executescript(SCHEMA)
             except sqlite3.Error as exc:
                 raise self._failure(exc, "cannot be opened") from None
             except OSError as exc:
@@ -470,7 +392,7 @@ def _blob(record: Record) -> Any:
 
 
 def _run_info(row: Any) -> RunInfo:
-    """A row of ``_INFO`` as stored (its status not yet derived)."""
+    """A row of ``INFO`` as stored (its status not yet derived)."""
     return RunInfo(*row)
 
 

@@ -27,7 +27,7 @@ from bench_peers import ThreeSteps
 
 from durableflow import SQLiteCheckpointer
 from durableflow._checkpointer import Record
-from durableflow._sqlite import _FENCED_INSERT, _FIRST_RECORD, _NEW_RUN, _SET_ENDED
+from durableflow._sqlite_layout import APPEND, FENCED_INSERT, NEW_RUN
 
 RECORD = bytes(200)  # about the size of the run's records (a 500-byte start, three ~190-byte deltas)
 
@@ -75,17 +75,10 @@ def raw_statements(path: Path) -> Callable[[], None]:
 
     def run() -> None:
         run_id, now = uuid.uuid4().hex, time.time()
-        db.execute("BEGIN IMMEDIATE")
-        key = db.execute(_NEW_RUN, (run_id, "ThreeSteps", now, "owner", now + 30)).lastrowid
-        assert key is not None
-        db.execute(_FIRST_RECORD, ((key << 32) + 1, 1, now, record))
-        db.execute("COMMIT")
-        db.execute(_FENCED_INSERT, (2, 0, now, run_id, "owner", record))
-        db.execute(_FENCED_INSERT, (3, 0, now, run_id, "owner", record))
-        db.execute("BEGIN IMMEDIATE")
-        db.execute(_FENCED_INSERT, (4, 0, now, run_id, "owner", record))
-        db.execute(_SET_ENDED, (key, "completed", '"done"', None, now))
-        db.execute("COMMIT")
+        db.execute(NEW_RUN, (run_id, "ThreeSteps", now, "owner", now + 30, 1, 1, record))
+        db.execute(FENCED_INSERT, (2, 0, now, run_id, "owner", record))
+        db.execute(FENCED_INSERT, (3, 0, now, run_id, "owner", record))
+        db.execute(APPEND, (run_id, "owner", 4, 0, now, record, "completed", '"done"', None, now))
 
     return run
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from durableflow import Record, SnapshotError, SQLiteCheckpointer
+from durableflow import Record, RunConflictError, RunLeaseError, SnapshotError, SQLiteCheckpointer
 
 OWNER = "host:1:owner"
 
@@ -35,29 +35,56 @@ def test_purge_reads_the_status_index_not_the_whole_table(tmp_path: Path) -> Non
         assert "SCAN durableflow_runs" not in plan, plan
 
 
-def test_a_store_written_with_the_previous_schema_opens_and_purges(tmp_path: Path) -> None:
-    """A file of schema version 4 (with its index of ended runs) is brought to the current version on opening:
-    its runs list, load and purge as before."""
+@pytest.mark.parametrize("version", [4, 5])
+def test_a_store_written_with_an_earlier_schema_opens_and_is_written_as_before(tmp_path: Path, version: int) -> None:
+    """A file of schema version 4 (with an index of ended runs) or 5 (writing a run's first and last records
+    as several statements, without the views that now take them) is brought up to date on opening: its runs
+    load, list, end and purge as before."""
     path = tmp_path / "runs.db"
     _run(SQLiteCheckpointer(path), "old")
+    SQLiteCheckpointer(path).create("open", "W", Record(1, True, b"x"), OWNER)
     db = sqlite3.connect(path, isolation_level=None)
     db.executescript(
-        "CREATE INDEX durableflow_runs_ended ON durableflow_runs (status, ended_at) WHERE ended_at IS NOT NULL;"
-        "PRAGMA user_version = 4;"
+        "DROP TRIGGER durableflow_new_run; DROP VIEW durableflow_new_run;"
+        "DROP TRIGGER durableflow_append; DROP VIEW durableflow_append;"
+        + (
+            "CREATE INDEX durableflow_runs_ended ON durableflow_runs (status, ended_at) WHERE ended_at IS NOT NULL;"
+            if version == 4
+            else ""
+        )
+        + f"PRAGMA user_version = {version};"
     )
     store = SQLiteCheckpointer(path)
     assert [r.seq for r in store.load("old")] == [1, 2]
-    assert [info.run_id for info in store.runs(status="completed")] == ["old"]
-    assert store.purge() == 1
-    indexes = {name for (name,) in db.execute("SELECT name FROM sqlite_master WHERE type = 'index'")}
-    assert "durableflow_runs_ended" not in indexes
-    assert db.execute("PRAGMA user_version").fetchone()[0] == 5
+    store.append("open", Record(2, False, b"y"), OWNER, "completed", "2")
+    _run(store, "new")
+    assert [info.run_id for info in store.runs(status="completed")] == ["new", "open", "old"]
+    assert store.purge() == 3
+    names = {name for (name,) in db.execute("SELECT name FROM sqlite_master")}
+    assert "durableflow_runs_ended" not in names and {"durableflow_new_run", "durableflow_append"} <= names
+    assert db.execute("PRAGMA user_version").fetchone()[0] == 6
 
 
 def test_a_store_with_a_newer_schema_is_refused(tmp_path: Path) -> None:
     """A file a later durableflow wrote is not read as if it were this version's: SnapshotError says so."""
     path = tmp_path / "runs.db"
     _run(SQLiteCheckpointer(path), "new")
-    sqlite3.connect(path, isolation_level=None).execute("PRAGMA user_version = 6")
-    with pytest.raises(SnapshotError, match="schema version 6"):
+    sqlite3.connect(path, isolation_level=None).execute("PRAGMA user_version = 7")
+    with pytest.raises(SnapshotError, match="schema version 7"):
         SQLiteCheckpointer(path).info("new")
+
+
+def test_a_refused_end_writes_nothing(tmp_path: Path) -> None:
+    """An append that would end the run, refused for its number or its lease, leaves the record, the status
+    and the lease as they were (the refusal undoes the statement whole)."""
+    store = SQLiteCheckpointer(tmp_path / "runs.db")
+    store.create("r", "W", Record(1, True, b"x"), OWNER)
+    for record, owner, error in (
+        (Record(3, False, b"y"), OWNER, RunConflictError),
+        (Record(2, True, b"y"), "host:1:other", RunLeaseError),
+    ):
+        with pytest.raises(error):
+            store.append("r", record, owner, "completed", "1")
+        info = store.info("r")
+        assert (info.status, info.last_seq, info.lease_owner, info.result) == ("running", 1, OWNER, None)
+        assert [r.seq for r in store.load("r")] == [1]
