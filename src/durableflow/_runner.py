@@ -2,7 +2,7 @@
 
 Follow one event: ``accept`` gives it an id and a pending delivery for each
 step that takes it; ``_spawn``/``_take`` hand deliveries to workers within each
-step's ``num_workers``; ``_execute`` calls the step (with retries);
+step's ``num_workers``; ``_worker`` calls the step (with retries);
 ``_complete`` accepts the step's output, retires the delivery and writes a
 checkpoint. A worker that finishes a step takes the next ready delivery
 itself, so a linear run needs a single task.
@@ -358,10 +358,47 @@ class Runner(RunEnding):
         return delivery
 
     async def _worker(self, delivery: Delivery | None) -> None:
+        """Execute deliveries until none is ready for this worker: each step's attempts, then its completion,
+        in this one coroutine (a coroutine per step would be one more object each waiting run keeps)."""
         current_context.set(self.ctx_ref)  # once per worker task: Context.get_step_context()
         try:
             while delivery is not None:
-                await self._execute(delivery)
+                spec = self.graph.steps[delivery.step]
+                event = self.run.events[delivery.eid]
+                current_delivery.set(delivery)  # the worker task's own context: the next step sets it again
+                while True:  # the step's attempts, until it returns or its retries are spent
+                    _step_calls.begin(self, spec, delivery, event)
+                    if self.durable is not None and self.durable.lease_in_doubt():
+                        await self._confirm_lease()  # a worker paused past its lease must not run a step another ran
+                    try:
+                        if spec.simple and spec.is_async and spec.plan == _EVENT_ONLY:  # the common step
+                            output = await spec.fn(self.workflow, event)
+                        else:
+                            output = await _step_calls.call(self, spec, event)
+                        break
+                    except Exception as exc:
+                        output = _step_calls.failed(self, spec, delivery, event, exc)
+                        if type(output) is not float:  # a hand-off to the step that catches it, or the run failed
+                            break
+                        clock = get_clock()
+                        await clock.sleep_until(clock.now() + output)
+                        if self.done:
+                            output = _step_calls.FAILED
+                            break
+                if output is not _step_calls.FAILED and not (self.done or self.ending):
+                    pending = None
+                    try:
+                        pending = self._complete(delivery, spec, event, output)
+                        if pending is not None:  # the store writes it on a later turn: the step is not finished before
+                            await pending
+                    except (
+                        Exception
+                    ) as exc:  # an output nobody accepts, data that cannot be stored, a store that failed
+                        if pending is not None and isinstance(output, StopEvent):
+                            self._unend()  # the record that was to end the run failed
+                        self._fail(exc, partial=True)
+                    else:
+                        self._completed(spec, event, output)
                 self.busy[delivery.step] -= 1
                 self.running -= 1
                 if self.done:
@@ -380,53 +417,14 @@ class Runner(RunEnding):
             else:
                 self.workers = ()
 
-    async def _execute(self, delivery: Delivery) -> None:
-        spec = self.graph.steps[delivery.step]
-        event = self.run.events[delivery.eid]
-        current_delivery.set(delivery)  # the worker task's own context: no reset needed, the next step sets it
-        while True:  # the step's attempts, until it returns or its retries are spent
-            _step_calls.begin(self, spec, delivery, event)
-            if self.durable is not None and self.durable.lease_in_doubt():
-                await self._confirm_lease()  # a worker paused past its lease must not run a step another ran
-            try:
-                if spec.simple and spec.is_async and spec.plan == _EVENT_ONLY:  # the common step: called here
-                    output = await spec.fn(self.workflow, event)
-                else:
-                    output = await _step_calls.call(self, spec, event)
-                break
-            except Exception as exc:
-                retry = _step_calls.failed(self, spec, delivery, event, exc)
-                if type(retry) is not float:  # a hand-off to the step that catches it, or the run failed
-                    output = retry
-                    break
-                clock = get_clock()
-                await clock.sleep_until(clock.now() + retry)
-                if self.done:
-                    return
-        if output is _step_calls.FAILED or self.done or self.ending:
-            return
+    def _complete(self, delivery: Delivery, spec: StepSpec, event: Event, output: Any) -> Awaitable[None] | None:
+        """Record a step's completion: its output accepted, its input consumed, all in one checkpoint;
+        the step counts as finished once that checkpoint is durable (what to await if it is on its way)."""
         listener = _crashpoints.listener
         if listener is not None:
             listener(f"step.{spec.name}.end")
         if self.expose_internal:
             self.write_stream(_step_calls.internal(spec.name, StepState.NOT_RUNNING, event, delivery, output))
-        try:
-            pending = self._complete(delivery, spec, event, output)
-            if pending is not None:  # the store writes it on a later turn: the step is not finished before
-                try:
-                    await pending
-                except Exception:
-                    if isinstance(output, StopEvent):
-                        self._unend()
-                    raise
-        except Exception as exc:  # an output nobody accepts, data that cannot be stored, a store that failed
-            self._fail(exc, partial=True)
-            return
-        self._completed(spec, event, output)
-
-    def _complete(self, delivery: Delivery, spec: StepSpec, event: Event, output: Any) -> Awaitable[None] | None:
-        """Record a step's completion: its output accepted, its input consumed, all in one checkpoint;
-        the step counts as finished once that checkpoint is durable (what to await if it is on its way)."""
         run = self.run
         stop = None
         if isinstance(output, StopEvent):
