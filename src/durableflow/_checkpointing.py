@@ -144,7 +144,7 @@ class RunCheckpoints:
             run.note_written()
         else:
             run.reset_journal()
-            store.dirty.clear()
+            store.dirty = ()  # a set again once a key changes
         if full:
             self.since_full, self.rebase, self.full_size = 0, False, len(body)
         else:

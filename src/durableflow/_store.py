@@ -29,6 +29,7 @@ class StateStore(Generic[StateT]):
     """Key-value state shared by a run's steps, optionally typed by a pydantic model."""
 
     __slots__ = ("_adapters", "_codec", "_editing", "_holder", "_lock", "_own", "_state_type", "dirty", "values")
+    dirty: set[str] | tuple[()]
 
     def __init__(self, initial: BaseModel | Mapping[str, Any] | None = None) -> None:
         """A store outside any run, starting from ``initial``: a typed model (its type becomes the state
@@ -37,7 +38,7 @@ class StateStore(Generic[StateT]):
         self._setup(ValueCodec({}), type(initial) if typed else None, None)  # type: ignore[arg-type]
         self._own = True
         self._replace(self._encode_state(initial if typed else dict(initial or {})))
-        self.dirty.clear()
+        self.dirty = ()
 
     @classmethod
     def _of_run(
@@ -55,8 +56,9 @@ class StateStore(Generic[StateT]):
         self._adapters: dict[str, TypeAdapter[Any]] = {}
         self.values: dict[str, str] = values if values is not None else self._initial_values()
         """Top-level key -> JSON text; read by the snapshot encoder."""
-        self.dirty: set[str] = set()
-        """Keys set or deleted since the last checkpoint."""
+        self.dirty = ()
+        """Keys set or deleted since the last checkpoint (a set once there is one: a run in flight that has set
+        nothing keeps no empty set for the garbage collector)."""
         self._lock: asyncio.Lock | None = None
         self._holder: asyncio.Task[Any] | None = None
         self._editing: Any = None  # the state the holder's outermost edit_state block is changing
@@ -104,7 +106,7 @@ class StateStore(Generic[StateT]):
         if self._state_type is not None:
             self._put(key, self._field_default(key))
         elif self.values.pop(key, None) is not None:
-            self.dirty.add(key)
+            self._changed(key)
 
     async def clear(self) -> None:
         """Remove every key (typed state returns to the model's defaults)."""
@@ -177,16 +179,23 @@ class StateStore(Generic[StateT]):
                 raise SerializationError(f"cannot store state key {key!r}: {exc}") from None
             text = _typed_json(adapter, validated, f"state key {key!r}")
         self.values[key] = text
-        self.dirty.add(key)
+        self._changed(key)
+
+    def _changed(self, key: str) -> None:
+        """``key`` was set or deleted: the next checkpoint writes it."""
+        dirty = self.dirty
+        if isinstance(dirty, tuple):
+            self.dirty = dirty = set()
+        dirty.add(key)
 
     def _replace(self, values: dict[str, str]) -> None:
         for key in self.values.keys() - values.keys():
-            self.dirty.add(key)
+            self._changed(key)
             del self.values[key]
         for key, text in values.items():
             if self.values.get(key) != text:
                 self.values[key] = text
-                self.dirty.add(key)
+                self._changed(key)
 
     def _decode(self, key: str, text: str) -> Any:
         if self._state_type is None:
