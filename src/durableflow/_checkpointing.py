@@ -14,6 +14,7 @@ import asyncio
 import contextlib
 import json
 from collections.abc import Awaitable, Callable
+from json.encoder import encode_basestring_ascii
 from typing import TYPE_CHECKING, Any, cast, final
 
 from pydantic_core import to_jsonable_python
@@ -131,7 +132,7 @@ class RunCheckpoints:
             )
             if full or store.dirty:
                 self._note_sizes(store.values, store.dirty, full)
-        record = Record(seq, full, self._seal(body, seq))
+        record = Record(seq, full, (self.sealer or self._new_sealer()).seal(body, seq))
         written_before = run.written
         status: RunStatus | None = None
         result = error = None
@@ -157,7 +158,14 @@ class RunCheckpoints:
             except Exception as exc:
                 self._failed(exc, record, written_before, False, status)
                 raise
-            self._written(record, status)
+            # _written, inlined: nothing was uncertain
+            if status is not None:
+                self.durable_status = status
+            listener = _crashpoints.listener
+            if listener is not None:
+                listener("checkpoint.write.after")
+            if plugin_manager.active:
+                plugin_manager.hook.durableflow_checkpoint_written(run_id=run.run_id, seq=seq, full=full)
             return None
         checkpointer, uncertain = self.checkpointer, (self.uncertain, self.uncertain_status)
         try:
@@ -191,18 +199,16 @@ class RunCheckpoints:
         self.in_flight += 1
         return self._landing(pending, record, status, written_before, (at, status_only, batch))
 
-    def _seal(self, body: str, seq: int) -> bytes:
-        sealer = self.sealer
-        if sealer is None:
-            sealer = self.sealer = Sealer(self.run.run_id, self.key)
-        return sealer.seal(body, seq)
+    def _new_sealer(self) -> Sealer:
+        self.sealer = sealer = Sealer(self.run.run_id, self.key)
+        return sealer
 
     def _create_with_status(self, create: Callable[[], None], at: str) -> Callable[[], None]:
         """``create`` followed by an empty delta that sets the stored status: a store creates every run as
         running, and a restored run that waits for input must not be listed (and picked up) as running."""
         run = self.run
         seq = run.seq + 1
-        record = Record(seq, False, self._seal(encode_status(run, seq, at), seq))
+        record = Record(seq, False, (self.sealer or self._new_sealer()).seal(encode_status(run, seq, at), seq))
         status, result, error = cast(RunStatus, run.status), self._result_json(), error_text(run.error)
         run.seq = seq
         checkpointer, owner = self.checkpointer, self.owner
@@ -364,7 +370,13 @@ class RunCheckpoints:
         if result is None:
             return None
         if type(result) is StopEvent:
-            return json.dumps(to_jsonable_python(result.result))
+            value = result.result
+            kind = type(value)
+            if kind is str:  # what json.dumps writes for the common results, without its encoder's set-up
+                return encode_basestring_ascii(value)
+            if kind is int:
+                return int.__repr__(value)
+            return json.dumps(to_jsonable_python(value))
         return result.model_dump_json()
 
     # -- the lease -------------------------------------------------------------------------

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import math
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -14,6 +15,7 @@ from pydantic import BaseModel
 from durableflow import (
     Context,
     Event,
+    MemoryCheckpointer,
     SerializationError,
     SQLiteCheckpointer,
     StartEvent,
@@ -222,3 +224,21 @@ async def test_a_run_without_a_finite_timeout_resumes(timeout: float | None, tmp
     with crash_at("step.second.start#1"), contextlib.suppress(Crash):
         await Slow(timeout=timeout, checkpointer=checkpointer).run(run_id="slow")
     assert await Slow(timeout=timeout, checkpointer=SQLiteCheckpointer(tmp_path / "runs.db")).resume("slow") == "done"
+
+
+class Returns(Workflow):
+    """Ends with the value it is started with."""
+
+    @step
+    async def only(self, ev: StartEvent) -> StopEvent:
+        return StopEvent(result=ev.value)
+
+
+@pytest.mark.parametrize(
+    "value", ["done", 'é "quoted" \\ \n \u2028 \U0001f600', "", 7, -(10**30), True, 1.5, {"a": [1, "é"]}]
+)
+async def test_a_runs_stored_result_is_its_json_text(value: Any) -> None:
+    """What ``info().result`` holds is the result as ``json.dumps`` writes it, whatever its type."""
+    store = MemoryCheckpointer()
+    assert await Returns(checkpointer=store).run(run_id="r", value=value) == value
+    assert store.info("r").result == json.dumps(value)
