@@ -14,6 +14,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import weakref
 from collections.abc import Iterable, Sequence
 from json.encoder import encode_basestring
 from typing import TYPE_CHECKING, Any
@@ -51,20 +52,31 @@ def encode_full(run: RunState, store: StateStore[Any], graph: StepGraph, seq: in
     """Everything needed to continue the run of workflow ``name``, as JSON text."""
     parts = [_FULL_OPEN, _quote(at), ',"run_id":', _quote(run.run_id), f',"seq":{seq}']
     _run_fields(parts, run, None)
-    parts += (',"workflow":', _quote(name), ',"fingerprint":"', graph.fingerprint, '","graph":', graph.description_json)
-    parts.append(',"state":')
+    by_name = _identities.get(graph)
+    if by_name is None:
+        by_name = _identities[graph] = {}
+    identity = by_name.get(name)
+    if identity is None:  # what every full snapshot of this workflow repeats, its step graph the most of it
+        identity = by_name[name] = "".join(
+            (',"workflow":', _quote(name), ',"fingerprint":"', graph.fingerprint, '","graph":', graph.description_json)
+        )
+    parts += (identity, ',"state":')
     _object(parts, store.values.items())
     parts.append(',"events":')
     _events(parts, run.events.items(), graph)
     parts.append(',"deliveries":')
     _deliveries(parts, run.deliveries.values())
-    parts += (',"buffers":', _buffers(_durable_buffers(run, run.buffers)), ',"effects":')
+    parts += (',"buffers":', _buffers(_durable_buffers(run, run.buffers)) if run.buffers else "{}", ',"effects":')
     _object(parts, run.effects.items())
-    parts += (',"awaiting":', _ints(run.awaiting))
+    parts += (',"awaiting":', _ints(run.awaiting) if run.awaiting else "[]")
     if run.result is not None:
         parts += (',"result":', _event_json(run.result, graph))
     parts.append("}")
     return "".join(parts)
+
+
+_identities: weakref.WeakKeyDictionary[StepGraph, dict[str, str]] = weakref.WeakKeyDictionary()
+"""The workflow name, fingerprint and step graph of a full snapshot, as text, by graph and workflow name."""
 
 
 def encode_delta(run: RunState, store: StateStore[Any], graph: StepGraph, seq: int, at: str) -> str:
