@@ -15,8 +15,18 @@ from typing import Annotated, Any
 import pytest
 import redis
 
-from durableflow import Context, Event, Resource, StartEvent, StopEvent, Workflow, plugin_manager, step
-from durableflow.testing import _zygote
+from durableflow import (
+    Context,
+    Event,
+    Resource,
+    SQLiteCheckpointer,
+    StartEvent,
+    StopEvent,
+    Workflow,
+    plugin_manager,
+    step,
+)
+from durableflow.testing import _stores, _zygote
 from durableflow.testing._exploration import Exploration
 from durableflow.testing._stores import Stores
 from durableflow.testing._zygote import ZygoteUnavailable
@@ -384,3 +394,32 @@ def test_a_zombie_twin_killed_while_paused_is_a_crash_and_the_reference_life_goe
     assert zombies == {"zombie@step.first.start#1", "zombie@step.second.start#1"}
     assert len(list(tmp_path.glob("killed-*"))) == 2
     assert report.reference == "done"
+
+
+@pytest.mark.parametrize("kernel_copies", [True, False], ids=["copy_file_range", "fallback"])
+def test_a_capture_copies_the_store_file_and_its_log_byte_for_byte(
+    kernel_copies: bool, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """What a crash leaves (the database file and its write-ahead log) is copied whole, however the copy is made."""
+    if not kernel_copies:
+
+        def refuse(*args: Any) -> int:
+            raise OSError(errno.EXDEV, "cross-device")
+
+        monkeypatch.setattr(os, "copy_file_range", refuse)
+    monkeypatch.setattr(_stores, "_scratch", lambda: str(tmp_path))
+    stores = Stores("sqlite", kill=True)
+    try:
+        store = stores.new()
+        assert isinstance(store, SQLiteCheckpointer)
+        store.runs()  # the schema
+        data, log = os.urandom(3 << 20), os.urandom(5000)
+        store.close()
+        store.path.write_bytes(data)
+        Path(f"{store.path}-wal").write_bytes(log)
+        copy = stores.copy(store, "run")
+        assert isinstance(copy, SQLiteCheckpointer)
+        assert copy.path.read_bytes() == data
+        assert Path(f"{copy.path}-wal").read_bytes() == log
+    finally:
+        stores.close()
