@@ -391,9 +391,7 @@ class Runner(RunEnding):
                         pending = self._complete(delivery, spec, event, output)
                         if pending is not None:  # the store writes it on a later turn: the step is not finished before
                             await pending
-                    except (
-                        Exception
-                    ) as exc:  # an output nobody accepts, data that cannot be stored, a store that failed
+                    except Exception as exc:  # an output nobody accepts, data that cannot be stored, a failed store
                         if pending is not None and isinstance(output, StopEvent):
                             self._unend()  # the record that was to end the run failed
                         self._fail(exc, partial=True)
