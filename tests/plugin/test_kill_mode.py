@@ -368,8 +368,11 @@ def strike(marks: str) -> None:
     if reference in (os.getpid(), os.getppid()):  # the reference life, or a twin of it
         return
     for pid in children(of=reference):
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:  # a child that ended and was reaped since the listing
+            continue
         Path(marks, f"killed-{pid}").touch()
-        os.kill(pid, signal.SIGKILL)
 
 
 def test_a_zombie_twin_killed_while_paused_is_a_crash_and_the_reference_life_goes_on(
