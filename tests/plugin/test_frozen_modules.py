@@ -77,3 +77,22 @@ def test_a_second_freeze_with_no_module_changed_looks_through_none(monkeypatch: 
     with _clock.frozen_time(START, ignore=[]):
         pass
     assert _Counting.looked == 0
+
+
+class _Incomparable:
+    """An entry of ``sys.modules`` that is no module and refuses to be compared (a lazy loader's proxy, say)."""
+
+    def __eq__(self, other: object) -> bool:
+        raise TypeError("not comparable")
+
+    __hash__ = object.__hash__
+
+
+def test_an_entry_of_sys_modules_that_refuses_comparison_is_no_obstacle(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Entries are told apart by name and identity, never compared: any object may sit in ``sys.modules``."""
+    monkeypatch.setitem(sys.modules, "durableflow_test_proxy", _Incomparable())
+    with _clock.frozen_time(START, ignore=[]):
+        pass
+    monkeypatch.setitem(sys.modules, "durableflow_test_proxy", _Incomparable())
+    with _clock.frozen_time(START, ignore=[]):
+        assert time.time() == START.timestamp()

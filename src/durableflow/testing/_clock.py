@@ -245,6 +245,9 @@ class _Scan(NamedTuple):
     """The last look through every module, for one ignore list: what it saw, and what it found to patch."""
 
     modules: list[tuple[str, Any]]
+    """Every entry of ``sys.modules`` then: held, so that the ids below stay theirs."""
+    seen: tuple[list[str], list[int]]
+    """Their names and ids: compared as they are, never the entries themselves (any object may be one)."""
     namespaces: list[dict[str, Any]]
     sizes: list[int]
     holders: list[tuple[Any, str, Any]]
@@ -263,20 +266,23 @@ def _patch_modules(fakes: dict[int, Any], ignore: tuple[str, ...], undo: list[tu
     import sys
 
     modules = list(sys.modules.items())
+    seen = ([name for name, _ in modules], [id(module) for _, module in modules])
     scan = _SCANS.get(ignore)
     if (
         scan is None
-        or scan.modules != modules
+        or scan.seen != seen
         or [len(namespace) for namespace in scan.namespaces] != scan.sizes
         or any(vars(module).get(attribute) is not real for module, attribute, real in scan.holders)
     ):
-        scan = _SCANS[ignore] = _scan(modules, fakes, ignore)
+        scan = _SCANS[ignore] = _scan(modules, seen, fakes, ignore)
     for module, attribute, real in scan.holders:
         setattr(module, attribute, fakes[id(real)])
         undo.append((module, attribute, real))
 
 
-def _scan(modules: list[tuple[str, Any]], fakes: dict[int, Any], ignore: tuple[str, ...]) -> _Scan:
+def _scan(
+    modules: list[tuple[str, Any]], seen: tuple[list[str], list[int]], fakes: dict[int, Any], ignore: tuple[str, ...]
+) -> _Scan:
     """Look through every module (each one unchanged since its last look by its id, size and held names)."""
     namespaces: list[dict[str, Any]] = []
     holders: list[tuple[Any, str, Any]] = []
@@ -299,4 +305,4 @@ def _scan(modules: list[tuple[str, Any]], fakes: dict[int, Any], ignore: tuple[s
             held = tuple((attribute, value) for attribute, value in list(attributes.items()) if id(value) in fakes)
             known = _HOLDERS[name] = (id(module), len(attributes), held)
         holders.extend((module, attribute, real) for attribute, real in known[2])
-    return _Scan(modules, namespaces, [len(namespace) for namespace in namespaces], holders)
+    return _Scan(modules, seen, namespaces, [len(namespace) for namespace in namespaces], holders)
