@@ -48,9 +48,11 @@ def _new_run_id() -> str:
     """``uuid.uuid4().hex``, without building a ``UUID`` (whose checks cost a run a few µs) or asking the system
     for 16 random bytes each time: taken from a batch made from one ``os.urandom`` call (dropped in a forked
     child, which must not hand out its parent's ids)."""
-    if not _run_ids:
-        _run_ids.extend(_uuid4_hexes(256))
-    return _run_ids.pop()
+    while True:  # runs started from several threads at once: each pop is atomic, an id is handed out once
+        try:
+            return _run_ids.pop()
+        except IndexError:
+            _run_ids.extend(_uuid4_hexes(256))
 
 
 def _uuid4_hexes(count: int) -> list[str]:

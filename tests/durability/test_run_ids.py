@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import threading
 import uuid
 
 from durableflow._workflow import _new_run_id
@@ -31,3 +32,19 @@ def test_a_forked_child_makes_ids_of_its_own() -> None:
     os.waitpid(pid, 0)
     assert len(child_id) == 32
     assert child_id != _new_run_id()
+
+
+def test_threads_taking_ids_at_once_never_share_one() -> None:
+    """Runs started on loops in several threads take ids from the same batch: none is handed out twice."""
+    taken: list[list[str]] = [[] for _ in range(8)]
+
+    def take(into: list[str]) -> None:
+        into.extend(_new_run_id() for _ in range(2000))
+
+    threads = [threading.Thread(target=take, args=(ids,)) for ids in taken]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    every = [run_id for ids in taken for run_id in ids]
+    assert len(every) == len(set(every)) == 16000
