@@ -426,3 +426,13 @@ def test_a_capture_copies_the_store_file_and_its_log_byte_for_byte(
         assert Path(f"{copy.path}-wal").read_bytes() == log
     finally:
         stores.close()
+
+
+def test_a_zygote_tells_the_cpu_time_it_and_the_lives_it_reaped_used() -> None:
+    """What the benchmark adds up: it grows by what an exploration's resumed lives used."""
+    explore(AddThenRecord, {"ids": [1, 2]}, mode="kill", seed=SEED)
+    zygotes = [zygote for zygote in _zygote._zygotes.values() if zygote.alive()]
+    assert zygotes
+    before = sum(zygote.cpu_seconds() for zygote in zygotes)
+    explore(AddThenRecord, {"ids": [1, 2]}, mode="kill", seed=SEED)
+    assert sum(zygote.cpu_seconds() for zygote in zygotes) > before
