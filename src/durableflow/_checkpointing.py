@@ -158,14 +158,7 @@ class RunCheckpoints:
             except Exception as exc:
                 self._failed(exc, record, written_before, False, status)
                 raise
-            # _written, inlined: nothing was uncertain
-            if status is not None:
-                self.durable_status = status
-            listener = _crashpoints.listener
-            if listener is not None:
-                listener("checkpoint.write.after")
-            if plugin_manager.active:
-                plugin_manager.hook.durableflow_checkpoint_written(run_id=run.run_id, seq=seq, full=full)
+            self._written(record, status)
             return None
         checkpointer, uncertain = self.checkpointer, (self.uncertain, self.uncertain_status)
         try:
