@@ -47,6 +47,7 @@ from ._sqlite_layout import (
     SCHEMA,
     SCHEMA_VERSION,
     STATUSES,
+    foreign_code,
 )
 
 _INLINE_BLOB = 1 << 16
@@ -318,6 +319,14 @@ class SQLiteCheckpointer:
                 elif version != SCHEMA_VERSION:
                     conn.execute("PRAGMA journal_mode=WAL")  # kept in the file: set once, with the schema
                     conn.executescript(SCHEMA)
+                foreign = foreign_code(conn)
+                if foreign:
+                    conn.close()
+                    raise SnapshotError(
+                        f"SQLite store {self.path} holds SQL code that durableflow did not write or lacks its own "
+                        f"({', '.join(foreign)}): its writes could not be trusted to land. Restore the file from a "
+                        "backup, or move it aside and start a new one"
+                    )
             except sqlite3.Error as exc:
                 raise self._failure(exc, "cannot be opened") from None
             except OSError as exc:

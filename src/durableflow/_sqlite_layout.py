@@ -22,6 +22,9 @@ The triggers use no SQL function, so they run where the schema is not trusted to
 
 from __future__ import annotations
 
+import functools
+import sqlite3
+
 SEQ_BITS = 32
 LAST = (1 << SEQ_BITS) - 1  # the largest sequence number, and the mask that takes it out of a key
 REFUSED = "durableflow: append refused"
@@ -91,6 +94,29 @@ MIGRATIONS = {
     5: f"{_TRIGGERS} PRAGMA user_version = 6;",
 }
 """From each older schema version this one opens, the statements that bring it here."""
+
+_CODE = "SELECT type, name, sql FROM sqlite_master WHERE type IN ('trigger', 'view')"
+
+
+@functools.cache
+def _own_code() -> frozenset[tuple[str, str, str]]:
+    db = sqlite3.connect(":memory:")
+    try:
+        db.executescript(SCHEMA)  # SQLite keeps a CREATE's text as given: made alike, it compares equal
+        return frozenset(db.execute(_CODE).fetchall())
+    finally:
+        db.close()
+
+
+def foreign_code(db: sqlite3.Connection) -> list[str]:
+    """The triggers and views of an opened store that are not this layout's, missing ones included.
+
+    A trigger is code the store runs at each write: one a file brings (a foreign program's, or an edit
+    that turns an append into nothing) could drop records while every write reports success.
+    """
+    found = frozenset(db.execute(_CODE).fetchall())
+    return sorted({f"{kind} {name}" for kind, name, _ in found ^ _own_code()})
+
 
 # The one statement of a plain checkpoint: inserts nothing unless the owner holds the lease and seq is the next.
 FENCED_INSERT = f"""

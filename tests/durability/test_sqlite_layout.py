@@ -88,3 +88,51 @@ def test_a_refused_end_writes_nothing(tmp_path: Path) -> None:
         info = store.info("r")
         assert (info.status, info.last_seq, info.lease_owner, info.result) == ("running", 1, OWNER, None)
         assert [r.seq for r in store.load("r")] == [1]
+
+
+@pytest.mark.parametrize(
+    ("edit", "named"),
+    [
+        ("DROP TRIGGER durableflow_append", "trigger durableflow_append"),
+        (
+            "DROP TRIGGER durableflow_append;"
+            "CREATE TRIGGER durableflow_append INSTEAD OF INSERT ON durableflow_append BEGIN SELECT 1; END",
+            "trigger durableflow_append",
+        ),
+        (
+            "CREATE TRIGGER keep_nothing AFTER INSERT ON durableflow_records"
+            " BEGIN DELETE FROM durableflow_records WHERE key = NEW.key; END",
+            "trigger keep_nothing",
+        ),
+        ("CREATE VIEW peek AS SELECT run_id FROM durableflow_runs", "view peek"),
+    ],
+    ids=["dropped", "replaced by one that writes nothing", "foreign, dropping each record", "foreign view"],
+)
+def test_a_store_whose_triggers_are_not_its_own_is_refused_before_any_write(
+    tmp_path: Path, edit: str, named: str
+) -> None:
+    """A trigger is code the file runs at each write: one that is not the layout's could make appends land
+    nowhere while they report success, so the store is refused on opening, naming what is foreign."""
+    path = tmp_path / "runs.db"
+    _run(SQLiteCheckpointer(path), "kept")
+    db = sqlite3.connect(path, isolation_level=None)
+    db.executescript(edit)
+    db.close()
+    store = SQLiteCheckpointer(path)
+    with pytest.raises(SnapshotError, match=f"did not write or lacks its own \\({named}\\)"):
+        store.create("new", "W", Record(1, True, b"x"), OWNER)
+    with pytest.raises(SnapshotError, match="move it aside"):
+        store.runs()
+    assert sqlite3.connect(path).execute("SELECT count(*) FROM durableflow_runs").fetchone() == (1,)
+
+
+def test_a_store_with_a_table_of_its_own_beside_durableflows_opens(tmp_path: Path) -> None:
+    """Tables and indexes are data, not code: an application's table in the same file changes nothing."""
+    path = tmp_path / "runs.db"
+    _run(SQLiteCheckpointer(path), "kept")
+    sqlite3.connect(path, isolation_level=None).executescript(
+        "CREATE TABLE notes (x); CREATE INDEX notes_x ON notes (x)"
+    )
+    store = SQLiteCheckpointer(path)
+    _run(store, "new")
+    assert sorted(r.run_id for r in store.runs()) == ["kept", "new"]
