@@ -29,7 +29,14 @@ from ._checkpointer import (
     terminal_statuses,
 )
 from ._clock import get_clock
-from ._errors import RunConflictError, RunExistsError, RunLeaseError, RunNotFoundError, StoreUnavailableError
+from ._errors import (
+    RunConflictError,
+    RunExistsError,
+    RunLeaseError,
+    RunNotFoundError,
+    SnapshotError,
+    StoreUnavailableError,
+)
 from ._framing import checked_key
 
 if TYPE_CHECKING:
@@ -63,6 +70,15 @@ CREATE TABLE IF NOT EXISTS {s}.records (
 );
 """
 # Run ids compare byte by byte (COLLATE "C"), as in the other stores, whatever the database's locale.
+
+# Code the server would run at each write to the store's tables: durableflow makes none.
+_FOREIGN_CODE = """
+SELECT 'trigger ' || c.relname || '.' || t.tgname FROM pg_trigger t
+    JOIN pg_class c ON c.oid = t.tgrelid JOIN pg_namespace n ON n.oid = c.relnamespace
+    WHERE n.nspname = %(s)s AND NOT t.tgisinternal
+UNION ALL SELECT 'rule ' || tablename || '.' || rulename FROM pg_rules WHERE schemaname = %(s)s
+ORDER BY 1
+"""
 
 _CREATE = """
 WITH run AS (
@@ -349,6 +365,14 @@ class PostgresCheckpointer:
                 with conn.transaction():
                     conn.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (f"durableflow {self.schema}",))
                     conn.execute(_SCHEMA.format(s=self.schema).encode())  # no parameters: many statements
+            foreign = [row[0] for row in conn.execute(_FOREIGN_CODE, {"s": self.schema})]
+            if foreign:
+                conn.close()
+                raise SnapshotError(
+                    f"PostgreSQL store {self.url} runs code durableflow did not write at its writes "
+                    f"({', '.join(foreign)}): they could not be trusted to land. Drop it, or move the runs "
+                    "to a schema of their own"
+                )
             self._conn, self._pid = conn, os.getpid()
         return self._conn
 

@@ -10,7 +10,7 @@ from collections.abc import Iterator
 import psycopg
 import pytest
 
-from durableflow import PostgresCheckpointer, Record, RunConflictError, StoreUnavailableError
+from durableflow import PostgresCheckpointer, Record, RunConflictError, SnapshotError, StoreUnavailableError
 
 
 @pytest.fixture
@@ -73,3 +73,35 @@ def test_a_read_only_postgres_refuses_writes_with_store_unavailable(
         assert [r.seq for r in reader.load("late")] == [1, 2]
     finally:
         reader.close()
+
+
+@pytest.mark.parametrize(
+    ("code", "named"),
+    [
+        (
+            "CREATE FUNCTION durableflow.keep_nothing() RETURNS trigger LANGUAGE plpgsql AS 'BEGIN RETURN NULL; END';"
+            "CREATE TRIGGER keep_nothing BEFORE INSERT ON durableflow.records"
+            " FOR EACH ROW EXECUTE FUNCTION durableflow.keep_nothing()",
+            "trigger records.keep_nothing",
+        ),
+        (
+            "CREATE RULE write_nothing AS ON INSERT TO durableflow.records DO INSTEAD NOTHING",
+            "rule records.write_nothing",
+        ),
+    ],
+    ids=["trigger", "rule"],
+)
+def test_a_store_whose_tables_run_code_at_each_write_is_refused(
+    store: PostgresCheckpointer, postgres_url: str, code: str, named: str
+) -> None:
+    """A trigger or rule on the store's tables (durableflow makes none) could make appends land nowhere while
+    they report success: a worker connecting refuses the store with SnapshotError naming it, and writes nothing."""
+    with psycopg.connect(postgres_url, autocommit=True) as admin:
+        admin.execute(code)
+    other = PostgresCheckpointer(postgres_url, timeout=1.0)
+    try:
+        with pytest.raises(SnapshotError, match=f"did not write at its writes \\({named}\\)"):
+            other.append("late", Record(3, False, b"third"), "worker")
+    finally:
+        other.close()
+    assert [r.seq for r in store.load("late")] == [1, 2]
