@@ -47,6 +47,9 @@ from ._redis import RedisCheckpointer
 from ._resource import Resource, ResourceConfig, ResourceManager, override_resources
 from ._retry import ConstantDelayRetryPolicy, ExponentialBackoffRetryPolicy, RetryInfo, RetryPolicy, retry_policy
 from ._retry_strategies import (
+    RetryCondition,
+    StopCondition,
+    WaitStrategy,
     retry_all,
     retry_always,
     retry_any,
@@ -124,6 +127,7 @@ __all__ = [
     "ResourceConfig",
     "ResourceManager",
     "RestoredError",
+    "RetryCondition",
     "RetryInfo",
     "RetryPolicy",
     "RunConflictError",
@@ -143,10 +147,12 @@ __all__ = [
     "StepGraphCheck",
     "StepState",
     "StepStateChanged",
+    "StopCondition",
     "StopEvent",
     "StoreUnavailableError",
     "SystemClock",
     "Take",
+    "WaitStrategy",
     "Worker",
     "WorkerStats",
     "Workflow",

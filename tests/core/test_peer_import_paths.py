@@ -57,6 +57,18 @@ def test_a_peer_name_for_a_durableflow_class_is_that_class(path: str, name: str)
     assert getattr(importlib.import_module(f"durableflow.{path}"), name) is RENAMED[path, name]
 
 
+# What a peer user imports from ``workflows.retry_policy``: all of it comes from ``durableflow``.
+PEER_RETRY_POLICY = ["RetryPolicy", "retry_policy", "RetryCondition", "StopCondition", "WaitStrategy",
+                     "ConstantDelayRetryPolicy", "ExponentialBackoffRetryPolicy", "retry_if_exception_type",
+                     "stop_after_attempt", "wait_fixed", "wait_exponential"]  # fmt: skip
+
+
+@pytest.mark.parametrize("name", PEER_RETRY_POLICY)
+def test_the_peers_retry_policy_names_come_from_durableflow(name: str) -> None:
+    assert name in durableflow.__all__
+    assert getattr(durableflow, name) is not None
+
+
 PEER_MODULE = """
 from workflows import Context, Workflow, step
 from workflows.context.state_store import DictState
