@@ -135,7 +135,10 @@ def opened(raw: object, run_id: str, seq: int, key: Key = ...) -> bytes:
                 run_id=run_id,
                 seq=seq,
             )
-        what = "MAC mismatch: the record was edited, written without the key, or belongs to another run or position"
+        what = (
+            "MAC mismatch: the record was written under another key than this reader's (check the key), "
+            "edited, written without a key, or belongs to another run or position"
+        )
     elif magic == MAGIC:
         if resolved:
             raise SnapshotError(

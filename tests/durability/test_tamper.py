@@ -181,3 +181,10 @@ async def test_the_seal_a_run_writes_is_the_documented_digest(tmp_path: Path, ke
             expected = MAGIC_KEYED + mac.digest()
         assert record.data[:HEADER_SIZE] == expected
         assert seal(data.decode(), "r", record.seq, key) == record.data
+
+
+async def test_a_store_read_with_another_key_says_to_check_the_key(tmp_path: Path) -> None:
+    """The commonest cause of a MAC mismatch is a reader with the wrong key: the error names it first."""
+    await interrupted_run(SQLiteCheckpointer(tmp_path / "runs.db", key=KEY))
+    with pytest.raises(SnapshotError, match=r"MAC mismatch: the record was written under another key .*check the key"):
+        await Payout(checkpointer=SQLiteCheckpointer(tmp_path / "runs.db", key=OTHER_KEY)).resume("payout")
