@@ -240,6 +240,30 @@ def tcp_server(fakeredis: Any) -> Any:
             connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             return connection, address
 
+        def start(self) -> None:
+            self._wake = os.pipe()
+            self._thread = threading.Thread(target=self._serve, daemon=True, name="durableflow-redis")
+            self._thread.start()
+
+        def _serve(self) -> None:
+            # woken by ``stop`` at once: ``serve_forever`` notices a shutdown only at its next poll,
+            # half its interval of wall time at the end of every exploration
+            while self._wake[0] not in select.select([self.fileno(), self._wake[0]], [], [])[0]:
+                self._handle_request_noblock()
+
+        def stop(self) -> None:
+            event = getattr(self, "_shutdown_event", None)
+            if event is not None:  # fakeredis's own: the connections' handlers end
+                event.set()
+            os.write(self._wake[1], b"x")
+            self._thread.join()
+            self.server_close()  # joins the handlers
+            for fd in self._wake:
+                os.close(fd)
+
+        def shutdown(self) -> None:  # ``serve_forever``'s stop would wait for a loop that never ran
+            self.stop()
+
     server = Server(("127.0.0.1", 0), server_type="redis")
     server.RequestHandlerClass = _chunked(server.RequestHandlerClass)
     return server

@@ -160,7 +160,7 @@ class FakeWorld:
             if self._shared:
                 self._tcp_server = tcp_server(fakeredis)
                 self._tcp_address = self._tcp_server.server_address[:2]
-                threading.Thread(target=self._tcp_server.serve_forever, args=(0.05,), daemon=True).start()
+                self._tcp_server.start()
                 self._server = self._tcp_server.fake_server
             else:
                 self._server = fakeredis.FakeServer()
@@ -414,8 +414,7 @@ class FakeWorld:
 
     def close(self) -> None:
         if self._tcp_server is not None:
-            self._tcp_server.shutdown()
-            self._tcp_server.server_close()
+            self._tcp_server.stop()
             self._tcp_server = None
         if self._registry is not None:
             self._registry_server.stop_event.set()
