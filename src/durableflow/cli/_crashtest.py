@@ -14,7 +14,9 @@ from typing import TYPE_CHECKING, Any
 
 from pydantic import ValidationError
 
+from .._errors import StoreUnavailableError
 from .._events import HumanResponseEvent
+from ..testing._lives import ReferenceUnfinished
 from ..testing._settings import DOWNTIME
 from ._exits import UsageError, WaitsForInput, code_of, fail
 from ._options import add_command, add_respond, answer, input_fields, positive_int, seconds
@@ -94,13 +96,19 @@ def crashtest_command(args: argparse.Namespace) -> int:
             report = explore(factory, fields, on_scenario=advance, **options)
         except (ValidationError, ValueError) as exc:
             raise UsageError(f"cannot explore {args.target}: {exc}") from None
-        except AssertionError as exc:  # the uninterrupted reference run did not finish
-            if "did not finish (input)" in str(exc):  # it asked for input: the harness's words for that ending
+        except ReferenceUnfinished as exc:  # told with this command's options, not the API's
+            if exc.ending == "input":
                 return fail(
-                    code_of(WaitsForInput), str(exc), "answer its requests with --respond JSON, like --respond "
+                    code_of(WaitsForInput), exc.what, "answer its requests with --respond JSON, like --respond "
                     + shlex.quote('{"response": "yes"}'),
                 )  # fmt: skip
+            if exc.ending == "hang":
+                return fail(1, exc.what, HANG_ADVICE)
+            return fail(1, exc.what)
+        except AssertionError as exc:  # the reference run ended failed: nothing to judge by
             return fail(1, str(exc))
+        except StoreUnavailableError as exc:
+            return fail(code_of(StoreUnavailableError), _in_cli_words(str(exc)))
     args.seed = seed
     for outcome in report.failures:
         outcome.rerun = _rerun_line(args, outcome.id)
@@ -113,6 +121,17 @@ def crashtest_command(args: argparse.Namespace) -> int:
     if report.interrupted:
         return 130
     return 0 if report.ok else 1
+
+
+HANG_ADVICE = (
+    "a step that waits with asyncio.sleep (or any real wait) should await ctx.sleep(...), which is durable and "
+    "which the harness's frozen clock skips; or raise the bound with --hang-after SECONDS"
+)
+
+
+def _in_cli_words(message: str) -> str:
+    """An error of the exploration API, its advice naming this command's option instead of the keyword."""
+    return message.replace("explore with store='sqlite'", "pass --store sqlite")
 
 
 @contextmanager
@@ -135,7 +154,11 @@ def _progress(out: Console, target: str) -> Iterator[Callable[[Any, int], None]]
         failed += not outcome.ok
         if time.monotonic() - last >= 2.0:
             last = time.monotonic()
-            print(f"crashing {target}: {done} of {planned} scenarios, {failed} failed", file=sys.stderr, flush=True)
+            # "so far": each resume's crash points, and the zombie scenarios, join the plan as it goes
+            print(
+                f"crashing {target}: {done} scenarios judged ({failed} failed) of {planned} planned so far",
+                file=sys.stderr, flush=True,
+            )  # fmt: skip
 
     yield line
 
@@ -162,6 +185,8 @@ def _print_matrix(out: Console, report: Any) -> None:
     """One row per first crash point: its outcome, and at depth 2 how the crashes during its resume ended."""
     from rich.text import Text
 
+    from ..testing._report import SHOWN, in_shown_order, kind_lines
+
     rows: dict[str, list[Any]] = {}
     for outcome in report.scenarios:
         rows.setdefault(outcome.id.partition(">")[0], []).append(outcome)
@@ -181,10 +206,18 @@ def _print_matrix(out: Console, report: Any) -> None:
             )
         matrix.add_row(*cells)
     out.print(matrix)
-    for outcome in report.failures:
+    failures = in_shown_order(report.failures)
+    for outcome in failures[:SHOWN]:  # as many diffs as the pytest report shows
         out.print(Text(f"\n{outcome.id}: {outcome.kind}", style="bold red"))
         out.print(Text(printable(outcome.diff, newlines=True)))
         out.print(Text(f"re-run: {outcome.rerun}", style="dim"), soft_wrap=True)  # one line, to copy whole
+    if len(failures) > SHOWN:
+        rest = ", ".join(o.id for o in failures[SHOWN : SHOWN + 20]) + (" ..." if len(failures) > SHOWN + 20 else "")
+        out.print(
+            Text(f"\n... and {len(failures) - SHOWN} more failing scenarios (re-run one with --scenario ID): {rest}")
+        )
+    if failures:
+        out.print(Text("\n" + "\n".join(kind_lines(failures))))
     out.print(Text(report.summary(), style="bold " + ("green" if report.ok else "red")))
 
 

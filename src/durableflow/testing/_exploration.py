@@ -24,7 +24,7 @@ from durableflow._graph import StepGraph, graph_of
 
 from ._clock import FrozenClock, exploration_clock, real_monotonic
 from ._judge import Final, _diff, _ends_alike, _world_entries, count_effects, judge, restated
-from ._lives import Capture, Errands, Life, Lives, compacting
+from ._lives import Capture, Errands, Life, Lives, ReferenceUnfinished, compacting
 from ._plan import budget as share
 from ._plan import check_known, sample, shard
 from ._remains import Resumed, remains, resumed_again
@@ -186,10 +186,7 @@ class Exploration:
         reference_lives, reference = self.reference_run()
         if reference_lives[-1].ending != "finished":
             life = reference_lives[-1]
-            raise AssertionError(
-                f"the uninterrupted reference run of {self.cls.__name__} did not finish "
-                f"({life.ending}): {life.error or ''}"
-            )
+            raise ReferenceUnfinished(self.cls.__name__, life.ending, life.error or "")
         if reference.status != "completed":  # a scenario that failed the same way would match it and pass
             raise AssertionError(
                 f"the uninterrupted reference run of {self.cls.__name__} ended {reference.status}, "
@@ -469,6 +466,10 @@ def _beside_any_loop(fn: Callable[[], T]) -> T:
     try:
         asyncio.get_running_loop()
     except RuntimeError:
+        alone = True
+    else:
+        alone = False
+    if alone:  # called outside the except: an error of fn's is not shown as raised while handling this one
         return fn()
     values: list[T] = []
     errors: list[BaseException] = []

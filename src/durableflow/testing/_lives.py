@@ -12,7 +12,7 @@ from collections.abc import Callable, Iterator
 from collections.abc import Set as AbstractSet
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from durableflow import (
     Checkpointer,
@@ -46,6 +46,24 @@ class NeedsInput(Exception):
     """The run asked for human input and the exploration has no ``respond``."""
 
 
+class ReferenceUnfinished(AssertionError):
+    """The uninterrupted reference run did not finish: there is nothing to judge the scenarios by.
+    ``what`` says so without advice, since the API and the CLI name their options differently."""
+
+    ADVICE: ClassVar[dict[str, str]] = {
+        "input": "pass respond= to answer it",
+        "hang": "a step that waits with asyncio.sleep (or any real wait) should await ctx.sleep(...), which is "
+        "durable and which the harness's frozen clock skips; or raise the bound: hang_after= (explore, "
+        "crash_harness), --durableflow-hang-after or the ini option durableflow_hang_after",
+    }
+
+    def __init__(self, workflow: str, ending: str, error: str) -> None:
+        self.ending = ending
+        self.what = f"the uninterrupted reference run of {workflow} did not finish ({ending}): {error}"
+        advice = self.ADVICE.get(ending)
+        super().__init__(f"{self.what}; {advice}" if advice else self.what)
+
+
 class Hits:
     """The crash points a life passes, each named with its hit count so far: ``step.convert.end#2``."""
 
@@ -65,7 +83,7 @@ class Hits:
 
 def overstayed(seconds: float) -> str:
     """A hung life's error: it outlived the bound."""
-    return f"did not finish within {seconds:g} s (the hang_after bound)"
+    return f"did not finish within {seconds:g} s, the bound on one life"
 
 
 @dataclass
@@ -323,7 +341,7 @@ class Lives:
             async for event in handler.stream_events():
                 if isinstance(event, InputRequiredEvent):
                     if respond is None:
-                        raise NeedsInput(f"the run asked for input ({event!r}); pass respond= to answer it")
+                        raise NeedsInput(f"the run asked for input ({event!r})")
                     reply = respond(event)
                     if reply is not None:
                         handler.send_event(reply)

@@ -29,7 +29,8 @@ HINTS = {
     "duplicated effect": "a side effect ran again after a restart: make it idempotent (SET, SADD, HSET), "
     "or put it in ctx.effect with a fixed key and pass its idempotency_key on",
     "divergent result": "the resumed run computed another result: keep what it depends on in ctx.store, "
-    "read random values and the time inside ctx.effect, and do not depend on the order in which steps "
+    "do not let it depend on ctx.attempt (a crash counts as a failed attempt, so a resumed step sees a higher "
+    "one), read random values and the time inside ctx.effect, and do not depend on the order in which steps "
     "running at once finish (a fan-in's list, Take(n), a join): sort by a field the events carry",
     "divergent state": "the state (or the world) differs: keep progress in ctx.store, not on the instance "
     "or in globals, and write the world idempotently",
@@ -122,16 +123,8 @@ class Report:
         """The summary, the failures counted by kind with what to do about each, and the first ``shown``
         failures with their diff and re-run line."""
         __tracebackhide__ = True
-        failures = self.failures
-        kinds = Counter(o.kind for o in failures)
-        lines = [self.summary(), *(f"note: {note}" for note in self.notes), ""]
-        for kind, count in kinds.most_common():
-            lines.append(f"  {count:>4} {kind}: {HINTS.get(kind or '', '')}")
-        # the first of each kind and depth, then the rest in order: every sort of failure gets its diff
-        firsts: dict[tuple[str | None, int], Outcome] = {}
-        for outcome in failures:
-            firsts.setdefault((outcome.kind, outcome.id.count(">")), outcome)
-        failures = [*firsts.values(), *(o for o in failures if o not in firsts.values())]
+        failures = in_shown_order(self.failures)
+        lines = [self.summary(), *(f"note: {note}" for note in self.notes), "", *kind_lines(failures)]
         for outcome in failures[:shown]:
             lines += ["", f"--- {outcome.id}: {outcome.kind}"]
             lines += ["    " + line for line in outcome.diff.splitlines()]
@@ -142,6 +135,21 @@ class Report:
             more = " ..." if len(failures) > shown + 20 else ""
             lines += ["", f"... and {len(failures) - shown} more failing scenarios: {rest}{more}"]
         return "\n".join(lines)
+
+
+def kind_lines(failures: list[Outcome]) -> list[str]:
+    """The failures counted by kind, the commonest first, each with what to do about it."""
+    kinds = Counter(o.kind for o in failures)
+    return [f"  {count:>4} {kind}: {HINTS.get(kind or '', '')}" for kind, count in kinds.most_common()]
+
+
+def in_shown_order(failures: list[Outcome]) -> list[Outcome]:
+    """The first of each kind and depth, then the rest in order: when only some diffs are shown, every
+    sort of failure still gets its diff."""
+    firsts: dict[tuple[str | None, int], Outcome] = {}
+    for outcome in failures:
+        firsts.setdefault((outcome.kind, outcome.id.count(">")), outcome)
+    return [*firsts.values(), *(o for o in failures if o not in firsts.values())]
 
 
 class ScenarioSummary(TypedDict):
