@@ -92,7 +92,7 @@ async def main(ids: list[int]) -> None:
     """Convert ``ids`` once, end to end, with a SQLite checkpointer in a temporary directory."""
     redis_factory = demo_redis()
     if redis_factory is None:
-        print("No Redis on localhost:6379 and no fakeredis (pip install 'durableflow[pytest]').")
+        print("No Redis on localhost:6379 and no fakeredis (pip install '.[pytest]' in durableflow's clone).")
         print(f"With either, this would HSET converted <id> <text> for the ids {ids}.")
         return
     with tempfile.TemporaryDirectory() as tmp, override_resources({get_redis_client: redis_factory}):

@@ -26,6 +26,7 @@ from durableflow import (
     WorkflowRuntimeError,
     override_resources,
 )
+from durableflow._errors import install_hint
 from durableflow._graph import graph_of
 from durableflow.testing import Outcome, Report, explore, run_scenario, summary_of
 from durableflow.testing._world import Fake, FakeWorld, Recorder, _name_of
@@ -242,7 +243,7 @@ def open_test_store(request: pytest.FixtureRequest, tmp_path: Path) -> Checkpoin
         try:
             import fakeredis
         except ImportError:
-            message = "--durableflow-store=fakeredis needs fakeredis: pip install 'durableflow[pytest]'"
+            message = f"--durableflow-store=fakeredis needs fakeredis, in {install_hint('pytest')}"
             raise pytest.UsageError(message) from None
         return RedisCheckpointer(fakeredis.FakeRedis())
     if kind == "redis":

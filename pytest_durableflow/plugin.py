@@ -13,6 +13,8 @@ from typing import TYPE_CHECKING, Any, cast
 
 import pytest
 
+from durableflow._errors import install_hint
+
 if TYPE_CHECKING:
     from durableflow import Checkpointer
     from durableflow.testing import ExplorationSummary, FrozenClock
@@ -247,7 +249,7 @@ def real_redis(request: pytest.FixtureRequest) -> Iterator[Any]:
     try:
         import redis
     except ImportError:
-        raise pytest.UsageError("real_redis needs redis-py: pip install 'durableflow[redis]'") from None
+        raise pytest.UsageError(f"real_redis needs redis-py, in {install_hint('redis')}") from None
     url = option(request.config, "redis-url")
     client = redis.Redis.from_url(url)
     try:
@@ -283,7 +285,7 @@ def frozen_clock() -> Iterator[FrozenClock]:
     try:
         import freezegun  # noqa: F401 - here, to say what to install
     except ImportError:
-        raise pytest.UsageError("frozen_clock needs freezegun: pip install 'durableflow[pytest]'") from None
+        raise pytest.UsageError(f"frozen_clock needs freezegun, in {install_hint('pytest')}") from None
     from durableflow import use_clock
     from durableflow.testing import FrozenClock
     from durableflow.testing._clock import frozen_time

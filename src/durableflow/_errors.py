@@ -173,3 +173,8 @@ class StoreUnavailableError(DurableflowError, ConnectionError):
     Writes are atomic, so every stored run is whole. A write that failed while
     the store went away may still have landed; a resume reads whichever it holds.
     """
+
+
+def install_hint(extra: str) -> str:
+    """How to install one of durableflow's extras, which come from its clone (it is on no package index)."""
+    return f"the durableflow[{extra}] extra (pip install '.[{extra}]' in durableflow's clone)"

@@ -36,6 +36,7 @@ from ._errors import (
     RunNotFoundError,
     SnapshotError,
     StoreUnavailableError,
+    install_hint,
 )
 from ._framing import checked_key
 
@@ -175,7 +176,7 @@ class PostgresCheckpointer:
             import psycopg
             from psycopg.conninfo import conninfo_to_dict
         except ImportError:
-            raise ImportError("PostgresCheckpointer needs psycopg 3: pip install 'durableflow[postgres]'") from None
+            raise ImportError(f"PostgresCheckpointer needs psycopg 3, in {install_hint('postgres')}") from None
         if not _IDENTIFIER.fullmatch(schema):
             raise ValueError(f"schema must be a plain SQL identifier, not {schema!r}")
         self._psycopg = psycopg

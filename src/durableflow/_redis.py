@@ -35,6 +35,7 @@ from ._errors import (
     RunNotFoundError,
     SnapshotError,
     StoreUnavailableError,
+    install_hint,
 )
 from ._framing import checked_key
 
@@ -209,7 +210,7 @@ class RedisCheckpointer:
         try:
             import redis
         except ImportError:
-            raise ImportError("RedisCheckpointer needs redis-py: pip install 'durableflow[redis]'") from None
+            raise ImportError(f"RedisCheckpointer needs redis-py, in {install_hint('redis')}") from None
         self._owns_client = True  # closed with the checkpointer; a client the caller passed is theirs to close
         if isinstance(url_or_client, str):
             self.client = redis.Redis.from_url(

@@ -13,6 +13,7 @@ import contextlib
 import time
 from typing import TYPE_CHECKING, Any, final
 
+from ._errors import install_hint
 from ._hooks import hookimpl, plugin_manager
 
 try:
@@ -20,7 +21,7 @@ try:
     from opentelemetry import metrics, trace
     from opentelemetry.trace import Status, StatusCode
 except ImportError:  # pragma: no cover - exercised by the missing-extra test in a subprocess
-    raise ImportError("durableflow.otel needs OpenTelemetry: pip install 'durableflow[otel]'") from None
+    raise ImportError(f"durableflow.otel needs OpenTelemetry, in {install_hint('otel')}") from None
 
 if TYPE_CHECKING:
     from ._events import Event

@@ -32,7 +32,7 @@ def redis_server() -> Iterator[str | None]:
     try:
         import redis
     except ImportError:
-        print("note: redis-py is not installed (pip install 'durableflow[redis]'); Redis is skipped")
+        print("note: redis-py is not installed (pip install '.[redis]' in durableflow's clone); Redis is skipped")
         yield None
         return
     port = _free_port()

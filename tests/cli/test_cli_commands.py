@@ -417,7 +417,7 @@ def test_tables_without_rich_exit_2_naming_the_extra(cli: Cli, without_rich: Non
     """`runs` and `show` without rich exit 2 and say to install durableflow[cli]."""
     outcome = cli(command, *(["some-run"] if command == "show" else []))
     assert outcome.code == 2
-    assert "install durableflow[cli]" in outcome.err
+    assert "install the durableflow[cli] extra (pip install '.[cli]'" in outcome.err
 
 
 def test_missing_arguments_exit_2(cli: Cli) -> None:

@@ -37,7 +37,8 @@ def test_without_rich_help_works_and_tables_ask_for_the_extra(shell: Shell) -> N
     assert "--limit" in helped.stdout
     listed = shell("runs", command=no_rich)
     assert listed.returncode == 2
-    assert "install durableflow[cli]" in listed.stderr and "Traceback" not in listed.stderr
+    assert "install the durableflow[cli] extra (pip install '.[cli]'" in listed.stderr
+    assert "Traceback" not in listed.stderr
 
 
 def test_killed_run_is_resumed_and_completes_with_the_right_result(shell: Shell, project: Path) -> None:

@@ -41,7 +41,7 @@ def test_the_plugin_loads_and_each_fixture_names_the_missing_extra(
     project: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A session without fakeredis and freezegun starts, runs plain tests, and each fixture needing them says
-    ``pip install 'durableflow[pytest]'``."""
+    the ``durableflow[pytest]`` extra."""
     project.makepyfile(blockextras=BLOCK, test_uses=USES)
     monkeypatch.setenv("COLUMNS", "400")  # the short summary keeps each error's message whole
     # -p loads the blocker before pytest loads entry-point plugins, so the plugin itself is imported without them

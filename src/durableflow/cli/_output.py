@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 from pydantic import BaseModel
 
 from .._checkpointer import RunInfo
+from .._errors import install_hint
 from .._events import Event, event_fields
 
 if TYPE_CHECKING:
@@ -46,7 +47,7 @@ def console() -> Console:
     try:
         from rich.console import Console
     except ImportError:
-        raise UsageError("tables need rich: install durableflow[cli] (pip install 'durableflow[cli]')") from None
+        raise UsageError(f"tables need rich: install {install_hint('cli')}") from None
     out = Console(markup=False, emoji=False, highlight=False)  # "[/]" in a run id is text, not a closing tag
     if not out.is_terminal and "COLUMNS" not in os.environ:
         out.width = 200  # piped into grep or a file: a table cropped to 80 columns helps nobody

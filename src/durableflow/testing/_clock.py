@@ -17,6 +17,7 @@ from contextlib import contextmanager
 from typing import Any, NamedTuple
 
 from durableflow import get_clock, use_clock
+from durableflow._errors import install_hint
 
 REAL = {"monotonic": time.monotonic}
 """The real monotonic clock, kept out of freezegun's reach: it patches module attributes, not dict values.
@@ -187,7 +188,7 @@ def exploration_clock() -> Iterator[tuple[FrozenClock | None, str | None]]:
     try:
         import freezegun  # noqa: F401 - frozen_time's, checked here to say what to install
     except ImportError:
-        yield None, "freezegun is not installed (pip install 'durableflow[pytest]'): crashes cost no downtime"
+        yield None, f"freezegun is not installed ({install_hint('pytest')}): crashes cost no downtime"
         return
     start = datetime.datetime.fromtimestamp(math.floor(time.time()), datetime.UTC)
     # pytest times tests through _pytest.timing: frozen, it would report the frozen hours as durations

@@ -28,6 +28,7 @@ from durableflow import (
     SQLiteCheckpointer,
     StoreUnavailableError,
 )
+from durableflow._errors import install_hint
 from durableflow._framing import record_key
 from durableflow._snapshot import outcome, replay
 from durableflow._sqlite import _text
@@ -280,7 +281,7 @@ def _reachable(url: str) -> Any:
     try:
         import redis
     except ImportError:
-        raise ImportError("a Redis store needs redis-py: pip install 'durableflow[redis]'") from None
+        raise ImportError(f"a Redis store needs redis-py, in {install_hint('redis')}") from None
     client = redis.Redis.from_url(url, socket_timeout=5.0, socket_connect_timeout=5.0)
     try:
         client.ping()

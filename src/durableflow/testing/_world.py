@@ -26,6 +26,7 @@ from multiprocessing.managers import BaseManager
 from typing import Any, final
 
 from durableflow import override_resources
+from durableflow._errors import install_hint
 
 from ._gates import Gate, Gated, gated_client
 from ._redisworld import FakeRedisFor, RedisContents, client_options, quiet_connect, tcp_server
@@ -156,7 +157,7 @@ class FakeWorld:
             try:
                 import fakeredis
             except ImportError:
-                raise ImportError("the fake world needs fakeredis: pip install 'durableflow[pytest]'") from None
+                raise ImportError(f"the fake world needs fakeredis, in {install_hint('pytest')}") from None
             if self._shared:
                 self._tcp_server = tcp_server(fakeredis)
                 self._tcp_address = self._tcp_server.server_address[:2]
