@@ -13,8 +13,6 @@ from typing import TYPE_CHECKING, Any, cast
 
 import pytest
 
-from durableflow._errors import install_hint
-
 if TYPE_CHECKING:
     from durableflow import Checkpointer
     from durableflow.testing import ExplorationSummary, FrozenClock
@@ -249,6 +247,8 @@ def real_redis(request: pytest.FixtureRequest) -> Iterator[Any]:
     try:
         import redis
     except ImportError:
+        from durableflow._errors import install_hint  # here: loading the plugin imports no durableflow
+
         raise pytest.UsageError(f"real_redis needs redis-py, in {install_hint('redis')}") from None
     url = option(request.config, "redis-url")
     client = redis.Redis.from_url(url)
@@ -285,6 +285,8 @@ def frozen_clock() -> Iterator[FrozenClock]:
     try:
         import freezegun  # noqa: F401 - here, to say what to install
     except ImportError:
+        from durableflow._errors import install_hint
+
         raise pytest.UsageError(f"frozen_clock needs freezegun, in {install_hint('pytest')}") from None
     from durableflow import use_clock
     from durableflow.testing import FrozenClock
