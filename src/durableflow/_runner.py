@@ -324,6 +324,8 @@ class Runner(RunEnding):
             limit = spec.num_workers
             while name in ready and self.busy[name] < limit:
                 task = self.loop.create_task(self._worker(self._claim(name)))
+                if task.done():  # an eager task factory ran it to its end already
+                    continue
                 workers = self.workers
                 if not workers:  # the common lone worker: no set, and no callback to take it out of one
                     self.workers = (task,)
@@ -409,10 +411,10 @@ class Runner(RunEnding):
             if not (self.done and isinstance(exc, asyncio.CancelledError)):
                 self._abandon(exc)
         finally:  # out of the run's workers (the end of a run empties them: a task it cancelled never gets here)
-            workers = self.workers
+            workers, me = self.workers, asyncio.current_task(self.loop)  # None once the loop is gone (GC)
             if isinstance(workers, set):
-                workers.discard(asyncio.current_task())
-            else:
+                workers.discard(me)
+            elif workers == (me,):  # not another's: an eager task can finish before it is counted
                 self.workers = ()
 
     def _complete(self, delivery: Delivery, spec: StepSpec, event: Event, output: Any) -> Awaitable[None] | None:

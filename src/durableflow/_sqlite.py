@@ -47,7 +47,7 @@ from ._sqlite_layout import (
     SCHEMA,
     SCHEMA_VERSION,
     STATUSES,
-    foreign_code,
+    foreign_schema,
 )
 
 _INLINE_BLOB = 1 << 16
@@ -319,11 +319,11 @@ class SQLiteCheckpointer:
                 elif version != SCHEMA_VERSION:
                     conn.execute("PRAGMA journal_mode=WAL")  # kept in the file: set once, with the schema
                     conn.executescript(SCHEMA)
-                foreign = foreign_code(conn)
+                foreign = foreign_schema(conn)
                 if foreign:
                     conn.close()
                     raise SnapshotError(
-                        f"SQLite store {self.path} holds SQL code that durableflow did not write or lacks its own "
+                        f"SQLite store {self.path} has a layout durableflow did not write, or lacks part of its own "
                         f"({', '.join(foreign)}): its writes could not be trusted to land. Restore the file from a "
                         "backup, or move it aside and start a new one"
                     )

@@ -95,27 +95,33 @@ MIGRATIONS = {
 }
 """From each older schema version this one opens, the statements that bring it here."""
 
-_CODE = "SELECT type, name, sql FROM sqlite_master WHERE type IN ('trigger', 'view')"
+_OWN = "SELECT type, name, sql FROM sqlite_master WHERE name LIKE 'durableflow%' OR tbl_name LIKE 'durableflow%'"
+
+
+def _schema(db: sqlite3.Connection) -> frozenset[tuple[str, str, str | None]]:
+    # SQLite keeps a CREATE's text as given: compared with its spacing folded, an edit of our own layout's
+    # spacing does not make a file written before it foreign
+    return frozenset((kind, name, sql and " ".join(sql.split())) for kind, name, sql in db.execute(_OWN))
 
 
 @functools.cache
-def _own_code() -> frozenset[tuple[str, str, str]]:
+def _own_schema() -> frozenset[tuple[str, str, str | None]]:
     db = sqlite3.connect(":memory:")
     try:
-        db.executescript(SCHEMA)  # SQLite keeps a CREATE's text as given: made alike, it compares equal
-        return frozenset(db.execute(_CODE).fetchall())
+        db.executescript(SCHEMA)
+        return _schema(db)
     finally:
         db.close()
 
 
-def foreign_code(db: sqlite3.Connection) -> list[str]:
-    """The triggers and views of an opened store that are not this layout's, missing ones included.
+def foreign_schema(db: sqlite3.Connection) -> list[str]:
+    """The tables, indexes, triggers and views of an opened store, on durableflow's tables or named for them,
+    that are not this layout's, missing ones included (an application's own beside them do not count).
 
-    A trigger is code the store runs at each write: one a file brings (a foreign program's, or an edit
-    that turns an append into nothing) could drop records while every write reports success.
+    The fence of an append is the layout's (a CHECK turns a refused key into no row; a trigger raises): a
+    table or trigger that is not ours could make an append land nowhere, or unfenced, while it reports success.
     """
-    found = frozenset(db.execute(_CODE).fetchall())
-    return sorted({f"{kind} {name}" for kind, name, _ in found ^ _own_code()})
+    return sorted({f"{kind} {name}" for kind, name, _ in _schema(db) ^ _own_schema()})
 
 
 # The one statement of a plain checkpoint: inserts nothing unless the owner holds the lease and seq is the next.

@@ -275,30 +275,35 @@ _IDLE = 5.0  # seconds a writer thread waits for work before it ends
 
 def _after_fork_in_child() -> None:
     """A forked child has none of its parent's threads, and its locks may be held by them: start afresh."""
-    for io in [*_ios.values(), *_ios_by_id.values()]:
+    for io in [*(io for _, io in _ios.values()), *_ios_by_id.values()]:
         io._lock = threading.Lock()
         io._wake = threading.Condition(io._lock)
         io._queue, io._thread, io._flush_loop = [], None, None
 
 
-_ios: weakref.WeakKeyDictionary[Any, StoreIO] = weakref.WeakKeyDictionary()
+_ios: dict[int, tuple[weakref.ref[Any], StoreIO]] = {}
 """Each checkpointer's ``StoreIO``, for as long as the checkpointer lives: made once, not again for every run
-(its locks and queue are a few µs of a run). The ``StoreIO`` holds its checkpointer by a weak proxy, so
-the entry keeps nothing alive."""
+(its locks and queue are a few µs of a run). Found by identity, never by ``==`` (two checkpointers equal by
+value are two objects), and the ``StoreIO`` holds its checkpointer by a weak proxy, so the entry keeps nothing
+alive."""
 _ios_by_id: dict[int, StoreIO] = {}  # checkpointers that cannot be weakly referenced
 
 
 def store_io(checkpointer: Checkpointer) -> StoreIO:
     """The one ``StoreIO`` of this checkpointer object."""
+    key = id(checkpointer)
+    entry = _ios.get(key)
+    if entry is not None and entry[0]() is checkpointer:
+        return entry[1]
     try:
-        io = _ios.get(checkpointer)
+        ref = weakref.ref(checkpointer, lambda dead: _ios.pop(key) if _ios.get(key, (None,))[0] is dead else None)
     except TypeError:
-        io = _ios_by_id.get(id(checkpointer))
+        io = _ios_by_id.get(key)
         if io is None:
-            io = _ios_by_id[id(checkpointer)] = StoreIO(checkpointer)
+            io = _ios_by_id[key] = StoreIO(checkpointer)
         return io
-    if io is None:
-        io = _ios[checkpointer] = StoreIO(cast(Checkpointer, weakref.proxy(checkpointer)))
+    io = StoreIO(cast(Checkpointer, weakref.proxy(checkpointer)))
+    _ios[key] = (ref, io)
     return io
 
 

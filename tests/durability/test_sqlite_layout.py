@@ -90,6 +90,13 @@ def test_a_refused_end_writes_nothing(tmp_path: Path) -> None:
         assert [r.seq for r in store.load("r")] == [1]
 
 
+_NO_CHECK = (
+    "PRAGMA writable_schema=ON;"
+    "UPDATE sqlite_master SET sql = replace(sql, ' CHECK (key >= 0)', '') WHERE name = 'durableflow_records';"
+    "PRAGMA writable_schema=OFF;"
+)
+
+
 @pytest.mark.parametrize(
     ("edit", "named"),
     [
@@ -104,34 +111,35 @@ def test_a_refused_end_writes_nothing(tmp_path: Path) -> None:
             " BEGIN DELETE FROM durableflow_records WHERE key = NEW.key; END",
             "trigger keep_nothing",
         ),
-        ("CREATE VIEW peek AS SELECT run_id FROM durableflow_runs", "view peek"),
+        (_NO_CHECK, "table durableflow_records"),
+        ("DROP INDEX durableflow_runs_status", "index durableflow_runs_status"),
     ],
-    ids=["dropped", "replaced by one that writes nothing", "foreign, dropping each record", "foreign view"],
+    ids=["dropped", "replaced by one that writes nothing", "foreign, dropping each record", "no fence", "no index"],
 )
-def test_a_store_whose_triggers_are_not_its_own_is_refused_before_any_write(
-    tmp_path: Path, edit: str, named: str
-) -> None:
-    """A trigger is code the file runs at each write: one that is not the layout's could make appends land
-    nowhere while they report success, so the store is refused on opening, naming what is foreign."""
+def test_a_store_whose_layout_is_not_its_own_is_refused_before_any_write(tmp_path: Path, edit: str, named: str) -> None:
+    """The fence of an append is the layout's own (a CHECK turns a refused key into no row, a trigger raises):
+    a table, index or trigger on durableflow's tables that is not the layout's could make appends land nowhere,
+    or unfenced, while they report success, so the store is refused on opening, naming what differs."""
     path = tmp_path / "runs.db"
     _run(SQLiteCheckpointer(path), "kept")
     db = sqlite3.connect(path, isolation_level=None)
     db.executescript(edit)
     db.close()
     store = SQLiteCheckpointer(path)
-    with pytest.raises(SnapshotError, match=f"did not write or lacks its own \\({named}\\)"):
+    with pytest.raises(SnapshotError, match=f"lacks part of its own \\({named}\\)"):
         store.create("new", "W", Record(1, True, b"x"), OWNER)
     with pytest.raises(SnapshotError, match="move it aside"):
         store.runs()
     assert sqlite3.connect(path).execute("SELECT count(*) FROM durableflow_runs").fetchone() == (1,)
 
 
-def test_a_store_with_a_table_of_its_own_beside_durableflows_opens(tmp_path: Path) -> None:
-    """Tables and indexes are data, not code: an application's table in the same file changes nothing."""
+def test_an_applications_own_tables_views_and_triggers_beside_durableflows_change_nothing(tmp_path: Path) -> None:
+    """What is not on durableflow's tables is the application's data: the store opens and works as before."""
     path = tmp_path / "runs.db"
     _run(SQLiteCheckpointer(path), "kept")
     sqlite3.connect(path, isolation_level=None).executescript(
-        "CREATE TABLE notes (x); CREATE INDEX notes_x ON notes (x)"
+        "CREATE TABLE notes (x); CREATE INDEX notes_x ON notes (x); CREATE VIEW noted AS SELECT x FROM notes;"
+        "CREATE TRIGGER noting AFTER INSERT ON notes BEGIN SELECT 1; END"
     )
     store = SQLiteCheckpointer(path)
     _run(store, "new")

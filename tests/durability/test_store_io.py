@@ -30,6 +30,7 @@ from durableflow import (
     step,
 )
 from durableflow._checkpointing import RESUME_FOLD
+from durableflow._storeio import store_io
 
 from .crashing import Crash, crash_at, settle
 from .test_late_writes import GatedMiddle
@@ -246,7 +247,6 @@ async def test_a_resumed_run_folds_its_deltas_once_they_weigh_a_kilobyte() -> No
 async def test_a_checkpointer_keeps_one_store_io_across_runs() -> None:
     """The store's I/O (its queue and locks) is made once per checkpointer, not again for each run: what a
     finished run used is what the next one gets."""
-    from durableflow._storeio import store_io
 
     store = MemoryCheckpointer()
     assert await GatedMiddle(checkpointer=store).run(value=1) is not None
@@ -255,3 +255,41 @@ async def test_a_checkpointer_keeps_one_store_io_across_runs() -> None:
     assert first() is not None
     assert await GatedMiddle(checkpointer=store).run(value=1) is not None
     assert store_io(store) is first()
+
+
+class PathStore(SQLiteCheckpointer):
+    """A checkpointer equal to any other on the same file, as a user's value-like class may be."""
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, PathStore) and other.path == self.path
+
+    def __hash__(self) -> int:
+        return hash(self.path)
+
+
+async def test_two_checkpointers_equal_by_value_keep_a_store_io_each(tmp_path: Path) -> None:
+    """Store I/O is found by identity: a run on one checkpointer goes on when another, equal to it, is dropped."""
+    first = PathStore(tmp_path / "runs.db")
+    second = PathStore(tmp_path / "runs.db")
+    assert store_io(first) is not store_io(second)
+    await Napping(checkpointer=first).run()
+    handler = Napping(checkpointer=second).run()
+    await asyncio.sleep(0.01)
+    del first
+    gc.collect()
+    assert await handler == "rested"
+
+
+class Rested(Event):
+    pass
+
+
+class Napping(Workflow):
+    @step
+    async def nap(self, ev: StartEvent) -> Rested:
+        await asyncio.sleep(0.05)
+        return Rested()
+
+    @step
+    async def wake(self, ev: Rested) -> StopEvent:
+        return StopEvent(result="rested")
