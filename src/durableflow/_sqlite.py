@@ -315,7 +315,7 @@ class SQLiteCheckpointer:
                         f"{SCHEMA_VERSION}. Open it with the durableflow that wrote it"
                     )
                 if version in MIGRATIONS:
-                    conn.executescript(f"BEGIN IMMEDIATE; {MIGRATIONS[version]} COMMIT;")
+                    _migrate(conn, self.path)
                 elif version != SCHEMA_VERSION:
                     conn.execute("PRAGMA journal_mode=WAL")  # kept in the file: set once, with the schema
                     conn.executescript(SCHEMA)
@@ -382,6 +382,31 @@ class SQLiteCheckpointer:
                 "or move it aside and start a new one"
             )
         return StoreUnavailableError(f"SQLite store {self.path} {doing}: {exc}")
+
+
+def _migrate(conn: sqlite3.Connection, path: Path) -> None:
+    """Bring an older schema up to date under the write lock, from the version read under it: another process
+    may have moved the file on (or to a newer durableflow's schema) while this one waited for the lock."""
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        version = conn.execute("PRAGMA user_version").fetchone()[0]
+        if version in MIGRATIONS:
+            statement = ""
+            for piece in MIGRATIONS[version].split(";")[:-1]:
+                statement += piece + ";"
+                if sqlite3.complete_statement(statement):  # a trigger's body holds semicolons of its own
+                    conn.execute(statement)
+                    statement = ""
+        elif version != SCHEMA_VERSION:
+            raise SnapshotError(
+                f"SQLite store {path} has schema version {version}; this durableflow reads version "
+                f"{SCHEMA_VERSION}. Open it with the durableflow that wrote it"
+            )
+        conn.execute("COMMIT")
+    except BaseException:
+        conn.execute("ROLLBACK")
+        conn.close()
+        raise
 
 
 def _create_private(path: Path) -> None:

@@ -4,6 +4,8 @@
 from __future__ import annotations
 
 import sqlite3
+import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -144,3 +146,29 @@ def test_an_applications_own_tables_views_and_triggers_beside_durableflows_chang
     store = SQLiteCheckpointer(path)
     _run(store, "new")
     assert sorted(r.run_id for r in store.runs()) == ["kept", "new"]
+
+
+def test_an_opener_that_waited_for_the_lock_migrates_from_the_version_it_then_finds(tmp_path: Path) -> None:
+    """Two processes open a file of an older schema while a newer durableflow moves it on: the one that waited
+    for the write lock reads the version again under it, and refuses the newer schema instead of rewriting it."""
+    path = tmp_path / "runs.db"
+    _run(SQLiteCheckpointer(path), "old")
+    newer = sqlite3.connect(path, isolation_level=None)
+    newer.executescript("DROP TRIGGER durableflow_append; DROP VIEW durableflow_append; PRAGMA user_version = 5;")
+    newer.execute("BEGIN IMMEDIATE")  # a newer durableflow, migrating the file
+    opened: list[object] = []
+
+    def opener() -> None:
+        try:
+            opened.append(SQLiteCheckpointer(path).info("old").status)
+        except SnapshotError as exc:
+            opened.append(exc)
+
+    waiting = threading.Thread(target=opener)
+    waiting.start()
+    time.sleep(0.3)  # it has read version 5 by now, and waits for the lock
+    newer.execute("PRAGMA user_version = 7")
+    newer.execute("COMMIT")
+    waiting.join()
+    assert isinstance(opened[0], SnapshotError) and "schema version 7" in str(opened[0])
+    assert newer.execute("PRAGMA user_version").fetchone() == (7,)
