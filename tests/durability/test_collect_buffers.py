@@ -11,6 +11,7 @@ import pytest
 
 from durableflow import Context, Event, MemoryCheckpointer, Record, StartEvent, StopEvent, Workflow, step
 from durableflow._snapshot import unframe
+from durableflow._waiters import PARKED
 from durableflow.cli._inspect import _changes
 
 from .crashing import Crash, crash_at
@@ -97,3 +98,12 @@ async def test_show_names_the_buffers_a_delta_grew() -> None:
     docs = [unframe(r.data, handler.run_id, r.seq) for r in store.written]
     grew = next(doc for doc in docs if doc.get("buffers_add"))
     assert "buffers grown gather" in _changes(grew, set())
+
+
+def test_show_names_the_engines_own_buffer_of_outside_events_in_words() -> None:
+    """The buffer of events sent from outside that no step took is the engine's: `show` says what it is,
+    not its internal name (which starts with a NUL so that no step's name can clash with it)."""
+    shown = _changes({"kind": "delta", "buffers": {PARKED: [1]}, "buffers_add": {PARKED: [2], "gather": [3]}}, set())
+    assert "\0" not in shown and "\\x00" not in shown  # neither the NUL nor its escape
+    assert "buffers parked (events sent from outside" in shown and "buffers grown parked (" in shown
+    assert "gather" in shown

@@ -14,6 +14,7 @@ from .._errors import SnapshotError
 from .._framing import record_key
 from .._integrity import check_info, check_record
 from .._snapshot import unframe
+from .._waiters import PARKED
 from ._exits import DEFAULT_STORE
 from ._options import add_command, open_store, positive_int, sqlite_file_missing, stored_run_id
 from ._output import STATUS_STYLES, about, cell, clip, console, names, printable, table, when
@@ -156,6 +157,11 @@ def _record_rows(
         yield str(record.seq), doc["kind"], doc["at"], changes, True
 
 
+def _buffer(name: str) -> str:
+    """A collect buffer is named for its step; the engine's own is named so that no step's name can clash."""
+    return "parked (events sent from outside that no step took yet)" if name == PARKED else name
+
+
 def _changes(doc: dict[str, Any], pending: set[str]) -> str:
     """What one record holds (a full snapshot) or changed (a delta); updates ``pending`` deliveries.
 
@@ -189,9 +195,9 @@ def _changes(doc: dict[str, Any], pending: set[str]) -> str:
     if finished:
         parts.append("deliveries finished " + names(_delivery(key) for key in finished))
     if doc.get("buffers"):
-        parts.append("buffers " + names(doc["buffers"]))
+        parts.append("buffers " + names(map(_buffer, doc["buffers"])))
     if doc.get("buffers_add"):
-        parts.append("buffers grown " + names(doc["buffers_add"]))
+        parts.append("buffers grown " + names(map(_buffer, doc["buffers_add"])))
     if doc.get("effects"):
         parts.append(("effects " if full else "effects recorded ") + names(doc["effects"]))
     if "awaiting" in doc and (doc["awaiting"] or not full):
