@@ -85,21 +85,7 @@ def encode_delta(run: RunState, store: StateStore[Any], graph: StepGraph, seq: i
     The common record (a step finished: an event consumed, one made and owed to a step) takes the inlined
     paths: a checkpoint is written after every step, so each call saved here is saved at every step."""
     parts = [_DELTA_OPEN, _quote(at)]
-    written = run.written
-    status = run.status
-    if status != written.get("status"):
-        parts.append(f',"status":"{status}"')
-    next_eid = run.next_eid
-    if next_eid != written.get("next_eid"):
-        parts.append(f',"next_eid":{next_eid}')
-    deadline = run.deadline
-    if deadline != written.get("deadline"):
-        parts += (',"deadline":', repr(float(deadline)) if deadline is not None and math.isfinite(deadline) else "null")
-    error = run.error
-    if error != written.get("error"):
-        parts += (',"error":', "null" if error is None else compact_json(error))
-    if run.recoveries != written.get("recoveries", 0):  # absent means 0: most runs never need it
-        parts.append(f',"recoveries":{run.recoveries}')
+    _run_fields(parts, run, run.written)
     dirty = store.dirty
     if dirty:
         values = store.values

@@ -18,6 +18,7 @@ from .._errors import StoreUnavailableError
 from .._events import HumanResponseEvent
 from ..testing._lives import ReferenceUnfinished
 from ..testing._settings import DOWNTIME
+from ..testing._stores import SQLITE_INSTEAD
 from ._exits import UsageError, WaitsForInput, code_of, fail
 from ._options import add_command, add_respond, answer, input_fields, positive_int, seconds
 from ._output import console, printable, table
@@ -131,7 +132,7 @@ HANG_ADVICE = (
 
 def _in_cli_words(message: str) -> str:
     """An error of the exploration API, its advice naming this command's option instead of the keyword."""
-    return message.replace("explore with store='sqlite'", "pass --store sqlite")
+    return message.replace(SQLITE_INSTEAD, "pass --store sqlite")
 
 
 @contextmanager

@@ -274,6 +274,8 @@ def _scratch() -> str | None:
 
 
 _ROOM = 512 * 1024 * 1024
+SQLITE_INSTEAD = "explore with store='sqlite'"
+"""The advice an unreachable Redis ends with, which the CLI words as its own option."""
 
 
 def _reachable(url: str) -> Any:
@@ -288,8 +290,7 @@ def _reachable(url: str) -> Any:
     except Exception as exc:  # redis-py's ConnectionError, TimeoutError, an authentication error...
         client.close()
         raise StoreUnavailableError(
-            f"the Redis store at {url} is unreachable ({type(exc).__name__}: {exc}); start it, or explore "
-            "with store='sqlite'"
+            f"the Redis store at {url} is unreachable ({type(exc).__name__}: {exc}); start it, or {SQLITE_INSTEAD}"
         ) from None
     return client
 
