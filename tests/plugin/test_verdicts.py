@@ -185,6 +185,9 @@ def test_a_random_id_minted_outside_an_effect_is_named_as_what_varies(mode: str)
     assert "two uninterrupted runs of OrderIdInTheStep ended differently" in message
     assert "the answer of a ctx.effect" in message
     assert "result:\n  first run:  " in message and "\n  second run: " in message
+    # the crashed runs are still judged against the first run, and the first failure can be replayed
+    assert "judged against the first run all the same" in message
+    assert "scenarios failed" in message and "--- " in message
 
 
 @pytest.mark.parametrize("mode", MODES)

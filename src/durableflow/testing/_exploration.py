@@ -257,7 +257,7 @@ class Exploration:
             report.seconds = real_monotonic() - began
             return report
         if not report.ok:  # before blaming the crashes, make sure an uninterrupted run ends the same every time
-            self.run_again(reference)
+            self.run_again(reference, report)
         report.seconds = real_monotonic() - began
         return report
 
@@ -316,10 +316,11 @@ class Exploration:
             return live_in_child(self, store, first=first, capture=capture, zygote=zygote, errands=errands)
         return self.lives.live_here(store, None, first=first, capture=capture, errands=errands)
 
-    def run_again(self, reference: Final) -> None:
+    def run_again(self, reference: Final, report: Report) -> None:
         """Run it uninterrupted once more: a run that ends differently every time cannot be judged by one.
 
-        Only after a failure: where every scenario matched the reference, nothing needs explaining.
+        Only after a failure: where every scenario matched the reference, nothing needs explaining. The
+        error still names the first failed scenario, whose bug may be real (a key minted per attempt).
         """
         again = self.uninterrupted(capture=set())[1]
         if (again.status, again.error) != (reference.status, reference.error) or not _ends_alike(reference, again):
@@ -331,6 +332,8 @@ class Exploration:
                 f"two uninterrupted runs of {self.cls.__name__} ended differently, so a crashed run cannot be "
                 "judged against one: make what varies (a random id, the time) the answer of a ctx.effect, "
                 f"which a resumed run replays\n{_diff(first, second, labels=('first run', 'second run'))}"
+                "\n\njudged against the first run all the same, since a crashed run can be wrong as well "
+                f"(a key minted anew by each attempt):\n{report.failure_text(shown=1)}"
             )
 
     def scenario(self, scenario_id: str, reference: Final) -> tuple[Outcome, list[Life]]:
