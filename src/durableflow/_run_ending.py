@@ -290,13 +290,14 @@ class RunEnding:
         self.run.deadline = None if timeout is None else get_clock().now() + timeout
 
     def _timed_out(self) -> None:
-        limit = "" if self.timeout is None else f" of {self.timeout}s"
+        # a recovered run keeps the deadline its start set: the limit is named only when this runner set it
+        after, limit = ("", "") if self.timeout is None else (f" after {self.timeout} seconds", f" of {self.timeout}s")
         active = sorted(name for name, busy in self.busy.items() if busy)
         self.write_stream(WorkflowTimedOutEvent(timeout=self.timeout or 0.0, active_steps=active))
         self._fail(
             WorkflowTimeoutError(
-                f"Operation timed out after {self.timeout} seconds: run {self.run.run_id!r} passed its "
-                f"deadline{limit}; wf.resume(run_id) continues it with a new deadline from the workflow's timeout"
+                f"Operation timed out{after}: run {self.run.run_id!r} passed its deadline{limit}, time spent "
+                "crashed included; wf.resume(run_id) continues it with a new deadline from the workflow's timeout"
             )
         )
 

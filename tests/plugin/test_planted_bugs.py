@@ -106,6 +106,24 @@ def test_a_lease_that_is_never_renewed_lets_a_second_worker_in(
 
 
 @pytest.mark.parametrize(("mode", "store"), MODES)
+def test_the_second_worker_check_stops_short_of_the_runs_own_timeout(
+    mode: str, store: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A run whose timeout ends it before its lease would lapse cannot have two workers: not a stolen lease.
+    One whose timeout falls between one and two leases' time still shows a lease that is never renewed."""
+    start = {"order": "A-1", "cents": 500}
+    short = explore(lambda: ChargeAsEffect(timeout=10), start, mode=mode, store=store, seed=SEED, downtime=0, **PAYMENTS)
+    # a zombie's pause past its lease outlasts the timeout, as it would for real; nothing else fails
+    assert short.scenarios and all(o.id.startswith("zombie@") for o in short.failures), short.failure_text()
+
+    renew_once(monkeypatch)
+    timed = explore(lambda: ChargeAsEffect(timeout=45), start, mode=mode, store=store, seed=SEED, downtime=0, **PAYMENTS)
+
+    assert [o.kind for o in timed.failures] == ["stolen lease"]
+    assert "took the run over 41.25 s into a live run whose lease lasts 30 s" in timed.failures[0].diff
+
+
+@pytest.mark.parametrize(("mode", "store"), MODES)
 def test_a_delta_that_drops_deleted_keys_is_caught_by_reading_the_store_back(
     mode: str, store: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -290,6 +290,15 @@ def _child(
             os.write(fd, ("\n".join(pending) + "\n").encode())
             pending.clear()
 
+    def probe_and_end() -> None:
+        frozen = clock if isinstance(clock, FrozenClock) else None
+        found = probe_second_worker(store, exploration.run_id, frozen, exploration.lives.handler)
+        if found is not None:
+            pending.append(f"L {found}")
+        # the probe's verdict is all this life is for: it stops here, as a crash would, not at the run's end
+        write("E crashed", now=True)
+        os._exit(0)
+
     def listener(point: str) -> None:
         nonlocal capture, reading_back, pause_at
         hit = hits.hit(point)
@@ -300,12 +309,7 @@ def _child(
                 read_failed.append(differs)
                 write("R " + differs.replace("\n", "\\n"), now=True)
         if hit == probe_at:
-            found = probe_second_worker(store, exploration.run_id, clock if isinstance(clock, FrozenClock) else None)
-            if found is not None:
-                pending.append(f"L {found}")
-            # the probe's verdict is all this life is for: it stops here, as a crash would, not at the run's end
-            write("E crashed", now=True)
-            os._exit(0)
+            probe_and_end()
         if capture is None or hit in capture or _at(hit, len(hits.list) - 1, pause_at, pause_position):
             write("P", now=True)
             while True:
@@ -317,13 +321,7 @@ def _child(
                     if not _fork_twin(store, os.read(go, size).decode(), loop, fd, go):
                         continue  # this life, its twin gone: the parent's next word follows
                     if tag == b"p":  # the second-worker probe, and nothing more
-                        found = probe_second_worker(
-                            store, exploration.run_id, clock if isinstance(clock, FrozenClock) else None
-                        )
-                        if found is not None:
-                            pending.append(f"L {found}")
-                        write("E crashed", now=True)
-                        os._exit(0)
+                        probe_and_end()
                     capture, reading_back, pause_at = set(), False, None  # a paused worker, here only
                     write("P", now=True)
                     continue

@@ -167,20 +167,29 @@ def read_back(store: Checkpointer, run_id: str, handler: WorkflowHandler | None,
     )
 
 
-def probe_second_worker(store: Checkpointer, run_id: str, clock: FrozenClock | None) -> str | None:
+def probe_second_worker(
+    store: Checkpointer, run_id: str, clock: FrozenClock | None, handler: WorkflowHandler | None
+) -> str | None:
     """At a point of a live run, let twice its lease's time pass (its renewals firing), then try to take
-    the run over as a second worker would: refused is right; taken means the lease was not kept alive."""
+    the run over as a second worker would: refused is right; taken means the lease was not kept alive.
+
+    Time stops short of the run's own deadline (``Workflow(timeout=)``), whose ending releases the lease
+    rightly; a run that ends before its lease would lapse cannot have two workers, and is not probed."""
     if clock is None or not isinstance(store, MemoryCheckpointer | SQLiteCheckpointer):
         return None  # renewals of a store written from a thread cannot fire while this life holds its loop
     ttl = store.lease_ttl
+    deadline = None if handler is None or handler._ctx is None else handler._ctx._state.deadline
+    span = 2 * ttl if deadline is None else min(2 * ttl, deadline - clock.now() - ttl / 8)
+    if span <= ttl:
+        return None
     for _ in range(8):
-        clock.advance_here(ttl / 4)
+        clock.advance_here(span / 8)
     try:
         store.acquire(run_id, SECOND_WORKER)
     except RunLeaseError:
         return None
     return (
-        f"a second worker took the run over {2 * ttl:g} s into a live run whose lease lasts {ttl:g} s: "
+        f"a second worker took the run over {span:g} s into a live run whose lease lasts {ttl:g} s: "
         "the first worker's lease was not renewed, so two workers would drive the run"
     )
 
@@ -259,7 +268,7 @@ class Lives:
                 if errands.read_back and point == "checkpoint.write.after" and life.round_trip is None:
                     life.round_trip = read_back(store, exploration.run_id, self.handler, hit)
                 if hit == errands.probe_at:
-                    life.probe = probe_second_worker(store, exploration.run_id, clock)
+                    life.probe = probe_second_worker(store, exploration.run_id, clock, self.handler)
                 if errands.interlude is not None and _at(
                     hit, len(hits.list) - 1, errands.pause_at, errands.pause_position
                 ):
