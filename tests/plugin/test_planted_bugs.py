@@ -112,12 +112,13 @@ def test_the_second_worker_check_stops_short_of_the_runs_own_timeout(
     """A run whose timeout ends it before its lease would lapse cannot have two workers: not a stolen lease.
     One whose timeout falls between one and two leases' time still shows a lease that is never renewed."""
     start = {"order": "A-1", "cents": 500}
-    short = explore(lambda: ChargeAsEffect(timeout=10), start, mode=mode, store=store, seed=SEED, downtime=0, **PAYMENTS)
+    options = {"mode": mode, "store": store, "seed": SEED, "downtime": 0, **PAYMENTS}
+    short = explore(lambda: ChargeAsEffect(timeout=10), start, **options)
     # a zombie's pause past its lease outlasts the timeout, as it would for real; nothing else fails
     assert short.scenarios and all(o.id.startswith("zombie@") for o in short.failures), short.failure_text()
 
     renew_once(monkeypatch)
-    timed = explore(lambda: ChargeAsEffect(timeout=45), start, mode=mode, store=store, seed=SEED, downtime=0, **PAYMENTS)
+    timed = explore(lambda: ChargeAsEffect(timeout=45), start, **options)
 
     assert [o.kind for o in timed.failures] == ["stolen lease"]
     assert "took the run over 41.25 s into a live run whose lease lasts 30 s" in timed.failures[0].diff
