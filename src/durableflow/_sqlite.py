@@ -43,11 +43,13 @@ from ._sqlite_layout import (
     MIGRATIONS,
     NEW_RUN,
     NEWEST,
+    OPENING,
     REFUSED,
     SCHEMA,
     SCHEMA_VERSION,
     STATUSES,
     foreign_schema,
+    own_layout,
 )
 
 _INLINE_BLOB = 1 << 16
@@ -302,12 +304,13 @@ class SQLiteCheckpointer:
         # A connection must not cross a fork: a child (the crash harness's kill mode) opens its own.
         if self._conn is None or self._pid != current_pid():
             try:
-                self.path.parent.mkdir(parents=True, exist_ok=True)
-                _create_private(self.path)
+                if not os.path.exists(self.path):  # one stat: the raised errors of mkdir and O_EXCL cost more
+                    self.path.parent.mkdir(parents=True, exist_ok=True)
+                    _create_private(self.path)
                 conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False, timeout=self.timeout)
                 conn.text_factory = _text  # text edited into the file by hand must not fail a whole listing
                 conn.execute(f"PRAGMA synchronous={'FULL' if self.durability == 'fsync' else 'NORMAL'}")
-                version = conn.execute("PRAGMA user_version").fetchone()[0]
+                version, layout = conn.execute(OPENING).fetchone()
                 if version not in (0, SCHEMA_VERSION, *MIGRATIONS):
                     conn.close()
                     raise SnapshotError(
@@ -319,7 +322,7 @@ class SQLiteCheckpointer:
                 elif version != SCHEMA_VERSION:
                     conn.execute("PRAGMA journal_mode=WAL")  # kept in the file: set once, with the schema
                     conn.executescript(SCHEMA)
-                foreign = foreign_schema(conn)
+                foreign = [] if version == SCHEMA_VERSION and layout == own_layout() else foreign_schema(conn)
                 if foreign:
                     conn.close()
                     raise SnapshotError(

@@ -96,6 +96,13 @@ MIGRATIONS = {
 """From each older schema version this one opens, the statements that bring it here."""
 
 _OWN = "SELECT type, name, sql FROM sqlite_master WHERE name LIKE 'durableflow%' OR tbl_name LIKE 'durableflow%'"
+# The schema version and the layout as stored, in one query and one string (each field quoted, so no row's
+# text can pass for a row boundary): opening a store compares that string with this layout's own, and folds
+# spacing row by row only when they differ.
+OPENING = f"""
+SELECT (SELECT user_version FROM pragma_user_version), (SELECT group_concat(quote(kind) || ',' || quote(name)
+    || ',' || quote(sql), ',') FROM (SELECT type AS kind, name, sql FROM ({_OWN}) ORDER BY type, name))
+"""
 
 
 def _schema(db: sqlite3.Connection) -> frozenset[tuple[str, str, str | None]]:
@@ -110,6 +117,17 @@ def _own_schema() -> frozenset[tuple[str, str, str | None]]:
     try:
         db.executescript(SCHEMA)
         return _schema(db)
+    finally:
+        db.close()
+
+
+@functools.cache
+def own_layout() -> str:
+    """This layout as ``OPENING`` reads it from a store that has it."""
+    db = sqlite3.connect(":memory:")
+    try:
+        db.executescript(SCHEMA)
+        return str(db.execute(OPENING).fetchone()[1])
     finally:
         db.close()
 

@@ -172,3 +172,23 @@ def test_an_opener_that_waited_for_the_lock_migrates_from_the_version_it_then_fi
     waiting.join()
     assert isinstance(opened[0], SnapshotError) and "schema version 7" in str(opened[0])
     assert newer.execute("PRAGMA user_version").fetchone() == (7,)
+
+
+def test_a_store_whose_layout_differs_from_its_own_only_in_spacing_opens(tmp_path: Path) -> None:
+    """SQLite keeps a CREATE's text as given: a file written while the layout's text was spaced otherwise is the
+    same layout, so it opens and its appends are fenced as before (the comparison folds spacing)."""
+    path = tmp_path / "runs.db"
+    _run(SQLiteCheckpointer(path), "kept")
+    db = sqlite3.connect(path, isolation_level=None)
+    db.executescript(
+        "PRAGMA writable_schema=ON;"
+        "UPDATE sqlite_master SET sql = replace(sql, '    ', char(10) || '  ') WHERE type = 'trigger';"
+        "PRAGMA writable_schema=OFF;"
+    )
+    db.close()
+    store = SQLiteCheckpointer(path)
+    store.create("new", "W", Record(1, True, b"x"), OWNER)
+    with pytest.raises(RunConflictError):
+        store.append("new", Record(3, False, b"y"), OWNER, "completed", "1")
+    store.append("new", Record(2, False, b"y"), OWNER, "completed", "1")
+    assert [(r.run_id, r.status) for r in store.runs()] == [("new", "completed"), ("kept", "completed")]
