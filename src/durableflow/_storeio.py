@@ -256,11 +256,14 @@ def _attempt(fn: Callable[[], Any]) -> tuple[bool, Any]:
 
 
 def _settle(op: _Op, outcome: tuple[bool, Any]) -> None:
+    future = op.future
+    # Its waiter was cancelled, or its loop closed before the commit it waited for (written by the next call,
+    # from another loop): nobody waits, and telling a closed loop's future would raise in that next call.
+    gone = future.done() or future.get_loop().is_closed()
     if op.landed is not None:
         assert op.append is not None
-        outcome = op.landed(op.append, op.landing, outcome, op.future.done())
-    future = op.future
-    if future.done():  # its waiter was cancelled
+        outcome = op.landed(op.append, op.landing, outcome, gone)
+    if gone or future.done():
         return
     ok, value = outcome
     if ok:

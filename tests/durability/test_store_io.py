@@ -293,3 +293,28 @@ class Napping(Workflow):
     @step
     async def wake(self, ev: Rested) -> StopEvent:
         return StopEvent(result="rested")
+
+
+def test_a_group_commit_left_queued_by_a_closed_loop_does_not_fail_the_next_loops_writes() -> None:
+    """Two runs' checkpoints wait for a shared commit when their loop is closed before it: the next write on
+    another loop writes them first, as ordered, and tells nobody on the closed loop, instead of failing with
+    "Event loop is closed"."""
+    store = MemoryCheckpointer()
+    for run_id in ("a", "b", "c"):
+        store.create(run_id, "W", Record(1, True, b"x"), "owner")
+    io = store_io(store)
+    io.active = 2  # runs sharing the store: checkpoints are queued for a commit at the loop's next turn
+    closed = asyncio.new_event_loop()
+    waiting = [io.append(closed, Append(run_id, Record(2, False, b"y"), "owner"), batch=True) for run_id in "ab"]
+    for future in waiting:
+        assert future is not None
+        future.add_done_callback(lambda _: None)  # as a step awaiting it does
+    closed.close()
+    io.active = 0
+
+    async def lone() -> None:
+        assert io.append(asyncio.get_running_loop(), Append("c", Record(2, False, b"y"), "owner"), batch=True) is None
+
+    asyncio.run(lone())
+    assert [[r.seq for r in store.load(run_id)] for run_id in "abc"] == [[1, 2]] * 3
+    assert not any(future.done() for future in waiting if future is not None)
