@@ -228,6 +228,10 @@ def _schedule_of(loop: asyncio.AbstractEventLoop, clock: Clock) -> _Schedule:
     id stays its own)."""
     by_clock = _schedules.get(loop)
     if by_clock is None:
+        # A loop closed while a run was in flight never had its schedule emptied, and the schedule holds that
+        # loop (its runs, its timers) so that its weak key never lapses: dropped as the next loop begins.
+        for closed in [other for other in _schedules if other.is_closed()]:
+            del _schedules[closed]
         by_clock = _schedules[loop] = {}
     schedule = by_clock.get(id(clock))
     if schedule is None:

@@ -173,3 +173,29 @@ async def test_back_to_back_runs_on_the_real_clock_arm_no_timers_and_are_still_r
     await settle(lambda: store.renewed.count("c") >= 3)  # 0.3 s: past the lease, the timers left armed
     gate.set()
     assert await asyncio.wait_for(handler, 5) == 3
+
+
+def test_a_loop_closed_with_a_durable_run_in_flight_is_freed_once_another_loop_runs_one() -> None:
+    """A loop closed while a durable run waits in a step (its lease kept by the loop's schedule, its timers armed
+    on that loop) is not held by the schedule for good: once a run starts on another loop, nothing of the lease
+    schedule keeps the closed one, nor its run."""
+    store = MemoryCheckpointer()
+    closed = asyncio.new_event_loop()
+
+    async def start() -> Any:
+        wf = Gated(gate=asyncio.Event(), checkpointer=store)
+        wf.run(value=1)  # left waiting at the gate when the loop closes
+        await settle(lambda: wf.at_gate == 1)
+        return weakref.ref(wf)
+
+    left = closed.run_until_complete(start())
+    gone = weakref.ref(closed)
+    closed.close()
+    del closed
+
+    async def another() -> Any:
+        return await Gated(checkpointer=store).run(value=2)
+
+    assert asyncio.run(another()) == 5
+    gc.collect()
+    assert gone() is None and left() is None
