@@ -317,12 +317,14 @@ class SQLiteCheckpointer:
                         f"SQLite store {self.path} has schema version {version}; this durableflow reads version "
                         f"{SCHEMA_VERSION}. Open it with the durableflow that wrote it"
                     )
-                if version in MIGRATIONS:
-                    _migrate(conn, self.path)
-                elif version != SCHEMA_VERSION:
-                    conn.execute("PRAGMA journal_mode=WAL")  # kept in the file: set once, with the schema
-                    conn.executescript(SCHEMA)
-                foreign = [] if version == SCHEMA_VERSION and layout == own_layout() else foreign_schema(conn)
+                if version != SCHEMA_VERSION:
+                    if version in MIGRATIONS:
+                        _migrate(conn, self.path)
+                    else:
+                        conn.execute("PRAGMA journal_mode=WAL")  # kept in the file: set once, with the schema
+                        conn.executescript(SCHEMA)
+                    layout = conn.execute(OPENING).fetchone()[1]  # as it now stands
+                foreign = [] if layout == own_layout() else foreign_schema(conn)
                 if foreign:
                     conn.close()
                     raise SnapshotError(
