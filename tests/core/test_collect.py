@@ -263,6 +263,42 @@ async def test_a_collector_that_fails_after_collecting_gets_the_same_set_on_retr
     assert attempts == [None, ["a1", "b1"], ["a1", "b1"]]
 
 
+class _CountingList(list[int]):
+    """A buffer that counts the elements its insertions move: what putting events back costs."""
+
+    moved = 0
+
+    def insert(self, index: object, value: int) -> None:  # type: ignore[override]
+        self.moved += len(self) - int(index)  # type: ignore[call-overload]
+        super().insert(index, value)  # type: ignore[arg-type]
+
+    def __setitem__(self, index: object, value: object) -> None:  # type: ignore[override]
+        if isinstance(index, slice):
+            self.moved += len(self)
+        super().__setitem__(index, value)  # type: ignore[index, assignment]
+
+
+def test_a_failed_attempt_puts_back_what_it_took_in_order_and_in_linear_time() -> None:
+    """Events taken from two buffers go back to their fronts in the order they were taken, each buffer
+    moved once: putting N events back one at a time at the front moved the buffer N times, O(N²)."""
+    from durableflow._runstate import Delivery, RunState
+    from durableflow._step_calls import undo_takes
+
+    run, delivery, n = RunState("r"), Delivery(1, "join"), 2000
+    big, small = _CountingList(range(n, n + 10)), _CountingList([99])
+    run.buffers = {"big": big, "small": small}
+    for eid in range(n):
+        delivery.take("big", eid)
+        if eid == 5:
+            delivery.take("small", 7)
+    undo_takes(run, delivery)
+    assert run.buffers["big"] == [*range(n), *range(n, n + 10)]
+    assert run.buffers["small"] == [7, 99]
+    assert delivery.taken == ()
+    assert run.dirty_buffers == {"big", "small"}  # rewritten whole by the next record
+    assert big.moved <= 2 * (n + 10)  # one at a time: about n * n / 2 = 2,000,000
+
+
 class Part(Event):
     n: int
 
