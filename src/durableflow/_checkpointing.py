@@ -22,12 +22,14 @@ from pydantic_core import to_jsonable_python
 from . import _crashpoints
 from ._checkpointer import TERMINAL, Append, Checkpointer, Record, RunStatus
 from ._clock import get_clock
+from ._encoding import encode_delta, encode_full, encode_status
 from ._errors import DurableflowError, LeaseExpiredError, RunConflictError, RunLeaseError, StoreUnavailableError
 from ._events import StopEvent
 from ._framing import Sealer, record_key
 from ._hooks import plugin_manager
 from ._lease import LEASE_MARGIN, LeaseKeeper
-from ._snapshot import encode_delta, encode_full, encode_status, error_text
+from ._runstate import Written
+from ._snapshot import error_text
 from ._storeio import store_io
 
 if TYPE_CHECKING:
@@ -39,11 +41,30 @@ RESUME_FOLD = 1024
 """A resumed run folds its deltas at its first checkpoint once they hold this many bytes and half the state's:
 each delta costs a resume far more than its bytes (it is unsealed, parsed and checked on its own), while
 rewriting a state that was just read whole is cheap unless the state is large."""
+_NEVER = float("inf")
 
 
 @final
 class RunCheckpoints:
     """Writes one run's checkpoints to its checkpointer, under the lease ``owner`` holds."""
+
+    # Defaults of what most runs never change, kept on the class: each run's instance sets only what it must.
+    lease_until = _NEVER
+    """When the lease lapses unless renewed, on the run's clock: the time the last renewal that succeeded
+    (or the acquire) was sent, plus the TTL. Known once ``keep_lease`` or ``leased`` set it."""
+    drive_until = _NEVER
+    """The same, less a safety margin, on the loop's monotonic clock: past it the run stops (``keep_lease``)."""
+    doubt_after = _NEVER
+    """``lease_until`` less the margin: past it no step or effect begins before ``confirm_lease``."""
+    full_size = 0
+    """Bytes of the last full snapshot this run wrote: besides the state, its pending events and buffers."""
+    durable_status: str | None = None  # the status the store holds, as far as this run knows
+    uncertain: Record | None = None  # a record whose write failed unreachable: it may land later
+    uncertain_status: RunStatus | None = None  # the status that record sets, if any
+    attached = False
+    in_flight = 0  # writes handed to the store's I/O and not done yet
+    releasing = False  # the run stopped: release the lease once they are
+    sealer: Sealer | None = None  # made at the first write (where a run id it cannot seal is refused)
 
     def __init__(
         self,
@@ -66,26 +87,13 @@ class RunCheckpoints:
         self.since_full = since_full
         """Bytes of deltas written since the last full snapshot: what a resume replays."""
         self.resumed = stored and since_full > 0  # the state was just read whole: folding the deltas is cheap now
-        self.lease_until = float("inf")
-        """When the lease lapses unless renewed, on the run's clock: the time the last renewal that succeeded
-        (or the acquire) was sent, plus the TTL. Known once ``keep_lease`` or ``leased`` set it."""
-        self.drive_until = float("inf")
-        """The same, less a safety margin, on the loop's monotonic clock: past it the run stops (``keep_lease``)."""
-        self.doubt_after = float("inf")
-        """``lease_until`` less the margin: past it no step or effect begins before ``confirm_lease``."""
-        self._sizes: dict[str, int] = {key: len(text) for key, text in ctx.store.values.items()} if stored else {}
-        self.state_size = sum(self._sizes.values())
-        """Bytes of the state's values, as last written: what a full snapshot would rewrite."""
-        self.full_size = 0
-        """Bytes of the last full snapshot this run wrote: besides the state, its pending events and buffers."""
-        self.durable_status: str | None = None  # the status the store holds, as far as this run knows
-        self.uncertain: Record | None = None  # a record whose write failed unreachable: it may land later
-        self.uncertain_status: RunStatus | None = None  # the status that record sets, if any
-        self.attached = False
-        self.in_flight = 0  # writes handed to the store's I/O and not done yet
-        self.releasing = False  # the run stopped: release the lease once they are
+        if stored:
+            self._sizes: dict[str, int] = {key: len(text) for key, text in ctx.store.values.items()}
+            self.state_size = sum(self._sizes.values())
+            """Bytes of the state's values, as last written: what a full snapshot would rewrite."""
+        else:
+            self._sizes, self.state_size = {}, 0
         self.key = record_key(checkpointer)  # records are sealed with a MAC under it, if there is one
-        self.sealer: Sealer | None = None  # made at the first write (where a run id it cannot seal is refused)
 
     def attach(self) -> None:
         """The run starts writing through the store's I/O: with other runs, its checkpoints are grouped."""
@@ -112,31 +120,32 @@ class RunCheckpoints:
         inline store's record at once, even among other runs; ``wait=True`` returns only
         once the record is durable, on any store (blocking the loop on a threaded one).
         """
-        if status_only and not self.stored:
+        creating = not self.stored
+        if status_only and creating:
             return None
         listener = _crashpoints.listener
         if listener is not None:
             listener("checkpoint.write.before")
         run = self.run
         seq = run.seq + 1
-        creating = not self.stored
-        full = not status_only and (creating or self.rebase or self._compaction_due())
         if status_only:
+            full = False
             body = encode_status(run, seq, at)
         else:
             store = self.ctx.store
-            body = (
-                encode_full(run, store, self.graph, seq, at, self.ctx._workflow_name)
-                if full
-                else encode_delta(run, store, self.graph, seq, at)
-            )
-            if full or store.dirty:
-                self._note_sizes(store.values, store.dirty, full)
+            full = creating or self.rebase or self._compaction_due()  # (the harness's compact=True replaces it)
+            if full:
+                body = encode_full(run, store, self.graph, seq, at, self.ctx._workflow_name)
+                self._note_sizes(store.values, store.dirty, True)
+            else:
+                body = encode_delta(run, store, self.graph, seq, at)
+                if store.dirty:
+                    self._note_sizes(store.values, store.dirty, False)
         record = Record(seq, full, (self.sealer or self._new_sealer()).seal(body, seq))
         written_before = run.written
         status: RunStatus | None = None
         result = error = None
-        if run.status != written_before.get("status"):
+        if not written_before or run.status != written_before[0]:
             status = cast(RunStatus, run.status)  # a stored run has left "new": its status is a RunStatus
             result, error = self._result_json(), error_text(run.error)
         # the record holds the journal now: what changes from here on goes into the next one
@@ -146,12 +155,12 @@ class RunCheckpoints:
         else:
             run.reset_journal()
             store.dirty = ()  # a set again once a key changes
-        if full:
-            self.since_full, self.rebase, self.full_size = 0, False, len(body)
-        else:
-            self.since_full += len(body)
+            if full:
+                self.since_full, self.rebase, self.full_size = 0, False, len(body)
+            else:
+                self.since_full += len(body)
         io = self.io
-        if not creating and not wait and self.uncertain is None and io.inline and not (batch and io.active > 1):
+        if not (creating or wait or self.uncertain is not None) and io.inline and not (batch and io.active > 1):
             # the common case, a lone run's checkpoint on a local store: written here, now
             try:
                 io.append_now(run.run_id, record, self.owner, status, result, error)
@@ -217,7 +226,7 @@ class RunCheckpoints:
         pending: asyncio.Future[Any],
         record: Record,
         status: RunStatus | None,
-        written_before: dict[str, Any],
+        written_before: Written | tuple[()],
         again: tuple[str, bool, bool],
     ) -> None:
         try:
@@ -239,7 +248,7 @@ class RunCheckpoints:
                 self._release()
 
     def _landed(
-        self, append: Append, written_before: dict[str, Any], outcome: tuple[bool, Any], abandoned: bool
+        self, append: Append, written_before: Written | tuple[()], outcome: tuple[bool, Any], abandoned: bool
     ) -> tuple[bool, Any]:
         """A queued append's outcome, noted before its waiter is told (``_landing`` without a coroutine and an
         awaitable for each waiting run: objects a burst of concurrent runs would keep for the collector).
@@ -315,7 +324,7 @@ class RunCheckpoints:
         self,
         exc: Exception | None,
         record: Record,
-        written_before: dict[str, Any],
+        written_before: Written | tuple[()],
         creating: bool,
         status: RunStatus | None = None,
     ) -> None:
@@ -390,7 +399,7 @@ class RunCheckpoints:
         """Renew the lease every third of its time to live until the returned callable is called;
         ``lost()`` when another worker has it, ``expired()`` when no renewal succeeded before the lease
         would lapse, less a margin. ``guarded`` wraps each timer callback."""
-        if self.lease_until == float("inf"):  # a new run: its create, sent after this, leases it for longer
+        if self.lease_until == _NEVER:  # a new run: its create, sent after this, leases it for longer
             self.leased(get_clock().now(), self.loop.time())
         return LeaseKeeper(self, guarded, lost, expired).stop
 

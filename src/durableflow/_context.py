@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any, Generic
 from pydantic import ValidationError
 from typing_extensions import TypeVar
 
-from . import _recovery, _snapshot, _step_calls, _waiters
+from . import _encoding, _recovery, _snapshot, _step_calls, _waiters
 from ._errors import SnapshotError, WorkflowRuntimeError, WorkflowValidationError
 from ._events import Event, StopEvent
 from ._graph import graph_of
@@ -283,7 +283,7 @@ class Context(Generic[StateT]):
         return ctx
 
     def _to_dict(self, include_state: bool = True) -> dict[str, Any]:
-        body = _snapshot.encode_full(
+        body = _encoding.encode_full(
             self._state, self.store, self._graph, self._state.seq, "to_dict", self._workflow_name
         )
         doc: dict[str, Any] = json.loads(body)

@@ -39,8 +39,14 @@ def record_key(checkpointer: object | None = None) -> bytes | None:
     """The key a checkpointer's records are sealed with: its ``key`` attribute, else ``$DURABLEFLOW_KEY``."""
     key = getattr(checkpointer, "key", None)
     if key is None:
+        environ = getattr(os.environ, "_data", None)  # CPython's dict behind os.environ, kept up to date by it
+        if environ is not None and _KEY_ENV_ENCODED not in environ:
+            return None  # the common case, asked once per run: os.environ.get raises and catches a KeyError for it
         key = os.environ.get(KEY_ENV) or None
     return None if key is None else _key_bytes(key)
+
+
+_KEY_ENV_ENCODED = os.environ.encodekey(KEY_ENV)
 
 
 def checked_key(key: str | bytes | None) -> str | bytes | None:

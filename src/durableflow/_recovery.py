@@ -50,15 +50,28 @@ def mark_starting(runner: Runner, finishing: str | None) -> None:
     """Before a checkpoint: the queued deliveries that workers will take as soon as it is written are
     recorded as under way, so a process that dies in the step it starts next has that attempt counted
     (``finishing``: the step whose worker is about to take one of them)."""
-    if not runner.ready_count:
+    count = runner.ready_count
+    if not count:
         return
-    steps, busy, run = runner.graph.steps, runner.busy, runner.run
-    for name, queued in runner.ready.items():
+    ready, busy, run = runner.ready, runner.busy, runner.run
+    if count == 1:  # the common case, a linear run: one step queued, held as it is (no deque)
+        for name, queued in ready.items():
+            if (
+                type(queued) is Delivery
+                and not queued.running  # already marked: the record that says so is written or on its way
+                and busy[name] - (name == finishing) < runner.graph.steps[name].num_workers
+            ):
+                queued.running = True
+                run.touch(queued)
+        return
+    steps = runner.graph.steps
+    for name, queued in ready.items():
         queue = (queued,) if isinstance(queued, Delivery) else queued
         free = steps[name].num_workers - busy[name] + (name == finishing)
         for delivery in itertools.islice(queue, max(free, 0)):
-            delivery.running = True
-            run.touch(delivery)
+            if not delivery.running:
+                delivery.running = True
+                run.touch(delivery)
 
 
 def failed(run: RunState, delivery: Delivery, exc: Exception) -> None:

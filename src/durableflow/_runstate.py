@@ -13,6 +13,8 @@ from typing import Any, final
 from ._events import Event, StopEvent
 
 DeliveryKey = tuple[int, str]  # (event id, step name)
+Written = tuple[str, int, float | None, dict[str, str] | None, int]
+"""A run's status, next event id, deadline, error and recoveries, as its last record left them."""
 
 
 @final
@@ -126,27 +128,24 @@ class RunState:
         them (``buffers_add``) instead of rewriting the buffer, so a buffer growing to N events costs O(N)."""
         self.new_effects: set[str] | tuple[()] = ()  # a set once the run records an effect
         self.awaiting_dirty = False
-        self.written: dict[str, Any] = {}
-        """The run-level fields as last written: a delta repeats none that did not change."""
+        self.written: Written | tuple[()] = ()
+        """The run-level fields as last written (empty: none yet): a delta repeats none that did not change."""
 
     def note_written(self) -> None:
-        self.written = {
-            "status": self.status,
-            "next_eid": self.next_eid,
-            "deadline": self.deadline,
-            "error": self.error,
-            "recoveries": self.recoveries,
-        }
+        self.written = (self.status, self.next_eid, self.deadline, self.error, self.recoveries)
 
     def reset_journal(self) -> None:
         """Forget what changed: called once a checkpoint holding those changes is durable."""
-        for key in self.touched:
-            delivery = self.deliveries.get(key)
-            if delivery is not None:
-                delivery.persisted = True
-        self.new_events = self.gone_events = self.touched = self.gone = self.dirty_buffers = ()
-        self.appended.clear()
-        self.new_effects = ()
+        touched = self.touched
+        if touched:
+            deliveries = self.deliveries
+            for key in touched:
+                delivery = deliveries.get(key)
+                if delivery is not None:
+                    delivery.persisted = True
+        self.new_events = self.gone_events = self.touched = self.gone = self.dirty_buffers = self.new_effects = ()
+        if self.appended:
+            self.appended.clear()
         self.awaiting_dirty = False
         self.note_written()
 

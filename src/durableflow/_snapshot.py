@@ -5,7 +5,7 @@ where body is UTF-8 JSON naming the format version. Binding the run and the
 position into the digest catches a record moved to another run or place
 without spending bytes on them in every delta.
 A run loads as its newest full snapshot with the later deltas applied in
-order. Loading is pure data: event types resolve only against the types the
+order (``_encoding`` writes them). Loading is pure data: event types resolve only against the types the
 workflow declares, and any defect raises ``SnapshotError``.
 """
 
@@ -13,125 +13,28 @@ from __future__ import annotations
 
 import hashlib
 import json
-import math
-import weakref
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from json.encoder import encode_basestring
 from typing import TYPE_CHECKING, Any
 
 from pydantic import ValidationError
-from pydantic_core import PydanticSerializationError, to_json
 
-from ._errors import SerializationError, SnapshotError
-from ._events import Event, StopEvent, load_event, type_key
+from ._errors import SnapshotError
+from ._events import Event, StopEvent, load_event
 from ._framing import DIGEST_SIZE, Key, opened, seal
 from ._framing import MAGIC as MAGIC  # where readers of the format look for it
 from ._integrity import check_document, check_record, check_run
 from ._runstate import Delivery, RunState
-from ._serialization import EVENT_TAG, ValueCodec, compact_json, non_finite, refuse_non_finite
+from ._serialization import EVENT_TAG, ValueCodec, compact_json
 
 if TYPE_CHECKING:
     from ._checkpointer import Record
     from ._graph import StepGraph
-    from ._store import StateStore
 
 FORMAT = 2
 """The format records are written in. Format 2 added ``buffers_add`` to deltas; format 1 records still load."""
 READABLE = (1, 2)
 _quote = encode_basestring  # a str as a JSON string literal (C-accelerated)
-
-
-# -- writing -------------------------------------------------------------------------
-#
-# Records are built as lists of pieces joined once: state and effect values are JSON text already (and may be
-# large: each is copied once, by the join), every other key is an integer or a step name, so nothing is
-# encoded twice.
-
-
-def encode_full(run: RunState, store: StateStore[Any], graph: StepGraph, seq: int, at: str, name: str) -> str:
-    """Everything needed to continue the run of workflow ``name``, as JSON text."""
-    parts = [_FULL_OPEN, _quote(at), ',"run_id":', _quote(run.run_id), f',"seq":{seq}']
-    _run_fields(parts, run, None)
-    by_name = _identities.get(graph)
-    if by_name is None:
-        by_name = _identities[graph] = {}
-    identity = by_name.get(name)
-    if identity is None:  # what every full snapshot of this workflow repeats, its step graph the most of it
-        identity = by_name[name] = "".join(
-            (',"workflow":', _quote(name), ',"fingerprint":"', graph.fingerprint, '","graph":', graph.description_json)
-        )
-    parts += (identity, ',"state":')
-    _object(parts, store.values.items())
-    parts.append(',"events":')
-    _events(parts, run.events.items(), graph)
-    parts.append(',"deliveries":')
-    _deliveries(parts, run.deliveries.values())
-    parts += (',"buffers":', _buffers(_durable_buffers(run, run.buffers)) if run.buffers else "{}", ',"effects":')
-    _object(parts, run.effects.items())
-    parts += (',"awaiting":', _ints(run.awaiting) if run.awaiting else "[]")
-    if run.result is not None:
-        parts += (',"result":', _event_json(run.result, graph))
-    parts.append("}")
-    return "".join(parts)
-
-
-_identities: weakref.WeakKeyDictionary[StepGraph, dict[str, str]] = weakref.WeakKeyDictionary()
-"""The workflow name, fingerprint and step graph of a full snapshot, as text, by graph and workflow name."""
-
-
-def encode_delta(run: RunState, store: StateStore[Any], graph: StepGraph, seq: int, at: str) -> str:
-    """What changed since the previous record, as JSON text; its size follows the change.
-
-    The common record (a step finished: an event consumed, one made and owed to a step) takes the inlined
-    paths: a checkpoint is written after every step, so each call saved here is saved at every step."""
-    parts = [_DELTA_OPEN, _quote(at)]
-    _run_fields(parts, run, run.written)
-    dirty = store.dirty
-    if dirty:
-        values = store.values
-        parts.append(',"state":')
-        _object(parts, [(key, values[key]) for key in dirty if key in values])
-        deleted = [key for key in dirty if key not in values]
-        if deleted:
-            parts += (',"state_del":', compact_json(deleted))
-    if run.new_events:
-        events, opening = run.events, ',"events":{'
-        for eid in run.new_events:
-            parts.append(f'{opening}"{eid}":{_event_json(events[eid], graph)}')
-            opening = ","
-        parts.append("}")
-    if run.gone_events:
-        parts += (',"events_del":[', ",".join(map(str, run.gone_events)), "]")
-    if run.touched:
-        parts.append(',"deliveries":')
-        deliveries = run.deliveries
-        _deliveries(parts, [deliveries[key] for key in run.touched])
-    if run.gone:
-        parts += (',"deliveries_del":[', ",".join([f'"{eid}:{step}"' for eid, step in run.gone]), "]")
-    if run.dirty_buffers:
-        parts += (',"buffers":', _buffers(_durable_buffers(run, run.dirty_buffers)))
-    if run.appended:  # buffers that only grew: their new events, not the whole buffer again
-        grown = [(b, eids) for b, eids in run.appended.items() if b not in run.dirty_buffers]
-        if grown:
-            parts += (',"buffers_add":', _buffers(grown))
-    if run.new_effects:
-        effects = run.effects
-        parts.append(',"effects":')
-        _object(parts, [(key, effects[key]) for key in run.new_effects])
-    if run.awaiting_dirty:
-        parts += (',"awaiting":', _ints(run.awaiting))
-    if run.result is not None:
-        parts += (',"result":', _event_json(run.result, graph))
-    parts.append("}")
-    return "".join(parts)
-
-
-def encode_status(run: RunState, seq: int, at: str) -> str:
-    """A delta holding only the run-level fields that changed (its status and error, as a run fails)."""
-    parts = [_DELTA_OPEN, _quote(at)]
-    _run_fields(parts, run, run.written)
-    parts.append("}")
-    return "".join(parts)
 
 
 def frame(body: str, run_id: str, seq: int, key: Key = ...) -> bytes:
@@ -147,126 +50,6 @@ def checksum(doc: dict[str, Any]) -> str:
 
 
 _READABLE_TEXT = " and ".join(map(str, READABLE))
-_FULL_OPEN = f'{{"format":{FORMAT},"kind":"full","at":'
-_DELTA_OPEN = f'{{"format":{FORMAT},"kind":"delta","at":'
-
-
-def _run_fields(parts: list[str], run: RunState, written: dict[str, Any] | None) -> None:
-    """The run-level fields: all of them in a full snapshot (``written`` None), those that changed in a delta."""
-    full = written is None
-    if full:
-        written = {}
-    assert written is not None
-    status = run.status
-    if status != written.get("status"):
-        parts.append(f',"status":"{status}"')
-    if run.next_eid != written.get("next_eid"):
-        parts.append(f',"next_eid":{run.next_eid}')
-    deadline = run.deadline
-    if full or deadline != written.get("deadline"):
-        # no finite deadline (a timeout of inf) is no deadline: JSON has no inf, and None means "never"
-        parts += (',"deadline":', repr(float(deadline)) if deadline is not None and math.isfinite(deadline) else "null")
-    error = run.error
-    if full or error != written.get("error"):
-        parts += (',"error":', "null" if error is None else compact_json(error))
-    if run.recoveries != written.get("recoveries", 0):  # absent means 0: most runs never need it
-        parts.append(f',"recoveries":{run.recoveries}')
-
-
-def _object(parts: list[str], items: Iterable[tuple[str, str]]) -> None:
-    """A JSON object of values that are JSON text already, as pieces."""
-    opening = "{"
-    for key, value in items:
-        parts += (opening, _quote(key), ":", value)
-        opening = ","
-    parts.append("}" if opening == "," else "{}")
-
-
-def _events(parts: list[str], items: Iterable[tuple[int, Event]], graph: StepGraph) -> None:
-    opening = "{"
-    for eid, event in items:
-        parts.append(f'{opening}"{eid}":{_event_json(event, graph)}')
-        opening = ","
-    parts.append("}" if opening == "," else "{}")
-
-
-def _deliveries(parts: list[str], deliveries: Iterable[Delivery]) -> None:
-    # step names are identifiers: nothing in "eid:step" needs escaping
-    opening = "{"
-    for d in deliveries:
-        sleeps = _floats(d.sleeps) if d.sleeps else "[]"
-        parts.append(
-            f'{opening}"{d.eid}:{d.step}":[{d.sent},{sleeps},{d.attempt},{d.crashes},'
-            f"{1 if d.running else 0},{1 if d.waits else 0}]"
-        )
-        opening = ","
-    parts.append("}" if opening == "," else "{}")
-
-
-def _durable_buffers(run: RunState, buffer_ids: Iterable[str]) -> list[tuple[str, list[int]]]:
-    """Collect buffers as a restart must find them: with the events that running steps have
-    collected but whose completion is not recorded yet, since those steps will be delivered again."""
-    taken: dict[str, list[int]] = {}
-    for delivery in run.deliveries.values():
-        for buffer_id, eid in delivery.taken:
-            taken.setdefault(buffer_id, []).append(eid)
-    return [(b, taken.get(b, []) + run.buffers.get(b, [])) for b in buffer_ids]
-
-
-def _buffers(buffers: Iterable[tuple[str, list[int]]]) -> str:
-    return "{" + ",".join([f"{_quote(b)}:{_ints(eids)}" for b, eids in buffers]) + "}"
-
-
-def _ints(values: Iterable[int]) -> str:
-    return "[" + ",".join(map(str, values)) + "]"
-
-
-def _floats(values: Iterable[float]) -> str:
-    text = "[" + ",".join([repr(float(v)) for v in values]) + "]"
-    if "n" in text:  # inf or nan: JSON cannot hold it, and a record holding it could never be loaded
-        raise SerializationError(f"cannot checkpoint a sleep until {text}: ctx.sleep takes a finite number of seconds")
-    return text
-
-
-def _event_json(event: Event, graph: StepGraph) -> str:
-    cls = type(event)
-    opening = graph.stored_as.get(cls) or _declared(cls, graph)
-    try:
-        data = event_body(event)
-    except PydanticSerializationError as exc:
-        raise SerializationError(f"cannot checkpoint a {cls.__name__}: {exc}") from None
-    # a model writes NaN as null, a bare result as the NaN of no JSON standard: refused either way, as set() does
-    if ("null" in data or "NaN" in data or "Infinity" in data) and (
-        found := non_finite(event.model_dump())
-    ) is not None:
-        raise refuse_non_finite(found, f"a {cls.__name__} in a checkpoint")
-    return opening + data + "]"
-
-
-def _declared(cls: type[Event], graph: StepGraph) -> str:
-    """The opening of the ``[type, data]`` pair an event of ``cls`` is stored as, remembered on the graph;
-    ``SerializationError`` if the workflow does not declare ``cls`` (it could not be loaded again)."""
-    key = type_key(cls)
-    if graph.types.get(key) is not cls:
-        raise SerializationError(
-            f"cannot checkpoint a {cls.__name__}: no step of {graph.workflow_path} names it in an annotation, "
-            "so it could not be loaded again; add it to a step's input or return annotation"
-        )
-    opening = graph.stored_as[cls] = f"[{_quote(key)},"
-    return opening
-
-
-def event_body(event: Event) -> str:
-    """``event.model_dump_json()``, without the serializer's round trip through Python where the answer is
-    known: an event with no fields and no undeclared data is ``{}``, a plain StopEvent ``{"result": ...}``."""
-    if not event.__pydantic_extra__:
-        cls = type(event)
-        if cls is StopEvent:
-            result = event.__dict__["result"]
-            return "{}" if result is None else '{"result":' + to_json(result).decode() + "}"
-        if not cls.__pydantic_fields__:
-            return "{}"
-    return event.model_dump_json()
 
 
 # -- reading -------------------------------------------------------------------------

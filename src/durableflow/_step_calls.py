@@ -31,8 +31,8 @@ FAILED: Any = object()
 def begin(runner: Runner, spec: StepSpec, delivery: Delivery, event: Event) -> None:
     """An attempt of the step begins: counted, shown to a stream reader that asked, told to the hooks."""
     delivery.begin_attempt()
-    if runner.durable is not None:  # written with the next checkpoint, whatever causes it: a crash now counts
-        delivery.running = True
+    if runner.durable is not None and not delivery.running:  # written with the next checkpoint: a crash now counts
+        delivery.running = True  # (if it was already, the record that says so is written or on its way)
         runner.run.touch(delivery)
     if runner.expose_internal:
         runner.write_stream(internal(spec.name, StepState.RUNNING, event, delivery))
