@@ -311,7 +311,8 @@ class RunCheckpoints:
         return self.uncertain is not None and self.uncertain_status in TERMINAL
 
     def _written(self, record: Record, status: RunStatus | None) -> None:
-        self.uncertain = self.uncertain_status = None
+        if self.uncertain is not None:  # (set only when it is: most runs keep the class's None)
+            self.uncertain = self.uncertain_status = None
         if status is not None:
             self.durable_status = status
         listener = _crashpoints.listener
@@ -443,7 +444,8 @@ class RunCheckpoints:
         self._release()
 
     def _release(self) -> None:
-        self.releasing = False
+        if self.releasing:
+            self.releasing = False
         if not self.stored or self.durable_status in TERMINAL:
             return
         run_id, owner, checkpointer = self.run.run_id, self.owner, self.checkpointer

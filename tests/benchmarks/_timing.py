@@ -30,8 +30,11 @@ async def interleave(contenders: dict[str, Batch], rounds: int) -> dict[str, flo
     return {name: statistics.median(values) for name, values in samples.items()}
 
 
-async def calibrated(run: Callable[[], Awaitable[object]], batch_seconds: float) -> Batch:
-    """A batch of as many ``run()`` calls as fill about ``batch_seconds`` (after a warm-up), timed per run."""
+async def calibrated(
+    run: Callable[[], Awaitable[object]], batch_seconds: float, clock: Callable[[], float] = time.perf_counter
+) -> Batch:
+    """A batch of as many ``run()`` calls as fill about ``batch_seconds`` (after a warm-up), timed per run by
+    ``clock`` (the wall clock unless given, say ``time.process_time``)."""
     await run()  # warm-up: class validation, imports, connections
     runs, start = 0, time.perf_counter()
     while (elapsed := time.perf_counter() - start) < batch_seconds / 4:
@@ -40,10 +43,10 @@ async def calibrated(run: Callable[[], Awaitable[object]], batch_seconds: float)
     runs = max(1, round(batch_seconds * runs / elapsed))
 
     async def batch() -> float:
-        start = time.perf_counter()
+        start = clock()
         for _ in range(runs):
             await run()
-        return (time.perf_counter() - start) / runs
+        return (clock() - start) / runs
 
     return batch
 
