@@ -3,6 +3,9 @@ and what it reads out of a world is the same from one world to the next."""
 
 from __future__ import annotations
 
+import os
+import threading
+import time
 import uuid
 from collections.abc import Iterator
 
@@ -78,3 +81,46 @@ def test_a_value_read_out_of_one_world_is_not_read_out_again_for_the_next(monkey
         "0:other": {"type": "string", "value": text},
     }
     assert len(reads) == 2  # the hash once, the string once
+
+
+def test_a_command_that_waits_holds_up_no_other_connection(world: FakeWorld) -> None:
+    """A blocking pop waits for a push that another connection makes meanwhile, as on a real server."""
+    waiting = world.redis_client({"decode_responses": True}, fresh=True)
+    pushing = world.redis_client({"decode_responses": True}, fresh=True)
+    popped: list[object] = []
+    thread = threading.Thread(target=lambda: popped.append(waiting.blpop(["queue"], timeout=10)))
+    thread.start()
+    connections = world._tcp_server._connections
+    while not any(getattr(c._sock, "_blocked", False) for c in list(connections.values())):
+        time.sleep(0.001)  # until the pop waits on the server
+    assert pushing.rpush("queue", "job") == 1
+    thread.join()
+    assert popped and list(popped[0]) == ["queue", "job"]  # type: ignore[call-overload]
+    assert pushing.llen("queue") == 0
+    waiting.close()
+    pushing.close()
+
+
+def test_a_subscriber_is_sent_what_another_connection_publishes(world: FakeWorld) -> None:
+    """A message published on one connection reaches a subscriber on another, unasked."""
+    listener = world.redis_client({"decode_responses": True}, fresh=True).pubsub()
+    listener.subscribe("news")
+    assert listener.get_message(timeout=5) == {"type": "subscribe", "pattern": None, "channel": "news", "data": 1}
+    publisher = world.redis_client({"decode_responses": True}, fresh=True)
+    assert publisher.publish("news", "hello") == 1
+    message = listener.get_message(timeout=5)
+    assert message is not None and message["data"] == "hello"
+    listener.close()
+    publisher.close()
+
+
+def test_the_shared_world_is_served_on_a_unix_socket_removed_when_it_closes() -> None:
+    """Lives reach the shared world's Redis through a Unix socket of its own, gone once the world closes."""
+    shared = FakeWorld(shared=True)
+    path = shared.redis_address
+    assert isinstance(path, str) and os.path.exists(path)
+    client = shared.redis_client(fresh=True)
+    assert client.ping() is True
+    client.close()
+    shared.close()
+    assert not os.path.exists(path)

@@ -226,6 +226,26 @@ def _once(read: Callable[[], Any]) -> Any:
     return read()
 
 
+def served(fakeredis: Any) -> Any:
+    """The shared world's fakeredis, serving: on a Unix socket by one thread (``_redisserver``), or where
+    fakeredis does not look as that expects, on fakeredis's own TCP server. ``stop()`` ends it."""
+    from ._redisserver import UnixRedisServer, internals
+
+    parts = internals()
+    if parts is None or not hasattr(socket, "AF_UNIX"):
+        server = tcp_server(fakeredis)
+        server.start()
+        return server
+    return UnixRedisServer(fakeredis.FakeServer(server_type="redis", version=(8, 0)), parts, _quiet_internal())
+
+
+def endpoint(address: str | tuple[str, int]) -> dict[str, Any]:
+    """A redis-py client's options for the world's server at ``address``: a Unix socket's path, or TCP."""
+    if isinstance(address, str):
+        return {"unix_socket_path": address}
+    return {"host": address[0], "port": address[1]}
+
+
 def tcp_server(fakeredis: Any) -> Any:
     """A fakeredis server on a loopback port that answers without Nagle's delay.
 

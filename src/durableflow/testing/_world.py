@@ -29,7 +29,7 @@ from durableflow import override_resources
 from durableflow._errors import install_hint
 
 from ._gates import Gate, Gated, gated_client
-from ._redisworld import FakeRedisFor, RedisContents, client_options, quiet_connect, tcp_server
+from ._redisworld import FakeRedisFor, RedisContents, client_options, endpoint, quiet_connect, served
 
 GRACE = 1.0
 """Seconds a life's other threads get to come out of the world before a copy, or after the life ends."""
@@ -120,7 +120,7 @@ class FakeWorld:
         self._shared = shared
         self._home = os.getpid()
         self._tcp_server: Any = None
-        self._tcp_address: tuple[str, int] | None = None
+        self._tcp_address: str | tuple[str, int] | None = None
         self.served_redis_options: dict[str, Any] | None = None
         """How the Redis client last served in place of a real one decodes (``fake_redis`` follows it)."""
         self._server: Any = None
@@ -159,9 +159,8 @@ class FakeWorld:
             except ImportError:
                 raise ImportError(f"the fake world needs fakeredis, in {install_hint('pytest')}") from None
             if self._shared:
-                self._tcp_server = tcp_server(fakeredis)
-                self._tcp_address = self._tcp_server.server_address[:2]
-                self._tcp_server.start()
+                self._tcp_server = served(fakeredis)
+                self._tcp_address = getattr(self._tcp_server, "path", None) or self._tcp_server.server_address[:2]
                 self._server = self._tcp_server.fake_server
             else:
                 self._server = fakeredis.FakeServer()
@@ -184,16 +183,14 @@ class FakeWorld:
             import redis
             import redis.asyncio
 
-            host, port = self._tcp_address
+            where = endpoint(self._tcp_address)
             client_cls: Any = redis.asyncio.Redis if asyncio else redis.Redis
             if asyncio or fresh:
-                return client_cls(host=host, port=port, **options, **quiet_connect(client_cls))
+                return client_cls(**where, **options, **quiet_connect(client_cls))
             key = (bool(options["decode_responses"]), int(options["db"]))
             client = self._served_clients.get(key)
             if client is None:
-                client = self._served_clients[key] = client_cls(
-                    host=host, port=port, **options, **quiet_connect(client_cls)
-                )
+                client = self._served_clients[key] = client_cls(**where, **options, **quiet_connect(client_cls))
             return client
         import fakeredis
 
@@ -234,8 +231,8 @@ class FakeWorld:
         return served if gate is None or self._registry is not None else Gated(served, gate)
 
     @property
-    def redis_address(self) -> tuple[str, int] | None:
-        """Where the shared world's fakeredis listens (kill mode), if it does."""
+    def redis_address(self) -> str | tuple[str, int] | None:
+        """Where the shared world's fakeredis listens (kill mode), if it does: a Unix socket's path, or TCP."""
         return self._tcp_address
 
     def address(self) -> dict[str, Any]:
