@@ -26,7 +26,7 @@ from durableflow import (
     stop_after_attempt,
     wait_fixed,
 )
-from pytest_durableflow import FrozenClock
+from pytest_durableflow import FrozenClock, ManualClock
 
 from .downstream import printed
 from .flows import (
@@ -286,6 +286,22 @@ async def test_an_hour_long_sleep_takes_no_real_time(frozen_clock: FrozenClock) 
 
     assert await asyncio.wait_for(Nap().run(seconds=3600), timeout=1.0) == "rested"
     assert frozen_clock.now() - before >= 3600
+
+
+@pytest.mark.parametrize("kind", ["frozen", "manual"])
+async def test_a_cancelled_timeout_is_forgotten_at_once(frozen_clock: FrozenClock, kind: str) -> None:
+    """A timeout cancelled before its deadline leaves nothing behind (a long run arms and cancels one at every
+    step), and never fires."""
+    clock: FrozenClock | ManualClock = frozen_clock if kind == "frozen" else ManualClock()
+    fired: list[int] = []
+    kept = clock.call_at(clock.now() + 10, lambda: fired.append(0))
+    for n in range(1, 1001):
+        clock.call_at(clock.now() + 3600, lambda n=n: fired.append(n))()  # type: ignore[misc]
+    assert len(clock._timers) == 1
+    clock.advance(7200)
+    await asyncio.sleep(0)
+    assert fired == [0]
+    kept()  # cancelling one that fired already changes nothing
 
 
 class Flaky(Workflow):

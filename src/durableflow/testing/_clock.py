@@ -89,13 +89,10 @@ class FrozenClock:
 
     def call_at(self, deadline: float, callback: Callable[[], None]) -> Callable[[], None]:
         cancelled = [False]
-        self._timers.append((deadline, asyncio.get_running_loop(), callback, cancelled))
+        timer = (deadline, asyncio.get_running_loop(), callback, cancelled)
+        self._timers.append(timer)
         self._fire_due()
-
-        def cancel() -> None:
-            cancelled[0] = True
-
-        return cancel
+        return lambda: _cancel(self._timers, timer)
 
     def _fire_due(self) -> None:
         now = self.now()
@@ -106,6 +103,19 @@ class FrozenClock:
         for _, loop, callback, cancelled in due:
             if not cancelled[0] and not loop.is_closed():
                 loop.call_soon_threadsafe(_call_unless_cancelled, callback, cancelled)
+
+
+Timer = tuple[float, asyncio.AbstractEventLoop, Callable[[], None], list[bool]]
+
+
+def _cancel(timers: list[Timer], timer: Timer) -> None:
+    """Cancel ``timer``: marked, for a call already handed to its loop, and dropped from ``timers`` (found by
+    identity), which a run that arms and cancels a timeout at every step would otherwise grow without end."""
+    timer[3][0] = True
+    for index, pending in enumerate(timers):
+        if pending is timer:
+            del timers[index]
+            return
 
 
 def _call_unless_cancelled(callback: Callable[[], None], cancelled: list[bool]) -> None:
@@ -139,13 +149,10 @@ class ManualClock:
 
     def call_at(self, deadline: float, callback: Callable[[], None]) -> Callable[[], None]:
         cancelled = [False]
-        self._timers.append((deadline, asyncio.get_running_loop(), callback, cancelled))
+        timer = (deadline, asyncio.get_running_loop(), callback, cancelled)
+        self._timers.append(timer)
         self._fire()
-
-        def cancel() -> None:
-            cancelled[0] = True
-
-        return cancel
+        return lambda: _cancel(self._timers, timer)
 
     @property
     def sleeping(self) -> int:
