@@ -168,6 +168,11 @@ def _copy_file(source: str, target: str) -> None:
         try:
             while copy_range(reader, writer, 1 << 30):
                 pass
+            # Some file systems answer 0 before the end (nothing copied, no error): the rest the long way,
+            # from where the kernel stopped, else the copy would be a truncated store.
+            while chunk := memoryview(os.read(reader, 1 << 20)):
+                while chunk:
+                    chunk = chunk[os.write(writer, chunk) :]
         except OSError:  # a file system that cannot (another device, an old kernel): the long way
             os.close(writer)
             writer = -1
