@@ -356,8 +356,11 @@ class RunCheckpoints:
         """Keep the state's size as written, from the keys each record carries (so the cost follows the change)."""
         sizes = self._sizes
         if full:
-            self._sizes = sizes = {key: len(text) for key, text in values.items()}
-            self.state_size = sum(sizes.values())
+            if values:
+                self._sizes = sizes = {key: len(text) for key, text in values.items()}
+                self.state_size = sum(sizes.values())
+            elif sizes:  # (a new run's state is empty: nothing to count)
+                self._sizes, self.state_size = {}, 0
             return
         size = self.state_size
         for key in keys:

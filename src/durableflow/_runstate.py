@@ -147,7 +147,7 @@ class RunState:
         if self.appended:
             self.appended.clear()
         self.awaiting_dirty = False
-        self.note_written()
+        self.written = (self.status, self.next_eid, self.deadline, self.error, self.recoveries)  # note_written
 
     # -- events --------------------------------------------------------------------
 
