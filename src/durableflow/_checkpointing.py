@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import json
 from collections.abc import Awaitable, Callable
 from json.encoder import encode_basestring_ascii
@@ -25,10 +26,9 @@ from ._clock import get_clock
 from ._encoding import encode_delta, encode_full, encode_status
 from ._errors import DurableflowError, LeaseExpiredError, RunConflictError, RunLeaseError, StoreUnavailableError
 from ._events import StopEvent
-from ._framing import Sealer, record_key
+from ._framing import record_key, run_digest, seal_with
 from ._hooks import plugin_manager
 from ._lease import LEASE_MARGIN, LeaseKeeper
-from ._runstate import Written
 from ._snapshot import error_text
 from ._storeio import store_io
 
@@ -64,7 +64,7 @@ class RunCheckpoints:
     attached = False
     in_flight = 0  # writes handed to the store's I/O and not done yet
     releasing = False  # the run stopped: release the lease once they are
-    sealer: Sealer | None = None  # made at the first write (where a run id it cannot seal is refused)
+    digest: hashlib.blake2b | None = None  # of the run id: made at the first write (which refuses one it cannot seal)
 
     def __init__(
         self,
@@ -94,6 +94,7 @@ class RunCheckpoints:
         else:
             self._sizes, self.state_size = {}, 0
         self.key = record_key(checkpointer)  # records are sealed with a MAC under it, if there is one
+        self.keyed = self.key is not None
 
     def attach(self) -> None:
         """The run starts writing through the store's I/O: with other runs, its checkpoints are grouped."""
@@ -141,11 +142,11 @@ class RunCheckpoints:
                 body = encode_delta(run, store, self.graph, seq, at)
                 if store.dirty:
                     self._note_sizes(store.values, store.dirty, False)
-        record = Record(seq, full, (self.sealer or self._new_sealer()).seal(body, seq))
+        record = Record(seq, full, seal_with(self.digest or self._new_digest(), self.keyed, body, seq, run.run_id))
         written_before = run.written
         status: RunStatus | None = None
         result = error = None
-        if not written_before or run.status != written_before[0]:
+        if run.status != written_before.get("status"):
             status = cast(RunStatus, run.status)  # a stored run has left "new": its status is a RunStatus
             result, error = self._result_json(), error_text(run.error)
         # the record holds the journal now: what changes from here on goes into the next one
@@ -201,16 +202,17 @@ class RunCheckpoints:
         self.in_flight += 1
         return self._landing(pending, record, status, written_before, (at, status_only, batch))
 
-    def _new_sealer(self) -> Sealer:
-        self.sealer = sealer = Sealer(self.run.run_id, self.key)
-        return sealer
+    def _new_digest(self) -> hashlib.blake2b:
+        self.digest = digest = run_digest(self.run.run_id, self.key)
+        return digest
 
     def _create_with_status(self, create: Callable[[], None], at: str) -> Callable[[], None]:
         """``create`` followed by an empty delta that sets the stored status: a store creates every run as
         running, and a restored run that waits for input must not be listed (and picked up) as running."""
         run = self.run
         seq = run.seq + 1
-        record = Record(seq, False, (self.sealer or self._new_sealer()).seal(encode_status(run, seq, at), seq))
+        body = encode_status(run, seq, at)
+        record = Record(seq, False, seal_with(self.digest or self._new_digest(), self.keyed, body, seq, run.run_id))
         status, result, error = cast(RunStatus, run.status), self._result_json(), error_text(run.error)
         run.seq = seq
         checkpointer, owner = self.checkpointer, self.owner
@@ -226,7 +228,7 @@ class RunCheckpoints:
         pending: asyncio.Future[Any],
         record: Record,
         status: RunStatus | None,
-        written_before: Written | tuple[()],
+        written_before: dict[str, Any],
         again: tuple[str, bool, bool],
     ) -> None:
         try:
@@ -248,7 +250,7 @@ class RunCheckpoints:
                 self._release()
 
     def _landed(
-        self, append: Append, written_before: Written | tuple[()], outcome: tuple[bool, Any], abandoned: bool
+        self, append: Append, written_before: dict[str, Any], outcome: tuple[bool, Any], abandoned: bool
     ) -> tuple[bool, Any]:
         """A queued append's outcome, noted before its waiter is told (``_landing`` without a coroutine and an
         awaitable for each waiting run: objects a burst of concurrent runs would keep for the collector).
@@ -325,7 +327,7 @@ class RunCheckpoints:
         self,
         exc: Exception | None,
         record: Record,
-        written_before: Written | tuple[()],
+        written_before: dict[str, Any],
         creating: bool,
         status: RunStatus | None = None,
     ) -> None:

@@ -99,7 +99,7 @@ def adopt(checkpointer: Checkpointer, ctx: Context[Any], owner: str, loop: async
             checkpointer.release(run_id, owner)
         raise
     ctx._state.seq = info.last_seq
-    ctx._state.written = ()  # the first record writes every run-level field, the status among them
+    ctx._state.written = {}  # the first record writes every run-level field, the status among them
     return lease
 
 

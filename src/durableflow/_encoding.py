@@ -19,7 +19,7 @@ from pydantic_core import PydanticSerializationError, to_json
 
 from ._errors import SerializationError
 from ._events import Event, StopEvent, type_key
-from ._runstate import Delivery, RunState, Written
+from ._runstate import Delivery, RunState
 from ._serialization import compact_json, non_finite, refuse_non_finite
 from ._snapshot import FORMAT
 
@@ -132,25 +132,25 @@ def encode_status(run: RunState, seq: int, at: str) -> str:
     return "".join(parts)
 
 
-_NOTHING_WRITTEN: Written = ("", 0, None, None, 0)  # no status or event id matches; the rest as a new run has them
-
-
-def _run_fields(parts: list[str], run: RunState, written: Written | tuple[()] | None) -> None:
+def _run_fields(parts: list[str], run: RunState, written: dict[str, Any] | None) -> None:
     """The run-level fields: all of them in a full snapshot (``written`` None), those that changed in a delta."""
     full = written is None
-    status, next_eid, deadline, error, recoveries = written or _NOTHING_WRITTEN
-    if run.status != status:
+    get = _NOTHING_WRITTEN.get if written is None else written.get
+    if run.status != get("status"):
         parts.append(f',"status":"{run.status}"')
-    if run.next_eid != next_eid:
+    if run.next_eid != get("next_eid"):
         parts.append(f',"next_eid":{run.next_eid}')
-    if full or run.deadline != deadline:
+    if full or run.deadline != get("deadline"):
         deadline = run.deadline
         # no finite deadline (a timeout of inf) is no deadline: JSON has no inf, and None means "never"
         parts += (',"deadline":', repr(float(deadline)) if deadline is not None and math.isfinite(deadline) else "null")
-    if full or run.error != error:
+    if full or run.error != get("error"):
         parts += (',"error":', "null" if run.error is None else compact_json(run.error))
-    if run.recoveries != recoveries:  # absent means 0: most runs never need it
+    if run.recoveries != get("recoveries", 0):  # absent means 0: most runs never need it
         parts.append(f',"recoveries":{run.recoveries}')
+
+
+_NOTHING_WRITTEN: dict[str, Any] = {}
 
 
 def _object(parts: list[str], items: Iterable[tuple[str, str]]) -> None:

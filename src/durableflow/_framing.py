@@ -84,37 +84,33 @@ def _digest(data: bytes, run_id: str, seq: int, key: bytes | None) -> bytes:
 
 def seal(body: str, run_id: str, seq: int, key: Key = ...) -> bytes:
     """``body`` as record ``seq`` of run ``run_id``, sealed with ``key`` (default: ``$DURABLEFLOW_KEY``, if set)."""
-    return Sealer(run_id, _resolve(key)).seal(body, seq)
+    resolved = _resolve(key)
+    return seal_with(run_digest(run_id, resolved), resolved is not None, body, seq, run_id)
 
 
-class Sealer:
-    """Seals the records of one run: what ``seal`` does, with the digest of the run id (and the key) computed
-    once and copied for each record, which gives the same digest for less than half the work (a keyed
-    blake2b hashes its key as a block of its own)."""
+def run_digest(run_id: str, key: bytes | None) -> hashlib.blake2b:
+    """The digest of the run id (under the key), made once per run: each record's seal copies it, which gives
+    the same digest for less than half the work (a keyed blake2b hashes its key as a block of its own)."""
+    try:
+        return hashlib.blake2b(f"{run_id}\0".encode(), digest_size=DIGEST_SIZE, key=key or b"")
+    except UnicodeEncodeError as exc:
+        raise _surrogate(run_id, exc) from None
 
-    __slots__ = ("_magic", "_prefix", "_run_id")
 
-    def __init__(self, run_id: str, key: bytes | None) -> None:
-        self._run_id = run_id
-        self._magic = MAGIC_KEYED if key else MAGIC
-        try:
-            self._prefix = hashlib.blake2b(f"{run_id}\0".encode(), digest_size=DIGEST_SIZE, key=key or b"")
-        except UnicodeEncodeError as exc:
-            raise _surrogate(run_id, exc) from None
-
-    def seal(self, body: str, seq: int) -> bytes:
-        """``body`` as record ``seq`` of the run."""
-        try:
-            data = body.encode()
-        except UnicodeEncodeError as exc:  # a lone surrogate in a key or a buffer id: no store holds it
-            raise _surrogate(self._run_id, exc) from None
-        digest = self._prefix.copy()
-        if self._magic is MAGIC:
-            digest.update(b"%d\0%d\0%d" % (seq, len(data), zlib.crc32(data)))
-        else:
-            digest.update(b"%d\0" % seq)
-            digest.update(data)
-        return b"".join((self._magic, digest.digest(), data))
+def seal_with(prefix: hashlib.blake2b, keyed: bool, body: str, seq: int, run_id: str) -> bytes:
+    """``body`` as record ``seq`` of run ``run_id``, whose ``run_digest`` is ``prefix``. A function, not an object
+    per run: a run in flight keeps one object less for the garbage collector to walk."""
+    try:
+        data = body.encode()
+    except UnicodeEncodeError as exc:  # a lone surrogate in a key or a buffer id: no store holds it
+        raise _surrogate(run_id, exc) from None
+    digest = prefix.copy()
+    if keyed:
+        digest.update(b"%d\0" % seq)
+        digest.update(data)
+        return b"".join((MAGIC_KEYED, digest.digest(), data))
+    digest.update(b"%d\0%d\0%d" % (seq, len(data), zlib.crc32(data)))
+    return b"".join((MAGIC, digest.digest(), data))
 
 
 def _surrogate(run_id: str, exc: UnicodeEncodeError) -> SerializationError:

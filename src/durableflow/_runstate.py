@@ -13,8 +13,6 @@ from typing import Any, final
 from ._events import Event, StopEvent
 
 DeliveryKey = tuple[int, str]  # (event id, step name)
-Written = tuple[str, int, float | None, dict[str, str] | None, int]
-"""A run's status, next event id, deadline, error and recoveries, as its last record left them."""
 
 
 @final
@@ -128,11 +126,19 @@ class RunState:
         them (``buffers_add``) instead of rewriting the buffer, so a buffer growing to N events costs O(N)."""
         self.new_effects: set[str] | tuple[()] = ()  # a set once the run records an effect
         self.awaiting_dirty = False
-        self.written: Written | tuple[()] = ()
-        """The run-level fields as last written (empty: none yet): a delta repeats none that did not change."""
+        self.written: dict[str, Any] = {}
+        """The run-level fields as last written: a delta repeats none that did not change. A dict rather than a
+        tuple: one of only strings, numbers and None is never tracked by the garbage collector, a tuple is until a
+        collection finds it so, and a burst of concurrent runs would promote each run's to the oldest generation."""
 
     def note_written(self) -> None:
-        self.written = (self.status, self.next_eid, self.deadline, self.error, self.recoveries)
+        self.written = {
+            "status": self.status,
+            "next_eid": self.next_eid,
+            "deadline": self.deadline,
+            "error": self.error,
+            "recoveries": self.recoveries,
+        }
 
     def reset_journal(self) -> None:
         """Forget what changed: called once a checkpoint holding those changes is durable."""
@@ -147,7 +153,7 @@ class RunState:
         if self.appended:
             self.appended.clear()
         self.awaiting_dirty = False
-        self.written = (self.status, self.next_eid, self.deadline, self.error, self.recoveries)  # note_written
+        self.note_written()
 
     # -- events --------------------------------------------------------------------
 
