@@ -7,10 +7,11 @@ import sqlite3
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-from durableflow import Record, RunConflictError, RunLeaseError, SnapshotError, SQLiteCheckpointer
+from durableflow import Record, RunConflictError, RunLeaseError, SnapshotError, SQLiteCheckpointer, _sqlite_layout
 
 OWNER = "host:1:owner"
 
@@ -192,3 +193,25 @@ def test_a_store_whose_layout_differs_from_its_own_only_in_spacing_opens(tmp_pat
         store.append("new", Record(3, False, b"y"), OWNER, "completed", "1")
     store.append("new", Record(2, False, b"y"), OWNER, "completed", "1")
     assert [(r.run_id, r.status) for r in store.runs()] == [("new", "completed"), ("kept", "completed")]
+
+
+def test_the_layouts_own_form_is_built_once_a_process_whichever_store_it_opens_first(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Opening compares a store's layout with the layout's own form, built in an in-memory database once per
+    process: a process whose first store was new (the crash harness warms up on one, then forks a life for each
+    scenario) does not build it again for the next store it opens."""
+    SQLiteCheckpointer(tmp_path / "old.db").create("r", "W", Record(1, True, b"x"), OWNER)
+    _sqlite_layout.own_layout.cache_clear()
+    _sqlite_layout._own_schema.cache_clear()
+    SQLiteCheckpointer(tmp_path / "new.db").create("r", "W", Record(1, True, b"x"), OWNER)
+    opened: list[object] = []
+    connect = sqlite3.connect
+
+    def noting(database: Any, *args: Any, **kwargs: Any) -> sqlite3.Connection:
+        opened.append(database)
+        return connect(database, *args, **kwargs)
+
+    monkeypatch.setattr(sqlite3, "connect", noting)
+    assert SQLiteCheckpointer(tmp_path / "old.db").info("r").status == "running"
+    assert opened == [tmp_path / "old.db"]
