@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import os
 import threading
 import weakref
@@ -299,7 +300,10 @@ def store_io(checkpointer: Checkpointer) -> StoreIO:
     if entry is not None and entry[0]() is checkpointer:
         return entry[1]
     try:
-        ref = weakref.ref(checkpointer, lambda dead: _ios.pop(key) if _ios.get(key, (None,))[0] is dead else None)
+        # Dropped once the checkpointer dies, by a callback that runs no Python code: a Ctrl-C that arrived while
+        # one did would be raised in it, reported as ignored and lost. No other object can have this id until the
+        # callback has run, so the entry it drops is this checkpointer's.
+        ref = weakref.ref(checkpointer, functools.partial(_ios.pop, key))
     except TypeError:
         io = _ios_by_id.get(key)
         if io is None:

@@ -7,6 +7,7 @@ import gc
 import os
 import shutil
 import signal
+import sys
 import uuid
 import weakref
 from collections.abc import Sequence
@@ -27,6 +28,7 @@ from durableflow import (
     StartEvent,
     StopEvent,
     Workflow,
+    _storeio,
     step,
 )
 from durableflow._checkpointing import RESUME_FOLD
@@ -318,3 +320,25 @@ def test_a_group_commit_left_queued_by_a_closed_loop_does_not_fail_the_next_loop
     asyncio.run(lone())
     assert [[r.seq for r in store.load(run_id)] for run_id in "abc"] == [[1, 2]] * 3
     assert not any(future.done() for future in waiting if future is not None)
+
+
+def test_a_dropped_checkpointer_is_forgotten_without_running_python_code() -> None:
+    """A checkpointer's store I/O is forgotten when the checkpointer dies, by a callback that runs no Python code:
+    a Ctrl-C arriving while Python code ran in it would be raised there, reported as ignored, and lost (a crash
+    exploration interrupted then ran to its end)."""
+    store = MemoryCheckpointer()
+    store_io(store)
+    key = id(store)
+    called: list[str] = []
+
+    def noting(frame: Any, event: str, arg: Any) -> None:
+        if event == "call":
+            called.append(f"{frame.f_code.co_filename}:{frame.f_code.co_name}")
+
+    sys.setprofile(noting)
+    try:
+        del store
+    finally:
+        sys.setprofile(None)
+    assert [where for where in called if "_storeio" in where] == []
+    assert key not in _storeio._ios
