@@ -54,15 +54,15 @@ def mark_starting(runner: Runner, finishing: str | None) -> None:
     if not count:
         return
     ready, busy, run = runner.ready, runner.busy, runner.run
-    if count == 1:  # the common case, a linear run: one step queued, held as it is (no deque)
+    if count == 1:  # the common case, a linear run: one delivery queued (held as it is, or what a queue kept)
         for name, queued in ready.items():
+            delivery = queued if type(queued) is Delivery else queued[0]
             if (
-                type(queued) is Delivery
-                and not queued.running  # already marked: the record that says so is written or on its way
+                not delivery.running  # already marked: the record that says so is written or on its way
                 and busy[name] - (name == finishing) < runner.graph.steps[name].num_workers
             ):
-                queued.running = True
-                run.touch(queued)
+                delivery.running = True
+                run.touch(delivery)
         return
     steps = runner.graph.steps
     for name, queued in ready.items():

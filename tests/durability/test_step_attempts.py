@@ -87,6 +87,35 @@ async def test_fewer_crashes_than_the_limit_still_complete(store: Store) -> None
     assert await Doomed(checkpointer=store.open()).resume("d") == "never"
 
 
+class Part(Event):
+    n: int
+
+
+class TwoParts(Workflow):
+    """Two parts queued for a one-worker step: the second waits in the queue the first leaves behind."""
+
+    step_crash_limit = 1
+
+    @step
+    async def split(self, ev: StartEvent, ctx: Context) -> Part | None:
+        ctx.send_event(Part(n=1))
+        ctx.send_event(Part(n=2))
+        return None
+
+    @step(num_workers=1)
+    async def part(self, ev: Part) -> StopEvent | None:
+        return None if ev.n == 1 else StopEvent(result="done")
+
+
+async def test_a_crash_in_the_last_queued_delivery_counts(store: Store) -> None:
+    """The checkpoint written as the first part finishes records the second as under way, though a queue holds
+    it: the process that dies in it counts as a crash, and the limit of one fails the run."""
+    with crash_at("step.part.start#2"), pytest.raises(Crash):
+        await TwoParts(checkpointer=store.open()).run(run_id="p")
+    with pytest.raises(StepCrashLoopError, match=r"step 'part' .* 1 times its process died"):
+        await TwoParts(checkpointer=store.open()).resume("p")
+
+
 class Fallback(Event):
     step_name: str
     message: str
