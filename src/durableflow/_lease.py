@@ -10,6 +10,7 @@ to walk; most runs end long before either timer fires.
 from __future__ import annotations
 
 import functools
+import threading
 import weakref
 from collections.abc import Callable
 from typing import TYPE_CHECKING, final
@@ -165,11 +166,12 @@ class _Schedule:
         if self.deadline is not None:
             self.deadline.cancel()
             self.deadline, self.deadline_at = None, _NEVER
-        by_clock = _schedules.get(loop)
-        if by_clock is not None and by_clock.get(id(self.clock)) is self:
-            del by_clock[id(self.clock)]
-            if not by_clock:
-                del _schedules[loop]
+        with _schedules_lock:
+            by_clock = _schedules.get(loop)
+            if by_clock is not None and by_clock.get(id(self.clock)) is self:
+                del by_clock[id(self.clock)]
+                if not by_clock:
+                    del _schedules[loop]
 
     def renew_at(self, keeper: LeaseKeeper, at: float) -> None:
         keeper.due = at
@@ -221,6 +223,8 @@ class _Schedule:
 
 
 _schedules: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[int, _Schedule]] = weakref.WeakKeyDictionary()
+_schedules_lock = threading.Lock()
+"""Held to change ``_schedules``: loops of other threads start runs (and sweep closed loops) at the same time."""
 
 
 def _schedule_of(loop: asyncio.AbstractEventLoop, clock: Clock) -> _Schedule:
@@ -228,11 +232,12 @@ def _schedule_of(loop: asyncio.AbstractEventLoop, clock: Clock) -> _Schedule:
     id stays its own)."""
     by_clock = _schedules.get(loop)
     if by_clock is None:
-        # A loop closed while a run was in flight never had its schedule emptied, and the schedule holds that
-        # loop (its runs, its timers) so that its weak key never lapses: dropped as the next loop begins.
-        for closed in [other for other in _schedules if other.is_closed()]:
-            del _schedules[closed]
-        by_clock = _schedules[loop] = {}
+        with _schedules_lock:  # another thread's sweep would delete the same loop, or see the dict grow
+            # A loop closed while a run was in flight never had its schedule emptied, and the schedule holds
+            # that loop (its runs, its timers) so that its weak key never lapses: dropped as the next loop begins.
+            for closed in [other for other in _schedules if other.is_closed()]:
+                del _schedules[closed]
+            by_clock = _schedules[loop] = {}
     schedule = by_clock.get(id(clock))
     if schedule is None:
         schedule = by_clock[id(clock)] = _Schedule(clock)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import threading
 import weakref
 from pathlib import Path
 from typing import Any
@@ -15,6 +16,7 @@ from durableflow import (
     SQLiteCheckpointer,
     StoreUnavailableError,
     _lease,
+    get_clock,
     use_clock,
 )
 
@@ -199,3 +201,50 @@ def test_a_loop_closed_with_a_durable_run_in_flight_is_freed_once_another_loop_r
     assert asyncio.run(another()) == 5
     gc.collect()
     assert gone() is None and left() is None
+
+
+def test_loops_of_two_threads_that_begin_at_once_both_get_a_schedule() -> None:
+    """Two threads' loops begin their first durable runs while a closed loop's schedule is still held: each
+    sweeps the closed loops, one after the other, and neither fails (a closed loop deleted twice, or the
+    schedules changing under the other's sweep)."""
+    first_asked, second_done = threading.Event(), threading.Event()
+
+    class SlowToAnswer(asyncio.SelectorEventLoop):
+        def is_closed(self) -> bool:  # the first thread's sweep stands here while the second's could run
+            if threading.current_thread().name == "first" and not first_asked.is_set():
+                first_asked.set()
+                second_done.wait(0.5)
+            return super().is_closed()
+
+    clock = get_clock()
+    closed = SlowToAnswer()
+    _lease._schedule_of(closed, clock)
+    closed.close()
+    loops = [asyncio.new_event_loop(), asyncio.new_event_loop()]
+    failed: list[BaseException] = []
+
+    def begin(loop: asyncio.AbstractEventLoop, wait: threading.Event | None) -> None:
+        if wait is not None:
+            wait.wait(5)
+        try:
+            _lease._schedule_of(loop, clock)
+        except BaseException as exc:
+            failed.append(exc)
+        finally:
+            second_done.set()
+
+    threads = [
+        threading.Thread(target=begin, args=(loops[0], None), name="first"),
+        threading.Thread(target=begin, args=(loops[1], first_asked), name="second"),
+    ]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    try:
+        assert failed == []
+        assert closed not in _lease._schedules and all(loop in _lease._schedules for loop in loops)
+    finally:
+        for loop in loops:
+            del _lease._schedules[loop]
+            loop.close()
