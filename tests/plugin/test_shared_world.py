@@ -124,3 +124,24 @@ def test_the_shared_world_is_served_on_a_unix_socket_removed_when_it_closes() ->
     client.close()
     shared.close()
     assert not os.path.exists(path)
+
+
+def test_a_command_that_fakeredis_fails_ends_its_connection_and_no_other(world: FakeWorld) -> None:
+    """While fakeredis fakes an outage (its server marked disconnected) a command fails on a closed connection;
+    once the server is back, the other connections and new ones are answered as before."""
+    options = {"decode_responses": True, "socket_timeout": 5}
+    other = world.redis_client(options, fresh=True)
+    assert other.set("k", "v")
+    failing = world.redis_client(options, fresh=True)
+    assert failing.ping()
+    world._server.connected = False
+    try:
+        with pytest.raises(redis.ConnectionError):
+            failing.get("k")
+    finally:
+        world._server.connected = True
+    assert other.get("k") == "v"
+    new = world.redis_client(options, fresh=True)
+    assert new.get("k") == "v"
+    for client in (other, failing, new):
+        client.close()

@@ -131,10 +131,10 @@ class UnixRedisServer:
             thread.start()
             return
         connection = self._connections[client]
-        connection.get_socket().sendall(data)
         try:
+            connection.get_socket().sendall(data)
             client.sendall(self._replies(connection))
-        except OSError:
+        except Exception:  # fakeredis raising (its faked outage, say) ends this connection, not the serving thread
             self._selector.unregister(client)
             self._drop(client)
 
@@ -165,7 +165,7 @@ class UnixRedisServer:
                     data = client.recv(65536)
                     if not data:
                         break
-        except OSError:
+        except Exception:  # as in ``_answer``: the connection ends, its client sees it closed
             pass
         finally:
             self._drop(client)
