@@ -230,9 +230,12 @@ async def sleep(runner: Runner, delivery: Delivery, seconds: float) -> None:
     delivery.sleep_calls += 1
     if call < len(delivery.sleeps):
         deadline = delivery.sleeps[call]  # begun before a restart: sleep only the rest
+        pause = deadline > clock.now()  # the resume marked the step under way again: mark it asleep once more
     else:
         deadline = clock.now() + seconds
         delivery.slept(deadline)
+        pause = True
+    if pause:
         delivery.running = False  # a crash during a durable sleep is no fault of the step's
         runner.run.touch(delivery)
         await runner.checkpoint(f"sleep in {delivery.step}")

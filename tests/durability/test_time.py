@@ -100,3 +100,23 @@ async def test_the_timeout_error_names_the_limit_that_set_the_deadline(store: St
     named = r"after 50 seconds: .* passed its deadline of 50s, time spent crashed included; wf\.resume\(run_id\) contin"
     with pytest.raises(WorkflowTimeoutError, match=named):
         await asyncio.wait_for(handler, 5)
+
+
+async def test_crashes_during_a_durable_sleep_are_not_counted_against_the_step(
+    store: Store, clock: ManualClock
+) -> None:
+    """A process that dies while a step sleeps durably is no fault of the step's: killed in its sleep more times
+    than ``step_crash_limit``, the step still wakes at its deadline and the run completes."""
+    run_id = await _crash_while_sleeping(store, clock, seconds=100, timeout=None)
+    for life in range(3):
+        wf = Sleeper(checkpointer=store.open())
+        wf.step_crash_limit = 2
+        resumed = wf.resume(run_id)
+        if life < 2:
+            await settle(lambda: clock.sleeping == 1)
+            clock.kill_sleepers()
+            with pytest.raises(Crash):
+                await asyncio.wait_for(resumed, 5)
+    await settle(lambda: clock.sleeping == 1)
+    clock.advance(100)
+    assert await asyncio.wait_for(resumed, 5) == "rested"
