@@ -26,7 +26,7 @@ from durableflow import (
 )
 
 from .conftest import Store
-from .crashing import Crash, crash_at
+from .crashing import Crash, ManualClock, crash_at
 
 
 class Flaky(Exception):
@@ -78,6 +78,29 @@ async def test_a_step_that_kills_its_process_every_time_fails_the_run_after_the_
     with pytest.raises(StepCrashLoopError, match=rf"step 'convert' .* {limit} times its process died"):
         await Doomed(checkpointer=store.open()).resume("d")
     assert store.open().info("d").status == "failed"
+
+
+async def test_a_step_whose_process_dies_on_other_machines_fails_the_run_after_the_limit(
+    store: Store, clock: ManualClock
+) -> None:
+    """The same when each life ran on another machine: the next worker takes the run once the dead one's lease
+    has lapsed, not from a worker that handed it back, so every death in `convert` counts against it."""
+
+    def died_elsewhere() -> None:
+        checkpointer = store.open()
+        checkpointer.acquire("e", "elsewhere/1:1:0", steal_from=checkpointer.info("e").lease_owner)
+        clock.advance(checkpointer.lease_ttl + 1)
+
+    with crash_at("step.convert.start#1"), pytest.raises(Crash):
+        await Doomed(checkpointer=store.open()).run(run_id="e")
+    died_elsewhere()
+    for _ in range(Doomed.step_crash_limit - 1):
+        with crash_at("step.convert.start#1"), pytest.raises(Crash):
+            await Doomed(checkpointer=store.open()).resume("e")
+        died_elsewhere()
+    with pytest.raises(StepCrashLoopError, match="step 'convert'"):
+        await Doomed(checkpointer=store.open()).resume("e")
+    assert store.open().info("e").status == "failed"
 
 
 async def test_fewer_crashes_than_the_limit_still_complete(store: Store) -> None:
