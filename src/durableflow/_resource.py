@@ -167,7 +167,8 @@ def override_resources(overrides: Mapping[object, Factory]) -> Iterator[None]:
     """Serve resources from other factories while the block runs, without touching the workflow.
 
     Keys are either the original factory or a type: a type replaces every
-    resource annotated with it or a subclass of it. A type's override may be
+    resource annotated with it or a subclass of it, and every resource annotated
+    loosely (``Any``, or not at all) whose factory built one. A type's override may be
     an object with a ``for_resource(factory)`` method: it is handed each
     factory it replaces and returns the one to use (the pytest plugin serves
     fake Redis clients so, configured like the real client each would build). Runs started (or resumed)
@@ -206,10 +207,9 @@ class ResourceCache:
             if factory is not None:
                 return factory
             if isinstance(annotation, type):
-                for key, candidate in layer.items():
-                    if isinstance(key, type) and issubclass(annotation, key):
-                        adapt = getattr(candidate, "for_resource", None)
-                        return adapt(resource.factory) if adapt is not None else candidate
+                typed = _by_type(layer, resource, lambda key: issubclass(annotation, key))
+                if typed is not None:
+                    return typed
         return resource.factory
 
     async def get(
@@ -235,7 +235,8 @@ class ResourceCache:
         key = (resource.factory, factory)
         built = builds.get(key)
         if built is None:
-            built = builds[key] = asyncio.ensure_future(self._build(resource, factory, (*within, resource.name), scope))
+            building = self._build(resource, factory, annotation, (*within, resource.name), scope)
+            built = builds[key] = asyncio.ensure_future(building)
         try:
             return await asyncio.shield(built)
         except Exception:
@@ -243,15 +244,44 @@ class ResourceCache:
                 del builds[key]  # a failed build is not kept: a retry builds again
             raise
 
-    async def _build(self, resource: Resource[Any], factory: Factory, within: tuple[str, ...], scope: Builds) -> Any:
+    async def _build(
+        self, resource: Resource[Any], factory: Factory, annotation: object, within: tuple[str, ...], scope: Builds
+    ) -> Any:
         kwargs = {}
         if factory is resource.factory:  # an override builds its resource its own way
-            for name, dependency, annotation in resource.dependencies():
-                kwargs[name] = await self.get(dependency, annotation, within, scope)
+            for name, dependency, wanted in resource.dependencies():
+                kwargs[name] = await self.get(dependency, wanted, within, scope)
         value = factory(**kwargs)
         if inspect.isawaitable(value):
             value = await value
+        loose = annotation is Any or annotation is object or not isinstance(annotation, type)
+        if factory is resource.factory and loose:
+            # annotated loosely (Any, object, none): a type's override still replaces what the factory built as
+            # one, or a test meaning to fake every Redis client would reach the real server
+            override = self._override_by_value(resource, value)
+            if override is not None:
+                value = override()
+                if inspect.isawaitable(value):
+                    value = await value
         return value
+
+    def _override_by_value(self, resource: Resource[Any], value: object) -> Factory | None:
+        for layer in self._overrides:
+            typed = _by_type(layer, resource, lambda key: isinstance(value, key))
+            if typed is not None:
+                return typed
+        return None
+
+
+def _by_type(
+    layer: Mapping[object, Factory], resource: Resource[Any], matches: Callable[[type], bool]
+) -> Factory | None:
+    """The override of the first type key of ``layer`` that ``matches``, adapted to ``resource``'s factory."""
+    for key, candidate in layer.items():
+        if isinstance(key, type) and matches(key):
+            adapt = getattr(candidate, "for_resource", None)
+            return adapt(resource.factory) if adapt is not None else candidate
+    return None
 
 
 def check_resources(graph: StepGraph, manager: ResourceManager, configs: bool, build: bool) -> None:

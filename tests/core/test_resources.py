@@ -2,7 +2,7 @@
 
 import asyncio
 import itertools
-from typing import Annotated
+from typing import Annotated, Any
 
 import pytest
 
@@ -256,6 +256,28 @@ async def test_override_by_type_matches_subclasses() -> None:
     with override_resources({Client: lambda: Client("fake-any")}):
         assert await Db().run() == ("fake-any", "fake-any")
     assert built == ["client"]  # only the un-overridden make_client ran
+
+
+async def test_override_by_type_replaces_what_a_loosely_typed_factory_built() -> None:
+    """A resource annotated ``Any`` (or not at all) gets a type's override when its factory built that type:
+    a test faking every such client must not reach the real service through a loose annotation."""
+
+    def make_untyped():  # type: ignore[no-untyped-def]  # no return annotation, as much ported code has
+        return SqlClient("real-sql")
+
+    class Loose(Workflow):
+        @step
+        async def use(
+            self,
+            ev: StartEvent,
+            sql: Annotated[Any, Resource(make_untyped)],
+            plain: Annotated[object, Resource(make_client)],
+        ) -> StopEvent:
+            return StopEvent(result=(sql.label, plain.label))
+
+    with override_resources({SqlClient: lambda: SqlClient("fake-sql")}):
+        assert await Loose().run() == ("fake-sql", "real")
+    assert await Loose().run() == ("real-sql", "real")
 
 
 async def test_overrides_nest_and_the_inner_one_wins() -> None:

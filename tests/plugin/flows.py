@@ -64,6 +64,26 @@ class PushThenRecord(Workflow):
         return StopEvent(result=len(done))
 
 
+def untyped_redis():  # type: ignore[no-untyped-def]  # says nothing of what it builds, as ported code may not
+    return redis.Redis(port=1, decode_responses=True)  # nothing listens there: the harness must serve a fake
+
+
+class PushThenRecordLoosely(Workflow):
+    """WRONG as PushThenRecord, its client annotated ``Any``: the harness still fakes it, and sees the push twice."""
+
+    @step
+    async def convert(self, ev: StartEvent, ctx: Context, client: Annotated[Any, Resource(untyped_redis)]) -> StopEvent:
+        done = await ctx.store.get("done", default=[])
+        for doc_id in ev.ids:
+            if doc_id in done:
+                continue
+            client.rpush("converted", doc_id)
+            done.append(doc_id)
+            await ctx.store.set("done", done)
+            await ctx.checkpoint()
+        return StopEvent(result=len(done))
+
+
 class TakeThenRecord(Workflow):
     """WRONG: DECR the stock, then record progress; a crash between the two takes a second item."""
 

@@ -22,6 +22,7 @@ from .flows import (
     OrderIdAsEffect,
     OrderIdInTheStep,
     PushThenRecord,
+    PushThenRecordLoosely,
     TakeThenRecord,
     WaitsForInstanceSignal,
 )
@@ -156,6 +157,16 @@ def test_a_counter_taken_down_twice_is_a_duplicated_effect_not_lost_work(mode: s
     assert report.failures, report.summary()
     assert {o.kind for o in report.failures} == {"duplicated effect"}
     assert 'redis key \'stock\':\n  reference run: "8"\n  resumed run:   "7"' in report.failures[0].diff
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_a_redis_client_annotated_any_is_faked_and_judged_like_a_typed_one(mode: str) -> None:
+    """What a loosely typed factory built is a Redis client: served by the world's fakeredis, never the real
+    server (here none answers, so the reference run would fail), and a push made twice is caught."""
+    report = explore(PushThenRecordLoosely, {"ids": [1, 2]}, mode=mode)
+
+    assert report.failures, report.summary()
+    assert {o.kind for o in report.failures} == {"duplicated effect"}
 
 
 @pytest.mark.parametrize("mode", MODES)

@@ -27,6 +27,7 @@ from ._judge import Final, _diff, _ends_alike, _world_entries, count_effects, ju
 from ._lives import Capture, Errands, Life, Lives, ReferenceUnfinished, compacting
 from ._plan import budget as share
 from ._plan import check_known, sample, shard
+from ._redisworld import may_be_redis
 from ._remains import Resumed, remains, resumed_again
 from ._report import Outcome, Report
 from ._settings import Mode, Settings
@@ -123,7 +124,7 @@ class Exploration:
         self.run_id = f"crashtest-{self.cls.__name__}"
         self.seed = settings.seed if settings.seed is not None else random.randrange(2**32)
         uses_redis = any(
-            _is_redis(source[1])
+            may_be_redis(*source)
             for spec in self.graph.steps.values()
             for source in spec.plan
             if isinstance(source, tuple)
@@ -456,11 +457,6 @@ class Exploration:
         return Final(
             **ended, world=self.world.snapshot(), effects=effects, windows=windows, at_first_crash=at_first_crash or {}
         )
-
-
-def _is_redis(annotation: object) -> bool:
-    module = getattr(annotation, "__module__", "") or ""
-    return isinstance(annotation, type) and module.split(".")[0] == "redis"
 
 
 def _beside_any_loop(fn: Callable[[], T]) -> T:

@@ -22,6 +22,7 @@ import socketserver
 import sys
 import threading
 import time
+import typing
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from typing import Any, final
@@ -389,3 +390,20 @@ def quiet_connect(client_cls: type) -> dict[str, Any]:
 def client_options(options: Mapping[str, Any] | None) -> dict[str, Any]:
     """A served client's options: the real client's decoding and database, raw bytes on db 0 by default."""
     return {"decode_responses": False, "db": 0, **(options or {})}
+
+
+def _is_redis(annotation: object) -> bool:
+    module = getattr(annotation, "__module__", "") or ""
+    return isinstance(annotation, type) and module.split(".")[0] == "redis"
+
+
+def may_be_redis(resource: Any, annotation: object) -> bool:
+    """A Redis-typed resource, or one typed loosely (``Any``) whose factory does not say it builds something
+    else: the engine fakes what such a factory built if it is a Redis client, so the world must serve one."""
+    if annotation is not Any and annotation is not object and isinstance(annotation, type):
+        return _is_redis(annotation)
+    try:
+        built = typing.get_type_hints(resource.factory).get("return")
+    except Exception:  # a hint naming what cannot be imported here: nothing learnt from it
+        built = None
+    return built is None or _is_redis(built)
