@@ -169,8 +169,8 @@ class _Explorations:
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
         if report.when == "call":
             self.reports += [
-                cast("ExplorationSummary", value)  # what CrashHarness.explore adds, after xdist's round trip
-                for name, value in report.user_properties
+                cast("ExplorationSummary", {**value, "test_passed": report.passed})  # what CrashHarness.explore
+                for name, value in report.user_properties  # adds, after xdist's round trip
                 if name == "durableflow" and isinstance(value, dict)
             ]
 

@@ -221,6 +221,26 @@ def test_wrong(crash_harness):
 """
 
 
+def test_the_summary_says_which_failing_scenarios_were_expected_by_tests_that_passed(
+    project: pytest.Pytester,
+) -> None:
+    """A test that checks a wrong workflow is caught passes: a green run is not read as one with failures."""
+    project.makepyfile(
+        test_expects="""
+import flows
+
+def test_caught(crash_harness):
+    assert crash_harness.explore(flows.RecordThenAdd, {"ids": [1]}).failures
+"""
+    )
+    result = project.runpytest("--durableflow-seed=5")
+
+    result.assert_outcomes(passed=1)
+    result.stdout.re_match_lines(
+        [r"1 explorations, 9 scenarios, (\d+) failed \(\1 of them in tests that passed, which expect them\) "]
+    )
+
+
 def test_the_terminal_summary_lists_each_exploration(project: pytest.Pytester) -> None:
     """After the run one section lists each exploration: its test, mode, depth, scenarios, failures, slowest one."""
     project.makepyfile(test_summary=SUMMARY)

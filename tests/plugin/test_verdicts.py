@@ -21,6 +21,7 @@ from .flows import (
     NeverFinishes,
     OrderIdAsEffect,
     OrderIdInTheStep,
+    Pipeline,
     PushThenRecord,
     PushThenRecordLoosely,
     TakeThenRecord,
@@ -167,6 +168,22 @@ def test_a_redis_client_annotated_any_is_faked_and_judged_like_a_typed_one(mode:
 
     assert report.failures, report.summary()
     assert {o.kind for o in report.failures} == {"duplicated effect"}
+
+
+def test_a_timeout_shorter_than_the_downtime_fails_resumes_and_says_which_option_helps() -> None:
+    """Workflow(timeout=60) counts the default 300 s of downtime: every resume times out, and the hint names
+    the downtime's options; with less downtime than the timeout the same run passes."""
+    start = {"ids": [1, 2]}
+    report = explore(lambda: Pipeline(timeout=60), start)
+
+    assert report.failures and {o.kind for o in report.failures} == {"error during resume"}
+    assert "--durableflow-downtime" in report.failure_text() and "WorkflowTimeoutError" in report.failure_text()
+    explore(lambda: Pipeline(timeout=60), start, downtime=10).assert_ok()
+
+
+def test_a_workflow_instance_is_refused_with_the_factory_to_pass_instead() -> None:
+    with pytest.raises(TypeError, match=r"not an instance: pass Pipeline or, to give it options, lambda: Pipeline\("):
+        explore(Pipeline(timeout=60), {"ids": [1]})  # type: ignore[arg-type]
 
 
 @pytest.mark.parametrize("mode", MODES)

@@ -115,6 +115,12 @@ class Exploration:
             settings = dataclasses.replace(settings, depth=settings.only.count(">") + 1)
         if settings.depth not in (1, 2):
             raise ValueError(f"depth must be 1 or 2, not {settings.depth!r}")
+        if isinstance(workflow, Workflow):  # every life needs an instance of its own, as a restart makes
+            name = type(workflow).__name__
+            raise TypeError(
+                f"explore() takes a Workflow class or a zero-argument factory, not an instance: pass {name} "
+                f"or, to give it options, lambda: {name}(timeout=...)"
+            )
         self.make: Callable[[], Workflow] = workflow
         self.settings = settings
         sample = workflow() if not isinstance(workflow, type) else None

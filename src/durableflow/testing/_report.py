@@ -36,8 +36,9 @@ HINTS = {
     "or in globals, and write the world idempotently",
     "hang": "a life did not finish: it may wait for something only the dead process would have done "
     "(an asyncio.Event on the instance, a thread)",
-    "error during resume": "resuming failed: see the error; a timeout counts the downtime, so a short "
-    "Workflow(timeout=) may expire across a crash",
+    "error during resume": "resuming failed: see the error; a WorkflowTimeoutError means the downtime "
+    "(300 s unless --durableflow-downtime, downtime= or crashtest's --downtime says otherwise) outlasted "
+    "Workflow(timeout=), which counts time spent crashed: raise the timeout above it or lower the downtime",
     "unreached": "the crash point was not reached again: the run takes another path on each run",
     "stolen lease": "a second worker could take over a live run: the lease is not kept alive",
     "not judgeable": "a thread of a run that had stopped (or paused) was still inside the fake world when "
@@ -176,6 +177,8 @@ class ExplorationSummary(TypedDict):
     scenarios: list[ScenarioSummary]
     interrupted: NotRequired[bool]
     """Stopped by Ctrl-C: ``scenarios`` are those judged before it."""
+    test_passed: NotRequired[bool]
+    """The test that ran it passed: its failing scenarios were expected (a test of a wrong workflow)."""
 
 
 def summary_of(test: str, report: Report) -> ExplorationSummary:
@@ -200,8 +203,10 @@ def summary_lines(explorations: list[ExplorationSummary], seed: int) -> list[str
     """The session's terminal summary: one line for the session, one per exploration, slowest first (at most ten)."""
     scenarios = sum(len(e["scenarios"]) for e in explorations)
     failed = sum(1 for e in explorations for s in e["scenarios"] if s["kind"])
+    expected = sum(1 for e in explorations if e.get("test_passed") for s in e["scenarios"] if s["kind"])
+    of_them = f" ({expected} of them in tests that passed, which expect them)" if expected else ""
     lines = [
-        f"{len(explorations)} explorations, {scenarios} scenarios, {failed} failed (session seed {seed})",
+        f"{len(explorations)} explorations, {scenarios} scenarios, {failed} failed{of_them} (session seed {seed})",
     ]
     width = max(len(e["test"]) for e in explorations)
     for exploration in sorted(explorations, key=lambda e: -e["seconds"])[:10]:
