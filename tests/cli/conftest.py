@@ -101,6 +101,15 @@ class Approval(Workflow):
         return StopEvent(result=ev.response)
 
 
+class InStepApproval(Workflow):
+    """Asks from inside its step (ctx.wait_for_event) and pays as answered."""
+
+    @step
+    async def ask(self, ev: StartEvent, ctx: Context) -> StopEvent:
+        answer = await ctx.wait_for_event(HumanResponseEvent, waiter_event=InputRequiredEvent(question="approve?"))
+        return StopEvent(result=answer.response)
+
+
 class NotAWorkflow:
     pass
 

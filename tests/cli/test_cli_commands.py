@@ -346,6 +346,18 @@ def test_a_run_that_asks_for_input_exits_7_and_resume_respond_answers_it(cli: Cl
     assert "completed" in next(line for line in cli("runs").lines if run_id in line)
 
 
+def test_a_run_asking_from_inside_its_step_says_why_it_is_listed_as_interrupted(cli: Cli) -> None:
+    """ctx.wait_for_event keeps the run in flight: exit 7 says `runs` lists it as interrupted, and why;
+    a run parked by a step that returned the request is listed as waiting and is not told so."""
+    asked = cli("run", "cliflows:InStepApproval")
+    assert asked.code == 7, asked.err
+    assert "lists it as interrupted, not waiting: its step waits in ctx.wait_for_event" in asked.err
+    assert "interrupted" in next(line for line in cli("runs").lines if asked.lines[0] in line)
+
+    parked = cli("run", "cliflows:Approval", "--input", '{"amount": 5}')
+    assert parked.code == 7 and "lists it as interrupted" not in parked.err
+
+
 def test_run_with_respond_answers_every_request_in_one_go(cli: Cli) -> None:
     """`run --respond JSON` answers the run's input request itself and prints the result: exit 0."""
     outcome = cli("run", "cliflows:Approval", "--input", '{"amount": 5}', "--respond", '{"response": "no"}')

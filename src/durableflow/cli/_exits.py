@@ -41,9 +41,13 @@ class RunEnded(Exception):
 class WaitsForInput(Exception):
     """The run asks for human input and no ``--respond`` answers it: exit 7. Its last checkpoint holds the request."""
 
-    def __init__(self, run_id: str, store: str, request: InputRequiredEvent, again: str = "") -> None:
+    def __init__(
+        self, run_id: str, store: str, request: InputRequiredEvent, again: str = "", in_step: bool = False
+    ) -> None:
         super().__init__(f"run {run_id} waits for input")
         self.run_id, self.store, self.request, self.again = run_id, store, request, again
+        self.in_step = in_step
+        """A step waits for the answer (``ctx.wait_for_event``): the run is in flight, not parked as waiting."""
 
 
 # The one table of exit codes: ``--help`` prints it, and an error of a listed class ends the command with its
@@ -81,10 +85,16 @@ def explain(exc: BaseException, crashtest: bool = False) -> list[str]:
                 f"run {exc.run_id} waits for input, and a memory:// store keeps it only in this process;",
                 "answer in the same command with --respond JSON, like --respond " + shlex.quote('{"response": ...}'),
             ]
+        in_step = [
+            "until then `durableflow runs` lists it as interrupted, not waiting: its step waits in "
+            "ctx.wait_for_event, so a worker may take the run over and ask again (a step that returns the "
+            "InputRequiredEvent instead parks the run as waiting)"
+        ]
         return [
             f"run {exc.run_id} waits for input; answer it with:",
             f"  durableflow resume {shlex.quote(exc.run_id)}{exc.again}{store_option(exc.store)} --respond "
             + shlex.quote('{"response": ...}'),
+            *(in_step if exc.in_step else []),
         ]
     if isinstance(exc, RunEnded):
         return [f"error: run {exc.run_id} {_ending(exc.cause)}", *_resume_hint(exc)]

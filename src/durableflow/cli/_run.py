@@ -150,8 +150,10 @@ def drive(
             await asyncio.wait((requests, ended), return_when=asyncio.FIRST_COMPLETED)
             request = requests.result() if requests.done() else None
             if request is not None:
-                owner = checkpointer.info(handler.run_id).lease_owner  # this engine's, while it drives the run
-                raise WaitsForInput(handler.run_id, store, request, again)
+                info = checkpointer.info(handler.run_id)
+                owner = info.lease_owner  # this engine's, while it drives the run
+                # still running: a step waits in ctx.wait_for_event, and the run is in flight, not parked
+                raise WaitsForInput(handler.run_id, store, request, again, in_step=info.status == "running")
             return await ended
         except Exception as exc:
             if exit_code(exc) is not None and not isinstance(exc, SerializationError):
