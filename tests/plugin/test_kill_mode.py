@@ -229,6 +229,17 @@ def test_a_fork_that_fails_leaves_no_pipe_open_and_the_collector_unfrozen(monkey
     assert open_files() == files
 
 
+def test_objects_the_test_froze_itself_stay_frozen_across_a_kill_mode_exploration() -> None:
+    """Kill mode freezes the collector around each fork; it must not thaw what the test had frozen before."""
+    kept: list[list[int]] = [[]]  # a container: tracked by the collector, and listed by it unless frozen
+    gc.freeze()
+    try:
+        explore(AddThenRecord, {"ids": [1]}, mode="kill").assert_ok()
+        assert not any(o is kept for o in gc.get_objects())
+    finally:
+        gc.unfreeze()
+
+
 def test_an_exploration_that_fails_to_start_closes_the_servers_it_started(monkeypatch: pytest.MonkeyPatch) -> None:
     """A failure after kill mode started its fake world's servers (a broken entry-point plugin) closes them."""
 

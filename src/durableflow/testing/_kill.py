@@ -121,8 +121,11 @@ def _fork(
 ) -> int:
     """Fork the child that lives the life, reporting on ``reports`` and waiting on ``go``; return its pid."""
     # A child that collects garbage touches every inherited object and copies its page: keep the
-    # parent's objects out of the collector's sight, and let the short-lived child never collect.
-    gc.freeze()
+    # parent's objects out of the collector's sight, and let the short-lived child never collect. Where the
+    # test froze objects itself, unfreezing would thaw those too: its frozen ones are then left as they are.
+    ours = gc.get_freeze_count() == 0
+    if ours:
+        gc.freeze()
     try:
         pid = os.fork()
         if pid == 0:  # pragma: no cover - measured through the parent's report
@@ -138,7 +141,8 @@ def _fork(
             finally:
                 os._exit(0)  # no atexit, no pytest teardown: the child only ever lives this one life
     finally:
-        gc.unfreeze()
+        if ours:
+            gc.unfreeze()
     return pid
 
 
