@@ -93,6 +93,25 @@ async def test_a_run_that_timed_out_resumes_with_a_new_deadline(store: Store, cl
     assert await asyncio.wait_for(retried, 5) == "rested"
 
 
+async def test_the_new_deadline_of_a_resumed_timed_out_run_outlives_a_crash(store: Store, clock: ManualClock) -> None:
+    """The deadline that resuming a timed-out run sets is checkpointed: a crash soon after does not bring the old,
+    passed deadline back (which would time the recovered run out at once)."""
+    run_id = await _crash_while_sleeping(store, clock, seconds=100, timeout=50)
+    clock.advance(60)
+    with pytest.raises(WorkflowTimeoutError):
+        await asyncio.wait_for(Sleeper(checkpointer=store.open(), timeout=50).resume(run_id), 5)
+    retried = Sleeper(checkpointer=store.open(), timeout=200).resume(run_id)
+    await settle(lambda: clock.sleeping == 1)
+    clock.kill_sleepers()
+    with pytest.raises(Crash):
+        await asyncio.wait_for(retried, 5)
+
+    recovered = Sleeper(checkpointer=store.open(), timeout=200).resume(run_id)
+    await settle(lambda: clock.sleeping == 1)
+    clock.advance(100)  # past the sleep's deadline (100 s after the start), short of the new one (260 s)
+    assert await asyncio.wait_for(recovered, 5) == "rested"
+
+
 async def test_the_timeout_error_names_the_limit_that_set_the_deadline(store: Store, clock: ManualClock) -> None:
     handler = Sleeper(checkpointer=store.open(), timeout=50).run(seconds=100)
     await settle(lambda: clock.sleeping == 1)
