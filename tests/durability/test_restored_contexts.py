@@ -7,7 +7,15 @@ from typing import Any
 
 import pytest
 
-from durableflow import Context, RunExistsError, RunLeaseError, WorkflowCancelledError
+from durableflow import (
+    Context,
+    MemoryCheckpointer,
+    RunExistsError,
+    RunInfo,
+    RunLeaseError,
+    SnapshotError,
+    WorkflowCancelledError,
+)
 
 from .conftest import Store
 from .crashing import settle
@@ -64,3 +72,35 @@ async def test_a_restored_context_of_a_run_another_worker_drives_raises_run_leas
     gate.set()
     assert await asyncio.wait_for(handler, 5) == 11
     assert (workflow.at_gate, again.at_gate) == (1, 0)
+
+
+class AnswersForAnotherRun(MemoryCheckpointer):
+    """Once ``confused``, asked about run ``restored`` it describes run ``other`` (an edited or broken store)."""
+
+    confused = False
+
+    def info(self, run_id: str) -> RunInfo:
+        return super().info("other" if self.confused and run_id == "restored" else run_id)
+
+
+async def test_a_store_that_describes_another_run_is_refused_with_a_snapshot_error() -> None:
+    """Restoring a context onto a run whose metadata the store answers with another run's (one that completed) is
+    refused with SnapshotError naming both, rather than acted on: the run is not taken for completed, nor written."""
+    store = AnswersForAnotherRun()
+    assert await asyncio.wait_for(Gated(checkpointer=store).run(run_id="other", value=1), 5) == 3
+    gate = asyncio.Event()
+    workflow = Gated(gate=gate, checkpointer=store)
+    handler = workflow.run(run_id="restored", value=5)
+    await settle(lambda: workflow.at_gate == 1)
+    saved = handler.ctx.to_dict()
+    handler.cancel()
+    with pytest.raises(WorkflowCancelledError):
+        await handler
+    written = store.info("restored").last_seq
+
+    store.confused = True
+    again = Gated(checkpointer=store)
+    with pytest.raises(SnapshotError, match="metadata of run 'other'"):
+        await again.run(ctx=Context.from_dict(again, saved))
+    store.confused = False
+    assert store.info("restored").last_seq == written
