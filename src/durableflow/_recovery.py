@@ -119,6 +119,13 @@ def retry_info(delivery: Delivery) -> RetryInfo:
     )
 
 
+def slept_through(run: RunState) -> bool:
+    """The owner died while no step worked and one slept durably (``ctx.sleep``): a restart then, a deploy say,
+    is no sign of a step that kills its process, and counts toward neither ``max_recoveries`` nor a crash."""
+    deliveries = run.deliveries.values()
+    return not any(d.running for d in deliveries) and any(d.sleeps for d in deliveries)
+
+
 def count_crashes(runner: Runner, released: bool = False) -> StepCrashLoopError | None:
     """On resuming a run whose owner died: every attempt that was under way counts, durably, as a failed one.
     Not if its owner had ``released`` it (handed back, or let go when its store failed): it was alive then."""

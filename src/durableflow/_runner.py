@@ -179,7 +179,8 @@ class Runner(RunEnding):
                     run.recoveries = 0
                     self._set_deadline()
                 elif run.status == "running":  # its owner died while steps ran: a recovery, counted durably
-                    run.recoveries += 1
+                    if not _recovery.slept_through(run):  # a deploy during ctx.sleep is no step's fault
+                        run.recoveries += 1
                     crash_loop = _recovery.count_crashes(self, self.released)
                 for delivery in sorted(run.deliveries.values(), key=lambda d: d.eid):
                     self._queue(delivery)

@@ -121,6 +121,26 @@ async def test_the_timeout_error_names_the_limit_that_set_the_deadline(store: St
         await asyncio.wait_for(handler, 5)
 
 
+async def test_recoveries_during_a_durable_sleep_do_not_make_the_run_a_poison_run(
+    store: Store, clock: ManualClock
+) -> None:
+    """A run asleep in ``ctx.sleep`` through more worker restarts (deploys) than ``max_recoveries`` allows is
+    not a run whose step kills its process: it wakes at its deadline and completes, not ``RecoveryLimitError``."""
+    run_id = await _crash_while_sleeping(store, clock, seconds=100, timeout=None)
+    for life in range(4):
+        wf = Sleeper(checkpointer=store.open())
+        wf.max_recoveries = 1
+        resumed = wf.resume(run_id)
+        if life < 3:
+            await settle(lambda: clock.sleeping == 1)
+            clock.kill_sleepers()
+            with pytest.raises(Crash):
+                await asyncio.wait_for(resumed, 5)
+    await settle(lambda: clock.sleeping == 1)
+    clock.advance(100)
+    assert await asyncio.wait_for(resumed, 5) == "rested"
+
+
 async def test_crashes_during_a_durable_sleep_are_not_counted_against_the_step(
     store: Store, clock: ManualClock
 ) -> None:
