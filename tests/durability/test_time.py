@@ -121,24 +121,32 @@ async def test_the_timeout_error_names_the_limit_that_set_the_deadline(store: St
         await asyncio.wait_for(handler, 5)
 
 
-async def test_recoveries_during_a_durable_sleep_do_not_make_the_run_a_poison_run(
-    store: Store, clock: ManualClock
-) -> None:
-    """A run asleep in ``ctx.sleep`` through more worker restarts (deploys) than ``max_recoveries`` allows is
-    not a run whose step kills its process: it wakes at its deadline and completes, not ``RecoveryLimitError``."""
+async def _killed_in_its_sleep(store: Store, clock: ManualClock, kills: int, **limits: int) -> str:
+    """A 100 s sleep whose process is killed ``kills`` times by resumes under ``limits``; what the last resume,
+    left to wake at the deadline, returns."""
     run_id = await _crash_while_sleeping(store, clock, seconds=100, timeout=None)
-    for life in range(4):
+    for life in range(kills + 1):
         wf = Sleeper(checkpointer=store.open())
-        wf.max_recoveries = 1
+        for name, limit in limits.items():
+            setattr(wf, name, limit)
         resumed = wf.resume(run_id)
-        if life < 3:
+        if life < kills:
             await settle(lambda: clock.sleeping == 1)
             clock.kill_sleepers()
             with pytest.raises(Crash):
                 await asyncio.wait_for(resumed, 5)
     await settle(lambda: clock.sleeping == 1)
     clock.advance(100)
-    assert await asyncio.wait_for(resumed, 5) == "rested"
+    result: str = await asyncio.wait_for(resumed, 5)
+    return result
+
+
+async def test_recoveries_during_a_durable_sleep_do_not_make_the_run_a_poison_run(
+    store: Store, clock: ManualClock
+) -> None:
+    """A run asleep in ``ctx.sleep`` through more worker restarts (deploys) than ``max_recoveries`` allows is
+    not a run whose step kills its process: it wakes at its deadline and completes, not ``RecoveryLimitError``."""
+    assert await _killed_in_its_sleep(store, clock, kills=3, max_recoveries=1) == "rested"
 
 
 async def test_crashes_during_a_durable_sleep_are_not_counted_against_the_step(
@@ -146,16 +154,4 @@ async def test_crashes_during_a_durable_sleep_are_not_counted_against_the_step(
 ) -> None:
     """A process that dies while a step sleeps durably is no fault of the step's: killed in its sleep more times
     than ``step_crash_limit``, the step still wakes at its deadline and the run completes."""
-    run_id = await _crash_while_sleeping(store, clock, seconds=100, timeout=None)
-    for life in range(3):
-        wf = Sleeper(checkpointer=store.open())
-        wf.step_crash_limit = 2
-        resumed = wf.resume(run_id)
-        if life < 2:
-            await settle(lambda: clock.sleeping == 1)
-            clock.kill_sleepers()
-            with pytest.raises(Crash):
-                await asyncio.wait_for(resumed, 5)
-    await settle(lambda: clock.sleeping == 1)
-    clock.advance(100)
-    assert await asyncio.wait_for(resumed, 5) == "rested"
+    assert await _killed_in_its_sleep(store, clock, kills=2, step_crash_limit=2) == "rested"
