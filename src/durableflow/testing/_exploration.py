@@ -24,7 +24,7 @@ from durableflow._graph import StepGraph, graph_of
 
 from ._clock import FrozenClock, exploration_clock, real_monotonic
 from ._judge import Final, _diff, _ends_alike, _world_entries, count_effects, judge, restated
-from ._lives import Capture, Errands, Life, Lives, ReferenceUnfinished, compacting
+from ._lives import Capture, Errands, Life, Lives, ReferenceUnfinished, compacting, unjudged
 from ._plan import budget as share
 from ._plan import check_known, sample, shard
 from ._redisworld import may_be_redis
@@ -205,15 +205,16 @@ class Exploration:
             reference=reference.result, shard=self.settings.shard, notes=self.notes,
         )  # fmt: skip
         differs = reference_lives[0].round_trip
+        read_back = "not judgeable" if differs is not None and unjudged(differs) else "divergent state"
         if differs is not None and self.settings.only is None:
             scenario_id = READ_BACK + differs.split()[1]
             rerun = self.settings.rerun.replace("{id}", scenario_id)
-            report.scenarios.append(Outcome(scenario_id, ok=False, kind="divergent state", diff=differs, rerun=rerun))
+            report.scenarios.append(Outcome(scenario_id, ok=False, kind=read_back, diff=differs, rerun=rerun))
         first: list[str] = []
         if self.settings.only is not None and self.settings.only.startswith(READ_BACK):
             report.space = 1
             if differs is not None:
-                report.scenarios.append(Outcome(self.settings.only, ok=False, kind="divergent state", diff=differs))
+                report.scenarios.append(Outcome(self.settings.only, ok=False, kind=read_back, diff=differs))
             else:
                 report.scenarios.append(Outcome(self.settings.only, ok=True))
         elif self.settings.only is not None and self.settings.only.startswith(PROBE):

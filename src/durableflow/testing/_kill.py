@@ -296,9 +296,8 @@ def _child(
 
     def probe_and_end() -> None:
         frozen = clock if isinstance(clock, FrozenClock) else None
-        found = probe_second_worker(store, exploration.run_id, frozen, exploration.lives.handler)
-        if found is not None:
-            pending.append(f"L {found}")
+        found = probe_second_worker(store, exploration.run_id, frozen, exploration.lives.handler) or ""
+        pending.append("L " + found.replace("\n", "\\n"))  # always: a life that says nothing never probed
         # the probe's verdict is all this life is for: it stops here, as a crash would, not at the run's end
         write("E crashed", now=True)
         os._exit(0)

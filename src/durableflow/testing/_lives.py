@@ -101,7 +101,8 @@ class Life:
     round_trip: str | None = None
     """The first checkpoint whose stored run, read back, differed from the live run (see ``read_back``)."""
     probe: str | None = None
-    """What the second worker's probe found (see ``probe_second_worker``), if it found something wrong."""
+    """What the second worker's probe found (see ``probe_second_worker``): ``""`` nothing wrong, ``None``
+    the life never finished the probe."""
 
 
 @dataclass
@@ -150,21 +151,37 @@ def read_back(store: Checkpointer, run_id: str, handler: WorkflowHandler | None,
         doc = replay(store.load(run_id), run_id)
     except Exception as exc:
         return f"after {hit} the stored run cannot be read back: {type(exc).__name__}: {exc}"
-    live, run = ctx.store, ctx._state
-    found = {
-        "state": {k: v for k, v in doc["state"].items() if k not in live.dirty},
-        "effects": {k: v for k, v in doc["effects"].items() if k not in run.new_effects},
-    }
-    expected = {
-        "state": {k: json.loads(v) for k, v in live.values.items() if k not in live.dirty},
-        "effects": {k: json.loads(v) for k, v in run.effects.items() if k not in run.new_effects},
-    }
+    try:
+        live, run = ctx.store, ctx._state
+        found = {
+            "state": {k: v for k, v in doc["state"].items() if k not in live.dirty},
+            "effects": {k: v for k, v in doc["effects"].items() if k not in run.new_effects},
+        }
+        expected = {
+            "state": {k: json.loads(v) for k, v in live.values.items() if k not in live.dirty},
+            "effects": {k: json.loads(v) for k, v in run.effects.items() if k not in run.new_effects},
+        }
+    except Exception as exc:  # raised here it would fail the run in the engine, and blame the workflow
+        return f"after {hit} the stored run could not be compared with the live run: {raised(exc)}"
     if found == expected:
         return None
     labels = ("live run", "stored run")
     return f"after {hit} the stored run, read back, differs from the live run:\n" + _diff(
         expected, found, labels=labels
     )
+
+
+CHECK_RAISED = "the check itself raised"
+"""In a check's finding (read-back, second worker): the check could not be made, so nothing is known."""
+
+
+def raised(exc: Exception) -> str:
+    return f"{CHECK_RAISED} {type(exc).__name__}: {exc}"
+
+
+def unjudged(finding: str) -> bool:
+    """The finding is a check that could not be made (``raised``), not a fault it found."""
+    return CHECK_RAISED in finding.partition("\n")[0]
 
 
 def probe_second_worker(
@@ -182,12 +199,15 @@ def probe_second_worker(
     span = 2 * ttl if deadline is None else min(2 * ttl, deadline - clock.now() - ttl / 8)
     if span <= ttl:
         return None
-    for _ in range(8):
-        clock.advance_here(span / 8)
     try:
+        for _ in range(8):
+            clock.advance_here(span / 8)
         store.acquire(run_id, SECOND_WORKER)
     except RunLeaseError:
         return None
+    except Exception as exc:  # raised here it would fail the run in the engine, and the probe would pass
+        refuse = "a checkpointer refuses a leased run with RunLeaseError"
+        return f"the second worker could not be refused or let in: {raised(exc)}; {refuse}"
     return (
         f"a second worker took the run over {span:g} s into a live run whose lease lasts {ttl:g} s: "
         "the first worker's lease was not renewed, so two workers would drive the run"
@@ -267,8 +287,8 @@ class Lives:
             if errands is not None:
                 if errands.read_back and point == "checkpoint.write.after" and life.round_trip is None:
                     life.round_trip = read_back(store, exploration.run_id, self.handler, hit)
-                if hit == errands.probe_at:
-                    life.probe = probe_second_worker(store, exploration.run_id, clock, self.handler)
+                if hit == errands.probe_at:  # "": checked, nothing wrong (``None`` is never checked)
+                    life.probe = probe_second_worker(store, exploration.run_id, clock, self.handler) or ""
                 if errands.interlude is not None and _at(
                     hit, len(hits.list) - 1, errands.pause_at, errands.pause_position
                 ):

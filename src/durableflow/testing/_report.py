@@ -41,8 +41,9 @@ HINTS = {
     "Workflow(timeout=), which counts time spent crashed: raise the timeout above it or lower the downtime",
     "unreached": "the crash point was not reached again: the run takes another path on each run",
     "stolen lease": "a second worker could take over a live run: the lease is not kept alive",
-    "not judgeable": "a thread of a run that had stopped (or paused) was still inside the fake world when "
-    "another run used it: let no thread outlive its step (await asyncio.to_thread, join what you start)",
+    "not judgeable": "the harness could not judge it (its diff says why): if a thread of a run that had "
+    "stopped (or paused) was still inside the fake world, let no thread outlive its step (await "
+    "asyncio.to_thread, join what you start); if a check raised, fix what raised (often the checkpointer)",
 }
 """What to do about each kind of failure, printed beside its count."""
 

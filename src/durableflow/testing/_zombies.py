@@ -16,7 +16,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from ._judge import Final, count_effects
-from ._lives import Errands, Life, Lives
+from ._lives import Errands, Life, Lives, unjudged
 from ._report import Outcome, Report
 from ._stores import stored
 
@@ -58,33 +58,47 @@ def probe_point(hits: list[str]) -> str | None:
 
 def probe(exploration: Exploration, report: Report, hits: list[str]) -> None:
     """A live run keeps its lease: one more uninterrupted life lets twice the lease's time pass at a
-    point, and a second worker must be refused the run there (reported only when it was not)."""
+    point, and a second worker must be refused the run there (reported only when it was not, or when the
+    check could not be made)."""
     point = probe_point(hits)
     if point is None or exploration.clock is None:
         return
     if exploration.twinned.get(PROBE) is not None and exploration.twinned[PROBE][0][0].hits[-1] == point:
         life = exploration.twinned.pop(PROBE)[0][0]  # lived already, by a twin of the reference life
-        if life.probe is not None:
-            rerun = exploration.settings.rerun.replace("{id}", PROBE + point)
-            report.scenarios.append(Outcome(PROBE + point, ok=False, kind="stolen lease", diff=life.probe, rerun=rerun))
-        return
-    store = exploration.stores.new()
-    exploration.world.reset()
-    exploration.restart_clock_at_start()
-    try:
-        if exploration.settings.mode == "kill":
-            from ._kill import live_in_child
+    else:
+        store = exploration.stores.new()
+        exploration.world.reset()
+        exploration.restart_clock_at_start()
+        try:
+            if exploration.settings.mode == "kill":
+                from ._kill import live_in_child
 
-            # forked from the test's process, as every first life: its monkeypatches reach the lease's renewal
-            life = live_in_child(exploration, store, True, capture=set(), errands=Errands(probe_at=point))
-        else:
-            life = exploration.lives.live_here(store, None, first=True, errands=Errands(probe_at=point))
-    finally:
-        exploration.stores.discard(store, exploration.run_id)
-    if life.probe is not None:
+                # forked from the test's process, as every first life: its monkeypatches reach the lease's renewal
+                life = live_in_child(exploration, store, True, capture=set(), errands=Errands(probe_at=point))
+            else:
+                life = exploration.lives.live_here(store, None, first=True, errands=Errands(probe_at=point))
+        finally:
+            exploration.stores.discard(store, exploration.run_id)
+    verdict = _probed(life, point)
+    if verdict is not None:
         scenario_id = PROBE + point
         rerun = exploration.settings.rerun.replace("{id}", scenario_id)
-        report.scenarios.append(Outcome(scenario_id, ok=False, kind="stolen lease", diff=life.probe, rerun=rerun))
+        report.scenarios.append(Outcome(scenario_id, ok=False, kind=verdict[0], diff=verdict[1], rerun=rerun))
+
+
+def _probed(life: Life, point: str) -> tuple[str, str] | None:
+    """The probe's verdict from the life that made it: a kind and what it found, or ``None`` if it passed."""
+    if life.probe is None:  # never reported: a life that did not reach the point says nothing of the lease
+        if point not in life.hits and life.ending == "finished":
+            return None
+        ended = life.ending if life.error is None else f"{life.ending}: {life.error}"
+        return "not judgeable", (
+            f"the second-worker check at {point} did not come back: its life ended {ended}, so whether a live "
+            "run keeps a second worker out is unknown"
+        )
+    if not life.probe:
+        return None
+    return ("not judgeable" if unjudged(life.probe) else "stolen lease"), life.probe
 
 
 def zombie(exploration: Exploration, scenario_id: str) -> tuple[list[Life], Final]:
