@@ -20,6 +20,7 @@ import select
 import selectors
 import shutil
 import socket
+import sys
 import tempfile
 import threading
 from typing import Any, final
@@ -32,6 +33,21 @@ or value spelled like one only costs its connection a thread."""
 
 _POLL = 0.01
 """Seconds a waiting connection's thread sleeps between looks for replies pushed to it (a message published)."""
+
+
+_SUN_PATH = 104 if sys.platform == "darwin" else 108
+"""Bytes a Unix socket's path may take, its closing NUL included (``sun_path``'s size)."""
+
+
+def socket_directory(prefix: str, name: str) -> str | None:
+    """A new private directory in which a Unix socket called ``name`` can be bound: in the temporary directory,
+    or in ``/tmp`` when that one's path is too long for a socket's (a ``TMPDIR`` can be); ``None`` when neither
+    fits, and the caller serves over TCP instead."""
+    for base in (tempfile.gettempdir(), "/tmp"):
+        path = os.path.join(base, f"{prefix}{'x' * 8}", name)  # mkdtemp adds eight characters to the prefix
+        if len(os.fsencode(path)) < _SUN_PATH and os.path.isdir(base):
+            return tempfile.mkdtemp(prefix=prefix, dir=base)
+    return None
 
 
 def internals() -> dict[str, Any] | None:
@@ -50,11 +66,13 @@ def internals() -> dict[str, Any] | None:
 class UnixRedisServer:
     """A fakeredis server on a Unix socket of its own: ``path`` is where clients connect, ``fake_server`` its data."""
 
-    def __init__(self, fake_server: Any, parts: dict[str, Any], connection_options: dict[str, Any]) -> None:
+    def __init__(
+        self, fake_server: Any, parts: dict[str, Any], connection_options: dict[str, Any], directory: str
+    ) -> None:
         self.fake_server = fake_server
         self._parts = parts
         self._options = connection_options
-        self._dir = tempfile.mkdtemp(prefix="durableflow-redis-")
+        self._dir = directory
         self.path = os.path.join(self._dir, "redis.sock")
         self._listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         self._selector = selectors.DefaultSelector()

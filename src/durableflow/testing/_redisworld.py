@@ -229,15 +229,20 @@ def _once(read: Callable[[], Any]) -> Any:
 
 def served(fakeredis: Any) -> Any:
     """The shared world's fakeredis, serving: on a Unix socket by one thread (``_redisserver``), or where
-    fakeredis does not look as that expects, on fakeredis's own TCP server. ``stop()`` ends it."""
-    from ._redisserver import UnixRedisServer, internals
+    fakeredis does not look as that expects (or no directory has a path short enough for a socket's), on
+    fakeredis's own TCP server. ``stop()`` ends it."""
+    from ._redisserver import UnixRedisServer, internals, socket_directory
 
     parts = internals()
-    if parts is None or not hasattr(socket, "AF_UNIX"):
+    directory = socket_directory("durableflow-redis-", "redis.sock") if hasattr(socket, "AF_UNIX") else None
+    if parts is None or directory is None:
+        if directory is not None:
+            os.rmdir(directory)
         server = tcp_server(fakeredis)
         server.start()
         return server
-    return UnixRedisServer(fakeredis.FakeServer(server_type="redis", version=(8, 0)), parts, _quiet_internal())
+    fake_server = fakeredis.FakeServer(server_type="redis", version=(8, 0))
+    return UnixRedisServer(fake_server, parts, _quiet_internal(), directory)
 
 
 def endpoint(address: str | tuple[str, int]) -> dict[str, Any]:

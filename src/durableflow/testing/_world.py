@@ -17,7 +17,6 @@ import os
 import re
 import secrets
 import shutil
-import tempfile
 import threading
 from collections import Counter
 from collections.abc import Callable, Iterator, Mapping
@@ -29,6 +28,7 @@ from durableflow import override_resources
 from durableflow._errors import install_hint
 
 from ._gates import Gate, Gated, gated_client
+from ._redisserver import socket_directory
 from ._redisworld import FakeRedisFor, RedisContents, client_options, endpoint, quiet_connect, served
 
 GRACE = 1.0
@@ -258,8 +258,11 @@ class FakeWorld:
         registry.register("fake", callable=lambda index: self._fake_here(self._keys[index]))
         authkey = secrets.token_bytes(16)
         # A Unix socket: over TCP, multiprocessing's two-part messages meet Nagle and delayed ACKs (40 ms stalls).
-        self._socket_dir = tempfile.mkdtemp(prefix="durableflow-fakes-")
-        address = os.path.join(self._socket_dir, "fakes.sock")
+        # TCP only where no directory has a path short enough for a socket's.
+        self._socket_dir = socket_directory("durableflow-fakes-", "fakes.sock")
+        address: Any = ("127.0.0.1", 0)
+        if self._socket_dir is not None:
+            address = os.path.join(self._socket_dir, "fakes.sock")
         server = registry(address=address, authkey=authkey).get_server()
 
         def serve() -> None:
@@ -418,7 +421,8 @@ class FakeWorld:
             self._registry_server.stop_event.set()
             self._registry_server.listener.close()  # also unlinks its socket
             self._registry = None
-            shutil.rmtree(self._socket_dir, ignore_errors=True)
+            if self._socket_dir is not None:
+                shutil.rmtree(self._socket_dir, ignore_errors=True)
 
 
 _redis_warmed: list[bool] = []
