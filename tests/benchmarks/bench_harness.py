@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import math
 import os
 import statistics
 import subprocess
@@ -152,6 +153,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=5, help="explorations per case; the median rate is shown")
     parser.add_argument("--quick", action="store_true", help="two rounds, a shorter probe")
+    parser.add_argument("--case", default="", help="only the cases whose name holds this text (no probe then)")
     args = parser.parse_args()
     rounds = 2 if args.quick else args.rounds
     if hasattr(os, "sched_setaffinity"):
@@ -169,6 +171,7 @@ def main() -> None:
         ("pipeline: kill, SQLite, depth 1", *pipeline, "kill", "sqlite", 1, 100),
         ("pipeline: kill, SQLite, depth 2", *pipeline, "kill", "sqlite", 2, 100),
     ]
+    cases = [case for case in cases if args.case in case[0]]
     wall: dict[str, list[float]] = {name: [] for name, *_ in cases}
     cpu: dict[str, list[float]] = {name: [] for name, *_ in cases}
     sizes: dict[str, int] = {}
@@ -179,18 +182,23 @@ def main() -> None:
             by_wall, by_cpu, sizes[name] = harness_rate(workflow, start, mode, store, depth)
             wall[name].append(by_wall)
             cpu[name].append(by_cpu)
-    points = explore(FiveSteps, {"n": 1}, seed=1).scenarios
-    probe = probe_rate([o.id for o in points], 3.0 if args.quick else 10.0)
+    probe = math.nan
+    if not args.case:
+        points = explore(FiveSteps, {"n": 1}, seed=1).scenarios
+        probe = probe_rate([o.id for o in points], 3.0 if args.quick else 10.0)
     rows = []
     for name, _workflow, _start, _mode, _store, _depth, target in cases:
         met = statistics.median(cpu[name]) >= target
         rows.append(
             [name, str(sizes[name]), spread(wall[name]), spread(cpu[name]), f"{target:,}", "" if met else "BELOW"]
         )
-    rows.append(["hand-written SIGKILL probe (2 interpreters/scenario)", "-", f"{probe:,.1f}", "-", "-", ""])
+    if not args.case:
+        rows.append(["hand-written SIGKILL probe (2 interpreters/scenario)", "-", f"{probe:,.1f}", "-", "-", ""])
     columns = ["case", "scenarios", "per s of wall time", "per s of CPU time", "target", ""]
     print_table(f"crash scenarios per second, one core, median (min-max) of {rounds} rounds", columns, rows)
     print(f"load average at the end: {', '.join(f'{x:.1f}' for x in os.getloadavg())}")
+    if args.case:
+        return
     kill = statistics.median(wall["5 steps: kill, SQLite, depth 1"])
     print(f"\nkill mode runs {kill / probe:.0f}x as many scenarios per second as the hand-written probe")
     print(f"in-process runs {statistics.median(wall['5 steps: in-process, memory, depth 2']) / probe:.0f}x as many")
