@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import inspect
+from collections import Counter, deque
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
@@ -128,17 +129,28 @@ def collect(
     if picked is None:
         return None
     buffer = run.buffer(buffer_id)  # taking reorders it as a restart must find it: rewritten whole
+    if len(picked) == len(buffer):  # the usual fan-in: it held just what was expected
+        buffer.clear()
+    else:  # the first occurrence of each, in one pass: a remove() each was O(N²) for N taken
+        left = Counter(picked)
+        kept: list[int] = []
+        for eid in buffer:
+            if left[eid]:
+                left[eid] -= 1
+            else:
+                kept.append(eid)
+        buffer[:] = kept
     for eid in picked:
-        buffer.remove(eid)
         delivery.take(buffer_id, eid)
     return [run.events[e] for e in picked]
 
 
 def choose(run: RunState, eids: list[int], expected: list[type[Event]]) -> list[int] | None:
     """One event of each ``expected`` type from ``eids`` (the earliest that fits), in that order; None if not all."""
-    slots: dict[type[Event], list[int]] = {}  # expected type -> its open positions, in order
+    # expected type -> its open positions, in order; taken from the front (a list's pop(0): O(N²) for N of a type)
+    slots: dict[type[Event], deque[int]] = {}
     for position, cls in enumerate(expected):
-        slots.setdefault(cls, []).append(position)
+        slots.setdefault(cls, deque()).append(position)
     chosen: list[int | None] = [None] * len(expected)
     for eid in eids:
         event = run.events[eid]
@@ -146,7 +158,7 @@ def choose(run: RunState, eids: list[int], expected: list[type[Event]]) -> list[
             (p for cls, p in slots.items() if p and isinstance(event, cls)), None
         )
         if open_positions:
-            chosen[open_positions.pop(0)] = eid
+            chosen[open_positions.popleft()] = eid
     if None in chosen:
         return None
     return [eid for eid in chosen if eid is not None]
