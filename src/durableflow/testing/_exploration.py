@@ -47,6 +47,10 @@ _keys = itertools.count(1)
 """Names each exploration in the zygote, which serves every exploration of this process."""
 
 _VARYING = "crash points vary between two uninterrupted runs"
+INPROCESS_KEPT = (
+    "; or keep in ctx.store what the run remembers (ids already sent, a counter): in-process, a module global "
+    "or a class attribute outlives each run into the next, where a restart would empty it"
+)
 
 
 def explore(
@@ -336,10 +340,11 @@ class Exploration:
                 {"status": r.status, "result": r.result, "state": r.state, "world": _world_entries(r.world)}
                 for r in (reference, again)
             )
+            kept = "" if self.settings.mode != "inprocess" else INPROCESS_KEPT
             raise AssertionError(
                 f"two uninterrupted runs of {self.cls.__name__} ended differently, so a crashed run cannot be "
                 "judged against one: make what varies (a random id, the time) the answer of a ctx.effect, "
-                f"which a resumed run replays\n{_diff(first, second, labels=('first run', 'second run'))}"
+                f"which a resumed run replays{kept}\n{_diff(first, second, labels=('first run', 'second run'))}"
                 "\n\njudged against the first run all the same, since a crashed run can be wrong as well "
                 f"(a key minted anew by each attempt):\n{report.failure_text(shown=1)}"
             )
