@@ -3,12 +3,15 @@ not finish: a check that raises, or a life that dies while it checks, is a faili
 
 from __future__ import annotations
 
+import itertools
 import os
+from pathlib import Path
 from typing import Any
 
 import pytest
 
-from durableflow import MemoryCheckpointer, SQLiteCheckpointer
+from durableflow import MemoryCheckpointer, RunLeaseError, RunNotFoundError, SQLiteCheckpointer
+from durableflow._checkpointer import owner_is_dead
 from durableflow.testing import _lives, explore
 from durableflow.testing._lives import SECOND_WORKER
 
@@ -77,3 +80,33 @@ def test_a_read_back_that_cannot_compare_is_not_judgeable_not_passed(
     read_back = [o for o in report.failures if o.id.startswith("read-back@")]
     assert [o.kind for o in read_back] == ["not judgeable"], report.failure_text()
     assert "AttributeError" in read_back[0].diff
+
+
+class LeaseKeptByTheLiving(SQLiteCheckpointer):
+    """Bug: a lapsed lease is let go only when its holder's process is gone, so a worker paused past its
+    lease (a long GC pause, a stopped VM) keeps every other worker out of its run until it wakes."""
+
+    def acquire(self, run_id: str, owner: str, steal_from: str | None = None) -> None:
+        try:
+            holder = self.info(run_id).lease_owner
+        except RunNotFoundError:
+            holder = None
+        if holder not in (None, owner, steal_from) and not owner_is_dead(holder):
+            raise RunLeaseError(run_id, holder, None)
+        super().acquire(run_id, owner, steal_from)
+
+
+@pytest.mark.parametrize("mode", ["inprocess", "kill"])
+def test_a_zombie_scenario_whose_second_worker_cannot_take_over_fails_and_says_so(mode: str, tmp_path: Path) -> None:
+    """The zombie's first worker pauses past its lease; the second worker is refused the run. Before, the
+    first worker woke, finished the run alone, and the scenario passed with nothing fenced or tested. The
+    checkpointer, a subclass from a factory, is also the one every resumed life runs on, not a plain copy."""
+    paths = (tmp_path / f"run-{n}.db" for n in itertools.count())
+    store = lambda: LeaseKeptByTheLiving(next(paths))  # noqa: E731
+    report = explore(ChargeAsEffect, START, mode=mode, store=store, seed=SEED, **PAYMENTS)
+
+    zombies = [o for o in report.scenarios if o.id.startswith("zombie@")]
+    assert zombies and all(o.kind == "error during resume" for o in zombies), report.failure_text()
+    assert "the second worker, taking the run over from a worker paused past its lease" in zombies[0].diff
+    assert "RunLeaseError" in zombies[0].diff
+    assert not [o for o in report.failures if not o.id.startswith("zombie@")]

@@ -136,13 +136,15 @@ class Stores:
         if isinstance(store, SQLiteImage):
             self._count += 1
             return SQLiteImage(store.image(), self._count, store.durability, store.lease_ttl)
-        if isinstance(store, SQLiteCheckpointer):  # its files are what a killed process leaves: copy them
+        # its files are what a killed process leaves: copied. A subclass of the user's (from a factory) is
+        # copied through its own kind below, so that resumed lives run its overrides too.
+        if type(store) is SQLiteCheckpointer:
             self._count += 1
             path = store.path.with_name(f"capture-{self._count}.db")
             _copy_file(str(store.path), str(path))
             with contextlib.suppress(FileNotFoundError):
                 _copy_file(f"{store.path}-wal", f"{path}-wal")
-            return SQLiteCheckpointer(path, store.durability)
+            return SQLiteCheckpointer(path, store.durability, store.lease_ttl)
         if isinstance(store, RedisCheckpointer):
             # its keys are: copied byte for byte by the server under a new prefix, on the store's own
             # client (one round trip, no new connection)

@@ -144,6 +144,11 @@ def _woken(
     final = Final(
         **ended, world=exploration.world.snapshot(), effects=effects, windows=windows, at_first_crash=at_pause
     )
+    failed = [life for life in takeover if life.ending in ("error", "hang", "input")]
+    if failed:  # nobody took the run over, so the zombie's fencing went untested: judged by that failure, last
+        life = failed[0]
+        life.error = f"the second worker, taking the run over from a worker paused past its lease: {life.error}"
+        return [before, after, life], final
     return [before, *takeover, after], final
 
 
@@ -241,10 +246,15 @@ def _live(exploration: Exploration, store: Checkpointer, errands: Errands | None
     # The paused life holds this thread (it waits inside its crash point): the second worker gets its own.
     lives: list[Life] = []
     second = Lives(exploration)
-    thread = threading.Thread(
-        target=lambda: lives.append(second.live_here(store, None, first=False)), name="durableflow-second-worker"
-    )
+
+    def takeover() -> None:
+        try:
+            lives.append(second.live_here(store, None, first=False))
+        except BaseException as exc:  # said in the verdict, not as a thread's traceback on stderr
+            lives.append(Life(ending="error", error=f"its life raised {type(exc).__name__}: {exc}"))
+
+    thread = threading.Thread(target=takeover, name="durableflow-second-worker")
     thread.start()
     thread.join()
     second.close()
-    return lives[0] if lives else Life(ending="error", error="the second worker's life raised")
+    return lives[0]

@@ -58,10 +58,11 @@ def dumps(value: object) -> bytes:
 
 
 def store_address(store: Checkpointer) -> tuple[Any, ...] | None:
-    """How another interpreter opens ``store``: SQLite by its file, Redis by its connection; ``None`` otherwise."""
-    if isinstance(store, SQLiteCheckpointer):
+    """How another interpreter opens ``store``: SQLite by its file, Redis by its connection; ``None`` otherwise
+    (a subclass too: reopened as its base, it would lose what the user's class overrides)."""
+    if type(store) is SQLiteCheckpointer:
         return ("sqlite", str(store.path), store.durability, store.lease_ttl)
-    if isinstance(store, RedisCheckpointer):
+    if type(store) is RedisCheckpointer:
         pool = store.client.connection_pool
         simple = (str, int, float, bool, type(None))
         kwargs = {k: v for k, v in pool.connection_kwargs.items() if isinstance(v, simple)}
@@ -205,7 +206,8 @@ def for_life(exploration: Exploration, store: Checkpointer, nth: int) -> Zygote 
     try:
         if exploration.zygotes is None:
             if store_address(store) is None:
-                raise ZygoteUnavailable("its store is not one another interpreter can open (SQLite or Redis)")
+                why = "its store is not one another interpreter can open (SQLite or Redis, not a subclass)"
+                raise ZygoteUnavailable(why)
             exploration.zygotes = hand_over(exploration, hash_seeds_for(exploration.settings.hash_seed))
             probes = [hash(_PROBE), *(zygote.probe for zygote in exploration.zygotes)]
             if len(set(probes)) < len(probes):
