@@ -74,3 +74,33 @@ def test_choosing_many_of_one_type_fills_each_slot_with_the_earliest_that_fits()
 
     assert picked == [*eids[: n - 1], late]
     assert choose(run, eids, [Done] * (n + 1)) is None
+
+
+class _ScannedList(list[int]):
+    """A buffer that counts the elements membership tests scan."""
+
+    scanned = 0
+
+    def __contains__(self, value: object) -> bool:
+        self.scanned += len(self)
+        return super().__contains__(value)
+
+
+def test_a_fan_in_of_n_does_not_scan_its_buffer_at_each_arrival() -> None:
+    """Each of N arrivals is buffered without looking for itself there first (it cannot be there: only its
+    delivery holds it), while one delivered again after a restart, already buffered, is not buffered twice."""
+    n = 3000
+    run = RunState("r")
+    buffer = _ScannedList()
+    run.buffers = {"b": buffer}
+    deliveries = [run.add_delivery(run.add_event(Done(n=i)), "gather") for i in range(n)]
+    for delivery in deliveries[:-1]:
+        assert collect(run, delivery, run.events[delivery.eid], [Done] * n, "b") is None
+    again = deliveries[0]  # resumed: its step runs again, its event already buffered
+    assert collect(run, again, run.events[again.eid], [Done] * n, "b") is None
+    assert run.buffers["b"] == [d.eid for d in deliveries[:-1]]
+
+    taken = collect(run, deliveries[-1], run.events[deliveries[-1].eid], [Done] * n, "b")
+
+    assert taken is not None and [ev.n for ev in taken] == list(range(n))  # type: ignore[attr-defined]
+    assert buffer.scanned <= 2 * n  # a scan at each arrival: about n * n / 2 = 4,500,000
