@@ -10,9 +10,10 @@ from typing import Any
 
 import pytest
 
-from durableflow import MemoryCheckpointer, RunLeaseError, RunNotFoundError, SQLiteCheckpointer
+from durableflow import MemoryCheckpointer, RunLeaseError, RunNotFoundError, SQLiteCheckpointer, use_clock
 from durableflow._checkpointer import owner_is_dead
 from durableflow.testing import _lives, explore
+from durableflow.testing._clock import ManualClock
 from durableflow.testing._lives import SECOND_WORKER
 
 from .flows import ChargeAsEffect
@@ -110,3 +111,16 @@ def test_a_zombie_scenario_whose_second_worker_cannot_take_over_fails_and_says_s
     assert "the second worker, taking the run over from a worker paused past its lease" in zombies[0].diff
     assert "RunLeaseError" in zombies[0].diff
     assert not [o for o in report.failures if not o.id.startswith("zombie@")]
+
+
+@pytest.mark.parametrize("mode", ["inprocess", "kill"])
+def test_on_a_clock_of_the_tests_own_no_worker_is_paused_past_its_lease(mode: str) -> None:
+    """Under a ManualClock nothing moves time for a paused worker: a second worker was refused the run (or, in
+    a fresh interpreter's clock, let in while the woken worker, its lease not in doubt, charged again). The
+    correct workflow then failed; those scenarios are now left out, and the report says why."""
+    with use_clock(ManualClock()):
+        report = explore(ChargeAsEffect, START, mode=mode, seed=SEED, **PAYMENTS)
+
+    assert report.ok, report.failure_text()
+    assert report.scenarios and not [o for o in report.scenarios if "@" in o.id]
+    assert any("no zombie@ or second-worker scenarios ran" in note for note in report.notes)

@@ -33,7 +33,7 @@ from ._report import Outcome, Report
 from ._settings import Mode, Settings
 from ._stores import Stores, stored
 from ._world import FakeWorld, UncopyableWorld
-from ._zombies import PROBE, ZOMBIE, probe, twins, zombie, zombie_points
+from ._zombies import NO_PAUSE, PROBE, ZOMBIE, probe, twins, zombie, zombie_points
 
 if TYPE_CHECKING:
     from ._zygote import Zygote
@@ -98,7 +98,7 @@ def _explore(
         Exploration(workflow, start, settings, clock) as exploration,
     ):
         if why is not None:
-            exploration.notes.append(why)
+            exploration.notes.append(why + NO_PAUSE)
         return exploration.explore()
 
 
@@ -253,7 +253,7 @@ class Exploration:
                 planned += len(deeper)
                 for scenario_id in deeper:
                     self._add(report, self.scenario(scenario_id, reference)[0], planned)
-            if self.settings.only is None and self.settings.zombies:
+            if self.settings.only is None and self.settings.zombies and self.clock is not None:
                 probe(self, report, reference_lives[0].hits)
                 zombies = self._shard(zombie_points(reference_lives[0].hits))
                 report.space += len(zombies)

@@ -31,6 +31,12 @@ ZOMBIE = "zombie@"
 PROBE = "second-worker@"
 """Prefix of the id under which a failed second-worker probe is reported."""
 
+NO_PAUSE = (
+    "; nor can a paused worker outlast its lease, so no zombie@ or second-worker scenarios ran (on a clock "
+    "that is not moved for them, a second worker would be refused the run, or a woken one not fenced)"
+)
+"""Said when the exploration has no clock of its own to move (a ``ManualClock`` in force, or no freezegun)."""
+
 
 def zombie_points(hits: list[str]) -> list[str]:
     """Where a paused worker may wake to do harm: before a step or an effect, or at a point of the user's.
@@ -159,6 +165,8 @@ def twins(exploration: Exploration) -> Callable[[Life, Checkpointer, int, int], 
     ``None`` where the zombies are sampled or sharded, or one scenario is replayed: those live theirs anew."""
     settings = exploration.settings
     if settings.mode != "kill" or not settings.zombies or settings.only or settings.shard or settings.max_scenarios:
+        return None
+    if exploration.clock is None:  # no zombie scenarios (``NO_PAUSE``)
         return None
     return lambda life, store, reports, go: twin_here(exploration, life, store, reports, go)
 
