@@ -10,13 +10,22 @@ from typing import Any
 
 import pytest
 
-from durableflow import MemoryCheckpointer, RunLeaseError, RunNotFoundError, SQLiteCheckpointer, use_clock
+from durableflow import (
+    HumanResponseEvent,
+    InputRequiredEvent,
+    MemoryCheckpointer,
+    RunLeaseError,
+    RunNotFoundError,
+    SQLiteCheckpointer,
+    use_clock,
+)
 from durableflow._checkpointer import owner_is_dead
 from durableflow.testing import _lives, explore
 from durableflow.testing._clock import ManualClock
 from durableflow.testing._lives import SECOND_WORKER
 
 from .flows import ChargeAsEffect
+from .restarts import AskDurably
 from .test_planted_bugs import MODES, PAYMENTS, SEED, ScratchKey
 
 START = {"order": "A-1", "cents": 500}
@@ -124,3 +133,14 @@ def test_on_a_clock_of_the_tests_own_no_worker_is_paused_past_its_lease(mode: st
     assert report.ok, report.failure_text()
     assert report.scenarios and not [o for o in report.scenarios if "@" in o.id]
     assert any("no zombie@ or second-worker scenarios ran" in note for note in report.notes)
+
+
+@pytest.mark.parametrize("mode", ["inprocess", "kill"])
+def test_a_respond_that_raises_is_named_not_blamed_on_the_start_input(mode: str) -> None:
+    """The test's ``respond`` raising left the run waiting, and the error said to check the start input."""
+
+    def respond(event: InputRequiredEvent) -> HumanResponseEvent:
+        return HumanResponseEvent(response={"yes": "go"}[event.prefix])
+
+    with pytest.raises(AssertionError, match=r"did not finish \(error\): respond raised KeyError: 'ship it\?'"):
+        explore(AskDurably, {}, mode=mode, seed=SEED, respond=respond)

@@ -371,11 +371,14 @@ class Lives:
                 if isinstance(event, InputRequiredEvent):
                     if respond is None:
                         raise NeedsInput(f"the run asked for input ({event!r})")
-                    reply = respond(event)
+                    try:
+                        reply = respond(event)
+                    except Exception as exc:  # the test's own code: not the run failing, which is read back
+                        raise ResumeFailed(f"respond raised {type(exc).__name__}: {exc} (asked {event!r})") from exc
                     if reply is not None:
                         handler.send_event(reply)
             await handler
-        except (NeedsInput, asyncio.CancelledError):
+        except (NeedsInput, ResumeFailed, asyncio.CancelledError):
             raise
         except Exception:
             pass  # the run failed: how it ended is read back from its store
