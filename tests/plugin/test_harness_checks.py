@@ -3,6 +3,7 @@ not finish: a check that raises, or a life that dies while it checks, is a faili
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import os
 from pathlib import Path
@@ -11,12 +12,18 @@ from typing import Any
 import pytest
 
 from durableflow import (
+    Context,
+    Event,
     HumanResponseEvent,
     InputRequiredEvent,
     MemoryCheckpointer,
     RunLeaseError,
     RunNotFoundError,
     SQLiteCheckpointer,
+    StartEvent,
+    StopEvent,
+    Workflow,
+    step,
     use_clock,
 )
 from durableflow._checkpointer import owner_is_dead
@@ -144,3 +151,35 @@ def test_a_respond_that_raises_is_named_not_blamed_on_the_start_input(mode: str)
 
     with pytest.raises(AssertionError, match=r"did not finish \(error\): respond raised KeyError: 'ship it\?'"):
         explore(AskDurably, {}, mode=mode, seed=SEED, respond=respond)
+
+
+STARTS = [0]
+
+
+class Next(Event):
+    pass
+
+
+class HangsOnceStartedBefore(Workflow):
+    """WRONG: counts its starts in a module global and waits forever from the second on (in one interpreter)."""
+
+    @step
+    async def begin(self, ev: StartEvent, ctx: Context) -> Next:
+        STARTS[0] += 1
+        if STARTS[0] > 1:
+            await asyncio.Event().wait()
+        return Next()
+
+    @step
+    async def end(self, ev: Next, ctx: Context) -> StopEvent:
+        return StopEvent(result="done")
+
+
+def test_a_second_uninterrupted_run_that_hangs_says_so() -> None:
+    """After failures the run is lived once more, uninterrupted; when that life hung, the error says so, not
+    only that its status (running) differs from the first run's."""
+    STARTS[0] = 0
+    with pytest.raises(AssertionError, match="two uninterrupted runs") as raised:
+        explore(HangsOnceStartedBefore, {}, seed=SEED, hang_after=0.2)
+
+    assert 'second run: "hang: did not finish within 0.2 s' in str(raised.value)

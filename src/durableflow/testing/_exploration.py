@@ -29,7 +29,7 @@ from ._plan import budget as share
 from ._plan import check_known, sample, shard
 from ._redisworld import may_be_redis
 from ._remains import Resumed, remains, resumed_again
-from ._report import Outcome, Report
+from ._report import INPROCESS_KEPT, Outcome, Report
 from ._settings import Mode, Settings
 from ._stores import Stores, stored
 from ._world import FakeWorld, UncopyableWorld
@@ -47,10 +47,6 @@ _keys = itertools.count(1)
 """Names each exploration in the zygote, which serves every exploration of this process."""
 
 _VARYING = "crash points vary between two uninterrupted runs"
-INPROCESS_KEPT = (
-    "; or keep in ctx.store what the run remembers (ids already sent, a counter): in-process, a module global "
-    "or a class attribute outlives each run into the next, where a restart would empty it"
-)
 
 
 def explore(
@@ -334,12 +330,14 @@ class Exploration:
         Only after a failure: where every scenario matched the reference, nothing needs explaining. The
         error still names the first failed scenario, whose bug may be real (a key minted per attempt).
         """
-        again = self.uninterrupted(capture=set())[1]
+        lives, again = self.uninterrupted(capture=set())
         if (again.status, again.error) != (reference.status, reference.error) or not _ends_alike(reference, again):
             first, second = (
                 {"status": r.status, "result": r.result, "state": r.state, "world": _world_entries(r.world)}
                 for r in (reference, again)
             )
+            if lives[-1].ending != "finished":  # a life that hung or died says more than the status it left
+                second["life"] = f"{lives[-1].ending}: {lives[-1].error}"
             kept = "" if self.settings.mode != "inprocess" else INPROCESS_KEPT
             raise AssertionError(
                 f"two uninterrupted runs of {self.cls.__name__} ended differently, so a crashed run cannot be "

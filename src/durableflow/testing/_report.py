@@ -47,6 +47,12 @@ HINTS = {
 }
 """What to do about each kind of failure, printed beside its count."""
 
+INPROCESS_KEPT = (
+    "; or keep in ctx.store what the run remembers (ids already sent, a counter): in-process, a module global "
+    "or a class attribute outlives each run into the next, where a restart would empty it"
+)
+"""Why two uninterrupted in-process runs may differ, besides a random id or the time."""
+
 
 @dataclass
 class Outcome:
