@@ -67,3 +67,37 @@ def test_an_append_in_flight_when_its_lease_is_taken_over_is_refused_and_stores_
     assert [(r.seq, r.data) for r in store.load("raced")] == [(1, b"first")]
     info = store.info("raced")
     assert (info.last_seq, info.lease_owner) == (1, "worker-b")
+
+
+def test_a_takeover_that_waits_for_another_one_is_judged_by_the_lease_that_one_committed(
+    store: PostgresCheckpointer, postgres_url: str
+) -> None:
+    """The run's lease has lapsed. Worker B takes it over (its transaction holds the row) while worker C asks
+    for it too. Once B commits, C must be refused (RunLeaseError naming B) and B keep the run: a takeover
+    judged by the lapsed lease C first read would take the run from B, and two workers would drive it."""
+    with psycopg.connect(postgres_url, autocommit=True) as admin:
+        admin.execute("UPDATE durableflow.runs SET lease_expires_at = 0 WHERE run_id = 'raced'")
+    outcome: list[BaseException | None] = []
+    done = threading.Event()
+
+    def acquire_as_c() -> None:
+        try:
+            store.acquire("raced", "worker-c")
+            outcome.append(None)
+        except BaseException as exc:  # handed to the test's thread
+            outcome.append(exc)
+        done.set()
+
+    with psycopg.connect(postgres_url) as takeover, psycopg.connect(postgres_url, autocommit=True) as admin:
+        takeover.execute(
+            "UPDATE durableflow.runs SET lease_owner = 'worker-b', lease_expires_at = 1e12 WHERE run_id = 'raced'"
+        )
+        thread = threading.Thread(target=acquire_as_c)
+        thread.start()
+        _wait_until_blocked(admin, done)
+        takeover.commit()
+        thread.join()
+    assert len(outcome) == 1
+    assert isinstance(outcome[0], RunLeaseError), f"C took the run from B: {outcome[0]!r}"
+    assert outcome[0].holder == "worker-b"
+    assert store.info("raced").lease_owner == "worker-b"
