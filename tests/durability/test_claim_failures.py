@@ -1,0 +1,53 @@
+"""A claim that fails after its lease was acquired gives the lease back: a worker on another machine, which cannot
+tell that this one gave up, would otherwise wait out the whole lease before it could take the run."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from durableflow import MemoryCheckpointer, Record, StoreUnavailableError
+
+from .crashing import Crash
+from .workflows import Gated
+
+
+class DyingGate:
+    """A gate at which the process dies."""
+
+    async def wait(self) -> None:
+        raise Crash("killed at the gate")
+
+
+class BlipOnLoad(MemoryCheckpointer):
+    """Loses its connection once, on the first load after ``blip`` is set (between a claim's acquire and load)."""
+
+    blip = False
+
+    def load(self, run_id: str) -> list[Record]:
+        if self.blip:
+            self.blip = False
+            raise StoreUnavailableError("connection reset while loading")
+        return super().load(run_id)
+
+
+class ThreadedBlipOnLoad(BlipOnLoad):
+    """The same store, called from the engine's store thread (as Redis, PostgreSQL and one's own are)."""
+
+    inline = False
+
+
+@pytest.mark.parametrize("kind", [BlipOnLoad, ThreadedBlipOnLoad], ids=["inline", "threaded"])
+async def test_a_resume_whose_load_fails_gives_the_lease_back(kind: type[BlipOnLoad]) -> None:
+    """resume() acquires the run's lease, then the load fails (StoreUnavailableError): the resume raises it, and
+    the run is left unleased, listed as interrupted, so another machine's worker can take it at once."""
+    store = kind(lease_ttl=3600)
+    with pytest.raises(Crash):
+        await Gated(gate=DyingGate(), checkpointer=store).run(run_id="blip", value=1)  # type: ignore[arg-type]
+    store.blip = True
+    with pytest.raises(StoreUnavailableError, match="connection reset"):
+        await asyncio.wait_for(Gated(checkpointer=store).resume("blip"), 5)
+    info = store.info("blip")
+    assert (info.status, info.lease_owner) == ("interrupted", None)
+    assert await asyncio.wait_for(Gated(checkpointer=store).resume("blip"), 5) == 3
