@@ -7,7 +7,17 @@ import asyncio
 
 import pytest
 
-from durableflow import MemoryCheckpointer, Record, StoreUnavailableError
+from durableflow import (
+    Context,
+    MemoryCheckpointer,
+    Record,
+    SnapshotError,
+    StartEvent,
+    StopEvent,
+    StoreUnavailableError,
+    Workflow,
+    step,
+)
 
 from .crashing import Crash
 from .workflows import Gated
@@ -51,3 +61,25 @@ async def test_a_resume_whose_load_fails_gives_the_lease_back(kind: type[BlipOnL
     info = store.info("blip")
     assert (info.status, info.lease_owner) == ("interrupted", None)
     assert await asyncio.wait_for(Gated(checkpointer=store).resume("blip"), 5) == 3
+
+
+class Reshaped(Workflow):
+    """A new version of Gated under its name, whose steps differ: a run stored by Gated does not replay in it."""
+
+    @step
+    async def only(self, ev: StartEvent, ctx: Context) -> StopEvent:
+        return StopEvent(result=ev.value)
+
+
+@pytest.mark.parametrize("kind", [BlipOnLoad, ThreadedBlipOnLoad], ids=["inline", "threaded"])
+async def test_a_resume_whose_records_do_not_fit_the_code_gives_the_lease_back(kind: type[BlipOnLoad]) -> None:
+    """A deploy whose steps differ resumes a run stored by the old code: SnapshotError, and the lease is given back,
+    so the fixed deploy (on any machine) resumes the run at once."""
+    store = kind(lease_ttl=3600)
+    with pytest.raises(Crash):
+        await Gated(gate=DyingGate(), checkpointer=store).run(run_id="old", value=1)  # type: ignore[arg-type]
+    with pytest.raises(SnapshotError):
+        await asyncio.wait_for(Reshaped(checkpointer=store, workflow_name="Gated").resume("old"), 5)
+    info = store.info("old")
+    assert (info.status, info.lease_owner) == ("interrupted", None)
+    assert await asyncio.wait_for(Gated(checkpointer=store).resume("old"), 5) == 3
