@@ -114,9 +114,11 @@ def park(runner: Runner, event: Event) -> bool:
 
 
 def _show(runner: Runner, delivery: Delivery, request: Event) -> None:
-    """A request no step takes is only shown to the stream's reader, once: counted with the step's sends."""
+    """A request no step takes is only shown to the stream's reader, once: counted with the step's sends. A step
+    that runs again after a restart shows it again, uncounted: the resumed run's reader has not seen it."""
     delivery.sends += 1
     if delivery.sends <= delivery.replay_sends:
+        runner.write_stream(request)
         return
     delivery.sent += 1
     runner.run.touch(delivery)
