@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from durableflow import LeaseExpiredError, MemoryCheckpointer, Record
+from durableflow import LeaseExpiredError, MemoryCheckpointer, Record, StoreUnavailableError
 
 from .crashing import Crash, ManualClock, settle
 from .workflows import Gated
@@ -106,5 +106,46 @@ async def test_a_resumed_run_counts_its_lease_from_the_acquire_not_from_the_end_
         gate.set()
         await asyncio.sleep(0.01)
         assert store.info("loaded").last_seq == written
+    finally:
+        del loop.time
+
+
+class OneBlip(MemoryCheckpointer):
+    """Does not answer the first renewal (a dropped connection); answers every later one."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.renewals = 0
+
+    def renew(self, run_id: str, owner: str) -> bool:
+        self.renewals += 1
+        if self.renewals == 1:
+            raise StoreUnavailableError("connection reset")
+        return super().renew(run_id, owner)
+
+
+async def test_a_renewal_that_got_no_answer_is_tried_again_before_the_lease_is_in_danger(clock: ManualClock) -> None:
+    """Lease of 100 s. The first renewal (at 34 s) gets no answer; the next is tried a tenth of the TTL later, is
+    answered at 40 s of the loop's clock, and so the run still drives at 90 s (past the first lease's 80 s deadline)
+    and completes; a retry a whole TTL later would have let the first deadline stop it."""
+    loop = asyncio.get_running_loop()
+    real_time, skew = loop.time, [0.0]
+    loop.time = lambda: real_time() + skew[0]  # type: ignore[method-assign]
+    try:
+        store = OneBlip(lease_ttl=100)
+        gate = asyncio.Event()
+        wf = Gated(gate=gate, checkpointer=store)
+        handler = wf.run(run_id="blip", value=1)
+        await settle(lambda: wf.at_gate == 1)
+        clock.advance(34)
+        await settle(lambda: store.renewals == 1)
+        skew[0] = 40.0
+        clock.advance(10)  # a tenth of the TTL: the renewal is tried again, and answered
+        await settle(lambda: store.renewals == 2)
+        skew[0] = 90.0
+        await asyncio.sleep(0.01)  # the loop runs its timers: a deadline that had passed would stop the run now
+        assert not handler.done()
+        gate.set()
+        assert await asyncio.wait_for(handler, 5) == 3
     finally:
         del loop.time
