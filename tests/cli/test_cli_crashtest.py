@@ -224,7 +224,7 @@ class Slow(Workflow):
         return StopEvent(result=done)
 '''
 
-PROGRESS = re.compile(r"^crashing slow:Slow: (\d+) scenarios judged \((\d+) failed\) of (\d+) planned so far$")
+PROGRESS = re.compile(r"^crashing slow:Slow: (\d+) scenarios? judged \((\d+) failed\) of (\d+) planned so far$")
 
 
 def interrupt(project: Path, *options: str) -> tuple[subprocess.CompletedProcess[str], str]:

@@ -124,6 +124,6 @@ def test_a_progress_line_does_not_give_a_growing_plan_as_the_total(
         advance(Judged("a#1>b#1", ok=False, kind="lost work"), 171)
     lines = capsys.readouterr().err.splitlines()
     assert lines == [
-        "crashing m:W: 1 scenarios judged (0 failed) of 14 planned so far",
+        "crashing m:W: 1 scenario judged (0 failed) of 14 planned so far",
         "crashing m:W: 2 scenarios judged (1 failed) of 171 planned so far",
     ]

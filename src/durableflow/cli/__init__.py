@@ -7,6 +7,7 @@ Each command lives in a module of its own that registers its subparser; exit cod
 from __future__ import annotations
 
 import argparse
+import importlib.metadata
 import sys
 from collections.abc import Sequence
 
@@ -47,7 +48,15 @@ def build_parser() -> argparse.ArgumentParser:
         epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
+    parser.add_argument("--version", action="version", version=f"durableflow {_version()}")
     commands = parser.add_subparsers(title="commands", metavar="COMMAND", required=True)
     for module in (_run, _inspect, _fleet, _crashtest):
         module.register(commands)
     return parser
+
+
+def _version() -> str:
+    try:
+        return importlib.metadata.version("durableflow")
+    except importlib.metadata.PackageNotFoundError:  # imported from a source tree that was never installed
+        return "(not installed)"

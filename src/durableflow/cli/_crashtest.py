@@ -157,7 +157,8 @@ def _progress(out: Console, target: str) -> Iterator[Callable[[Any, int], None]]
             last = time.monotonic()
             # "so far": each resume's crash points, and the zombie scenarios, join the plan as it goes
             print(
-                f"crashing {target}: {done} scenarios judged ({failed} failed) of {planned} planned so far",
+                f"crashing {target}: {done} scenario{'' if done == 1 else 's'} judged ({failed} failed) "
+                f"of {planned} planned so far",
                 file=sys.stderr, flush=True,
             )  # fmt: skip
 

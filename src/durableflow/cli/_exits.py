@@ -38,6 +38,14 @@ class RunEnded(Exception):
         self.run_id, self.store, self.cause, self.again = run_id, store, cause, again
 
 
+class Interrupted(KeyboardInterrupt):
+    """Ctrl-C once the run was stored: exit 130, telling the ``durableflow resume`` line that continues it."""
+
+    def __init__(self, run_id: str, store: str, again: str = "") -> None:
+        super().__init__(run_id)
+        self.run_id, self.store, self.again = run_id, store, again
+
+
 class WaitsForInput(Exception):
     """The run asks for human input and no ``--respond`` answers it: exit 7. Its last checkpoint holds the request."""
 
@@ -98,6 +106,11 @@ def explain(exc: BaseException, crashtest: bool = False) -> list[str]:
         ]
     if isinstance(exc, RunEnded):
         return [f"error: run {exc.run_id} {_ending(exc.cause)}", *_resume_hint(exc)]
+    if isinstance(exc, Interrupted):
+        return [
+            "error: interrupted: the run keeps its last checkpoint; "
+            f"`durableflow resume {shlex.quote(exc.run_id)}{exc.again}{store_option(exc.store)}` continues it"
+        ]
     if isinstance(exc, KeyboardInterrupt):
         if crashtest:
             return ["error: interrupted"]

@@ -19,7 +19,7 @@ from .._graph import graph_of
 from .._handler import WorkflowHandler
 from .._integrity import check_info
 from .._serialization import MAX_DEPTH, json_depth
-from ._exits import RunEnded, UsageError, WaitsForInput, exit_code
+from ._exits import Interrupted, RunEnded, UsageError, WaitsForInput, exit_code
 from ._options import add_command, add_respond, answer, input_fields, open_store, run_id, seconds, stored_run_id
 from ._output import as_json, clip, printable
 from ._workflows import WorkflowRegistry, add_workflow_options, resolve_target
@@ -130,9 +130,10 @@ def drive(
     """Start (or resume) a run, print its id at once so a killed run can be resumed, and wait for its result,
     answering each input request with ``answer``; with none, stop at the first request (``WaitsForInput``)."""
     owner: str | None = None
+    stored: str | None = None  # the run's id once it is stored: from then on Ctrl-C leaves a run to resume
 
     async def drive() -> Any:
-        nonlocal owner
+        nonlocal owner, stored
         try:
             handler = start()
             await handler.claimed()  # a taken run id, or a run another worker drives, is told before the run id
@@ -141,6 +142,7 @@ def drive(
                 f"run {exc.run_id} already exists; `durableflow resume {shlex.quote(exc.run_id)}{again}` continues it"
             ) from None
         print(printable(handler.run_id), flush=True)
+        stored = handler.run_id
         requests = asyncio.ensure_future(_unanswered_request(handler, answer))
         ended = asyncio.ensure_future(handler)
         for task in (requests, ended):
@@ -164,6 +166,10 @@ def drive(
 
     try:
         return asyncio.run(drive())
+    except KeyboardInterrupt:
+        if stored is None:
+            raise
+        raise Interrupted(stored, store, again) from None
     except WaitsForInput as waiting:
         # The engine stopped with the loop and wrote nothing more; give its lease up so that a resume, from this
         # process or another host, need not wait for it to expire.
