@@ -16,7 +16,7 @@ from contextvars import ContextVar
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, Generic, TypeVar
 
-from pydantic import BaseModel
+from pydantic import BaseModel, ValidationError
 
 from ._errors import WorkflowValidationError
 
@@ -122,7 +122,9 @@ class ResourceConfig(Resource[Any]):
         if not self._resolved:
             path = Path(self._file)
             if not path.is_file():
-                raise FileNotFoundError(f"No such file: {self._file}")
+                # the peer's message, plus where a relative path was looked for: the directory current now
+                where = "" if path.is_absolute() else f" (looked for as {path.absolute()})"
+                raise FileNotFoundError(f"No such file: {self._file}{where}")
             self._resolved = str(path.resolve())
         return self._resolved
 
@@ -131,7 +133,10 @@ class ResourceConfig(Resource[Any]):
 
     def call(self) -> Any:  # type: ignore[override]  # reads a file: nothing to build first
         """Read the file, select ``path_selector`` and validate it as ``cls_factory``."""
-        data = json.loads(Path(self.config_file).read_text())
+        try:
+            data = json.loads(Path(self.config_file).read_text())
+        except json.JSONDecodeError as exc:  # its own message names no file
+            raise json.JSONDecodeError(f"{self.config_file} is not valid JSON: {exc.msg}", exc.doc, exc.pos) from None
         walked: list[str] = []
         for key in self.path_selector.split(".") if self.path_selector else ():
             walked.append(key)
@@ -143,7 +148,21 @@ class ResourceConfig(Resource[Any]):
                 )
         if self.cls_factory is None:
             raise ValueError("Class factory should be set to a BaseModel subclass before calling")
-        return self.cls_factory.model_validate(data)
+        try:
+            return self.cls_factory.model_validate(data)
+        except ValidationError as exc:
+            at = f" at {self.path_selector}" if self.path_selector else ""
+            raise _naming_file(exc, self.cls_factory.__name__, f"{self.config_file}{at}") from None
+
+
+def _naming_file(exc: ValidationError, model: str, source: str) -> ValidationError:
+    """``exc`` retitled so that its first line names the file it read, which pydantic's own message does not."""
+    try:
+        errors = exc.errors(include_url=False)
+        return ValidationError.from_exception_data(f"{model} (from {source})", errors)  # type: ignore[arg-type]
+    except KeyError:  # an error type pydantic cannot rebuild (a custom one): keep it, with a note
+        exc.add_note(f"{model} was read from {source}")
+        return exc
 
 
 class ResourceManager:
