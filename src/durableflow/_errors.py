@@ -20,6 +20,8 @@
 
 from __future__ import annotations
 
+import shlex
+
 
 class DurableflowError(Exception):
     """Base of every error durableflow raises."""
@@ -93,9 +95,12 @@ class SnapshotError(DurableflowError):
 class RunNotFoundError(DurableflowError, LookupError):
     """No stored run has this id."""
 
-    def __init__(self, run_id: str, where: str = "") -> None:
+    def __init__(self, run_id: str, where: str = "", detail: str = "") -> None:
         suffix = f" in {where}" if where else ""
-        super().__init__(f"no run {run_id!r}{suffix}; `durableflow runs` lists the stored runs")
+        # the listing command names the store: without --store it would list the default one
+        listing = f"durableflow runs --store {shlex.quote(where)}" if where else "durableflow runs"
+        hint = "" if where.startswith("memory://") else f"; `{listing}` lists the stored runs"
+        super().__init__(detail or f"no run {run_id!r}{suffix}{hint}")
         self.run_id = run_id
 
 

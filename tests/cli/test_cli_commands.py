@@ -151,7 +151,7 @@ def test_unknown_run_in_a_missing_sqlite_file_exits_3_without_creating_it(cli: C
     """Asking a SQLite file that does not exist for a run exits 3 and does not create the file."""
     outcome = cli("resume", "abc", "--store", "sqlite:///elsewhere.db")
     assert outcome.code == 3
-    assert "no run 'abc' in sqlite:///elsewhere.db" in outcome.err
+    assert "no run 'abc': sqlite:///elsewhere.db does not exist" in outcome.err
     assert not Path("elsewhere.db").exists()
 
 

@@ -143,7 +143,12 @@ def answer(respond: str | None) -> dict[str, Any] | None:
 def open_store(url: str, must_exist: str | None = None) -> Checkpointer:
     """The store at ``url``; with ``must_exist`` (a run id), a missing SQLite file is a missing run, not a new file."""
     if sqlite_file_missing(url) and must_exist is not None:
-        raise RunNotFoundError(must_exist, url)
+        raise RunNotFoundError(
+            must_exist,
+            url,
+            detail=f"no run {must_exist!r}: {url} does not exist; name the store the run was started on with "
+            "--store (sqlite:///PATH, redis://HOST:PORT/DB, postgresql://USER@HOST/DB)",
+        )
     try:
         record_key()  # a key too short to be one is refused now, not at the first record
         return open_checkpointer(url)
