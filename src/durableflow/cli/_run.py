@@ -19,7 +19,7 @@ from .._graph import graph_of
 from .._handler import WorkflowHandler
 from .._integrity import check_info
 from .._serialization import MAX_DEPTH, json_depth
-from ._exits import Interrupted, RunEnded, UsageError, WaitsForInput, exit_code
+from ._exits import Interrupted, RunEnded, UsageError, WaitsForInput, exit_code, store_option
 from ._options import add_command, add_respond, answer, input_fields, open_store, run_id, seconds, stored_run_id
 from ._output import as_json, clip, printable
 from ._workflows import WorkflowRegistry, add_workflow_options, resolve_target
@@ -139,7 +139,8 @@ def drive(
             await handler.claimed()  # a taken run id, or a run another worker drives, is told before the run id
         except RunExistsError as exc:
             raise UsageError(
-                f"run {exc.run_id} already exists; `durableflow resume {shlex.quote(exc.run_id)}{again}` continues it"
+                f"run {exc.run_id} already exists; "
+                f"`durableflow resume {shlex.quote(exc.run_id)}{again}{store_option(store)}` continues it"
             ) from None
         print(printable(handler.run_id), flush=True)
         stored = handler.run_id

@@ -1,5 +1,5 @@
-"""A run that is not found: the command to list runs names the store that was searched; a store file that does
-not exist is said to be missing, with how to name the right one."""
+"""The commands an error suggests name the store it is about: a run not found points to the listing of the
+store searched (a store file that does not exist is said to be missing), a taken run id to that store's resume."""
 
 from __future__ import annotations
 
@@ -50,3 +50,16 @@ def test_a_quoted_store_is_quoted_in_the_suggestion(tmp_path: Path) -> None:
 
 def test_a_memory_store_suggests_no_listing() -> None:
     assert "`" not in str(RunNotFoundError("nope", "memory://1"))
+
+
+def test_a_taken_run_id_points_to_the_resume_of_that_store(cli: Cli) -> None:
+    """`run --run-id` of an id already stored in a store named with --store suggests a resume of that store,
+    which, run as printed, continues the run there."""
+    store = ["--store", "sqlite:///elsewhere.db"]
+    assert cli("run", "cliflows:Pipeline", "--input", '{"ids": [1]}', "--run-id", "taken", *store).code == 0
+    taken = cli("run", "cliflows:Pipeline", "--input", '{"ids": [1]}', "--run-id", "taken", *store)
+    assert taken.code == 2
+    told = shlex.split(taken.err.split("`")[1])
+    assert told == ["durableflow", "resume", "taken", "--workflow", "cliflows:Pipeline", *store]
+    resumed = cli(*told[1:])
+    assert resumed.code == 0 and resumed.lines[0] == "taken"
