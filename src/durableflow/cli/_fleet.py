@@ -11,6 +11,7 @@ from .._checkpointer import TERMINAL, Checkpointer
 from .._worker import Worker
 from ._exits import UsageError
 from ._options import add_command, open_store, positive_int, seconds, sqlite_file_missing
+from ._output import without_password
 from ._workflows import WorkflowRegistry, add_workflow_options
 
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
@@ -96,7 +97,10 @@ def worker_command(args: argparse.Namespace) -> int:
         max_poll_interval=args.max_poll, max_recoveries=args.max_recoveries, grace_period=args.grace,
     )  # fmt: skip
     logging.getLogger("durableflow.worker").info(
-        "worker for %s on %s (concurrency %d)", ", ".join(registry.names), args.store, args.concurrency
+        "worker for %s on %s (concurrency %d)",
+        ", ".join(registry.names),
+        without_password(args.store),
+        args.concurrency,
     )
     try:
         asyncio.run(worker.run())
