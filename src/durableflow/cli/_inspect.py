@@ -130,6 +130,7 @@ def _record_rows(
 ) -> Iterator[tuple[str, str, str, str, bool]]:
     """One row per stored record: seq, kind, at, what changed, and whether it decoded."""
     pending: set[str] = set()
+    stored: dict[str, Any] = {}  # event id -> [class name, fields], as far as the records went
     if not records:
         yield "-", "-", "", "error: no records are stored for this run (deleted by hand?)", False
     expected: int | None = None
@@ -147,7 +148,7 @@ def _record_rows(
         kind = "full" if record.full else "delta"
         try:
             doc = unframe(record.data, run_id, record.seq, key)
-            changes = _changes(doc, pending)
+            changes = _changes(doc, pending, stored)
         except SnapshotError as exc:
             yield str(record.seq), kind, "", f"error: {exc}", False
             continue
@@ -162,11 +163,16 @@ def _buffer(name: str) -> str:
     return "parked (events sent from outside that no step took yet)" if name == PARKED else name
 
 
-def _changes(doc: dict[str, Any], pending: set[str]) -> str:
-    """What one record holds (a full snapshot) or changed (a delta); updates ``pending`` deliveries.
+def _changes(doc: dict[str, Any], pending: set[str], stored: dict[str, Any] | None = None) -> str:
+    """What one record holds (a full snapshot) or changed (a delta); updates ``pending`` deliveries and the
+    ``stored`` events, so that the input a run awaits is shown with what it asks.
 
     A delta names the run's status and error only when they changed."""
     full = doc["kind"] == "full"
+    stored = {} if stored is None else stored
+    if full:
+        stored.clear()
+    stored.update(doc.get("events") or {})
     parts = []
     if "status" in doc:
         parts.append(f"status {doc['status']}")
@@ -201,11 +207,17 @@ def _changes(doc: dict[str, Any], pending: set[str]) -> str:
     if doc.get("effects"):
         parts.append(("effects " if full else "effects recorded ") + names(doc["effects"]))
     if "awaiting" in doc and (doc["awaiting"] or not full):
-        parts.append("awaiting input " + (names(str(eid) for eid in doc["awaiting"]) or "none"))
+        parts.append("awaiting input " + (names(_request(str(eid), stored) for eid in doc["awaiting"]) or "none"))
     if doc.get("result") is not None:
         key, data = doc["result"]
         parts.append("result " + clip(json.dumps(data.get("result") if key == "StopEvent" else data), 80))
     return "; ".join(parts) or "nothing"
+
+
+def _request(eid: str, stored: dict[str, Any]) -> str:
+    """An awaited request as its id, class and fields: what the answer to ``durableflow resume --respond`` is for."""
+    name, fields = stored.get(eid) or ("", None)
+    return f"{eid} {str(name).rpartition('.')[2]} {clip(json.dumps(fields), 80)}" if fields is not None else eid
 
 
 def _delivery(key: str) -> str:
