@@ -139,6 +139,14 @@ async def wait_for(
     if waiter_event is not None:
         if isinstance(waiter_event, InputRequiredEvent) or runner.graph.consumers(type(waiter_event)):
             runner.send(waiter_event, None, delivery)  # counted with the step's sends: not sent again on a re-run
+        elif (
+            delivery.sends < delivery.replay_sends
+            and (found := take(runner, delivery, event_type, requirements)) is not None
+        ):
+            # asked before the restart and answered: asking again would leave a second answer parked for the
+            # next question of its type to take
+            delivery.sends += 1
+            return found
         else:
             _show(runner, delivery, waiter_event)
     loop = asyncio.get_running_loop()

@@ -1,6 +1,6 @@
 """A step that asks for an answer (``ctx.wait_for_event``) asks once: its retry takes the answer its failed attempt
 took without asking again, and after a restart the reader of the resumed run's stream is shown the question, even
-when a checkpoint had already recorded it as shown."""
+when a checkpoint had already recorded it as shown, unless its answer is already stored."""
 
 from __future__ import annotations
 
@@ -17,6 +17,7 @@ from durableflow import (
     StartEvent,
     StopEvent,
     Workflow,
+    crashpoint,
     retry_policy,
     step,
     stop_after_attempt,
@@ -114,3 +115,49 @@ async def test_a_retried_step_takes_the_answer_its_failed_attempt_took_without_a
             handler.send_event(HumanResponseEvent(response="yes"))
     assert await asyncio.wait_for(handler, 10) == "yes"
     assert asked == 1
+
+
+class Approved(Event):
+    first: bool
+
+
+class TwoApprovals(Workflow):
+    """Asks 'ship it?', then, in another step, 'deploy to prod?': each answer is a separate decision."""
+
+    extra_events = (Approval,)
+
+    @step
+    async def ship(self, ev: StartEvent, ctx: Context) -> Approved:
+        answer = await ctx.wait_for_event(Approval, waiter_event=Question(text="ship it?"))
+        crashpoint("after-ship-answer")  # the answer is stored; the step has not completed
+        return Approved(first=answer.approved)
+
+    @step
+    async def deploy(self, ev: Approved, ctx: Context) -> StopEvent:
+        answer = await ctx.wait_for_event(Approval, waiter_event=Question(text="deploy to prod?"))
+        return StopEvent(result=[ev.first, answer.approved])
+
+
+async def test_an_answered_question_is_not_asked_again_after_a_restart() -> None:
+    """Asked again, the reader would answer 'ship it?' a second time, and that answer, parked, would approve the
+    deploy nobody approved."""
+    store = MemoryCheckpointer()
+    first = TwoApprovals(checkpointer=store, timeout=None).run(run_id="two")
+    with crash_at("user.after-ship-answer#1"), pytest.raises(Crash):
+        async for event in first.stream_events():
+            if isinstance(event, Question):
+                first.send_event(Approval(approved=True))
+        await first
+    resumed = TwoApprovals(checkpointer=store, timeout=None).resume("two")
+    asked: list[str] = []
+
+    async def reader() -> None:
+        async for event in resumed.stream_events():
+            if isinstance(event, Question):
+                asked.append(event.text)
+                resumed.send_event(Approval(approved=event.text == "ship it?"))  # yes to shipping, no to prod
+
+    reading = asyncio.ensure_future(reader())
+    result = await asyncio.wait_for(resumed, 10)
+    await reading
+    assert (asked, result) == (["deploy to prod?"], [True, False])
