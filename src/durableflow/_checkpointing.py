@@ -34,6 +34,7 @@ from ._storeio import store_io
 
 if TYPE_CHECKING:
     from ._context import Context
+    from ._storeio import _Op
 
 COMPACT_AFTER = 16 * 1024
 """Deltas are folded into a full snapshot once they hold this many bytes (and twice the state's)."""
@@ -42,6 +43,16 @@ RESUME_FOLD = 1024
 each delta costs a resume far more than its bytes (it is unsealed, parsed and checked on its own), while
 rewriting a state that was just read whole is cheap unless the state is large."""
 _NEVER = float("inf")
+_new = object.__new__
+
+
+def new_record(seq: int, full: bool, data: bytes) -> Record:
+    """``Record(seq, full, data)`` in a fifth of the time: a frozen dataclass sets each field through
+    ``object.__setattr__``, and every checkpoint makes one."""
+    record = _new(Record)
+    fields = record.__dict__
+    fields["seq"], fields["full"], fields["data"] = seq, full, data
+    return record
 
 
 @final
@@ -142,7 +153,7 @@ class RunCheckpoints:
                 body = encode_delta(run, store, self.graph, seq, at)
                 if store.dirty:
                     self._note_sizes(store.values, store.dirty, False)
-        record = Record(seq, full, seal_with(self.digest or self._new_digest(), self.keyed, body, seq, run.run_id))
+        record = new_record(seq, full, seal_with(self.digest or self._new_digest(), self.keyed, body, seq, run.run_id))
         written_before = run.written
         status: RunStatus | None = None
         result = error = None
@@ -184,12 +195,12 @@ class RunCheckpoints:
                 call = lambda: self._append_after(append, uncertain)  # noqa: E731
                 pending = io.now(call) if wait else io.call(self.loop, call, batch=False)
             else:
-                # the common queued write: awaited as it is, ``_landed`` doing what ``_landing`` does
-                append = Append(run.run_id, record, self.owner, status, result, error)
-                pending = io.append(self.loop, append, batch, self._landed, written_before)
-                if pending is not None:
-                    self.in_flight += 1
-                    return pending
+                # the common queued write (the store's I/O queues it): awaited as it is, ``_landed`` doing what
+                # ``_landing`` does
+                self.in_flight += 1
+                return io.queue_append(
+                    self.loop, run.run_id, record, self.owner, status, result, error, _landed, self, written_before
+                )
         except _EarlierRecordLanded:
             self._failed(None, record, written_before, creating)
             return self._after_landed(at, status_only, batch, wait)
@@ -212,7 +223,7 @@ class RunCheckpoints:
         run = self.run
         seq = run.seq + 1
         body = encode_status(run, seq, at)
-        record = Record(seq, False, seal_with(self.digest or self._new_digest(), self.keyed, body, seq, run.run_id))
+        record = new_record(seq, False, seal_with(self.digest or self._new_digest(), self.keyed, body, seq, run.run_id))
         status, result, error = cast(RunStatus, run.status), self._result_json(), error_text(run.error)
         run.seq = seq
         checkpointer, owner = self.checkpointer, self.owner
@@ -249,9 +260,7 @@ class RunCheckpoints:
             if not self.in_flight and self.releasing:
                 self._release()
 
-    def _landed(
-        self, append: Append, written_before: dict[str, Any], outcome: tuple[bool, Any], abandoned: bool
-    ) -> tuple[bool, Any]:
+    def landed(self, op: _Op, outcome: tuple[bool, Any], abandoned: bool) -> tuple[bool, Any]:
         """A queued append's outcome, noted before its waiter is told (``_landing`` without a coroutine and an
         awaitable for each waiting run: objects a burst of concurrent runs would keep for the collector).
         ``abandoned``: the waiter was cancelled (the engine died, or the run was dropped): nothing is noted."""
@@ -260,9 +269,9 @@ class RunCheckpoints:
             if abandoned:
                 pass
             elif ok:
-                self._written(append.record, append.status)
+                self._written(op.record, op.status)
             else:
-                self._failed(value, append.record, written_before, False, append.status)
+                self._failed(value, op.record, op.since, False, op.status)
         except BaseException as exc:  # a crash point, after the write: the waiting step dies of it
             outcome = (False, exc)
         finally:
@@ -407,7 +416,7 @@ class RunCheckpoints:
         would lapse, less a margin. ``guarded`` wraps each timer callback."""
         if self.lease_until == _NEVER:  # a new run: its create, sent after this, leases it for longer
             self.leased(get_clock().now(), self.loop.time())
-        return LeaseKeeper(self, guarded, lost, expired).stop
+        return LeaseKeeper(self, guarded, lost, expired)
 
     def lease_in_doubt(self) -> bool:
         """Whether the renewal that would show this worker still holds the lease is overdue (the process was
@@ -462,6 +471,9 @@ class RunCheckpoints:
         pending = self.io.call(self.loop, release)
         if pending is not None:
             pending.add_done_callback(_ignore)
+
+
+_landed = RunCheckpoints.landed  # the function, shared by every run (a bound method would be one object per write)
 
 
 class EndLanded(Exception):

@@ -111,6 +111,8 @@ class LeaseKeeper:
             self.durable = None
             self.schedule.discard(self, durable.loop)
 
+    __call__ = stop  # the keeper is its own stop: a run keeps no bound method of it
+
 
 @final
 class _Schedule:

@@ -56,7 +56,7 @@ class RunEnding:
     claim_future: asyncio.Future[None] | None
     claim_outcome: BaseException | bool | None
     busy: dict[str, int]
-    workers: tuple[asyncio.Task[None], ...] | set[asyncio.Task[None]]
+    workers: asyncio.Task[None] | set[asyncio.Task[None]] | None
     stream: deque[Event] | tuple[()]
     stream_waiter: asyncio.Future[None] | None
     done: bool
@@ -327,14 +327,17 @@ class RunEnding:
         for cancel in self.cancels:
             cancel()
         self.cancels = ()  # a timer's stop refers back to this runner: no cycle left for the collector
-        current = asyncio.current_task(self.loop)
-        for task in self.workers:
-            if task is not current:
-                task.cancel()
-        self.workers = ()  # a task cancelled before it started never takes itself out
+        self._stop_workers()
         if self.durable is not None:
             self.durable.release()
         self._detach()
+
+    def _stop_workers(self) -> None:
+        workers, current = self.workers, asyncio.current_task(self.loop)
+        for task in workers if isinstance(workers, set) else () if workers is None else (workers,):
+            if task is not current:
+                task.cancel()
+        self.workers = None  # a task cancelled before it started never takes itself out
 
     def _abandon(self, exc: BaseException | None) -> None:
         """Stop without writing anything, as if the process had died here."""
@@ -348,11 +351,7 @@ class RunEnding:
         for cancel in self.cancels:
             cancel()
         self.cancels = ()  # a timer's stop refers back to this runner: no cycle left for the collector
-        current = asyncio.current_task(self.loop)
-        for task in self.workers:  # a dead process runs no more steps: stop the other workers where they wait
-            if task is not current:
-                task.cancel()
-        self.workers = ()  # a task cancelled before it started never takes itself out
+        self._stop_workers()  # a dead process runs no more steps: stop the other workers where they wait
         self._detach()
         if exc is not None and not self.future.done():
             if isinstance(exc, asyncio.CancelledError):

@@ -135,7 +135,7 @@ class Runner(RunEnding):
         self.busy: dict[str, int] = dict.fromkeys(self.graph.steps, 0)
         self.ready_count = 0
         self.running = 0
-        self.workers: tuple[asyncio.Task[None], ...] | set[asyncio.Task[None]] = ()  # a set once two run at once
+        self.workers: asyncio.Task[None] | set[asyncio.Task[None]] | None = None  # a set once two run at once
         self.effects_running: dict[str, asyncio.Future[str]] = {}
         self.stream: deque[Event] | tuple[()] = ()  # a deque once something is written to it
         self.stream_waiter: asyncio.Future[None] | None = None
@@ -328,12 +328,12 @@ class Runner(RunEnding):
                 if task.done():  # an eager task factory ran it to its end already
                     continue
                 workers = self.workers
-                if not workers:  # the common lone worker: no set, and no callback to take it out of one
-                    self.workers = (task,)
-                elif isinstance(workers, tuple):
-                    self.workers = {*workers, task}
-                else:
+                if workers is None:  # the common lone worker, held as it is: no set, no callback to leave one
+                    self.workers = task
+                elif isinstance(workers, set):
                     workers.add(task)
+                else:
+                    self.workers = {workers, task}
 
     def _take(self, finished: str) -> Delivery | None:
         """The next ready delivery whose step has a free worker, for a worker that just finished one of
@@ -415,8 +415,8 @@ class Runner(RunEnding):
             workers, me = self.workers, asyncio.current_task(self.loop)  # None once the loop is gone (GC)
             if isinstance(workers, set):
                 workers.discard(me)
-            elif workers == (me,):  # not another's: an eager task can finish before it is counted
-                self.workers = ()
+            elif workers is me:  # not another's: an eager task can finish before it is counted
+                self.workers = None
 
     def _complete(self, delivery: Delivery, spec: StepSpec, event: Event, output: Any) -> Awaitable[None] | None:
         """Record a step's completion: its output accepted, its input consumed, all in one checkpoint;

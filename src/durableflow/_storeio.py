@@ -34,31 +34,48 @@ def is_inline(checkpointer: Checkpointer) -> bool:
     return bool(getattr(checkpointer, "inline", False))
 
 
-Landed = Callable[[Append, Any, tuple[bool, Any], bool], tuple[bool, Any]]
-"""Told an append's outcome before its waiter is (with what it was given, and whether the waiter is gone): the
-run notes the record written, or failed. It returns the outcome the waiter gets (a crash point that fires there
-reaches the waiter as its exception)."""
+Landed = Callable[[Any, "_Op", tuple[bool, Any], bool], tuple[bool, Any]]
+"""Told an append's outcome before its waiter is, as ``landed(landing, op, outcome, abandoned)`` (``abandoned``: the
+waiter is gone): the run notes the record written, or failed. It returns the outcome the waiter gets (a crash point
+that fires there reaches the waiter as its exception). A plain function and its ``landing`` (the run), not a bound
+method: one object fewer that each run waiting for a shared commit keeps for the garbage collector."""
 
 
 @final
 class _Op:
-    """One queued store call and the future of whoever waits for it."""
+    """One queued store call, or one append (its fields, not an ``Append``: one object fewer while it waits), and
+    the future of whoever waits for it."""
 
-    __slots__ = ("append", "call", "future", "landed", "landing")
+    __slots__ = (
+        "call",
+        "error",
+        "future",
+        "landed",
+        "landing",
+        "owner",
+        "record",
+        "result",
+        "run_id",
+        "since",
+        "status",
+    )
 
-    def __init__(
-        self,
-        future: asyncio.Future[Any],
-        call: Callable[[], Any] | None,
-        append: Append | None,
-        landed: Landed | None = None,
-        landing: Any = None,
-    ) -> None:
+    def __init__(self, future: asyncio.Future[Any], call: Callable[[], Any] | None) -> None:
         self.future = future
         self.call = call
-        self.append = append
-        self.landed = landed
-        self.landing = landing
+        self.landed: Landed | None = None
+        self.run_id: str | None = None  # set for an append
+        self.record: Record
+        self.owner: str
+        self.status: RunStatus | None
+        self.result: str | None
+        self.error: str | None
+        self.landing: Any
+        self.since: Any  # what ``landed`` needs besides the record (what the run had written before it)
+
+    def as_append(self) -> Append:
+        assert self.run_id is not None
+        return Append(self.run_id, self.record, self.owner, self.status, self.result, self.error)
 
 
 @final
@@ -78,24 +95,36 @@ class StoreIO:
 
     # -- asking ----------------------------------------------------------------------------
 
-    def append(
-        self,
-        loop: asyncio.AbstractEventLoop,
-        append: Append,
-        batch: bool,
-        landed: Landed | None = None,
-        landing: Any = None,
-    ) -> asyncio.Future[Any] | None:
-        """Append a record: ``None`` once written (inline), or a future that is done once it is, after
-        ``landed(append, landing, outcome, abandoned)`` was called (if given; ``abandoned``: the waiter is gone):
-        the caller need not wrap the future."""
+    def append(self, loop: asyncio.AbstractEventLoop, append: Append, batch: bool) -> asyncio.Future[Any] | None:
+        """Append a record: ``None`` once written (inline), or a future that is done once it is."""
+        a = append
         if self.inline and not (batch and self.active > 1):
             if self._queue:  # what was asked for earlier goes first
                 self._flush_inline()
-            a = append
             self.checkpointer.append(a.run_id, a.record, a.owner, a.status, a.result, a.error)
             return None
-        return self._enqueue(loop, None, append, landed, landing)
+        return self.queue_append(loop, a.run_id, a.record, a.owner, a.status, a.result, a.error)
+
+    def queue_append(
+        self,
+        loop: asyncio.AbstractEventLoop,
+        run_id: str,
+        record: Record,
+        owner: str,
+        status: RunStatus | None,
+        result: str | None,
+        error: str | None,
+        landed: Landed | None = None,
+        landing: Any = None,
+        since: Any = None,
+    ) -> asyncio.Future[Any]:
+        """Queue an append for the next shared write: a future that is done once it is written, after
+        ``landed(landing, op, outcome, abandoned)`` was called (if given): the caller need not wrap the future."""
+        op = _Op(loop.create_future(), None)
+        op.run_id, op.record, op.owner, op.status, op.result, op.error = run_id, record, owner, status, result, error
+        op.landed, op.landing, op.since = landed, landing, since
+        self._enqueue(loop, op)
+        return op.future
 
     def append_now(
         self,
@@ -118,14 +147,14 @@ class StoreIO:
         if self.inline and not (batch and self.active > 1):
             self._write_now(fn)
             return None
-        return cast("asyncio.Future[T]", self._enqueue(loop, fn, None))
+        return cast("asyncio.Future[T]", self._enqueue(loop, _Op(loop.create_future(), fn)))
 
     async def ask(self, loop: asyncio.AbstractEventLoop, fn: Callable[[], T]) -> T:
         """A call whose answer its caller awaits (a lease, a run's records), in order with the rest:
         made here on an inline store, in the store's thread otherwise, so only its caller waits."""
         if self.inline:
             return self._write_now(fn)
-        return await cast("asyncio.Future[T]", self._enqueue(loop, fn, None))
+        return await cast("asyncio.Future[T]", self._enqueue(loop, _Op(loop.create_future(), fn)))
 
     def now(self, fn: Callable[[], T]) -> T:
         """A call whose caller cannot wait (it must raise at once): made here, after what queued before it.
@@ -147,7 +176,7 @@ class StoreIO:
                 done.set()
 
         with self._lock:
-            self._queue.append(_Op(_NO_FUTURE, call, None))
+            self._queue.append(_Op(_NO_FUTURE, call))
             self._start_writer()
         done.wait()
         ok, value = box[0]
@@ -162,16 +191,7 @@ class StoreIO:
             self._flush_inline()
         return fn()
 
-    def _enqueue(
-        self,
-        loop: asyncio.AbstractEventLoop,
-        call: Callable[[], Any] | None,
-        append: Append | None,
-        landed: Landed | None = None,
-        landing: Any = None,
-    ) -> asyncio.Future[Any]:
-        future = loop.create_future()
-        op = _Op(future, call, append, landed, landing)
+    def _enqueue(self, loop: asyncio.AbstractEventLoop, op: _Op) -> asyncio.Future[Any]:
         if self.inline:
             if self._flush_loop is not None and self._flush_loop is not loop:
                 self._flush_inline()  # another loop's batch: write it now rather than mix loops
@@ -179,11 +199,11 @@ class StoreIO:
             if self._flush_loop is None:
                 self._flush_loop = loop
                 loop.call_soon(self._flush_inline)
-            return future
+            return op.future
         with self._lock:
             self._queue.append(op)
             self._start_writer()
-        return future
+        return op.future
 
     def _flush_inline(self) -> None:
         self._flush_loop = None
@@ -224,28 +244,28 @@ class StoreIO:
         start = 0
         while start < len(ops):
             op = ops[start]
-            if op.append is None:
+            if op.run_id is None:
                 assert op.call is not None
                 outcomes.append(_attempt(op.call))
                 start += 1
                 continue
             end = start + 1
-            while end < len(ops) and ops[end].append is not None:
+            while end < len(ops) and ops[end].run_id is not None:
                 end += 1
-            outcomes += self._append_many([cast(Append, each.append) for each in ops[start:end]])
+            outcomes += self._append_many(ops[start:end])
             start = end
         return outcomes
 
-    def _append_many(self, appends: list[Append]) -> list[tuple[bool, Any]]:
+    def _append_many(self, ops: Sequence[_Op]) -> list[tuple[bool, Any]]:
         """One transaction (or round trip) for them all; each append is refused or stored on its own."""
         checkpointer = self.checkpointer
-        if len(appends) == 1:
-            a = appends[0]
+        if len(ops) == 1:
+            a = ops[0].as_append()
             return [_attempt(lambda: checkpointer.append(a.run_id, a.record, a.owner, a.status, a.result, a.error))]
         try:
-            refusals = append_many(checkpointer, appends)
+            refusals = append_many(checkpointer, [op.as_append() for op in ops])
         except Exception as exc:  # the store failed as a whole (StoreUnavailableError): each waiter learns of it
-            return [(False, exc)] * len(appends)
+            return [(False, exc)] * len(ops)
         return [(True, None) if refusal is None else (False, refusal) for refusal in refusals]
 
 
@@ -262,8 +282,7 @@ def _settle(op: _Op, outcome: tuple[bool, Any]) -> None:
     # from another loop): nobody waits, and telling a closed loop's future would raise in that next call.
     gone = future.done() or future.get_loop().is_closed()
     if op.landed is not None:
-        assert op.append is not None
-        outcome = op.landed(op.append, op.landing, outcome, gone)
+        outcome = op.landed(op.landing, op, outcome, gone)
     if gone or future.done():
         return
     ok, value = outcome
