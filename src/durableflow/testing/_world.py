@@ -66,6 +66,41 @@ class Recorder:
         return dir(self._target)
 
 
+@final
+class _Current:
+    """What runs are served for a fake: whichever object the world holds for it at each use.
+
+    A life keeps what it was served (in kill mode, a proxy to this object in the parent) while the
+    world may be put back under it: the reference life goes on after a twin of it lived a scenario.
+    Its calls must reach the fake as restored, not the object the twin changed.
+    """
+
+    def __init__(self, world: FakeWorld, key: object, journal: Callable[[str], None] | None) -> None:
+        object.__setattr__(self, "_world", world)
+        object.__setattr__(self, "_key", key)
+        object.__setattr__(self, "_journal", journal)
+
+    @property
+    def _target(self) -> Any:
+        return self._world._current(self._key)
+
+    @property  # type: ignore[misc]
+    def __class__(self) -> type:  # passes isinstance checks as the fake would
+        return type(self._target)
+
+    def __getattr__(self, attribute: str) -> Any:
+        target = self._target
+        if self._journal is not None:
+            return getattr(Recorder(target, _name_of(self._key), self._journal), attribute)
+        return getattr(target, attribute)
+
+    def __setattr__(self, attribute: str, value: Any) -> None:
+        setattr(self._target, attribute, value)
+
+    def __dir__(self) -> list[str]:  # a manager's proxy exposes the methods dir() lists
+        return dir(self._target)
+
+
 class _Signed:
     """A forked life's proxy to a fake that lives in the parent, showing the fake's own method signatures.
 
@@ -115,7 +150,7 @@ class FakeWorld:
         self.calls: list[str] = []
         self._keys = list(self.fakes)
         self._built: dict[object, Any] = {}  # the fakes themselves
-        self._served: dict[object, Any] = {}  # what runs get: each fake, behind a Recorder if recorded
+        self._served: dict[object, Any] = {}  # what runs get: a _Current for each fake
         self._lock = threading.Lock()
         self._shared = shared
         self._home = os.getpid()
@@ -217,15 +252,17 @@ class FakeWorld:
             return _Signed(self._registry_client.fake(self._keys.index(key)), self._built[key])
         return self._fake_here(key)
 
+    def _current(self, key: object) -> Any:
+        with self._lock:
+            if key not in self._built:
+                self._built[key] = self.fakes[key]()
+            return self._built[key]
+
     def _fake_here(self, key: object) -> Any:
         with self._lock:
             if key not in self._served:
-                if key not in self._built:
-                    self._built[key] = self.fakes[key]()
-                fake = self._built[key]
-                self._served[key] = (
-                    Recorder(fake, _name_of(key), self.calls.append) if key in self.record_keys else fake
-                )
+                journal = self.calls.append if key in self.record_keys else None
+                self._served[key] = _Current(self, key, journal)
             served = self._served[key]
         gate = self.gate
         return served if gate is None or self._registry is not None else Gated(served, gate)
