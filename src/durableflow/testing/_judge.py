@@ -25,7 +25,7 @@ class Final:
     answers: dict[str, Any] = field(default_factory=dict)
     """What each effect returned, by key: the outside world's answers to the run."""
     effects: Counter[str] = field(default_factory=Counter)
-    """How often each effect's function ran, over all the lives (see ``count_effects``)."""
+    """How often each effect's function ran to completion, over all the lives (see ``count_effects``)."""
     windows: Counter[str] = field(default_factory=Counter)
     """How many crashes fell while each effect's result was not yet durable."""
     at_first_crash: dict[str, Any] = field(default_factory=dict)
@@ -36,11 +36,14 @@ class Final:
 
 
 def count_effects(lives: list[Life]) -> tuple[Counter[str], Counter[str]]:
-    """How often each effect's function ran, and how many crashes fell in its window.
+    """How often each effect's function ran to completion, and how many crashes fell in its window.
 
     Effect ``K`` is open from ``effect.K.before`` until ``effect.K.after``,
-    which comes once its record is durable; a crash while it is open may run
-    its function once more, which its idempotency key exists to absorb.
+    which comes once its record is durable: each ``after`` is a run of its
+    function. A crash while it is open may have run it (counted, and allowed
+    once: its idempotency key exists to absorb that). An attempt closed by
+    the next ``before`` under its key, or open when its life ended otherwise,
+    raised and recorded nothing: a retry the reference makes too, not a run.
     Effects under other keys may open and close in between (concurrent steps).
     """
     runs: Counter[str] = Counter()
@@ -48,17 +51,17 @@ def count_effects(lives: list[Life]) -> tuple[Counter[str], Counter[str]]:
     for life in lives:
         crashed = life.ending == "crashed"
         open_effects: set[str] = set()
-        for hit in life.hits[:-1] if crashed else life.hits:
+        for index, hit in enumerate(life.hits):
             key, phase = _effect_of(hit)
             if phase == "before":
-                runs[key] += 1
-                open_effects.add(key)
+                open_effects.discard(key)  # the attempt before it raised
+                if not (crashed and index == len(life.hits) - 1):  # died here: its function never began
+                    open_effects.add(key)
             elif phase == "after":
+                runs[key] += 1
                 open_effects.discard(key)
         if crashed:
-            key, phase = _effect_of(life.hits[-1]) if life.hits else ("", "")
-            if phase == "after":
-                open_effects.discard(key)  # its record was durable: the crash came just after
+            runs.update(open_effects)
             windows.update(open_effects)
     return runs, windows
 
