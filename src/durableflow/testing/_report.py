@@ -27,7 +27,9 @@ SHOWN = 5
 HINTS = {
     "lost work": "work was recorded as done before it happened: do the side effect first, then record it",
     "duplicated effect": "a side effect ran again after a restart: make it idempotent (SET, SADD, HSET), "
-    "or put it in ctx.effect with a fixed key and pass its idempotency_key on",
+    "or put it in ctx.effect with a fixed key and pass its idempotency_key on; a counter (INCR, HINCRBY) has "
+    "no idempotent form: add each item to a set (SADD) and count them (SCARD), or keep the count in ctx.store "
+    "and SET it",
     "divergent result": "the resumed run computed another result: keep what it depends on in ctx.store, "
     "do not let it depend on ctx.attempt (a crash counts as a failed attempt, so a resumed step sees a higher "
     "one), read random values and the time inside ctx.effect, and do not depend on the order in which steps "
