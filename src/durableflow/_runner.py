@@ -196,6 +196,9 @@ class Runner(RunEnding):
             if crash_loop is not None:
                 self._fail(crash_loop)
                 return
+            if start_event is None and run.deadline is not None and get_clock().now() >= run.deadline:
+                self._timed_out()  # down past its deadline: a step already due must not end the run first
+                return
             if self.durable is not None:
                 if not self.submitted:  # no step starts after this checkpoint: none is under way
                     _recovery.mark_starting(self, None)

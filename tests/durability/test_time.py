@@ -9,7 +9,7 @@ import pytest
 from durableflow import WorkflowTimeoutError
 
 from .conftest import Store
-from .crashing import Crash, ManualClock, settle
+from .crashing import Crash, ManualClock, crash_at, settle
 from .workflows import Sleeper
 
 
@@ -60,6 +60,17 @@ async def test_a_timeout_passed_while_down_fails_the_resumed_run(store: Store, c
     clock.advance(60)
     with pytest.raises(WorkflowTimeoutError):
         await asyncio.wait_for(Sleeper(checkpointer=store.open(), timeout=50).resume(run_id), 5)
+
+
+async def test_a_timeout_passed_while_down_fails_the_resumed_run_whose_step_is_due_at_once(store: Store) -> None:
+    """On the system clock too: the resumed step, its sleep already due, would end the run before the timer for
+    its passed deadline fired, had the resume not failed the run first."""
+    with crash_at("checkpoint.write.after#2"), pytest.raises(Crash):  # the sleep's deadline is stored
+        handler = Sleeper(checkpointer=store.open(), timeout=0.3).run(seconds=0.2)
+        await asyncio.wait_for(handler, 5)
+    await asyncio.sleep(0.35)  # down past both deadlines
+    with pytest.raises(WorkflowTimeoutError):
+        await asyncio.wait_for(Sleeper(checkpointer=store.open(), timeout=0.3).resume(handler.run_id), 5)
 
 
 async def test_a_resumed_run_keeps_its_original_timeout_deadline(store: Store, clock: ManualClock) -> None:
