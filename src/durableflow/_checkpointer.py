@@ -10,6 +10,7 @@ from __future__ import annotations
 import itertools
 import os
 import socket
+import urllib.parse
 from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, replace
 from typing import Literal, Protocol, runtime_checkable
@@ -401,3 +402,22 @@ def open_checkpointer(url: str) -> Checkpointer:
     raise ValueError(
         f"unknown store URL {url!r}: use sqlite:///path, redis://host:port/db, postgresql://host/db or memory://"
     )
+
+
+def without_password(url: str) -> str:
+    """``url`` with its password, in its user part or its query, as ``***``: store URLs are shown in errors and
+    logs, which outlive the shell that typed them."""
+    try:
+        parts = urllib.parse.urlsplit(url)
+        query = urllib.parse.parse_qsl(parts.query, keep_blank_values=True)
+    except ValueError:  # not a URL urllib can read (a bad port): nothing to hide that it could find
+        return url
+    if parts.password is None and all(name != "password" for name, _ in query):
+        return url  # unchanged: rebuilt, a URL without a host would lose its "//"
+    if parts.password is not None:
+        host = parts.netloc.rpartition("@")[2]
+        parts = parts._replace(netloc=f"{parts.username or ''}:***@{host}")
+    if any(name == "password" for name, _ in query):
+        shown = [(name, "***" if name == "password" else value) for name, value in query]
+        parts = parts._replace(query=urllib.parse.urlencode(shown, safe="*"))
+    return urllib.parse.urlunsplit(parts)

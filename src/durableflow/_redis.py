@@ -26,6 +26,7 @@ from ._checkpointer import (
     list_runs,
     reported,
     terminal_statuses,
+    without_password,
 )
 from ._clock import get_clock
 from ._errors import (
@@ -218,7 +219,7 @@ class RedisCheckpointer:
                 socket_timeout=socket_timeout,
                 socket_connect_timeout=socket_timeout,
             )  # and no retries (from_url's default): a write that timed out is not sent again behind our back
-            self.url = url_or_client
+            self.url = without_password(url_or_client)  # shown in errors
         else:
             if inspect.iscoroutinefunction(getattr(url_or_client, "execute_command", None)):
                 raise TypeError(

@@ -8,7 +8,7 @@ from collections.abc import Callable
 import pytest
 
 from durableflow import Worker
-from durableflow.cli._output import without_password
+from durableflow._checkpointer import without_password
 
 from .conftest import Outcome
 
@@ -35,6 +35,7 @@ def test_the_worker_logs_its_store_without_the_password(
         ("redis://host:6379/0", "redis://host:6379/0"),
         ("sqlite:///runs.db", "sqlite:///runs.db"),
         ("redis://me:pw@host:bad/0", "redis://me:***@host:bad/0"),
+        ("redis://host/0?password=pw&socket_timeout=5", "redis://host/0?password=***&socket_timeout=5"),
     ],
 )
 def test_without_password(url: str, shown: str) -> None:

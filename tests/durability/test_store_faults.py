@@ -1,6 +1,7 @@
 """Faults of a real store, each with the error it raises: a write that timed out and landed later, a
 sequence number written twice, a store that refuses writes, a SQLite file locked or impossible to open.
-(PostgreSQL's are in test_postgres_faults.py; a Redis that is down or never answers, in test_faults.py.)"""
+(PostgreSQL's are in test_postgres_faults.py; a Redis that is down or never answers, in test_faults.py.) A Redis
+store names itself in errors without its password."""
 
 from __future__ import annotations
 
@@ -85,3 +86,12 @@ def test_a_sqlite_store_that_cannot_be_opened_raises_store_unavailable(tmp_path:
     (tmp_path / "file").write_text("not a directory")
     with pytest.raises(StoreUnavailableError, match="cannot open SQLite store"):
         SQLiteCheckpointer(tmp_path / "file" / "runs.db").runs()
+
+
+def test_a_redis_store_names_itself_in_errors_without_its_password() -> None:
+    """An unreachable Redis is named in the error, its password hidden: errors end up in logs and tickets."""
+    store = RedisCheckpointer("redis://app:s3cret@127.0.0.1:1/0?password=s3cret")  # nothing listens on port 1
+    with pytest.raises(StoreUnavailableError) as raised:
+        store.info("run")
+    assert "s3cret" not in str(raised.value)
+    assert "Redis at redis://app:***@127.0.0.1:1/0?password=*** is unreachable" in str(raised.value)

@@ -7,11 +7,10 @@ import asyncio
 import logging
 import re
 
-from .._checkpointer import TERMINAL, Checkpointer
+from .._checkpointer import TERMINAL, Checkpointer, without_password
 from .._worker import Worker
 from ._exits import UsageError
 from ._options import add_command, open_store, positive_int, seconds, sqlite_file_missing
-from ._output import without_password
 from ._workflows import WorkflowRegistry, add_workflow_options
 
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}

@@ -12,7 +12,6 @@ import json
 import os
 import re
 import unicodedata
-import urllib.parse
 from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel
@@ -146,15 +145,3 @@ def as_json(value: Any) -> str:
     return "".join(
         json.dumps(char)[1:-1] if unicodedata.category(char) in _UNSAFE_CATEGORIES else char for char in text
     )
-
-
-def without_password(url: str) -> str:
-    """``url`` with its password, if it holds one, as ``***``: for logs, which outlive the shell that typed it."""
-    try:
-        parts = urllib.parse.urlsplit(url)
-        if parts.password is None:
-            return url
-    except ValueError:  # not a URL urllib can read (a bad port): nothing to hide that it could find
-        return url
-    host = parts.netloc.rpartition("@")[2]
-    return urllib.parse.urlunsplit(parts._replace(netloc=f"{parts.username or ''}:***@{host}"))
