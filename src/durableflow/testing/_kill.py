@@ -31,6 +31,7 @@ from durableflow import Record, RunNotFoundError, SQLiteCheckpointer, _crashpoin
 from durableflow._framing import record_key
 
 from ._clock import FrozenClock, real_monotonic
+from ._heap import hold_free_chunks
 from ._lives import Errands, Hits, Life, NeedsInput, ResumeFailed, _at, overstayed, probe_second_worker, read_back
 from ._stores import read_records
 from ._zygote import store_address
@@ -126,6 +127,8 @@ def _fork(
     ours = gc.get_freeze_count() == 0
     if ours:
         gc.freeze()
+    with contextlib.suppress(Exception):  # only an optimisation
+        hold_free_chunks()
     try:
         pid = os.fork()
         if pid == 0:  # pragma: no cover - measured through the parent's report

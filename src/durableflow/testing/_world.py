@@ -365,6 +365,29 @@ class FakeWorld:
         client.close()
         client.connection_pool.disconnect()  # no connection of this process's may reach a forked life
 
+    def ready_redis_connections(self) -> None:
+        """Give each client built here for the lives one connection object, made but never connected (redis-py
+        makes one on a client's first command): each life forked from here inherits it, ready to connect,
+        instead of making its own, a copied page for each page that writes (see ``adopt_redis_clients``)."""
+        for client in self._served_clients.values():
+            pool = client.connection_pool
+            with contextlib.suppress(Exception):  # only an optimisation: a pool redis-py left as it was still works
+                if not pool._available_connections and not pool._in_use_connections:
+                    pool._available_connections.append(pool.make_connection())
+
+    def adopt_redis_clients(self) -> None:
+        """In a life just forked from the process that built its clients: their pools, and the connection objects
+        in them (none connected), are this process's now. redis-py would otherwise take them for another
+        process's, drop them, and make them again."""
+        pid = os.getpid()
+        for client in self._served_clients.values():
+            pool = client.connection_pool
+            if isinstance(getattr(pool, "pid", None), int):
+                for connection in getattr(pool, "_available_connections", ()):
+                    if getattr(connection, "_sock", True) is None:  # never connected: no socket to share
+                        connection.pid = pid
+                pool.pid = pid
+
     @contextmanager
     def serving(self) -> Iterator[None]:
         """Runs started or resumed inside the block talk to this world."""

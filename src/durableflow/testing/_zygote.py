@@ -436,6 +436,7 @@ def _warm(world: Any, cls: type) -> None:  # pragma: no cover - runs in the zygo
     """Build, here and once, what every forked life would otherwise build for itself."""
     import gc
 
+    from ._heap import hold_free_chunks
     from ._warmup import warm_up
 
     with contextlib.suppress(Exception):  # warming is only an optimisation: a life forked cold is still right
@@ -448,11 +449,14 @@ def _warm(world: Any, cls: type) -> None:  # pragma: no cover - runs in the zygo
         for override in world.overrides().values():  # the clients the lives will use, built but not connected
             for options in getattr(override, "learnt", {}).values():
                 world.redis_client(options)
+        world.ready_redis_connections()
     if len(_warmed) == 1:
         # What the first load built (the engine, warmed) stays out of the collector's sight here and in every
         # life forked from here. Not what later loads build: frozen, an exploration could never be collected
         # once forgotten (it and its lives point at each other), some 30 KB an exploration for good.
         gc.freeze()
+    with contextlib.suppress(Exception):
+        hold_free_chunks()
 
 
 def _prepare(  # pragma: no cover - runs in the zygote
@@ -481,6 +485,7 @@ def _live(  # pragma: no cover - runs in a child of the zygote
     gc.disable()
     reports, go = fds
     os.write(reports, f"I {os.getpid()}\n".encode())  # who to kill should it overstay, and to see gone
+    exploration.world.adopt_redis_clients()
     if exploration.settings.compact:  # this child's alone: the zygote serves other explorations too
         from ._lives import compacting
 

@@ -1,0 +1,89 @@
+"""What kill mode prepares before it forks a life, so that the life writes (and copies) fewer inherited pages."""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+
+from durableflow.testing import _heap
+from durableflow.testing._world import FakeWorld
+
+pytestmark = pytest.mark.skipif(not hasattr(os, "fork"), reason="kill mode forks its lives")
+
+
+def in_a_fork(body: Callable[[], Any]) -> Any:
+    """``body()``'s JSON-able result, computed in a forked child (whatever it does to its heap stays there)."""
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - reported through the pipe
+        try:
+            os.write(write, json.dumps(body()).encode())
+        finally:
+            os._exit(0)
+    os.close(write)
+    data = b""
+    while chunk := os.read(read, 65536):
+        data += chunk
+    os.close(read)
+    os.waitpid(pid, 0)
+    return json.loads(data)
+
+
+@pytest.mark.skipif(_heap._glibc() is None, reason="reads glibc's heap")
+def test_after_free_chunks_are_held_a_forked_life_allocates_past_the_heap_it_inherited() -> None:
+    """After ``hold_free_chunks`` what ``malloc`` hands out lies past where the heap's used part ended, fresh
+    pages side by side, not in free chunks scattered through pages the life shares with its parent."""
+
+    def inside_the_heap() -> dict[str, int]:
+        libc = _heap._glibc()
+        _heap._held.clear()  # what this worker's earlier explorations held stays held, out of the count
+        _heap._held_bytes[0] = 0
+        kept = [bytes(700 + n) for n in range(2000)]  # C-heap chunks: larger than Python's small objects
+        del kept[::2]  # every other one freed: free chunks scattered through the heap
+
+        def allocated_inside(edge: int) -> int:
+            chunks = [libc.malloc(size) for size in range(16, 2048, 16)]
+            for chunk in chunks:
+                libc.free(chunk)
+            return sum(chunk < edge for chunk in chunks)
+
+        before = allocated_inside(libc.sbrk(0) - libc.mallinfo2().keepcost)
+        edge = libc.sbrk(0) - libc.mallinfo2().keepcost  # where the heap's unused top begins
+        _heap.hold_free_chunks()
+        return {"before": before, "after": allocated_inside(edge), "kept": len(kept)}
+
+    found = in_a_fork(inside_the_heap)
+    assert found["before"] > 50  # most sizes were served from the freed chunks
+    assert found["after"] == 0
+
+
+@pytest.fixture
+def world() -> Iterator[FakeWorld]:
+    shared = FakeWorld(shared=True)
+    try:
+        yield shared
+    finally:
+        shared.close()
+
+
+def test_a_forked_life_connects_the_connection_object_made_before_the_fork(world: FakeWorld) -> None:
+    """The client a life is served comes with a connection object made (not connected) before the fork; the
+    life adopts it and connects it, making none of its own, and the parent's stays unconnected."""
+    client = world.redis_client({"decode_responses": True})
+    world.ready_redis_connections()
+    pool = client.connection_pool
+    (made,) = pool._available_connections
+    assert made._sock is None
+
+    def life() -> dict[str, Any]:
+        world.adopt_redis_clients()
+        client.hset("converted", "1", "text")
+        (used,) = pool._available_connections
+        return {"same": used is made, "created": pool._created_connections, "value": client.hget("converted", "1")}
+
+    assert in_a_fork(life) == {"same": True, "created": 1, "value": "text"}
+    assert made._sock is None and pool._available_connections == [made]
