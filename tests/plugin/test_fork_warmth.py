@@ -1,4 +1,5 @@
-"""What kill mode prepares before it forks a life, so that the life writes (and copies) fewer inherited pages."""
+"""Kill mode's forks: what is prepared before a life is forked, so that it writes (and copies) fewer inherited
+pages, and how the test's process sees a life gone."""
 
 from __future__ import annotations
 
@@ -9,8 +10,11 @@ from typing import Any
 
 import pytest
 
-from durableflow.testing import _heap
+from durableflow.testing import _heap, _kill
 from durableflow.testing._world import FakeWorld
+from pytest_durableflow import explore
+
+from .flows import ChargeAsEffect, FakePayments, get_payments
 
 pytestmark = pytest.mark.skipif(not hasattr(os, "fork"), reason="kill mode forks its lives")
 
@@ -87,3 +91,24 @@ def test_a_forked_life_connects_the_connection_object_made_before_the_fork(world
 
     assert in_a_fork(life) == {"same": True, "created": 1, "value": "text"}
     assert made._sock is None and pool._available_connections == [made]
+
+
+def test_a_life_the_zygote_forked_is_reaped_by_the_time_its_reports_end(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The zygote closes a life's report pipe only once it has reaped the life: when the test's process has
+    read the reports to their end, the life is gone for good, with no need to watch for it."""
+    found: list[bool] = []
+    wait = _kill._gone
+
+    def gone(pid: int | None, ours: bool) -> None:
+        if pid is not None and not ours:
+            try:
+                os.kill(pid, 0)
+                found.append(False)
+            except ProcessLookupError:
+                found.append(True)
+        wait(pid, ours)
+
+    monkeypatch.setattr(_kill, "_gone", gone)
+    report = explore(ChargeAsEffect, {"order": "o-1", "cents": 500}, mode="kill", fakes={get_payments: FakePayments})
+    report.assert_ok()
+    assert found and all(found)

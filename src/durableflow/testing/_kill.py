@@ -93,7 +93,8 @@ def live_in_child(
 
 def _gone(pid: int | None, ours: bool) -> None:
     """Wait until the life ``pid`` is gone for good, so that its lease counts as held by a dead process:
-    reaped here if it is this process's child, else by the zygote as it exits."""
+    reaped here if it is this process's child, else by the zygote as it exits (which closes the life's report
+    pipe only then: once that pipe was read to its end, the first look finds the life gone)."""
     if pid is None:
         return
     if ours:

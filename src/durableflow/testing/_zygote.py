@@ -330,13 +330,16 @@ def serve() -> None:  # pragma: no cover - runs in the zygote, measured through 
     signal.set_wakeup_fd(wake)
     signal.signal(signal.SIGCHLD, lambda signum, frame: None)  # only to write to the wake-up pipe
     loaded: dict[int, Loaded] = {}
+    reporting: dict[int, int] = {}
+    """Each life's report pipe, kept open here until the life is reaped: the test's process then reads to its
+    end only once the life is gone for good (its lease held by a dead process), with no need to watch for it."""
     freezer: Any = None
     while True:
         ready, _, _ = select.select([sock.fileno(), exited], [], [])
         if exited in ready:
             with contextlib.suppress(BlockingIOError):
                 os.read(exited, 4096)
-            _reap()
+            _reap(reporting)
         if sock.fileno() not in ready:
             continue
         message, fds = _receive(sock)
@@ -378,12 +381,14 @@ def serve() -> None:  # pragma: no cover - runs in the zygote, measured through 
                     _live(loaded[key], opened, first, capture, life, fds)
                 finally:
                     os._exit(0)
+            if pid > 0:
+                reporting[pid] = fds.pop(0)
             for fd in fds:
                 os.close(fd)
 
 
-def _reap() -> None:  # pragma: no cover - runs in the zygote
-    """Reap every life that has exited."""
+def _reap(reporting: dict[int, int]) -> None:  # pragma: no cover - runs in the zygote
+    """Reap every life that has exited, and close its report pipe."""
     while True:
         try:
             pid, _ = os.waitpid(-1, os.WNOHANG)
@@ -391,6 +396,8 @@ def _reap() -> None:  # pragma: no cover - runs in the zygote
             return
         if not pid:
             return
+        if pid in reporting:
+            os.close(reporting.pop(pid))
 
 
 _kept: list[Any] = []
