@@ -24,7 +24,7 @@ from collections import deque
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any, TypeVar, final
 
-from . import _crashpoints, _recovery, _step_calls, _waiters
+from . import _crashpoints, _idle, _recovery, _step_calls, _waiters
 from ._checkpointer import Checkpointer
 from ._checkpointing import RunCheckpoints
 from ._clock import get_clock
@@ -420,6 +420,8 @@ class Runner(RunEnding):
                 workers.discard(me)
             elif workers is me:  # not another's: an eager task can finish before it is counted
                 self.workers = None
+            if _idle.watches:  # its last step may leave the run with nothing to do until an event comes
+                _idle.check(self)
 
     def _complete(self, delivery: Delivery, spec: StepSpec, event: Event, output: Any) -> Awaitable[None] | None:
         """Record a step's completion: its output accepted, its input consumed, all in one checkpoint;

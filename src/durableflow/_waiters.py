@@ -16,6 +16,7 @@ import asyncio
 import weakref
 from typing import TYPE_CHECKING, Any, TypeVar
 
+from . import _idle
 from ._events import Event, InputRequiredEvent, type_key
 
 if TYPE_CHECKING:
@@ -164,10 +165,12 @@ async def wait_for(
             if waiters is None:
                 waiters = runner.waiters = set()
             waiters.add(waiter)
+            _idle.waiting(runner, delivery, _idle.Wait(delivery.step, event_type, requirements, deadline, waiter))
             try:
                 await asyncio.wait_for(waiter, None if deadline is None else max(0.0, deadline - loop.time()))
             finally:
                 waiters.discard(waiter)
+                _idle.resumed(runner, delivery, waiter)
     finally:
         delivery.running = True
         runner.run.touch(delivery)

@@ -29,8 +29,9 @@ FUZZ = settings(
 )
 STEERING = ("\x1b", "\x9b", "\r", "\u202e", "\u2066", "\x07", "\x08")
 # 0 done, 1 the run failed (its own data made a step raise), 2 the stored workflow name is not one named,
-# 4 a lease edited to look held, 5 the store cannot be loaded, 7 the run waits for input
-ALLOWED = {0, 1, 2, 4, 5, 7}
+# 4 a lease edited to look held, 5 the store cannot be loaded, 7 the run waits for input, 9 the run is idle (a
+# record edited so that no step is due: before exit 9, resume waited for ever)
+ALLOWED = {0, 1, 2, 4, 5, 7, 9}
 
 texts = st.text(max_size=12) | st.sampled_from(
     ["", "[/]", "[bold]x", "\x1b[31m", "\r", "\u202e", "running", "waiting", "completed", "failed", "interrupted",

@@ -58,6 +58,22 @@ class WaitsForInput(Exception):
         """A step waits for the answer (``ctx.wait_for_event``): the run is in flight, not parked as waiting."""
 
 
+class RunIdle(Exception):
+    """The run can make no progress on its own: no step is running or due, no sleep or timeout will wake one,
+    and it asks nothing the command can answer; only an event sent to it continues it: exit 9. The run is
+    stored as it stands."""
+
+    def __init__(
+        self, run_id: str, store: str, workflow: str, waits: list[tuple[str, str, str]], status: str, again: str = ""
+    ) -> None:
+        super().__init__(f"run {run_id} is idle")
+        self.run_id, self.store, self.workflow, self.again = run_id, store, workflow, again
+        self.waits = waits
+        """``(step, event type, its requirements and timeout as text)`` for each step in ``ctx.wait_for_event``."""
+        self.status = status
+        """How ``durableflow runs`` lists it now: ``waiting``, or ``interrupted`` when a step waits in it."""
+
+
 # The one table of exit codes: ``--help`` prints it, and an error of a listed class ends the command with its
 # code (the first row whose class matches). A store error raised while a run is driven is the store's, not the run's.
 EXIT_CODES: tuple[tuple[int, str, type[BaseException] | None], ...] = (
@@ -70,6 +86,7 @@ EXIT_CODES: tuple[tuple[int, str, type[BaseException] | None], ...] = (
     (6, "store unavailable", StoreUnavailableError),
     (7, "the run waits for input: `durableflow resume RUN_ID --respond JSON` answers it", WaitsForInput),
     (8, "a value cannot be stored: the start event holds data a checkpoint cannot keep as it is", SerializationError),
+    (9, "the run is idle: nothing to run and nothing to ask; it waits for an event sent to it, and is kept", RunIdle),
     (130, "interrupted (Ctrl-C): the run keeps its last checkpoint", KeyboardInterrupt),
 )
 
@@ -104,6 +121,8 @@ def explain(exc: BaseException, crashtest: bool = False) -> list[str]:
             + shlex.quote('{"response": ...}'),
             *(in_step if exc.in_step else []),
         ]
+    if isinstance(exc, RunIdle):
+        return _idle_hint(exc)
     if isinstance(exc, RunEnded):
         return [f"error: run {exc.run_id} {_ending(exc.cause)}", *_resume_hint(exc)]
     if isinstance(exc, Interrupted):
@@ -124,6 +143,39 @@ def explain(exc: BaseException, crashtest: bool = False) -> list[str]:
             "try again later, or pass --wait SECONDS"
         ]
     return [f"error: {exc}"]
+
+
+def _idle_hint(exc: RunIdle) -> list[str]:
+    run = shlex.quote(exc.run_id)
+    lines = [f"run {exc.run_id} is idle: no step is running or due, and it asks nothing to answer here"]
+    lines += [f"  step {step} waits for {event}{detail}" for step, event, detail in exc.waits]
+    if not exc.waits:
+        lines.append(
+            "  no step has an event to take, and none waits for one (a record edited by hand can leave a run so; "
+            f"`durableflow show {run}{store_option(exc.store)}` lists its checkpoints)"
+        )
+    if exc.store.startswith("memory://"):
+        return [*lines, "a memory:// store keeps the run only in this process: it is gone with it"]
+    taken_over = " (a step waits in it: a worker may take it over and wait on)" if exc.status == "interrupted" else ""
+    lines.append(
+        f"it is stored as it stands: `durableflow runs` lists it as {exc.status}{taken_over}; only an event sent "
+        "to it continues it"
+    )
+    if any(event == "HumanResponseEvent" for _, event, _ in exc.waits):
+        lines += [
+            "answer it with:",
+            f"  durableflow resume {run}{exc.again}{store_option(exc.store)} --respond "
+            + shlex.quote('{"response": ...}'),
+        ]
+    others = [event for _, event, _ in exc.waits if event != "HumanResponseEvent"]
+    if others or not exc.waits:
+        event = others[0] if others else "AnEvent"
+        lines.append(
+            f"the CLI has no command that sends {'an event' if not others else event}; from Python: "
+            f"`handler = {exc.workflow}(checkpointer=...).resume({exc.run_id!r})`, "
+            f"then `handler.send_event({event}(...))` and `await handler`"
+        )
+    return lines
 
 
 def _ending(cause: BaseException) -> str:

@@ -12,6 +12,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from .. import _idle
 from .._checkpointer import Checkpointer, RunInfo
 from .._errors import DurableflowError, RunExistsError, SerializationError, SnapshotError
 from .._events import HumanResponseEvent, InputRequiredEvent
@@ -19,7 +20,8 @@ from .._graph import graph_of
 from .._handler import WorkflowHandler
 from .._integrity import check_info
 from .._serialization import MAX_DEPTH, json_depth
-from ._exits import Interrupted, RunEnded, UsageError, WaitsForInput, exit_code, store_option
+from .._waiters import matches
+from ._exits import Interrupted, RunEnded, RunIdle, UsageError, WaitsForInput, exit_code, store_option
 from ._options import add_command, add_respond, answer, input_fields, open_store, run_id, seconds, stored_run_id
 from ._output import as_json, clip, printable
 from ._workflows import WorkflowRegistry, add_workflow_options, resolve_target
@@ -150,7 +152,14 @@ def drive(
             task.add_done_callback(_retrieved)  # the one that loses the race may hold the run's error too
         try:
             # Both, because a resume that gave up waiting for a lease fails the handler but never ends its stream.
-            await asyncio.wait((requests, ended), return_when=asyncio.FIRST_COMPLETED)
+            await _until_ended_asked_or_idle(handler, requests, ended, answer)
+            runner = handler._runner
+            if not (requests.done() or ended.done()) and runner is not None:  # idle: nothing will come
+                info = checkpointer.info(handler.run_id)
+                owner = info.lease_owner
+                waits = [(w.step, w.event_type.__name__, _detail(w, runner.loop.time())) for w in _idle.waits(runner)]
+                status = "interrupted" if info.status == "running" else info.status
+                raise RunIdle(handler.run_id, store, type(runner.workflow).__name__, waits, status, again)
             request = requests.result() if requests.done() else None
             if request is not None:
                 info = checkpointer.info(handler.run_id)
@@ -171,13 +180,52 @@ def drive(
         if stored is None:
             raise
         raise Interrupted(stored, store, again) from None
-    except WaitsForInput as waiting:
+    except (WaitsForInput, RunIdle) as waiting:
         # The engine stopped with the loop and wrote nothing more; give its lease up so that a resume, from this
         # process or another host, need not wait for it to expire.
         if owner is not None:
             with contextlib.suppress(DurableflowError):
                 checkpointer.release(waiting.run_id, owner)
         raise
+
+
+async def _until_ended_asked_or_idle(
+    handler: WorkflowHandler, requests: asyncio.Future[Any], ended: asyncio.Future[Any], answer: dict[str, Any] | None
+) -> None:
+    """Wait until the run ends, asks what ``answer`` does not answer, or is idle (``_idle``): then it stops
+    waiting for anything, and without this the command would wait for ever."""
+    runner = handler._runner
+    if runner is None:  # the run had ended, or never started here
+        await asyncio.wait((requests, ended), return_when=FIRST)
+        return
+    while True:
+        idle = _idle.watch(runner)
+        await asyncio.wait((requests, ended, idle), return_when=FIRST)
+        if requests.done() or ended.done():
+            return
+        if not _idle.idle(runner):
+            continue  # an answer came meanwhile
+        if any(isinstance(event, InputRequiredEvent) for event in runner.stream):
+            await asyncio.sleep(0)  # the run asks: ``requests`` reads its request on this turn
+            continue
+        response = None if answer is None else HumanResponseEvent(**answer)
+        waits = _idle.waits(runner)
+        if response is None or not any(matches(response, w.event_type, w.requirements) for w in waits):
+            return
+        handler.send_event(response)  # a step waits for a HumanResponseEvent without asking: --respond answers it
+
+
+FIRST = asyncio.FIRST_COMPLETED
+
+
+def _detail(wait: _idle.Wait, now: float) -> str:
+    """What a wait requires of the event, and when it times out."""
+    text = ""
+    if wait.requirements:
+        text = " with " + ", ".join(f"{key}={value!r}" for key, value in wait.requirements.items())
+    if wait.deadline is not None:
+        return f"{text} (ctx.wait_for_event; it times out in {max(0, wait.deadline - now):.0f} s, failing the step)"
+    return f"{text} (ctx.wait_for_event)"
 
 
 async def _unanswered_request(handler: WorkflowHandler, answer: dict[str, Any] | None) -> InputRequiredEvent | None:
