@@ -287,6 +287,7 @@ def drive_loaded(
         runner.durable.leased(lease.at, lease.on_loop)
         runner.released = lease.released
         handler = WorkflowHandler(run_id, future, ctx)
+        handler._first_start = ctx._state.status == "running" and ctx._state.recoveries < 0  # wf.submit()'s run
         handler._attach(runner)
         runner.start(None)
         return handler

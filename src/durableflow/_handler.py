@@ -35,6 +35,7 @@ class WorkflowHandler:
         self._runner: Runner | None = None
         self._waiting: asyncio.Task[None] | None = None  # resume(wait=...) polling for the lease
         self._all_events_consumed = False  # the stream was read to its end
+        self._first_start = False  # a stored run that never started before (``wf.submit()``): started, not recovered
         # done once the run started here or never will; None when it started with the handler (most runs)
         self._started: asyncio.Future[None] | None = None if ctx is not None else future.get_loop().create_future()
 

@@ -19,12 +19,15 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any, final
 
+from . import _idle
 from ._checkpointer import Checkpointer, RunInfo
 from ._errors import (
     RunLeaseError,
     RunNotFoundError,
     SnapshotError,
     StoreUnavailableError,
+    WorkflowCancelledError,
+    WorkflowTimeoutError,
     WorkflowValidationError,
 )
 from ._handler import WorkflowHandler
@@ -41,12 +44,17 @@ class WorkerStats:
 
     polls: int = 0
     recovered: int = 0
-    """Runs this worker took over and started driving."""
+    """Runs this worker took over and started driving (``started`` among them)."""
+    started: int = 0
+    """Of those, runs submitted with ``wf.submit()`` that this worker started for the first time."""
     completed: int = 0
     failed: int = 0
     """Runs that ended failed or cancelled here (``RecoveryLimitError`` included)."""
     handed_back: int = 0
     """Runs released unfinished at shutdown, for another worker to continue."""
+    waiting: int = 0
+    """Runs released as they waited for input or an event, with no step in flight: they stay stored as
+    ``waiting`` until whoever sends it resumes them (a worker holding them would keep that out)."""
     lost_races: int = 0
     """Interrupted runs another worker took first."""
     stopped: int = 0
@@ -187,7 +195,8 @@ class Worker:
             log.warning("could not claim run %s, trying again later: %s", run_id, exc)
             return self._let_down(run_id, handler)
         self.stats.recovered += 1
-        log.info("recovering run %s of %s", run_id, info.workflow)
+        self.stats.started += handler._first_start
+        log.info("%s run %s of %s", "starting" if handler._first_start else "recovering", run_id, info.workflow)
         self._track(self._watch(run_id, handler))
 
     def _let_down(self, run_id: str, handler: WorkflowHandler | None) -> None:
@@ -204,8 +213,12 @@ class Worker:
     async def _watch(self, run_id: str, handler: WorkflowHandler) -> None:
         owner = handler._runner.owner if handler._runner is not None else None
         try:
+            await _parked_or_ended(handler)
+            if not handler.done():
+                self._park(run_id, handler)
             await handler
             self.stats.completed += 1
+            log.info("run %s completed", run_id)
         except RunLeaseError as exc:  # handed back, or the lease was lost or not renewed: another worker continues
             if run_id not in self._handed_back:
                 self.stats.stopped += 1
@@ -216,7 +229,7 @@ class Worker:
                 log.warning("stopped driving run %s, its store failed: %s", run_id, exc)
             else:
                 self.stats.failed += 1
-                log.warning("run %s ended: %s: %s", run_id, type(exc).__name__, exc)
+                log.warning("run %s %s: %s: %s", run_id, _ending(exc), type(exc).__name__, exc)
             if owner is not None:
                 self._track(self._let_go(run_id, owner))
         except asyncio.CancelledError:
@@ -228,6 +241,23 @@ class Worker:
             self._handed_back.discard(run_id)
             if self._wake is not None:
                 self._wake.set()  # a slot is free: poll now rather than at the next interval
+
+    def _park(self, run_id: str, handler: WorkflowHandler) -> None:
+        """The run is idle: nothing to run until an event is sent to it. One parked as ``waiting`` (no step in
+        flight) is released, so that whoever answers can resume it; one whose step waits in
+        ``ctx.wait_for_event`` is kept (released, it would be listed interrupted and taken over again)."""
+        runner = handler._runner
+        assert runner is not None
+        waits = ", ".join(f"{w.step} for {w.event_type.__name__}" for w in _idle.waits(runner))
+        if runner.run.status != "waiting":
+            log.info("run %s waits in ctx.wait_for_event (%s); this worker keeps driving it", run_id, waits)
+            return
+        asks = [runner.run.events[eid] for eid in runner.run.awaiting]
+        what = f"for input ({', '.join(map(repr, asks))})" if asks else "for an event"
+        self._handed_back.add(run_id)  # the RunLeaseError its handler now raises is this release, not a lost lease
+        runner.hand_back()
+        self.stats.waiting += 1
+        log.info("run %s is waiting %s: released, stored as waiting until it is resumed to continue", run_id, what)
 
     async def _let_go(self, run_id: str, owner: str) -> None:
         """Release the lease of a run that failed or stopped here if it still holds it: the store was down as
@@ -311,6 +341,22 @@ class Worker:
 def next_poll_interval(previous: float, found: int, shortest: float, longest: float) -> float:
     """The pause before the next poll: the shortest after a poll that found runs, else twice the last, capped."""
     return shortest if found else min(previous * 2, longest)
+
+
+async def _parked_or_ended(handler: WorkflowHandler) -> None:
+    """Until the run ends or is idle (``_idle``)."""
+    runner = handler._runner
+    if runner is None:
+        return
+    await asyncio.wait((handler._future, _idle.watch(runner)), return_when=asyncio.FIRST_COMPLETED)
+
+
+def _ending(exc: BaseException) -> str:
+    if isinstance(exc, WorkflowTimeoutError):
+        return "timed out"
+    if isinstance(exc, WorkflowCancelledError):
+        return "was cancelled"
+    return "failed"
 
 
 async def _settled(handler: WorkflowHandler) -> None:

@@ -56,7 +56,7 @@ def test_the_worker_command_recovers_the_run_and_stops_cleanly_on_sigterm(
         worker.send_signal(signal.SIGTERM)
         out, err = worker.communicate(timeout=30)
     assert worker.returncode == 0, err
-    assert "recovered 1 run(s): 1 completed, 0 failed, 0 handed back" in out
+    assert "recovered 1 run(s) and started 0: 1 completed, 0 failed, 0 left waiting, 0 handed back" in out
     assert "recovering run " + run_id in err
     assert (project / "side_effects.log").read_text().split() == ["1", "2"]
 

@@ -107,8 +107,8 @@ def worker_command(args: argparse.Namespace) -> int:
         checkpointer.close()
     stats = worker.stats
     print(
-        f"recovered {stats.recovered} run(s): {stats.completed} completed, {stats.failed} failed, "
-        f"{stats.handed_back} handed back",
+        f"recovered {stats.recovered - stats.started} run(s) and started {stats.started}: {stats.completed} "
+        f"completed, {stats.failed} failed, {stats.waiting} left waiting, {stats.handed_back} handed back",
         flush=True,
     )
     return 0
