@@ -14,6 +14,7 @@ import sqlite3
 import subprocess
 import sys
 import textwrap
+import time
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +26,7 @@ from durableflow import (
     HumanResponseEvent,
     InputRequiredEvent,
     RunLeaseError,
+    RunNotFoundError,
     SQLiteCheckpointer,
     StartEvent,
     StopEvent,
@@ -34,7 +36,7 @@ from durableflow import (
 from durableflow._checkpointing import COMPACT_AFTER
 
 from .conftest import Store
-from .crashing import Crash, crash_at, stored_document
+from .crashing import Crash, crash_at, settle, stored_document
 
 # -- durability="fsync" -------------------------------------------------------------------------
 
@@ -307,6 +309,34 @@ async def test_a_restored_run_waiting_for_input_is_stored_as_waiting(store: Stor
     """Continuing a ctx.to_dict() of a run that waits for input stores it as waiting, both in a store that did
     not hold it (create writes every run as running) and in one whose process died while it waited; it is
     listed as waiting, and answered later."""
+    await _restored_waiting_run_is_stored_as_waiting(store, stored_before)
+
+
+async def test_a_restored_run_waiting_for_input_is_stored_as_waiting_by_a_slow_store(
+    store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The same, with every write 50 ms slow: the test waits for the write, however late it lands (it once
+    looked 10 ms after the request was read, and failed on a loaded machine)."""
+    kind = type(store.open())
+    append = kind.append
+
+    def slow(self: Any, *args: Any, **kwargs: Any) -> Any:
+        time.sleep(0.05)
+        return append(self, *args, **kwargs)
+
+    monkeypatch.setattr(kind, "append", slow)
+    if hasattr(kind, "append_many"):
+        append_many = kind.append_many
+
+        def slow_many(self: Any, *args: Any, **kwargs: Any) -> Any:
+            time.sleep(0.05)
+            return append_many(self, *args, **kwargs)
+
+        monkeypatch.setattr(kind, "append_many", slow_many)
+    await _restored_waiting_run_is_stored_as_waiting(store, stored_before=False)
+
+
+async def _restored_waiting_run_is_stored_as_waiting(store: Store, stored_before: bool) -> None:
     saved = await waiting_snapshot()
     if stored_before:
         with crash_at("checkpoint.write.after#2"), pytest.raises(Crash):
@@ -317,8 +347,17 @@ async def test_a_restored_run_waiting_for_input_is_stored_as_waiting(store: Stor
     async for event in handler.stream_events():
         if isinstance(event, InputRequiredEvent):
             break
-    await asyncio.sleep(0.01)  # a threaded store's write lands
-    assert store.open().info("approval").status == "waiting"
+    reader = store.open()
+
+    def status() -> str | None:
+        try:
+            return reader.info("approval").status
+        except RunNotFoundError:  # not even created yet
+            return None
+
+    # a threaded store creates the run, then writes it as waiting, from its own thread, after the request is
+    # shown: wait for that (with a deadline), not for a while
+    await settle(lambda: status() == "waiting")
     assert [info.run_id for info in store.open().runs(status="waiting")] == ["approval"]
     handler.send_event(HumanResponseEvent(response="yes"))
     assert await handler == "yes"

@@ -183,7 +183,7 @@ async def test_an_effect_is_refused_once_the_lease_is_in_doubt(
     try:
         workflow = ChargeAfterAStall(checkpointer=store)
         handler = workflow.run(run_id="stalled")
-        await asyncio.sleep(0.3)  # started and checkpointed, waiting at its gate
+        await asyncio.wait_for(handler.claimed(), 10)  # stored: its first checkpoint is durable, its step at its gate
         thaw = frozen_for(FREEZE, redis_server.freeze)
         await asyncio.sleep(0.1)
         workflow.go.set()
