@@ -54,7 +54,7 @@ def add_respond(command: argparse.ArgumentParser) -> None:
     command.add_argument(
         "--respond", metavar="JSON",
         help="answer every input request with a HumanResponseEvent of these fields, like '{\"response\": \"yes\"}' "
-        "(without it, a run that asks for input exits 7)",
+        "(sent too to a step that waits for one without asking; without it, a run that asks for input exits 7)",
     )  # fmt: skip
 
 
