@@ -14,9 +14,11 @@ from __future__ import annotations
 
 import asyncio
 import weakref
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from . import _idle
+from ._clock import get_clock
 from ._events import Event, InputRequiredEvent, type_key
 
 if TYPE_CHECKING:
@@ -151,26 +153,65 @@ async def wait_for(
         else:
             _show(runner, delivery, waiter_event)
     loop = asyncio.get_running_loop()
-    deadline = None if timeout is None else loop.time() + timeout
     delivery.waits = True
     delivery.running = False  # waiting for a person is not running: a crash now does not count against the step
     runner.run.touch(delivery)
+    expired = False
+    waiter: asyncio.Future[None] | None = None
+
+    def expire() -> None:
+        nonlocal expired
+        expired = True
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    call, cancel, due = (None, None, None) if timeout is None else _time_out(delivery, timeout, expire)
     try:
         while True:
             found = take(runner, delivery, event_type, requirements)
             if found is not None:
                 return found
-            waiter: asyncio.Future[None] = loop.create_future()
+            if expired:
+                delivery.sleeps[call] = _EXPIRED  # type: ignore[index]  # a retry waits its own full timeout
+                raise asyncio.TimeoutError(f"no {event_type.__name__} came within the {timeout} s timeout")
+            waiter = loop.create_future()
             waiters = runner.waiters
             if waiters is None:
                 waiters = runner.waiters = set()
             waiters.add(waiter)
-            _idle.waiting(runner, delivery, _idle.Wait(delivery.step, event_type, requirements, deadline, waiter))
+            _idle.waiting(runner, delivery, _idle.Wait(delivery.step, event_type, requirements, due, waiter))
             try:
-                await asyncio.wait_for(waiter, None if deadline is None else max(0.0, deadline - loop.time()))
+                await waiter
             finally:
                 waiters.discard(waiter)
                 _idle.resumed(runner, delivery, waiter)
     finally:
+        if cancel is not None:
+            cancel()
         delivery.running = True
         runner.run.touch(delivery)
+
+
+_EXPIRED = -1.0
+"""A wait's stored deadline once it timed out: the retry of the step waits anew."""
+
+
+def _time_out(
+    delivery: Delivery, timeout: float, expire: Callable[[], None]
+) -> tuple[int, Callable[[], None], float]:
+    """Arm the wait's deadline on the durable clock, stored with the step's sleeps (in call order), so a wait
+    resumed after a restart waits only the rest of its timeout: time spent crashed counts, as for ``ctx.sleep``.
+    Returns the call's index, what cancels it, and when it falls due on the loop's clock."""
+    clock = get_clock()
+    call = delivery.sleep_calls
+    delivery.sleep_calls += 1
+    if call < len(delivery.sleeps) and delivery.sleeps[call] != _EXPIRED:
+        deadline = delivery.sleeps[call]  # begun before a restart
+    else:
+        deadline = clock.now() + timeout
+        if call < len(delivery.sleeps):
+            delivery.sleeps[call] = deadline  # type: ignore[index]  # a list once it holds anything
+        else:
+            delivery.slept(deadline)
+    due = asyncio.get_running_loop().time() + max(0.0, deadline - clock.now())
+    return call, clock.call_at(deadline, expire), due

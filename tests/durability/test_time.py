@@ -6,7 +6,18 @@ import asyncio
 
 import pytest
 
-from durableflow import WorkflowTimeoutError
+from durableflow import (
+    Context,
+    Event,
+    StartEvent,
+    StopEvent,
+    Workflow,
+    WorkflowTimeoutError,
+    retry_policy,
+    step,
+    stop_after_attempt,
+    wait_none,
+)
 
 from .conftest import Store
 from .crashing import Crash, ManualClock, crash_at, settle
@@ -166,3 +177,49 @@ async def test_crashes_during_a_durable_sleep_are_not_counted_against_the_step(
     """A process that dies while a step sleeps durably is no fault of the step's: killed in its sleep more times
     than ``step_crash_limit``, the step still wakes at its deadline and the run completes."""
     assert await _killed_in_its_sleep(store, clock, kills=2, step_crash_limit=2) == "rested"
+
+
+class Answer(Event):
+    text: str
+
+
+class Asked(Event):
+    pass
+
+
+class AskWhileSideEnds(Workflow):
+    """``ask`` waits up to 100 s for an ``Answer``; ``side`` ends meanwhile (it runs once ``ask`` waits), so a
+    checkpoint is written while it waits. A timed-out wait is retried once."""
+
+    extra_events = (Answer,)
+
+    @step(retry_policy=retry_policy(wait=wait_none(), stop=stop_after_attempt(2)))
+    async def ask(self, ev: StartEvent, ctx: Context) -> StopEvent | Asked:
+        ctx.send_event(Asked())
+        answer = await ctx.wait_for_event(Answer, timeout=100)
+        return StopEvent(result=answer.text)
+
+    @step
+    async def side(self, ev: Asked) -> None:
+        return None
+
+
+async def test_a_wait_for_an_event_resumed_after_a_restart_waits_only_the_rest_of_its_timeout(
+    store: Store, clock: ManualClock
+) -> None:
+    """A 100 s wait begun, then 60 s down: the resumed wait times out 40 s later, not 100 s later (time spent
+    crashed counts, as for ``ctx.sleep``); its retry then waits a full 100 s of its own."""
+    started = clock.now()
+    with crash_at("checkpoint.write.after#2") as reached, pytest.raises(Crash):
+        await AskWhileSideEnds(checkpointer=store.open()).run(run_id="asking")
+    assert "step.side.end#1" in reached
+    clock.advance(60)
+    resumed = AskWhileSideEnds(checkpointer=store.open()).resume("asking")
+    await settle(lambda: started + 100 in clock.timer_deadlines)
+    clock.advance(39.5)
+    await asyncio.sleep(0.01)
+    assert not resumed.done()
+    clock.advance(0.5)  # the first attempt times out at its original deadline; the retry waits 100 s anew
+    await settle(lambda: clock.now() + 100 in clock.timer_deadlines)
+    resumed.send_event(Answer(text="late but in time"))
+    assert await asyncio.wait_for(resumed, 5) == "late but in time"
