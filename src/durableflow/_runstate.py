@@ -245,6 +245,11 @@ class RunState:
         self.refs[eid] += 1
         self.awaiting_dirty = True
 
+    def answered(self, eid: int) -> None:
+        """The input request ``eid`` is answered (the caller drops its reference once done with the event)."""
+        self.awaiting.remove(eid)  # type: ignore[union-attr]  # a list once it holds anything
+        self.awaiting_dirty = True
+
     def input_arrived(self) -> None:
         for eid in self.awaiting:
             self.unref(eid)

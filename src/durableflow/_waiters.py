@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import weakref
+from collections import deque
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -45,6 +46,12 @@ _MISSING = object()
 # before the crash, which snapshots keep as parked) go to every step that waits again.
 _Shared = dict[int, tuple[Event, dict["DeliveryKey", int]]]
 _shared: weakref.WeakKeyDictionary[Runner, _Shared] = weakref.WeakKeyDictionary()
+
+
+# Per run in this process: the input request (``InputRequiredEvent``) each waiting step sent, by its event id, with
+# what answers it. An answer parked for the step settles the request in the same write that stores the answer.
+_Requests = dict["DeliveryKey", tuple[int, type[Event], dict[str, Any] | None]]
+_requests: weakref.WeakKeyDictionary[Runner, _Requests] = weakref.WeakKeyDictionary()
 
 
 def _shared_of(runner: Runner) -> _Shared:
@@ -110,6 +117,12 @@ def park(runner: Runner, event: Event) -> bool:
         if not steps:
             del shared[earlier]
     shared[eid] = (event, waiting)
+    requests = _requests.get(runner)
+    if requests:
+        for key, (request, event_type, requirements) in list(requests.items()):
+            if matches(event, event_type, requirements):
+                del requests[key]
+                _settle(runner, request)
     for waiter in list(runner.waiters or ()):
         if not waiter.done():
             waiter.set_result(None)  # every waiter looks again
@@ -128,6 +141,30 @@ def _show(runner: Runner, delivery: Delivery, request: Event) -> None:
     runner.write_stream(request)
 
 
+def _answered(runner: Runner, request: Event | None) -> None:
+    """An input request a waiting step sent is answered: no longer awaited, so neither ``durableflow show`` nor a
+    restore shows it again (asked twice, the reader answers twice, and the next question takes the spare answer)."""
+    if isinstance(request, InputRequiredEvent) and (eid := _awaited(runner, request)) is not None:
+        _settle(runner, eid)
+
+
+def _awaited(runner: Runner, request: Event) -> int | None:
+    """The id of the awaited input request equal to ``request`` (a step run again after a restart makes a copy)."""
+    run = runner.run
+    return next((eid for eid in reversed(run.awaiting) if run.events[eid] == request), None)
+
+
+def _settle(runner: Runner, eid: int) -> None:
+    run = runner.run
+    if eid not in run.awaiting:
+        return
+    run.answered(eid)
+    shown = run.events[eid]
+    if any(ev is shown for ev in runner.reshown):  # put back on the stream by a restore: unread, it goes
+        runner.stream = deque(ev for ev in runner.stream if ev is not shown)
+    run.unref(eid)
+
+
 async def wait_for(
     runner: Runner,
     delivery: Delivery,
@@ -137,19 +174,25 @@ async def wait_for(
     timeout: float | None,
 ) -> E:
     runner.graph.types.setdefault(type_key(event_type), event_type)  # storable in this process at least
-    if delivery.failures and (found := take(runner, delivery, event_type, requirements)) is not None:
-        return found  # a retry finds the answer its failed attempt took: the person is not asked again
+    if delivery.attempt > 1 and (found := take(runner, delivery, event_type, requirements)) is not None:
+        # a retry (the attempt number is stored: after a restart too) finds the answer its failed attempt took:
+        # the person is not asked again
+        _answered(runner, waiter_event)
+        return found
     if waiter_event is not None:
-        if isinstance(waiter_event, InputRequiredEvent) or runner.graph.consumers(type(waiter_event)):
-            runner.send(waiter_event, None, delivery)  # counted with the step's sends: not sent again on a re-run
-        elif (
+        if (
             delivery.sends < delivery.replay_sends
             and (found := take(runner, delivery, event_type, requirements)) is not None
         ):
             # asked before the restart and answered: asking again would leave a second answer parked for the
             # next question of its type to take
             delivery.sends += 1
+            _answered(runner, waiter_event)
             return found
+        if isinstance(waiter_event, InputRequiredEvent) or runner.graph.consumers(type(waiter_event)):
+            runner.send(waiter_event, None, delivery)  # counted with the step's sends: not sent again on a re-run
+            if isinstance(waiter_event, InputRequiredEvent) and (request := _awaited(runner, waiter_event)):
+                _requests.setdefault(runner, {})[delivery.key] = (request, event_type, requirements)
         else:
             _show(runner, delivery, waiter_event)
     loop = asyncio.get_running_loop()
@@ -170,10 +213,11 @@ async def wait_for(
         while True:
             found = take(runner, delivery, event_type, requirements)
             if found is not None:
+                _answered(runner, waiter_event)
                 return found
             if expired:
                 delivery.sleeps[call] = _EXPIRED  # type: ignore[index]  # a retry waits its own full timeout
-                raise asyncio.TimeoutError(f"no {event_type.__name__} came within the {timeout} s timeout")
+                raise TimeoutError(f"no {event_type.__name__} came within the {timeout} s timeout")
             waiter = loop.create_future()
             waiters = runner.waiters
             if waiters is None:
@@ -186,6 +230,7 @@ async def wait_for(
                 waiters.discard(waiter)
                 _idle.resumed(runner, delivery, waiter)
     finally:
+        _requests.get(runner, {}).pop(delivery.key, None)
         if cancel is not None:
             cancel()
         delivery.running = True
@@ -196,11 +241,11 @@ _EXPIRED = -1.0
 """A wait's stored deadline once it timed out: the retry of the step waits anew."""
 
 
-def _time_out(
-    delivery: Delivery, timeout: float, expire: Callable[[], None]
-) -> tuple[int, Callable[[], None], float]:
+def _time_out(delivery: Delivery, timeout: float, expire: Callable[[], None]) -> tuple[int, Callable[[], None], float]:
     """Arm the wait's deadline on the durable clock, stored with the step's sleeps (in call order), so a wait
     resumed after a restart waits only the rest of its timeout: time spent crashed counts, as for ``ctx.sleep``.
+    The time left also runs out on the loop's own clock: a clock that stands still (frozen for a test) does not
+    keep a wait for a person waiting for ever.
     Returns the call's index, what cancels it, and when it falls due on the loop's clock."""
     clock = get_clock()
     call = delivery.sleep_calls
@@ -213,5 +258,13 @@ def _time_out(
             delivery.sleeps[call] = deadline  # type: ignore[index]  # a list once it holds anything
         else:
             delivery.slept(deadline)
-    due = asyncio.get_running_loop().time() + max(0.0, deadline - clock.now())
-    return call, clock.call_at(deadline, expire), due
+    loop = asyncio.get_running_loop()
+    due = loop.time() + max(0.0, deadline - clock.now())
+    stop_clock = clock.call_at(deadline, expire)
+    handle = loop.call_at(due, expire)
+
+    def cancel() -> None:
+        stop_clock()
+        handle.cancel()
+
+    return call, cancel, due

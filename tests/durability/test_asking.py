@@ -21,10 +21,12 @@ from durableflow import (
     retry_policy,
     step,
     stop_after_attempt,
+    wait_fixed,
     wait_none,
 )
+from durableflow.testing import explore
 
-from .crashing import Crash, crash_at
+from .crashing import Crash, crash_at, stored_document
 
 
 class Approval(Event):
@@ -138,26 +140,102 @@ class TwoApprovals(Workflow):
         return StopEvent(result=[ev.first, answer.approved])
 
 
-async def test_an_answered_question_is_not_asked_again_after_a_restart() -> None:
+class RetriedApprovals(Workflow):
+    """``TwoApprovals`` whose 'ship' fails once after taking its answer; the retry takes the same answer, checkpoints
+    its progress (attempt 2, nothing sent), and its process dies before the step completes."""
+
+    extra_events = (Approval,)
+
+    @step(retry_policy=retry_policy(wait=wait_fixed(0.05), stop=stop_after_attempt(3)))
+    async def ship(self, ev: StartEvent, ctx: Context) -> Approved:
+        answer = await ctx.wait_for_event(Approval, waiter_event=Question(text="ship it?"))
+        if ctx.attempt == 1:
+            raise Flaky("failed after the answer came")
+        await ctx.checkpoint()
+        crashpoint("after-ship-answer")
+        return Approved(first=answer.approved)
+
+    @step
+    async def deploy(self, ev: Approved, ctx: Context) -> StopEvent:
+        answer = await ctx.wait_for_event(Approval, waiter_event=Question(text="deploy to prod?"))
+        return StopEvent(result=[ev.first, answer.approved])
+
+
+class Ask(InputRequiredEvent):
+    text: str
+
+
+class Reply(HumanResponseEvent):
+    yes: bool = False
+
+
+class TwoRequests(Workflow):
+    """``TwoApprovals`` asking with input requests (``InputRequiredEvent``): the answered one must stop being
+    awaited, or a restore shows it again."""
+
+    extra_events = (Ask, Reply)
+
+    @step
+    async def ship(self, ev: StartEvent, ctx: Context) -> Approved:
+        answer = await ctx.wait_for_event(Reply, waiter_event=Ask(text="ship it?"))
+        return Approved(first=answer.yes)
+
+    @step
+    async def deploy(self, ev: Approved, ctx: Context) -> StopEvent:
+        crashpoint("deploy-begins")
+        answer = await ctx.wait_for_event(Reply, waiter_event=Ask(text="deploy to prod?"))
+        return StopEvent(result=[ev.first, answer.yes])
+
+
+def _answer(event: Event) -> Event | None:
+    """Yes to shipping, no to prod, for either way of asking."""
+    if isinstance(event, Question):
+        return Approval(approved=event.text == "ship it?")
+    if isinstance(event, Ask):
+        return Reply(yes=event.text == "ship it?")
+    return None
+
+
+ASKED_TWICE = {
+    "a restart": (TwoApprovals, "user.after-ship-answer#1"),
+    "a retry, then a restart": (RetriedApprovals, "user.after-ship-answer#1"),
+    "a restart after the answered input request's step ended": (TwoRequests, "user.deploy-begins#1"),
+}
+
+
+@pytest.mark.parametrize("case", ASKED_TWICE)
+async def test_an_answered_question_is_not_asked_again_after(case: str) -> None:
     """Asked again, the reader would answer 'ship it?' a second time, and that answer, parked, would approve the
     deploy nobody approved."""
+    workflow, crash = ASKED_TWICE[case]
     store = MemoryCheckpointer()
-    first = TwoApprovals(checkpointer=store, timeout=None).run(run_id="two")
-    with crash_at("user.after-ship-answer#1"), pytest.raises(Crash):
+    first = workflow(checkpointer=store, timeout=None).run(run_id="two")
+    with crash_at(crash), pytest.raises(Crash):
         async for event in first.stream_events():
-            if isinstance(event, Question):
-                first.send_event(Approval(approved=True))
+            if (answer := _answer(event)) is not None:
+                first.send_event(answer)
         await first
-    resumed = TwoApprovals(checkpointer=store, timeout=None).resume("two")
+    assert stored_document(store, "two")["awaiting"] == []
+    resumed = workflow(checkpointer=store, timeout=None).resume("two")
     asked: list[str] = []
 
     async def reader() -> None:
         async for event in resumed.stream_events():
-            if isinstance(event, Question):
+            if (answer := _answer(event)) is not None:
                 asked.append(event.text)
-                resumed.send_event(Approval(approved=event.text == "ship it?"))  # yes to shipping, no to prod
+                resumed.send_event(answer)
 
     reading = asyncio.ensure_future(reader())
     result = await asyncio.wait_for(resumed, 10)
     await reading
     assert (asked, result) == (["deploy to prod?"], [True, False])
+
+
+@pytest.mark.parametrize("mode", ["inprocess", "kill"])
+def test_a_crash_anywhere_never_asks_an_answered_input_request_again(mode: str) -> None:
+    """The crash harness, answering each request as a reader would: between the answer and the end of its step
+    too, a restart shows only what is still unanswered (the answer settles the request in the write that
+    stores it)."""
+    report = explore(TwoRequests, {}, respond=_answer, mode=mode, seed=7)
+    report.assert_ok()
+    assert len(report.scenarios) > 10
