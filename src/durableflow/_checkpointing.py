@@ -211,7 +211,7 @@ class RunCheckpoints:
             self._written(record, status)
             return None
         self.in_flight += 1
-        return self._landing(pending, record, status, written_before, (at, status_only, batch))
+        return self._landing(pending, record, status, written_before, (at, status_only, batch), creating)
 
     def _new_digest(self) -> hashlib.blake2b:
         self.digest = digest = run_digest(self.run.run_id, self.key)
@@ -241,6 +241,7 @@ class RunCheckpoints:
         status: RunStatus | None,
         written_before: dict[str, Any],
         again: tuple[str, bool, bool],
+        creating: bool = False,
     ) -> None:
         try:
             try:
@@ -252,7 +253,10 @@ class RunCheckpoints:
                     await later
                 return
             except Exception as exc:
-                self._failed(exc, record, written_before, False, status)
+                # a create refused (its id taken) stored nothing: the run's failure is not written on the other
+                # run's records; one that failed unreachable may have landed, and is treated as stored
+                refused = creating and not isinstance(exc, StoreUnavailableError)
+                self._failed(exc, record, written_before, refused, status)
                 raise
             self._written(record, status)
         finally:

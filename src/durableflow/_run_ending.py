@@ -103,8 +103,11 @@ class RunEnding:
                 self._guarded(lambda: failed(exc))()
             else:  # a crash point fired as the write landed: the engine dies there
                 self._abandon(exc)
-                if not self.future.done():
-                    self.future.set_exception(exc)
+                if not self.future.done():  # the run had ended: the write was cut off (its loop closed)
+                    if isinstance(exc, asyncio.CancelledError):
+                        self.future.cancel()  # as _abandon does: set as an exception, asyncio logs it unretrieved
+                    else:
+                        self.future.set_exception(exc)
 
         task.add_done_callback(done)
 

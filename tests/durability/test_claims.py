@@ -4,11 +4,26 @@ or a run another worker drives apart from a run that failed later, on every stor
 from __future__ import annotations
 
 import asyncio
+import threading
+import time
 from collections.abc import Callable
+from typing import Any
 
+import fakeredis
 import pytest
 
-from durableflow import RunExistsError, RunLeaseError, RunNotFoundError, WorkflowRuntimeError
+from durableflow import (
+    RedisCheckpointer,
+    RunExistsError,
+    RunLeaseError,
+    RunNotFoundError,
+    StartEvent,
+    StopEvent,
+    Workflow,
+    WorkflowHandler,
+    WorkflowRuntimeError,
+    step,
+)
 
 from .conftest import Store
 from .crashing import settle
@@ -78,3 +93,75 @@ async def test_an_event_sent_while_the_claim_is_under_way_waits_for_it(make_stor
         await refused
     gate.set()
     assert await asyncio.wait_for(driving, 5) == 3
+
+
+def test_a_taken_id_leaves_the_stored_run_unwritten_and_its_handler_failed() -> None:
+    """A create refused for a taken id, on a store called from a thread, stored nothing: the run's failure is
+    not written on the other run's records (the lease refused it, but that write was still under way when the
+    caller's loop closed, and its cancellation took the handler's place: 'Future exception was never
+    retrieved ... CancelledError' when the handler was collected), and the handler fails with RunExistsError."""
+    server = fakeredis.FakeServer()
+
+    async def first() -> object:
+        return await Gated(checkpointer=RedisCheckpointer(fakeredis.FakeRedis(server=server))).run(
+            run_id="taken", value=1
+        )
+
+    assert asyncio.run(first()) == 3
+    checkpointer = RedisCheckpointer(fakeredis.FakeRedis(server=server))
+    written: list[str] = []
+    for name in ("append", "append_many", "release"):
+        original = getattr(checkpointer, name)
+
+        def spy(*args: object, _original: Callable[..., object] = original, _name: str = name) -> object:
+            written.append(_name)
+            time.sleep(0.3)  # still under way when the caller's loop closes
+            return _original(*args)
+
+        setattr(checkpointer, name, spy)
+
+    async def again() -> WorkflowHandler:
+        handler = Gated(checkpointer=checkpointer).run(run_id="taken", value=5)
+        with pytest.raises(RunExistsError):
+            await handler.claimed()
+        await asyncio.sleep(0.45)  # a write of the failure would have reached the store by now
+        return handler
+
+    handler = asyncio.run(again())
+    checkpointer.close()
+    assert written == []
+    assert handler.done() and isinstance(handler.exception(), RunExistsError)
+
+
+def test_a_failure_record_cut_off_by_the_loop_closing_leaves_the_handler_cancelled() -> None:
+    """A run failed and the record of its failure was still being written when the caller's loop closed (the
+    program ended without awaiting the handler): the write's cancellation cancels the handler, instead of
+    being set as its exception, which asyncio logged as 'Future exception was never retrieved' at exit."""
+    slow = threading.Event()
+
+    class Fails(Workflow):
+        @step
+        async def go(self, ev: StartEvent) -> StopEvent:
+            slow.set()
+            raise RuntimeError("boom")
+
+    checkpointer = RedisCheckpointer(fakeredis.FakeRedis(server=fakeredis.FakeServer()))
+    original = checkpointer.append
+
+    def append(*args: Any, **kwargs: Any) -> None:
+        if slow.is_set():
+            time.sleep(0.5)  # the failure's record: still under way when the loop closes
+        original(*args, **kwargs)
+
+    checkpointer.append = append  # type: ignore[method-assign]
+
+    async def main() -> WorkflowHandler:
+        handler = Fails(checkpointer=checkpointer).run(run_id="fails")
+        await handler.claimed()
+        await asyncio.sleep(0.2)
+        return handler
+
+    handler = asyncio.run(main())
+    time.sleep(0.5)
+    checkpointer.close()
+    assert handler.cancelled(), handler.exception()
