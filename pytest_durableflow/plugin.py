@@ -256,7 +256,9 @@ def real_redis(request: pytest.FixtureRequest) -> Iterator[Any]:
         client.ping()
     except redis.RedisError as exc:
         client.close()
-        pytest.skip(f"no Redis answers at {url} ({exc})")
+        from durableflow._checkpointer import without_password
+
+        pytest.skip(f"no Redis answers at {without_password(url)} ({exc})")
     before = set(client.scan_iter(count=1000))
     try:
         yield client

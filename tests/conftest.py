@@ -2,7 +2,8 @@
 
 ``redis_url`` points at a flushed database of a ``redis-server`` that pytest-redis
 starts on a free local port; tests skip when no ``redis-server`` is installed.
-``stalled_redis(seconds)`` makes that server hold every client for a while.
+``stalled_redis(seconds)`` makes that server hold every client for a while; ``secured_redis_url`` is one
+of another server, which asks for a password.
 ``postgres_url`` is a new database on a PostgreSQL server started the same way (pytest-postgresql).
 """
 
@@ -54,6 +55,7 @@ with contextlib.suppress(ImportError):
     atexit.register(_kill_own_servers)
 
 redis_proc = factories.redis_proc(executable=REDIS_SERVER)
+secured_redis_proc = factories.redis_proc(executable=REDIS_SERVER, password="s3cret")
 
 
 @pytest.fixture
@@ -65,6 +67,23 @@ def redis_url(request: pytest.FixtureRequest) -> Iterator[str]:
 
     server = request.getfixturevalue("redis_proc")
     url = f"redis://{server.host}:{server.port}/0"
+    client = redis.Redis.from_url(url)
+    try:
+        client.flushdb()
+        yield url
+    finally:
+        client.close()
+
+
+@pytest.fixture
+def secured_redis_url(request: pytest.FixtureRequest) -> Iterator[str]:
+    """``redis_url`` of a redis-server that asks for a password, ``s3cret``, which the URL holds."""
+    if not shutil.which(REDIS_SERVER):
+        pytest.skip(f"no redis-server at {REDIS_SERVER}")
+    import redis
+
+    server = request.getfixturevalue("secured_redis_proc")
+    url = f"redis://:s3cret@{server.host}:{server.port}/0"
     client = redis.Redis.from_url(url)
     try:
         client.flushdb()

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import itertools
 import os
+import re
 import socket
 import urllib.parse
 from collections.abc import Callable, Collection, Sequence
@@ -400,18 +401,21 @@ def open_checkpointer(url: str) -> Checkpointer:
     if url.startswith("memory://"):
         return MemoryCheckpointer()
     raise ValueError(
-        f"unknown store URL {url!r}: use sqlite:///path, redis://host:port/db, postgresql://host/db or memory://"
+        f"unknown store URL {without_password(url)!r}: use sqlite:///path, redis://host:port/db, postgresql://host/db "
+        "or memory://"
     )
 
 
 def without_password(url: str) -> str:
-    """``url`` with its password, in its user part or its query, as ``***``: store URLs are shown in errors and
-    logs, which outlive the shell that typed them."""
+    """``url`` with its password, in its user part or its query (or a PostgreSQL conninfo's ``password=``), as
+    ``***``: store URLs are shown in errors and logs, which outlive the shell that typed them."""
+    if "://" not in url:  # a conninfo string (host=... password=...), or no URL at all
+        return _CONNINFO_PASSWORD.sub(r"\1***", url)
     try:
         parts = urllib.parse.urlsplit(url)
         query = urllib.parse.parse_qsl(parts.query, keep_blank_values=True)
-    except ValueError:  # not a URL urllib can read (a bad port): nothing to hide that it could find
-        return url
+    except ValueError:  # not a URL urllib can read (a bad IPv6 host): hide what looks like a password
+        return _QUERY_PASSWORD.sub(r"\1***", _URL_PASSWORD.sub(r"\1***@", url))
     if parts.password is None and all(name != "password" for name, _ in query):
         return url  # unchanged: rebuilt, a URL without a host would lose its "//"
     if parts.password is not None:
@@ -421,3 +425,8 @@ def without_password(url: str) -> str:
         shown = [(name, "***" if name == "password" else value) for name, value in query]
         parts = parts._replace(query=urllib.parse.urlencode(shown, safe="*"))
     return urllib.parse.urlunsplit(parts)
+
+
+_CONNINFO_PASSWORD = re.compile(r"(\bpassword\s*=\s*)('(?:[^'\\]|\\.)*'|[^\s']\S*|'.*)")
+_URL_PASSWORD = re.compile(r"(//[^/@:]*:)[^/]*@")
+_QUERY_PASSWORD = re.compile(r"([?&]password=)[^&#]*")

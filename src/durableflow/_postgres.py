@@ -27,6 +27,7 @@ from ._checkpointer import (
     list_runs,
     reported,
     terminal_statuses,
+    without_password,
 )
 from ._clock import get_clock
 from ._errors import (
@@ -181,10 +182,13 @@ class PostgresCheckpointer:
             raise ValueError(f"schema must be a plain SQL identifier, not {schema!r}")
         self._psycopg = psycopg
         self._conninfo = url_or_conninfo
-        parts = conninfo_to_dict(url_or_conninfo)
+        try:
+            parts = conninfo_to_dict(url_or_conninfo)
+        except psycopg.ProgrammingError as exc:  # its message quotes the part it could not read: the password, say
+            raise ValueError(_unreadable(url_or_conninfo, exc)) from None
         host, port, dbname = parts.get("host", "localhost"), parts.get("port", 5432), parts.get("dbname", "")
-        user = f"{parts['user']}@" if "user" in parts else ""
-        self.url = f"postgresql://{user}{host}:{port}/{dbname}"
+        user = f"{parts.get('user') or ''}{':***' if parts.get('password') else ''}"  # shown in messages: no password
+        self.url = f"postgresql://{user}{'@' if user else ''}{host}:{port}/{dbname}"
         self.schema = schema
         self.lease_ttl = lease_ttl
         self.timeout = timeout
@@ -344,6 +348,11 @@ class PostgresCheckpointer:
                     yield cur
             except (psycopg.OperationalError, psycopg.InterfaceError) as exc:
                 self._drop()
+                if _unauthenticated(exc):  # up, but it did not let this client in
+                    raise StoreUnavailableError(
+                        f"PostgreSQL at {self.url} refused to authenticate ({exc}): check the password (in the URL, "
+                        "PGPASSWORD or ~/.pgpass) and the user"
+                    ) from None
                 raise StoreUnavailableError(
                     f"PostgreSQL at {self.url} is unreachable or did not answer within {self.timeout}s ({exc}); "
                     "each write is atomic, so a stored run holds its last checkpoint or, if the server went away "
@@ -404,3 +413,25 @@ def _timed_connection(psycopg: Any, limit: float) -> Any:
 
         cls = _connection_classes[limit] = TimedConnection
     return cls
+
+
+def _unreadable(url_or_conninfo: str, exc: Exception) -> str:
+    """Why ``url_or_conninfo`` cannot be read, without its password, which psycopg's message may quote (a
+    password typed as it is, not percent-encoded: 'invalid percent-encoded token: "s3%zzcret"')."""
+    shown, reason = without_password(url_or_conninfo), str(exc).strip()
+    if shown != url_or_conninfo:  # it holds a password: whatever the message quotes may be part of it
+        reason = re.sub(r'"[^"]*"', '"***"', reason)
+    what = "URL" if "://" in url_or_conninfo else "connection string"
+    return (
+        f"cannot read the PostgreSQL {what} {shown} ({reason}): in a URL, a % @ : / or # in the password (or another "
+        "part) is percent-encoded, as %25 %40 %3A %2F %23; or leave the password out, and set PGPASSWORD or put it "
+        "in ~/.pgpass"
+    )
+
+
+def _unauthenticated(exc: Exception) -> bool:
+    """Whether the server refused this client's password (or it had none to give)."""
+    text = str(exc)
+    return getattr(exc, "sqlstate", None) == "28P01" or any(
+        words in text for words in ("password authentication failed", "no password supplied")
+    )

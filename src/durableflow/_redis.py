@@ -244,6 +244,7 @@ class RedisCheckpointer:
         self.lease_ttl = lease_ttl
         self.key = checked_key(key)  # records are sealed with a MAC under it (default: $DURABLEFLOW_KEY, if set)
         self._unreachable: tuple[type[Exception], ...] = (redis.ConnectionError, redis.TimeoutError)
+        self._unauthenticated: type[Exception] = redis.AuthenticationError  # (a ConnectionError: told first)
         self._refused: type[Exception] = redis.RedisError
         self._create = self.client.register_script(_CREATE)
         self._append = self.client.register_script(_APPEND)
@@ -408,6 +409,10 @@ class RedisCheckpointer:
     def _guard(self, operation: Callable[[], T]) -> T:
         try:
             return operation()
+        except self._unauthenticated as exc:  # up, but it did not let this client in: nothing was sent
+            raise StoreUnavailableError(
+                f"Redis at {self.url} refused to authenticate ({exc}): check the password (and user) in its URL"
+            ) from None
         except self._unreachable as exc:
             raise StoreUnavailableError(
                 f"Redis at {self.url} is unreachable ({exc}); each write is atomic, so a stored run holds its "

@@ -28,6 +28,7 @@ from durableflow import (
     SQLiteCheckpointer,
     StoreUnavailableError,
 )
+from durableflow._checkpointer import without_password
 from durableflow._errors import install_hint
 from durableflow._framing import record_key
 from durableflow._snapshot import outcome, replay
@@ -282,7 +283,7 @@ def _scratch() -> str | None:
 
 _ROOM = 512 * 1024 * 1024
 SQLITE_INSTEAD = "explore with store='sqlite'"
-"""The advice an unreachable Redis ends with, which the CLI words as its own option."""
+"""The advice an unreachable (or unauthenticated) Redis ends with, which the CLI words as its own option."""
 
 
 def _reachable(url: str) -> Any:
@@ -296,8 +297,14 @@ def _reachable(url: str) -> Any:
         client.ping()
     except Exception as exc:  # redis-py's ConnectionError, TimeoutError, an authentication error...
         client.close()
+        failed, shown = f"({type(exc).__name__}: {exc})", without_password(url)
+        if isinstance(exc, redis.AuthenticationError):
+            raise StoreUnavailableError(
+                f"the Redis store at {shown} refused to authenticate {failed}: check the password (and user) in its "
+                f"URL, or {SQLITE_INSTEAD}"
+            ) from None
         raise StoreUnavailableError(
-            f"the Redis store at {url} is unreachable ({type(exc).__name__}: {exc}); start it, or {SQLITE_INSTEAD}"
+            f"the Redis store at {shown} is unreachable {failed}; start it, or {SQLITE_INSTEAD}"
         ) from None
     return client
 
