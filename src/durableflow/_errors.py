@@ -20,6 +20,7 @@
 
 from __future__ import annotations
 
+import re
 import shlex
 
 
@@ -99,7 +100,7 @@ class RunNotFoundError(DurableflowError, LookupError):
         suffix = f" in {where}" if where else ""
         # the listing command names the store: without --store it would list the default one
         listing = f"durableflow runs --store {shlex.quote(where)}" if where else "durableflow runs"
-        hint = "" if where.startswith("memory://") else f"; `{listing}` lists the stored runs"
+        hint = "" if where.startswith("memory://") else f"; `{listing}` lists the stored runs{password_note(where)}"
         super().__init__(detail or f"no run {run_id!r}{suffix}{hint}")
         self.run_id = run_id
 
@@ -178,6 +179,17 @@ class StoreUnavailableError(DurableflowError, ConnectionError):
     Writes are atomic, so every stored run is whole. A write that failed while
     the store went away may still have landed; a resume reads whichever it holds.
     """
+
+
+def password_note(shown: str, alone: bool = False) -> str:
+    """What goes after a command suggested with the store URL ``shown``, whose password is hidden (``***``, as
+    every printed URL's is): that the command needs it back; nothing if it hides none. ``alone``: as a line of
+    its own, under a command printed to be copied whole."""
+    hidden = ":***@" in shown.partition("://")[2].partition("/")[0] or re.search(r"[?&]password=\*\*\*", shown)
+    if not hidden:
+        return ""
+    unsaid = ", or without it and PGPASSWORD set" if shown.startswith(("postgresql:", "postgres:")) else ""
+    return f"{'' if alone else ' '}(with the store's password in place of ***{unsaid})"
 
 
 def install_hint(extra: str) -> str:

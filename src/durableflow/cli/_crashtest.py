@@ -14,14 +14,15 @@ from typing import TYPE_CHECKING, Any
 
 from pydantic import ValidationError
 
-from .._errors import StoreUnavailableError
+from .._checkpointer import without_password
+from .._errors import StoreUnavailableError, password_note
 from .._events import HumanResponseEvent
 from ..testing._lives import ReferenceUnfinished
 from ..testing._settings import DOWNTIME
 from ..testing._stores import SQLITE_INSTEAD
 from ._exits import UsageError, WaitsForInput, code_of, fail
 from ._options import add_command, add_respond, answer, input_fields, positive_int, seconds
-from ._output import console, printable, table
+from ._output import cell, console, printable, table
 from ._workflows import add_workflow_options, resolve_target
 
 if TYPE_CHECKING:
@@ -114,6 +115,9 @@ def crashtest_command(args: argparse.Namespace) -> int:
     for outcome in report.failures:
         outcome.rerun = _rerun_line(args, outcome.id)
     _print_matrix(out, report)
+    note = password_note(without_password(args.store), alone=True)
+    if report.failures and note:  # under the re-run lines, each printed to be copied whole
+        out.print(cell(f"re-run lines: {note}", "dim"))
     if args.report:
         from ..testing import summary_of, write_html
 
@@ -174,7 +178,7 @@ def _rerun_line(args: argparse.Namespace, scenario: str) -> str:
         argv += ["--depth", "2"]  # kill mode reaches a crash during the resume only when exploring depth 2
     for path in args.paths:
         argv += ["--path", path]
-    argv += ["--mode", args.mode, "--store", args.store, "--hang-after", str(args.hang_after)]
+    argv += ["--mode", args.mode, "--store", without_password(args.store), "--hang-after", str(args.hang_after)]
     if args.downtime != DOWNTIME:
         argv += ["--downtime", str(args.downtime)]
     if args.mode == "kill":

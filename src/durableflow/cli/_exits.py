@@ -8,6 +8,7 @@ from __future__ import annotations
 import shlex
 import sys
 
+from .._checkpointer import without_password
 from .._errors import (
     RunLeaseError,
     RunNotFoundError,
@@ -16,6 +17,7 @@ from .._errors import (
     StoreUnavailableError,
     WorkflowCancelledError,
     WorkflowTimeoutError,
+    password_note,
 )
 from .._events import InputRequiredEvent
 from ._output import printable, when
@@ -119,6 +121,7 @@ def explain(exc: BaseException, crashtest: bool = False) -> list[str]:
             f"run {exc.run_id} waits for input; answer it with:",
             f"  durableflow resume {shlex.quote(exc.run_id)}{exc.again}{store_option(exc.store)} --respond "
             + shlex.quote('{"response": ...}'),
+            *_note_line(exc.store),
             *(in_step if exc.in_step else []),
         ]
     if isinstance(exc, RunIdle):
@@ -129,6 +132,7 @@ def explain(exc: BaseException, crashtest: bool = False) -> list[str]:
         return [
             "error: interrupted: the run keeps its last checkpoint; "
             f"`durableflow resume {shlex.quote(exc.run_id)}{exc.again}{store_option(exc.store)}` continues it"
+            + store_note(exc.store)
         ]
     if isinstance(exc, KeyboardInterrupt):
         if crashtest:
@@ -152,7 +156,7 @@ def _idle_hint(exc: RunIdle) -> list[str]:
     if not exc.waits:
         lines.append(
             "  no step has an event to take, and none waits for one (a record edited by hand can leave a run so; "
-            f"`durableflow show {run}{store_option(exc.store)}` lists its checkpoints)"
+            f"`durableflow show {run}{store_option(exc.store)}` lists its checkpoints{store_note(exc.store)})"
         )
     if exc.store.startswith("memory://"):
         return [*lines, "a memory:// store keeps the run only in this process: it is gone with it"]
@@ -166,6 +170,7 @@ def _idle_hint(exc: RunIdle) -> list[str]:
             "answer it with:",
             f"  durableflow resume {run}{exc.again}{store_option(exc.store)} --respond "
             + shlex.quote('{"response": ...}'),
+            *_note_line(exc.store),
         ]
     others = [event for _, event, _ in exc.waits if event != "HumanResponseEvent"]
     if others or not exc.waits:
@@ -191,13 +196,25 @@ def _resume_hint(exc: RunEnded) -> list[str]:
         return []  # past its deadline a resume only times out again; a memory store died with this process
     return [
         "its last checkpoint is kept: fix the cause, then "
-        f"`durableflow resume {shlex.quote(exc.run_id)}{exc.again}{store_option(exc.store)}`"
+        f"`durableflow resume {shlex.quote(exc.run_id)}{exc.again}{store_option(exc.store)}`{store_note(exc.store)}"
     ]
 
 
 def store_option(store: str) -> str:
-    """The ``--store`` option that names ``store`` again in a suggested command; none for the default."""
-    return "" if store == DEFAULT_STORE else f" --store {shlex.quote(store)}"
+    """The ``--store`` option that names ``store`` again in a suggested command, its password hidden as every
+    printed URL's is (``store_note`` then says to put it back); none for the default."""
+    return "" if store == DEFAULT_STORE else f" --store {shlex.quote(without_password(store))}"
+
+
+def _note_line(store: str) -> list[str]:
+    """``store_note`` as a line of its own, under a command printed on a line of its own to be copied whole."""
+    note = password_note(without_password(store), alone=True)
+    return [f"  {note}"] if note else []
+
+
+def store_note(store: str) -> str:
+    """What follows a suggested command naming ``store`` whose password is hidden: to put it back."""
+    return password_note(without_password(store))
 
 
 def fail(code: int, message: str, hint: str | None = None) -> int:

@@ -9,8 +9,8 @@ import sys
 from collections.abc import Iterator, Sequence
 from typing import Any
 
-from .._checkpointer import STATUSES, Record
-from .._errors import SnapshotError
+from .._checkpointer import STATUSES, Record, without_password
+from .._errors import SnapshotError, password_note
 from .._framing import record_key
 from .._integrity import check_info, check_record
 from .._snapshot import unframe
@@ -48,7 +48,8 @@ def runs_command(args: argparse.Namespace) -> int:
         checkpointer.close()
     if not runs:
         which = f" with status {' or '.join(args.statuses)}" if args.statuses else ""
-        out.print(cell(f"no runs{which} in {args.store}" + (" after that cursor" if args.after else "")))
+        shown = without_password(args.store)
+        out.print(cell(f"no runs{which} in {shown}" + (" after that cursor" if args.after else "")))
         return 0
     listing = table("run", "workflow", "status", "created", "updated", "last seq", "result or error")
     listing.columns[0].min_width = max(len(printable(str(info.run_id))) for info in runs)  # what a reader copies
@@ -72,6 +73,9 @@ def runs_command(args: argparse.Namespace) -> int:
     out.print(listing)
     if len(runs) == args.limit:  # maybe more: the line that lists the next page
         out.print(cell(f"next page: {shlex.join(_next_page_argv(args, runs[-1].cursor))}"), soft_wrap=True)
+        note = password_note(without_password(args.store), alone=True)
+        if note:  # on a line of its own: the command's is copied whole
+            out.print(cell(note))
     if unreadable:
         print(
             f"warning: {unreadable} stored run(s) have malformed metadata and are listed as unreadable; "
@@ -86,7 +90,7 @@ def _next_page_argv(args: argparse.Namespace, cursor: str) -> list[str]:
     for status in args.statuses or ():
         argv += ["--status", status]
     if args.store != DEFAULT_STORE:
-        argv += ["--store", args.store]
+        argv += ["--store", without_password(args.store)]
     return argv
 
 

@@ -21,7 +21,7 @@ from .._handler import WorkflowHandler
 from .._integrity import check_info
 from .._serialization import MAX_DEPTH, json_depth
 from .._waiters import matches
-from ._exits import Interrupted, RunEnded, RunIdle, UsageError, WaitsForInput, exit_code, store_option
+from ._exits import Interrupted, RunEnded, RunIdle, UsageError, WaitsForInput, exit_code, store_note, store_option
 from ._options import add_command, add_respond, answer, input_fields, open_store, run_id, seconds, stored_run_id
 from ._output import as_json, clip, printable
 from ._workflows import WorkflowRegistry, add_workflow_options, resolve_target
@@ -143,6 +143,7 @@ def drive(
             raise UsageError(
                 f"run {exc.run_id} already exists; "
                 f"`durableflow resume {shlex.quote(exc.run_id)}{again}{store_option(store)}` continues it"
+                + store_note(store)
             ) from None
         print(printable(handler.run_id), flush=True)
         stored = handler.run_id
