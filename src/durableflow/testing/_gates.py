@@ -11,6 +11,7 @@ scenarios it may have touched are reported as not judgeable.
 
 from __future__ import annotations
 
+import copy
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -99,6 +100,11 @@ class Gate:
         return True
 
 
+_in_a_fake = threading.local()
+"""``depth`` 1 while this thread runs a served fake's method: a fake that keeps another one it was served (through
+the gate of a life that may be paused or over by now) calls it as part of the call that let it in."""
+
+
 class Gated:
     """A fake served to one life: each method call and attribute write passes the life's gate.
 
@@ -123,8 +129,14 @@ class Gated:
         gate = self._gate
 
         def call(*args: Any, **kwargs: Any) -> Any:
-            with gate.passing():
+            if getattr(_in_a_fake, "depth", 0):  # a fake calling one it keeps: inside the world already
                 return value(*args, **kwargs)
+            with gate.passing():
+                _in_a_fake.depth = 1
+                try:
+                    return value(*args, **kwargs)
+                finally:
+                    _in_a_fake.depth = 0
 
         _keep_signature(call, value)
         return call
@@ -135,6 +147,11 @@ class Gated:
 
     def __dir__(self) -> list[str]:
         return dir(self._target)
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> Any:
+        """A fake that keeps another one it was served is copied with what that stands for, not this life's
+        gate: the copy outlives the life (and the copying thread, waiting at the paused gate, would hang)."""
+        return copy.deepcopy(self._target, memo)
 
 
 def _keep_signature(wrapper: Callable[..., Any], wrapped: Callable[..., Any]) -> None:

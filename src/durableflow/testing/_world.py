@@ -100,6 +100,11 @@ class _Current:
     def __dir__(self) -> list[str]:  # a manager's proxy exposes the methods dir() lists
         return dir(self._target)
 
+    def __deepcopy__(self, memo: dict[int, Any]) -> _Current:
+        """A fake that keeps another served fake keeps it in a copy of the world too: still this name for
+        whichever object the world holds, so that restored it reaches the other fake as restored."""
+        return self
+
 
 class _Signed:
     """A forked life's proxy to a fake that lives in the parent, showing the fake's own method signatures.
@@ -427,16 +432,17 @@ class FakeWorld:
             redis = {} if self._contents is None else self._contents.dump()
             memo: dict[int, Any] = {}  # one memo for all: fakes that share an object still share its copy
             fakes = {}
-            with self._lock:
-                for key, fake in self._built.items():
-                    try:
-                        fakes[key] = copy.deepcopy(fake, memo)
-                    except Exception as exc:
-                        raise UncopyableWorld(
-                            f"the harness copies your fakes at every crash point, so they must be deep-copyable: "
-                            f"copying the fake for {_name_of(key)} (a {type(fake).__name__}) raised "
-                            f"{type(exc).__name__}: {exc}"
-                        ) from exc
+            with self._lock:  # copied outside it: a fake that keeps another served fake looks it up
+                built = list(self._built.items())
+            for key, fake in built:
+                try:
+                    fakes[key] = copy.deepcopy(fake, memo)
+                except Exception as exc:
+                    raise UncopyableWorld(
+                        f"the harness copies your fakes at every crash point, so they must be deep-copyable: "
+                        f"copying the fake for {_name_of(key)} (a {type(fake).__name__}) raised "
+                        f"{type(exc).__name__}: {exc}"
+                    ) from exc
             calls = list(self.calls)
         finally:
             if gate is not None:
