@@ -5,6 +5,7 @@ from __future__ import annotations
 import ctypes
 import functools
 import sys
+import threading
 from typing import Any
 
 _HELD_AT_MOST = 4 << 20
@@ -15,6 +16,7 @@ _SIZES = (65536, 32768, 16384, 8192, 4096, 2048, *range(1024, 0, -16))
 (up to 1,032 bytes, handed out for their exact class only) among them."""
 _held: list[int] = []
 _held_bytes = [0]
+_holding = threading.Lock()
 
 
 def hold_free_chunks() -> None:
@@ -27,13 +29,21 @@ def hold_free_chunks() -> None:
     fresh pages side by side (some 15% fewer page faults a life). They were free already: holding them costs no
     new memory, and this process allocates past them until they are handed back."""
     libc = _glibc()
-    if libc is None:
+    if libc is None or not _holding.acquire(blocking=False):  # another thread is at it: only an optimisation
         return
+    try:
+        _hold(libc)
+    finally:
+        _holding.release()
+
+
+def _hold(libc: Any) -> None:
     if _held_bytes[0] >= _HELD_AT_MOST:  # handed back, all of them, to be held anew: a heap that grows no further
-        for chunk in _held:
-            libc.free(chunk)
-        _held.clear()
+        chunks = _held[:]
+        _held.clear()  # forgotten before any is freed: an exception meanwhile (a signal's) leaks, never frees twice
         _held_bytes[0] = 0
+        for chunk in chunks:
+            libc.free(chunk)
     for size in _SIZES:
         top = libc.sbrk(0) - libc.mallinfo2().keepcost  # where the heap's unused top begins
         while _held_bytes[0] < _HELD_AT_MOST:
