@@ -116,3 +116,21 @@ def test_two_threads_handing_back_held_chunks_at_once_free_none_twice(
 
     assert inside.is_set() and other_done.is_set()
     assert heap_calls.twice == []
+
+
+def test_from_another_thread_nothing_is_asked_of_malloc(heap_calls: HeapCalls, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A life forked from another thread (an async test explores from one of its own) mallocs from that thread's
+    arena, not from the heap whose free chunks would be held: asking malloc there was only time lost."""
+    asked: list[int] = []
+
+    def malloc(size: int) -> int | None:
+        asked.append(size)
+        return heap_calls.malloc(size)
+
+    monkeypatch.setattr(libc, "malloc", malloc)
+    thread = threading.Thread(target=_heap.hold_free_chunks, name="durableflow-explore")
+    thread.start()
+    thread.join(10)
+
+    assert asked == []
+    assert _heap._held == []

@@ -28,6 +28,8 @@ def hold_free_chunks() -> None:
     life's page faults). Held here, they are not there to hand out: a life allocates from the top of the heap,
     fresh pages side by side (some 15% fewer page faults a life). They were free already: holding them costs no
     new memory, and this process allocates past them until they are handed back."""
+    if threading.current_thread() is not threading.main_thread():
+        return  # a life forked from another thread mallocs from that thread's arena, not the heap held here
     libc = _glibc()
     if libc is None or not _holding.acquire(blocking=False):  # another thread is at it: only an optimisation
         return
