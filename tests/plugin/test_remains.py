@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from durableflow import Context, StartEvent, StopEvent, Workflow, step
+from durableflow import Context, MemoryCheckpointer, StartEvent, StopEvent, Workflow, step
 from durableflow.testing import explore
 
 from .flows import RIGHT, WRONG
@@ -14,13 +14,19 @@ from .flows import RIGHT, WRONG
 SEED = 20260412
 
 
+class Unshared(MemoryCheckpointer):
+    """A memory store of the user's own class: its remains are never compared, so every scenario resumes apart."""
+
+
 def verdicts(report: Any) -> dict[str, str | None]:
     return {outcome.id: outcome.kind for outcome in report.scenarios}
 
 
+@pytest.mark.parametrize("store", ["sqlite", "memory"])
 @pytest.mark.parametrize("name", sorted(WRONG))
-def test_sharing_resumes_changes_no_verdict_of_a_wrong_workflow(name: str) -> None:
-    """On SQLite (whose remains compare byte for byte) every scenario gets the verdict it gets in memory."""
+def test_sharing_resumes_changes_no_verdict_of_a_wrong_workflow(name: str, store: str) -> None:
+    """On SQLite (whose remains compare byte for byte) and in memory (its runs and records compared) every
+    scenario gets the verdict it gets when each scenario resumes apart."""
     entry: Any = WRONG[name]
     workflow, start, kind = entry
     options: dict[str, Any] = {}
@@ -28,16 +34,17 @@ def test_sharing_resumes_changes_no_verdict_of_a_wrong_workflow(name: str) -> No
         from .flows import PAYMENT_FAKES
 
         options = PAYMENT_FAKES
-    shared = explore(workflow, start, depth=2, store="sqlite", seed=SEED, **options)
-    each = explore(workflow, start, depth=2, store="memory", seed=SEED, **options)
+    shared = explore(workflow, start, depth=2, store=store, seed=SEED, **options)
+    each = explore(workflow, start, depth=2, store=Unshared, seed=SEED, **options)
 
     assert verdicts(shared) == verdicts(each)
     assert kind in {outcome.kind for outcome in shared.failures}
 
 
+@pytest.mark.parametrize("store", ["sqlite", "memory"])
 @pytest.mark.parametrize("name", sorted(RIGHT))
-def test_sharing_resumes_passes_every_scenario_of_a_correct_workflow(name: str) -> None:
-    """The correct twins pass on SQLite too, scenario by scenario."""
+def test_sharing_resumes_passes_every_scenario_of_a_correct_workflow(name: str, store: str) -> None:
+    """The correct twins pass with shared resumes too, scenario by scenario."""
     entry: Any = RIGHT[name]
     workflow, start = entry
     options: dict[str, Any] = {}
@@ -45,10 +52,10 @@ def test_sharing_resumes_passes_every_scenario_of_a_correct_workflow(name: str) 
         from .flows import PAYMENT_FAKES
 
         options = PAYMENT_FAKES
-    report = explore(workflow, start, depth=2, store="sqlite", seed=SEED, **options)
+    report = explore(workflow, start, depth=2, store=store, seed=SEED, **options)
 
     report.assert_ok()
-    assert verdicts(report) == verdicts(explore(workflow, start, depth=2, store="memory", seed=SEED, **options))
+    assert verdicts(report) == verdicts(explore(workflow, start, depth=2, store=Unshared, seed=SEED, **options))
 
 
 RESUMES: list[str] = []
@@ -67,18 +74,20 @@ class CountsResumes(Workflow):
 
 
 def test_crash_points_that_leave_the_same_remains_share_one_resume() -> None:
-    """In-process, where the step's runs can be counted: fewer on SQLite than in memory (no bytes to
-    compare, every scenario resumed apart), for the same scenarios, every one of them judged."""
+    """In-process, where the step's runs can be counted: fewer on SQLite and on the memory store than on a
+    store of the user's class (nothing to compare, every scenario resumed apart), for the same scenarios,
+    every one of them judged."""
     runs = {}
-    for store in ("sqlite", "memory"):
+    for store in ("sqlite", "memory", Unshared):
         RESUMES.clear()
         report = explore(CountsResumes, {}, store=store, seed=SEED, zombies=False)
         report.assert_ok()
         runs[store] = (len(RESUMES), verdicts(report))
 
-    assert runs["sqlite"][1] == runs["memory"][1]
+    assert runs["sqlite"][1] == runs["memory"][1] == runs[Unshared][1]
     assert len(runs["sqlite"][1]) >= 6
-    assert 1 < runs["sqlite"][0] < runs["memory"][0]
+    assert 1 < runs["sqlite"][0] < runs[Unshared][0]
+    assert 1 < runs["memory"][0] < runs[Unshared][0]
 
 
 def test_kill_mode_shares_resumes_and_judges_every_scenario() -> None:
@@ -86,4 +95,4 @@ def test_kill_mode_shares_resumes_and_judges_every_scenario() -> None:
     killed = explore(CountsResumes, {}, mode="kill", seed=SEED, zombies=False)
 
     killed.assert_ok()
-    assert verdicts(killed) == verdicts(explore(CountsResumes, {}, store="memory", seed=SEED, zombies=False))
+    assert verdicts(killed) == verdicts(explore(CountsResumes, {}, store=Unshared, seed=SEED, zombies=False))

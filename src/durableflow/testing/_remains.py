@@ -1,8 +1,9 @@
 """One resume for the scenarios whose crashes left the same remains.
 
-A resumed process sees only what its crash left behind: the store's bytes, the
-world, the time, and the hash seed of the interpreter it is forked from (the
-same for every resume at the same depth). Two crash points with no write
+A resumed process sees only what its crash left behind: the store's bytes (or,
+in-process, the memory store's runs and records), the world, the time, and the
+hash seed of the interpreter it is forked from (the same for every resume at
+the same depth). Two crash points with no write
 between them (``checkpoint.write.after#1`` and the step start that follows)
 leave the same remains, so their resumes are one and the same run: it is lived
 once, and each scenario is judged on it with its own crashed lives.
@@ -16,7 +17,7 @@ import pickle
 from dataclasses import dataclass
 from pathlib import Path
 
-from durableflow import SQLiteCheckpointer
+from durableflow import MemoryCheckpointer, SQLiteCheckpointer
 
 from ._judge import Final, count_effects
 from ._lives import Capture, Life
@@ -33,7 +34,8 @@ class Resumed:
 
 def remains(capture: Capture) -> bytes | None:
     """A digest of everything a resume from ``capture`` can see, or ``None`` where that cannot be told
-    byte for byte: a store other than SQLite, or the user's fakes (which may pickle less than they hold)."""
+    byte for byte: a store other than SQLite or memory (or a subclass of the user's), or the user's fakes
+    (which may pickle less than they hold)."""
     store = capture.store
     if capture.world.get("fakes"):
         return None
@@ -44,6 +46,8 @@ def remains(capture: Capture) -> bytes | None:
             files = [Path(f"{store.path}{suffix}").read_bytes() for suffix in ("", "-wal")]
         except FileNotFoundError:
             files = [store.path.read_bytes()] if store.path.exists() else []
+    elif type(store) is MemoryCheckpointer:
+        files = [_memory_image(store)]
     else:
         return None
     try:
@@ -55,6 +59,15 @@ def remains(capture: Capture) -> bytes | None:
         digest.update(len(data).to_bytes(8, "big"))
         digest.update(data)
     return digest.digest()
+
+
+def _memory_image(store: MemoryCheckpointer) -> bytes:
+    """Everything a memory store holds, as bytes: each run's fields (lease and times included), its records,
+    the listing indexes, and what it seals records with."""
+    with store._lock:
+        records = {run_id: [(r.seq, r.full, bytes(r.data)) for r in kept] for run_id, kept in store._records.items()}
+        held = (store._runs, records, store._by_status, store._ended, store.lease_ttl, store.key)
+        return pickle.dumps(held, pickle.HIGHEST_PROTOCOL)
 
 
 def resumed_again(resumed: Resumed, capture: Capture) -> tuple[list[Life], Final]:
