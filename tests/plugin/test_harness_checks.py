@@ -183,3 +183,24 @@ def test_a_second_uninterrupted_run_that_hangs_says_so() -> None:
         explore(HangsOnceStartedBefore, {}, seed=SEED, hang_after=0.2)
 
     assert 'second run: "hang: did not finish within 0.2 s' in str(raised.value)
+
+
+def test_in_process_the_second_worker_probes_life_stops_where_it_probed(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Its verdict is all that life is for: it dies at the probed point, as kill mode's probe does, instead of
+    living the rest of the run for nothing (most of a life an exploration)."""
+    lived: list[tuple[str | None, Any]] = []
+    live_here = _lives.Lives.live_here
+
+    def watched(self: Any, *args: Any, **kwargs: Any) -> Any:
+        life = live_here(self, *args, **kwargs)
+        errands = kwargs.get("errands")
+        lived.append((None if errands is None else errands.probe_at, life))
+        return life
+
+    monkeypatch.setattr(_lives.Lives, "live_here", watched)
+    explore(ChargeAsEffect, START, seed=SEED, **PAYMENTS).assert_ok()
+
+    probes = [(point, life) for point, life in lived if point is not None]
+    assert len(probes) == 1
+    point, life = probes[0]
+    assert life.probe == "" and life.ending == "crashed" and life.hits[-1] == point

@@ -247,6 +247,7 @@ class Lives:
         self.graveyard: list[asyncio.AbstractEventLoop] = []
         self.spare_loop: asyncio.AbstractEventLoop | None = None
         self.handler: WorkflowHandler | None = None
+        self._second: Lives | None = None
 
     def close(self) -> None:
         for loop in self.graveyard:
@@ -255,6 +256,16 @@ class Lives:
         if self.spare_loop is not None:
             self.spare_loop.close()
             self.spare_loop = None
+        if self._second is not None:
+            self._second.close()
+            self._second = None
+
+    def second_worker(self) -> Lives:
+        """Where a second worker lives while a life of these is paused (in a thread of its own): one for the
+        whole exploration, so that each takeover reuses the loop the last one left empty."""
+        if self._second is None:
+            self._second = Lives(self.exploration)
+        return self._second
 
     def live_here(
         self,
@@ -289,6 +300,7 @@ class Lives:
                     life.round_trip = read_back(store, exploration.run_id, self.handler, hit)
                 if hit == errands.probe_at:  # "": checked, nothing wrong (``None`` is never checked)
                     life.probe = probe_second_worker(store, exploration.run_id, clock, self.handler) or ""
+                    raise Crash(hit)  # the verdict is all this life is for: it stops here, as in kill mode
                 if errands.interlude is not None and _at(
                     hit, len(hits.list) - 1, errands.pause_at, errands.pause_position
                 ):
@@ -311,13 +323,28 @@ class Lives:
         world = self.exploration.world
         outer, gate = world.gate, world.open_gate()  # outer: a paused life this one took over from
         loop, self.spare_loop = self.spare_loop or asyncio.new_event_loop(), None
+        overstaying: list[bool] = []
+
+        def overstayed_bound() -> None:
+            overstaying.append(True)
+            task.cancel()
+
         try:
             with _crashpoints.armed(listener), world.serving():
-                loop.run_until_complete(asyncio.wait_for(self.drive(store, first), settings.hang_after))
+                # the bound as a timer on the loop that cancels the life (``wait_for``'s, without the task
+                # around the task and the round of the loop it takes to hand on the result)
+                task = loop.create_task(self.drive(store, first))
+                timer = loop.call_later(settings.hang_after, overstayed_bound)
+                try:
+                    loop.run_until_complete(task)
+                finally:
+                    timer.cancel()
         except Crash as crash:
             life.ending = "crashed"
             self._kill_engine(crash)
-        except TimeoutError:
+        except asyncio.CancelledError:
+            if not overstaying:
+                raise
             life.ending, life.error = "hang", overstayed(settings.hang_after)
         except NeedsInput as exc:
             life.ending, life.error = "input", str(exc)

@@ -16,7 +16,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from ._judge import Final, count_effects
-from ._lives import Errands, Life, Lives, unjudged
+from ._lives import Errands, Life, unjudged
 from ._report import Outcome, Report
 from ._stores import stored
 
@@ -253,7 +253,7 @@ def _live(exploration: Exploration, store: Checkpointer, errands: Errands | None
         return exploration.lives.live_here(store, None, first=True, errands=errands)
     # The paused life holds this thread (it waits inside its crash point): the second worker gets its own.
     lives: list[Life] = []
-    second = Lives(exploration)
+    second = exploration.lives.second_worker()
 
     def takeover() -> None:
         try:
@@ -264,5 +264,4 @@ def _live(exploration: Exploration, store: Checkpointer, errands: Errands | None
     thread = threading.Thread(target=takeover, name="durableflow-second-worker")
     thread.start()
     thread.join()
-    second.close()
     return lives[0]
