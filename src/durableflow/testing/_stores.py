@@ -146,9 +146,9 @@ class Stores:
             with contextlib.suppress(FileNotFoundError):
                 _copy_file(f"{store.path}-wal", f"{path}-wal")
             return SQLiteCheckpointer(path, store.durability, store.lease_ttl)
-        if isinstance(store, RedisCheckpointer):
+        if type(store) is RedisCheckpointer:
             # its keys are: copied byte for byte by the server under a new prefix, on the store's own
-            # client (one round trip, no new connection)
+            # client (one round trip, no new connection). A subclass goes through its factory, as SQLite's.
             copy = RedisCheckpointer(store.client, prefix=self._new_prefix(), lease_ttl=store.lease_ttl)
             keys = [*_redis_keys(store.prefix, run_id), *_redis_keys(copy.prefix, run_id)]
             store.client.register_script(_COPY_RUN)(keys=keys, args=[run_id])
