@@ -91,7 +91,7 @@ def test_a_read_back_that_cannot_compare_is_not_judgeable_not_passed(
     mode: str, store: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The stored run decodes to something the comparison cannot read (a decoder bug): said, not passed."""
-    monkeypatch.setattr(_lives, "replay", lambda records, run_id: {"state": None, "effects": {}})
+    monkeypatch.setattr(_lives, "replay", lambda records, run_id, key: {"state": None, "effects": {}})
     report = explore(ScratchKey, {}, mode=mode, store=store, seed=SEED)
 
     read_back = [o for o in report.failures if o.id.startswith("read-back@")]

@@ -24,6 +24,7 @@ from durableflow import (
     WorkflowHandler,
     _crashpoints,
 )
+from durableflow._framing import record_key
 from durableflow._snapshot import replay
 
 from ._clock import FrozenClock
@@ -148,7 +149,7 @@ def read_back(store: Checkpointer, run_id: str, handler: WorkflowHandler | None,
         return None  # a store written from a thread may not hold the record yet
     ctx = handler._ctx
     try:
-        doc = replay(store.load(run_id), run_id)
+        doc = replay(store.load(run_id), run_id, record_key(store))  # sealed with the store's own key
     except Exception as exc:
         return f"after {hit} the stored run cannot be read back: {type(exc).__name__}: {exc}"
     try:

@@ -141,21 +141,31 @@ class Stores:
         # copied through its own kind below, so that resumed lives run its overrides too.
         if type(store) is SQLiteCheckpointer:
             self._count += 1
-            path = store.path.with_name(f"capture-{self._count}.db")
-            _copy_file(str(store.path), str(path))
-            with contextlib.suppress(FileNotFoundError):
-                _copy_file(f"{store.path}-wal", f"{path}-wal")
-            return SQLiteCheckpointer(path, store.durability, store.lease_ttl)
+            path = self.directory / f"capture-{self._count}.db"  # deleted with the scenario, as its own stores
+            try:
+                _copy_file(str(store.path), str(path))
+            except FileNotFoundError:  # no file yet (a factory's, before its first write): nor has the copy
+                pass
+            else:
+                with contextlib.suppress(FileNotFoundError):
+                    _copy_file(f"{store.path}-wal", f"{path}-wal")
+            return sqlite_like(store, path)
         if type(store) is RedisCheckpointer:
             # its keys are: copied byte for byte by the server under a new prefix, on the store's own
             # client (one round trip, no new connection). A subclass goes through its factory, as SQLite's.
-            copy = RedisCheckpointer(store.client, prefix=self._new_prefix(), lease_ttl=store.lease_ttl)
+            copy = RedisCheckpointer(store.client, prefix=self._new_prefix(), lease_ttl=store.lease_ttl, key=store.key)
             keys = [*_redis_keys(store.prefix, run_id), *_redis_keys(copy.prefix, run_id)]
             store.client.register_script(_COPY_RUN)(keys=keys, args=[run_id])
             return copy
         target = self.new()
         copy_run(store, target, run_id)
         return target
+
+
+def sqlite_like(store: SQLiteCheckpointer, path: str | Path) -> SQLiteCheckpointer:
+    """A plain SQLite store made as ``store`` was (every option of its constructor: a record key, a timeout...),
+    on the file at ``path``: a life on it reads and writes the run as the user's own store would."""
+    return SQLiteCheckpointer(path, store.durability, store.lease_ttl, key=store.key, timeout=store.timeout)
 
 
 def _copy_file(source: str, target: str) -> None:

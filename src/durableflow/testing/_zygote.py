@@ -60,25 +60,25 @@ def dumps(value: object) -> bytes:
 def store_address(store: Checkpointer) -> tuple[Any, ...] | None:
     """How another interpreter opens ``store``: SQLite by its file, Redis by its connection; ``None`` otherwise
     (a subclass too: reopened as its base, it would lose what the user's class overrides)."""
-    if type(store) is SQLiteCheckpointer:
-        return ("sqlite", str(store.path), store.durability, store.lease_ttl)
+    if type(store) is SQLiteCheckpointer:  # every option it was made with: its record key too
+        return ("sqlite", str(store.path), store.durability, store.lease_ttl, store.key, store.timeout)
     if type(store) is RedisCheckpointer:
         pool = store.client.connection_pool
         simple = (str, int, float, bool, type(None))
         kwargs = {k: v for k, v in pool.connection_kwargs.items() if isinstance(v, simple)}
-        return ("redis", pool.connection_class, kwargs, store.prefix, store.lease_ttl)
+        return ("redis", pool.connection_class, kwargs, store.prefix, store.lease_ttl, store.key)
     return None
 
 
 def open_store(address: tuple[Any, ...]) -> Checkpointer:
     if address[0] == "sqlite":
-        _, path, durability, lease_ttl = address
-        return SQLiteCheckpointer(path, durability, lease_ttl=lease_ttl)
+        _, path, durability, lease_ttl, key, timeout = address
+        return SQLiteCheckpointer(path, durability, lease_ttl=lease_ttl, key=key, timeout=timeout)
     import redis
 
-    _, connection_class, kwargs, prefix, lease_ttl = address
+    _, connection_class, kwargs, prefix, lease_ttl, key = address
     client = redis.Redis(connection_pool=redis.ConnectionPool(connection_class=connection_class, **kwargs))
-    return RedisCheckpointer(client, prefix=prefix, lease_ttl=lease_ttl)
+    return RedisCheckpointer(client, prefix=prefix, lease_ttl=lease_ttl, key=key)
 
 
 # -- the test's side -------------------------------------------------------------------------------
