@@ -143,6 +143,22 @@ def test_on_a_clock_of_the_tests_own_no_worker_is_paused_past_its_lease(mode: st
 
 
 @pytest.mark.parametrize("mode", ["inprocess", "kill"])
+@pytest.mark.parametrize("scenario_id", ["zombie@step.pay.start#1", "second-worker@step.pay.start#1"])
+def test_on_a_clock_of_the_tests_own_a_zombie_or_second_worker_id_is_refused_as_unknown(
+    mode: str, scenario_id: str
+) -> None:
+    """Such an exploration makes no zombie@ or second-worker@ scenarios, yet replaying one by its id lived it:
+    the zombie failed the correct workflow, and the second worker, never checked, passed. Now the id is refused,
+    as an id the run never reaches is, and the error says why it does not exist there."""
+    options = {"mode": mode, "seed": SEED, "only": scenario_id, **PAYMENTS}
+    assert [(o.id, o.ok) for o in explore(ChargeAsEffect, START, **options).scenarios] == [(scenario_id, True)]
+
+    with use_clock(ManualClock()), pytest.raises(ValueError, match=f"^unknown scenario '{scenario_id}': ") as raised:
+        explore(ChargeAsEffect, START, **options)
+    assert "ManualClock" in str(raised.value)
+
+
+@pytest.mark.parametrize("mode", ["inprocess", "kill"])
 def test_a_respond_that_raises_is_named_not_blamed_on_the_start_input(mode: str) -> None:
     """The test's ``respond`` raising left the run waiting, and the error said to check the start input."""
 

@@ -33,7 +33,7 @@ from ._report import INPROCESS_KEPT, Outcome, Report
 from ._settings import Mode, Settings
 from ._stores import Stores, stored
 from ._world import FakeWorld, UncopyableWorld
-from ._zombies import NO_PAUSE, PROBE, ZOMBIE, probe, twins, zombie, zombie_points
+from ._zombies import NO_PAUSE, PROBE, ZOMBIE, check_pausable, probe, twins, zombie, zombie_points
 
 if TYPE_CHECKING:
     from ._zygote import Zygote
@@ -94,6 +94,7 @@ def _explore(
         Exploration(workflow, start, settings, clock) as exploration,
     ):
         if why is not None:
+            check_pausable(settings.only, why)
             exploration.notes.append(why + NO_PAUSE)
         return exploration.explore()
 

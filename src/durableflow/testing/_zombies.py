@@ -38,6 +38,19 @@ NO_PAUSE = (
 """Said when the exploration has no clock of its own to move (a ``ManualClock`` in force, or no freezegun)."""
 
 
+def check_pausable(scenario_id: str | None, why: str) -> None:
+    """On a clock the exploration cannot move (``why``, ``NO_PAUSE``) it makes no zombie or second-worker
+    scenarios: replaying one by its id is refused as an unknown id is, not lived where it would be misjudged
+    (a zombie failing a correct workflow, a second worker passing unchecked)."""
+    if scenario_id is None or not scenario_id.startswith((ZOMBIE, PROBE)):
+        return
+    raise ValueError(
+        f"unknown scenario {scenario_id!r}: no {ZOMBIE} or {PROBE} scenarios exist in this exploration, as "
+        f"{why}, nor can a paused worker outlast its lease; replay it where the exploration moves time itself "
+        "(a frozen_clock, or no clock of the test's own, freezegun installed)"
+    )
+
+
 def zombie_points(hits: list[str]) -> list[str]:
     """Where a paused worker may wake to do harm: before a step or an effect, or at a point of the user's.
     The first hit of each, so the scenarios stay few."""
