@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from durableflow import Checkpointer, RedisCheckpointer, SQLiteCheckpointer
+from durableflow import Checkpointer, Record, RedisCheckpointer, SQLiteCheckpointer
 from durableflow.testing import explore
 from durableflow.testing._stores import Stores
 from durableflow.testing._zygote import open_store, store_address
@@ -137,3 +137,21 @@ def test_the_second_interpreter_opens_a_plain_store_with_every_option_it_was_mad
         assert type(reopened) is type(store)
         assert options(reopened, besides) == options(store, besides)
         reopened.close()
+
+
+def test_a_copy_of_a_redis_store_lists_the_run_by_its_status_and_leaves_no_key_behind(stores: Stores) -> None:
+    """A capture copied a run's keys but not its entries in the store's indexes by status, so a copy's
+    ``runs(status=...)`` missed the run, and once a resumed life ended it the copy's index keys were left
+    on the server: on a factory's Redis, for good."""
+    import fakeredis
+
+    client = fakeredis.FakeRedis()
+    store = RedisCheckpointer(client, prefix="mine")
+    store.create("some-run", "Flow", Record(0, True, b"first"), "worker-1")
+    copy = stores.copy(store, "some-run")
+
+    assert [info.run_id for info in copy.runs(status="running")] == ["some-run"]
+    copy.append("some-run", Record(1, True, b"second"), "worker-1", status="completed", result="{}")
+    assert [info.run_id for info in copy.runs(status="completed")] == ["some-run"]
+    stores.discard(copy, "some-run")
+    assert sorted(key.decode().partition(":")[0] for key in client.keys("*")) == ["mine"] * 4

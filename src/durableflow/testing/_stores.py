@@ -17,7 +17,7 @@ import threading
 import uuid
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Literal, final
+from typing import Any, Literal, final, get_args
 
 from durableflow import (
     Checkpointer,
@@ -25,6 +25,7 @@ from durableflow import (
     Record,
     RedisCheckpointer,
     RunNotFoundError,
+    RunStatus,
     SQLiteCheckpointer,
     StoreUnavailableError,
 )
@@ -115,7 +116,7 @@ class Stores:
         store.close()
         if isinstance(store, RedisCheckpointer) and store.prefix.startswith(f"durableflow-crashtest:{self._token}:"):
             with contextlib.suppress(Exception):  # gone with the server, or deleted at the end
-                store.client.delete(*_redis_keys(store.prefix, run_id))
+                store.client.delete(*_redis_keys(store.prefix, run_id), *_index_keys(store.prefix))
 
     @property
     def directory(self) -> Path:
@@ -155,7 +156,7 @@ class Stores:
             # client (one round trip, no new connection). A subclass goes through its factory, as SQLite's.
             copy = RedisCheckpointer(store.client, prefix=self._new_prefix(), lease_ttl=store.lease_ttl, key=store.key)
             keys = [*_redis_keys(store.prefix, run_id), *_redis_keys(copy.prefix, run_id)]
-            store.client.register_script(_COPY_RUN)(keys=keys, args=[run_id])
+            store.client.register_script(_COPY_RUN)(keys=keys, args=[run_id, store.prefix, copy.prefix])
             return copy
         target = self.new()
         copy_run(store, target, run_id)
@@ -402,6 +403,17 @@ local records = redis.call('DUMP', KEYS[2])
 if records then redis.call('RESTORE', KEYS[5], 0, records) end
 local created = redis.call('ZSCORE', KEYS[3], ARGV[1])
 if created then redis.call('ZADD', KEYS[6], created, ARGV[1]) end
+local status = redis.call('HGET', KEYS[4], 'status')
+for _, index in ipairs({':status:', ':ended:'}) do
+  local score = status and redis.call('ZSCORE', ARGV[2] .. index .. status, ARGV[1])
+  if score then redis.call('ZADD', ARGV[3] .. index .. status, score, ARGV[1]) end
+end
 return 1
 """
-"""Copy run ARGV[1]'s keys (KEYS 1-3) to another prefix's (KEYS 4-6), atomically; nothing if it is not stored."""
+"""Copy run ARGV[1]'s keys (KEYS 1-3) and its entries in the status indexes from prefix ARGV[2] to prefix
+ARGV[3]'s (KEYS 4-6), atomically; nothing if it is not stored."""
+
+
+def _index_keys(prefix: str) -> list[str]:
+    """The indexes by status of a ``RedisCheckpointer`` (``p:status:S``, ``p:ended:S``): a store's whole."""
+    return [f"{prefix}:{index}:{status}" for index in ("status", "ended") for status in get_args(RunStatus)]
