@@ -61,29 +61,22 @@ secured_redis_proc = factories.redis_proc(executable=REDIS_SERVER, password="s3c
 @pytest.fixture
 def redis_url(request: pytest.FixtureRequest) -> Iterator[str]:
     """The URL of an empty database on a real redis-server (the session's one, flushed for this test)."""
-    if not shutil.which(REDIS_SERVER):
-        pytest.skip(f"no redis-server at {REDIS_SERVER}")
-    import redis
-
-    server = request.getfixturevalue("redis_proc")
-    url = f"redis://{server.host}:{server.port}/0"
-    client = redis.Redis.from_url(url)
-    try:
-        client.flushdb()
-        yield url
-    finally:
-        client.close()
+    yield from _empty_database(request, "redis_proc", "")
 
 
 @pytest.fixture
 def secured_redis_url(request: pytest.FixtureRequest) -> Iterator[str]:
     """``redis_url`` of a redis-server that asks for a password, ``s3cret``, which the URL holds."""
+    yield from _empty_database(request, "secured_redis_proc", ":s3cret@")
+
+
+def _empty_database(request: pytest.FixtureRequest, server_fixture: str, credentials: str) -> Iterator[str]:
     if not shutil.which(REDIS_SERVER):
         pytest.skip(f"no redis-server at {REDIS_SERVER}")
     import redis
 
-    server = request.getfixturevalue("secured_redis_proc")
-    url = f"redis://:s3cret@{server.host}:{server.port}/0"
+    server = request.getfixturevalue(server_fixture)
+    url = f"redis://{credentials}{server.host}:{server.port}/0"
     client = redis.Redis.from_url(url)
     try:
         client.flushdb()
