@@ -140,11 +140,9 @@ class TwoApprovals(Workflow):
         return StopEvent(result=[ev.first, answer.approved])
 
 
-class RetriedApprovals(Workflow):
+class RetriedApprovals(TwoApprovals):
     """``TwoApprovals`` whose 'ship' fails once after taking its answer; the retry takes the same answer, checkpoints
     its progress (attempt 2, nothing sent), and its process dies before the step completes."""
-
-    extra_events = (Approval,)
 
     @step(retry_policy=retry_policy(wait=wait_fixed(0.05), stop=stop_after_attempt(3)))
     async def ship(self, ev: StartEvent, ctx: Context) -> Approved:
@@ -154,11 +152,6 @@ class RetriedApprovals(Workflow):
         await ctx.checkpoint()
         crashpoint("after-ship-answer")
         return Approved(first=answer.approved)
-
-    @step
-    async def deploy(self, ev: Approved, ctx: Context) -> StopEvent:
-        answer = await ctx.wait_for_event(Approval, waiter_event=Question(text="deploy to prod?"))
-        return StopEvent(result=[ev.first, answer.approved])
 
 
 class Ask(InputRequiredEvent):

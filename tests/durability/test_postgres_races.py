@@ -8,7 +8,7 @@ takeover, never against what the row said when the append began.
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import psycopg
 import pytest
@@ -41,29 +41,11 @@ def test_an_append_in_flight_when_its_lease_is_taken_over_is_refused_and_stores_
     """Worker B takes the run over (its transaction holds the row); worker A's append of record 2 starts
     meanwhile. Once B commits, A's append must fail with RunLeaseError naming B and leave no record 2:
     B drives the run from record 1, and a record 2 from A would be one B never saw."""
-    outcome: list[BaseException | None] = []
-    done = threading.Event()
-
-    def append_as_a() -> None:
-        try:
-            store.append("raced", Record(2, False, b"second, from A"), "worker-a")
-            outcome.append(None)
-        except BaseException as exc:  # handed to the test's thread
-            outcome.append(exc)
-        done.set()
-
-    with psycopg.connect(postgres_url) as takeover, psycopg.connect(postgres_url, autocommit=True) as admin:
-        takeover.execute(
-            "UPDATE durableflow.runs SET lease_owner = 'worker-b', lease_expires_at = 1e12 WHERE run_id = 'raced'"
-        )
-        thread = threading.Thread(target=append_as_a)
-        thread.start()
-        _wait_until_blocked(admin, done)
-        takeover.commit()
-        thread.join()
-    assert len(outcome) == 1
-    assert isinstance(outcome[0], RunLeaseError), f"A's append was not refused: {outcome[0]!r}"
-    assert "worker-b" in str(outcome[0])
+    outcome = _during_b_takeover(
+        postgres_url, lambda: store.append("raced", Record(2, False, b"second, from A"), "worker-a")
+    )
+    assert isinstance(outcome, RunLeaseError), f"A's append was not refused: {outcome!r}"
+    assert "worker-b" in str(outcome)
     assert [(r.seq, r.data) for r in store.load("raced")] == [(1, b"first")]
     info = store.info("raced")
     assert (info.last_seq, info.lease_owner) == (1, "worker-b")
@@ -77,12 +59,21 @@ def test_a_takeover_that_waits_for_another_one_is_judged_by_the_lease_that_one_c
     judged by the lapsed lease C first read would take the run from B, and two workers would drive it."""
     with psycopg.connect(postgres_url, autocommit=True) as admin:
         admin.execute("UPDATE durableflow.runs SET lease_expires_at = 0 WHERE run_id = 'raced'")
+    outcome = _during_b_takeover(postgres_url, lambda: store.acquire("raced", "worker-c"))
+    assert isinstance(outcome, RunLeaseError), f"C took the run from B: {outcome!r}"
+    assert outcome.holder == "worker-b"
+    assert store.info("raced").lease_owner == "worker-b"
+
+
+def _during_b_takeover(postgres_url: str, call: Callable[[], object]) -> BaseException | None:
+    """Run ``call`` on another thread while worker B's takeover transaction holds the run's row; once it is
+    blocked behind that row, B commits. What ``call`` raised, or ``None``."""
     outcome: list[BaseException | None] = []
     done = threading.Event()
 
-    def acquire_as_c() -> None:
+    def other_worker() -> None:
         try:
-            store.acquire("raced", "worker-c")
+            call()
             outcome.append(None)
         except BaseException as exc:  # handed to the test's thread
             outcome.append(exc)
@@ -92,12 +83,10 @@ def test_a_takeover_that_waits_for_another_one_is_judged_by_the_lease_that_one_c
         takeover.execute(
             "UPDATE durableflow.runs SET lease_owner = 'worker-b', lease_expires_at = 1e12 WHERE run_id = 'raced'"
         )
-        thread = threading.Thread(target=acquire_as_c)
+        thread = threading.Thread(target=other_worker)
         thread.start()
         _wait_until_blocked(admin, done)
         takeover.commit()
         thread.join()
     assert len(outcome) == 1
-    assert isinstance(outcome[0], RunLeaseError), f"C took the run from B: {outcome[0]!r}"
-    assert outcome[0].holder == "worker-b"
-    assert store.info("raced").lease_owner == "worker-b"
+    return outcome[0]

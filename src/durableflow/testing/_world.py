@@ -371,9 +371,8 @@ class FakeWorld:
         client.connection_pool.disconnect()  # no connection of this process's may reach a forked life
 
     def ready_redis_connections(self) -> None:
-        """Give each client built here for the lives one connection object, made but never connected (redis-py
-        makes one on a client's first command): each life forked from here inherits it, ready to connect,
-        instead of making its own, a copied page for each page that writes (see ``adopt_redis_clients``)."""
+        """Give each client built here for the lives one connection object, made but never connected: each life
+        forked from here inherits it instead of making its own, copying the pages it writes (adopt_redis_clients)."""
         for client in self._served_clients.values():
             pool = client.connection_pool
             with contextlib.suppress(Exception):  # only an optimisation: a pool redis-py left as it was still works
@@ -381,9 +380,8 @@ class FakeWorld:
                     pool._available_connections.append(pool.make_connection())
 
     def adopt_redis_clients(self) -> None:
-        """In a life just forked from the process that built its clients: their pools, and the connection objects
-        in them (none connected), are this process's now. redis-py would otherwise take them for another
-        process's, drop them, and make them again."""
+        """In a life just forked from the process that built its clients: their pools and unconnected connection
+        objects are this process's now (redis-py would take them for another process's and make them again)."""
         pid = os.getpid()
         for client in self._served_clients.values():
             pool = client.connection_pool

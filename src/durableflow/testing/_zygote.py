@@ -330,9 +330,7 @@ def serve() -> None:  # pragma: no cover - runs in the zygote, measured through 
     signal.set_wakeup_fd(wake)
     signal.signal(signal.SIGCHLD, lambda signum, frame: None)  # only to write to the wake-up pipe
     loaded: dict[int, Loaded] = {}
-    reporting: dict[int, int] = {}
-    """Each life's report pipe, kept open here until the life is reaped: the test's process then reads to its
-    end only once the life is gone for good (its lease held by a dead process), with no need to watch for it."""
+    reporting: dict[int, int] = {}  # each life's report pipe, open until it is reaped: read to its end, it is gone
     freezer: Any = None
     while True:
         ready, _, _ = select.select([sock.fileno(), exited], [], [])
