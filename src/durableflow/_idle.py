@@ -34,6 +34,8 @@ class Wait:
     requirements: dict[str, Any] | None
     deadline: float | None
     waiter: asyncio.Future[None]
+    request: int | None = None
+    """The event id of the input request (``InputRequiredEvent``) the step sent, still awaited."""
 
 
 _waits: weakref.WeakKeyDictionary[Runner, dict[DeliveryKey, Wait]] = weakref.WeakKeyDictionary()

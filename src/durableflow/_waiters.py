@@ -48,12 +48,6 @@ _Shared = dict[int, tuple[Event, dict["DeliveryKey", int]]]
 _shared: weakref.WeakKeyDictionary[Runner, _Shared] = weakref.WeakKeyDictionary()
 
 
-# Per run in this process: the input request (``InputRequiredEvent``) each waiting step sent, by its event id, with
-# what answers it. An answer parked for the step settles the request in the same write that stores the answer.
-_Requests = dict["DeliveryKey", tuple[int, type[Event], dict[str, Any] | None]]
-_requests: weakref.WeakKeyDictionary[Runner, _Requests] = weakref.WeakKeyDictionary()
-
-
 def _shared_of(runner: Runner) -> _Shared:
     shared = _shared.get(runner)
     if shared is None:  # first look in this process: parked events are there only if the run was restored
@@ -117,12 +111,9 @@ def park(runner: Runner, event: Event) -> bool:
         if not steps:
             del shared[earlier]
     shared[eid] = (event, waiting)
-    requests = _requests.get(runner)
-    if requests:
-        for key, (request, event_type, requirements) in list(requests.items()):
-            if matches(event, event_type, requirements):
-                del requests[key]
-                _settle(runner, request)
+    for wait in _idle.waits(runner):  # an input request it answers is settled in the write that stores it
+        if wait.request is not None and matches(event, wait.event_type, wait.requirements):
+            _settle(runner, wait.request)
     for waiter in list(runner.waiters or ()):
         if not waiter.done():
             waiter.set_result(None)  # every waiter looks again
@@ -179,6 +170,7 @@ async def wait_for(
         # the person is not asked again
         _answered(runner, waiter_event)
         return found
+    request = None
     if waiter_event is not None:
         if (
             delivery.sends < delivery.replay_sends
@@ -191,8 +183,8 @@ async def wait_for(
             return found
         if isinstance(waiter_event, InputRequiredEvent) or runner.graph.consumers(type(waiter_event)):
             runner.send(waiter_event, None, delivery)  # counted with the step's sends: not sent again on a re-run
-            if isinstance(waiter_event, InputRequiredEvent) and (request := _awaited(runner, waiter_event)):
-                _requests.setdefault(runner, {})[delivery.key] = (request, event_type, requirements)
+            if isinstance(waiter_event, InputRequiredEvent):
+                request = _awaited(runner, waiter_event)
         else:
             _show(runner, delivery, waiter_event)
     loop = asyncio.get_running_loop()
@@ -223,14 +215,13 @@ async def wait_for(
             if waiters is None:
                 waiters = runner.waiters = set()
             waiters.add(waiter)
-            _idle.waiting(runner, delivery, _idle.Wait(delivery.step, event_type, requirements, due, waiter))
+            _idle.waiting(runner, delivery, _idle.Wait(delivery.step, event_type, requirements, due, waiter, request))
             try:
                 await waiter
             finally:
                 waiters.discard(waiter)
                 _idle.resumed(runner, delivery, waiter)
     finally:
-        _requests.get(runner, {}).pop(delivery.key, None)
         if cancel is not None:
             cancel()
         delivery.running = True
