@@ -71,10 +71,10 @@ class Ledger:
 
 
 class SlowToCopyLedger(Ledger):
-    """A ledger that takes 50 ms to copy, as a fake holding a lot of data might."""
+    """A ledger that takes 150 ms to copy, as a fake holding a lot of data might."""
 
     def __deepcopy__(self, memo: dict[int, Any]) -> SlowToCopyLedger:
-        time.sleep(0.05)
+        time.sleep(0.15)
         copy = SlowToCopyLedger()
         copy.entries = list(self.entries)
         return copy
@@ -107,10 +107,10 @@ class CountThenPost(Workflow):
 
 
 def test_capturing_a_life_at_its_crash_points_is_not_charged_to_its_hang_bound() -> None:
-    """A life that stands still at 20-odd crash points while each is captured (50 ms to copy its fake) is no hang:
-    only its own time counts against ``hang_after``."""
+    """A life that stands still at 20-odd crash points while each is captured (150 ms to copy its fake: over 3 s in
+    all) is no hang: only its own time counts against ``hang_after`` (2 s, room for a loaded machine's life)."""
     report = explore(
-        CountThenPost, {"count": 8}, mode="kill", hang_after=0.5, seed=SEED, max_scenarios=2,
+        CountThenPost, {"count": 8}, mode="kill", hang_after=2.0, seed=SEED, max_scenarios=2,
         fakes={get_ledger: SlowToCopyLedger},
     )  # fmt: skip
 
