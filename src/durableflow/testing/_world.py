@@ -30,6 +30,7 @@ from durableflow._errors import install_hint
 from ._gates import Gate, Gated, gated_client
 from ._redisserver import socket_directory
 from ._redisworld import FakeRedisFor, RedisContents, client_options, endpoint, quiet_connect, served
+from ._remotefake import RemoteFake, serving, stopped_serving
 
 GRACE = 1.0
 """Seconds a life's other threads get to come out of the world before a copy, or after the life ends."""
@@ -104,30 +105,6 @@ class _Current:
         """A fake that keeps another served fake keeps it in a copy of the world too: still this name for
         whichever object the world holds, so that restored it reaches the other fake as restored."""
         return self
-
-
-class _Signed:
-    """A forked life's proxy to a fake that lives in the parent, showing the fake's own method signatures.
-
-    A manager's proxy methods take ``*args, **kwargs``; ``ctx.effect`` reads a
-    function's signature to decide whether to hand it ``idempotency_key``.
-    """
-
-    def __init__(self, proxy: Any, template: Any) -> None:
-        self._proxy = proxy
-        self._template = template  # this process's copy of the fake: for its signatures only
-
-    def __getattr__(self, attribute: str) -> Any:
-        method = getattr(self._proxy, attribute)
-        original = getattr(self._template, attribute, None)
-        if not callable(original):
-            return method
-
-        @functools.wraps(original)
-        def call(*args: Any, **kwargs: Any) -> Any:
-            return method(*args, **kwargs)
-
-        return call
 
 
 _KEYED = re.compile(r"[(, ]idempotency_key=(?!None[,)])")
@@ -254,7 +231,8 @@ class FakeWorld:
                 registry, address, authkey = self._registry
                 self._registry_client = registry(address=address, authkey=authkey)
                 self._registry_client.connect()
-            return _Signed(self._registry_client.fake(self._keys.index(key)), self._built[key])
+            index = self._keys.index(key)
+            return RemoteFake(self._registry_client.fake(index), self._built[key], self._registry[1], index)
         return self._fake_here(key)
 
     def _current(self, key: object) -> Any:
@@ -314,6 +292,7 @@ class FakeWorld:
         threading.Thread(target=serve, daemon=True, name="durableflow-fakes").start()
         self._registry = (registry, server.address, authkey)
         self._registry_server = server
+        serving(server.address, lambda index: self._fake_here(self._keys[index]))
 
     # -- serving a run -------------------------------------------------------------------
 
@@ -482,6 +461,7 @@ class FakeWorld:
             self._tcp_server.stop()
             self._tcp_server = None
         if self._registry is not None:
+            stopped_serving(self._registry[1])
             self._registry_server.stop_event.set()
             self._registry_server.listener.close()  # also unlinks its socket
             self._registry = None
