@@ -403,7 +403,7 @@ def test_help_documents_every_exit_code(cli: Cli) -> None:
         assert f"    {command} " in outcome.out or f"    {command}\n" in outcome.out
     meanings = {
         0: "success", 1: "failed", 2: "usage error", 3: "run not found", 4: "leased", 5: "cannot be loaded",
-        6: "store unavailable", 7: "waits for input", 130: "interrupted",
+        6: "refusing the password", 7: "waits for input", 130: "interrupted",
     }  # fmt: skip
     for code, meaning in meanings.items():
         assert any(line.split()[:1] == [str(code)] and meaning in line for line in outcome.lines), meaning

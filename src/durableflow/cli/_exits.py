@@ -85,7 +85,7 @@ EXIT_CODES: tuple[tuple[int, str, type[BaseException] | None], ...] = (
     (3, "run not found", RunNotFoundError),
     (4, "run is leased by another worker", RunLeaseError),
     (5, "stored run cannot be loaded (corrupt, or no longer fits the code)", SnapshotError),
-    (6, "store unavailable", StoreUnavailableError),
+    (6, "store unavailable: down, frozen, refusing writes, or refusing the password", StoreUnavailableError),
     (7, "the run waits for input: `durableflow resume RUN_ID --respond JSON` answers it", WaitsForInput),
     (8, "a value cannot be stored: the start event holds data a checkpoint cannot keep as it is", SerializationError),
     (9, "the run is idle: nothing to run and nothing to ask; it waits for an event sent to it, and is kept", RunIdle),
