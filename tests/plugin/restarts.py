@@ -232,6 +232,31 @@ class HashCounterThenRecord(Workflow):
         return StopEvent(result=len(done))
 
 
+class StampedInvoice(Workflow):
+    """Right: reads the time once, inside an effect, and keys the invoice by its minute; a run that crashed
+    before the stamp was recorded reads a later minute, and still charges once."""
+
+    @step
+    async def bill(self, ev: StartEvent, ctx: Context, payments: Payments, redis: Redis) -> StopEvent:
+        minute = int(await ctx.effect("stamp", time.time) // 60)
+        receipt = await ctx.effect(f"invoice-{minute}", payments.charge, ev.order, ev.cents)
+        redis.hset("invoices", str(minute), receipt)
+        return StopEvent(result="billed")
+
+
+class RestartedReminder(Workflow):
+    """WRONG: its deadline is computed anew by each attempt, so a resume waits the whole hour again and
+    reminds later than the reference by more than any downtime (read through an effect, all the same)."""
+
+    @step
+    async def remind(self, ev: StartEvent, ctx: Context, redis: Redis) -> StopEvent:
+        until = time.time() + 3600
+        while time.time() < until:
+            await ctx.sleep(600)
+        redis.set("reminded at", int(await ctx.effect("sent", time.time)))
+        return StopEvent(result="reminded")
+
+
 def yes(request: InputRequiredEvent) -> HumanResponseEvent:
     return HumanResponseEvent(response="yes")
 
@@ -240,6 +265,7 @@ WRONG = {
     "minute-keyed billing": (MinuteKeyedBilling, {"order": "A-1", "cents": 500}, "duplicated effect"),
     "random effect key": (RandomEffectKey, {}, "duplicated effect"),
     "hash counter taken twice": (HashCounterThenRecord, {"orders": [1, 2]}, "duplicated effect"),
+    "restarted reminder": (RestartedReminder, {}, "duplicated effect"),
 }
 """Wrong on purpose: each fails in both modes, with this kind."""
 
@@ -248,6 +274,7 @@ RIGHT = {
     "fixed effect key": (FixedEffectKey, {}),
     "threaded parts": (ThreadedParts, {"parts": 2}),
     "sorted sends": (SortedSends, REGIONS),
+    "time-stamped invoice": (StampedInvoice, {"order": "A-1", "cents": 500}),
 }
 """The correct twins: every scenario passes, in both modes."""
 

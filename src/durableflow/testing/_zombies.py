@@ -250,6 +250,7 @@ def _take_over(
     clock = exploration.clock
     if clock is not None:  # the pause outlasts the lease (and the renewals it could not make)
         now = clock.now() if paused_at is None else max(clock.now(), paused_at)
+        exploration.lease_ttl = store.lease_ttl  # a paused worker's answers may come this much later too
         clock.restart_at(now + store.lease_ttl + exploration.settings.downtime)
     takeover.append(_live(exploration, store, None, first=False, parity=1))
     return clock.now() if clock is not None else float("nan")
