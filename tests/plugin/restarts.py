@@ -203,6 +203,24 @@ class AskOnTheStream(Workflow):
         return StopEvent(result=ev.response)
 
 
+class Asked(Event):
+    pass
+
+
+class AskThenAwait(Workflow):
+    """WRONG: one step asks on the stream, the next awaits the answer in ``ctx.wait_for_event``: a crash
+    between them leaves a step waiting for an answer to a question nobody asks again."""
+
+    @step
+    async def ask(self, ev: StartEvent, ctx: Context) -> Asked:
+        ctx.write_event_to_stream(InputRequiredEvent(prefix="refund it?"))
+        return Asked()
+
+    @step
+    async def decide(self, ev: Asked, ctx: Context) -> StopEvent:
+        return StopEvent(result=(await ctx.wait_for_event(HumanResponseEvent)).response)
+
+
 class AskDurably(Workflow):
     """Right: returns the question, which the run records and a resume asks again."""
 

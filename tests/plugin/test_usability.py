@@ -9,7 +9,7 @@ from durableflow.testing._report import Outcome, Report
 
 from .downstream import write_ini
 from .flows import PushThenRecord
-from .restarts import AskDurably, AskOnTheStream, yes
+from .restarts import AskDurably, AskOnTheStream, AskThenAwait, yes
 
 MODES = ["inprocess", "kill"]
 SEED = 20260311
@@ -24,6 +24,18 @@ def test_a_question_lost_from_the_stream_is_lost_work_not_a_hang(mode: str) -> N
     assert {o.kind for o in report.failures} == {"lost work"}
     assert "no InputRequiredEvent reached the stream" in report.failures[0].diff
     explore(AskDurably, {}, mode=mode, seed=SEED, respond=yes).assert_ok()
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_a_step_left_waiting_for_an_answer_nobody_asks_for_is_lost_work_told_at_once(mode: str) -> None:
+    """A step waiting in ctx.wait_for_event for an answer to a question asked on the stream before the crash
+    can never go on: told as lost work as soon as the run can do nothing on its own, not after the bound."""
+    report = explore(AskThenAwait, {}, mode=mode, seed=SEED, respond=yes, hang_after=30)
+
+    assert report.failures
+    assert {o.kind for o in report.failures} == {"lost work"}
+    assert "step 'decide' waits for a HumanResponseEvent" in report.failures[0].diff
+    assert report.seconds < 15
 
 
 def test_an_unknown_scenario_id_is_called_unknown() -> None:

@@ -12,6 +12,9 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from ._lives import Life
 
+STUCK = "stuck: "
+"""How a life that could do nothing on its own any more begins its error (``_stuck``)."""
+
 
 @dataclass
 class Final:
@@ -78,6 +81,13 @@ def _effect_of(hit: str) -> tuple[str, str]:
 def judge(reference: Final, final: Final, lives: list[Life], crashes: list[str]) -> tuple[str | None, str]:
     """The failure kind and a diff, or ``(None, "")`` when the scenario ended like the reference."""
     last = lives[-1]
+    if last.ending == "hang" and STUCK in (error := last.error or ""):  # (a zombie's second worker's says whose)
+        return "lost work", (
+            f"after the restart the run can do nothing on its own ({error.partition(STUCK)[2]}), but no "
+            "InputRequiredEvent reached the stream, so nobody was asked: the question was lost with the process "
+            "(return the InputRequiredEvent from the step, or pass it as ctx.wait_for_event's waiter_event, which "
+            "a resume sends again), or the dead life was to send what it waits for"
+        )
     if last.ending == "hang":
         return "hang", f"a life of the run did not finish within the bound (died at {' then '.join(crashes)})"
     if last.ending in ("error", "input"):

@@ -34,6 +34,7 @@ from ._clock import FrozenClock, real_monotonic
 from ._heap import hold_free_chunks
 from ._lives import Errands, Hits, Life, NeedsInput, ResumeFailed, _at, overstayed, probe_second_worker, read_back
 from ._stores import read_records
+from ._stuck import Stuck
 from ._zygote import store_address
 
 if TYPE_CHECKING:
@@ -352,6 +353,8 @@ def _child(
         pending.append(f"S {base64.b64encode(pickle.dumps(records)).decode()}")
     except NeedsInput as exc:
         ending = f"E input {exc}"
+    except Stuck as exc:
+        ending = f"E hang {exc}"
     except ResumeFailed as exc:
         ending = f"E error {exc}"
     except BaseException as exc:

@@ -29,6 +29,7 @@ from durableflow._snapshot import replay
 
 from ._clock import FrozenClock
 from ._judge import _diff, shape
+from ._stuck import Stuck, watch
 from ._world import GRACE, UncopyableWorld
 
 if TYPE_CHECKING:
@@ -349,6 +350,8 @@ class Lives:
             life.ending, life.error = "hang", overstayed(settings.hang_after)
         except NeedsInput as exc:
             life.ending, life.error = "input", str(exc)
+        except Stuck as exc:  # a hang told at once: nothing could ever have ended it
+            life.ending, life.error = "hang", str(exc)
         except ResumeFailed as exc:
             life.ending, life.error = "error", str(exc)
         except BaseException:
@@ -394,6 +397,9 @@ class Lives:
             ) from exc
         self.handler = handler
         respond = exploration.settings.respond
+        told: list[str] = []
+        runner, life = handler._runner, asyncio.current_task()
+        stuck = None if runner is None or life is None else asyncio.ensure_future(watch(runner, life, told))
         try:
             async for event in handler.stream_events():
                 if isinstance(event, InputRequiredEvent):
@@ -406,10 +412,17 @@ class Lives:
                     if reply is not None:
                         handler.send_event(reply)
             await handler
-        except (NeedsInput, ResumeFailed, asyncio.CancelledError):
+        except asyncio.CancelledError:
+            if told:
+                raise Stuck(told[0]) from None
+            raise
+        except (NeedsInput, ResumeFailed):
             raise
         except Exception:
             pass  # the run failed: how it ended is read back from its store
+        finally:
+            if stuck is not None:
+                stuck.cancel()
 
     def bury(self, loop: asyncio.AbstractEventLoop) -> None:
         """Never run a loop with a dead engine's tasks again, and keep them alive so that no ``finally``

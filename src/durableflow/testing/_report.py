@@ -25,7 +25,8 @@ SHOWN = 5
 """Failures shown with their diffs; the rest are counted and named."""
 
 HINTS = {
-    "lost work": "work was recorded as done before it happened: do the side effect first, then record it",
+    "lost work": "work was recorded as done before it happened: do the side effect first, then record it; a run "
+    "left waiting lost its question with the process: ask by returning the InputRequiredEvent",
     "duplicated effect": "a side effect ran again after a restart: make it idempotent (SET, SADD, HSET), "
     "or put it in ctx.effect with a fixed key and pass its idempotency_key on; a counter (INCR, HINCRBY) has "
     "no idempotent form: add each item to a set (SADD) and count them (SCARD), or keep the count in ctx.store "
