@@ -374,3 +374,26 @@ RIGHT = {
 
 PAYMENT_FAKES = {"fakes": {get_payments: FakePayments}, "record": frozenset({get_payments})}
 """``explore`` options that serve a recorded FakePayments, as ``fake_resources.override(..., record=True)`` does."""
+
+
+# -- a Redis client the test fakes itself ----------------------------------------------------------
+
+
+class Cache:
+    """The project's own cache client (a redis-py client inside), which tests replace with fakeredis."""
+
+
+def get_cache() -> Cache:
+    raise RuntimeError("the cache is not reachable from tests")
+
+
+class LogToCache(Workflow):
+    """WRONG (with ``rpush``), right with ``hset``: writes each page to a cache, then records it."""
+
+    @step
+    async def log(self, ev: StartEvent, ctx: Context, cache: Annotated[Cache, Resource(get_cache)]) -> StopEvent:
+        for page in ev.pages:
+            getattr(cache, ev.write)("log", *([page] if ev.write == "rpush" else [page, "done"]))
+            await ctx.store.set("last", page)
+            await ctx.checkpoint()
+        return StopEvent(result=len(ev.pages))

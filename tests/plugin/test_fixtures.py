@@ -26,6 +26,7 @@ from durableflow import (
     stop_after_attempt,
     wait_fixed,
 )
+from durableflow.testing import explore
 from pytest_durableflow import FrozenClock, ManualClock
 
 from .downstream import printed
@@ -35,9 +36,11 @@ from .flows import (
     ChargeDirectly,
     FakePayments,
     Fetched,
+    LogToCache,
     PaymentsClient,
     Pipeline,
     Redis,
+    get_cache,
     get_payments,
 )
 
@@ -383,3 +386,28 @@ def test_frozen_time_keeps_going_across_a_kill_and_resume(frozen_clock: FrozenCl
     assert outcome.ok, outcome.diff
     assert outcome.result == 2
     assert frozen_clock.now() - before >= 2 * 3600
+
+
+@pytest.mark.parametrize("mode", ["inprocess", "kill"])
+def test_a_fakeredis_client_served_through_fake_resources_is_compared_like_redis(mode: str) -> None:
+    """A fake that is a fakeredis client of a server of its own joins the world's Redis: its keys are
+    compared (an append made twice fails), and recording it does not count its idempotent writes."""
+    import fakeredis
+
+    def fake() -> fakeredis.FakeRedis:
+        return fakeredis.FakeRedis(decode_responses=True)
+
+    pages = {"pages": ["a", "b"]}
+    wrong = explore(LogToCache, {**pages, "write": "rpush"}, mode=mode, seed=7, fakes={get_cache: fake})
+    right = explore(
+        LogToCache,
+        {**pages, "write": "hset"},
+        mode=mode,
+        seed=7,
+        fakes={get_cache: fake},
+        record=frozenset({get_cache}),
+    )
+
+    assert {o.kind for o in wrong.failures} == {"duplicated effect"}
+    assert "redis key 'log'" in wrong.failures[0].diff
+    right.assert_ok()

@@ -412,3 +412,23 @@ def may_be_redis(resource: Any, annotation: object) -> bool:
     except Exception:  # a hint naming what cannot be imported here: nothing learnt from it
         built = None
     return built is None or _is_redis(built)
+
+
+def redis_fakes(fakes: dict[object, Callable[[], Any]]) -> dict[object, tuple[Callable[[], Any], bool]]:
+    """Take out of ``fakes`` those that build a fakeredis client (``fakeredis.FakeRedis``, say): a client of
+    a server of its own would keep its keys out of the comparison, so the world serves them one of its
+    server, decoding as the fake does. Each as (its factory, whether it is asynchronous)."""
+    found: dict[object, tuple[Callable[[], Any], bool]] = {}
+    for key, factory in list(fakes.items()):
+        if inspect.isclass(factory) and factory.__module__.split(".")[0] != "fakeredis":
+            continue  # a class of the user's: not built here, where building may count
+        try:
+            built = factory()
+        except Exception:  # a fake that needs its test's setup: left as the user's fake
+            continue
+        if type(built).__module__.split(".")[0] == "fakeredis":
+            import redis.asyncio
+
+            found[key] = (factory, isinstance(built, redis.asyncio.Redis))
+            del fakes[key]
+    return found

@@ -29,7 +29,7 @@ from durableflow._errors import install_hint
 
 from ._gates import Gate, Gated, gated_client
 from ._redisserver import socket_directory
-from ._redisworld import FakeRedisFor, RedisContents, client_options, endpoint, quiet_connect, served
+from ._redisworld import FakeRedisFor, RedisContents, client_options, endpoint, quiet_connect, redis_fakes, served
 from ._remotefake import RemoteFake, serving, stopped_serving
 
 GRACE = 1.0
@@ -128,6 +128,7 @@ class FakeWorld:
         redis: bool = True,
     ) -> None:
         self.fakes = dict(fakes or {})
+        self.redis_fakes = redis_fakes(self.fakes)
         self.record_keys = record
         self.calls: list[str] = []
         self._keys = list(self.fakes)
@@ -143,8 +144,7 @@ class FakeWorld:
         self._server: Any = None
         self._contents: RedisContents | None = None
         self._served_clients: dict[tuple[bool, int], Any] = {}
-        """Synchronous clients of the in-process server, by (decode_responses, db): built once, each life
-        getting a copy that passes its gate."""
+        """Synchronous clients of the in-process server, by (decode_responses, db): each life gets a gated copy."""
         self.gate: Gate | None = None
         """In-process, the gate of the life being lived: what it is served passes it (see ``_gates``)."""
         self.shut_gates: list[Gate] = []
@@ -157,7 +157,7 @@ class FakeWorld:
         if shared:  # start serving now: forked lives must find the world in the parent
             try:
                 self.overrides()
-                if redis:
+                if redis or self.redis_fakes:
                     self.redis_server  # noqa: B018
                 if self.fakes:
                     self._serve_fakes()
@@ -258,7 +258,8 @@ class FakeWorld:
     def address(self) -> dict[str, Any]:
         """Where another process finds this shared world: what ``FakeWorld.reached`` takes."""
         registry = None if self._registry is None else self._registry[1:]
-        return {"fakes": self.fakes, "record": self.record_keys, "redis": self._tcp_address, "registry": registry}
+        fakes = {**self.fakes, **{key: factory for key, (factory, _) in self.redis_fakes.items()}}
+        return {"fakes": fakes, "record": self.record_keys, "redis": self._tcp_address, "registry": registry}
 
     @classmethod
     def reached(cls, address: dict[str, Any]) -> FakeWorld:
@@ -314,6 +315,8 @@ class FakeWorld:
             overrides[redis.asyncio.Redis] = FakeRedisFor(self, asyncio=True)
         for key in self.fakes:
             overrides[key] = lambda key=key: self._fake(key)
+        for key, (factory, is_async) in self.redis_fakes.items():
+            overrides[key] = FakeRedisFor(self, asyncio=is_async).for_resource(factory)
         self._overrides = overrides
         return overrides
 
@@ -337,9 +340,8 @@ class FakeWorld:
                         break
 
     def warm_redis(self) -> None:
-        """Connect to this world's Redis and ping it, once in this process's life: what redis-py builds for its
-        first connection and command then stays built for every life forked from here, instead of being
-        built again in each of them, a copied page for each page it writes (some 500 pages a life)."""
+        """Connect to this world's Redis and ping it, once a process: what redis-py builds for its first command
+        then serves every life forked from here, instead of costing each a copied page a page (some 500 a life)."""
         if self._tcp_address is None or _redis_warmed:
             return
         _redis_warmed.append(True)
