@@ -139,6 +139,8 @@ class CrashHarness:
             report = Report(name, settings.get("mode", "inprocess"), settings.get("depth", 1), settings["seed"])
         else:
             report = explore(workflow, start, **settings)
+        if report.failures and report.mode == "kill" and not _hash_seed():
+            report.notes.append(UNSEEDED)
         self._request.node.user_properties.append(("durableflow", summary_of(self._request.node.nodeid, report)))
         return report
 
@@ -199,13 +201,30 @@ class CrashHarness:
             for name in ("mode", "store", "redis_url", "hang_after", "downtime", "compact")
             if (value := config.getoption("durableflow_" + name)) is not None
         )
+        seeded = ""
         if call.get("mode", settings.get("mode")) == "kill":  # the hash seeds its lives ran under
             given += f" --durableflow-seed={option(config, 'seed')}"
+            # the lives that die are forked from this process: under its seed, which only the environment fixes
+            seeded = f"PYTHONHASHSEED={_hash_seed()} " if _hash_seed() else ""
         given = given.replace("{", "{{").replace("}", "}}")
         nth = "" if self._explored <= 1 else f"{self._explored}:"
-        settings["rerun"] = f"pytest '{_from_here(self._request)}' --durableflow-scenario='{nth}" + "{id}'" + given
+        here = _from_here(self._request)
+        settings["rerun"] = f"{seeded}pytest '{here}' --durableflow-scenario='{nth}" + "{id}'" + given
         settings.update(call)
         return settings
+
+
+UNSEEDED = (
+    "the lives that died ran under this process's hash seed, a random one (PYTHONHASHSEED is not set): a failure "
+    "that depends on the order of a set there may not come back on its re-run line; with PYTHONHASHSEED set, "
+    "the line carries it"
+)
+
+
+def _hash_seed() -> str:
+    """This process's hash seed, where the environment fixed it (``""``: a random one)."""
+    seed = os.environ.get("PYTHONHASHSEED", "")
+    return seed if seed.isdigit() else ""
 
 
 def _replayed(scenario: str | None) -> tuple[int, str] | None:

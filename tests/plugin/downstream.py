@@ -77,7 +77,7 @@ def failures(text: pytest.RunResult | str) -> list[tuple[str, str]]:
 
 def reruns(result: pytest.RunResult) -> list[tuple[list[str], str]]:
     """Each re-run line the run printed, as the arguments after ``pytest`` and the scenario id they replay."""
-    lines = re.findall(r"re-run: (pytest '.+)$", failures_part(result), re.M)
+    lines = re.findall(r"re-run: (?:PYTHONHASHSEED=\d+ )?(pytest '.+)$", failures_part(result), re.M)
     assert all(re.match(r"pytest '[^']+' --durableflow-scenario='[^']+'", line) for line in lines), lines
     found = []
     for line in lines:

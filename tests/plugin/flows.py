@@ -397,3 +397,26 @@ class LogToCache(Workflow):
             await ctx.store.set("last", page)
             await ctx.checkpoint()
         return StopEvent(result=len(ev.pages))
+
+
+class Sku(Event):
+    sku: str
+
+
+class ShipInSetOrder(Workflow):
+    """WRONG: sends one event per item of a set, checkpointing between: a resume under another hash seed
+    iterates the set otherwise, so sends matched by order ship one item twice and another never."""
+
+    @step
+    async def split(self, ev: StartEvent, ctx: Context) -> Sku | None:
+        for sku in set(ev.skus):
+            ctx.send_event(Sku(sku=sku))
+            await ctx.checkpoint()
+        return None
+
+    @step
+    async def ship(self, ev: Sku, ctx: Context, redis: Redis) -> StopEvent | None:
+        redis.sadd("shipped", ev.sku)
+        shipped = [*await ctx.store.get("shipped", default=[]), ev.sku]
+        await ctx.store.set("shipped", shipped)
+        return StopEvent(result=sorted(shipped)) if len(shipped) == 4 else None

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 
 from .downstream import failure_sections, failures, reruns
@@ -118,6 +120,38 @@ def test_a_depth_2_kill_mode_failure_replays_from_its_rerun_line(project: pytest
     again.assert_outcomes(failed=1)
     assert failures(again) == [(scenario, dict(failures(first))[scenario])]
     again.stdout.fnmatch_lines(["*of InstanceProgress: 1 of 1 scenarios failed [[]mode=kill depth=2 *"])
+
+
+SET_ORDER = """
+import flows
+
+
+def test_ship_in_set_order(crash_harness):
+    crash_harness.explore(flows.ShipInSetOrder, {"skus": ["sku-a", "sku-b", "sku-c", "sku-d"]}).assert_ok()
+"""
+
+
+def test_a_kill_mode_rerun_line_carries_the_hash_seed_its_dying_lives_ran_under(
+    project: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The lives that die are forked from the test's process: a set-order failure there comes back on its re-run
+    line only under the same PYTHONHASHSEED, which the line carries when it is set, and a note asks for when not."""
+    project.makepyfile(test_set_order=SET_ORDER)
+    monkeypatch.setenv("PYTHONHASHSEED", "11")
+    first = run(project, "kill", "--durableflow-mode=kill", "--durableflow-seed=3")
+    first.assert_outcomes(failed=1)
+    assert re.search(r"re-run: PYTHONHASHSEED=11 pytest 'test_set_order.py", first.stdout.str())
+    printed = reruns(first)
+    for args, scenario in printed[:2]:
+        again = run(project, "kill", *args)
+        assert failures(again) == [(scenario, dict(failures(first))[scenario])]
+
+    monkeypatch.delenv("PYTHONHASHSEED")
+    project.makepyfile(test_wrong=WRONG_TESTS)
+    unseeded = run(project, "kill", "test_wrong.py", "-k", "rpush", "--durableflow-mode=kill")
+    unseeded.assert_outcomes(failed=1)
+    assert "note: the lives that died ran under this process's hash seed, a random one" in unseeded.stdout.str()
+    assert "re-run: pytest 'test_wrong.py" in unseeded.stdout.str()
 
 
 TWO_EXPLORATIONS = """
