@@ -135,18 +135,73 @@ def cpu_seconds() -> float:
     return total
 
 
-def harness_rate(workflow: Any, start: dict[str, Any], mode: str, store: str, depth: int) -> tuple[float, float, int]:
-    """Scenarios per second of wall time and per second of CPU time, and how many scenarios ran."""
-    cpu, began = cpu_seconds(), time.perf_counter()
+WHO = ("this process", "lives forked here", "zygotes", "lives forked by zygotes")
+"""The processes ``--breakdown`` tells apart: the test's, the lives it forks (the reference life and its twins),
+the two second interpreters, and the lives they fork (the resumes)."""
+
+
+def usage() -> list[tuple[float, int]] | None:
+    """CPU seconds and page faults (minor) so far of each of ``WHO``, or ``None`` where ``/proc`` is missing.
+
+    The zygotes' and their lives' come from ``/proc/<pid>/stat``, their CPU time in ticks (10 ms): read it over
+    whole rounds."""
+    import resource
+
+    from durableflow.testing import _zygote
+
+    if not os.path.exists(f"/proc/{os.getpid()}/stat"):
+        return None
+    counts = []
+    for who in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN):
+        used = resource.getrusage(who)
+        counts.append((used.ru_utime + used.ru_stime, used.ru_minflt))
+    tick = os.sysconf("SC_CLK_TCK")
+    zygotes, lives = [0.0, 0], [0.0, 0]
+    for zygote in list(_zygote._zygotes.values()):
+        with contextlib.suppress(OSError):  # one that went away takes what it counted with it
+            fields = Path(f"/proc/{zygote.process.pid}/stat").read_text().rsplit(")", 1)[1].split()
+            zygotes[0] += (int(fields[11]) + int(fields[12])) / tick  # utime, stime
+            zygotes[1] += int(fields[7])  # minflt
+            lives[0] += (int(fields[13]) + int(fields[14])) / tick  # of the children it reaped: cutime, cstime
+            lives[1] += int(fields[8])  # cminflt
+    return [*counts, (zygotes[0], int(zygotes[1])), (lives[0], int(lives[1]))]
+
+
+def harness_rate(
+    workflow: Any, start: dict[str, Any], mode: str, store: str, depth: int
+) -> tuple[float, float, int, list[tuple[float, int]] | None]:
+    """Scenarios per second of wall time and per second of CPU time, how many scenarios ran, and what each of
+    ``WHO`` used meanwhile (CPU seconds, page faults)."""
+    before, cpu, began = usage(), cpu_seconds(), time.perf_counter()
     report = explore(workflow, start, depth=depth, mode=mode, store=store, seed=1)
-    elapsed, used = time.perf_counter() - began, cpu_seconds() - cpu
+    elapsed, used, after = time.perf_counter() - began, cpu_seconds() - cpu, usage()
     report.assert_ok()
     count = len(report.scenarios)
-    return count / elapsed, count / max(used, 1e-3), count
+    spent = None
+    if before is not None and after is not None:
+        spent = [(b[0] - a[0], b[1] - a[1]) for a, b in zip(before, after, strict=True)]
+    return count / elapsed, count / max(used, 1e-3), count, spent
 
 
 def spread(values: list[float]) -> str:
     return f"{statistics.median(values):,.0f} ({min(values):,.0f}-{max(values):,.0f})"
+
+
+def print_breakdown(spent: dict[str, list[list[tuple[float, int]]]], rounds: int) -> None:
+    """Per exploration, the CPU ms and page faults of each of ``WHO``, summed over the rounds: in kill mode a
+    forked life pays a copied page for each inherited page it writes, which the faults count."""
+    rows = []
+    for name, measured in spent.items():
+        if not measured:
+            continue
+        totals = [(sum(m[i][0] for m in measured), sum(m[i][1] for m in measured)) for i in range(len(WHO))]
+        cells = [f"{seconds / len(measured) * 1000:,.1f} / {faults / len(measured):,.0f}" for seconds, faults in totals]
+        rows.append([name, *cells])
+    if not rows:
+        print("\n(no breakdown: it reads /proc, which this system lacks)")
+        return
+    title = f"CPU ms / page faults per exploration, by process, mean of {rounds} rounds (zygotes' CPU in 10 ms ticks)"
+    print_table(title, ["case", *WHO], rows)
 
 
 def main() -> None:
@@ -154,6 +209,10 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=5, help="explorations per case; the median rate is shown")
     parser.add_argument("--quick", action="store_true", help="two rounds, a shorter probe")
     parser.add_argument("--case", default="", help="only the cases whose name holds this text (no probe then)")
+    parser.add_argument(
+        "--breakdown", action="store_true",
+        help="also where each case's CPU time and page faults went, by process (Linux: reads /proc)",
+    )  # fmt: skip
     args = parser.parse_args()
     rounds = 2 if args.quick else args.rounds
     if hasattr(os, "sched_setaffinity"):
@@ -175,13 +234,16 @@ def main() -> None:
     wall: dict[str, list[float]] = {name: [] for name, *_ in cases}
     cpu: dict[str, list[float]] = {name: [] for name, *_ in cases}
     sizes: dict[str, int] = {}
+    spent: dict[str, list[list[tuple[float, int]]]] = {name: [] for name, *_ in cases}
     for _name, workflow, start, mode, store, _depth, _target in cases:  # warm: imports, the zygotes' start
         harness_rate(workflow, start, mode, store, 1)
     for _ in range(rounds):  # interleaved, so that noise spreads over every case
         for name, workflow, start, mode, store, depth, _target in cases:
-            by_wall, by_cpu, sizes[name] = harness_rate(workflow, start, mode, store, depth)
+            by_wall, by_cpu, sizes[name], used = harness_rate(workflow, start, mode, store, depth)
             wall[name].append(by_wall)
             cpu[name].append(by_cpu)
+            if used is not None:
+                spent[name].append(used)
     probe = math.nan
     if not args.case:
         points = explore(FiveSteps, {"n": 1}, seed=1).scenarios
@@ -196,6 +258,8 @@ def main() -> None:
         rows.append(["hand-written SIGKILL probe (2 interpreters/scenario)", "-", f"{probe:,.1f}", "-", "-", ""])
     columns = ["case", "scenarios", "per s of wall time", "per s of CPU time", "target", ""]
     print_table(f"crash scenarios per second, one core, median (min-max) of {rounds} rounds", columns, rows)
+    if args.breakdown:
+        print_breakdown(spent, rounds)
     print(f"load average at the end: {', '.join(f'{x:.1f}' for x in os.getloadavg())}")
     if args.case:
         return
