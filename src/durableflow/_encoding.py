@@ -20,7 +20,7 @@ from pydantic_core import PydanticSerializationError, to_json
 from ._errors import SerializationError
 from ._events import Event, StopEvent, type_key
 from ._runstate import Delivery, RunState
-from ._serialization import compact_json, non_finite, refuse_non_finite
+from ._serialization import compact_json, non_finite, refuse_non_finite, refuse_not_json
 from ._snapshot import FORMAT
 
 if TYPE_CHECKING:
@@ -228,6 +228,7 @@ def _event_json(event: Event, graph: StepGraph) -> str:
     opening = graph.stored_as.get(cls) or _declared(cls, graph)
     if not event.__pydantic_extra__ and not cls.__pydantic_fields__:
         return opening + "{}]"  # an event with no fields: nothing to serialize, nothing to check
+    refuse_not_json(event)
     try:
         data = event_body(event)
     except PydanticSerializationError as exc:

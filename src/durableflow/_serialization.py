@@ -16,6 +16,8 @@ import json
 import math
 import pickle
 import re
+import types
+import typing
 from collections.abc import Mapping
 from json.encoder import encode_basestring
 from typing import Any, final
@@ -162,6 +164,79 @@ def _has_tag_key(value: Any) -> bool:
     return False
 
 
+_UNTYPED: dict[type, tuple[str, ...]] = {}
+"""Per event class, its declared fields that take any value (``Any``, ``object``, ``dict``, ``list[Any]``...):
+pydantic writes what they hold as JSON and reads the JSON back as it is, so only JSON data survives them."""
+
+
+def _untyped_fields(cls: type[Event]) -> tuple[str, ...]:
+    names = _UNTYPED.get(cls)
+    if names is None:
+        names = _UNTYPED[cls] = tuple(name for name, f in cls.__pydantic_fields__.items() if _untyped(f.annotation))
+    return names
+
+
+def _untyped(annotation: Any) -> bool:
+    if annotation in (Any, object, dict, list):
+        return True
+    origin, args = typing.get_origin(annotation), typing.get_args(annotation)
+    if origin in (dict, list):
+        return all(arg in (Any, str) for arg in args)
+    if origin in (typing.Union, types.UnionType):
+        return any(_untyped(arg) for arg in args if arg is not type(None))
+    return False
+
+
+def _not_json(value: Any) -> tuple[str, Any] | None:
+    """What in ``value`` JSON would give back as something else, as ``("key", key)`` for a dict key that is not
+    a string or ``("value", item)`` for a datetime, a set, a model, an event...; ``None`` if nothing. Tuples
+    come back as lists, as ``ctx.store`` documents."""
+    pending = [value]
+    while pending:
+        item = pending.pop()
+        if isinstance(item, str | int | float) or item is None:  # bool is an int
+            continue
+        if type(item) is dict:
+            for key in item:
+                if not isinstance(key, str):
+                    return "key", key
+            pending.extend(item.values())
+        elif type(item) is list or type(item) is tuple:
+            pending.extend(item)
+        else:
+            return "value", item
+    return None
+
+
+def refuse_not_json(event: Event) -> None:
+    """``SerializationError`` if a field of ``event`` that takes any value (an undeclared one, or one declared
+    ``Any``) holds what a resume would read back as something else: a start event given a datetime would see
+    a string after a restart."""
+    cls = type(event)
+    fields = [(name, event.__dict__[name]) for name in _untyped_fields(cls)]
+    if event.__pydantic_extra__:
+        fields += event.__pydantic_extra__.items()
+    for name, value in fields:
+        found = _not_json(value)
+        if found is None:
+            continue
+        kind, item = found
+        held = type(item)
+        if kind == "key":
+            what = f"a dict key {item!r} of type {held.__name__}, which a resume would read back as a string"
+            declared = f"dict[{held.__name__}, ...]"
+        else:
+            shown = held.__qualname__ if held.__module__ == "builtins" else f"{held.__module__}.{held.__qualname__}"
+            what = f"a {shown}, which a resume would read back as JSON gives it (a string, a list or a dict)"
+            declared = held.__name__
+        raise SerializationError(
+            f"cannot store a {cls.__name__}: its field {name!r} holds {what}; put JSON data in it (a model's "
+            ".model_dump(mode='json'), a datetime's .isoformat(), str keys), or declare the field with its type "
+            f"on an event class of your own, which reads it back as one (class My{cls.__name__}({cls.__name__}): "
+            f"{name}: {declared})"
+        )
+
+
 @final
 class ValueCodec:
     """Encodes and decodes stored values for one workflow, knowing the event types it declares."""
@@ -216,6 +291,7 @@ class ValueCodec:
         if isinstance(obj, Event) and self.types.get(type_key(cls)) is cls:
             if (found := non_finite(obj.model_dump())) is not None:
                 raise refuse_non_finite(found, f"the {cls.__name__} in it")
+            refuse_not_json(obj)
             data = obj.model_dump(mode="json")
             return {EVENT_TAG: type_key(cls), "data": _escape_tags(data) if _has_tag_key(data) else data}
         if self.pickles:
