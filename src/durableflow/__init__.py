@@ -1,5 +1,7 @@
 """durableflow: event-driven Python workflows that checkpoint themselves and resume after a crash."""
 
+from typing import TYPE_CHECKING
+
 from ._checkpointer import Append, Checkpointer, GroupCommit, Record, RunInfo, RunStatus, open_checkpointer
 from ._clock import Clock, SystemClock, get_clock, use_clock
 from ._context import Context
@@ -14,6 +16,7 @@ from ._errors import (
     RunNotFoundError,
     SerializationError,
     SnapshotError,
+    StateKeyError,
     StepCrashLoopError,
     StoreUnavailableError,
     WorkflowCancelledError,
@@ -45,7 +48,7 @@ from ._memory import MemoryCheckpointer
 from ._postgres import PostgresCheckpointer
 from ._redis import RedisCheckpointer
 from ._resource import Resource, ResourceConfig, ResourceManager, override_resources
-from ._retry import ConstantDelayRetryPolicy, ExponentialBackoffRetryPolicy, RetryInfo, RetryPolicy, retry_policy
+from ._retry import ConstantDelayRetryPolicy, ExponentialBackoffRetryPolicy, RetryInfo, RetryPolicy
 from ._retry_strategies import (
     RetryCondition,
     StopCondition,
@@ -94,6 +97,11 @@ from ._validation import GraphValidationError, build_step_graph, validate_graph
 from ._worker import Worker, WorkerStats
 from ._workflow import Workflow
 
+if TYPE_CHECKING:
+    from ._retry import retry_policy
+else:  # the peer's module path, callable as the function (see retry_policy.py)
+    from . import retry_policy
+
 __all__ = [
     "All",
     "Append",
@@ -140,6 +148,7 @@ __all__ = [
     "SerializationError",
     "SnapshotError",
     "StartEvent",
+    "StateKeyError",
     "StateStore",
     "StepConfig",
     "StepCrashLoopError",

@@ -79,6 +79,18 @@ class SerializationError(DurableflowError, ValueError):
     """A value cannot be stored: the message names where it came from and its type."""
 
 
+class StateKeyError(DurableflowError, KeyError, ValueError):
+    """``ctx.store.get(path)`` without a default, for a path the state does not hold: a ``KeyError``, and the
+    ``ValueError`` llama-index-workflows raises there, so an ``except`` written for either catches it."""
+
+    def __init__(self, path: str) -> None:
+        super().__init__(path)
+        self.path = path
+
+    def __str__(self) -> str:
+        return f"Path {self.path!r} not found in state"
+
+
 class SnapshotError(DurableflowError):
     """A stored run cannot be loaded: corrupt, truncated, tampered, foreign or incompatible."""
 

@@ -15,7 +15,7 @@ from typing import Any, Generic, TypeVar, cast, final
 from pydantic import BaseModel, TypeAdapter, ValidationError
 from pydantic_core import PydanticSerializationError
 
-from ._errors import SerializationError, WorkflowRuntimeError, WorkflowValidationError
+from ._errors import SerializationError, StateKeyError, WorkflowRuntimeError, WorkflowValidationError
 from ._serialization import ValueCodec, check_text, non_finite, refuse_non_finite
 from ._serializers import JsonSerializer
 
@@ -66,12 +66,13 @@ class StateStore(Generic[StateT]):
     # -- reading -------------------------------------------------------------------
 
     async def get(self, path: str, default: Any = _MISSING) -> Any:
-        """The value at ``path`` (``"a"`` or ``"a.b.0"``); ``default`` or ``KeyError`` when absent."""
+        """The value at ``path`` (``"a"`` or ``"a.b.0"``); ``default`` or ``StateKeyError`` (a ``KeyError`` and a
+        ``ValueError``) when absent."""
         key, _, rest = path.partition(".")
         text = self.values.get(key)
         if text is None:
             if default is _MISSING:
-                raise KeyError(path)
+                raise StateKeyError(path)
             return default
         value = self._decode(key, text)
         if rest:
@@ -79,7 +80,7 @@ class StateStore(Generic[StateT]):
                 value = _walk(value, rest.split("."))
             except (KeyError, IndexError, AttributeError, ValueError):
                 if default is _MISSING:
-                    raise KeyError(path) from None
+                    raise StateKeyError(path) from None
                 return default
         return value
 

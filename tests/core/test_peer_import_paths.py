@@ -1,8 +1,7 @@
 """A llama-index-workflows module ports by rewriting ``workflows`` to ``durableflow`` in its imports.
 
-One path differs: ``durableflow.retry_policy`` is the ``retry_policy`` function, not a module (a submodule of
-that name would replace the function on the package once imported), so the peer's
-``from workflows.retry_policy import ...`` becomes ``from durableflow import ...``.
+``durableflow.retry_policy`` is both the peer's module path and the ``retry_policy`` function it has always
+been: importing the module makes it the package's attribute, so the module is callable as the function.
 """
 
 from __future__ import annotations
@@ -57,16 +56,33 @@ def test_a_peer_name_for_a_durableflow_class_is_that_class(path: str, name: str)
     assert getattr(importlib.import_module(f"durableflow.{path}"), name) is RENAMED[path, name]
 
 
-# What a peer user imports from ``workflows.retry_policy``: all of it comes from ``durableflow``.
-PEER_RETRY_POLICY = ["RetryPolicy", "retry_policy", "RetryCondition", "StopCondition", "WaitStrategy",
-                     "ConstantDelayRetryPolicy", "ExponentialBackoffRetryPolicy", "retry_if_exception_type",
+# What a peer user imports from ``workflows.retry_policy``: the same objects as ``durableflow``'s own.
+PEER_RETRY_POLICY = ["RetryPolicy", "RetryInfo", "ConstantDelayRetryPolicy", "ExponentialBackoffRetryPolicy",
+                     "RetryCondition", "StopCondition", "WaitStrategy", "retry_if_exception_type",
                      "stop_after_attempt", "wait_fixed", "wait_exponential"]  # fmt: skip
 
 
 @pytest.mark.parametrize("name", PEER_RETRY_POLICY)
-def test_the_peers_retry_policy_names_come_from_durableflow(name: str) -> None:
-    assert name in durableflow.__all__
-    assert getattr(durableflow, name) is not None
+def test_the_peers_retry_policy_path_holds_durableflows_own_names(name: str) -> None:
+    module = importlib.import_module("durableflow.retry_policy")
+    assert getattr(module, name) is getattr(durableflow, name)
+    assert name in module.__all__ and name in durableflow.__all__
+
+
+def test_durableflow_retry_policy_is_the_module_and_still_builds_a_policy() -> None:
+    """Imported as a module (``import durableflow.retry_policy`` replaces the package's attribute with it), it
+    is still called as the function, with the function's signature."""
+    import inspect
+
+    import durableflow.retry_policy as module
+    from durableflow import retry_policy
+    from durableflow.retry_policy import retry_policy as function
+
+    assert retry_policy is module is durableflow.retry_policy
+    assert inspect.signature(retry_policy) == inspect.signature(function)
+    policy = retry_policy(stop=durableflow.stop_after_attempt(2), wait=durableflow.wait_fixed(0))
+    assert policy.next(0.0, 1, ValueError("once")) == 0
+    assert policy.next(0.0, 2, ValueError("twice")) is None
 
 
 PEER_MODULE = """
@@ -119,8 +135,7 @@ async def main() -> tuple[object, int]:
 
 async def test_a_peer_module_runs_once_its_imports_name_durableflow(tmp_path: Path) -> None:
     """The module above is written against the peer; only its imports change, as the README's porting guide says."""
-    ported = PEER_MODULE.replace("from workflows.retry_policy", "from durableflow")
-    ported = ported.replace("from workflows", "from durableflow")
+    ported = PEER_MODULE.replace("from workflows", "from durableflow")
     (tmp_path / "ported_flow.py").write_text(ported)
     sys.path.insert(0, str(tmp_path))
     try:

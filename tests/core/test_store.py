@@ -46,11 +46,16 @@ async def test_set_then_get_returns_the_value() -> None:
 
 
 async def test_get_missing_key_raises_key_error_unless_default_given() -> None:
-    """get of an absent key raises KeyError naming it, or returns default= when given (even None)."""
+    """get of an absent key raises KeyError naming it, or returns default= when given (even None). It is the
+    ValueError llama-index-workflows raises too, with its message, so a ported ``except ValueError`` holds."""
 
     async def body(ctx: Context) -> Any:
         with pytest.raises(KeyError, match="missing"):
             await ctx.store.get("missing")
+        with pytest.raises(ValueError, match="^Path 'missing' not found in state$"):
+            await ctx.store.get("missing")
+        with pytest.raises(ValueError, match="^Path 'a.b' not found in state$"):
+            await ctx.store.get("a.b")
         return [await ctx.store.get("missing", default=[]), await ctx.store.get("missing", default=None)]
 
     assert await in_step(body) == [[], None]
