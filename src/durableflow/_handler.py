@@ -78,7 +78,13 @@ class WorkflowHandler:
             if self._future.done() and not self._future.cancelled() and self._future.exception() is not None:
                 raise self._future.exception()  # type: ignore[misc]
             return
-        await asyncio.shield(runner.claimed)
+        try:
+            await asyncio.shield(runner.claimed)
+        except BaseException:
+            # Told here: the run's own future holds the same error, which nobody need await again (asyncio would
+            # log it as never retrieved when the loop closes).
+            self._future.add_done_callback(_retrieved)
+            raise
 
     def __await__(self) -> Generator[Any, None, Any]:
         return self._future.__await__()
@@ -192,3 +198,8 @@ class WorkflowHandler:
         elif self._waiting is not None and not self._waiting.done():  # still waiting for the lease: stop waiting
             self._waiting.cancel()
             self._never_started(WorkflowCancelledError(f"run {self.run_id!r} was cancelled before it resumed"))
+
+
+def _retrieved(future: asyncio.Future[Any]) -> None:
+    if not future.cancelled():
+        future.exception()
