@@ -196,12 +196,12 @@ def _not_json(value: Any) -> tuple[str, Any] | None:
         item = pending.pop()
         if isinstance(item, str | int | float) or item is None:  # bool is an int
             continue
-        if type(item) is dict:
+        if isinstance(item, dict):  # a dict of its own kind (DictState, say) comes back a dict, and equal
             for key in item:
                 if not isinstance(key, str):
                     return "key", key
             pending.extend(item.values())
-        elif type(item) is list or type(item) is tuple:
+        elif isinstance(item, list | tuple):
             pending.extend(item)
         else:
             return "value", item
