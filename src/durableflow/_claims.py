@@ -235,6 +235,7 @@ async def _resume_later(
         return
     started = drive_loaded(workflow, run_id, lease, records, handler._future, ctx)
     assert started._runner is not None
+    handler._first_start = started._first_start
     handler._attach(started._runner)
 
 

@@ -8,6 +8,7 @@ import logging
 from pathlib import Path
 from typing import Any
 
+import fakeredis
 import pytest
 
 from durableflow import (
@@ -16,6 +17,7 @@ from durableflow import (
     HumanResponseEvent,
     InputRequiredEvent,
     MemoryCheckpointer,
+    RedisCheckpointer,
     SQLiteCheckpointer,
     StartEvent,
     StopEvent,
@@ -54,11 +56,14 @@ def lines(caplog: pytest.LogCaptureFixture, run_id: str) -> list[str]:
     return [r.getMessage() for r in caplog.records if r.name == "durableflow.worker" and run_id in r.getMessage()]
 
 
-@pytest.fixture(params=["memory", "sqlite"])
+@pytest.fixture(params=["memory", "sqlite", "fakeredis"])
 def store(request: pytest.FixtureRequest, tmp_path: Path) -> Any:
-    checkpointer: Checkpointer = (
-        MemoryCheckpointer() if request.param == "memory" else SQLiteCheckpointer(tmp_path / "r.db")
-    )
+    """The stores a run is claimed on inline (memory, SQLite) and from a thread (Redis)."""
+    checkpointer: Checkpointer = {
+        "memory": MemoryCheckpointer,
+        "sqlite": lambda: SQLiteCheckpointer(tmp_path / "r.db"),
+        "fakeredis": lambda: RedisCheckpointer(fakeredis.FakeRedis(server=fakeredis.FakeServer())),
+    }[request.param]()
     yield checkpointer
     checkpointer.close()
 
