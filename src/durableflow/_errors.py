@@ -193,6 +193,11 @@ class StoreUnavailableError(DurableflowError, ConnectionError):
     """
 
 
+class StoreAuthenticationError(StoreUnavailableError):
+    """The store is up but refused this client's password (or had none from it): waiting will not help, so a
+    worker stops instead of polling again."""
+
+
 def password_note(shown: str, alone: bool = False) -> str:
     """What goes after a command suggested with the store URL ``shown``, whose password is hidden (``***``, as
     every printed URL's is): that the command needs it back; nothing if it hides none. ``alone``: as a line of

@@ -36,6 +36,7 @@ from ._errors import (
     RunLeaseError,
     RunNotFoundError,
     SnapshotError,
+    StoreAuthenticationError,
     StoreUnavailableError,
     install_hint,
 )
@@ -349,7 +350,7 @@ class PostgresCheckpointer:
             except (psycopg.OperationalError, psycopg.InterfaceError) as exc:
                 self._drop()
                 if _unauthenticated(exc):  # up, but it did not let this client in
-                    raise StoreUnavailableError(
+                    raise StoreAuthenticationError(
                         f"PostgreSQL at {self.url} refused to authenticate ({exc}): check the password (in the URL, "
                         "PGPASSWORD or ~/.pgpass) and the user"
                     ) from None

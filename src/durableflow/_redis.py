@@ -35,6 +35,7 @@ from ._errors import (
     RunLeaseError,
     RunNotFoundError,
     SnapshotError,
+    StoreAuthenticationError,
     StoreUnavailableError,
     install_hint,
 )
@@ -410,7 +411,7 @@ class RedisCheckpointer:
         try:
             return operation()
         except self._unauthenticated as exc:  # up, but it did not let this client in: nothing was sent
-            raise StoreUnavailableError(
+            raise StoreAuthenticationError(
                 f"Redis at {self.url} refused to authenticate ({exc}): check the password (and user) in its URL"
             ) from None
         except self._unreachable as exc:

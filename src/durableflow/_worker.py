@@ -25,6 +25,7 @@ from ._errors import (
     RunLeaseError,
     RunNotFoundError,
     SnapshotError,
+    StoreAuthenticationError,
     StoreUnavailableError,
     WorkflowCancelledError,
     WorkflowTimeoutError,
@@ -127,6 +128,9 @@ class Worker:
             while not self._stopping.is_set():
                 try:
                     found = await self.recover_once()
+                except StoreAuthenticationError as exc:  # it will not let this worker in however long it waits
+                    log.error("store refused this worker, stopping: %s", exc)
+                    raise
                 except StoreUnavailableError as exc:
                     log.warning("store unavailable, polling again later: %s", exc)
                     found = 0

@@ -133,3 +133,13 @@ def test_a_postgres_url_that_cannot_be_read_is_a_usage_error_without_its_passwor
 )  # fmt: skip
 def test_a_suggested_command_whose_store_password_is_hidden_says_to_put_it_back(shown: str, note: str) -> None:
     assert password_note(shown) == note
+
+
+def test_a_worker_refused_by_its_store_stops_instead_of_polling(cli: Cli, secured_redis_url: str) -> None:
+    """A worker whose store is down keeps polling (the store may come back); one whose password the store
+    refuses exits 6 at once, saying so: it polled for ever, a WARNING each time."""
+    wrong = secured_redis_url.replace(":s3cret@", ":wrong-Pa55word@")
+    done = cli("worker", "--workflow", "cliflows:Pipeline", "--store", wrong, "--poll", "0.05")
+    assert done.code == 6
+    assert "wrong-Pa55word" not in done.err + done.out
+    assert f"Redis at {wrong.replace(':wrong-Pa55word@', ':***@')} refused to authenticate" in done.err

@@ -4,6 +4,7 @@ whoever answers can resume it (a worker holding a waiting run kept it from being
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from pathlib import Path
 from typing import Any
@@ -21,6 +22,7 @@ from durableflow import (
     SQLiteCheckpointer,
     StartEvent,
     StopEvent,
+    StoreAuthenticationError,
     Worker,
     Workflow,
     step,
@@ -126,3 +128,20 @@ async def test_a_step_waiting_in_the_run_is_logged_and_kept(
         == "run s waits in ctx.wait_for_event (ask for HumanResponseEvent); this worker keeps driving it"
     )
     assert worker.stats.waiting == 0 and worker.stats.handed_back == 1  # at its stop
+
+
+async def test_a_worker_refused_by_its_store_stops_saying_why(
+    secured_redis_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A password the store refuses will not be let in by waiting: the worker stops with the error, where
+    it polled for ever, a WARNING each time."""
+    store = RedisCheckpointer(secured_redis_url.replace(":s3cret@", ":wrong-Pa55word@"))
+    worker = Worker([Adder], store, poll_interval=0.01)
+    try:
+        with pytest.raises(StoreAuthenticationError, match="refused to authenticate"):
+            await asyncio.wait_for(worker.run(handle_signals=False), timeout=20)
+    finally:
+        store.close()
+    assert [r.getMessage()[:36] for r in caplog.records if r.levelno >= logging.WARNING] == [
+        "store refused this worker, stopping:"
+    ]
