@@ -400,9 +400,11 @@ def open_checkpointer(url: str) -> Checkpointer:
         return PostgresCheckpointer(url)
     if url.startswith("memory://"):
         return MemoryCheckpointer()
+    path = url.removeprefix("sqlite:").removeprefix("//") if url.startswith("sqlite:") or "://" not in url else ""
+    meant = f" (the SQLite file {path} is sqlite:///{path})" if path else ""
     raise ValueError(
-        f"unknown store URL {without_password(url)!r}: use sqlite:///path, redis://host:port/db, postgresql://host/db "
-        "or memory://"
+        f"unknown store URL {without_password(url)!r}{meant}: use sqlite:///path, redis://host:port/db, "
+        "postgresql://host/db or memory://"
     )
 
 

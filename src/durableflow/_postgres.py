@@ -349,19 +349,21 @@ class PostgresCheckpointer:
                     yield cur
             except (psycopg.OperationalError, psycopg.InterfaceError) as exc:
                 self._drop()
+                said = " ".join(str(exc).split())  # libpq's lines and tabs, on one line of an error message
                 if _unauthenticated(exc):  # up, but it did not let this client in
                     raise StoreAuthenticationError(
-                        f"PostgreSQL at {self.url} refused to authenticate ({exc}): check the password (in the URL, "
+                        f"PostgreSQL at {self.url} refused to authenticate ({said}): check the password (in the URL, "
                         "PGPASSWORD or ~/.pgpass) and the user"
                     ) from None
                 raise StoreUnavailableError(
-                    f"PostgreSQL at {self.url} is unreachable or did not answer within {self.timeout}s ({exc}); "
+                    f"PostgreSQL at {self.url} is unreachable or did not answer within {self.timeout}s ({said}); "
                     "each write is atomic, so a stored run holds its last checkpoint or, if the server went away "
                     "during this write, this one too: resume once it is back"
                 ) from None
             except psycopg.Error as exc:  # up, but refusing: read-only, out of disk, no privilege, no table...
                 self._drop()
-                raise StoreUnavailableError(f"PostgreSQL at {self.url} refused the operation ({exc})") from None
+                said = " ".join(str(exc).split())
+                raise StoreUnavailableError(f"PostgreSQL at {self.url} refused the operation ({said})") from None
 
     def _connection(self) -> psycopg.Connection[Any]:
         if self._conn is not None and self._pid != os.getpid():

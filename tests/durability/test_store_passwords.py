@@ -1,5 +1,6 @@
 """A store's password is never shown: not in the errors that name the store (the crash harness's included),
-not when its URL cannot be read. A password the store refuses is told as such, not as a store that is away."""
+not when its URL cannot be read. A password the store refuses is told as such, not as a store that is away;
+a SQLite URL missing a slash is told the URL it meant."""
 
 from __future__ import annotations
 
@@ -74,11 +75,15 @@ def test_a_postgres_store_that_is_away_is_still_told_unreachable(monkeypatch: py
     store = PostgresCheckpointer("postgresql://app@127.0.0.1:5432/db")
 
     def away(*args: Any, **kwargs: Any) -> Any:
-        raise psycopg.OperationalError("connection failed: Connection refused")
+        raise psycopg.OperationalError(
+            "connection failed: Connection refused\n\tIs the server running on that host and accepting TCP/IP "
+            "connections?\n"
+        )
 
     monkeypatch.setattr(store, "_connection", away)
-    with pytest.raises(StoreUnavailableError, match="is unreachable or did not answer"):
+    with pytest.raises(StoreUnavailableError, match="is unreachable or did not answer") as raised:
         store.runs()
+    assert "(connection failed: Connection refused Is the server running" in str(raised.value)  # on one line
 
 
 @pytest.mark.parametrize(
@@ -124,3 +129,17 @@ def test_without_password_hides_a_conninfo_password_and_one_in_a_url_urllib_refu
 def test_an_unknown_store_url_is_named_without_its_password() -> None:
     with pytest.raises(ValueError, match=r"unknown store URL 'redis\+x://:\*\*\*@db/0'"):
         open_checkpointer("redis+x://:s3cret@db/0")
+
+
+@pytest.mark.parametrize(
+    ("url", "meant"),
+    [
+        ("sqlite://runs.db", "sqlite:///runs.db"),
+        ("runs.db", "sqlite:///runs.db"),
+        ("/data/r.db", "sqlite:////data/r.db"),
+    ],
+)
+def test_a_sqlite_url_missing_a_slash_is_told_the_url_it_meant(url: str, meant: str) -> None:
+    with pytest.raises(ValueError, match="unknown store URL") as raised:
+        open_checkpointer(url)
+    assert f"is {meant})" in str(raised.value)
