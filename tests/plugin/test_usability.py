@@ -55,6 +55,16 @@ def test_failure_output_counts_kinds_gives_a_hint_and_shows_the_first_few() -> N
     assert "... and 3 more failing scenarios: step.s.end#6, step.s.end#7, step.s.end#8" in text
 
 
+def test_printing_a_report_shows_its_summary_and_failures() -> None:
+    """``print(report)`` reads as the verdict, not as the dataclass's fields."""
+    report = Report("Few", "inprocess", 1, 7)
+    report.scenarios = [Outcome("step.s.end#1", ok=True)]
+    assert str(report).startswith("crash exploration of Few: all 1 scenarios passed [mode=inprocess depth=1 seed=7")
+    report.scenarios.append(Outcome("step.s.end#2", ok=False, kind="lost work", diff="the diff"))
+    assert str(report) == report.failure_text()
+    assert "--- step.s.end#2: lost work" in str(report)
+
+
 def test_a_bad_ini_value_is_refused_at_startup(project: pytest.Pytester) -> None:
     """``durableflow_depth = 3`` stops pytest before any test runs, naming the option."""
     write_ini(project, "durableflow_depth = 3")

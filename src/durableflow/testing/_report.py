@@ -123,6 +123,12 @@ class Report:
             f"[mode={self.mode} depth={self.depth} seed={self.seed}, {self.seconds:.2f}s]"
         )
 
+    def __str__(self) -> str:
+        """What ``print(report)`` shows: the summary, and what failed as ``assert_ok()`` would tell it."""
+        return (
+            self.failure_text() if self.failures else "\n".join([self.summary(), *(f"note: {n}" for n in self.notes)])
+        )
+
     def assert_ok(self) -> None:
         """Raise ``AssertionError`` listing each failing scenario: its id, kind, diff and re-run line."""
         __tracebackhide__ = True
