@@ -76,7 +76,7 @@ def test_failures_are_counted_by_kind_with_what_to_do_and_only_five_diffs(cli: C
     outcome = cli("crashtest", "wrong:Counting", "--input", '{"ids": [1, 2, 3, 4]}', "--depth", "2")
     assert outcome.code == 1, outcome.out + outcome.err
     kinds = re.findall(r"^\s+(\d+) duplicated effect: (.*)$", outcome.out, re.MULTILINE)
-    assert kinds and "make it idempotent (SET, SADD, HSET)" in kinds[0][1], outcome.out
+    assert kinds and "call it through ctx.effect with a fixed key" in kinds[0][1], outcome.out
     failed = int(re.search(r"(\d+) of \d+ scenarios failed", outcome.out).group(1))  # type: ignore[union-attr]
     assert failed > 5 and int(kinds[0][0]) <= failed
     assert outcome.out.count("re-run: ") == 5

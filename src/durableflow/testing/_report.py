@@ -27,8 +27,9 @@ SHOWN = 5
 HINTS = {
     "lost work": "work was recorded as done before it happened: do the side effect first, then record it; a run "
     "left waiting lost its question with the process: ask by returning the InputRequiredEvent",
-    "duplicated effect": "a side effect ran again after a restart: make it idempotent (SET, SADD, HSET), "
-    "or put it in ctx.effect with a fixed key and pass its idempotency_key on; a counter (INCR, HINCRBY) has "
+    "duplicated effect": "a side effect ran again after a restart: call it through ctx.effect with a fixed key "
+    "and give the call a parameter named idempotency_key (the effect passes its key there, and the fake world "
+    "counts one call per key), or make the write idempotent (SET, SADD, HSET); a counter (INCR, HINCRBY) has "
     "no idempotent form: add each item to a set (SADD) and count them (SCARD), or keep the count in ctx.store "
     "and SET it",
     "divergent result": "the resumed run computed another result: keep what it depends on in ctx.store, "
