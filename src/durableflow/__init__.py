@@ -1,6 +1,6 @@
 """durableflow: event-driven Python workflows that checkpoint themselves and resume after a crash."""
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING as _TYPE_CHECKING
 
 from ._checkpointer import Append, Checkpointer, GroupCommit, Record, RunInfo, RunStatus, open_checkpointer
 from ._clock import Clock, SystemClock, get_clock, use_clock
@@ -98,10 +98,10 @@ from ._validation import GraphValidationError, build_step_graph, validate_graph
 from ._worker import Worker, WorkerStats
 from ._workflow import Workflow
 
-if TYPE_CHECKING:
+if _TYPE_CHECKING:
     from ._retry import retry_policy
 else:  # the peer's module path, callable as the function (see retry_policy.py)
-    from . import retry_policy
+    from . import retry_policy  # type: ignore[assignment]  # callable as the function typed above
 
 __all__ = [
     "All",

@@ -9,6 +9,7 @@
     │   ├── StepCrashLoopError          a step's process died during every try it was allowed
     │   └── RecoveryLimitError          the run was interrupted too often in a row: a step keeps killing its process
     ├── SerializationError          a value cannot be stored as JSON
+    ├── StateKeyError               ctx.store.get of a path the state does not hold (also a KeyError and a ValueError)
     ├── SnapshotError               a stored run is corrupt, truncated, tampered or no longer fits the code
     ├── RunNotFoundError            no stored run has this id
     ├── RunExistsError              a run with this id is already stored
@@ -16,6 +17,7 @@
     │   └── LeaseExpiredError           this worker could not renew its lease in time, so it stopped driving the run
     ├── RunConflictError            the stored run moved on without this worker (a sequence-fenced append)
     └── StoreUnavailableError       the checkpointer's store cannot be reached
+        └── StoreAuthenticationError    it is up, but refused this client's password
 """  # fmt: skip
 
 from __future__ import annotations

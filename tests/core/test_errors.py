@@ -99,8 +99,8 @@ def test_all_equals_the_public_names() -> None:
     public = {
         name
         for name, value in vars(durableflow).items()
-        if not name.startswith("_") and not isinstance(value, ModuleType)
-    }
+        if not name.startswith("_") and (not isinstance(value, ModuleType) or callable(value))
+    }  # retry_policy: a module callable as the function of its name
     assert len(durableflow.__all__) == len(set(durableflow.__all__))
     assert set(durableflow.__all__) == public
     for name in durableflow.__all__:

@@ -52,9 +52,9 @@ async def test_get_missing_key_raises_key_error_unless_default_given() -> None:
     async def body(ctx: Context) -> Any:
         with pytest.raises(KeyError, match="missing"):
             await ctx.store.get("missing")
-        with pytest.raises(ValueError, match="^Path 'missing' not found in state$"):
+        with pytest.raises(ValueError, match=r"^Path 'missing' not found in state$"):
             await ctx.store.get("missing")
-        with pytest.raises(ValueError, match="^Path 'a.b' not found in state$"):
+        with pytest.raises(ValueError, match=r"^Path 'a\.b' not found in state$"):
             await ctx.store.get("a.b")
         return [await ctx.store.get("missing", default=[]), await ctx.store.get("missing", default=None)]
 
