@@ -11,18 +11,13 @@ import sys
 import types
 from typing import Any
 
-from ._retry import ConstantDelayRetryPolicy, ExponentialBackoffRetryPolicy, RetryInfo, RetryPolicy, retry_policy
+from ._retry import *  # noqa: F403 - the policies, and the function this module is called as
+from ._retry import RetryPolicy, retry_policy
+from ._retry import __all__ as _policies
 from ._retry_strategies import *  # noqa: F403 - every strategy the peer's module offers
 from ._retry_strategies import __all__ as _strategies
 
-__all__ = [
-    "ConstantDelayRetryPolicy",
-    "ExponentialBackoffRetryPolicy",
-    "RetryInfo",
-    "RetryPolicy",
-    "retry_policy",
-    *(name for name in _strategies if name != "is_native"),
-]
+__all__ = [*_policies, *(name for name in _strategies if name != "is_native")]
 
 __wrapped__ = retry_policy  # inspect.signature(durableflow.retry_policy) shows the function's
 
