@@ -309,3 +309,28 @@ def test_kill_mode_with_its_redis_store_down_exits_6_without_a_traceback(cli: Cl
     assert outcome.code == 6
     assert "unreachable" in outcome.err and "start it" in outcome.err and "Traceback" not in outcome.err
     assert "scenarios" not in outcome.out
+
+
+@pytest.mark.parametrize(
+    ("mode", "seed", "start"),
+    [("kill", "7", "PYTHONHASHSEED=7 durableflow crashtest"), ("kill", None, "durableflow crashtest"),
+     ("kill", "random", "durableflow crashtest"), ("inprocess", "7", "durableflow crashtest")],
+)  # fmt: skip
+def test_a_kill_mode_rerun_line_carries_the_hash_seed_its_dying_lives_ran_under(
+    monkeypatch: pytest.MonkeyPatch, mode: str, seed: str | None, start: str
+) -> None:
+    """Kill mode forks the lives that die from this process, under its hash seed: a set-order failure comes
+    back on its re-run line only under the same one, which only the environment can fix."""
+    import argparse
+
+    from durableflow.cli._crashtest import _rerun_line
+
+    if seed is None:
+        monkeypatch.delenv("PYTHONHASHSEED", raising=False)
+    else:
+        monkeypatch.setenv("PYTHONHASHSEED", seed)
+    args = argparse.Namespace(
+        target="flows:Flow", input="{}", respond=None, paths=[], mode=mode, store="sqlite:///r.db",
+        hang_after=10.0, downtime=300.0, seed=1,
+    )  # fmt: skip
+    assert _rerun_line(args, "step.a.end#1").startswith(start + " flows:Flow")

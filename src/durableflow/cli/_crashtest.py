@@ -4,6 +4,7 @@ the crash matrix printed and a re-run line for every failing scenario."""
 from __future__ import annotations
 
 import argparse
+import os
 import random
 import shlex
 import sys
@@ -184,6 +185,9 @@ def _rerun_line(args: argparse.Namespace, scenario: str) -> str:
     if args.mode == "kill":
         argv += ["--seed", str(args.seed)]  # the hash seeds its lives ran under
     argv += ["--scenario", scenario]
+    seed = os.environ.get("PYTHONHASHSEED", "")
+    if args.mode == "kill" and seed.isdigit():  # the lives that die are forked from this process, under its seed
+        return f"PYTHONHASHSEED={seed} {shlex.join(argv)}"
     return shlex.join(argv)
 
 
