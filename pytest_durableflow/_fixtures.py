@@ -86,6 +86,10 @@ class FollowingRedis:
     """The ``fake_redis`` fixture: a client of the test's fake server that decodes as the Redis resources
     the test's runs were served do (raw bytes until one was)."""
 
+    fake_redis = True
+    """Served as a fake (``override(get_cache, lambda: fake_redis)``), an exploration's own fake server stands
+    in for it, like any fakeredis client: the test's server would keep the scenarios' keys out of the world."""
+
     def __init__(self, world: FakeWorld) -> None:
         self._world = world
         self._clients: dict[tuple[bool, int], Any] = {}

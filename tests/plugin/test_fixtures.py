@@ -411,3 +411,17 @@ def test_a_fakeredis_client_served_through_fake_resources_is_compared_like_redis
     assert {o.kind for o in wrong.failures} == {"duplicated effect"}
     assert "redis key 'log'" in wrong.failures[0].diff
     right.assert_ok()
+
+
+@pytest.mark.parametrize("mode", ["inprocess", "kill"])
+def test_the_fake_redis_fixture_served_as_a_fake_is_compared_like_redis(
+    mode: str, crash_harness, fake_resources, fake_redis
+) -> None:
+    """The ``fake_redis`` fixture handed to ``override`` stands for a fakeredis client too: each scenario gets
+    the world's, whose keys are compared, and kill mode's resumed lives still get another hash seed."""
+    fake_resources.override(get_cache, lambda: fake_redis)
+
+    report = crash_harness.explore(LogToCache, {"pages": ["a", "b"], "write": "rpush"}, mode=mode)
+
+    assert {o.kind for o in report.failures} == {"duplicated effect"}
+    assert not [note for note in report.notes if "cannot be pickled" in note]

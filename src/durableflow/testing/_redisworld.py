@@ -25,6 +25,7 @@ import time
 import typing
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
+from dataclasses import dataclass
 from typing import Any, final
 
 Dumped = dict[tuple[int, bytes], tuple[bytes, float | None]]
@@ -415,9 +416,10 @@ def may_be_redis(resource: Any, annotation: object) -> bool:
 
 
 def redis_fakes(fakes: dict[object, Callable[[], Any]]) -> dict[object, tuple[Callable[[], Any], bool]]:
-    """Take out of ``fakes`` those that build a fakeredis client (``fakeredis.FakeRedis``, say): a client of
-    a server of its own would keep its keys out of the comparison, so the world serves them one of its
-    server, decoding as the fake does. Each as (its factory, whether it is asynchronous)."""
+    """Take out of ``fakes`` those that build a fakeredis client (``fakeredis.FakeRedis``, or the ``fake_redis``
+    fixture, whose class says ``fake_redis = True``): a client of a server of its own would keep its keys out
+    of the comparison, so the world serves them one of its server, decoding as the fake does. Each as (its
+    factory, whether it is asynchronous)."""
     found: dict[object, tuple[Callable[[], Any], bool]] = {}
     for key, factory in list(fakes.items()):
         if inspect.isclass(factory) and factory.__module__.split(".")[0] != "fakeredis":
@@ -426,9 +428,23 @@ def redis_fakes(fakes: dict[object, Callable[[], Any]]) -> dict[object, tuple[Ca
             built = factory()
         except Exception:  # a fake that needs its test's setup: left as the user's fake
             continue
-        if type(built).__module__.split(".")[0] == "fakeredis":
+        if type(built).__module__.split(".")[0] == "fakeredis" or getattr(type(built), "fake_redis", False):
             import redis.asyncio
 
             found[key] = (factory, isinstance(built, redis.asyncio.Redis))
             del fakes[key]
     return found
+
+
+@dataclass(frozen=True)
+class LikeFake:
+    """What another interpreter gets for a fakeredis fake's factory (which may hold what cannot be pickled,
+    such as the ``fake_redis`` fixture): a factory of a fakeredis client decoding as the fake does."""
+
+    options: tuple[tuple[str, Any], ...]
+    is_async: bool
+
+    def __call__(self) -> Any:
+        import fakeredis
+
+        return (fakeredis.FakeAsyncRedis if self.is_async else fakeredis.FakeRedis)(**dict(self.options))

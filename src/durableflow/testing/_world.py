@@ -29,7 +29,16 @@ from durableflow._errors import install_hint
 
 from ._gates import Gate, Gated, gated_client
 from ._redisserver import socket_directory
-from ._redisworld import FakeRedisFor, RedisContents, client_options, endpoint, quiet_connect, redis_fakes, served
+from ._redisworld import (
+    FakeRedisFor,
+    LikeFake,
+    RedisContents,
+    client_options,
+    endpoint,
+    quiet_connect,
+    redis_fakes,
+    served,
+)
 from ._remotefake import RemoteFake, serving, stopped_serving
 
 GRACE = 1.0
@@ -258,7 +267,9 @@ class FakeWorld:
     def address(self) -> dict[str, Any]:
         """Where another process finds this shared world: what ``FakeWorld.reached`` takes."""
         registry = None if self._registry is None else self._registry[1:]
-        fakes = {**self.fakes, **{key: factory for key, (factory, _) in self.redis_fakes.items()}}
+        fakes = dict(self.fakes)
+        for key, (factory, is_async) in self.redis_fakes.items():  # as they decode, not as they are made
+            fakes[key] = LikeFake(tuple(FakeRedisFor(self, is_async).options(factory).items()), is_async)
         return {"fakes": fakes, "record": self.record_keys, "redis": self._tcp_address, "registry": registry}
 
     @classmethod
