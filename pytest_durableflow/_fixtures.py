@@ -29,6 +29,7 @@ from durableflow import (
 from durableflow._errors import install_hint
 from durableflow._graph import graph_of
 from durableflow.testing import Outcome, Report, explore, run_scenario, summary_of
+from durableflow.testing._settings import fixed_hash_seed
 from durableflow.testing._world import Fake, FakeWorld, Recorder, _name_of
 
 from .plugin import ini_value, option, seed_for
@@ -143,7 +144,7 @@ class CrashHarness:
             report = Report(name, settings.get("mode", "inprocess"), settings.get("depth", 1), settings["seed"])
         else:
             report = explore(workflow, start, **settings)
-        if report.failures and report.mode == "kill" and not _hash_seed():
+        if report.failures and report.mode == "kill" and not fixed_hash_seed():
             report.notes.append(UNSEEDED)
         self._request.node.user_properties.append(("durableflow", summary_of(self._request.node.nodeid, report)))
         return report
@@ -209,7 +210,7 @@ class CrashHarness:
         if call.get("mode", settings.get("mode")) == "kill":  # the hash seeds its lives ran under
             given += f" --durableflow-seed={option(config, 'seed')}"
             # the lives that die are forked from this process: under its seed, which only the environment fixes
-            seeded = f"PYTHONHASHSEED={_hash_seed()} " if _hash_seed() else ""
+            seeded = f"PYTHONHASHSEED={seed} " if (seed := fixed_hash_seed()) else ""
         given = given.replace("{", "{{").replace("}", "}}")
         nth = "" if self._explored <= 1 else f"{self._explored}:"
         here = _from_here(self._request)
@@ -223,12 +224,6 @@ UNSEEDED = (
     "that depends on the order of a set there may not come back on its re-run line; with PYTHONHASHSEED set, "
     "the line carries it"
 )
-
-
-def _hash_seed() -> str:
-    """This process's hash seed, where the environment fixed it (``""``: a random one)."""
-    seed = os.environ.get("PYTHONHASHSEED", "")
-    return seed if seed.isdigit() else ""
 
 
 def _replayed(scenario: str | None) -> tuple[int, str] | None:

@@ -83,7 +83,7 @@ class WorkflowHandler:
         except BaseException:
             # Told here: the run's own future holds the same error, which nobody need await again (asyncio would
             # log it as never retrieved when the loop closes).
-            self._future.add_done_callback(_retrieved)
+            self._future.add_done_callback(lambda done: done.cancelled() or done.exception())
             raise
 
     def __await__(self) -> Generator[Any, None, Any]:
@@ -198,8 +198,3 @@ class WorkflowHandler:
         elif self._waiting is not None and not self._waiting.done():  # still waiting for the lease: stop waiting
             self._waiting.cancel()
             self._never_started(WorkflowCancelledError(f"run {self.run_id!r} was cancelled before it resumed"))
-
-
-def _retrieved(future: asyncio.Future[Any]) -> None:
-    if not future.cancelled():
-        future.exception()

@@ -4,7 +4,6 @@ the crash matrix printed and a re-run line for every failing scenario."""
 from __future__ import annotations
 
 import argparse
-import os
 import random
 import shlex
 import sys
@@ -19,7 +18,7 @@ from .._checkpointer import without_password
 from .._errors import StoreUnavailableError, password_note
 from .._events import HumanResponseEvent
 from ..testing._lives import ReferenceUnfinished
-from ..testing._settings import DOWNTIME
+from ..testing._settings import DOWNTIME, fixed_hash_seed
 from ..testing._stores import SQLITE_INSTEAD
 from ._exits import UsageError, WaitsForInput, code_of, fail
 from ._options import add_command, add_respond, answer, input_fields, positive_int, seconds
@@ -185,8 +184,7 @@ def _rerun_line(args: argparse.Namespace, scenario: str) -> str:
     if args.mode == "kill":
         argv += ["--seed", str(args.seed)]  # the hash seeds its lives ran under
     argv += ["--scenario", scenario]
-    seed = os.environ.get("PYTHONHASHSEED", "")
-    if args.mode == "kill" and seed.isdigit():  # the lives that die are forked from this process, under its seed
+    if args.mode == "kill" and (seed := fixed_hash_seed()):  # the lives that die were forked from this process
         return f"PYTHONHASHSEED={seed} {shlex.join(argv)}"
     return shlex.join(argv)
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Literal
@@ -17,6 +18,13 @@ Respond = Callable[[InputRequiredEvent], Event | None]
 
 DOWNTIME = 300.0
 """A restart five minutes after the crash: a minute-keyed decision always sees another minute."""
+
+
+def fixed_hash_seed() -> str:
+    """This process's hash seed where the environment fixed it (``""``: a random one). Kill mode forks the
+    lives that die from this process, so a re-run line reproduces a set-order failure only under this seed."""
+    seed = os.environ.get("PYTHONHASHSEED", "")
+    return seed if seed.isdigit() else ""
 
 
 @dataclass
