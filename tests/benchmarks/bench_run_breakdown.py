@@ -17,7 +17,6 @@ import asyncio
 import sqlite3
 import tempfile
 import time
-import uuid
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -28,6 +27,7 @@ from bench_peers import ThreeSteps
 from durableflow import SQLiteCheckpointer
 from durableflow._checkpointer import Record
 from durableflow._sqlite_layout import APPEND, FENCED_INSERT, NEW_RUN
+from durableflow._workflow import _new_run_id as new_run_id  # the engine's run ids
 
 RECORD = bytes(200)  # about the size of the run's records (a 500-byte start, three ~190-byte deltas)
 
@@ -57,7 +57,7 @@ def store_calls(store: SQLiteCheckpointer) -> Callable[[], None]:
     """The four calls of a 3-step run, made directly on the checkpointer."""
 
     def run() -> None:
-        run_id = uuid.uuid4().hex
+        run_id = new_run_id()
         store.create(run_id, "ThreeSteps", Record(1, True, RECORD), "owner")
         store.append(run_id, Record(2, False, RECORD), "owner")
         store.append(run_id, Record(3, False, RECORD), "owner")
@@ -74,7 +74,7 @@ def raw_statements(path: Path) -> Callable[[], None]:
     record = bytearray(RECORD)
 
     def run() -> None:
-        run_id, now = uuid.uuid4().hex, time.time()
+        run_id, now = new_run_id(), time.time()
         db.execute(NEW_RUN, (run_id, "ThreeSteps", now, "owner", now + 30, 1, 1, record))
         db.execute(FENCED_INSERT, (2, 0, now, run_id, "owner", record))
         db.execute(FENCED_INSERT, (3, 0, now, run_id, "owner", record))

@@ -34,7 +34,6 @@ import statistics
 import struct
 import tempfile
 import time
-import uuid
 from collections.abc import Callable
 from pathlib import Path
 
@@ -42,6 +41,7 @@ from _timing import print_table, raw_commit
 
 from durableflow import Record, SQLiteCheckpointer
 from durableflow._sqlite_layout import APPEND, FENCED_INSERT, NEW_RUN, SCHEMA, SEQ_BITS
+from durableflow._workflow import _new_run_id as new_run_id  # the engine's run ids
 
 _TABLE = SCHEMA[SCHEMA.index("CREATE TABLE IF NOT EXISTS durableflow_runs") : SCHEMA.index("CREATE INDEX")]
 _STATUS = "CREATE INDEX IF NOT EXISTS durableflow_runs_status ON durableflow_runs (status, created_at, run_id);"
@@ -115,7 +115,7 @@ def _run(db: sqlite3.Connection) -> Callable[[], None]:
     writes = _writes(db)
 
     def run() -> None:
-        run_id, now = uuid.uuid4().hex, time.time()
+        run_id, now = new_run_id(), time.time()
         for write in writes:
             write(run_id, now)
 
@@ -135,7 +135,7 @@ def frames(db: sqlite3.Connection, path: Path, runs: int) -> list[collections.Co
     counts: list[collections.Counter[str]] = [collections.Counter() for _ in WRITES]
     writes = _writes(db)
     for _ in range(runs):
-        run_id, now = uuid.uuid4().hex, time.time()
+        run_id, now = new_run_id(), time.time()
         for count, write in zip(counts, writes, strict=True):
             db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
             write(run_id, now)

@@ -1,20 +1,34 @@
-"""Run ids: the form of ``uuid.uuid4().hex``, never the same twice, not even in a forked child."""
+"""Run ids: UUIDv7s in the form of ``uuid.UUID.hex``, in the order they were made, never the same twice, not even
+in a forked child."""
 
 from __future__ import annotations
 
 import os
 import threading
+import time
 import uuid
 
 from durableflow._workflow import _new_run_id
 
 
-def test_run_ids_are_random_uuid4_hex_and_distinct() -> None:
+def test_run_ids_are_uuid7_hex_and_distinct() -> None:
     ids = [_new_run_id() for _ in range(600)]  # more than one batch of them
     assert len(set(ids)) == len(ids)
     for run_id in ids:
         parsed = uuid.UUID(hex=run_id)
-        assert (parsed.version, parsed.variant, parsed.hex) == (4, uuid.RFC_4122, run_id)
+        assert (parsed.version, parsed.variant, parsed.hex) == (7, uuid.RFC_4122, run_id)
+
+
+def test_run_ids_sort_in_the_order_they_were_made() -> None:
+    """A store's index of run ids takes each new id at its end: ids made a millisecond apart sort in that order,
+    and carry the time they were made."""
+    made_at = time.time_ns() // 1_000_000
+    ids = []
+    for _ in range(5):
+        ids.append(_new_run_id())
+        time.sleep(0.002)
+    assert ids == sorted(ids)
+    assert abs(int(ids[0][:12], 16) - made_at) < 1_000
 
 
 def test_a_forked_child_makes_ids_of_its_own() -> None:
