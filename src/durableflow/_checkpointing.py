@@ -82,6 +82,7 @@ class RunCheckpoints:
         ctx: Context[Any],
         checkpointer: Checkpointer,
         owner: str,
+        loop: asyncio.AbstractEventLoop,
         stored: bool,
         rebase: bool,
         since_full: int = 0,
@@ -91,7 +92,7 @@ class RunCheckpoints:
         self.graph = ctx._graph
         self.checkpointer = checkpointer
         self.io = store_io(checkpointer)
-        self.loop = asyncio.get_running_loop()
+        self.loop = loop
         self.owner = owner
         self.stored = stored  # the checkpointer holds this run (or its create is on its way)
         self.rebase = rebase  # the next record must be full: the store's last one is not this state's base

@@ -121,10 +121,10 @@ class Runner(RunEnding):
         self.fan = FanOut(self, self.graph.fan_plan) if self.graph.fan_plan is not None else None
         self.checkpointer = checkpointer
         self.owner = owner
+        self.loop = loop = asyncio.get_running_loop()  # (a system call each time it is asked: once per run)
         self.durable = (
-            None if checkpointer is None else RunCheckpoints(ctx, checkpointer, owner, stored, rebase, since_full)
+            None if checkpointer is None else RunCheckpoints(ctx, checkpointer, owner, loop, stored, rebase, since_full)
         )
-        self.loop = asyncio.get_running_loop()
         self.thread = threading.get_ident()
         self.future: asyncio.Future[Any] = future if future is not None else self.loop.create_future()
         self.claim_future: asyncio.Future[None] | None = None  # ``claimed``, once asked for
