@@ -118,8 +118,21 @@ class SQLiteCheckpointer:
         result: str | None = None,
         error: str | None = None,
     ) -> None:
+        if status is None and not record.full:  # a plain append, most checkpoints: the fenced insert alone
+            with self._lock:  # one statement, its own transaction
+                db = self._conn
+                if db is None or self._pid != current_pid():
+                    db = self._connection()
+                try:
+                    row = (record.seq, 0, get_clock().now(), run_id, owner, _blob(record))
+                    if db.execute(FENCED_INSERT, row).rowcount:
+                        return
+                    refusal = self._refusal(db, run_id, owner, record.seq)
+                except sqlite3.Error as exc:
+                    raise self._failure(exc, "failed a write") from None
+            raise refusal
         check_status(status)
-        with self._lock:  # one statement, its own transaction
+        with self._lock:
             db = self._connection()
             try:
                 refused = self._append(db, run_id, record, owner, status, result, error)
