@@ -159,9 +159,12 @@ async def test_a_poisoned_run_is_failed_after_max_recoveries_and_then_left_alone
     """A run whose step kills the worker each time is recovered max_recoveries times, then failed for good."""
     await interrupt(Adder, store, "poison", value=1)
     Adder.deadly = True
-    for _ in range(2):  # each recovery dies too, as a worker process would
-        worker = Worker([Adder], store, poll_interval=0.01, max_recoveries=2)
-        await serve_until(worker, lambda w=worker: w.stats.recovered == 1 and not w.active)  # type: ignore[misc]
+    for _ in range(2):  # each recovery dies too, as a worker process would: one poll per worker, so that a
+        # worker polling again before the test looks cannot recover the run a second time
+        worker = Worker([Adder], store, max_recoveries=2)
+        assert await worker.recover_once() == 1
+        await until(lambda w=worker: not w.active)  # type: ignore[misc]
+        assert worker.stats.recovered == 1
     final = Worker([Adder], store, poll_interval=0.01, max_poll_interval=0.02, max_recoveries=2)
     await serve_until(final, lambda: final.stats.failed == 1 and final.stats.polls >= 5)
     info = store.info("poison")
