@@ -215,11 +215,17 @@ class RedisCheckpointer:
             raise ImportError(f"RedisCheckpointer needs redis-py, in {install_hint('redis')}") from None
         self._owns_client = True  # closed with the checkpointer; a client the caller passed is theirs to close
         if isinstance(url_or_client, str):
-            self.client = redis.Redis.from_url(
-                url_or_client,
-                socket_timeout=socket_timeout,
-                socket_connect_timeout=socket_timeout,
-            )  # and no retries (from_url's default): a write that timed out is not sent again behind our back
+            try:
+                self.client = redis.Redis.from_url(
+                    url_or_client,
+                    socket_timeout=socket_timeout,
+                    socket_connect_timeout=socket_timeout,
+                )  # and no retries (from_url's default): a write that timed out is not sent again behind our back
+            except ValueError as exc:  # redis-py's message ("Port could not be cast...") names no URL
+                raise ValueError(
+                    f"{without_password(url_or_client)} is not a Redis URL that redis-py can read ({exc}); "
+                    "write it as redis://[[USER]:PASSWORD@]HOST:PORT/DB, or rediss:// for TLS"
+                ) from None
             self.url = without_password(url_or_client)  # shown in errors
         else:
             if inspect.iscoroutinefunction(getattr(url_or_client, "execute_command", None)):

@@ -120,6 +120,14 @@ def test_a_postgres_url_that_cannot_be_read_is_a_usage_error_without_its_passwor
     assert "PGPASSWORD" in done.err
 
 
+def test_a_redis_url_that_cannot_be_read_is_a_usage_error_naming_it_without_its_password(cli: Cli) -> None:
+    done = cli("runs", "--store", "redis://:s3cret@localhost:notaport/0")
+    assert done.code == 2
+    assert "s3cret" not in done.err and "Traceback" not in done.err
+    assert done.err.startswith("error: redis://:***@localhost:notaport/0 is not a Redis URL that redis-py can read")
+    assert "redis://[[USER]:PASSWORD@]HOST:PORT/DB" in done.err
+
+
 @pytest.mark.parametrize(
     ("shown", "note"),
     [
