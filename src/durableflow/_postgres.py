@@ -433,8 +433,12 @@ def _unreadable(url_or_conninfo: str, exc: Exception) -> str:
 
 
 def _unauthenticated(exc: Exception) -> bool:
-    """Whether the server refused this client's password (or it had none to give)."""
+    """Whether the server refused this client's password (or it had none to give). libpq gives a failed
+    connection no SQLSTATE: that it asked for a password it was not given is its flag, in any language; a
+    wrong password is told by the server's words, in English unless the server speaks another."""
     text = str(exc)
+    if getattr(getattr(exc, "pgconn", None), "needs_password", False):
+        return True
     return getattr(exc, "sqlstate", None) == "28P01" or any(
         words in text for words in ("password authentication failed", "no password supplied")
     )

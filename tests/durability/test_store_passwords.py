@@ -8,7 +8,13 @@ from typing import Any
 
 import pytest
 
-from durableflow import PostgresCheckpointer, RedisCheckpointer, StoreUnavailableError, open_checkpointer
+from durableflow import (
+    PostgresCheckpointer,
+    RedisCheckpointer,
+    StoreAuthenticationError,
+    StoreUnavailableError,
+    open_checkpointer,
+)
 from durableflow._checkpointer import without_password
 from durableflow.testing._stores import _reachable
 
@@ -68,6 +74,22 @@ def test_a_postgres_store_tells_a_refused_password_as_one(monkeypatch: pytest.Mo
     assert "wrong-Pa55word" not in told and "unreachable" not in told
     assert "PostgreSQL at postgresql://app:***@127.0.0.1:5432/db refused to authenticate" in told
     assert "check the password (in the URL, PGPASSWORD or ~/.pgpass)" in told
+
+
+def test_a_postgres_store_tells_a_missing_password_in_any_language(monkeypatch: pytest.MonkeyPatch) -> None:
+    """libpq's flag that the server asked for a password it did not get, not its (translated) words."""
+    psycopg = pytest.importorskip("psycopg")
+    store = PostgresCheckpointer("postgresql://app@127.0.0.1:5432/db")
+
+    class AskedForOne:  # the failed connection psycopg hands over with the error
+        needs_password = True
+
+    def refused(*args: Any, **kwargs: Any) -> Any:
+        raise psycopg.OperationalError("fe_sendauth: kein Passwort angegeben", pgconn=AskedForOne())
+
+    monkeypatch.setattr(store, "_connection", refused)
+    with pytest.raises(StoreAuthenticationError, match="refused to authenticate"):
+        store.runs()
 
 
 def test_a_postgres_store_that_is_away_is_still_told_unreachable(monkeypatch: pytest.MonkeyPatch) -> None:
