@@ -3,7 +3,10 @@
 import os
 import sys
 
-from .cli import main
+try:
+    from .cli import main
+except KeyboardInterrupt:  # Ctrl-C while the command starts: nothing began, so nothing to tell but the code
+    raise SystemExit(130) from None
 
 if __name__ == "__main__":
     # ``-m`` puts the current directory first on sys.path; the command searches it last, after installed modules,

@@ -75,7 +75,12 @@ def crashtest_command(args: argparse.Namespace) -> int:
     from ..testing import explore
 
     fields = input_fields(args.input)
-    factory = resolve_target(args.target, args.paths).factory
+    out = console()
+    seed = args.seed if args.seed is not None else random.randrange(2**32)
+    try:
+        factory = resolve_target(args.target, args.paths).factory
+    except KeyboardInterrupt:  # while the user's module is imported
+        return _reported(args, out, _before_any_scenario(args, seed), seed)
     store = args.store
     if store.startswith(("sqlite:", "memory:")):
         raise UsageError(
@@ -86,8 +91,6 @@ def crashtest_command(args: argparse.Namespace) -> int:
     respond = None
     if response is not None:
         respond = lambda request: HumanResponseEvent(**response)  # noqa: E731 - the same answer to every request
-    out = console()
-    seed = args.seed if args.seed is not None else random.randrange(2**32)
     options: dict[str, Any] = {
         "depth": args.depth, "mode": args.mode, "seed": seed, "hash_seed": seed, "max_scenarios": args.max_scenarios,
         "store": store, "only": args.scenario, "hang_after": args.hang_after, "respond": respond,
@@ -111,6 +114,20 @@ def crashtest_command(args: argparse.Namespace) -> int:
             return fail(1, str(exc))
         except StoreUnavailableError as exc:
             return fail(code_of(StoreUnavailableError), _in_cli_words(str(exc)))
+        except KeyboardInterrupt:  # before the exploration had a report: its world and clock were being set up
+            report = _before_any_scenario(args, seed)
+    return _reported(args, out, report, seed)
+
+
+def _before_any_scenario(args: argparse.Namespace, seed: int) -> Any:
+    """The report of an exploration Ctrl-C stopped before it began: its summary says that no scenario ran."""
+    from ..testing import Report
+
+    return Report(args.target.rpartition(":")[2], args.mode, args.depth, seed, interrupted=True)
+
+
+def _reported(args: argparse.Namespace, out: Console, report: Any, seed: int) -> int:
+    """Print ``report`` (and write its page): exit 0, 1 when a scenario failed, 130 when Ctrl-C stopped it."""
     args.seed = seed
     for outcome in report.failures:
         outcome.rerun = _rerun_line(args, outcome.id)
@@ -213,7 +230,8 @@ def _print_matrix(out: Console, report: Any) -> None:
                 )
             )
         matrix.add_row(*cells)
-    out.print(matrix)
+    if rows:  # none when Ctrl-C came before the first scenario
+        out.print(matrix)
     failures = in_shown_order(report.failures)
     for outcome in failures[:SHOWN]:  # as many diffs as the pytest report shows
         out.print(Text(f"\n{outcome.id}: {outcome.kind}", style="bold red"))

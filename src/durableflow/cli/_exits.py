@@ -89,7 +89,11 @@ EXIT_CODES: tuple[tuple[int, str, type[BaseException] | None], ...] = (
     (7, "the run waits for input: `durableflow resume RUN_ID --respond JSON` answers it", WaitsForInput),
     (8, "a value cannot be stored: the start event holds data a checkpoint cannot keep as it is", SerializationError),
     (9, "the run is idle: nothing to run and nothing to ask; it waits for an event sent to it, and is kept", RunIdle),
-    (130, "interrupted (Ctrl-C): the run keeps its last checkpoint", KeyboardInterrupt),
+    (
+        130,
+        "interrupted (Ctrl-C): the run keeps its last checkpoint (crashtest: the scenarios judged so far are reported)",
+        KeyboardInterrupt,
+    ),
 )
 
 EPILOG = "exit codes:\n" + "".join(f"  {code:>3}  {meaning}\n" for code, meaning, _ in EXIT_CODES)

@@ -195,6 +195,20 @@ class Exploration:
 
     def explore(self) -> Report:
         began = real_monotonic()
+        report = Report(
+            self.cls.__name__, self.settings.mode, self.settings.depth, self.seed,
+            shard=self.settings.shard, notes=self.notes,
+        )  # fmt: skip
+        try:
+            self._explore(report)
+        except KeyboardInterrupt:  # at any moment: the reference run, a second interpreter's start, a scenario
+            if not self.settings.keep_partial:
+                raise
+            report.interrupted = True
+        report.seconds = real_monotonic() - began
+        return report
+
+    def _explore(self, report: Report) -> None:
         reference_lives, reference = self.reference_run()
         if reference_lives[-1].ending != "finished":
             life = reference_lives[-1]
@@ -205,10 +219,7 @@ class Exploration:
                 f"not completed: {reference.error or ''}; crash exploration needs a run that completes "
                 "to judge the others by (check the start input)"
             )
-        report = Report(
-            self.cls.__name__, self.settings.mode, self.settings.depth, self.seed,
-            reference=reference.result, shard=self.settings.shard, notes=self.notes,
-        )  # fmt: skip
+        report.reference = reference.result
         differs = reference_lives[0].round_trip
         read_back = "not judgeable" if differs is not None and unjudged(differs) else "divergent state"
         if differs is not None and self.settings.only is None:
@@ -236,43 +247,34 @@ class Exploration:
             # so the shards of one exploration partition it.
             first = self._shard(self._sample(reference_lives[0].hits))
             report.space = len(self._shard(reference_lives[0].hits))
-        try:
-            resume_hits: dict[str, list[str]] = {}
-            self.positions.update((hit, index) for index, hit in enumerate(reference_lives[0].hits))
-            for scenario_id in first:
-                outcome, lives = self.scenario(scenario_id, reference)
-                self._add(report, outcome, len(first))
-                if len(lives) > 1:
-                    resume_hits[scenario_id] = lives[1].hits
-                    self.positions.update((f"{scenario_id}>{hit}", i) for i, hit in enumerate(lives[1].hits))
-            planned = len(first)
-            if self.settings.depth == 2 and self.settings.only is None:
-                second = [f"{a}>{b}" for a in first for b in resume_hits.get(a, [])]
-                report.space += len(second)
-                budget = share(self.settings)
-                deeper = self._sample(second, None if budget is None else max(0, budget - len(first)))
-                planned += len(deeper)
-                for scenario_id in deeper:
-                    self._add(report, self.scenario(scenario_id, reference)[0], planned)
-            if self.settings.only is None and self.settings.zombies and self.clock is not None:
-                probe(self, report, reference_lives[0].hits)
-                zombies = self._shard(zombie_points(reference_lives[0].hits))
-                report.space += len(zombies)
-                budget = share(self.settings)
-                zombies = self._sample(zombies, None if budget is None else max(0, budget - planned))
-                planned += len(zombies)
-                for scenario_id in zombies:
-                    self._add(report, self.scenario(scenario_id, reference)[0], planned)
-        except KeyboardInterrupt:
-            if not self.settings.keep_partial:
-                raise
-            report.interrupted = True
-            report.seconds = real_monotonic() - began
-            return report
+        resume_hits: dict[str, list[str]] = {}
+        self.positions.update((hit, index) for index, hit in enumerate(reference_lives[0].hits))
+        for scenario_id in first:
+            outcome, lives = self.scenario(scenario_id, reference)
+            self._add(report, outcome, len(first))
+            if len(lives) > 1:
+                resume_hits[scenario_id] = lives[1].hits
+                self.positions.update((f"{scenario_id}>{hit}", i) for i, hit in enumerate(lives[1].hits))
+        planned = len(first)
+        if self.settings.depth == 2 and self.settings.only is None:
+            second = [f"{a}>{b}" for a in first for b in resume_hits.get(a, [])]
+            report.space += len(second)
+            budget = share(self.settings)
+            deeper = self._sample(second, None if budget is None else max(0, budget - len(first)))
+            planned += len(deeper)
+            for scenario_id in deeper:
+                self._add(report, self.scenario(scenario_id, reference)[0], planned)
+        if self.settings.only is None and self.settings.zombies and self.clock is not None:
+            probe(self, report, reference_lives[0].hits)
+            zombies = self._shard(zombie_points(reference_lives[0].hits))
+            report.space += len(zombies)
+            budget = share(self.settings)
+            zombies = self._sample(zombies, None if budget is None else max(0, budget - planned))
+            planned += len(zombies)
+            for scenario_id in zombies:
+                self._add(report, self.scenario(scenario_id, reference)[0], planned)
         if not report.ok:  # before blaming the crashes, make sure an uninterrupted run ends the same every time
             run_again(self, reference, report)
-        report.seconds = real_monotonic() - began
-        return report
 
     def _add(self, report: Report, outcome: Outcome, planned: int) -> None:
         report.scenarios.append(outcome)

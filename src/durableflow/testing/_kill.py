@@ -131,9 +131,15 @@ def _fork(
         gc.freeze()
     with contextlib.suppress(Exception):  # only an optimisation
         hold_free_chunks()
+    # Ctrl-C is the exploration's to act on (it kills the life it follows): a life that took it too would
+    # end as an error, perhaps told before the exploration sees its own. Blocked across the fork, so that
+    # none reaches the child before it ignores them; one meanwhile reaches this process once unblocked.
+    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
     try:
         pid = os.fork()
         if pid == 0:  # pragma: no cover - measured through the parent's report
+            signal.signal(signal.SIGINT, signal.SIG_IGN)
+            signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
             gc.disable()
             os.close(reports[0])
             os.close(go[1])
@@ -146,6 +152,7 @@ def _fork(
             finally:
                 os._exit(0)  # no atexit, no pytest teardown: the child only ever lives this one life
     finally:
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
         if ours:
             gc.unfreeze()
     return pid

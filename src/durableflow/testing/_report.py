@@ -95,7 +95,8 @@ class Report:
     shard: tuple[int, int] | None = None
     """``(index, count)`` when this report holds one shard of an exploration."""
     interrupted: bool = False
-    """Stopped by Ctrl-C before every planned scenario ran (``keep_partial=True``)."""
+    """Stopped by Ctrl-C before every planned scenario ran (``keep_partial=True``): perhaps before the first,
+    during the uninterrupted run the scenarios are judged by."""
     notes: list[str] = field(default_factory=list)
     """What this exploration could not vary as a real restart would, and why."""
 
@@ -117,6 +118,8 @@ class Report:
         sampled = f" (sampled from {self.space})" if self.space > len(self.scenarios) else ""
         if self.interrupted:
             sampled = f" (interrupted: {len(self.scenarios)} of {self.space} ran)"
+            if not self.scenarios:
+                verdict, sampled = "interrupted before any scenario ran", ""
         if self.shard is not None:
             sampled += f" in shard {self.shard[0] + 1} of {self.shard[1]}"
         return (

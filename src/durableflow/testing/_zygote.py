@@ -97,9 +97,11 @@ class Zygote:
         import json
 
         try:
+            # a process group of its own: a terminal's Ctrl-C is the test's process's to act on (it kills the
+            # lives it follows), not this one's, which would die mid-import with a traceback of its own
             self.process = subprocess.Popen(
                 [sys.executable, "-c", _BOOT, json.dumps(path)], pass_fds=[theirs.fileno()], env=env,
-                stdin=subprocess.DEVNULL,
+                stdin=subprocess.DEVNULL, process_group=0,
             )  # fmt: skip
         finally:
             theirs.close()
@@ -314,16 +316,23 @@ def serve() -> None:  # pragma: no cover - runs in the zygote, measured through 
     Reaping as soon as a life exits (woken by SIGCHLD) lets the test's process see it gone without
     asking, and counts its CPU time in the zygote's, as a benchmark measuring every process expects.
     """
+    from . import _kill  # noqa: F401 - imported once here, not in every forked life
+
+    sock = socket.socket(fileno=int(os.environ["DURABLEFLOW_ZYGOTE_FD"]))
+    # Ctrl-C is the test's process's to act on (this one ends when its socket closes; the test's kills the
+    # lives it follows): ignored here and in every life forked from here, as in those forked from the test's
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        _serve(sock)
+    except ConnectionError:  # the test's process went away mid-word (Ctrl-C as this one started): nothing to tell
+        os._exit(0)
+
+
+def _serve(sock: socket.socket) -> None:  # pragma: no cover - runs in the zygote
     import gc
     import resource
     import select
 
-    from . import _kill  # noqa: F401 - imported once here, not in every forked life
-
-    sock = socket.socket(fileno=int(os.environ["DURABLEFLOW_ZYGOTE_FD"]))
-    # Ctrl-C reaches the whole process group: the test's process decides what it stops (this one ends
-    # when its socket closes), and kills the lives it follows
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
     exited, wake = os.pipe()
     os.set_blocking(exited, False)
     os.set_blocking(wake, False)
@@ -371,7 +380,6 @@ def serve() -> None:  # pragma: no cover - runs in the zygote, measured through 
                 sock.close()
                 signal.set_wakeup_fd(-1)
                 signal.signal(signal.SIGCHLD, signal.SIG_DFL)
-                signal.signal(signal.SIGINT, signal.default_int_handler)  # as in a life forked from the test's
                 os.close(exited)
                 os.close(wake)
                 try:
