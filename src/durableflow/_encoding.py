@@ -135,22 +135,24 @@ def encode_status(run: RunState, seq: int, at: str) -> str:
 def _run_fields(parts: list[str], run: RunState, written: dict[str, Any] | None) -> None:
     """The run-level fields: all of them in a full snapshot (``written`` None), those that changed in a delta."""
     full = written is None
-    get = _NOTHING_WRITTEN.get if written is None else written.get
-    if run.status != get("status"):
+    if not written:  # a full snapshot, or a first record: every field as never written (absent recoveries are 0)
+        written = _NOTHING_WRITTEN
+    if run.status != written["status"]:
         parts.append(f',"status":"{run.status}"')
-    if run.next_eid != get("next_eid"):
+    if run.next_eid != written["next_eid"]:
         parts.append(f',"next_eid":{run.next_eid}')
-    if full or run.deadline != get("deadline"):
+    if full or run.deadline != written["deadline"]:
         deadline = run.deadline
         # no finite deadline (a timeout of inf) is no deadline: JSON has no inf, and None means "never"
         parts += (',"deadline":', repr(float(deadline)) if deadline is not None and math.isfinite(deadline) else "null")
-    if full or run.error != get("error"):
+    if full or run.error != written["error"]:
         parts += (',"error":', "null" if run.error is None else compact_json(run.error))
-    if run.recoveries != get("recoveries", 0):  # absent means 0: most runs never need it
+    if run.recoveries != written["recoveries"]:  # absent means 0: most runs never need it
         parts.append(f',"recoveries":{run.recoveries}')
 
 
-_NOTHING_WRITTEN: dict[str, Any] = {}
+_NOTHING_WRITTEN: dict[str, Any] = {"status": None, "next_eid": None, "deadline": None, "error": None, "recoveries": 0}
+"""``RunState.written`` before any record: subscripted, as ``note_written``'s every key is (cheaper than ``get``)."""
 
 
 def _object(parts: list[str], items: Iterable[tuple[str, str]]) -> None:
@@ -225,9 +227,17 @@ def _floats(values: Iterable[float]) -> str:
 def _event_json(event: Event, graph: StepGraph) -> str:
     """An event as the ``[type, data]`` pair it is stored as."""
     cls = type(event)
-    opening = graph.stored_as.get(cls) or _declared(cls, graph)
-    if not event.__pydantic_extra__ and not cls.__pydantic_fields__:
-        return opening + "{}]"  # an event with no fields: nothing to serialize, nothing to check
+    opening, bare = graph.stored_as.get(cls) or _declared(cls, graph)
+    if not event.__pydantic_extra__:
+        if bare is not None:
+            return bare  # an event of a class with no fields: nothing to serialize, nothing to check
+        if cls is StopEvent:  # the last record of most runs: its result written as pydantic would, without it
+            result = event.__dict__["result"]
+            kind = type(result)
+            if kind is str and result.isascii():  # (non-ASCII text takes the checked path: a lone surrogate)
+                return f'{opening}{{"result":{_quote(result)}}}]'
+            if result is None:
+                return opening + "{}]"
     refuse_not_json(event)
     try:
         data = event_body(event)
@@ -241,8 +251,9 @@ def _event_json(event: Event, graph: StepGraph) -> str:
     return opening + data + "]"
 
 
-def _declared(cls: type[Event], graph: StepGraph) -> str:
-    """The opening of the ``[type, data]`` pair an event of ``cls`` is stored as, remembered on the graph;
+def _declared(cls: type[Event], graph: StepGraph) -> tuple[str, str | None]:
+    """The opening of the ``[type, data]`` pair an event of ``cls`` is stored as, and the whole pair if the class
+    has no fields (reading ``__pydantic_fields__`` costs three dict lookups), remembered on the graph;
     ``SerializationError`` if the workflow does not declare ``cls`` (it could not be loaded again)."""
     key = type_key(cls)
     if graph.types.get(key) is not cls:
@@ -250,8 +261,9 @@ def _declared(cls: type[Event], graph: StepGraph) -> str:
             f"cannot checkpoint a {cls.__name__}: no step of {graph.workflow_path} names it in an annotation, "
             "so it could not be loaded again; add it to a step's input or return annotation"
         )
-    opening = graph.stored_as[cls] = f"[{_quote(key)},"
-    return opening
+    opening = f"[{_quote(key)},"
+    stored = graph.stored_as[cls] = (opening, None if cls.__pydantic_fields__ else opening + "{}]")
+    return stored
 
 
 def event_body(event: Event) -> str:

@@ -61,7 +61,8 @@ class StepGraph:
                     f"two event types of {workflow_cls.__name__} are named {type_key(cls)} "
                     f"({known.__module__} and {cls.__module__}); a snapshot names events by name, so rename one"
                 )
-        self.stored_as: dict[type[Event], str] = {}  # the snapshot encoder's: the opening of each type's records
+        self.stored_as: dict[type[Event], tuple[str, str | None]] = {}
+        """The snapshot encoder's: the opening of each type's records, and a record whole for a type with no fields."""
         self.codec = ValueCodec(self.types)
         self.pickle_codec = ValueCodec(self.types, pickles=True)  # for serializer=PickleSerializer() only
         self.description = self._describe()

@@ -62,7 +62,7 @@ def mark_starting(runner: Runner, finishing: str | None) -> None:
                 and busy[name] - (name == finishing) < runner.graph.steps[name].num_workers
             ):
                 delivery.running = True
-                run.touch(delivery)
+                run.touch_key(delivery.key)
         return
     steps = runner.graph.steps
     for name, queued in ready.items():

@@ -6,6 +6,7 @@ start event) holds as JSON, and reads the JSON back as it is: a datetime would c
 from __future__ import annotations
 
 import contextlib
+import json
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -24,6 +25,8 @@ from durableflow import (
     Workflow,
     step,
 )
+from durableflow._framing import HEADER_SIZE
+from durableflow._snapshot import unframe
 
 from .crashing import Crash, crash_at
 
@@ -110,3 +113,29 @@ async def test_a_field_declared_with_its_type_comes_back_as_that_type(tmp_path: 
         await Typed(checkpointer=store).run(run_id="r", start_event=Dated(when=WHEN))
     resumed = await Typed(checkpointer=SQLiteCheckpointer(tmp_path / "runs.db")).resume("r")
     assert resumed == ["datetime", WHEN.isoformat()]
+
+
+class Returns(Workflow):
+    @step
+    async def answer(self, ev: StartEvent) -> StopEvent:
+        return StopEvent(result=ev.get("value"))
+
+
+@pytest.mark.parametrize(
+    "value", ["done", 'a "quoted" \\ back\nslash\t\x00\x1f\x7f', "", "héllo ✓ 𝄞", None, 7, 2.5, [1, "x"]]
+)
+async def test_the_last_record_holds_the_result_as_pydantic_writes_it(value: Any) -> None:
+    """A plain StopEvent's text result is written without pydantic (the last record of most runs): the same text."""
+    store = MemoryCheckpointer()
+    handler = Returns(checkpointer=store).run(value=value)
+    assert await handler == value
+    last = store.load(handler.run_id)[-1]
+    stored = unframe(last.data, handler.run_id, last.seq)["result"]
+    expected = StopEvent(result=value).model_dump_json() if value is not None else "{}"
+    assert stored == ["StopEvent", json.loads(expected)]
+    assert last.data[HEADER_SIZE:].decode().endswith(f'"result":["StopEvent",{expected}]}}')
+
+
+async def test_a_result_holding_a_lone_surrogate_is_refused() -> None:
+    with pytest.raises(SerializationError):
+        await Returns(checkpointer=MemoryCheckpointer()).run(value="lone \ud83d surrogate")
