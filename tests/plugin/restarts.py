@@ -275,6 +275,26 @@ class RestartedReminder(Workflow):
         return StopEvent(result="reminded")
 
 
+class Opened(Event):
+    at: float
+
+
+class ClockEscalation(Workflow):
+    """WRONG: escalates a ticket when the clock says it waited over two minutes since it was opened, read
+    anew by the step that decides: a resume after the downtime escalates where the uninterrupted run did not."""
+
+    @step
+    async def open(self, ev: StartEvent) -> Opened:
+        return Opened(at=time.time())
+
+    @step
+    async def triage(self, ev: Opened, redis: Redis) -> StopEvent:
+        if time.time() - ev.at > 120:
+            redis.sadd("escalated", "ticket-1")
+            return StopEvent(result="escalated")
+        return StopEvent(result="normal")
+
+
 def yes(request: InputRequiredEvent) -> HumanResponseEvent:
     return HumanResponseEvent(response="yes")
 
@@ -283,7 +303,8 @@ WRONG = {
     "minute-keyed billing": (MinuteKeyedBilling, {"order": "A-1", "cents": 500}, "duplicated effect"),
     "random effect key": (RandomEffectKey, {}, "duplicated effect"),
     "hash counter taken twice": (HashCounterThenRecord, {"orders": [1, 2]}, "duplicated effect"),
-    "restarted reminder": (RestartedReminder, {}, "duplicated effect"),
+    "restarted reminder": (RestartedReminder, {}, "divergent write"),
+    "escalation on the clock": (ClockEscalation, {}, "divergent write"),
 }
 """Wrong on purpose: each fails in both modes, with this kind."""
 

@@ -31,7 +31,7 @@ from ._report import INPROCESS_KEPT, Report
 if TYPE_CHECKING:
     from ._exploration import Exploration
 
-REJUDGED = frozenset({"divergent state", "divergent result", "duplicated effect", "lost work"})
+REJUDGED = frozenset({"divergent state", "divergent write", "divergent result", "duplicated effect", "lost work"})
 """Verdicts an effect's other answer can explain; a hang, an error or an unreached point it cannot."""
 
 _YEARS = 50 * 365 * 86400.0

@@ -388,6 +388,7 @@ class Exploration:
         self.world.restore(capture.world)
         if capture.at_first_crash is None:
             capture.at_first_crash = self.world.snapshot()
+        at_last_crash = capture.at_first_crash if len(capture.lives) == 1 else self.world.snapshot()
         self._restart_clock(None if capture.clock is None else capture.clock + self.settings.downtime)
         # a replayed a>b (depth 2 comes from its id) captures b alone; an exploration, every point
         wanted = {self.settings.only.partition(">")[2]} if self.settings.only else None
@@ -401,7 +402,7 @@ class Exploration:
                 if not capture.world.get("whole", True):  # resumed from a torn copy: torn too
                     deeper_capture.world["whole"] = False
                 self.captures[f"{scenario_id}>{point}"] = deeper_capture
-            final = self.final(capture.store, lives, capture.at_first_crash)
+            final = self.final(capture.store, lives, capture.at_first_crash, at_last_crash)
             final.torn = not capture.world.get("whole", True)
             if key is not None and not disturbance[0] and self.world.disturbance() == disturbance:
                 self.resumed[key] = Resumed(life, final)  # (not one an ended life's thread reached into)
@@ -434,6 +435,7 @@ class Exploration:
         self._restart_clock(self._frozen_at)
         lives: list[Life] = []
         at_first_crash: dict[str, Any] = {}
+        at_last_crash: dict[str, Any] | None = None
         try:
             for index in range(len(crashes) + 1):
                 target = crashes[index] if index < len(crashes) else None
@@ -443,18 +445,26 @@ class Exploration:
                 if life.ending != "crashed":
                     break
                 self._down()
+                at_last_crash = self.world.snapshot()
                 if index == 0:
-                    at_first_crash = self.world.snapshot()
-            return lives, self.final(store, lives, at_first_crash)
+                    at_first_crash = at_last_crash
+            return lives, self.final(store, lives, at_first_crash, at_last_crash)
         finally:
             self.stores.discard(store, self.run_id)
 
-    def final(self, store: Checkpointer, lives: list[Life], at_first_crash: dict[str, Any] | None = None) -> Final:
+    def final(
+        self,
+        store: Checkpointer,
+        lives: list[Life],
+        at_first_crash: dict[str, Any] | None = None,
+        at_last_crash: dict[str, Any] | None = None,
+    ) -> Final:
         ended = lives[-1].stored or stored(store, self.run_id)
         effects, windows = count_effects(lives)
         return Final(
-            **ended, world=self.world.snapshot(), effects=effects, windows=windows, at_first_crash=at_first_crash or {}
-        )
+            **ended, world=self.world.snapshot(), effects=effects, windows=windows,
+            at_first_crash=at_first_crash or {}, at_last_crash=at_last_crash,
+        )  # fmt: skip
 
 
 def _beside_any_loop(fn: Callable[[], T]) -> T:

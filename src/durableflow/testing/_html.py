@@ -13,7 +13,7 @@ from html import escape
 from ._report import KINDS, ExplorationSummary, ScenarioSummary
 
 _KIND_COLOURS = (
-    "#c62828", "#ad1457", "#ef6c00", "#f9a825", "#4527a0", "#37474f", "#78909c", "#6a1b9a", "#8d6e63",
+    "#c62828", "#ad1457", "#ef6c00", "#f9a825", "#9e9d24", "#4527a0", "#37474f", "#78909c", "#6a1b9a", "#8d6e63",
 )  # fmt: skip
 """One per failure kind, in ``KINDS`` order: reds for lost and duplicated work, through to grey for unreached."""
 

@@ -34,6 +34,10 @@ class Final:
     at_first_crash: dict[str, Any] = field(default_factory=dict)
     """The world when the run first died: up to there it went as the reference did, so what the
     reference did from there on says whether a different end is work lost or done twice."""
+    at_last_crash: dict[str, Any] | None = None
+    """The world when the run last died, before the life that ended it; ``None`` where no crash came
+    before the writes of the life that ended the run (a zombie's first worker wakes after the second one
+    finished). What no life had written by then was written by that life alone: not work done twice."""
     torn: bool = False
     """A copy of the world it resumed from was taken while a thread of the life stayed inside it."""
 
@@ -116,7 +120,7 @@ def judge(reference: Final, final: Final, lives: list[Life], crashes: list[str])
     if _ends_alike(reference, final):
         return None, ""
     if reference.world != final.world:
-        return _world_kind(reference.world, final.world, final.at_first_crash), _diff(
+        return _world_kind(reference.world, final.world, final.at_first_crash, final.at_last_crash), _diff(
             _world_entries(reference.world), _world_entries(final.world)
         )
     if final.result != reference.result:
@@ -207,27 +211,59 @@ def _pair_texts(found: Any, expected: Any, swaps: dict[str, str]) -> None:
 _MIN_SWAP = 6
 
 
-def _world_kind(expected: dict[str, Any], found: dict[str, Any], at_crash: dict[str, Any]) -> str:
+def _world_kind(
+    expected: dict[str, Any], found: dict[str, Any], at_crash: dict[str, Any], at_last_crash: dict[str, Any] | None
+) -> str:
     """Past the reference's end, in the direction the reference moved from where the run crashed, is a
     duplicated effect (a counter decremented twice goes down); short of it is lost work. A change the
-    reference did not need after the crash is work done again."""
-    more = less = False
+    reference did not need after the crash is work done again.
+
+    Unless it cannot be: a key the reference never wrote (or a method it never called), one nothing had
+    written by the last crash (the life that ended the run wrote it alone), or a time written where the
+    reference wrote another (no counter counts to a time): the run did not do work twice but decided
+    otherwise, a divergent write."""
+    more = less = other = False
     for section in ("redis", "calls"):
-        old, new, then = (_fields(world.get(section, {})) for world in (expected, found, at_crash))
+        old, new, first = (_fields(world.get(section, {})) for world in (expected, found, at_crash))
+        last = first if at_last_crash is None else _fields(at_last_crash.get(section, {}))
         for key in old.keys() | new.keys():
             end, got = _size(old.get(key)), _size(new.get(key))
             if got == end:
                 continue
-            remaining = end - _size(then.get(key))
-            if remaining == 0 or (got - end) * remaining > 0:
-                more = True
-            else:
+            # where the first crash left it, while the run still went as the reference did; one created
+            # after that (HSETNX stock 10, then HINCRBY -1) moved, once created, from where the last left it
+            remaining = end - _size(first[key] if key in first else last.get(key))
+            if _is_time(end) and _is_time(got):
+                other = True
+            elif remaining and (got - end) * remaining < 0:
                 less = True
-    if more and not less:
+            elif not (_wrote(old, key, section) or _wrote(first, key, section)) or (
+                at_last_crash is not None and not _wrote(last, key, section)
+            ):
+                other = True
+            else:
+                more = True
+    if other and not more:
+        return "divergent write"
+    if more and not less and not other:
         return "duplicated effect"
     if less and not more:
         return "lost work"
     return "divergent state"
+
+
+def _wrote(entries: dict[str, Any], key: str, section: str) -> bool:
+    """``entries`` hold ``key``: the same Redis key (or hash field), or a call of the same method, whatever
+    its arguments (an idempotency key minted anew, the minute, are other arguments to the same call)."""
+    if section != "calls":
+        return key in entries
+    method = key.partition("(")[0]
+    return any(call.partition("(")[0] == method for call in entries)
+
+
+def _is_time(value: float) -> bool:
+    """A number written as a time: seconds (or milliseconds) since the epoch, from 2001 to 2103."""
+    return 1e9 <= value < 4.3e9 or 1e12 <= value < 4.3e12
 
 
 def _fields(entries: dict[str, Any]) -> dict[str, Any]:
