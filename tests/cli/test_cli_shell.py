@@ -41,6 +41,19 @@ def test_without_rich_help_works_and_tables_ask_for_the_extra(shell: Shell) -> N
     assert "Traceback" not in listed.stderr
 
 
+def test_commands_other_than_crashtest_do_not_load_the_crash_harness(shell: Shell, tmp_path: Path) -> None:
+    """`runs` (like run, resume and worker) leaves the exploration engine unimported: a third of its start-up."""
+    listed = [
+        sys.executable,
+        "-c",
+        "import atexit, runpy, sys; atexit.register(lambda: print(sorted(m for m in sys.modules if "
+        "m.startswith('durableflow.testing')), file=sys.stderr)); runpy.run_module('durableflow', run_name='__main__')",
+    ]
+    done = shell("runs", "--store", f"sqlite:///{tmp_path / 'runs.db'}", command=listed)
+    assert done.returncode == 0, done.stderr
+    assert done.stderr.strip().splitlines()[-1] == "['durableflow.testing', 'durableflow.testing._settings']"
+
+
 def test_killed_run_is_resumed_and_completes_with_the_right_result(shell: Shell, project: Path) -> None:
     """A run whose process died after a checkpoint is finished by `resume`, redoing no checkpointed work."""
     (project / "crash-after-2").touch()

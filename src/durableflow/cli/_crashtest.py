@@ -17,9 +17,7 @@ from pydantic import ValidationError
 from .._checkpointer import without_password
 from .._errors import StoreUnavailableError, password_note
 from .._events import HumanResponseEvent
-from ..testing._lives import ReferenceUnfinished
 from ..testing._settings import DOWNTIME, fixed_hash_seed
-from ..testing._stores import SQLITE_INSTEAD
 from ._exits import UsageError, WaitsForInput, code_of, fail
 from ._options import add_command, add_respond, answer, input_fields, positive_int, seconds
 from ._output import cell, console, printable, table
@@ -72,7 +70,8 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
 
 def crashtest_command(args: argparse.Namespace) -> int:
     """The same exploration as the ``crash_harness`` fixture, with a progress bar and the matrix printed."""
-    from ..testing import explore
+    from ..testing import explore  # here, not at the top: every other command would pay for importing it
+    from ..testing._lives import ReferenceUnfinished
 
     fields = input_fields(args.input)
     out = console()
@@ -153,6 +152,8 @@ HANG_ADVICE = (
 
 def _in_cli_words(message: str) -> str:
     """An error of the exploration API, its advice naming this command's option instead of the keyword."""
+    from ..testing._stores import SQLITE_INSTEAD
+
     return message.replace(SQLITE_INSTEAD, "pass --store sqlite")
 
 

@@ -5,13 +5,14 @@ from __future__ import annotations
 import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 from durableflow import Event, InputRequiredEvent
 
-from ._report import Outcome
-from ._stores import StoreKind
-from ._world import Fake
+if TYPE_CHECKING:  # annotations only: the CLI reads this module's defaults without loading the harness
+    from ._report import Outcome
+    from ._stores import StoreKind
+    from ._world import Fake
 
 Mode = Literal["inprocess", "kill"]
 Respond = Callable[[InputRequiredEvent], Event | None]
