@@ -20,16 +20,14 @@ from typing import TYPE_CHECKING, Any, cast, final
 
 from pydantic_core import to_jsonable_python
 
-from . import _clock as _clocks
 from . import _crashpoints
 from ._checkpointer import TERMINAL, Append, Checkpointer, Record, RunStatus
-from ._clock import get_clock
 from ._encoding import encode_delta, encode_full, encode_status
-from ._errors import DurableflowError, LeaseExpiredError, RunConflictError, RunLeaseError, StoreUnavailableError
+from ._errors import DurableflowError, RunConflictError, RunLeaseError, StoreUnavailableError
 from ._events import StopEvent
 from ._framing import record_key, run_digest, seal_with
 from ._hooks import plugin_manager
-from ._lease import LEASE_MARGIN, LeaseKeeper
+from ._lease import LeaseHolder
 from ._snapshot import error_text
 from ._storeio import store_io
 
@@ -43,7 +41,6 @@ RESUME_FOLD = 1024
 """A resumed run folds its deltas at its first checkpoint once they hold this many bytes and half the state's:
 each delta costs a resume far more than its bytes (it is unsealed, parsed and checked on its own), while
 rewriting a state that was just read whole is cheap unless the state is large."""
-_NEVER = float("inf")
 _new = object.__new__
 
 
@@ -57,17 +54,10 @@ def new_record(seq: int, full: bool, data: bytes) -> Record:
 
 
 @final
-class RunCheckpoints:
+class RunCheckpoints(LeaseHolder):
     """Writes one run's checkpoints to its checkpointer, under the lease ``owner`` holds."""
 
     # Defaults of what most runs never change, kept on the class: each run's instance sets only what it must.
-    lease_until = _NEVER
-    """When the lease lapses unless renewed, on the run's clock: the time the last renewal that succeeded
-    (or the acquire) was sent, plus the TTL. Known once ``keep_lease`` or ``leased`` set it."""
-    drive_until = _NEVER
-    """The same, less a safety margin, on the loop's monotonic clock: past it the run stops (``keep_lease``)."""
-    doubt_after = _NEVER
-    """``lease_until`` less the margin: past it no step or effect begins before ``confirm_lease``."""
     full_size = 0
     """Bytes of the last full snapshot this run wrote: besides the state, its pending events and buffers."""
     durable_status: str | None = None  # the status the store holds, as far as this run knows
@@ -155,12 +145,15 @@ class RunCheckpoints:
                 body = encode_delta(run, store, self.graph, seq, at)
                 if store.dirty:
                     self._note_sizes(store.values, store.dirty, False)
-        record = new_record(seq, full, seal_with(self.digest or self._new_digest(), self.keyed, body, seq, run.run_id))
+        record = _new(Record)  # (new_record's, without its call)
+        fields = record.__dict__
+        fields["seq"], fields["full"] = seq, full
+        fields["data"] = seal_with(self.digest or self._new_digest(), self.keyed, body, seq, run.run_id)
         written_before = run.written
         status: RunStatus | None = None
         result = error = None
-        if run.status != written_before.get("status"):
-            status = cast(RunStatus, run.status)  # a stored run has left "new": its status is a RunStatus
+        if run.status != written_before.get("status") and (not creating or run.status != "running"):
+            status = run.status  # type: ignore[assignment]  # a stored run has left "new": its status is a RunStatus
             result, error = self._result_json(), error_text(run.error)
         # the record holds the journal now: what changes from here on goes into the next one
         run.seq = seq
@@ -181,7 +174,8 @@ class RunCheckpoints:
             except Exception as exc:
                 self._failed(exc, record, written_before, False, status)
                 raise
-            self._written(record, status)
+            if status is not None or _crashpoints.listener is not None or plugin_manager.active:
+                self._written(record, status)  # (nothing to do otherwise: no status, no one listening)
             return None
         checkpointer, uncertain = self.checkpointer, (self.uncertain, self.uncertain_status)
         try:
@@ -401,58 +395,6 @@ class RunCheckpoints:
                 return int.__repr__(value)
             return json.dumps(to_jsonable_python(value))
         return result.model_dump_json()
-
-    # -- the lease -------------------------------------------------------------------------
-
-    def leased(self, at: float, on_loop: float) -> None:
-        """The lease was acquired by a call sent at ``at`` (run's clock), ``on_loop`` (loop's clock)."""
-        ttl = self.checkpointer.lease_ttl
-        self.lease_until = at + ttl
-        self.drive_until = on_loop + ttl * (1 - LEASE_MARGIN)
-        self.doubt_after = self.lease_until - ttl * LEASE_MARGIN
-
-    def keep_lease(
-        self,
-        guarded: Callable[[Callable[[], None]], Callable[[], None]],
-        lost: Callable[[], None],
-        expired: Callable[[], None],
-    ) -> Callable[[], None]:
-        """Renew the lease every third of its time to live until the returned callable is called;
-        ``lost()`` when another worker has it, ``expired()`` when no renewal succeeded before the lease
-        would lapse, less a margin. ``guarded`` wraps each timer callback."""
-        if self.lease_until == _NEVER:  # a new run: its create, sent after this, leases it for longer
-            self.leased(get_clock().now(), self.loop.time())
-        return LeaseKeeper(self, guarded, lost, expired)
-
-    def lease_in_doubt(self) -> bool:
-        """Whether the renewal that would show this worker still holds the lease is overdue (the process was
-        paused, or the store did not answer): then no step or effect may begin before ``confirm_lease``."""
-        return _clocks._clock.now() >= self.doubt_after or self.loop.time() >= self.drive_until  # (get_clock()'s)
-
-    def unrenewed(self) -> float:
-        """Seconds since the last renewal that succeeded was sent."""
-        ttl = self.checkpointer.lease_ttl
-        return max(
-            get_clock().now() - (self.lease_until - ttl),
-            self.loop.time() - (self.drive_until - ttl * (1 - LEASE_MARGIN)),
-        )
-
-    async def confirm_lease(self) -> None:
-        """Renew the lease now: ``RunLeaseError`` if another worker has it (it may have run this step or effect),
-        ``LeaseExpiredError`` if the store cannot say."""
-        asked_at, on_loop = get_clock().now(), self.loop.time()
-        run_id, owner, checkpointer = self.run.run_id, self.owner, self.checkpointer
-
-        def renew() -> bool:
-            return checkpointer.renew(run_id, owner)
-
-        try:
-            held = await self.io.ask(self.loop, renew)
-        except DurableflowError as exc:
-            raise LeaseExpiredError(run_id, self.lease_until, self.unrenewed(), str(exc)) from None
-        if not held:
-            raise RunLeaseError.lost(run_id, None, None)
-        self.leased(asked_at, on_loop)
 
     def release(self) -> None:
         """Give the lease up as the run stops here, once the writes on their way are done (a final status

@@ -15,13 +15,16 @@ import weakref
 from collections.abc import Callable
 from typing import TYPE_CHECKING, final
 
+from . import _clock as _clocks
 from ._clock import Clock, SystemClock, get_clock
-from ._errors import DurableflowError
+from ._errors import DurableflowError, LeaseExpiredError, RunLeaseError
 
 if TYPE_CHECKING:
     import asyncio
 
-    from ._checkpointing import RunCheckpoints
+    from ._checkpointer import Checkpointer
+    from ._runstate import RunState
+    from ._storeio import StoreIO
 
 LEASE_MARGIN = 0.2
 """The part of the lease's time to live a run keeps in hand: one that could not renew its lease for the rest
@@ -47,12 +50,12 @@ class LeaseKeeper:
 
     def __init__(
         self,
-        durable: RunCheckpoints,
+        durable: LeaseHolder,
         guarded: Callable[[Callable[[], None]], Callable[[], None]],
         lost: Callable[[], None],
         expired: Callable[[], None],
     ) -> None:
-        self.durable: RunCheckpoints | None = durable
+        self.durable: LeaseHolder | None = durable
         self.guarded, self.lost, self.expired = guarded, lost, expired
         self.asked_at = self.asked_on_loop = 0.0
         self.due = durable.lease_until - durable.checkpointer.lease_ttl * 2 / 3  # on the run's clock
@@ -112,6 +115,75 @@ class LeaseKeeper:
             self.schedule.discard(self, durable.loop)
 
     __call__ = stop  # the keeper is its own stop: a run keeps no bound method of it
+
+
+class LeaseHolder:
+    """A run's side of its lease: when it lapses, whether it is in doubt, renewing it now (``RunCheckpoints``)."""
+
+    checkpointer: Checkpointer
+    loop: asyncio.AbstractEventLoop
+    io: StoreIO
+    run: RunState
+    owner: str
+
+    # Defaults of what most runs never change, kept on the class: each run's instance sets only what it must.
+    lease_until = _NEVER
+    """When the lease lapses unless renewed, on the run's clock: the time the last renewal that succeeded
+    (or the acquire) was sent, plus the TTL. Known once ``keep_lease`` or ``leased`` set it."""
+    drive_until = _NEVER
+    """The same, less a safety margin, on the loop's monotonic clock: past it the run stops (``keep_lease``)."""
+    doubt_after = _NEVER
+    """``lease_until`` less the margin: past it no step or effect begins before ``confirm_lease``."""
+
+    def leased(self, at: float, on_loop: float) -> None:
+        """The lease was acquired by a call sent at ``at`` (run's clock), ``on_loop`` (loop's clock)."""
+        ttl = self.checkpointer.lease_ttl
+        self.lease_until = at + ttl
+        self.drive_until = on_loop + ttl * (1 - LEASE_MARGIN)
+        self.doubt_after = self.lease_until - ttl * LEASE_MARGIN
+
+    def keep_lease(
+        self,
+        guarded: Callable[[Callable[[], None]], Callable[[], None]],
+        lost: Callable[[], None],
+        expired: Callable[[], None],
+    ) -> Callable[[], None]:
+        """Renew the lease every third of its time to live until the returned callable is called;
+        ``lost()`` when another worker has it, ``expired()`` when no renewal succeeded before the lease
+        would lapse, less a margin. ``guarded`` wraps each timer callback."""
+        if self.lease_until == _NEVER:  # a new run: its create, sent after this, leases it for longer
+            self.leased(get_clock().now(), self.loop.time())
+        return LeaseKeeper(self, guarded, lost, expired)
+
+    def lease_in_doubt(self) -> bool:
+        """Whether the renewal that would show this worker still holds the lease is overdue (the process was
+        paused, or the store did not answer): then no step or effect may begin before ``confirm_lease``."""
+        return _clocks._clock.now() >= self.doubt_after or self.loop.time() >= self.drive_until  # (get_clock()'s)
+
+    def unrenewed(self) -> float:
+        """Seconds since the last renewal that succeeded was sent."""
+        ttl = self.checkpointer.lease_ttl
+        return max(
+            get_clock().now() - (self.lease_until - ttl),
+            self.loop.time() - (self.drive_until - ttl * (1 - LEASE_MARGIN)),
+        )
+
+    async def confirm_lease(self) -> None:
+        """Renew the lease now: ``RunLeaseError`` if another worker has it (it may have run this step or effect),
+        ``LeaseExpiredError`` if the store cannot say."""
+        asked_at, on_loop = get_clock().now(), self.loop.time()
+        run_id, owner, checkpointer = self.run.run_id, self.owner, self.checkpointer
+
+        def renew() -> bool:
+            return checkpointer.renew(run_id, owner)
+
+        try:
+            held = await self.io.ask(self.loop, renew)
+        except DurableflowError as exc:
+            raise LeaseExpiredError(run_id, self.lease_until, self.unrenewed(), str(exc)) from None
+        if not held:
+            raise RunLeaseError.lost(run_id, None, None)
+        self.leased(asked_at, on_loop)
 
 
 @final

@@ -10,6 +10,7 @@ from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Any, Literal
 
+from . import _clock as _clocks
 from ._checkpointer import (
     TERMINAL,
     Append,
@@ -98,16 +99,18 @@ class SQLiteCheckpointer:
     def create(self, run_id: str, workflow: str, record: Record, owner: str) -> None:
         now = get_clock().now()
         row = (run_id, workflow, now, owner, now + self.lease_ttl, record.seq, 1 if record.full else 0, _blob(record))
-        with self._lock:
-            db = self._connection()
-            try:
-                db.execute(NEW_RUN, row)  # the run's row and its first record, in one statement
-            except sqlite3.IntegrityError as exc:
-                if "durableflow_runs.run_id" in str(exc):
-                    raise RunExistsError(run_id) from None
-                raise self._failure(exc, "failed a write") from None
-            except sqlite3.Error as exc:
-                raise self._failure(exc, "failed a write") from None
+        lock = self._lock
+        lock.acquire()
+        try:
+            self._connection().execute(NEW_RUN, row)  # the run's row and its first record, in one statement
+        except sqlite3.IntegrityError as exc:
+            if "durableflow_runs.run_id" in str(exc):
+                raise RunExistsError(run_id) from None
+            raise self._failure(exc, "failed a write") from None
+        except sqlite3.Error as exc:
+            raise self._failure(exc, "failed a write") from None
+        finally:
+            lock.release()
 
     def append(
         self,
@@ -119,25 +122,32 @@ class SQLiteCheckpointer:
         error: str | None = None,
     ) -> None:
         if status is None and not record.full:  # a plain append, most checkpoints: the fenced insert alone
-            with self._lock:  # one statement, its own transaction
+            lock = self._lock
+            lock.acquire()  # (half the instructions of a with statement)
+            try:  # one statement, its own transaction
                 db = self._conn
                 if db is None or self._pid != current_pid():
                     db = self._connection()
-                try:
-                    row = (record.seq, 0, get_clock().now(), run_id, owner, _blob(record))
-                    if db.execute(FENCED_INSERT, row).rowcount:
-                        return
-                    refusal = self._refusal(db, run_id, owner, record.seq)
-                except sqlite3.Error as exc:
-                    raise self._failure(exc, "failed a write") from None
-            raise refusal
-        check_status(status)
-        with self._lock:
-            db = self._connection()
-            try:
-                refused = self._append(db, run_id, record, owner, status, result, error)
+                data = record.data  # (_blob's, without its call)
+                blob = bytearray(data) if type(data) is bytes and len(data) <= _INLINE_BLOB else data
+                row = (record.seq, 0, _clocks._clock.now(), run_id, owner, blob)  # (get_clock()'s)
+                if db.execute(FENCED_INSERT, row).rowcount:
+                    return
+                refusal = self._refusal(db, run_id, owner, record.seq)
             except sqlite3.Error as exc:
                 raise self._failure(exc, "failed a write") from None
+            finally:
+                lock.release()
+            raise refusal
+        check_status(status)
+        lock = self._lock
+        lock.acquire()
+        try:
+            refused = self._append(self._connection(), run_id, record, owner, status, result, error)
+        except sqlite3.Error as exc:
+            raise self._failure(exc, "failed a write") from None
+        finally:
+            lock.release()
         if refused is not None:
             raise refused
 

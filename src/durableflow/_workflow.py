@@ -56,19 +56,21 @@ def _new_run_id() -> str:
         except IndexError:
             _run_ids.extend(_uuid7_tails(256))
             continue
-        return f"{time.time_ns() // 1_000_000 & _MS_MASK:012x}{tail}"
+        return (time.time_ns() // 1_000_000 & _MS_MASK).to_bytes(6, "big").hex() + tail  # (half a format's cost)
 
 
 def _uuid7_tails(count: int) -> list[str]:
     """``count`` random ends of a UUIDv7 (what follows its 48 bits of time): version (7) and variant bits set."""
     raw = bytearray(os.urandom(10 * count))
-    raw[0::10] = bytes(b & 0x0F | 0x70 for b in raw[0::10])
-    raw[2::10] = bytes(b & 0x3F | 0x80 for b in raw[2::10])
+    raw[0::10] = raw[0::10].translate(_VERSION)  # (a table, not a generator over the bytes: a fifth of the cost)
+    raw[2::10] = raw[2::10].translate(_VARIANT)
     text = raw.hex()
     return [text[i : i + 20] for i in range(0, 20 * count, 20)]
 
 
 _MS_MASK = (1 << 48) - 1
+_VERSION = bytes(b & 0x0F | 0x70 for b in range(256))
+_VARIANT = bytes(b & 0x3F | 0x80 for b in range(256))
 _run_ids: list[str] = []
 os.register_at_fork(after_in_child=_run_ids.clear)
 
