@@ -80,16 +80,19 @@ def answered_as(exploration: Exploration, reference: Final, final: Final, later:
 
 def _explained(reference: Final, final: Final, later: float, now: float | None) -> dict[str, Any] | None:
     """``final``'s answers if some differ from the reference's and every time among them is explained."""
-    theirs = [(key, value) for key, value in reference.answers.items() if key not in final.answers]
-    ours = [(key, value) for key, value in final.answers.items() if key not in reference.answers]
-    pairs = [(value, reference.answers[key]) for key, value in final.answers.items() if key in reference.answers]
-    pairs += [(value, their) for (_, value), (_, their) in zip(ours, theirs, strict=False)]
-    if all(ours == theirs for ours, theirs in pairs) and not ours:
-        return None
-    for value, reference_value in pairs:
-        if _is_time(value, now) and _is_time(reference_value, now) and not 0 <= value - reference_value <= later:
+    found, expected = final.answers, reference.answers
+    # (answer, the reference's) under each key both runs used, then those under keys only one did (the
+    # minute, a fresh id), paired in the order they ran
+    pairs = [(answer, expected[key]) for key, answer in found.items() if key in expected]
+    found_only = [answer for key, answer in found.items() if key not in expected]
+    expected_only = [answer for key, answer in expected.items() if key not in found]
+    pairs += zip(found_only, expected_only, strict=False)
+    if not found_only and all(answer == reference_answer for answer, reference_answer in pairs):
+        return None  # answered as the reference was: nothing for another answer to explain
+    for answer, reference_answer in pairs:
+        if _is_time(answer, now) and _is_time(reference_answer, now) and not 0 <= answer - reference_answer <= later:
             return None  # later than its restarts make it: the step restarted a wait of its own
-    return dict(final.answers)
+    return dict(found)
 
 
 def _is_time(value: Any, now: float | None) -> bool:
