@@ -50,6 +50,16 @@ _keys = itertools.count(1)
 _VARYING = "crash points vary between two uninterrupted runs"
 
 
+def _told(excinfo: Any) -> bool:
+    """Whether pytest hides this module's frames: under the kinds of error the harness raises for the user
+    to act on (an unknown scenario id, a reference run that never finishes, an option refused), so that the
+    test's line and the message are what shows; under any other (a bug's) they show, as with ``--full-trace``."""
+    return excinfo is not None and bool(excinfo.errisinstance((AssertionError, ValueError, TypeError)))
+
+
+__tracebackhide__ = _told
+
+
 def explore(
     workflow: type[Workflow] | Callable[[], Workflow],
     start: StartEvent | Mapping[str, Any],

@@ -11,6 +11,7 @@ from ._zombies import ZOMBIE
 
 def check_known(scenario_id: str, hits: list[str], workflow: str) -> None:
     """A replayed id whose first crash point the uninterrupted run never reaches is unknown, not unreached."""
+    __tracebackhide__ = True
     point = scenario_id.removeprefix(ZOMBIE).partition(">")[0]
     if point not in hits and not any(same_place(hit, point) for hit in hits):
         shown = ", ".join(hits[:12]) + (" ..." if len(hits) > 12 else "")
