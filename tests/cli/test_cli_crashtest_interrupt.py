@@ -55,11 +55,11 @@ def in_session(session: int) -> list[str]:
 
 
 def ctrl_c(
-    project: Path, when: Callable[[subprocess.Popen[str]], bool], whole_group: bool, *options: str
+    project: Path, when: Callable[[subprocess.Popen[str]], bool], whole_group: bool, *options: str, presses: int = 1
 ) -> subprocess.CompletedProcess[str]:
-    """Start a crashtest of ``Long`` in a session of its own, wait until ``when`` holds, then send SIGINT: to its
-    whole process group as a terminal's Ctrl-C does, or to the command's process alone. Fail unless every
-    process of the session is gone soon after the command exits."""
+    """Start a crashtest of ``Long`` in a session of its own, wait until ``when`` holds, then send SIGINT
+    ``presses`` times: to its whole process group as a terminal's Ctrl-C does, or to the command's process
+    alone. Fail unless every process of the session is gone soon after the command exits."""
     (project / "long.py").write_text(LONG)
     command = [
         sys.executable, "-c", DEFAULT_SIGINT, "-m", "durableflow", "crashtest", "long:Long",
@@ -73,10 +73,12 @@ def ctrl_c(
         while not when(process):
             assert process.poll() is None and time.monotonic() < give_up, "the moment to press Ctrl-C never came"
             time.sleep(0.005)
-        if whole_group:
-            os.killpg(process.pid, signal.SIGINT)
-        else:
-            process.send_signal(signal.SIGINT)
+        for press in range(presses):
+            time.sleep(0.02 * press)  # an impatient user, pressing again while the first stops it
+            if whole_group:
+                os.killpg(process.pid, signal.SIGINT)
+            else:
+                process.send_signal(signal.SIGINT)
         out, err = process.communicate(timeout=60)
         left = in_session(process.pid)
         give_up = time.monotonic() + 10
@@ -104,8 +106,8 @@ def assert_interrupted(done: subprocess.CompletedProcess[str]) -> int:
     assert done.returncode == 130, done.stdout + done.stderr
     for noise in ("Traceback", "Exception ignored", "never retrieved", "Error"):
         assert noise not in done.stderr, done.stderr
-    summary = (done.stdout.strip().splitlines() or [""])[-1]
-    ran = re.search(r"interrupted(?: before any scenario ran|: (\d+) of \d+ ran)", summary)
+    summary = " ".join(done.stdout.split())  # (off a terminal, 80 columns: the summary may wrap)
+    ran = re.search(r"crash exploration of Long: .*interrupted(?: before any scenario ran|: (\d+) of \d+ ran)", summary)
     assert ran is not None, done.stdout
     return int(ran.group(1) or 0)
 
@@ -127,4 +129,19 @@ def test_ctrl_c_while_kill_modes_second_interpreter_starts(project: Path, redis_
 
     done = ctrl_c(project, while_a_second_interpreter_starts, whole_group, "--mode", "kill", "--store", redis_url)
     assert_interrupted(done)
+    assert redis.Redis.from_url(redis_url).keys("*") == []
+
+
+def after_the_first_scenarios(process: subprocess.Popen[str]) -> bool:
+    assert process.stderr is not None
+    return bool(process.stderr.readline())  # off a terminal, a progress line every two seconds
+
+
+def test_ctrl_c_pressed_again_while_it_stops_cuts_nothing_short(project: Path, redis_url: str) -> None:
+    """A second Ctrl-C while the first stops the exploration is ignored: the lives are stopped, the real Redis
+    store emptied, and what ran printed, as after one."""
+    import redis
+
+    done = ctrl_c(project, after_the_first_scenarios, True, "--mode", "kill", "--store", redis_url, presses=3)
+    assert assert_interrupted(done) > 0
     assert redis.Redis.from_url(redis_url).keys("*") == []

@@ -6,7 +6,9 @@ from __future__ import annotations
 import argparse
 import random
 import shlex
+import signal
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -70,6 +72,11 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
 
 def crashtest_command(args: argparse.Namespace) -> int:
     """The same exploration as the ``crash_harness`` fixture, with a progress bar and the matrix printed."""
+    with _one_interrupt():
+        return _crashtest(args)
+
+
+def _crashtest(args: argparse.Namespace) -> int:
     from ..testing import explore  # here, not at the top: every other command would pay for importing it
     from ..testing._lives import ReferenceUnfinished
 
@@ -116,6 +123,35 @@ def crashtest_command(args: argparse.Namespace) -> int:
         except KeyboardInterrupt:  # before the exploration had a report: its world and clock were being set up
             report = _before_any_scenario(args, seed)
     return _reported(args, out, report, seed)
+
+
+@contextmanager
+def _one_interrupt() -> Iterator[None]:
+    """The first Ctrl-C stops the exploration; those after it are ignored: the command cleans up (its lives
+    stopped, what it wrote to a real Redis deleted), prints what ran and exits (closing its second
+    interpreters), which a second would cut short or turn into a traceback. Where SIGINT was not Python's
+    default (ignored, or a handler of the caller's), it is left alone."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.getsignal(signal.SIGINT)
+    if previous is not signal.default_int_handler:
+        yield
+        return
+    pressed = False
+
+    def first(signum: int, frame: Any) -> None:
+        nonlocal pressed
+        pressed = True
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGINT, first)
+    try:
+        yield
+    finally:
+        if not pressed:  # once pressed, the process only exits: ignored until it has
+            signal.signal(signal.SIGINT, previous)
 
 
 def _before_any_scenario(args: argparse.Namespace, seed: int) -> Any:
