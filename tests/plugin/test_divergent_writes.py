@@ -22,7 +22,7 @@ def test_a_decision_taken_again_on_the_clock_is_a_divergent_write_told_to_read_t
     assert report.failures and {o.kind for o in report.failures} == {"divergent write"}
     text = report.failure_text()
     assert "divergent write: a step that ran again after the restart wrote the world otherwise" in text
-    assert "time.time()" in text and "ctx.effect" in text and "ctx.sleep" in text
+    assert "time.time()" in text and "ctx.effect" in text and "ctx.sleep" in text and "ctx.attempt" in text
     assert "idempotent" not in text and "duplicated effect" not in text
     assert "redis key 'escalated':" in report.failures[0].diff  # the diff is as it was: what differs
     assert "divergent write" in KINDS

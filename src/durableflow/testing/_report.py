@@ -41,10 +41,10 @@ HINTS = {
     "or in globals, and write the world idempotently",
     "divergent write": "a step that ran again after the restart wrote the world otherwise (another value, or "
     "a key the uninterrupted run never wrote), not the same work twice: it decided anew on what a restart "
-    "changes, the time (time.time(), datetime.now(): the downtime moves it) or a random value; read such a "
-    "value once, inside ctx.effect (a resumed run is served its recorded answer), or keep it in ctx.store with "
-    "the progress it decides, and wait with ctx.sleep (its deadline is stored) rather than computing a "
-    "deadline anew from the clock",
+    "changes, the time (time.time(), datetime.now(): the downtime moves it), a random value or ctx.attempt (a "
+    "crash counts as a failed attempt); read such a value once, inside ctx.effect (a resumed run is served its "
+    "recorded answer), or keep it in ctx.store with the progress it decides, and wait with ctx.sleep (its "
+    "deadline is stored) rather than computing a deadline anew from the clock",
     "hang": "a life did not finish: it may wait for something only the dead process would have done "
     "(an asyncio.Event on the instance, a thread)",
     "error during resume": "resuming failed: see the error; a WorkflowTimeoutError means the downtime "
