@@ -96,3 +96,33 @@ def test_kill_mode_shares_resumes_and_judges_every_scenario() -> None:
 
     killed.assert_ok()
     assert verdicts(killed) == verdicts(explore(CountsResumes, {}, store=Unshared, seed=SEED, zombies=False))
+
+
+@pytest.mark.parametrize("store", ["sqlite", "memory"])
+def test_at_depth_two_first_crashes_that_leave_the_same_remains_share_one_resume_and_its_crash_points(
+    store: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """At depth 2 a first crash's resume also captures its own crash points; scenarios whose first crashes
+    left the same remains share it, and its captures, as at depth 1: one such resume per distinct remains (a
+    store of the user's class resumes every first crash apart), every scenario judged as when none is shared."""
+    from durableflow.testing import _exploration
+
+    resumes: list[str] = []
+    live = _exploration.Exploration.live
+
+    def counted(self: Any, store: Any, first: bool, capture: Any, nth: int = 0, errands: Any = None) -> Any:
+        if not first and (capture is None or self.settings.depth == 1):  # a first crash's resume
+            resumes.append("resume")
+        return live(self, store, first, capture, nth, errands)
+
+    monkeypatch.setattr(_exploration.Exploration, "live", counted)
+    explore(CountsResumes, {}, store=store, seed=SEED, zombies=False).assert_ok()
+    at_depth_one, resumes[:] = len(resumes), []
+    shared = explore(CountsResumes, {}, depth=2, store=store, seed=SEED, zombies=False)
+    at_depth_two, resumes[:] = len(resumes), []
+    each = explore(CountsResumes, {}, depth=2, store=Unshared, seed=SEED, zombies=False)
+
+    shared.assert_ok()
+    assert verdicts(shared) == verdicts(each)
+    first_crashes = {outcome.id.partition(">")[0] for outcome in each.scenarios}
+    assert at_depth_two == at_depth_one < len(resumes) == len(first_crashes)

@@ -29,7 +29,7 @@ from ._lives import Capture, Errands, Life, Lives, ReferenceUnfinished, compacti
 from ._plan import budget as share
 from ._plan import check_known, sample, shard
 from ._redisworld import may_be_redis
-from ._remains import Resumed, remains, resumed_again
+from ._remains import Resumed, own_store, release, remains, resumed_again, share_captures
 from ._report import Outcome, Report
 from ._settings import Mode, Settings
 from ._stores import Stores, stored
@@ -192,7 +192,7 @@ class Exploration:
 
     def close(self) -> None:
         for capture in self.captures.values():  # sampled out, or unused after a failure
-            self.stores.discard(capture.store, self.run_id)
+            release(capture, self.stores, self.run_id)
         self.lives.close()
         if self.zygotes:
             from ._zygote import forget
@@ -391,10 +391,13 @@ class Exploration:
         if capture is None:  # a replayed id whose point the run no longer reaches: judged "unreached"
             return [Life(ending="finished")], Final("missing", None, None, {}, {})
         deeper = self.settings.depth == 2 and ">" not in scenario_id
-        key = None if deeper else remains(capture)  # a resume that captures serves its own scenario only
-        if key is not None and key in self.resumed:
-            self.stores.discard(capture.store, self.run_id)
-            return resumed_again(self.resumed[key], capture)
+        # a resume that captures is shared where it captured every point: in an exploration, not a replay
+        key = None if deeper and self.settings.only is not None else remains(capture)
+        shared = None if key is None else self.resumed.get(key)
+        if shared is not None and (not deeper or share_captures(shared, capture, scenario_id, self.captures)):
+            release(capture, self.stores, self.run_id)
+            return resumed_again(shared, capture)
+        store = own_store(capture, self.stores, self.run_id)
         self.world.restore(capture.world)
         if capture.at_first_crash is None:
             capture.at_first_crash = self.world.snapshot()
@@ -404,7 +407,7 @@ class Exploration:
         wanted = {self.settings.only.partition(">")[2]} if self.settings.only else None
         try:
             nth, disturbance = len(capture.lives), self.world.disturbance()
-            life = self.live(capture.store, first=False, capture=wanted if deeper else set(), nth=nth)
+            life = self.live(store, first=False, capture=wanted if deeper else set(), nth=nth)
             lives = [*capture.lives, life]
             for point, deeper_capture in life.captures.items():
                 deeper_capture.lives = [*capture.lives, *deeper_capture.lives]
@@ -412,13 +415,14 @@ class Exploration:
                 if not capture.world.get("whole", True):  # resumed from a torn copy: torn too
                     deeper_capture.world["whole"] = False
                 self.captures[f"{scenario_id}>{point}"] = deeper_capture
-            final = self.final(capture.store, lives, capture.at_first_crash, at_last_crash)
+            final = self.final(store, lives, capture.at_first_crash, at_last_crash)
             final.torn = not capture.world.get("whole", True)
             if key is not None and not disturbance[0] and self.world.disturbance() == disturbance:
-                self.resumed[key] = Resumed(life, final)  # (not one an ended life's thread reached into)
+                self.resumed[key] = Resumed(life, final, dict(life.captures) if deeper else {})  # (no thread of
+                # an ended life reached into its world)
             return lives, final
         finally:
-            self.stores.discard(capture.store, self.run_id)
+            release(capture, self.stores, self.run_id, store)
 
     def capture(self, store: Checkpointer, hits: list[str], clock: float | None) -> Capture:
         """Copy what a crash here would leave: the run's records, into a fresh store, and the world."""

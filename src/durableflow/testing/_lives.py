@@ -122,6 +122,9 @@ class Capture:
     clock: float | None
     at_first_crash: dict[str, Any] | None = None
     """The world as the first crash of the scenario left it (see ``Final.at_first_crash``)."""
+    holders: list[int] = field(default_factory=lambda: [1])
+    """How many captures hold ``store``, this one among them (one count, shared by all of them): scenarios
+    whose first crashes left the same remains share their resume's captures (see ``_remains``)."""
 
 
 @dataclass

@@ -6,7 +6,9 @@ hash seed of the interpreter it is forked from (the same for every resume at
 the same depth). Two crash points with no write
 between them (``checkpoint.write.after#1`` and the step start that follows)
 leave the same remains, so their resumes are one and the same run: it is lived
-once, and each scenario is judged on it with its own crashed lives.
+once, and each scenario is judged on it with its own crashed lives. At depth 2
+that resume's own crash points are shared too: each of those scenarios gets
+the captures the resume took, its own crashed lives before them.
 """
 
 from __future__ import annotations
@@ -14,14 +16,20 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import pickle
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from durableflow import MemoryCheckpointer, SQLiteCheckpointer
 
 from ._judge import Final, count_effects
 from ._lives import Capture, Life
 from ._stores import SQLiteImage
+
+if TYPE_CHECKING:
+    from durableflow import Checkpointer
+
+    from ._stores import Stores
 
 
 @dataclass
@@ -30,6 +38,8 @@ class Resumed:
 
     life: Life
     final: Final
+    captures: dict[str, Capture] = field(default_factory=dict)
+    """Depth 2: what a crash at each point of the resume would leave, by point (see ``share_captures``)."""
 
 
 def remains(capture: Capture) -> bytes | None:
@@ -77,3 +87,39 @@ def resumed_again(resumed: Resumed, capture: Capture) -> tuple[list[Life], Final
     # the world at the first crash: this scenario's own at depth 2, the same remains' at depth 1
     first = resumed.final.at_first_crash if capture.at_first_crash is None else capture.at_first_crash
     return lives, dataclasses.replace(resumed.final, effects=effects, windows=windows, at_first_crash=first)
+
+
+def share_captures(resumed: Resumed, capture: Capture, scenario_id: str, captures: dict[str, Capture]) -> bool:
+    """Depth 2: give the scenario of ``capture`` (``scenario_id``) the captures ``resumed`` took, as its own
+    second crashes (``scenario_id>point``), its own crashed lives before them; ``False`` if one is gone (a
+    second crash run already), and nothing given. The captures share their stores (``Capture.holders``)."""
+    if any(taken.holders[0] <= 0 for taken in resumed.captures.values()):
+        return False
+    for point, taken in resumed.captures.items():
+        taken.holders[0] += 1
+        world = dict(taken.world)  # its own: a torn resume marks its captures' worlds
+        lives = [*capture.lives, taken.lives[-1]]
+        captures[f"{scenario_id}>{point}"] = Capture(
+            lives, taken.store, world, taken.clock, taken.at_first_crash, holders=taken.holders
+        )
+    return True
+
+
+def release(capture: Capture, stores: Stores, run_id: str, store: Checkpointer | None = None) -> None:
+    """The scenario of ``capture`` is done with its store: closed and deleted once no other capture holds it;
+    or done with ``store``, the copy of it that ``own_store`` gave it."""
+    if store is not None and store is not capture.store:
+        stores.discard(store, run_id)
+        return
+    capture.holders[0] -= 1
+    if capture.holders[0] <= 0:
+        stores.discard(capture.store, run_id)
+
+
+def own_store(capture: Capture, stores: Stores, run_id: str) -> Checkpointer:
+    """The store a resume from ``capture`` may write to: its own, or a copy of it while other captures hold
+    it (the copy is the caller's to discard, and ``capture`` no longer holds the store)."""
+    if capture.holders[0] <= 1:
+        return capture.store
+    capture.holders[0] -= 1
+    return stores.copy(capture.store, run_id)
