@@ -215,17 +215,7 @@ class RedisCheckpointer:
             raise ImportError(f"RedisCheckpointer needs redis-py, in {install_hint('redis')}") from None
         self._owns_client = True  # closed with the checkpointer; a client the caller passed is theirs to close
         if isinstance(url_or_client, str):
-            try:
-                self.client = redis.Redis.from_url(
-                    url_or_client,
-                    socket_timeout=socket_timeout,
-                    socket_connect_timeout=socket_timeout,
-                )  # and no retries (from_url's default): a write that timed out is not sent again behind our back
-            except ValueError as exc:  # redis-py's message ("Port could not be cast...") names no URL
-                raise ValueError(
-                    f"{without_password(url_or_client)} is not a Redis URL that redis-py can read ({exc}); "
-                    "write it as redis://[[USER]:PASSWORD@]HOST:PORT/DB, or rediss:// for TLS"
-                ) from None
+            self.client = client_of(url_or_client, socket_timeout)
             self.url = without_password(url_or_client)  # shown in errors
         else:
             if inspect.iscoroutinefunction(getattr(url_or_client, "execute_command", None)):
@@ -432,6 +422,21 @@ class RedisCheckpointer:
                     "hand or by another program; restore the run's keys from a backup, or delete them"
                 ) from None
             raise StoreUnavailableError(f"Redis at {self.url} refused the operation ({exc})") from None
+
+
+def client_of(url: str, socket_timeout: float) -> redis.Redis:
+    """A client of the Redis at ``url`` with no retries (from_url's default): a write that timed out is not
+    sent again behind our back. A URL redis-py cannot read is a ``ValueError`` naming it, which redis-py's
+    ("Port could not be cast to integer value") does not."""
+    import redis
+
+    try:
+        return redis.Redis.from_url(url, socket_timeout=socket_timeout, socket_connect_timeout=socket_timeout)
+    except ValueError as exc:
+        raise ValueError(
+            f"{without_password(url)} is not a Redis URL that redis-py can read ({exc}); "
+            "write it as redis://[[USER]:PASSWORD@]HOST:PORT/DB, or rediss:// for TLS"
+        ) from None
 
 
 def _float(value: bytes | None) -> float | None:

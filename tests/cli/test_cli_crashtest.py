@@ -261,7 +261,7 @@ def assert_partial(done: subprocess.CompletedProcess[str], progress: str, projec
     assert PROGRESS.match(progress), progress
     assert done.returncode == 130, done.stdout + done.stderr
     assert "Traceback" not in done.stderr and "never retrieved" not in done.stderr, done.stderr
-    ran = re.search(r"all (\d+) scenarios passed \(interrupted: (\d+) of (\d+) ran\)", done.stdout)
+    ran = re.search(r"all (\d+) scenarios passed \(interrupted: (\d+) ran, of the (\d+) found so far\)", done.stdout)
     assert ran is not None, done.stdout
     assert 0 < int(ran.group(1)) == int(ran.group(2)) < int(ran.group(3))
     assert "checkpoint.write.before#1" in done.stdout  # the matrix: the first point explored

@@ -107,7 +107,10 @@ def assert_interrupted(done: subprocess.CompletedProcess[str]) -> int:
     for noise in ("Traceback", "Exception ignored", "never retrieved", "Error"):
         assert noise not in done.stderr, done.stderr
     summary = " ".join(done.stdout.split())  # (off a terminal, 80 columns: the summary may wrap)
-    ran = re.search(r"crash exploration of Long: .*interrupted(?: before any scenario ran|: (\d+) of \d+ ran)", summary)
+    ran = re.search(
+        r"crash exploration of Long: .*interrupted(?: before any scenario ran|: (\d+) ran, of the \d+ found so far)",
+        summary,
+    )
     assert ran is not None, done.stdout
     return int(ran.group(1) or 0)
 

@@ -128,6 +128,13 @@ def test_a_redis_url_that_cannot_be_read_is_a_usage_error_naming_it_without_its_
     assert "redis://[[USER]:PASSWORD@]HOST:PORT/DB" in done.err
 
 
+def test_crashtest_names_a_redis_url_it_cannot_read(cli: Cli) -> None:
+    done = cli("crashtest", "cliflows:Pipeline", "--input", '{"ids": [1]}', "--store", "redis://:s3cret@db:99999/0")
+    assert done.code == 2
+    assert "s3cret" not in done.err and "Traceback" not in done.err
+    assert "redis://:***@db:99999/0 is not a Redis URL that redis-py can read (Port out of range" in done.err
+
+
 @pytest.mark.parametrize(
     ("shown", "note"),
     [

@@ -124,7 +124,9 @@ class Report:
         )
         sampled = f" (sampled from {self.space})" if self.space > len(self.scenarios) else ""
         if self.interrupted:
-            sampled = f" (interrupted: {len(self.scenarios)} of {self.space} ran)"
+            sampled = (
+                f" (interrupted: {len(self.scenarios)} ran, of the {self.space} found so far)"  # resumes find more
+            )
             if not self.scenarios:
                 verdict, sampled = "interrupted before any scenario ran", ""
         if self.shard is not None:

@@ -32,6 +32,7 @@ from durableflow import (
 from durableflow._checkpointer import without_password
 from durableflow._errors import install_hint
 from durableflow._framing import record_key
+from durableflow._redis import client_of
 from durableflow._snapshot import outcome, replay
 from durableflow._sqlite import _text
 
@@ -303,7 +304,7 @@ def _reachable(url: str) -> Any:
         import redis
     except ImportError:
         raise ImportError(f"a Redis store needs redis-py, in {install_hint('redis')}") from None
-    client = redis.Redis.from_url(url, socket_timeout=5.0, socket_connect_timeout=5.0)
+    client = client_of(url, 5.0)
     try:
         client.ping()
     except Exception as exc:  # redis-py's ConnectionError, TimeoutError, an authentication error...
