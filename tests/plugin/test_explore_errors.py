@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import time
 
 import pytest
 
@@ -55,3 +56,21 @@ def test_a_result_read_from_ctx_attempt_is_told_to_not_depend_on_it() -> None:
     assert {o.kind for o in report.failures} == {"divergent result"}
     hint = next(line for line in report.failure_text().splitlines() if "divergent result:" in line)
     assert "ctx.attempt" in hint
+
+
+class StampsItsStart(Workflow):
+    """WRONG: the time it keeps is read anew when the step runs again after a restart, 300 s later."""
+
+    @step
+    async def begin(self, ev: StartEvent, ctx: Context) -> StopEvent:
+        await ctx.store.set("started_at", time.time())
+        await ctx.checkpoint()
+        return StopEvent(result="done")
+
+
+def test_a_time_kept_in_ctx_store_is_told_to_be_read_inside_ctx_effect() -> None:
+    """The value is in ctx.store already: the hint must not stop at 'keep progress in ctx.store'."""
+    report = explore(StampsItsStart, {})
+    assert "divergent state" in {o.kind for o in report.failures}
+    hint = next(line for line in report.failure_text().splitlines() if "divergent state:" in line)
+    assert "the time" in hint and "inside ctx.effect" in hint

@@ -38,7 +38,8 @@ HINTS = {
     "one), read random values and the time inside ctx.effect, and do not depend on the order in which steps "
     "running at once finish (a fan-in's list, Take(n), a join): sort by a field the events carry",
     "divergent state": "the state (or the world) differs: keep progress in ctx.store, not on the instance "
-    "or in globals, and write the world idempotently",
+    "or in globals; a value a step computes anew when it runs again after a restart (the time, a random value, "
+    "ctx.attempt) differs too: read it once, inside ctx.effect; and write the world idempotently",
     "divergent write": "a step that ran again after the restart wrote the world otherwise (another value, or "
     "a key the uninterrupted run never wrote), not the same work twice: it decided anew on what a restart "
     "changes, the time (time.time(), datetime.now(): the downtime moves it), a random value or ctx.attempt (a "
