@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from .._test_runner import WorkflowTestResult, WorkflowTestRunner
     from ._clock import FrozenClock, ManualClock
-    from ._exploration import explore, run_scenario
+    from ._explore import explore, run_scenario
     from ._html import crash_matrix, write_html
     from ._lives import Crash
     from ._report import KINDS, ExplorationSummary, Outcome, Report, summary_of
@@ -42,7 +42,7 @@ __all__ = [
 
 # The modules above, imported when a name of theirs is first asked for: the CLI's other commands import a
 # module of this package (the crashtest's defaults) without paying for the exploration engine.
-_HOMES = (".._test_runner", "._clock", "._exploration", "._html", "._lives", "._report", "._world")
+_HOMES = (".._test_runner", "._clock", "._explore", "._html", "._lives", "._report", "._world")
 
 
 def __getattr__(name: str) -> Any:

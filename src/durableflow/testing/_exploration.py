@@ -11,11 +11,9 @@ in kill mode (``_kill``), in a forked child that SIGKILLs itself.
 
 from __future__ import annotations
 
-import asyncio
 import dataclasses
 import itertools
 import random
-import threading
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any, Literal, TypeVar, final
 
@@ -23,18 +21,18 @@ from durableflow import Checkpointer, StartEvent, Workflow, plugin_manager
 from durableflow._graph import StepGraph, graph_of
 
 from ._again import REJUDGED, answered_as, run_again
-from ._clock import FrozenClock, exploration_clock, real_monotonic
+from ._clock import FrozenClock, real_monotonic
 from ._judge import Final, count_effects, judge, restated
-from ._lives import Capture, Errands, Life, Lives, ReferenceUnfinished, compacting, unjudged
+from ._lives import Capture, Errands, Life, Lives, ReferenceUnfinished, unjudged
 from ._plan import budget as share
 from ._plan import check_known, sample, shard
 from ._redisworld import may_be_redis
 from ._remains import Resumed, own_store, release, remains, resumed_again, share_captures
 from ._report import Outcome, Report
-from ._settings import Mode, Settings
+from ._settings import Settings, told
 from ._stores import Stores, stored
 from ._world import FakeWorld, UncopyableWorld
-from ._zombies import NO_PAUSE, PROBE, ZOMBIE, check_pausable, probe, twins, zombie, zombie_points
+from ._zombies import PROBE, ZOMBIE, probe, twins, zombie, zombie_points
 
 if TYPE_CHECKING:
     from ._zygote import Zygote
@@ -50,64 +48,7 @@ _keys = itertools.count(1)
 _VARYING = "crash points vary between two uninterrupted runs"
 
 
-def _told(excinfo: Any) -> bool:
-    """Whether pytest hides this module's frames: under the kinds of error the harness raises for the user
-    to act on (an unknown scenario id, a reference run that never finishes, an option refused), so that the
-    test's line and the message are what shows; under any other (a bug's) they show, as with ``--full-trace``."""
-    return excinfo is not None and bool(excinfo.errisinstance((AssertionError, ValueError, TypeError)))
-
-
-__tracebackhide__ = _told
-
-
-def explore(
-    workflow: type[Workflow] | Callable[[], Workflow],
-    start: StartEvent | Mapping[str, Any],
-    depth: int = 1,
-    mode: Mode = "inprocess",
-    seed: int | None = None,
-    max_scenarios: int | None = None,
-    **options: Any,
-) -> Report:
-    """Kill a run of ``workflow`` at every crash point, resume it, and judge each against an uninterrupted run.
-
-    ``workflow`` is a Workflow subclass or a zero-argument factory (a new
-    instance is made for every start and every restart); ``start`` is the
-    StartEvent or a dict of its fields. Options: ``store``, ``respond`` (answers
-    InputRequiredEvents), ``fakes`` ({factory or type: fake factory}),
-    ``record`` (keys of ``fakes`` whose calls are compared), ``hang_after``
-    (seconds a life may take), ``only``, ``shard``, ``rerun``.
-    """
-    settings = Settings(mode=mode, depth=depth, seed=seed, max_scenarios=max_scenarios, **options)
-    return _beside_any_loop(lambda: _explore(workflow, start, settings))
-
-
-def run_scenario(
-    workflow: type[Workflow] | Callable[[], Workflow],
-    start: StartEvent | Mapping[str, Any],
-    crash_at: str,
-    mode: Mode = "inprocess",
-    **options: Any,
-) -> Outcome:
-    """Run one scenario (``crash_at="step.convert.end#2"``, or ``"a>b"``) and return its outcome."""
-    settings = Settings(mode=mode, only=crash_at, **options)
-    return _beside_any_loop(lambda: _explore(workflow, start, settings)).scenarios[0]
-
-
-def _explore(
-    workflow: type[Workflow] | Callable[[], Workflow], start: StartEvent | Mapping[str, Any], settings: Settings
-) -> Report:
-    if settings.downtime < 0:
-        raise ValueError(f"downtime must be 0 or more seconds, not {settings.downtime!r}")
-    with (
-        exploration_clock() as (clock, why),
-        compacting(settings.compact),
-        Exploration(workflow, start, settings, clock) as exploration,
-    ):
-        if why is not None:
-            check_pausable(settings.only, why)
-            exploration.notes.append(why + NO_PAUSE)
-        return exploration.explore()
+__tracebackhide__ = told
 
 
 @final
@@ -479,31 +420,3 @@ class Exploration:
             **ended, world=self.world.snapshot(), effects=effects, windows=windows,
             at_first_crash=at_first_crash or {}, at_last_crash=at_last_crash,
         )  # fmt: skip
-
-
-def _beside_any_loop(fn: Callable[[], T]) -> T:
-    """Call ``fn``, in a thread of its own if this one runs an event loop (an async test):
-    explorations run event loops of their own, which cannot nest."""
-    try:
-        asyncio.get_running_loop()
-    except RuntimeError:
-        alone = True
-    else:
-        alone = False
-    if alone:  # called outside the except: an error of fn's is not shown as raised while handling this one
-        return fn()
-    values: list[T] = []
-    errors: list[BaseException] = []
-
-    def target() -> None:
-        try:
-            values.append(fn())
-        except BaseException as exc:
-            errors.append(exc)
-
-    thread = threading.Thread(target=target, name="durableflow-explore")
-    thread.start()
-    thread.join()
-    if errors:
-        raise errors[0]
-    return values[0]

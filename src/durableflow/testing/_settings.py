@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from durableflow import Event, InputRequiredEvent
 
@@ -60,3 +60,11 @@ class Settings:
     process's (see ``_zygote``)."""
     downtime: float = DOWNTIME
     """Seconds the clock jumps across each crash: a resumed run starts that much later than its crash."""
+
+
+def told(excinfo: Any) -> bool:
+    """Whether pytest hides the frames of a module that sets ``__tracebackhide__ = told``: under the kinds
+    of error the harness raises for the user to act on (an unknown scenario id, a reference run that never
+    finishes, an option refused), so that the test's line and the message are what shows; under any other (a
+    bug's) they show, as with ``--full-trace``."""
+    return excinfo is not None and bool(excinfo.errisinstance((AssertionError, ValueError, TypeError)))

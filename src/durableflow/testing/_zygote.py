@@ -25,13 +25,14 @@ import os
 import pickle
 import signal
 import socket
-import struct
 import subprocess
 import sys
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, final
 
 from durableflow import Checkpointer, RedisCheckpointer, SQLiteCheckpointer
+
+from ._wire import dumps, has_cloudpickle, receive, send
 
 if TYPE_CHECKING:
     from ._exploration import Exploration
@@ -46,15 +47,6 @@ _BOOT = (
 
 class ZygoteUnavailable(Exception):
     """The exploration cannot be handed to a second interpreter; the message says why."""
-
-
-def dumps(value: object) -> bytes:
-    """Pickle ``value``: by reference where importable, by value (cloudpickle) where not."""
-    try:
-        import cloudpickle  # type: ignore[import-not-found, import-untyped, unused-ignore]
-    except ImportError:
-        return pickle.dumps(value, protocol=pickle.HIGHEST_PROTOCOL)
-    return bytes(cloudpickle.dumps(value, protocol=pickle.HIGHEST_PROTOCOL))
 
 
 def store_address(store: Checkpointer) -> tuple[Any, ...] | None:
@@ -149,7 +141,7 @@ class Zygote:
         so a life costs the test's process no round trip to the zygote.
         """
         fds = [life.pop("reports"), life.pop("go")]
-        _send(self.sock, ("fork", key, store, first, capture, life), fds)
+        send(self.sock, ("fork", key, store, first, capture, life), fds)
 
     def close(self) -> None:
         with contextlib.suppress(OSError):
@@ -161,10 +153,10 @@ class Zygote:
             self.process.wait()
 
     def _send(self, message: tuple[Any, ...]) -> None:
-        _send(self.sock, message, [])
+        send(self.sock, message, [])
 
     def _receive(self) -> tuple[Any, ...]:
-        message, _ = _receive(self.sock)
+        message, _ = receive(self.sock)
         if message is None:
             raise ZygoteUnavailable(f"the second interpreter exited ({self.process.poll()})")
         return message
@@ -246,7 +238,7 @@ def payload_of(exploration: Exploration) -> bytes:
             )
         )  # fmt: skip
     except Exception as exc:
-        hint = "" if _has_cloudpickle() else " (pip install cloudpickle to send objects defined in a test by value)"
+        hint = "" if has_cloudpickle() else " (pip install cloudpickle to send objects defined in a test by value)"
         raise ZygoteUnavailable(f"the exploration cannot be pickled: {type(exc).__name__}: {exc}{hint}") from None
     return exploration.zygote_payload
 
@@ -255,43 +247,6 @@ def forget(exploration: Exploration) -> None:
     """The zygotes that loaded ``exploration`` drop it."""
     for handle in exploration.zygotes or ():
         handle.forget(exploration.zygote_key)
-
-
-def _has_cloudpickle() -> bool:
-    try:
-        import cloudpickle  # type: ignore[import-not-found, import-untyped, unused-ignore]  # noqa: F401
-    except ImportError:
-        return False
-    return True
-
-
-def _send(sock: socket.socket, message: tuple[Any, ...], fds: list[int]) -> None:
-    data = pickle.dumps(message, protocol=pickle.HIGHEST_PROTOCOL)
-    header = struct.pack("!I", len(data))
-    if fds:
-        socket.send_fds(sock, [header], fds)
-        sock.sendall(data)
-    else:
-        sock.sendall(header + data)
-
-
-def _receive(sock: socket.socket) -> tuple[tuple[Any, ...] | None, list[int]]:
-    header, fds, _, _ = socket.recv_fds(sock, 4, 4)
-    if not header:
-        return None, []
-    while len(header) < 4:
-        more = sock.recv(4 - len(header))
-        if not more:
-            return None, []
-        header += more
-    (size,) = struct.unpack("!I", header)
-    data = b""
-    while len(data) < size:
-        chunk = sock.recv(size - len(data))
-        if not chunk:
-            return None, []
-        data += chunk
-    return pickle.loads(data), list(fds)
 
 
 # -- the zygote's side -----------------------------------------------------------------------------
@@ -349,21 +304,21 @@ def _serve(sock: socket.socket) -> None:  # pragma: no cover - runs in the zygot
             _reap(reporting)
         if sock.fileno() not in ready:
             continue
-        message, fds = _receive(sock)
+        message, fds = receive(sock)
         if message is None:
             os._exit(0)
         kind = message[0]
         if kind == "hello":
-            _send(sock, ("hello", hash(_PROBE)), [])
+            send(sock, ("hello", hash(_PROBE)), [])
         elif kind == "load":
             try:
                 loaded[message[1]], freezer = _load(message[2], freezer)
-                _send(sock, ("ok",), [])
+                send(sock, ("ok",), [])
             except BaseException as exc:
-                _send(sock, ("error", f"{type(exc).__name__}: {exc}"), [])
+                send(sock, ("error", f"{type(exc).__name__}: {exc}"), [])
         elif kind == "usage":
             used = [resource.getrusage(who) for who in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN)]
-            _send(sock, ("usage", sum(usage.ru_utime + usage.ru_stime for usage in used)), [])
+            send(sock, ("usage", sum(usage.ru_utime + usage.ru_stime for usage in used)), [])
         elif kind == "forget":
             loaded.pop(message[1], None)
             gc.collect()  # its cycles, now: only what came after the freeze is looked through
