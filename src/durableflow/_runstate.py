@@ -153,13 +153,7 @@ class RunState:
         if self.appended:
             self.appended.clear()
         self.awaiting_dirty = False
-        self.written = {  # (note_written's, without its call: every checkpoint comes here)
-            "status": self.status,
-            "next_eid": self.next_eid,
-            "deadline": self.deadline,
-            "error": self.error,
-            "recoveries": self.recoveries,
-        }
+        self.note_written()
 
     # -- events --------------------------------------------------------------------
 

@@ -10,7 +10,6 @@ from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Any, Literal
 
-from . import _clock as _clocks
 from ._checkpointer import (
     TERMINAL,
     Append,
@@ -125,12 +124,8 @@ class SQLiteCheckpointer:
             lock = self._lock
             lock.acquire()  # (half the instructions of a with statement)
             try:  # one statement, its own transaction
-                db = self._conn
-                if db is None or self._pid != current_pid():
-                    db = self._connection()
-                data = record.data  # (_blob's, without its call)
-                blob = bytearray(data) if type(data) is bytes and len(data) <= _INLINE_BLOB else data
-                row = (record.seq, 0, _clocks._clock.now(), run_id, owner, blob)  # (get_clock()'s)
+                db = self._connection()
+                row = (record.seq, 0, get_clock().now(), run_id, owner, _blob(record))
                 if db.execute(FENCED_INSERT, row).rowcount:
                     return
                 refusal = self._refusal(db, run_id, owner, record.seq)
